@@ -1,0 +1,38 @@
+# sluice — see README.md. Every target that needs servers runs
+# scripts/services.sh first, which installs, configures and starts them.
+GO      ?= go
+BIN     := bin/sluice
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
+.PHONY: build services demo test unit bench release vet clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/sluice
+
+services:
+	bash scripts/services.sh
+
+demo: build services
+	bash scripts/demo.sh
+
+# The whole suite: unit tests and the integration tests against real
+# PostgreSQL, MariaDB and NATS.
+test: services
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 60m ./...
+
+unit:
+	$(GO) test -count=1 -short ./...
+
+bench: build services
+	bash scripts/bench.sh
+
+release:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o dist/sluice ./cmd/sluice
+	./dist/sluice version
+
+vet:
+	gofmt -l . | (! grep .) && $(GO) vet ./...
+
+clean:
+	rm -rf bin dist

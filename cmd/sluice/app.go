@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluice-db/sluice/internal/config"
+	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/logging"
+	"github.com/sluice-db/sluice/internal/mysql"
+	"github.com/sluice-db/sluice/internal/plan"
+	"github.com/sluice-db/sluice/internal/postgres"
+)
+
+// app holds what every command shares: flags, the config file and the logger.
+type app struct {
+	flags struct {
+		source, target, configPath, logFormat, schema string
+	}
+	file       *config.File
+	log        *slog.Logger
+	terminal   bool
+	exitStatus int
+}
+
+func (a *app) setup(cmd *cobra.Command) error {
+	a.terminal = logging.IsTerminal(os.Stderr)
+	log, err := logging.New(os.Stderr, a.flags.logFormat, a.terminal)
+	if err != nil {
+		return err
+	}
+	a.log = log
+	if a.flags.configPath != "" {
+		f, err := config.LoadFile(a.flags.configPath)
+		if err != nil {
+			return failure.Wrap(err, failure.Usage, "SLUICE-CONFIG", "config file").With("file", a.flags.configPath)
+		}
+		a.file = f
+	}
+	return nil
+}
+
+// connect resolves the connection settings (flags > file > environment) and
+// opens both databases.
+func (a *app) connect(ctx context.Context, conns int) (*postgres.Source, *mysql.Target, error) {
+	srcCfg, tgtCfg, err := config.Resolve(a.flags.source, a.flags.target, a.file, os.Getenv)
+	if err != nil {
+		return nil, nil, failure.Wrap(err, failure.Usage, "SLUICE-CONFIG-URL", "connection settings").
+			WithHint("see sluice --help for the URL forms")
+	}
+	src, err := postgres.Connect(ctx, srcCfg.ConnString(), srcCfg.Redacted(), conns)
+	if err != nil {
+		return nil, nil, err
+	}
+	tgt, err := mysql.Connect(ctx, tgtCfg, conns)
+	if err != nil {
+		src.Close()
+		return nil, nil, err
+	}
+	a.log.Info("connected", "source", srcCfg.Redacted(), "target", tgtCfg.Redacted(), "target_version", tgt.Version)
+	return src, tgt, nil
+}
+
+// buildPlan plans the tables named by --tables (or the whole schema).
+func (a *app) buildPlan(ctx context.Context, src *postgres.Source, tgt *mysql.Target, tables string) (*plan.Plan, error) {
+	opt := plan.Options{Schema: a.flags.schema, Flavor: tgt.Flavor}
+	if tables != "" {
+		opt.Tables = strings.Split(tables, ",")
+	}
+	if a.file != nil {
+		opt.Mappings = a.file.Tables
+	}
+	return plan.Build(ctx, src, opt)
+}
+
+// copySettings returns the config file's copy section, or zero values.
+func (a *app) copySettings() config.CopySettings {
+	if a.file == nil {
+		return config.CopySettings{}
+	}
+	return a.file.Copy
+}

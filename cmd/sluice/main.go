@@ -1,0 +1,91 @@
+// Command sluice moves live PostgreSQL tables to MySQL/MariaDB without
+// downtime: plan, copy, verify (and, later, sync and cut over).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/logging"
+)
+
+// version is set at build time by `make release`.
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	app := &app{}
+	root := app.rootCommand()
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		os.Exit(app.exitStatus)
+	}
+	if ctx.Err() != nil && !errors.As(err, new(*failure.Error)) {
+		err = failure.Wrap(err, failure.Interrupted, "SLUICE-INTERRUPTED", "interrupted").
+			WithHint("run the same command again to resume")
+	}
+	var fe *failure.Error
+	if !errors.As(err, &fe) {
+		// cobra's own errors (unknown flag, bad value) are usage errors
+		err = failure.Wrap(err, failure.Usage, "SLUICE-USAGE", "invalid command line").WithHint("see sluice --help")
+	}
+	log := app.log
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	logging.Error(log, "sluice failed", err)
+	os.Exit(failure.ExitCode(err))
+}
+
+func (a *app) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "sluice",
+		Short: "Move live PostgreSQL tables to MySQL/MariaDB without downtime",
+		Long: `sluice copies live PostgreSQL tables to MySQL or MariaDB in short, resumable chunks,
+translates the schema (with renames, dropped and computed columns), and verifies that
+both sides hold the same data.
+
+Connections: --source postgres://user:pass@host:5432/db  --target mysql://user:pass@host:3306/db
+(or mariadb://), or source:/target: in --config sluice.yaml, or SLUICE_SOURCE/SLUICE_TARGET.
+
+Exit status: 0 ok, 1 verify found differences, 2 usage or configuration error,
+3 cannot connect, 4 schema problem, 5 bad row, 6 interrupted (run again to resume),
+10 internal error.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return a.setup(cmd)
+		},
+	}
+	f := root.PersistentFlags()
+	f.StringVar(&a.flags.source, "source", "", "source PostgreSQL URL (postgres://user:pass@host:port/db)")
+	f.StringVar(&a.flags.target, "target", "", "target MySQL/MariaDB URL (mysql://… or mariadb://…)")
+	f.StringVar(&a.flags.configPath, "config", "", "YAML config file (connections, table and column mappings, copy settings)")
+	f.StringVar(&a.flags.logFormat, "log-format", "auto", "log format: auto (text on a terminal, JSON otherwise), json or text")
+	f.StringVar(&a.flags.schema, "schema", "public", "source schema whose tables are migrated when --tables is not given")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return failure.Wrap(err, failure.Usage, "SLUICE-USAGE", "invalid command line").WithHint("see sluice --help")
+	})
+	root.AddCommand(a.planCommand(), a.copyCommand(), a.verifyCommand(), versionCommand())
+	return root
+}
+
+func versionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fmt.Fprintln(cmd.OutOrStdout(), "sluice", version)
+			return nil
+		},
+	}
+}

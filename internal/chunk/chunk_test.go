@@ -1,0 +1,70 @@
+package chunk
+
+import (
+	"math/big"
+	"strconv"
+	"testing"
+)
+
+func TestIntegerRangesCoverEveryKeyOnce(t *testing.T) {
+	for _, tc := range []struct {
+		min, max  int64
+		estimated int64
+		per       int
+	}{
+		{1, 1_000_000, 1_000_000, 20_000},
+		{1, 10, 10, 20_000},
+		{-500, 500, 0, 100},
+		{1, 1_000_000_000, 1000, 100}, // very sparse keys
+		{42, 42, 1, 10},
+	} {
+		ranges := IntegerRanges(big.NewInt(tc.min), big.NewInt(tc.max), tc.estimated, tc.per)
+		if ranges[0].Lo != nil || ranges[len(ranges)-1].Hi != nil {
+			t.Fatalf("%+v: first range must be open below and last open above: %+v", tc, ranges)
+		}
+		for i := 1; i < len(ranges); i++ {
+			if ranges[i].Lo[0] != ranges[i-1].Hi[0] {
+				t.Fatalf("%+v: gap or overlap between range %d and %d", tc, i-1, i)
+			}
+			lo, _ := strconv.ParseInt(ranges[i].Lo[0], 10, 64)
+			if lo <= tc.min || lo > tc.max {
+				t.Fatalf("%+v: boundary %d outside (min, max]", tc, lo)
+			}
+		}
+		if tc.estimated > int64(tc.per) {
+			want := tc.estimated / int64(tc.per)
+			if n := int64(len(ranges)); n < want/2 || n > want*2+1 {
+				t.Fatalf("%+v: %d ranges, want about %d", tc, n, want)
+			}
+		}
+	}
+}
+
+func TestPredicate(t *testing.T) {
+	lit := func(_ int, v string) string { return "'" + v + "'" }
+	if got := Predicate([]string{"id"}, Range{}, lit); got != "TRUE" {
+		t.Fatalf("unbounded: %s", got)
+	}
+	if got := Predicate([]string{"id"}, Range{Lo: []string{"5"}, Hi: []string{"9"}}, lit); got != "id >= '5' AND id < '9'" {
+		t.Fatalf("single: %s", got)
+	}
+	got := Predicate([]string{"a", "b"}, Range{Hi: []string{"x", "1"}}, lit)
+	if got != "(a, b) < ('x', '1')" {
+		t.Fatalf("composite: %s", got)
+	}
+}
+
+func TestEncodeDecode(t *testing.T) {
+	for _, k := range [][]string{nil, {"1"}, {"a b", "ü", ""}} {
+		s, ok := Encode(k)
+		back := Decode(s, ok)
+		if len(back) != len(k) || (k == nil) != (back == nil) {
+			t.Fatalf("%q → %q", k, back)
+		}
+		for i := range k {
+			if back[i] != k[i] {
+				t.Fatalf("%q → %q", k, back)
+			}
+		}
+	}
+}

@@ -1,0 +1,522 @@
+// Package copier copies planned tables from the source to the target in
+// key-ordered chunks, several at once. Each chunk is one short COPY on the
+// source and one LOAD DATA transaction on the target that also marks the
+// chunk done, so an interrupted copy resumes without losing or repeating a
+// row.
+package copier
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
+
+	"github.com/sluice-db/sluice/internal/chunk"
+	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/mysql"
+	"github.com/sluice-db/sluice/internal/plan"
+	"github.com/sluice-db/sluice/internal/postgres"
+	"github.com/sluice-db/sluice/internal/progress"
+)
+
+// Options tune a copy.
+type Options struct {
+	Parallel      int     // chunks copied at once
+	ChunkRows     int     // rows per chunk
+	MaxRowsPerSec float64 // 0: unlimited
+	SkipBadRows   bool    // write rows the target cannot hold to RejectFile instead of stopping
+	RejectFile    string
+	Tracker       *progress.Tracker
+	Log           *slog.Logger
+}
+
+// TableResult is the outcome for one table.
+type TableResult struct {
+	Source   string
+	Target   string
+	Rows     int64 // rows in the target after the copy (this run and earlier ones)
+	Copied   int64 // rows written by this run
+	Rejected int64
+	Elapsed  time.Duration
+	Err      error
+}
+
+// Result is the outcome of a copy.
+type Result struct {
+	Tables  []TableResult
+	Elapsed time.Duration
+}
+
+// Err is the first table error, if any.
+func (r *Result) Err() error {
+	for _, t := range r.Tables {
+		if t.Err != nil {
+			return t.Err
+		}
+	}
+	return nil
+}
+
+type tableState struct {
+	plan      *plan.Table
+	progress  *progress.Table
+	remaining int
+	copied    int64
+	rejected  int64
+	rows      int64
+	started   time.Time
+	elapsed   time.Duration
+	err       error
+}
+
+type job struct {
+	table *tableState
+	chunk mysql.StoredChunk
+}
+
+type copier struct {
+	src     *postgres.Source
+	tgt     *mysql.Target
+	opt     Options
+	limiter *rate.Limiter
+	mu      sync.Mutex
+	rejects *os.File
+}
+
+// Run copies every table of p. Tables already copied by an earlier run are
+// skipped; tables interrupted part-way resume at their first unfinished chunk.
+func Run(ctx context.Context, src *postgres.Source, tgt *mysql.Target, p *plan.Plan, opt Options) (*Result, error) {
+	start := time.Now()
+	if opt.Parallel < 1 {
+		opt.Parallel = 4
+	}
+	if opt.ChunkRows < 1 {
+		opt.ChunkRows = 20000
+	}
+	if opt.Tracker == nil {
+		opt.Tracker = &progress.Tracker{}
+	}
+	c := &copier{src: src, tgt: tgt, opt: opt}
+	if opt.MaxRowsPerSec > 0 {
+		c.limiter = rate.NewLimiter(rate.Limit(opt.MaxRowsPerSec), max(1, min(int(opt.MaxRowsPerSec), 10000)))
+	}
+	if err := tgt.EnsureProgressTables(ctx); err != nil {
+		return nil, err
+	}
+	var states []*tableState
+	var jobs []job
+	for _, t := range p.Tables {
+		st, pending, err := c.prepare(ctx, t)
+		if err != nil {
+			return nil, err
+		}
+		states = append(states, st)
+		for _, ch := range pending {
+			jobs = append(jobs, job{table: st, chunk: ch})
+		}
+	}
+	if err := c.run(ctx, states, jobs); err != nil {
+		return nil, err
+	}
+	if c.rejects != nil {
+		c.rejects.Close()
+	}
+	res := &Result{Elapsed: time.Since(start)}
+	allDone := true
+	for _, st := range states {
+		if st.err != nil {
+			allDone = false
+		}
+		res.Tables = append(res.Tables, TableResult{Source: st.plan.Source.Name.String(), Target: st.plan.Target,
+			Rows: st.rows, Copied: st.copied, Rejected: st.rejected, Elapsed: st.elapsed, Err: st.err})
+	}
+	if allDone {
+		if err := c.createForeignKeys(ctx, p); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// prepare creates the target table if needed and returns its unfinished chunks.
+func (c *copier) prepare(ctx context.Context, t *plan.Table) (*tableState, []mysql.StoredChunk, error) {
+	name := t.Source.Name.String()
+	phase, err := c.tgt.Phase(ctx, t.Target)
+	if err != nil {
+		return nil, nil, err
+	}
+	st := &tableState{plan: t, started: time.Now()}
+	if phase == "" {
+		if err := c.createTable(ctx, t); err != nil {
+			return nil, nil, err
+		}
+		ranges, err := c.chunkRanges(ctx, t)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := c.tgt.StartTable(ctx, t.Target, name, ranges); err != nil {
+			return nil, nil, err
+		}
+		c.opt.Log.Info("table planned", "table", name, "target", t.Target, "chunks", len(ranges), "estimated_rows", t.Source.EstimatedRows)
+	}
+	chunks, err := c.tgt.Chunks(ctx, t.Target)
+	if err != nil {
+		return nil, nil, err
+	}
+	var pending []mysql.StoredChunk
+	for _, ch := range chunks {
+		if ch.Done {
+			st.rows += ch.Rows
+			st.rejected += ch.Rejected
+		} else {
+			pending = append(pending, ch)
+		}
+	}
+	st.progress = c.opt.Tracker.Add(name, max(t.Source.EstimatedRows, st.rows), st.rows)
+	st.remaining = len(pending)
+	switch {
+	case phase == mysql.PhaseDone:
+		st.progress.SetPhase("done")
+		c.opt.Log.Info("table already copied", "table", name, "rows", st.rows)
+	case len(pending) == 0:
+		st.progress.SetPhase("indexing")
+	default:
+		if st.rows > 0 {
+			c.opt.Log.Info("resuming table", "table", name, "rows_already_copied", st.rows, "chunks_left", len(pending))
+		}
+		st.progress.SetPhase("copying")
+	}
+	return st, pending, nil
+}
+
+func (c *copier) createTable(ctx context.Context, t *plan.Table) error {
+	exists, err := c.tgt.TableExists(ctx, t.Target)
+	if err != nil {
+		return err
+	}
+	if exists {
+		nonEmpty, err := c.tgt.HasRows(ctx, t.Target)
+		if err != nil {
+			return err
+		}
+		if nonEmpty {
+			return failure.New(failure.Schema, "SLUICE-TARGET-NOTEMPTY",
+				"target table %s already holds rows that sluice did not copy", t.Target).
+				With("table", t.Target).
+				WithHint("sluice never writes over data it did not copy: drop or empty the target table, or map the source table to another name")
+		}
+		return nil
+	}
+	if _, err := c.tgt.DB.ExecContext(ctx, t.CreateTable); err != nil {
+		return failure.Wrap(err, failure.Schema, "SLUICE-TARGET-DDL", "target: create table %s", t.Target).With("table", t.Target)
+	}
+	return nil
+}
+
+// chunkRanges splits a table: arithmetic ranges for a single integer key
+// (no scan), boundaries from one ordered key scan otherwise.
+func (c *copier) chunkRanges(ctx context.Context, t *plan.Table) ([]chunk.Range, error) {
+	keys := t.KeyExprsSource()
+	if len(t.Key) == 1 {
+		switch t.Columns[t.Key[0]].SourceType.Name {
+		case "int2", "int4", "int8":
+			lo, hi, ok, err := c.src.KeyRange(ctx, t.Source.Name, keys[0])
+			if err != nil || !ok {
+				return []chunk.Range{{}}, err
+			}
+			min, _ := new(big.Int).SetString(lo, 10)
+			max, _ := new(big.Int).SetString(hi, 10)
+			return chunk.IntegerRanges(min, max, t.Source.EstimatedRows, c.opt.ChunkRows), nil
+		}
+	}
+	bounds, err := c.src.KeyBoundaries(ctx, t.Source.Name, keys, c.opt.ChunkRows)
+	if err != nil {
+		return nil, err
+	}
+	return chunk.BoundaryRanges(bounds), nil
+}
+
+func (c *copier) run(ctx context.Context, states []*tableState, jobs []job) error {
+	queue := make(chan job)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(queue)
+		for _, j := range jobs {
+			select {
+			case queue <- j:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+		}
+		return nil
+	})
+	for i := 0; i < c.opt.Parallel; i++ {
+		g.Go(func() error {
+			for j := range queue {
+				if err := c.runJob(gctx, j); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	// Tables with nothing left to copy (resumed after their last chunk) still
+	// need their indexes.
+	for _, st := range states {
+		if st.remaining == 0 && st.progress.Snapshot().Phase != "done" {
+			g.Go(func() error { return c.finishTable(gctx, st) })
+		}
+	}
+	return g.Wait()
+}
+
+// runJob copies one chunk. A bad row fails only its table; a broken
+// connection is retried a few times before the run stops (run it again to
+// resume).
+func (c *copier) runJob(ctx context.Context, j job) error {
+	st := j.table
+	c.mu.Lock()
+	failed := st.err != nil
+	c.mu.Unlock()
+	if failed {
+		return nil
+	}
+	var err error
+	for attempt := 1; attempt <= 3; attempt++ {
+		err = c.copyChunk(ctx, st, j.chunk)
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		var fe *failure.Error
+		if errors.As(err, &fe) {
+			break
+		}
+		c.opt.Log.Warn("chunk failed, retrying", "code", "SLUICE-COPY-RETRY", "table", st.plan.Source.Name.String(),
+			"chunk", j.chunk.No, "attempt", attempt, "error", err.Error())
+		time.Sleep(time.Duration(attempt) * time.Second)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var fe *failure.Error
+		if errors.As(err, &fe) && (fe.Kind == failure.BadRow || fe.Kind == failure.Schema) {
+			c.mu.Lock()
+			st.err = err
+			st.elapsed = time.Since(st.started)
+			c.mu.Unlock()
+			st.progress.SetPhase("failed")
+			return nil // other tables go on
+		}
+		return failure.Wrap(err, failure.Internal, "SLUICE-COPY-CHUNK", "table %s, chunk %d (%s)",
+			st.plan.Source.Name, j.chunk.No, describeRange(j.chunk.Range)).
+			With("table", st.plan.Source.Name.String()).With("chunk", fmt.Sprint(j.chunk.No)).
+			WithHint("run the same command again: it resumes from the last committed chunk")
+	}
+	c.mu.Lock()
+	st.remaining--
+	last := st.remaining == 0 && st.err == nil
+	c.mu.Unlock()
+	if last {
+		return c.finishTable(ctx, st)
+	}
+	return nil
+}
+
+func describeRange(r chunk.Range) string {
+	lo, hi := "start", "end"
+	if r.Lo != nil {
+		lo = strings.Join(r.Lo, ",")
+	}
+	if r.Hi != nil {
+		hi = strings.Join(r.Hi, ",")
+	}
+	return "keys from " + lo + " to before " + hi
+}
+
+func (c *copier) copyChunk(ctx context.Context, st *tableState, ch mysql.StoredChunk) error {
+	t := st.plan
+	tx, err := c.tgt.DB.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("target: begin: %w", err)
+	}
+	defer tx.Rollback()
+
+	tr, err := streamRows(ctx, c.src, tx, t, t.SourceQuery(ch.Range), false, c.opt.SkipBadRows, c.limiter, st.progress.AddRows)
+	if err != nil {
+		if tr != nil {
+			st.progress.AddRows(-tr.rows)
+		}
+		var warn *mysql.ValueWarning
+		if errors.As(err, &warn) {
+			return failure.Wrap(err, failure.BadRow, "SLUICE-COPY-TARGETWARN", "table %s, chunk %d (%s)", t.Source.Name, ch.No, describeRange(ch.Range)).
+				With("table", t.Source.Name.String()).With("chunk", fmt.Sprint(ch.No)).
+				WithHint("a column type set in the mapping cannot hold a source value exactly; widen it")
+		}
+		return err
+	}
+	if err := mysql.MarkChunkDone(ctx, tx, t.Target, ch.No, tr.rows, int64(len(tr.rejects))); err != nil {
+		st.progress.AddRows(-tr.rows)
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		st.progress.AddRows(-tr.rows)
+		return fmt.Errorf("target: commit chunk %d of %s: %w", ch.No, t.Target, err)
+	}
+	c.mu.Lock()
+	st.copied += tr.rows
+	st.rows += tr.rows
+	st.rejected += int64(len(tr.rejects))
+	c.mu.Unlock()
+	if len(tr.rejects) > 0 {
+		st.progress.AddRejected(int64(len(tr.rejects)))
+		return c.writeRejects(tr.rejects)
+	}
+	return nil
+}
+
+func (c *copier) writeRejects(rejects []Reject) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.rejects == nil {
+		f, err := os.OpenFile(c.opt.RejectFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return failure.Wrap(err, failure.Usage, "SLUICE-REJECTFILE", "cannot open reject file %s", c.opt.RejectFile).
+				WithHint("give a writable path with --reject-file")
+		}
+		c.rejects = f
+	}
+	enc := json.NewEncoder(c.rejects)
+	for _, r := range rejects {
+		if err := enc.Encode(r); err != nil {
+			return fmt.Errorf("write reject file %s: %w", c.opt.RejectFile, err)
+		}
+	}
+	return nil
+}
+
+// finishTable builds the secondary indexes once the data is in.
+func (c *copier) finishTable(ctx context.Context, st *tableState) error {
+	t := st.plan
+	st.progress.SetPhase("indexing")
+	for _, s := range t.PostData {
+		exists, err := c.tgt.IndexExists(ctx, t.Target, s.Name)
+		if err != nil {
+			return err
+		}
+		if exists {
+			continue
+		}
+		began := time.Now()
+		if _, err := c.tgt.DB.ExecContext(ctx, s.SQL); err != nil {
+			return failure.Wrap(err, failure.Schema, "SLUICE-TARGET-INDEX", "target: build indexes of %s", t.Target).With("table", t.Target)
+		}
+		c.opt.Log.Info("indexes built", "table", t.Target, "seconds", time.Since(began).Seconds())
+	}
+	if err := c.tgt.SetPhase(ctx, t.Target, t.Source.Name.String(), mysql.PhaseDone); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	st.elapsed = time.Since(st.started)
+	c.mu.Unlock()
+	st.progress.SetPhase("done")
+	return nil
+}
+
+func (c *copier) createForeignKeys(ctx context.Context, p *plan.Plan) error {
+	var stmts []plan.Statement
+	targets := map[string]string{}
+	for _, t := range p.Tables {
+		for _, fk := range t.ForeignKeys {
+			stmts = append(stmts, fk)
+			targets[fk.Name] = t.Target
+		}
+	}
+	sort.SliceStable(stmts, func(i, j int) bool { return stmts[i].Name < stmts[j].Name })
+	for _, s := range stmts {
+		exists, err := c.tgt.IndexExists(ctx, targets[s.Name], s.Name)
+		if err != nil {
+			return err
+		}
+		if exists {
+			continue
+		}
+		if _, err := c.tgt.DB.ExecContext(ctx, s.SQL); err != nil {
+			return failure.Wrap(err, failure.Schema, "SLUICE-TARGET-FK", "target: create foreign key %s on %s", s.Name, targets[s.Name]).
+				With("table", targets[s.Name])
+		}
+	}
+	return nil
+}
+
+func formatKey(k map[string]string) string {
+	names := make([]string, 0, len(k))
+	for n := range k {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = n + "=" + k[n]
+	}
+	return strings.Join(parts, ",")
+}
+
+// streamRows runs query on the source and loads its rows into t's target
+// table inside tx: COPY text out, converted row by row, LOAD DATA in. The
+// returned translator says how many rows went in and which were rejected.
+func streamRows(ctx context.Context, src *postgres.Source, tx *sql.Tx, t *plan.Table, query string, replace, skipBad bool,
+	limiter *rate.Limiter, onRows func(int64)) (*rowTranslator, error) {
+	pr, pw := io.Pipe()
+	tr := newRowTranslator(ctx, t, pw, skipBad, limiter, onRows)
+	readErr := make(chan error, 1)
+	go func() {
+		err := src.CopyOut(ctx, query, tr)
+		if err == nil {
+			err = tr.Close()
+		}
+		pw.CloseWithError(err) // nil: the loader sees EOF
+		readErr <- err
+	}()
+	loaded, loadErr := mysql.LoadData(ctx, tx, t.Target, t.LoadColumns(), pr, replace)
+	pr.CloseWithError(errLoadStopped) // unblocks the reader if the load failed first
+	if err := <-readErr; err != nil {
+		return tr, err
+	}
+	if loadErr != nil {
+		return tr, loadErr
+	}
+	if !replace && loaded != tr.rows {
+		return tr, failure.New(failure.Internal, "SLUICE-COPY-COUNT", "table %s: sent %d rows but the target stored %d",
+			t.Source.Name, tr.rows, loaded).With("table", t.Source.Name.String())
+	}
+	return tr, nil
+}
+
+var errLoadStopped = errors.New("target load stopped")
+
+// CopyKeys copies the source rows with the given keys (source text form)
+// into the target within tx, replacing rows with the same key. Used by
+// verify --repair.
+func CopyKeys(ctx context.Context, src *postgres.Source, tx *sql.Tx, t *plan.Table, keys [][]string) (int64, error) {
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	tr, err := streamRows(ctx, src, tx, t, t.KeyFilterSource(keys), true, false, nil, nil)
+	if err != nil {
+		return 0, err
+	}
+	return tr.rows, nil
+}

@@ -1,0 +1,153 @@
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+
+	"github.com/sluice-db/sluice/internal/chunk"
+)
+
+// Progress lives in the target database, next to the rows it describes, so
+// a chunk's rows and its "done" mark commit in one transaction: after any
+// crash a chunk is either wholly there and marked, or wholly absent.
+const (
+	ChunksTable = "_sluice_copy_chunks"
+	TablesTable = "_sluice_tables"
+)
+
+// Table phases.
+const (
+	PhaseCopying = "copying"
+	PhaseDone    = "done"
+)
+
+// StoredChunk is one planned chunk and whether it is copied.
+type StoredChunk struct {
+	No       int
+	Range    chunk.Range
+	Done     bool
+	Rows     int64
+	Rejected int64
+}
+
+// EnsureProgressTables creates sluice's bookkeeping tables.
+func (t *Target) EnsureProgressTables(ctx context.Context) error {
+	for _, ddl := range []string{
+		`CREATE TABLE IF NOT EXISTS ` + ChunksTable + ` (
+			table_name VARCHAR(64) NOT NULL,
+			chunk_no INT NOT NULL,
+			lo LONGTEXT NULL,
+			hi LONGTEXT NULL,
+			done BOOLEAN NOT NULL DEFAULT 0,
+			rows_copied BIGINT NOT NULL DEFAULT 0,
+			rows_rejected BIGINT NOT NULL DEFAULT 0,
+			finished_at DATETIME(6) NULL,
+			PRIMARY KEY (table_name, chunk_no)
+		) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+		`CREATE TABLE IF NOT EXISTS ` + TablesTable + ` (
+			table_name VARCHAR(64) NOT NULL PRIMARY KEY,
+			source_table VARCHAR(255) NOT NULL,
+			phase VARCHAR(16) NOT NULL,
+			updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)
+		) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+	} {
+		if _, err := t.DB.ExecContext(ctx, ddl); err != nil {
+			return fmt.Errorf("target: create sluice progress tables: %w", err)
+		}
+	}
+	return nil
+}
+
+// Phase returns a table's copy phase, or "" when sluice never started it.
+func (t *Target) Phase(ctx context.Context, table string) (string, error) {
+	var phase string
+	err := t.DB.QueryRowContext(ctx, `SELECT phase FROM `+TablesTable+` WHERE table_name = ?`, table).Scan(&phase)
+	if err == sql.ErrNoRows {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("target: read progress of %s: %w", table, err)
+	}
+	return phase, nil
+}
+
+// SetPhase records a table's copy phase.
+func (t *Target) SetPhase(ctx context.Context, table, source, phase string) error {
+	_, err := t.DB.ExecContext(ctx, `INSERT INTO `+TablesTable+` (table_name, source_table, phase) VALUES (?, ?, ?)
+		ON DUPLICATE KEY UPDATE phase = VALUES(phase), source_table = VALUES(source_table)`, table, source, phase)
+	if err != nil {
+		return fmt.Errorf("target: record phase of %s: %w", table, err)
+	}
+	return nil
+}
+
+// StartTable stores a table's chunk plan and marks it copying, in one
+// transaction, replacing any earlier plan.
+func (t *Target) StartTable(ctx context.Context, table, source string, ranges []chunk.Range) error {
+	tx, err := t.DB.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("target: store chunk plan of %s: %w", table, err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `DELETE FROM `+ChunksTable+` WHERE table_name = ?`, table); err != nil {
+		return fmt.Errorf("target: store chunk plan of %s: %w", table, err)
+	}
+	const batch = 500
+	for start := 0; start < len(ranges); start += batch {
+		end := min(start+batch, len(ranges))
+		var sb strings.Builder
+		args := make([]any, 0, (end-start)*4)
+		for i := start; i < end; i++ {
+			if i > start {
+				sb.WriteString(",")
+			}
+			sb.WriteString("(?, ?, ?, ?)")
+			args = append(args, table, i, nullable(chunk.Encode(ranges[i].Lo)), nullable(chunk.Encode(ranges[i].Hi)))
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO `+ChunksTable+` (table_name, chunk_no, lo, hi) VALUES `+sb.String(), args...); err != nil {
+			return fmt.Errorf("target: store chunk plan of %s: %w", table, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO `+TablesTable+` (table_name, source_table, phase) VALUES (?, ?, ?)
+		ON DUPLICATE KEY UPDATE phase = VALUES(phase), source_table = VALUES(source_table)`, table, source, PhaseCopying); err != nil {
+		return fmt.Errorf("target: store chunk plan of %s: %w", table, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("target: store chunk plan of %s: %w", table, err)
+	}
+	return nil
+}
+
+func nullable(s string, ok bool) sql.NullString { return sql.NullString{String: s, Valid: ok} }
+
+// Chunks returns a table's stored chunk plan in order.
+func (t *Target) Chunks(ctx context.Context, table string) ([]StoredChunk, error) {
+	rows, err := t.DB.QueryContext(ctx, `SELECT chunk_no, lo, hi, done, rows_copied, rows_rejected FROM `+ChunksTable+` WHERE table_name = ? ORDER BY chunk_no`, table)
+	if err != nil {
+		return nil, fmt.Errorf("target: read chunk plan of %s: %w", table, err)
+	}
+	defer rows.Close()
+	var out []StoredChunk
+	for rows.Next() {
+		var c StoredChunk
+		var lo, hi sql.NullString
+		if err := rows.Scan(&c.No, &lo, &hi, &c.Done, &c.Rows, &c.Rejected); err != nil {
+			return nil, fmt.Errorf("target: read chunk plan of %s: %w", table, err)
+		}
+		c.Range = chunk.Range{Lo: chunk.Decode(lo.String, lo.Valid), Hi: chunk.Decode(hi.String, hi.Valid)}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// MarkChunkDone records a copied chunk inside the transaction that wrote it.
+func MarkChunkDone(ctx context.Context, tx *sql.Tx, table string, no int, rows, rejected int64) error {
+	_, err := tx.ExecContext(ctx, `UPDATE `+ChunksTable+` SET done = 1, rows_copied = ?, rows_rejected = ?, finished_at = NOW(6)
+		WHERE table_name = ? AND chunk_no = ?`, rows, rejected, table, no)
+	if err != nil {
+		return fmt.Errorf("target: record chunk %d of %s: %w", no, table, err)
+	}
+	return nil
+}

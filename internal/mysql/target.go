@@ -1,0 +1,233 @@
+// Package mysql is the MySQL/MariaDB target side: connecting with pinned
+// session settings, creating tables, bulk loading with LOAD DATA, and keeping
+// sluice's progress in the target so it commits with the rows.
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	gomysql "github.com/go-sql-driver/mysql"
+
+	"github.com/sluice-db/sluice/internal/config"
+	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/typemap"
+)
+
+// sessionParams pin every target session: UTC so DATETIME holds UTC, strict
+// mode so nothing is truncated silently, NO_AUTO_VALUE_ON_ZERO so a copied
+// id 0 stays 0, and no foreign key checks while tables fill in any order
+// (the source enforced them already).
+var sessionParams = map[string]string{
+	"charset":            "utf8mb4",
+	"collation":          "utf8mb4_bin",
+	"time_zone":          "'+00:00'",
+	"sql_mode":           "'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION,ERROR_FOR_DIVISION_BY_ZERO'",
+	"foreign_key_checks": "0",
+	"interpolateParams":  "true",
+	"timeout":            "10s",
+}
+
+// Target is a pool of connections to the target database.
+type Target struct {
+	DB      *sql.DB
+	Flavor  typemap.Flavor
+	Version string
+	Name    string // database name
+	display string
+}
+
+// Connect opens the target database, creating it (utf8mb4) when it does not
+// exist yet.
+func Connect(ctx context.Context, t config.Target, maxConns int) (*Target, error) {
+	display := t.Redacted()
+	db, err := open(ctx, t.DSN(sessionParams), maxConns)
+	var myErr *gomysql.MySQLError
+	if errors.As(err, &myErr) && myErr.Number == 1049 { // unknown database
+		if err := createDatabase(ctx, t); err != nil {
+			return nil, classify(err, display)
+		}
+		db, err = open(ctx, t.DSN(sessionParams), maxConns)
+	}
+	if err != nil {
+		return nil, classify(err, display)
+	}
+	tg := &Target{DB: db, Name: t.Database, display: display, Flavor: typemap.MySQL}
+	if err := db.QueryRowContext(ctx, "SELECT VERSION()").Scan(&tg.Version); err != nil {
+		db.Close()
+		return nil, classify(err, display)
+	}
+	if strings.Contains(strings.ToLower(tg.Version), "mariadb") {
+		tg.Flavor = typemap.MariaDB
+	}
+	return tg, nil
+}
+
+func open(ctx context.Context, dsn string, maxConns int) (*sql.DB, error) {
+	db, err := sql.Open("mysql", dsn)
+	if err != nil {
+		return nil, err
+	}
+	if maxConns < 2 {
+		maxConns = 2
+	}
+	db.SetMaxOpenConns(maxConns)
+	db.SetMaxIdleConns(maxConns)
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	pingCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := db.PingContext(pingCtx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+func createDatabase(ctx context.Context, t config.Target) error {
+	db, err := open(ctx, t.ServerDSN(map[string]string{"timeout": "10s"}), 1)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	_, err = db.ExecContext(ctx, "CREATE DATABASE IF NOT EXISTS "+typemap.QuoteIdent(t.Database)+" CHARACTER SET utf8mb4")
+	return err
+}
+
+func classify(err error, display string) error {
+	var myErr *gomysql.MySQLError
+	if errors.As(err, &myErr) {
+		switch myErr.Number {
+		case 1045, 1044, 1698:
+			return failure.New(failure.Connection, "SLUICE-TARGET-AUTH", "target %s: login refused: %s", display, myErr.Message).
+				WithHint("check the user and password in the target URL and the user's grants")
+		}
+		return failure.New(failure.Connection, "SLUICE-TARGET-CONNECT", "target %s: %s (error %d)", display, myErr.Message, myErr.Number)
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) || errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "connect") {
+		return failure.New(failure.Connection, "SLUICE-TARGET-UNREACHABLE", "target %s: cannot connect: %v", display, err).
+			WithHint("check that MySQL/MariaDB is running and that host and port in the target URL are right")
+	}
+	return failure.Wrap(err, failure.Connection, "SLUICE-TARGET-CONNECT", "target %s", display)
+}
+
+// Close releases every connection.
+func (t *Target) Close() error { return t.DB.Close() }
+
+// Display is the redacted URL of the target.
+func (t *Target) Display() string { return t.display }
+
+// TableExists reports whether the target database has the table.
+func (t *Target) TableExists(ctx context.Context, name string) (bool, error) {
+	var n int
+	err := t.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?`, name).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("target: look up table %s: %w", name, err)
+	}
+	return n > 0, nil
+}
+
+// IndexExists reports whether the table has an index or constraint so named.
+func (t *Target) IndexExists(ctx context.Context, table, index string) (bool, error) {
+	var n int
+	err := t.DB.QueryRowContext(ctx, `
+		SELECT (SELECT COUNT(*) FROM information_schema.statistics WHERE table_schema = DATABASE() AND table_name = ? AND index_name = ?)
+		     + (SELECT COUNT(*) FROM information_schema.table_constraints WHERE table_schema = DATABASE() AND table_name = ? AND constraint_name = ?)`,
+		table, index, table, index).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("target: look up index %s on %s: %w", index, table, err)
+	}
+	return n > 0, nil
+}
+
+// HasRows reports whether a table holds at least one row.
+func (t *Target) HasRows(ctx context.Context, table string) (bool, error) {
+	var one int
+	err := t.DB.QueryRowContext(ctx, "SELECT 1 FROM "+typemap.QuoteIdent(table)+" LIMIT 1").Scan(&one)
+	if err == sql.ErrNoRows {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("target: read %s: %w", table, err)
+	}
+	return true, nil
+}
+
+var readerSeq atomic.Int64
+
+// LoadData bulk-loads rows (LOAD DATA text format: tab-separated, \N for
+// NULL, backslash escapes, raw bytes) into table within tx, and fails if the
+// server changed or refused any value: with LOCAL, MySQL downgrades data
+// errors to warnings, so every warning is treated as an error here.
+func LoadData(ctx context.Context, tx *sql.Tx, table string, columns []LoadColumn, rows io.Reader, replace bool) (int64, error) {
+	name := fmt.Sprintf("sluice-%d", readerSeq.Add(1))
+	gomysql.RegisterReaderHandler(name, func() io.Reader { return rows })
+	defer gomysql.DeregisterReaderHandler(name)
+	cols := make([]string, len(columns))
+	var sets []string
+	for i, c := range columns {
+		cols[i] = typemap.QuoteIdent(c.Name)
+		if c.Expr != "" {
+			v := fmt.Sprintf("@sluice_v%d", i)
+			cols[i] = v
+			sets = append(sets, typemap.QuoteIdent(c.Name)+" = "+fmt.Sprintf(c.Expr, v))
+		}
+	}
+	mode := ""
+	if replace {
+		mode = "REPLACE "
+	}
+	stmt := fmt.Sprintf("LOAD DATA LOCAL INFILE 'Reader::%s' %sINTO TABLE %s CHARACTER SET binary "+
+		"FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' (%s)",
+		name, mode, typemap.QuoteIdent(table), strings.Join(cols, ", "))
+	if len(sets) > 0 {
+		stmt += " SET " + strings.Join(sets, ", ")
+	}
+	res, err := tx.ExecContext(ctx, stmt)
+	if err != nil {
+		return 0, err
+	}
+	n, _ := res.RowsAffected()
+	if warn := firstWarning(ctx, tx); warn != "" {
+		return n, &ValueWarning{Table: table, Warning: warn}
+	}
+	return n, nil
+}
+
+// LoadColumn is a target column of a load; Expr, if set, is a fmt pattern
+// applied to the loaded bytes (e.g. a CONVERT for a type that cannot take
+// binary input).
+type LoadColumn struct {
+	Name string
+	Expr string
+}
+
+// ValueWarning means the server changed or refused a value during a load.
+type ValueWarning struct {
+	Table   string
+	Warning string
+}
+
+func (w *ValueWarning) Error() string {
+	return fmt.Sprintf("target changed or refused a value while loading %s: %s", w.Table, w.Warning)
+}
+
+func firstWarning(ctx context.Context, tx *sql.Tx) string {
+	var count int
+	if err := tx.QueryRowContext(ctx, "SELECT @@warning_count").Scan(&count); err != nil || count == 0 {
+		return ""
+	}
+	var level, msg string
+	var code int
+	if err := tx.QueryRowContext(ctx, "SHOW WARNINGS LIMIT 1").Scan(&level, &code, &msg); err != nil {
+		return fmt.Sprintf("%d warnings", count)
+	}
+	return fmt.Sprintf("%s %d: %s (%d warnings in all)", level, code, msg, count)
+}

@@ -1,0 +1,533 @@
+// Package plan turns source tables plus the user's mapping (renames, dropped,
+// retyped and computed columns, row filters) into what the copier, verifier
+// and the `plan` command need: target DDL, per-column conversions, warnings
+// for every mapping that is not exact, and errors for what cannot be moved
+// safely.
+package plan
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/sluice-db/sluice/internal/canonical"
+	"github.com/sluice-db/sluice/internal/config"
+	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/postgres"
+	"github.com/sluice-db/sluice/internal/schema"
+	"github.com/sluice-db/sluice/internal/typemap"
+)
+
+// Column is one target column and where its value comes from.
+type Column struct {
+	Source     string // source column name; "" for a computed column
+	SourceExpr string // what the copy SELECTs on the source
+	Target     string // target column name
+	SQLType    string
+	Kind       canonical.Kind
+	Convert    typemap.Converter
+	TargetExpr string // what verify SELECTs on the target
+	LoadExpr   string // fmt pattern turning the loaded bytes into the value, or ""
+	NotNull    bool
+	Default    string // DEFAULT clause, without the keyword
+	// KeyExprSource/KeyExprTarget order and compare the column the same way
+	// on both engines when it is part of the row key.
+	KeyExprSource string
+	KeyExprTarget string
+	SourceType    schema.Type
+}
+
+// Table is the plan for one source table.
+type Table struct {
+	Source      *schema.Table
+	Target      string      // target table name
+	Columns     []Column    // in target order
+	Key         []int       // indexes into Columns of the row key, in key order
+	Filter      string      // row filter evaluated on the source, or ""
+	CreateTable string      // target table with its row key only
+	PostData    []Statement // secondary indexes, built after the data
+	ForeignKeys []Statement // built once every table is copied
+	Warnings    []string
+}
+
+// Statement is DDL run after the data; Name is the index or constraint it
+// creates, so a resumed run can tell whether it already ran.
+type Statement struct {
+	Name string
+	SQL  string
+}
+
+// Plan covers all tables of a run.
+type Plan struct {
+	Tables []*Table
+	Flavor typemap.Flavor
+	Errors []error // what cannot be migrated safely; the run must not start
+}
+
+// Err returns the first error (all of them are printed by the plan command).
+func (p *Plan) Err() error {
+	if len(p.Errors) == 0 {
+		return nil
+	}
+	return p.Errors[0]
+}
+
+// Options select tables and name the target flavor.
+type Options struct {
+	Tables   []string // "name" or "schema.name"; empty: every table of Schema
+	Schema   string   // default "public"
+	Mappings map[string]config.TableMapping
+	Flavor   typemap.Flavor
+}
+
+// Build reads the source schema and plans every selected table.
+func Build(ctx context.Context, src *postgres.Source, opt Options) (*Plan, error) {
+	if opt.Schema == "" {
+		opt.Schema = "public"
+	}
+	names, err := selectTables(ctx, src, opt)
+	if err != nil {
+		return nil, err
+	}
+	p := &Plan{Flavor: opt.Flavor}
+	targets := map[string]schema.TableName{}
+	for _, name := range names {
+		st, err := src.ReadTable(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		t, errs := planTable(ctx, src, st, mappingFor(opt.Mappings, name), opt.Flavor)
+		p.Errors = append(p.Errors, errs...)
+		if t == nil {
+			continue
+		}
+		if prev, dup := targets[strings.ToLower(t.Target)]; dup {
+			p.Errors = append(p.Errors, failure.New(failure.Schema, "SLUICE-PLAN-DUPTARGET",
+				"source tables %s and %s would both become target table %s", prev, name, t.Target).
+				WithHint("give one of them another name with tables: {%s: {rename: …}} in the config file", name))
+			continue
+		}
+		targets[strings.ToLower(t.Target)] = name
+		p.Tables = append(p.Tables, t)
+	}
+	for _, t := range p.Tables {
+		planForeignKeys(p, t)
+	}
+	return p, nil
+}
+
+func selectTables(ctx context.Context, src *postgres.Source, opt Options) ([]schema.TableName, error) {
+	if len(opt.Tables) == 0 {
+		names, err := src.ListTables(ctx, opt.Schema)
+		if err != nil {
+			return nil, err
+		}
+		if len(names) == 0 {
+			return nil, failure.New(failure.Schema, "SLUICE-SCHEMA-EMPTY", "source schema %s has no tables", opt.Schema).
+				WithHint("name the tables with --tables schema.table")
+		}
+		return names, nil
+	}
+	var names []schema.TableName
+	for _, s := range opt.Tables {
+		if s = strings.TrimSpace(s); s != "" {
+			names = append(names, schema.ParseTableName(s, opt.Schema))
+		}
+	}
+	return names, nil
+}
+
+func mappingFor(m map[string]config.TableMapping, name schema.TableName) config.TableMapping {
+	if tm, ok := m[name.Schema+"."+name.Name]; ok {
+		return tm
+	}
+	if name.Schema == "public" {
+		return m[name.Name]
+	}
+	return config.TableMapping{}
+}
+
+// maxIdentifier is MySQL's limit for table, column and index names.
+const maxIdentifier = 64
+
+func planTable(ctx context.Context, src *postgres.Source, st *schema.Table, tm config.TableMapping, flavor typemap.Flavor) (*Table, []error) {
+	t := &Table{Source: st, Target: st.Name.Name, Filter: strings.TrimSpace(tm.Where)}
+	if tm.Rename != "" {
+		t.Target = tm.Rename
+	}
+	var errs []error
+	tableErr := func(code, format string, args ...any) *failure.Error {
+		e := failure.New(failure.Schema, code, "table %s: "+format, append([]any{st.Name}, args...)...).With("table", st.Name.String())
+		errs = append(errs, e)
+		return e
+	}
+	if len(t.Target) > maxIdentifier {
+		tableErr("SLUICE-PLAN-LONGNAME", "target name %q is longer than MySQL's %d characters", t.Target, maxIdentifier).
+			WithHint("rename it with tables: {%s: {rename: shorter_name}}", st.Name)
+	}
+	rowKey := st.RowKey()
+	if len(rowKey) == 0 {
+		tableErr("SLUICE-SCHEMA-NOKEY", "has neither a primary key nor a unique index on NOT NULL columns, so rows cannot be copied in chunks or matched exactly").
+			WithHint("add one on the source, e.g. ALTER TABLE %s ADD PRIMARY KEY (…) or ALTER TABLE %s ADD COLUMN id bigserial PRIMARY KEY, or leave the table out of --tables",
+				postgres.Ident(st.Name.Schema, st.Name.Name), postgres.Ident(st.Name.Schema, st.Name.Name))
+		return nil, errs
+	}
+	inKey := map[string]bool{}
+	for _, c := range rowKey {
+		inKey[c] = true
+	}
+	for _, ix := range st.Indexes {
+		if ix.Unique && ix.Unsupported == "" {
+			for _, c := range ix.Columns {
+				inKey[c] = true
+			}
+		}
+	}
+	for name := range tm.Columns {
+		if st.Column(name) == nil {
+			tableErr("SLUICE-CONFIG-COLUMN", "the config maps column %q, which the source table does not have", name).
+				WithHint("check the column names under tables: {%s: {columns: …}}", st.Name)
+		}
+	}
+	targetCol := map[string]string{} // source column → target column name
+	for _, col := range st.Columns {
+		cm := tm.Columns[col.Name]
+		if cm.Drop {
+			for _, k := range rowKey {
+				if k == col.Name {
+					tableErr("SLUICE-CONFIG-DROPKEY", "the config drops column %s, which is part of the row key", col.Name).
+						WithHint("keep the key column; rename it instead if the new schema calls it differently")
+				}
+			}
+			t.Warnings = append(t.Warnings, fmt.Sprintf("%s.%s: dropped by the mapping (not copied)", st.Name, col.Name))
+			continue
+		}
+		auto := col.Identity && len(st.PrimaryKey) > 0 && st.PrimaryKey[0] == col.Name && isInteger(col.Type.Name)
+		m := typemap.Map(col.Type, typemap.Options{Flavor: flavor, InKey: inKey[col.Name], AutoIncrement: auto})
+		c := Column{Source: col.Name, Target: col.Name, SQLType: m.SQLType, Kind: m.Kind, Convert: m.Convert,
+			NotNull: col.NotNull, SourceType: col.Type, LoadExpr: m.LoadExpr}
+		if cm.Rename != "" {
+			c.Target = cm.Rename
+		}
+		c.SourceExpr = postgres.Ident(col.Name)
+		if m.SourceExpr != nil {
+			c.SourceExpr = m.SourceExpr(c.SourceExpr)
+		}
+		c.TargetExpr = typemap.QuoteIdent(c.Target)
+		if m.TargetExpr != nil {
+			c.TargetExpr = m.TargetExpr(c.TargetExpr)
+		}
+		for _, n := range m.Notes {
+			t.Warnings = append(t.Warnings, fmt.Sprintf("%s.%s: %s", st.Name, col.Name, n))
+		}
+		if col.Type.Domain != "" {
+			t.Warnings = append(t.Warnings, fmt.Sprintf("%s.%s: domain %s becomes its base type %s; its CHECK constraints are not carried over", st.Name, col.Name, col.Type.Domain, col.Type.Name))
+		}
+		if col.Identity && !auto {
+			t.Warnings = append(t.Warnings, fmt.Sprintf("%s.%s: identity/serial column does not lead the primary key, so it gets no AUTO_INCREMENT", st.Name, col.Name))
+		}
+		if cm.Type != "" {
+			c.SQLType = cm.Type
+			c.Kind = KindOfSQLType(cm.Type, c.Kind)
+			c.Convert, c.LoadExpr = nil, "" // the target converts; sluice refuses any conversion warning it reports
+			t.Warnings = append(t.Warnings, fmt.Sprintf("%s.%s: type set to %s by the mapping (was %s); a value the target cannot convert exactly stops the copy", st.Name, col.Name, cm.Type, col.Type.Display))
+		}
+		if clause, ok, note := typemap.Default(col, m); ok {
+			c.Default = clause
+			if note != "" {
+				t.Warnings = append(t.Warnings, fmt.Sprintf("%s.%s: %s", st.Name, col.Name, note))
+			}
+		} else {
+			t.Warnings = append(t.Warnings, fmt.Sprintf("%s.%s: %s", st.Name, col.Name, note))
+		}
+		if cm.Rename != "" {
+			t.Warnings = append(t.Warnings, fmt.Sprintf("%s.%s: renamed to %s.%s by the mapping", st.Name, col.Name, t.Target, c.Target))
+		}
+		targetCol[col.Name] = c.Target
+		t.Columns = append(t.Columns, c)
+	}
+	for _, cc := range tm.Computed {
+		c, err := planComputed(ctx, src, st, cc, flavor)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		t.Warnings = append(t.Warnings, fmt.Sprintf("%s.%s: computed on the source as %s (%s)", st.Name, cc.Name, cc.Expr, c.SQLType))
+		t.Columns = append(t.Columns, c)
+	}
+	if t.Filter != "" {
+		t.Warnings = append(t.Warnings, fmt.Sprintf("%s: only rows WHERE %s are copied", st.Name, t.Filter))
+	}
+	for _, c := range t.Columns {
+		if len(c.Target) > maxIdentifier {
+			tableErr("SLUICE-PLAN-LONGNAME", "target column name %q is longer than MySQL's %d characters", c.Target, maxIdentifier).
+				WithHint("rename it under tables: {%s: {columns: {%s: {rename: …}}}}", st.Name, c.Source)
+		}
+	}
+	for _, k := range rowKey {
+		for i := range t.Columns {
+			if t.Columns[i].Source == k {
+				t.Key = append(t.Key, i)
+				setKeyExprs(&t.Columns[i], flavor)
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return t, errs
+	}
+	t.CreateTable = createTable(t, rowKey, targetCol)
+	t.PostData = secondaryIndexes(t, targetCol)
+	return t, nil
+}
+
+func isInteger(typ string) bool { return typ == "int2" || typ == "int4" || typ == "int8" }
+
+// setKeyExprs makes both engines order and compare key values the same way:
+// text by code point (PostgreSQL's "C" collation matches MySQL's binary
+// collations), and MariaDB's UUID type as text because it sorts time-based
+// UUIDs by their timestamp.
+func setKeyExprs(c *Column, flavor typemap.Flavor) {
+	src := postgres.Ident(c.Source)
+	tgt := typemap.QuoteIdent(c.Target)
+	switch c.SourceType.Name {
+	case "text", "varchar", "bpchar", "name", "citext":
+		src += ` COLLATE "C"`
+	case "uuid":
+		if flavor == typemap.MariaDB {
+			tgt = "CAST(" + tgt + " AS CHAR(36)) COLLATE ascii_bin"
+		}
+	}
+	c.KeyExprSource, c.KeyExprTarget = src, tgt
+}
+
+func planComputed(ctx context.Context, src *postgres.Source, st *schema.Table, cc config.ComputedColumn, flavor typemap.Flavor) (Column, error) {
+	typ, err := src.DescribeExpr(ctx, st.Name, cc.Expr)
+	if err != nil {
+		return Column{}, failure.Wrap(err, failure.Schema, "SLUICE-CONFIG-EXPR",
+			"table %s: computed column %s: the source cannot evaluate %q", st.Name, cc.Name, cc.Expr).
+			With("table", st.Name.String()).With("column", cc.Name).
+			WithHint("write expr as a PostgreSQL expression over the columns of %s", st.Name)
+	}
+	m := typemap.Map(typ, typemap.Options{Flavor: flavor})
+	c := Column{Target: cc.Name, SQLType: m.SQLType, Kind: m.Kind, Convert: m.Convert, SourceType: typ, LoadExpr: m.LoadExpr,
+		SourceExpr: "(" + cc.Expr + ")", TargetExpr: typemap.QuoteIdent(cc.Name)}
+	if m.SourceExpr != nil {
+		c.SourceExpr = m.SourceExpr(c.SourceExpr)
+	}
+	if m.TargetExpr != nil {
+		c.TargetExpr = m.TargetExpr(c.TargetExpr)
+	}
+	if cc.Type != "" {
+		c.SQLType, c.Kind, c.Convert, c.LoadExpr = cc.Type, KindOfSQLType(cc.Type, m.Kind), nil, ""
+	}
+	return c, nil
+}
+
+func createTable(t *Table, rowKey []string, targetCol map[string]string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "CREATE TABLE %s (\n", typemap.QuoteIdent(t.Target))
+	for _, c := range t.Columns {
+		fmt.Fprintf(&b, "  %s %s", typemap.QuoteIdent(c.Target), c.SQLType)
+		if c.NotNull {
+			b.WriteString(" NOT NULL")
+		} else if !strings.Contains(c.SQLType, "AUTO_INCREMENT") {
+			b.WriteString(" NULL")
+		}
+		if c.Default != "" {
+			b.WriteString(" DEFAULT " + c.Default)
+		}
+		b.WriteString(",\n")
+	}
+	keyCols := quoteTargets(rowKey, targetCol)
+	if len(t.Source.PrimaryKey) > 0 {
+		fmt.Fprintf(&b, "  PRIMARY KEY (%s)\n", keyCols)
+	} else {
+		fmt.Fprintf(&b, "  UNIQUE KEY %s (%s)\n", typemap.QuoteIdent(truncate("sluice_rowkey_"+t.Target)), keyCols)
+	}
+	fmt.Fprintf(&b, ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=%s", typemap.TextCollation(flavorOf(t)))
+	return b.String()
+}
+
+// flavorOf reads the flavor back from the collation chosen for key columns;
+// every text column shares it.
+func flavorOf(t *Table) typemap.Flavor {
+	for _, c := range t.Columns {
+		if strings.Contains(c.SQLType, typemap.TextCollation(typemap.MySQL)) {
+			return typemap.MySQL
+		}
+	}
+	return typemap.MariaDB
+}
+
+func secondaryIndexes(t *Table, targetCol map[string]string) []Statement {
+	var adds []string
+	first := ""
+	rowKey := t.Source.RowKey()
+	for _, ix := range t.Source.Indexes {
+		if ix.Unsupported != "" {
+			t.Warnings = append(t.Warnings, fmt.Sprintf("%s: index %s is not created because %s; create an equivalent on the target if queries need it", t.Source.Name, ix.Name, ix.Unsupported))
+			continue
+		}
+		if len(t.Source.PrimaryKey) == 0 && sameColumns(ix.Columns, rowKey) {
+			continue // already the table's row key
+		}
+		var cols []string
+		skip := false
+		for _, c := range ix.Columns {
+			tc, ok := targetCol[c]
+			if !ok {
+				skip = true
+				break
+			}
+			q := typemap.QuoteIdent(tc)
+			if col := findTarget(t, tc); col != nil && (strings.HasPrefix(col.SQLType, "LONG") || col.SQLType == "JSON") {
+				if ix.Unique {
+					t.Warnings = append(t.Warnings, fmt.Sprintf("%s: unique index %s covers a column MySQL cannot index whole; not created", t.Source.Name, ix.Name))
+					skip = true
+					break
+				}
+				q += "(255)"
+				t.Warnings = append(t.Warnings, fmt.Sprintf("%s: index %s indexes the first 255 characters of %s", t.Source.Name, ix.Name, tc))
+			}
+			cols = append(cols, q)
+		}
+		if skip {
+			if _, dropped := targetCol[ix.Columns[0]]; !dropped {
+				continue
+			}
+			t.Warnings = append(t.Warnings, fmt.Sprintf("%s: index %s is not created because the mapping drops one of its columns", t.Source.Name, ix.Name))
+			continue
+		}
+		kind := "INDEX"
+		if ix.Unique {
+			kind = "UNIQUE INDEX"
+		}
+		if first == "" {
+			first = truncate(ix.Name)
+		}
+		adds = append(adds, fmt.Sprintf("ADD %s %s (%s)", kind, typemap.QuoteIdent(truncate(ix.Name)), strings.Join(cols, ", ")))
+	}
+	if len(adds) == 0 {
+		return nil
+	}
+	// One ALTER builds all indexes in a single pass over the table.
+	return []Statement{{Name: first, SQL: fmt.Sprintf("ALTER TABLE %s %s", typemap.QuoteIdent(t.Target), strings.Join(adds, ", "))}}
+}
+
+func planForeignKeys(p *Plan, t *Table) {
+	for _, fk := range t.Source.ForeignKeys {
+		ref := p.find(fk.RefTable)
+		if ref == nil {
+			t.Warnings = append(t.Warnings, fmt.Sprintf("%s: foreign key %s is not created: it references %s, which is not migrated", t.Source.Name, fk.Name, fk.RefTable))
+			continue
+		}
+		cols, ok1 := targetNames(t, fk.Columns)
+		refCols, ok2 := targetNames(ref, fk.RefColumns)
+		if !ok1 || !ok2 {
+			t.Warnings = append(t.Warnings, fmt.Sprintf("%s: foreign key %s is not created: the mapping drops one of its columns", t.Source.Name, fk.Name))
+			continue
+		}
+		if fk.OnDelete == "SET DEFAULT" || fk.OnUpdate == "SET DEFAULT" {
+			t.Warnings = append(t.Warnings, fmt.Sprintf("%s: foreign key %s uses SET DEFAULT, which InnoDB does not support; created with NO ACTION", t.Source.Name, fk.Name))
+		}
+		t.ForeignKeys = append(t.ForeignKeys, Statement{Name: truncate(fk.Name), SQL: fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s FOREIGN KEY (%s) REFERENCES %s (%s) ON DELETE %s ON UPDATE %s",
+			typemap.QuoteIdent(t.Target), typemap.QuoteIdent(truncate(fk.Name)), cols, typemap.QuoteIdent(ref.Target), refCols,
+			innodbAction(fk.OnDelete), innodbAction(fk.OnUpdate))})
+	}
+}
+
+func innodbAction(a string) string {
+	if a == "SET DEFAULT" || a == "" {
+		return "NO ACTION"
+	}
+	return a
+}
+
+func (p *Plan) find(name schema.TableName) *Table {
+	for _, t := range p.Tables {
+		if t.Source.Name == name {
+			return t
+		}
+	}
+	return nil
+}
+
+func targetNames(t *Table, sourceCols []string) (string, bool) {
+	var out []string
+	for _, sc := range sourceCols {
+		found := false
+		for _, c := range t.Columns {
+			if c.Source == sc {
+				out = append(out, typemap.QuoteIdent(c.Target))
+				found = true
+			}
+		}
+		if !found {
+			return "", false
+		}
+	}
+	return strings.Join(out, ", "), true
+}
+
+func findTarget(t *Table, target string) *Column {
+	for i := range t.Columns {
+		if t.Columns[i].Target == target {
+			return &t.Columns[i]
+		}
+	}
+	return nil
+}
+
+func quoteTargets(cols []string, targetCol map[string]string) string {
+	q := make([]string, len(cols))
+	for i, c := range cols {
+		q[i] = typemap.QuoteIdent(targetCol[c])
+	}
+	return strings.Join(q, ", ")
+}
+
+func sameColumns(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func truncate(name string) string {
+	if len(name) <= maxIdentifier {
+		return name
+	}
+	return name[:maxIdentifier]
+}
+
+// KindOfSQLType guesses how verify compares a column whose target type the
+// user set; fallback is used when the type says nothing more specific.
+func KindOfSQLType(sqlType string, fallback canonical.Kind) canonical.Kind {
+	u := strings.ToUpper(strings.TrimSpace(sqlType))
+	prefixes := []struct {
+		p string
+		k canonical.Kind
+	}{
+		{"TINYINT(1)", canonical.Bool}, {"BOOL", canonical.Bool},
+		{"TINYINT", canonical.Integer}, {"SMALLINT", canonical.Integer}, {"MEDIUMINT", canonical.Integer},
+		{"INT", canonical.Integer}, {"BIGINT", canonical.Integer},
+		{"DECIMAL", canonical.Decimal}, {"NUMERIC", canonical.Decimal},
+		{"FLOAT", canonical.Float32}, {"DOUBLE", canonical.Float64},
+		{"DATETIME", canonical.Timestamp}, {"TIMESTAMP", canonical.Timestamp}, {"DATE", canonical.Date}, {"TIME", canonical.Time},
+		{"CHAR", canonical.PaddedChar}, {"VARCHAR", canonical.Exact}, {"TEXT", canonical.Exact}, {"LONGTEXT", canonical.Exact},
+		{"JSON", canonical.JSON}, {"BLOB", canonical.Bytes}, {"LONGBLOB", canonical.Bytes}, {"VARBINARY", canonical.Bytes},
+	}
+	sort.SliceStable(prefixes, func(i, j int) bool { return len(prefixes[i].p) > len(prefixes[j].p) })
+	for _, p := range prefixes {
+		if strings.HasPrefix(u, p.p) {
+			return p.k
+		}
+	}
+	return fallback
+}

@@ -1,0 +1,126 @@
+package plan
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/sluice-db/sluice/internal/chunk"
+	"github.com/sluice-db/sluice/internal/mysql"
+	"github.com/sluice-db/sluice/internal/postgres"
+	"github.com/sluice-db/sluice/internal/typemap"
+)
+
+// KeyExprsSource lists the key columns as the source orders them.
+func (t *Table) KeyExprsSource() []string {
+	out := make([]string, len(t.Key))
+	for i, k := range t.Key {
+		out[i] = t.Columns[k].KeyExprSource
+	}
+	return out
+}
+
+// SourceQuery selects the rows of range r on the source, in key order, with
+// the row filter applied. Bounds are inlined as typed literals because COPY
+// takes no parameters.
+func (t *Table) SourceQuery(r chunk.Range) string {
+	exprs := make([]string, len(t.Columns))
+	for i, c := range t.Columns {
+		exprs[i] = c.SourceExpr
+	}
+	keys := t.KeyExprsSource()
+	where := chunk.Predicate(keys, r, func(i int, v string) string {
+		typ := t.Columns[t.Key[i]].SourceType
+		return postgres.Literal(v) + "::" + postgres.Ident(typ.Name)
+	})
+	if t.Filter != "" {
+		where += " AND (" + t.Filter + ")"
+	}
+	return fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY %s", strings.Join(exprs, ", "),
+		postgres.Ident(t.Source.Name.Schema, t.Source.Name.Name), where, strings.Join(keys, ", "))
+}
+
+// KeyFilterSource selects the source rows whose keys are listed (source text
+// form), for repairs.
+func (t *Table) KeyFilterSource(keys [][]string) string {
+	exprs := make([]string, len(t.Columns))
+	for i, c := range t.Columns {
+		exprs[i] = c.SourceExpr
+	}
+	keyCols := make([]string, len(t.Key))
+	for i, k := range t.Key {
+		keyCols[i] = postgres.Ident(t.Columns[k].Source)
+	}
+	tuples := make([]string, len(keys))
+	for j, key := range keys {
+		lits := make([]string, len(key))
+		for i, v := range key {
+			lits[i] = postgres.Literal(v) + "::" + postgres.Ident(t.Columns[t.Key[i]].SourceType.Name)
+		}
+		tuples[j] = "(" + strings.Join(lits, ", ") + ")"
+	}
+	where := "(" + strings.Join(keyCols, ", ") + ") IN (" + strings.Join(tuples, ", ") + ")"
+	if t.Filter != "" {
+		where += " AND (" + t.Filter + ")"
+	}
+	return fmt.Sprintf("SELECT %s FROM %s WHERE %s", strings.Join(exprs, ", "),
+		postgres.Ident(t.Source.Name.Schema, t.Source.Name.Name), where)
+}
+
+// TargetQuery selects range r on the target for verify. Bounds are converted
+// to the target's form (a timestamptz bound loses its "+00", a boolean
+// becomes 0/1) and passed as parameters.
+func (t *Table) TargetQuery(r chunk.Range) (string, []any, error) {
+	exprs := make([]string, len(t.Columns))
+	for i, c := range t.Columns {
+		exprs[i] = c.TargetExpr
+	}
+	keys := make([]string, len(t.Key))
+	for i, k := range t.Key {
+		keys[i] = t.Columns[k].KeyExprTarget
+	}
+	var args []any
+	var convErr error
+	where := chunk.Predicate(keys, r, func(i int, v string) string {
+		conv := []byte(v)
+		if c := t.Columns[t.Key[i]].Convert; c != nil {
+			var err error
+			if conv, err = c(conv); err != nil && convErr == nil {
+				convErr = err
+			}
+		}
+		args = append(args, string(conv))
+		return "?"
+	})
+	q := fmt.Sprintf("SELECT %s FROM %s WHERE %s", strings.Join(exprs, ", "), typemap.QuoteIdent(t.Target), where)
+	return q, args, convErr
+}
+
+// LoadColumns lists the target columns in copy order with their load
+// expressions.
+func (t *Table) LoadColumns() []mysql.LoadColumn {
+	out := make([]mysql.LoadColumn, len(t.Columns))
+	for i, c := range t.Columns {
+		out[i] = mysql.LoadColumn{Name: c.Target, Expr: c.LoadExpr}
+	}
+	return out
+}
+
+// TargetColumns lists the target column names in copy order.
+func (t *Table) TargetColumns() []string {
+	out := make([]string, len(t.Columns))
+	for i, c := range t.Columns {
+		out[i] = c.Target
+	}
+	return out
+}
+
+// DeleteKeysTarget deletes the listed keys (already in target form).
+func (t *Table) DeleteKeysTarget(n int) string {
+	keyCols := make([]string, len(t.Key))
+	for i, k := range t.Key {
+		keyCols[i] = typemap.QuoteIdent(t.Columns[k].Target)
+	}
+	tuple := "(" + strings.TrimSuffix(strings.Repeat("?, ", len(t.Key)), ", ") + ")"
+	tuples := strings.TrimSuffix(strings.Repeat(tuple+", ", n), ", ")
+	return fmt.Sprintf("DELETE FROM %s WHERE (%s) IN (%s)", typemap.QuoteIdent(t.Target), strings.Join(keyCols, ", "), tuples)
+}

@@ -1,0 +1,130 @@
+// Package postgres is the PostgreSQL source side: connecting, reading the
+// catalog into schema.Table, and streaming rows out with COPY.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sluice-db/sluice/internal/failure"
+)
+
+// SessionParams pin how the source formats values in text, so the rest of
+// sluice can rely on one form: UTC timestamps, ISO dates and intervals, hex
+// bytea and shortest-exact floats.
+var SessionParams = map[string]string{
+	"application_name":   "sluice",
+	"TimeZone":           "UTC",
+	"DateStyle":          "ISO, YMD",
+	"IntervalStyle":      "iso_8601",
+	"extra_float_digits": "1",
+	"bytea_output":       "hex",
+	"client_encoding":    "UTF8",
+}
+
+// connectTimeout bounds how long an unreachable host can stall a command.
+const connectTimeout = 10 * time.Second
+
+// Source is a pool of connections to the source database.
+type Source struct {
+	Pool    *pgxpool.Pool
+	display string // redacted URL for messages
+}
+
+// Connect opens a pool of up to maxConns connections and checks that the
+// server answers. connString carries the password; display must not.
+func Connect(ctx context.Context, connString, display string, maxConns int) (*Source, error) {
+	cfg, err := pgxpool.ParseConfig(connString)
+	if err != nil {
+		return nil, failure.New(failure.Usage, "SLUICE-SOURCE-URL", "source %s: cannot parse connection settings", display)
+	}
+	for k, v := range SessionParams {
+		cfg.ConnConfig.RuntimeParams[k] = v
+	}
+	if maxConns < 2 {
+		maxConns = 2
+	}
+	cfg.MaxConns = int32(maxConns)
+	cfg.ConnConfig.ConnectTimeout = connectTimeout
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, ClassifyConnectError(err, display)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, ClassifyConnectError(err, display)
+	}
+	return &Source{Pool: pool, display: display}, nil
+}
+
+// Close releases every connection.
+func (s *Source) Close() { s.Pool.Close() }
+
+// Display is the redacted URL of the source.
+func (s *Source) Display() string { return s.display }
+
+// ClassifyConnectError turns a connection failure into a failure.Error that
+// says which of the usual causes it is.
+func ClassifyConnectError(err error, display string) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "28P01", "28000":
+			return failure.New(failure.Connection, "SLUICE-SOURCE-AUTH",
+				"source %s: login refused: %s", display, pgErr.Message).
+				WithHint("check the user and password in the source URL and pg_hba.conf")
+		case "3D000":
+			return failure.New(failure.Connection, "SLUICE-SOURCE-NODB",
+				"source %s: %s", display, pgErr.Message).
+				WithHint("check the database name at the end of the source URL")
+		}
+		return failure.New(failure.Connection, "SLUICE-SOURCE-CONNECT", "source %s: %s (SQLSTATE %s)", display, pgErr.Message, pgErr.Code)
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) || strings.Contains(err.Error(), "connect") {
+		return failure.New(failure.Connection, "SLUICE-SOURCE-UNREACHABLE",
+			"source %s: cannot connect: %s", display, rootCause(err)).
+			WithHint("check that PostgreSQL is running and that host and port in the source URL are right")
+	}
+	return failure.Wrap(err, failure.Connection, "SLUICE-SOURCE-CONNECT", "source %s", display)
+}
+
+func rootCause(err error) string {
+	for {
+		next := errors.Unwrap(err)
+		if next == nil {
+			return err.Error()
+		}
+		err = next
+	}
+}
+
+// Ident quotes a possibly schema-qualified identifier for PostgreSQL.
+func Ident(parts ...string) string { return pgx.Identifier(parts).Sanitize() }
+
+// Literal quotes a value as a PostgreSQL string literal. The server runs with
+// standard_conforming_strings (the default since 9.1), so only quotes double.
+func Literal(v string) string { return "'" + strings.ReplaceAll(v, "'", "''") + "'" }
+
+// CopyOut runs `COPY (query) TO STDOUT` and streams the text-format rows to w.
+// COPY takes no bind parameters, so query must carry its values as literals.
+func (s *Source) CopyOut(ctx context.Context, query string, w io.Writer) error {
+	conn, err := s.Pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("source: acquire connection: %w", err)
+	}
+	defer conn.Release()
+	if _, err := conn.Conn().PgConn().CopyTo(ctx, w, "COPY ("+query+") TO STDOUT"); err != nil {
+		return fmt.Errorf("source: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,115 @@
+// Package schema is the engine-neutral description of a source table that the
+// planner, copier and verifier share. Engine packages fill it in; nothing here
+// talks to a database.
+package schema
+
+import "strings"
+
+// TableName is a schema-qualified table name on the source.
+type TableName struct {
+	Schema string
+	Name   string
+}
+
+func (t TableName) String() string {
+	if t.Schema == "" || t.Schema == "public" {
+		return t.Name
+	}
+	return t.Schema + "." + t.Name
+}
+
+// ParseTableName splits "schema.table" (or "table", in defaultSchema).
+func ParseTableName(s, defaultSchema string) TableName {
+	if i := strings.IndexByte(s, '.'); i > 0 {
+		return TableName{Schema: s[:i], Name: s[i+1:]}
+	}
+	return TableName{Schema: defaultSchema, Name: s}
+}
+
+// Type describes a source column type after domains are resolved to their base.
+type Type struct {
+	Name       string   // base type name as the catalog spells it: int4, varchar, timestamptz, _int4 …
+	Display    string   // how the source shows it: "numeric(10,2)", "character varying(160)"
+	Array      bool     // a one- or multi-dimensional array of Elem
+	Elem       string   // element type name of an array
+	Length     int      // varchar(n)/char(n)/bit(n) length, or -1
+	Precision  int      // numeric precision, or -1 when unbounded
+	Scale      int      // numeric scale, or -1
+	EnumLabels []string // labels in order, for enums
+	Domain     string   // the domain the column was declared with, if any
+	OID        uint32
+}
+
+// Column is one source column.
+type Column struct {
+	Name     string
+	Type     Type
+	NotNull  bool
+	Default  string // the source's default expression, as SQL text, or ""
+	Identity bool   // serial, bigserial or GENERATED … AS IDENTITY
+}
+
+// Index is a primary key, unique constraint/index or plain index.
+type Index struct {
+	Name    string
+	Columns []string
+	Unique  bool
+	Primary bool
+	// Unsupported says why the index cannot be recreated (expression or
+	// partial index, non-btree method); empty when it can.
+	Unsupported string
+}
+
+// ForeignKey is a foreign key constraint of the table.
+type ForeignKey struct {
+	Name       string
+	Columns    []string
+	RefTable   TableName
+	RefColumns []string
+	OnDelete   string // NO ACTION, RESTRICT, CASCADE, SET NULL, SET DEFAULT
+	OnUpdate   string
+}
+
+// Table is one source table.
+type Table struct {
+	Name            TableName
+	Columns         []Column
+	PrimaryKey      []string // empty when the table has none
+	Indexes         []Index  // secondary indexes and unique constraints (not the primary key)
+	ForeignKeys     []ForeignKey
+	ReplicaIdentity string // default, full, nothing, index
+	EstimatedRows   int64
+}
+
+// Column returns the named column, or nil.
+func (t *Table) Column(name string) *Column {
+	for i := range t.Columns {
+		if t.Columns[i].Name == name {
+			return &t.Columns[i]
+		}
+	}
+	return nil
+}
+
+// RowKey returns the columns that identify a row: the primary key, else the
+// first unique index whose columns are all NOT NULL. Nil when there is none.
+func (t *Table) RowKey() []string {
+	if len(t.PrimaryKey) > 0 {
+		return t.PrimaryKey
+	}
+	for _, ix := range t.Indexes {
+		if !ix.Unique || ix.Unsupported != "" {
+			continue
+		}
+		allNotNull := true
+		for _, c := range ix.Columns {
+			if col := t.Column(c); col == nil || !col.NotNull {
+				allNotNull = false
+			}
+		}
+		if allNotNull {
+			return ix.Columns
+		}
+	}
+	return nil
+}

@@ -1,0 +1,143 @@
+package typemap
+
+import (
+	"bytes"
+	"encoding/hex"
+	"unicode/utf8"
+)
+
+var (
+	one  = []byte("1")
+	zero = []byte("0")
+)
+
+func convertBool(v []byte) ([]byte, error) {
+	switch string(v) {
+	case "t":
+		return one, nil
+	case "f":
+		return zero, nil
+	}
+	return nil, bad("%q is not a boolean", v)
+}
+
+func checkFloat(v []byte) ([]byte, error) {
+	switch string(v) {
+	case "NaN", "Infinity", "-Infinity":
+		return nil, bad("%s has no MySQL form (FLOAT/DOUBLE hold only finite numbers)", v)
+	}
+	return v, nil
+}
+
+// decimalChecker rejects NaN, ±Infinity and values that DECIMAL(intDigits+frac,
+// frac) would round or refuse. Trailing fractional zeros are harmless.
+func decimalChecker(intDigits, frac int) Converter {
+	return func(v []byte) ([]byte, error) {
+		s := v
+		switch string(s) {
+		case "NaN", "Infinity", "-Infinity":
+			return nil, bad("numeric %s has no MySQL DECIMAL form", s)
+		}
+		if len(s) > 0 && (s[0] == '-' || s[0] == '+') {
+			s = s[1:]
+		}
+		whole, fraction := s, []byte(nil)
+		if i := bytes.IndexByte(s, '.'); i >= 0 {
+			whole, fraction = s[:i], s[i+1:]
+		}
+		whole = bytes.TrimLeft(whole, "0")
+		fraction = bytes.TrimRight(fraction, "0")
+		if len(whole) > intDigits {
+			return nil, bad("numeric %s has %d digits before the point; the target DECIMAL holds %d", v, len(whole), intDigits)
+		}
+		if len(fraction) > frac {
+			return nil, bad("numeric %s has %d digits after the point; the target DECIMAL keeps %d and would round it", v, len(fraction), frac)
+		}
+		return v, nil
+	}
+}
+
+// decodeHexBytea turns PostgreSQL's hex bytea output (\x0a0b…) into raw bytes.
+func decodeHexBytea(v []byte) ([]byte, error) {
+	if len(v) < 2 || v[0] != '\\' || v[1] != 'x' {
+		return nil, bad("bytea value is not in hex format")
+	}
+	out := make([]byte, hex.DecodedLen(len(v)-2))
+	if _, err := hex.Decode(out, v[2:]); err != nil {
+		return nil, bad("bytea value is not valid hex: %v", err)
+	}
+	return out, nil
+}
+
+func maxBytes(n int) Converter {
+	return func(v []byte) ([]byte, error) {
+		if len(v) > n {
+			return nil, bad("value of %d bytes is longer than the %d the target column holds", len(v), n)
+		}
+		return v, nil
+	}
+}
+
+func maxChars(n int) Converter {
+	return func(v []byte) ([]byte, error) {
+		if len(v) > n && utf8.RuneCount(v) > n {
+			return nil, bad("text of %d characters is longer than the %d the target column holds", utf8.RuneCount(v), n)
+		}
+		return v, nil
+	}
+}
+
+func chainConv(convs ...Converter) Converter {
+	return func(v []byte) ([]byte, error) {
+		var err error
+		for _, c := range convs {
+			if v, err = c(v); err != nil {
+				return nil, err
+			}
+		}
+		return v, nil
+	}
+}
+
+// checkDate accepts YYYY-MM-DD within MySQL's range (years 1000–9999 are
+// documented; MariaDB stores 0001–9999). Infinity and BC dates are refused.
+func checkDate(v []byte) ([]byte, error) {
+	if err := checkYear(v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+func checkYear(v []byte) error {
+	switch string(v) {
+	case "infinity", "-infinity":
+		return bad("%s has no MySQL date/time form", v)
+	}
+	if bytes.HasSuffix(v, []byte(" BC")) {
+		return bad("%s is before year 1 AD, which MySQL cannot store", v)
+	}
+	if len(v) < 5 || v[4] != '-' {
+		return bad("%s is outside MySQL's date range (years 0001–9999)", v)
+	}
+	if string(v[:4]) == "0000" {
+		return bad("%s is outside MySQL's date range (years 0001–9999)", v)
+	}
+	return nil
+}
+
+// convertTimestamp checks the range and, for timestamptz, drops the "+00"
+// that PostgreSQL prints in a UTC session: the target stores UTC DATETIME.
+func convertTimestamp(withZone bool) Converter {
+	return func(v []byte) ([]byte, error) {
+		if err := checkYear(v); err != nil {
+			return nil, err
+		}
+		if !withZone {
+			return v, nil
+		}
+		if bytes.HasSuffix(v, []byte("+00")) {
+			return v[:len(v)-3], nil
+		}
+		return nil, bad("timestamp %s is not in UTC; the source session time zone must be UTC", v)
+	}
+}

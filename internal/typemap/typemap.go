@@ -1,0 +1,233 @@
+// Package typemap decides how each PostgreSQL column type is stored in
+// MySQL/MariaDB: the target column type, the expression that reads it on the
+// source, the conversion of its text form, and how verify compares it.
+//
+// Everything here is pure logic so it can be unit-tested without servers; the
+// round trips through real servers live in the integration tests.
+package typemap
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/sluice-db/sluice/internal/canonical"
+	"github.com/sluice-db/sluice/internal/schema"
+)
+
+// Flavor of the target server.
+type Flavor string
+
+const (
+	MariaDB Flavor = "mariadb"
+	MySQL   Flavor = "mysql"
+)
+
+// Converter turns a value in the source's text form (as COPY prints it with
+// sluice's session settings) into the target's input form. It returns a
+// *BadValue error for values the target cannot hold. A nil Converter means
+// the text is the same on both sides.
+type Converter func(v []byte) ([]byte, error)
+
+// BadValue is a value the target column cannot hold without loss.
+type BadValue struct{ Reason string }
+
+func (e *BadValue) Error() string { return e.Reason }
+
+func bad(format string, args ...any) error { return &BadValue{Reason: fmt.Sprintf(format, args...)} }
+
+// Options describe how a column is used, which changes its mapping.
+type Options struct {
+	Flavor Flavor
+	// InKey: the column is part of the primary key or a unique index, so it
+	// needs an indexable type and an exact (binary, no-pad) collation.
+	InKey bool
+	// AutoIncrement: the column is an identity/serial column that leads a key.
+	AutoIncrement bool
+}
+
+// Mapping is how one column travels.
+type Mapping struct {
+	SQLType string // the target column type, with character set and collation
+	Kind    canonical.Kind
+	// SourceExpr wraps the quoted source column (or expression) in what the
+	// copy SELECTs, e.g. to_json(x) for arrays. Nil means the column itself.
+	SourceExpr func(quoted string) string
+	// TargetExpr wraps the quoted target column in what verify SELECTs.
+	TargetExpr func(quoted string) string
+	// LoadExpr, when set, is how LOAD DATA turns the loaded bytes (a user
+	// variable) into the column value; the load reads CHARACTER SET binary.
+	LoadExpr string
+	Convert  Converter
+	// Notes are lines for the plan: every mapping that is not exact says how.
+	Notes []string
+}
+
+// TextCollation returns the collation that keeps PostgreSQL's equality for
+// text: binary (case and accent sensitive) and NO PAD ('abc' <> 'abc ').
+func TextCollation(f Flavor) string {
+	if f == MySQL {
+		return "utf8mb4_0900_bin"
+	}
+	return "utf8mb4_nopad_bin"
+}
+
+// maxKeyChars is the longest utf8mb4 VARCHAR an InnoDB index can hold
+// (3072 bytes / 4 bytes per character).
+const maxKeyChars = 768
+
+// Map maps one source column type.
+func Map(t schema.Type, opt Options) Mapping {
+	text := "CHARACTER SET utf8mb4 COLLATE " + TextCollation(opt.Flavor)
+	ascii := "CHARACTER SET ascii COLLATE ascii_bin"
+	if t.Array {
+		return Mapping{SQLType: "JSON", Kind: canonical.JSON, SourceExpr: wrap("to_json(%s)"),
+			Notes: []string{fmt.Sprintf("%s becomes a JSON array (MySQL has no array type)", t.Display)}}
+	}
+	if len(t.EnumLabels) > 0 {
+		labels := make([]string, len(t.EnumLabels))
+		for i, l := range t.EnumLabels {
+			labels[i] = QuoteString(l)
+		}
+		return Mapping{SQLType: "ENUM(" + strings.Join(labels, ",") + ") " + text, Kind: canonical.Exact}
+	}
+	auto := ""
+	if opt.AutoIncrement {
+		auto = " AUTO_INCREMENT"
+	}
+	switch t.Name {
+	case "int2":
+		return Mapping{SQLType: "SMALLINT" + auto, Kind: canonical.Integer}
+	case "int4":
+		return Mapping{SQLType: "INT" + auto, Kind: canonical.Integer}
+	case "int8":
+		return Mapping{SQLType: "BIGINT" + auto, Kind: canonical.Integer}
+	case "oid", "xid", "cid":
+		return Mapping{SQLType: "INT UNSIGNED", Kind: canonical.Integer}
+	case "numeric":
+		return mapNumeric(t)
+	case "money":
+		return Mapping{SQLType: "DECIMAL(19,2)", Kind: canonical.Decimal, SourceExpr: wrap("%s::numeric"),
+			Convert: decimalChecker(17, 2), Notes: []string{"money becomes DECIMAL(19,2) (the currency symbol and locale formatting are not kept)"}}
+	case "float4":
+		return Mapping{SQLType: "FLOAT", Kind: canonical.Float32, Convert: checkFloat,
+			TargetExpr: wrap("CAST(%s AS DOUBLE)")}
+	case "float8":
+		return Mapping{SQLType: "DOUBLE", Kind: canonical.Float64, Convert: checkFloat}
+	case "bool":
+		return Mapping{SQLType: "BOOLEAN", Kind: canonical.Bool, Convert: convertBool}
+	case "text", "varchar", "name", "citext":
+		return mapText(t, opt, text)
+	case "bpchar", "char":
+		n := t.Length
+		if n < 1 {
+			n = 1
+		}
+		if n <= 255 {
+			return Mapping{SQLType: fmt.Sprintf("CHAR(%d) %s", n, text), Kind: canonical.PaddedChar}
+		}
+		return Mapping{SQLType: fmt.Sprintf("VARCHAR(%d) %s", n, text), Kind: canonical.PaddedChar,
+			Notes: []string{fmt.Sprintf("%s becomes VARCHAR(%d): MySQL CHAR holds at most 255 characters; trailing spaces are kept as sent", t.Display, n)}}
+	case "bytea":
+		if opt.InKey {
+			return Mapping{SQLType: "VARBINARY(3072)", Kind: canonical.Bytes, Convert: chainConv(decodeHexBytea, maxBytes(3072)),
+				Notes: []string{"bytea in a key becomes VARBINARY(3072): longer values are rejected as bad rows"}}
+		}
+		return Mapping{SQLType: "LONGBLOB", Kind: canonical.Bytes, Convert: decodeHexBytea}
+	case "date":
+		return Mapping{SQLType: "DATE", Kind: canonical.Date, Convert: checkDate}
+	case "time":
+		return Mapping{SQLType: fmt.Sprintf("TIME(%d)", fracDigits(t)), Kind: canonical.Time}
+	case "timestamp":
+		return Mapping{SQLType: fmt.Sprintf("DATETIME(%d)", fracDigits(t)), Kind: canonical.Timestamp, Convert: convertTimestamp(false)}
+	case "timestamptz":
+		return Mapping{SQLType: fmt.Sprintf("DATETIME(%d)", fracDigits(t)), Kind: canonical.Timestamp, Convert: convertTimestamp(true),
+			Notes: []string{"timestamp with time zone becomes DATETIME in UTC (sluice pins both sessions to UTC; read it back with time_zone='+00:00')"}}
+	case "timetz":
+		return Mapping{SQLType: "VARCHAR(32) " + ascii, Kind: canonical.Exact,
+			Notes: []string{"time with time zone becomes text such as 10:30:00+02 (MySQL has no such type)"}}
+	case "interval":
+		return Mapping{SQLType: "VARCHAR(64) " + ascii, Kind: canonical.Exact,
+			Notes: []string{"interval becomes ISO 8601 text such as P1Y2M3DT04H05M06S (MySQL has no interval type)"}}
+	case "uuid":
+		if opt.Flavor == MySQL {
+			return Mapping{SQLType: "CHAR(36) " + ascii, Kind: canonical.Lower,
+				Notes: []string{"uuid becomes CHAR(36) (MySQL has no uuid type)"}}
+		}
+		// MariaDB's UUID type orders time-based UUIDs differently from
+		// PostgreSQL; range scans compare it as text to keep one order.
+		return Mapping{SQLType: "UUID", Kind: canonical.Lower, LoadExpr: "CONVERT(%s USING ascii)"}
+	case "json", "jsonb":
+		m := Mapping{SQLType: "JSON", Kind: canonical.JSON}
+		if opt.Flavor == MariaDB {
+			m.Notes = []string{t.Name + " becomes JSON, which MariaDB stores as LONGTEXT with a json_valid check"}
+		}
+		return m
+	case "inet", "cidr":
+		return Mapping{SQLType: "VARCHAR(43) " + ascii, Kind: canonical.Exact,
+			Notes: []string{t.Name + " becomes text such as 192.168.0.1/24 (MySQL has no network address type)"}}
+	case "macaddr", "macaddr8":
+		return Mapping{SQLType: "VARCHAR(23) " + ascii, Kind: canonical.Exact,
+			Notes: []string{t.Name + " becomes text"}}
+	case "bit", "varbit":
+		n := t.Length
+		if n < 1 {
+			n = 64
+		}
+		return Mapping{SQLType: fmt.Sprintf("VARCHAR(%d) %s", n, ascii), Kind: canonical.Exact,
+			Notes: []string{t.Display + " becomes a text of 0 and 1"}}
+	}
+	return Mapping{SQLType: "LONGTEXT " + text, Kind: canonical.Exact, SourceExpr: wrap("%s::text"),
+		Notes: []string{fmt.Sprintf("%s has no MySQL equivalent and is stored as its text form", t.Display)}}
+}
+
+func mapText(t schema.Type, opt Options, text string) Mapping {
+	n := t.Length
+	if t.Name == "name" {
+		n = 63
+	}
+	if opt.InKey && (n < 0 || n > maxKeyChars) {
+		return Mapping{SQLType: fmt.Sprintf("VARCHAR(%d) %s", maxKeyChars, text), Kind: canonical.Exact, Convert: maxChars(maxKeyChars),
+			Notes: []string{fmt.Sprintf("%s in a key becomes VARCHAR(%d), the longest InnoDB can index: longer values are rejected as bad rows", t.Display, maxKeyChars)}}
+	}
+	if n < 0 || n > 16383 { // 16383 utf8mb4 characters is the most VARCHAR holds
+		return Mapping{SQLType: "LONGTEXT " + text, Kind: canonical.Exact}
+	}
+	return Mapping{SQLType: fmt.Sprintf("VARCHAR(%d) %s", n, text), Kind: canonical.Exact}
+}
+
+// MySQL DECIMAL holds 65 digits with at most 30 after the point.
+const (
+	maxDecimalDigits = 65
+	maxDecimalScale  = 30
+)
+
+func mapNumeric(t schema.Type) Mapping {
+	p, s := t.Precision, t.Scale
+	if p > 0 && p <= maxDecimalDigits && s >= 0 && s <= maxDecimalScale {
+		return Mapping{SQLType: fmt.Sprintf("DECIMAL(%d,%d)", p, s), Kind: canonical.Decimal, Convert: decimalChecker(p-s, s)}
+	}
+	return Mapping{SQLType: fmt.Sprintf("DECIMAL(%d,%d)", maxDecimalDigits, maxDecimalScale), Kind: canonical.Decimal,
+		Convert: decimalChecker(maxDecimalDigits-maxDecimalScale, maxDecimalScale),
+		Notes:   []string{fmt.Sprintf("%s becomes DECIMAL(65,30): values with more than 35 digits before the point or 30 after it are rejected as bad rows", t.Display)}}
+}
+
+func fracDigits(t schema.Type) int {
+	if t.Precision >= 0 && t.Precision < 6 {
+		return t.Precision
+	}
+	return 6
+}
+
+func wrap(format string) func(string) string {
+	return func(q string) string { return fmt.Sprintf(format, q) }
+}
+
+// QuoteIdent quotes an identifier for MySQL.
+func QuoteIdent(name string) string { return "`" + strings.ReplaceAll(name, "`", "``") + "`" }
+
+// QuoteString quotes a string literal for MySQL (with backslash escapes on,
+// the server default).
+func QuoteString(s string) string {
+	s = strings.ReplaceAll(s, `\`, `\\`)
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+}

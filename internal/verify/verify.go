@@ -1,0 +1,399 @@
+// Package verify compares source and target table by table in key-ordered
+// chunks. Each value is reduced to a canonical encoding (see package
+// canonical) so values equal in meaning compare equal across engines; rows
+// are matched by key within a chunk and reported as changed, missing (on the
+// target) or extra (on the target).
+package verify
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sluice-db/sluice/internal/canonical"
+	"github.com/sluice-db/sluice/internal/chunk"
+	"github.com/sluice-db/sluice/internal/codec"
+	"github.com/sluice-db/sluice/internal/copier"
+	"github.com/sluice-db/sluice/internal/mysql"
+	"github.com/sluice-db/sluice/internal/plan"
+	"github.com/sluice-db/sluice/internal/postgres"
+	"github.com/sluice-db/sluice/internal/progress"
+)
+
+// Options tune a verification.
+type Options struct {
+	Parallel  int
+	ChunkRows int
+	Samples   int  // how many differing rows to show per table
+	Repair    bool // rewrite differing rows from the source, then verify again
+	Tracker   *progress.Tracker
+	Log       *slog.Logger
+}
+
+// Difference kinds.
+const (
+	Changed = "changed"
+	Missing = "missing" // on the target
+	Extra   = "extra"   // on the target only
+)
+
+// Diff is one differing row; values are canonical text for display.
+type Diff struct {
+	Kind   string
+	Key    string
+	Source []string
+	Target []string
+}
+
+// TableResult is the verdict for one table.
+type TableResult struct {
+	Source   string
+	Target   string
+	Columns  []string
+	Compared int64 // source rows compared
+	Changed  int64
+	Missing  int64
+	Extra    int64
+	Samples  []Diff
+	Repaired int64 // rows rewritten by --repair
+	Err      error
+
+	repairSource [][]string // source keys (source text) to copy again
+	repairTarget [][]any    // target keys to delete
+}
+
+// Equal reports whether no difference was found.
+func (r *TableResult) Equal() bool { return r.Err == nil && r.Changed+r.Missing+r.Extra == 0 }
+
+// maxRepairKeys bounds memory: beyond it, copying the table again is the fix.
+const maxRepairKeys = 200000
+
+// Run verifies every table of p (and repairs, if asked).
+func Run(ctx context.Context, src *postgres.Source, tgt *mysql.Target, p *plan.Plan, opt Options) ([]*TableResult, error) {
+	if opt.Parallel < 1 {
+		opt.Parallel = 4
+	}
+	if opt.ChunkRows < 1 {
+		opt.ChunkRows = 20000
+	}
+	if opt.Samples < 1 {
+		opt.Samples = 10
+	}
+	if opt.Tracker == nil {
+		opt.Tracker = &progress.Tracker{}
+	}
+	var results []*TableResult
+	for _, t := range p.Tables {
+		res, err := verifyTable(ctx, src, tgt, t, opt)
+		if err != nil {
+			return results, err
+		}
+		if opt.Repair && !res.Equal() && res.Err == nil {
+			repaired, err := repair(ctx, src, tgt, t, res)
+			if err != nil {
+				return results, err
+			}
+			opt.Log.Info("repaired rows; verifying again", "table", res.Source, "rows", repaired)
+			res, err = verifyTable(ctx, src, tgt, t, opt)
+			if err != nil {
+				return results, err
+			}
+			res.Repaired = repaired
+		}
+		results = append(results, res)
+	}
+	return results, nil
+}
+
+type verifier struct {
+	src   *postgres.Source
+	tgt   *mysql.Target
+	t     *plan.Table
+	kinds []canonical.Kind
+	keyK  []canonical.Kind
+	res   *TableResult
+	opt   Options
+	prog  *progress.Table
+	mu    sync.Mutex
+}
+
+func verifyTable(ctx context.Context, src *postgres.Source, tgt *mysql.Target, t *plan.Table, opt Options) (*TableResult, error) {
+	v := &verifier{src: src, tgt: tgt, t: t, opt: opt,
+		res: &TableResult{Source: t.Source.Name.String(), Target: t.Target, Columns: t.TargetColumns()}}
+	for _, c := range t.Columns {
+		v.kinds = append(v.kinds, c.Kind)
+	}
+	for _, k := range t.Key {
+		v.keyK = append(v.keyK, t.Columns[k].Kind)
+	}
+	exists, err := tgt.TableExists(ctx, t.Target)
+	if err != nil {
+		return nil, err
+	}
+	if !exists {
+		v.res.Err = fmt.Errorf("target table %s does not exist; run sluice copy first", t.Target)
+		return v.res, nil
+	}
+	keys := t.KeyExprsSource()
+	var ranges []chunk.Range
+	bounds, err := src.KeyBoundaries(ctx, t.Source.Name, keys, opt.ChunkRows)
+	if err != nil {
+		return nil, err
+	}
+	ranges = chunk.BoundaryRanges(bounds)
+	v.prog = opt.Tracker.Add(v.res.Source, t.Source.EstimatedRows, 0)
+	v.prog.SetPhase("verifying")
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(opt.Parallel)
+	for _, r := range ranges {
+		g.Go(func() error { return v.chunk(gctx, r) })
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	v.prog.SetPhase("done")
+	return v.res, nil
+}
+
+type row struct {
+	canon []byte // canonical encoding of every column
+	key   []byte // canonical encoding of the key columns
+	raw   []string
+}
+
+func (v *verifier) chunk(ctx context.Context, r chunk.Range) error {
+	source := map[string]row{}
+	var order []string
+	sr := &sourceReader{v: v, rows: source, order: &order}
+	if err := v.src.CopyOut(ctx, v.t.SourceQuery(r), sr); err != nil {
+		return fmt.Errorf("verify %s: %w", v.t.Source.Name, err)
+	}
+	if sr.err != nil {
+		return sr.err
+	}
+	q, args, err := v.t.TargetQuery(r)
+	if err != nil {
+		return fmt.Errorf("verify %s: chunk bound: %w", v.t.Source.Name, err)
+	}
+	rows, err := v.tgt.DB.QueryContext(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("verify %s: read target: %w", v.t.Target, err)
+	}
+	defer rows.Close()
+	vals := make([]sql.RawBytes, len(v.t.Columns))
+	ptrs := make([]any, len(vals))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	fields := make([][]byte, len(vals))
+	var diffs []Diff
+	var repairSrc [][]string
+	var repairTgt [][]any
+	var changed, missing, extra int64
+	for rows.Next() {
+		if err := rows.Scan(ptrs...); err != nil {
+			return fmt.Errorf("verify %s: read target: %w", v.t.Target, err)
+		}
+		for i, b := range vals {
+			fields[i] = b // nil for NULL
+			if b != nil && len(b) == 0 {
+				fields[i] = []byte{}
+			}
+		}
+		trow, err := v.encode(fields, "target")
+		if err != nil {
+			return err
+		}
+		key := string(trow.key)
+		srow, ok := source[key]
+		switch {
+		case !ok:
+			extra++
+			diffs = append(diffs, Diff{Kind: Extra, Key: formatKey(trow.key), Target: display(trow.canon)})
+			repairTgt = append(repairTgt, v.targetKey(fields))
+		case !bytes.Equal(srow.canon, trow.canon):
+			changed++
+			diffs = append(diffs, Diff{Kind: Changed, Key: formatKey(trow.key), Source: display(srow.canon), Target: display(trow.canon)})
+			repairSrc = append(repairSrc, srow.raw)
+			repairTgt = append(repairTgt, v.targetKey(fields))
+			delete(source, key)
+		default:
+			delete(source, key)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("verify %s: read target: %w", v.t.Target, err)
+	}
+	for _, k := range order {
+		if srow, ok := source[k]; ok {
+			missing++
+			diffs = append(diffs, Diff{Kind: Missing, Key: formatKey(srow.key), Source: display(srow.canon)})
+			repairSrc = append(repairSrc, srow.raw)
+		}
+	}
+	v.prog.AddRows(int64(len(order)))
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.res.Compared += int64(len(order))
+	v.res.Changed += changed
+	v.res.Missing += missing
+	v.res.Extra += extra
+	for _, d := range diffs {
+		if len(v.res.Samples) < v.opt.Samples {
+			v.res.Samples = append(v.res.Samples, d)
+		}
+	}
+	if len(v.res.repairSource)+len(repairSrc) <= maxRepairKeys {
+		v.res.repairSource = append(v.res.repairSource, repairSrc...)
+		v.res.repairTarget = append(v.res.repairTarget, repairTgt...)
+	}
+	return nil
+}
+
+// encode canonicalises one row; side names it in errors.
+func (v *verifier) encode(fields [][]byte, side string) (row, error) {
+	canon, err := canonical.HashRow(nil, v.kinds, fields)
+	if err != nil {
+		return row{}, fmt.Errorf("verify %s: a %s value cannot be compared: %w", v.t.Source.Name, side, err)
+	}
+	keyVals := make([][]byte, len(v.t.Key))
+	for i, k := range v.t.Key {
+		keyVals[i] = fields[k]
+	}
+	key, err := canonical.HashRow(nil, v.keyK, keyVals)
+	if err != nil {
+		return row{}, fmt.Errorf("verify %s: a %s key cannot be compared: %w", v.t.Source.Name, side, err)
+	}
+	return row{canon: canon, key: key}, nil
+}
+
+// targetKey copies the key values of a target row for a later DELETE.
+func (v *verifier) targetKey(fields [][]byte) []any {
+	out := make([]any, len(v.t.Key))
+	for i, k := range v.t.Key {
+		out[i] = string(fields[k])
+	}
+	return out
+}
+
+// sourceReader receives the source's COPY output, converts each row as the
+// copy would, and indexes it by canonical key.
+type sourceReader struct {
+	v       *verifier
+	rows    map[string]row
+	order   *[]string
+	pending []byte
+	split   codec.Splitter
+	err     error
+}
+
+func (s *sourceReader) Write(p []byte) (int, error) {
+	data := append(s.pending, p...)
+	for {
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 {
+			break
+		}
+		if err := s.line(data[:i]); err != nil {
+			s.err = err
+			return 0, err
+		}
+		data = data[i+1:]
+	}
+	s.pending = append(s.pending[:0], data...)
+	return len(p), nil
+}
+
+func (s *sourceReader) line(line []byte) error {
+	fields, err := s.split.Split(line)
+	if err != nil {
+		return err
+	}
+	raw := make([]string, len(s.v.t.Key))
+	for i, k := range s.v.t.Key {
+		raw[i] = string(fields[k])
+	}
+	conv := make([][]byte, len(fields))
+	for i, c := range s.v.t.Columns {
+		conv[i] = fields[i]
+		if fields[i] != nil && c.Convert != nil {
+			out, err := c.Convert(fields[i])
+			if err != nil {
+				// a value the target cannot hold: it will show as a difference
+				out = []byte("\x00unconvertible: " + err.Error())
+				if s.v.t.Columns[i].Kind != canonical.Exact && s.v.t.Columns[i].Kind != canonical.Bytes {
+					return fmt.Errorf("verify %s: key %s column %s: %w", s.v.t.Source.Name, strings.Join(raw, ","), c.Target, err)
+				}
+			}
+			conv[i] = out
+		}
+	}
+	r, err := s.v.encode(conv, "source")
+	if err != nil {
+		return err
+	}
+	r.raw = raw
+	k := string(r.key)
+	s.rows[k] = r
+	*s.order = append(*s.order, k)
+	return nil
+}
+
+func display(canon []byte) []string {
+	vals, err := canonical.SplitRow(canon)
+	if err != nil {
+		return []string{"?"}
+	}
+	out := make([]string, len(vals))
+	for i, v := range vals {
+		out[i] = canonical.Format(v)
+	}
+	return out
+}
+
+func formatKey(canon []byte) string { return strings.Join(display(canon), ",") }
+
+// repair deletes the changed and extra rows from the target and copies the
+// changed and missing rows again from the source, in one transaction.
+func repair(ctx context.Context, src *postgres.Source, tgt *mysql.Target, t *plan.Table, res *TableResult) (int64, error) {
+	if res.Changed+res.Missing+res.Extra > maxRepairKeys {
+		return 0, fmt.Errorf("verify %s: %d differing rows are too many to repair row by row; drop the target table and copy it again",
+			t.Source.Name, res.Changed+res.Missing+res.Extra)
+	}
+	tx, err := tgt.DB.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("repair %s: %w", t.Target, err)
+	}
+	defer tx.Rollback()
+	const batch = 500
+	for start := 0; start < len(res.repairTarget); start += batch {
+		keys := res.repairTarget[start:min(start+batch, len(res.repairTarget))]
+		var args []any
+		for _, k := range keys {
+			args = append(args, k...)
+		}
+		if _, err := tx.ExecContext(ctx, t.DeleteKeysTarget(len(keys)), args...); err != nil {
+			return 0, fmt.Errorf("repair %s: delete differing rows: %w", t.Target, err)
+		}
+	}
+	var repaired int64
+	for start := 0; start < len(res.repairSource); start += batch {
+		keys := res.repairSource[start:min(start+batch, len(res.repairSource))]
+		n, err := copier.CopyKeys(ctx, src, tx, t, keys)
+		if err != nil {
+			return 0, err
+		}
+		repaired += n
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("repair %s: commit: %w", t.Target, err)
+	}
+	// rows rewritten from the source plus extra rows deleted
+	return repaired + res.Extra, nil
+}
