@@ -47,10 +47,9 @@ func (a *app) setup(cmd *cobra.Command) error {
 // connect resolves the connection settings (flags > file > environment) and
 // opens both databases.
 func (a *app) connect(ctx context.Context, conns int) (*postgres.Source, *mysql.Target, error) {
-	srcCfg, tgtCfg, err := config.Resolve(a.flags.source, a.flags.target, a.file, os.Getenv)
+	srcCfg, tgtCfg, err := a.resolve()
 	if err != nil {
-		return nil, nil, failure.Wrap(err, failure.Usage, "SLUICE-CONFIG-URL", "connection settings").
-			WithHint("see sluice --help for the URL forms")
+		return nil, nil, err
 	}
 	src, err := postgres.Connect(ctx, srcCfg.ConnString(), srcCfg.Redacted(), conns)
 	if err != nil {
@@ -63,6 +62,16 @@ func (a *app) connect(ctx context.Context, conns int) (*postgres.Source, *mysql.
 	}
 	a.log.Info("connected", "source", srcCfg.Redacted(), "target", tgtCfg.Redacted(), "target_version", tgt.Version)
 	return src, tgt, nil
+}
+
+// resolve reads the connection settings: flags > config file > environment.
+func (a *app) resolve() (config.Source, config.Target, error) {
+	srcCfg, tgtCfg, err := config.Resolve(a.flags.source, a.flags.target, a.file, os.Getenv)
+	if err != nil {
+		return srcCfg, tgtCfg, failure.Wrap(err, failure.Usage, "SLUICE-CONFIG-URL", "connection settings").
+			WithHint("see sluice --help for the URL forms")
+	}
+	return srcCfg, tgtCfg, nil
 }
 
 // buildPlan plans the tables named by --tables (or the whole schema).

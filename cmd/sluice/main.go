@@ -75,7 +75,8 @@ Exit status: 0 ok, 1 verify found differences, 2 usage or configuration error,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return failure.Wrap(err, failure.Usage, "SLUICE-USAGE", "invalid command line").WithHint("see sluice --help")
 	})
-	root.AddCommand(a.planCommand(), a.copyCommand(), a.verifyCommand(), versionCommand())
+	root.AddCommand(a.planCommand(), a.copyCommand(), a.verifyCommand(), a.syncCommand(), a.statusCommand(),
+		a.cutoverCommand(), a.cleanupCommand("finish"), a.cleanupCommand("abort"), versionCommand())
 	return root
 }
 

@@ -143,7 +143,7 @@ func Run(ctx context.Context, src *postgres.Source, tgt *mysql.Target, p *plan.P
 			Rows: st.rows, Copied: st.copied, Rejected: st.rejected, Elapsed: st.elapsed, Err: st.err})
 	}
 	if allDone {
-		if err := c.createForeignKeys(ctx, p); err != nil {
+		if err := CreateForeignKeys(ctx, tgt, p); err != nil {
 			return res, err
 		}
 	}
@@ -159,10 +159,10 @@ func (c *copier) prepare(ctx context.Context, t *plan.Table) (*tableState, []mys
 	}
 	st := &tableState{plan: t, started: time.Now()}
 	if phase == "" {
-		if err := c.createTable(ctx, t); err != nil {
+		if err := CreateTargetTable(ctx, c.tgt, t); err != nil {
 			return nil, nil, err
 		}
-		ranges, err := c.chunkRanges(ctx, t)
+		ranges, err := PlanChunks(ctx, c.src, t, c.opt.ChunkRows)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -201,13 +201,17 @@ func (c *copier) prepare(ctx context.Context, t *plan.Table) (*tableState, []mys
 	return st, pending, nil
 }
 
-func (c *copier) createTable(ctx context.Context, t *plan.Table) error {
-	exists, err := c.tgt.TableExists(ctx, t.Target)
+// CreateTargetTable creates t's target table (row key only; secondary
+// indexes come after the data). An existing empty table is used as it is;
+// one with rows is refused, since sluice never writes over data it did not
+// copy.
+func CreateTargetTable(ctx context.Context, tgt *mysql.Target, t *plan.Table) error {
+	exists, err := tgt.TableExists(ctx, t.Target)
 	if err != nil {
 		return err
 	}
 	if exists {
-		nonEmpty, err := c.tgt.HasRows(ctx, t.Target)
+		nonEmpty, err := tgt.HasRows(ctx, t.Target)
 		if err != nil {
 			return err
 		}
@@ -219,29 +223,29 @@ func (c *copier) createTable(ctx context.Context, t *plan.Table) error {
 		}
 		return nil
 	}
-	if _, err := c.tgt.DB.ExecContext(ctx, t.CreateTable); err != nil {
+	if _, err := tgt.DB.ExecContext(ctx, t.CreateTable); err != nil {
 		return failure.Wrap(err, failure.Schema, "SLUICE-TARGET-DDL", "target: create table %s", t.Target).With("table", t.Target)
 	}
 	return nil
 }
 
-// chunkRanges splits a table: arithmetic ranges for a single integer key
+// PlanChunks splits a table: arithmetic ranges for a single integer key
 // (no scan), boundaries from one ordered key scan otherwise.
-func (c *copier) chunkRanges(ctx context.Context, t *plan.Table) ([]chunk.Range, error) {
+func PlanChunks(ctx context.Context, src *postgres.Source, t *plan.Table, chunkRows int) ([]chunk.Range, error) {
 	keys := t.KeyExprsSource()
 	if len(t.Key) == 1 {
 		switch t.Columns[t.Key[0]].SourceType.Name {
 		case "int2", "int4", "int8":
-			lo, hi, ok, err := c.src.KeyRange(ctx, t.Source.Name, keys[0])
+			lo, hi, ok, err := src.KeyRange(ctx, t.Source.Name, keys[0])
 			if err != nil || !ok {
 				return []chunk.Range{{}}, err
 			}
 			min, _ := new(big.Int).SetString(lo, 10)
 			max, _ := new(big.Int).SetString(hi, 10)
-			return chunk.IntegerRanges(min, max, t.Source.EstimatedRows, c.opt.ChunkRows), nil
+			return chunk.IntegerRanges(min, max, t.Source.EstimatedRows, chunkRows), nil
 		}
 	}
-	bounds, err := c.src.KeyBoundaries(ctx, t.Source.Name, keys, c.opt.ChunkRows)
+	bounds, err := src.KeyBoundaries(ctx, t.Source.Name, keys, chunkRows)
 	if err != nil {
 		return nil, err
 	}
@@ -411,19 +415,8 @@ func (c *copier) writeRejects(rejects []Reject) error {
 func (c *copier) finishTable(ctx context.Context, st *tableState) error {
 	t := st.plan
 	st.progress.SetPhase("indexing")
-	for _, s := range t.PostData {
-		exists, err := c.tgt.IndexExists(ctx, t.Target, s.Name)
-		if err != nil {
-			return err
-		}
-		if exists {
-			continue
-		}
-		began := time.Now()
-		if _, err := c.tgt.DB.ExecContext(ctx, s.SQL); err != nil {
-			return failure.Wrap(err, failure.Schema, "SLUICE-TARGET-INDEX", "target: build indexes of %s", t.Target).With("table", t.Target)
-		}
-		c.opt.Log.Info("indexes built", "table", t.Target, "seconds", time.Since(began).Seconds())
+	if err := BuildIndexes(ctx, c.tgt, t, c.opt.Log); err != nil {
+		return err
 	}
 	if err := c.tgt.SetPhase(ctx, t.Target, t.Source.Name.String(), mysql.PhaseDone); err != nil {
 		return err
@@ -435,7 +428,28 @@ func (c *copier) finishTable(ctx context.Context, st *tableState) error {
 	return nil
 }
 
-func (c *copier) createForeignKeys(ctx context.Context, p *plan.Plan) error {
+// BuildIndexes creates t's secondary indexes that do not exist yet.
+func BuildIndexes(ctx context.Context, tgt *mysql.Target, t *plan.Table, log *slog.Logger) error {
+	for _, s := range t.PostData {
+		exists, err := tgt.IndexExists(ctx, t.Target, s.Name)
+		if err != nil {
+			return err
+		}
+		if exists {
+			continue
+		}
+		began := time.Now()
+		if _, err := tgt.DB.ExecContext(ctx, s.SQL); err != nil {
+			return failure.Wrap(err, failure.Schema, "SLUICE-TARGET-INDEX", "target: build indexes of %s", t.Target).With("table", t.Target)
+		}
+		log.Info("indexes built", "table", t.Target, "seconds", time.Since(began).Seconds())
+	}
+	return nil
+}
+
+// CreateForeignKeys adds the foreign keys of every table of p that do not
+// exist yet; call it once all tables hold their data.
+func CreateForeignKeys(ctx context.Context, tgt *mysql.Target, p *plan.Plan) error {
 	var stmts []plan.Statement
 	targets := map[string]string{}
 	for _, t := range p.Tables {
@@ -446,14 +460,14 @@ func (c *copier) createForeignKeys(ctx context.Context, p *plan.Plan) error {
 	}
 	sort.SliceStable(stmts, func(i, j int) bool { return stmts[i].Name < stmts[j].Name })
 	for _, s := range stmts {
-		exists, err := c.tgt.IndexExists(ctx, targets[s.Name], s.Name)
+		exists, err := tgt.IndexExists(ctx, targets[s.Name], s.Name)
 		if err != nil {
 			return err
 		}
 		if exists {
 			continue
 		}
-		if _, err := c.tgt.DB.ExecContext(ctx, s.SQL); err != nil {
+		if _, err := tgt.DB.ExecContext(ctx, s.SQL); err != nil {
 			return failure.Wrap(err, failure.Schema, "SLUICE-TARGET-FK", "target: create foreign key %s on %s", s.Name, targets[s.Name]).
 				With("table", targets[s.Name])
 		}

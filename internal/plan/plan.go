@@ -27,10 +27,13 @@ type Column struct {
 	SQLType    string
 	Kind       canonical.Kind
 	Convert    typemap.Converter
-	TargetExpr string // what verify SELECTs on the target
-	LoadExpr   string // fmt pattern turning the loaded bytes into the value, or ""
-	NotNull    bool
-	Default    string // DEFAULT clause, without the keyword
+	// StreamConvert turns a value from the change stream (the plain column)
+	// into what SourceExpr reads, before Convert; nil when they are the same.
+	StreamConvert typemap.Converter
+	TargetExpr    string // what verify SELECTs on the target
+	LoadExpr      string // fmt pattern turning the loaded bytes into the value, or ""
+	NotNull       bool
+	Default       string // DEFAULT clause, without the keyword
 	// KeyExprSource/KeyExprTarget order and compare the column the same way
 	// on both engines when it is part of the row key.
 	KeyExprSource string
@@ -206,7 +209,7 @@ func planTable(ctx context.Context, src *postgres.Source, st *schema.Table, tm c
 		auto := col.Identity && len(st.PrimaryKey) > 0 && st.PrimaryKey[0] == col.Name && isInteger(col.Type.Name)
 		m := typemap.Map(col.Type, typemap.Options{Flavor: flavor, InKey: inKey[col.Name], AutoIncrement: auto})
 		c := Column{Source: col.Name, Target: col.Name, SQLType: m.SQLType, Kind: m.Kind, Convert: m.Convert,
-			NotNull: col.NotNull, SourceType: col.Type, LoadExpr: m.LoadExpr}
+			NotNull: col.NotNull, SourceType: col.Type, LoadExpr: m.LoadExpr, StreamConvert: m.StreamConvert}
 		if cm.Rename != "" {
 			c.Target = cm.Rename
 		}

@@ -95,6 +95,36 @@ func (t *Table) TargetQuery(r chunk.Range) (string, []any, error) {
 	return q, args, convErr
 }
 
+// TargetKeysQuery selects the target rows with the listed keys (source
+// text form, converted here to the target's form).
+func (t *Table) TargetKeysQuery(keys [][]string) (string, []any, error) {
+	exprs := make([]string, len(t.Columns))
+	for i, c := range t.Columns {
+		exprs[i] = c.TargetExpr
+	}
+	keyCols := make([]string, len(t.Key))
+	for i, k := range t.Key {
+		keyCols[i] = typemap.QuoteIdent(t.Columns[k].Target)
+	}
+	tuple := "(" + strings.TrimSuffix(strings.Repeat("?, ", len(t.Key)), ", ") + ")"
+	var args []any
+	for _, key := range keys {
+		for i, v := range key {
+			conv := []byte(v)
+			if c := t.Columns[t.Key[i]].Convert; c != nil {
+				var err error
+				if conv, err = c(conv); err != nil {
+					return "", nil, err
+				}
+			}
+			args = append(args, string(conv))
+		}
+	}
+	q := fmt.Sprintf("SELECT %s FROM %s WHERE (%s) IN (%s)", strings.Join(exprs, ", "), typemap.QuoteIdent(t.Target),
+		strings.Join(keyCols, ", "), strings.TrimSuffix(strings.Repeat(tuple+", ", len(keys)), ", "))
+	return q, args, nil
+}
+
 // LoadColumns lists the target columns in copy order with their load
 // expressions.
 func (t *Table) LoadColumns() []mysql.LoadColumn {

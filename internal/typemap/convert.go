@@ -141,3 +141,19 @@ func convertTimestamp(withZone bool) Converter {
 		return nil, bad("timestamp %s is not in UTC; the source session time zone must be UTC", v)
 	}
 }
+
+// moneyToNumeric reads money's text form ($1,234.56 or -$1,234.56 in the
+// C/en_US locales) as the numeric that money::numeric gives.
+func moneyToNumeric(v []byte) ([]byte, error) {
+	out := make([]byte, 0, len(v))
+	for _, c := range v {
+		switch {
+		case c == '-' || c == '.' || (c >= '0' && c <= '9'):
+			out = append(out, c)
+		case c == '$' || c == ',' || c == ' ':
+		default:
+			return nil, bad("money value %q is not in a locale sluice reads; set lc_monetary to C on the source", v)
+		}
+	}
+	return out, nil
+}

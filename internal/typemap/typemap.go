@@ -58,6 +58,10 @@ type Mapping struct {
 	// variable) into the column value; the load reads CHARACTER SET binary.
 	LoadExpr string
 	Convert  Converter
+	// StreamConvert, when set, turns a value as the change stream sends it
+	// (the plain column, not SourceExpr) into what SourceExpr would have
+	// read, before Convert.
+	StreamConvert Converter
 	// Notes are lines for the plan: every mapping that is not exact says how.
 	Notes []string
 }
@@ -80,7 +84,7 @@ func Map(t schema.Type, opt Options) Mapping {
 	text := "CHARACTER SET utf8mb4 COLLATE " + TextCollation(opt.Flavor)
 	ascii := "CHARACTER SET ascii COLLATE ascii_bin"
 	if t.Array {
-		return Mapping{SQLType: "JSON", Kind: canonical.JSON, SourceExpr: wrap("to_json(%s)"),
+		return Mapping{SQLType: "JSON", Kind: canonical.JSON, SourceExpr: wrap("to_json(%s)"), StreamConvert: ArrayToJSON(t.Elem),
 			Notes: []string{fmt.Sprintf("%s becomes a JSON array (MySQL has no array type)", t.Display)}}
 	}
 	if len(t.EnumLabels) > 0 {
@@ -106,7 +110,7 @@ func Map(t schema.Type, opt Options) Mapping {
 	case "numeric":
 		return mapNumeric(t)
 	case "money":
-		return Mapping{SQLType: "DECIMAL(19,2)", Kind: canonical.Decimal, SourceExpr: wrap("%s::numeric"),
+		return Mapping{SQLType: "DECIMAL(19,2)", Kind: canonical.Decimal, SourceExpr: wrap("%s::numeric"), StreamConvert: moneyToNumeric,
 			Convert: decimalChecker(17, 2), Notes: []string{"money becomes DECIMAL(19,2) (the currency symbol and locale formatting are not kept)"}}
 	case "float4":
 		return Mapping{SQLType: "FLOAT", Kind: canonical.Float32, Convert: checkFloat,

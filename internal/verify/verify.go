@@ -168,22 +168,57 @@ type row struct {
 }
 
 func (v *verifier) chunk(ctx context.Context, r chunk.Range) error {
-	source := map[string]row{}
-	var order []string
-	sr := &sourceReader{v: v, rows: source, order: &order}
-	if err := v.src.CopyOut(ctx, v.t.SourceQuery(r), sr); err != nil {
-		return fmt.Errorf("verify %s: %w", v.t.Source.Name, err)
-	}
-	if sr.err != nil {
-		return sr.err
-	}
 	q, args, err := v.t.TargetQuery(r)
 	if err != nil {
 		return fmt.Errorf("verify %s: chunk bound: %w", v.t.Source.Name, err)
 	}
-	rows, err := v.tgt.DB.QueryContext(ctx, q, args...)
+	res, err := v.compare(ctx, v.t.SourceQuery(r), q, args)
 	if err != nil {
-		return fmt.Errorf("verify %s: read target: %w", v.t.Target, err)
+		return err
+	}
+	v.prog.AddRows(res.compared)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.res.Compared += res.compared
+	v.res.Changed += res.changed
+	v.res.Missing += res.missing
+	v.res.Extra += res.extra
+	for _, d := range res.diffs {
+		if len(v.res.Samples) < v.opt.Samples {
+			v.res.Samples = append(v.res.Samples, d)
+		}
+	}
+	if len(v.res.repairSource)+len(res.repairSrc) <= maxRepairKeys {
+		v.res.repairSource = append(v.res.repairSource, res.repairSrc...)
+		v.res.repairTarget = append(v.res.repairTarget, res.repairTgt...)
+	}
+	return nil
+}
+
+// comparison is the outcome of comparing one set of rows.
+type comparison struct {
+	compared                int64
+	changed, missing, extra int64
+	diffs                   []Diff
+	repairSrc               [][]string
+	repairTgt               [][]any
+}
+
+// compare reads the rows of sourceQuery (via COPY) and of targetQuery and
+// matches them by key.
+func (v *verifier) compare(ctx context.Context, sourceQuery, targetQuery string, args []any) (*comparison, error) {
+	source := map[string]row{}
+	var order []string
+	sr := &sourceReader{v: v, rows: source, order: &order}
+	if err := v.src.CopyOut(ctx, sourceQuery, sr); err != nil {
+		if sr.err != nil {
+			return nil, sr.err
+		}
+		return nil, fmt.Errorf("verify %s: %w", v.t.Source.Name, err)
+	}
+	rows, err := v.tgt.DB.QueryContext(ctx, targetQuery, args...)
+	if err != nil {
+		return nil, fmt.Errorf("verify %s: read target: %w", v.t.Target, err)
 	}
 	defer rows.Close()
 	vals := make([]sql.RawBytes, len(v.t.Columns))
@@ -192,13 +227,10 @@ func (v *verifier) chunk(ctx context.Context, r chunk.Range) error {
 		ptrs[i] = &vals[i]
 	}
 	fields := make([][]byte, len(vals))
-	var diffs []Diff
-	var repairSrc [][]string
-	var repairTgt [][]any
-	var changed, missing, extra int64
+	res := &comparison{compared: int64(len(order))}
 	for rows.Next() {
 		if err := rows.Scan(ptrs...); err != nil {
-			return fmt.Errorf("verify %s: read target: %w", v.t.Target, err)
+			return nil, fmt.Errorf("verify %s: read target: %w", v.t.Target, err)
 		}
 		for i, b := range vals {
 			fields[i] = b // nil for NULL
@@ -208,52 +240,66 @@ func (v *verifier) chunk(ctx context.Context, r chunk.Range) error {
 		}
 		trow, err := v.encode(fields, "target")
 		if err != nil {
-			return err
+			return nil, err
 		}
 		key := string(trow.key)
 		srow, ok := source[key]
 		switch {
 		case !ok:
-			extra++
-			diffs = append(diffs, Diff{Kind: Extra, Key: formatKey(trow.key), Target: display(trow.canon)})
-			repairTgt = append(repairTgt, v.targetKey(fields))
+			res.extra++
+			res.diffs = append(res.diffs, Diff{Kind: Extra, Key: formatKey(trow.key), Target: display(trow.canon)})
+			res.repairTgt = append(res.repairTgt, v.targetKey(fields))
 		case !bytes.Equal(srow.canon, trow.canon):
-			changed++
-			diffs = append(diffs, Diff{Kind: Changed, Key: formatKey(trow.key), Source: display(srow.canon), Target: display(trow.canon)})
-			repairSrc = append(repairSrc, srow.raw)
-			repairTgt = append(repairTgt, v.targetKey(fields))
+			res.changed++
+			res.diffs = append(res.diffs, Diff{Kind: Changed, Key: formatKey(trow.key), Source: display(srow.canon), Target: display(trow.canon)})
+			res.repairSrc = append(res.repairSrc, srow.raw)
+			res.repairTgt = append(res.repairTgt, v.targetKey(fields))
 			delete(source, key)
 		default:
 			delete(source, key)
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("verify %s: read target: %w", v.t.Target, err)
+		return nil, fmt.Errorf("verify %s: read target: %w", v.t.Target, err)
 	}
 	for _, k := range order {
 		if srow, ok := source[k]; ok {
-			missing++
-			diffs = append(diffs, Diff{Kind: Missing, Key: formatKey(srow.key), Source: display(srow.canon)})
-			repairSrc = append(repairSrc, srow.raw)
+			res.missing++
+			res.diffs = append(res.diffs, Diff{Kind: Missing, Key: formatKey(srow.key), Source: display(srow.canon)})
+			res.repairSrc = append(res.repairSrc, srow.raw)
 		}
 	}
-	v.prog.AddRows(int64(len(order)))
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.res.Compared += int64(len(order))
-	v.res.Changed += changed
-	v.res.Missing += missing
-	v.res.Extra += extra
-	for _, d := range diffs {
-		if len(v.res.Samples) < v.opt.Samples {
-			v.res.Samples = append(v.res.Samples, d)
+	return res, nil
+}
+
+// CompareKeys compares the rows with the given keys (source text form) on
+// both sides, for checking just the rows that changed.
+func CompareKeys(ctx context.Context, src *postgres.Source, tgt *mysql.Target, t *plan.Table, keys [][]string) ([]Diff, error) {
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	v := &verifier{src: src, tgt: tgt, t: t}
+	for _, c := range t.Columns {
+		v.kinds = append(v.kinds, c.Kind)
+	}
+	for _, k := range t.Key {
+		v.keyK = append(v.keyK, t.Columns[k].Kind)
+	}
+	var diffs []Diff
+	const batch = 1000
+	for start := 0; start < len(keys); start += batch {
+		part := keys[start:min(start+batch, len(keys))]
+		q, args, err := t.TargetKeysQuery(part)
+		if err != nil {
+			return nil, err
 		}
+		res, err := v.compare(ctx, t.KeyFilterSource(part), q, args)
+		if err != nil {
+			return nil, err
+		}
+		diffs = append(diffs, res.diffs...)
 	}
-	if len(v.res.repairSource)+len(repairSrc) <= maxRepairKeys {
-		v.res.repairSource = append(v.res.repairSource, repairSrc...)
-		v.res.repairTarget = append(v.res.repairTarget, repairTgt...)
-	}
-	return nil
+	return diffs, nil
 }
 
 // encode canonicalises one row; side names it in errors.

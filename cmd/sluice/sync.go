@@ -1,0 +1,292 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluice-db/sluice/internal/api"
+	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/pgstream"
+	"github.com/sluice-db/sluice/internal/progress"
+	"github.com/sluice-db/sluice/internal/syncer"
+)
+
+const defaultAPI = "http://127.0.0.1:7070"
+
+func (a *app) syncCommand() *cobra.Command {
+	var tables, listen, cutover, slot, token string
+	var opt syncer.Options
+	cmd := &cobra.Command{
+		Use:   "sync",
+		Short: "Copy the tables while streaming their changes, and keep applying changes until cut over",
+		Long: `sync creates (or, when run again, reuses) a publication and a logical replication slot,
+copies the tables in chunks merged with the change stream (DBLog watermarks: no locks, no long
+snapshot), applies every change in commit order with its source position stored in the target,
+and serves status and control on --listen. --cutover=auto cuts over by itself once the copy is
+done and the lag is under --lag-bound; otherwise run sluice cutover. Ctrl-C stops cleanly;
+running sync again resumes.`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cutover != "manual" && cutover != "auto" {
+				return failure.New(failure.Usage, "SLUICE-USAGE-CUTOVER", "--cutover %q is not a choice", cutover).WithHint("use manual or auto")
+			}
+			if token == "" {
+				token = os.Getenv("SLUICE_API_TOKEN")
+			}
+			if token == "" && a.file != nil {
+				token = a.file.HTTP.APIToken
+			}
+			generated := false
+			if token == "" {
+				token, generated = api.NewToken(), true
+			}
+			ctx := cmd.Context()
+			src, tgt, err := a.connect(ctx, opt.Parallel+4)
+			if err != nil {
+				return err
+			}
+			defer src.Close()
+			defer tgt.Close()
+			p, err := a.buildPlan(ctx, src, tgt, tables)
+			if err != nil {
+				return err
+			}
+			if err := p.Err(); err != nil {
+				printPlan(os.Stderr, p)
+				return err
+			}
+			if slot == "" {
+				slot = syncer.SlotName(tgt.Name)
+			}
+			opt.Slot, opt.Publication = slot, slot
+			opt.AutoCutover = cutover == "auto"
+			opt.Log = a.log
+			tracker := &progress.Tracker{}
+			opt.Tracker = tracker
+			s := syncer.New(src, a.sourceConnString(), tgt, p, opt)
+			addr, err := api.Serve(ctx, listen, api.Handler(s, api.Options{Token: token, Log: a.log}), a.log)
+			if err != nil {
+				return err
+			}
+			a.log.Info("API listening", "url", "http://"+addr.String())
+			if generated {
+				// printed once, to the terminal or the caller, never to the log
+				fmt.Fprintf(os.Stderr, "sluice: API token for this sync (needed by sluice cutover/pause): %s\n", token)
+			}
+			stopShow := a.showProgress(ctx, tracker)
+			// Ctrl-C or SIGTERM stops cleanly: what was received is applied
+			// and its position stored, and the process exits 0.
+			runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
+			defer cancelRun()
+			go func() {
+				<-ctx.Done()
+				a.log.Info("stopping: applying what was received; run sync again to resume")
+				s.Stop()
+				time.AfterFunc(30*time.Second, cancelRun) // a stuck target must not hang the exit
+			}()
+			report, err := s.Run(runCtx)
+			stopShow()
+			if err != nil {
+				return err
+			}
+			if report != nil {
+				printCutoverReport(cmd.OutOrStdout(), report)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "sync stopped; the slot keeps the changes since: run sync again to resume, or sluice finish/abort to clean up")
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&tables, "tables", "", "comma-separated tables (name or schema.name); default: every table of --schema")
+	f.StringVar(&listen, "listen", "127.0.0.1:7070", "address of the status and control API")
+	f.StringVar(&cutover, "cutover", "manual", "manual (wait for sluice cutover) or auto (cut over once copied and caught up)")
+	f.StringVar(&slot, "slot", "", "replication slot and publication name (default: sluice_<target database>)")
+	f.StringVar(&token, "api-token", "", "bearer token for API calls that change state (or SLUICE_API_TOKEN; generated and printed when empty)")
+	f.IntVar(&opt.Parallel, "parallel", 2, "chunks read ahead of the change stream")
+	f.IntVar(&opt.ChunkRows, "chunk-rows", 20000, "rows per chunk")
+	f.Float64Var(&opt.MaxRowsPerSec, "max-rows-per-sec", 0, "limit the copy to this many rows per second (0: no limit)")
+	f.IntVar(&opt.BatchRows, "batch-rows", 5000, "changes per target transaction, at most")
+	f.DurationVar(&opt.BatchDelay, "batch-delay", 100*time.Millisecond, "longest a change waits for its batch")
+	f.DurationVar(&opt.LagBound, "lag-bound", time.Second, "cutover waits until the lag is under this")
+	f.DurationVar(&opt.Cutover.LockTimeout, "lock-timeout", 5*time.Second, "cutover gives up if the write fence is not granted in this time")
+	f.DurationVar(&opt.Cutover.Timeout, "cutover-timeout", 30*time.Second, "longest the write fence may stay up before cutover gives up and lifts it")
+	return cmd
+}
+
+func printCutoverReport(w io.Writer, r *syncer.CutoverReport) {
+	fmt.Fprintf(w, "cutover done: write pause %.1f ms (fence %s; stream drained in %.1f ms), %d changed rows verified under the fence, %d before\n",
+		r.WritePauseMS, r.Fence, r.DrainMS, r.RowsVerified, r.RowsVerifiedPre)
+	for t, v := range r.AutoIncrement {
+		fmt.Fprintf(w, "  %s AUTO_INCREMENT set to %d\n", t, v)
+	}
+	fmt.Fprintf(w, "changes applied: %d; lag p50 %.3f s, p99 %.3f s; most WAL retained by the slot: %d bytes\n",
+		r.ChangesApplied, r.LagP50Seconds, r.LagP99Seconds, r.WALRetainedMaxBytes)
+	fmt.Fprintln(w, "the sync goes on streaming writes that still reach the source; once the application writes to the target, run sluice finish")
+}
+
+// sourceConnString resolves the source again for the replication connection.
+func (a *app) sourceConnString() string {
+	src, _, err := a.resolve()
+	if err != nil {
+		return ""
+	}
+	return src.ConnString()
+}
+
+// apiCall sends one request to a running sync's API.
+func apiCall(ctx context.Context, method, base, path, token string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(base, "/")+path, bytes.NewReader(nil))
+	if err != nil {
+		return failure.Wrap(err, failure.Usage, "SLUICE-API-URL", "--api %q", base)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	client := &http.Client{Timeout: 15 * time.Minute}
+	resp, err := client.Do(req)
+	if err != nil {
+		return failure.Wrap(err, failure.Connection, "SLUICE-API-UNREACHABLE", "no running sync answers at %s", base).
+			WithHint("start sluice sync first, or give its address with --api")
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Error string `json:"error"`
+			Code  string `json:"code"`
+		}
+		json.Unmarshal(body, &e)
+		kind := failure.Internal
+		if resp.StatusCode == http.StatusUnauthorized {
+			kind = failure.Usage
+		}
+		return failure.New(kind, e.Code, "%s %s: %s", method, path, e.Error)
+	}
+	return json.Unmarshal(body, out)
+}
+
+func (a *app) statusCommand() *cobra.Command {
+	var apiURL, token string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show a running sync: per table phase, rows, changes, lag and retained WAL",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var st syncer.Status
+			if err := apiCall(cmd.Context(), http.MethodGet, apiURL, "/api/v1/status", tokenOr(token), &st); err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(w)
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			fmt.Fprintf(w, "phase %s%s; slot %s; applied %s of %s; lag %d bytes, %.2f s (p99 %.2f s); WAL retained %d bytes; %d changes applied\n",
+				st.Phase, map[bool]string{true: " (copy paused)"}[st.Paused], st.Slot, st.AppliedLSN, st.SourceLSN, st.LagBytes, st.LagSeconds,
+				st.LagP99Seconds, st.WALRetainedBytes, st.ChangesApplied)
+			fmt.Fprintf(w, "%-28s %-24s %-10s %12s %12s %10s %8s\n", "table", "target", "phase", "rows", "changes", "rows/s", "ETA")
+			for _, t := range st.Tables {
+				eta := "-"
+				if t.ETASeconds >= 0 {
+					eta = (time.Duration(t.ETASeconds) * time.Second).String()
+				}
+				fmt.Fprintf(w, "%-28s %-24s %-10s %12d %12d %10.0f %8s\n", t.Source, t.Target, t.Phase, t.RowsCopied, t.ChangesApplied, t.RowsPerSecond, eta)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&apiURL, "api", defaultAPI, "URL of the running sync's API")
+	cmd.Flags().StringVar(&token, "api-token", "", "API token (or SLUICE_API_TOKEN); needed only from another machine")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
+	return cmd
+}
+
+func tokenOr(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	return os.Getenv("SLUICE_API_TOKEN")
+}
+
+func (a *app) cutoverCommand() *cobra.Command {
+	var apiURL, token string
+	cmd := &cobra.Command{
+		Use:   "cutover",
+		Short: "Fence writes on the source, drain the stream, verify the changed rows, set AUTO_INCREMENT and report the write pause",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var r syncer.CutoverReport
+			if err := apiCall(cmd.Context(), http.MethodPost, apiURL, "/api/v1/cutover", tokenOr(token), &r); err != nil {
+				return err
+			}
+			printCutoverReport(cmd.OutOrStdout(), &r)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&apiURL, "api", defaultAPI, "URL of the running sync's API")
+	cmd.Flags().StringVar(&token, "api-token", "", "API token (or SLUICE_API_TOKEN)")
+	return cmd
+}
+
+// cleanupCommand is finish (after a cutover) and abort (instead of one):
+// both drop the slot and publication and sluice's metadata on the target.
+func (a *app) cleanupCommand(name string) *cobra.Command {
+	var slot, apiURL, token string
+	short := "Drop the replication slot, the publication and sluice's metadata after a cutover"
+	if name == "abort" {
+		short = "Stop a migration without cutting over: drop the replication slot, the publication and sluice's metadata"
+	}
+	cmd := &cobra.Command{
+		Use:   name,
+		Short: short,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			src, tgt, err := a.connect(ctx, 2)
+			if err != nil {
+				return err
+			}
+			defer src.Close()
+			defer tgt.Close()
+			if slot == "" {
+				slot = syncer.SlotName(tgt.Name)
+			}
+			if err := tgt.EnsureSyncTable(ctx); err != nil {
+				return err
+			}
+			state, err := tgt.LoadSyncState(ctx, slot)
+			if err != nil {
+				return err
+			}
+			if name == "finish" && (state == nil || state.Phase != "cutover") {
+				return failure.New(failure.Usage, "SLUICE-FINISH-NOCUTOVER", "no cutover is recorded for slot %s", slot).
+					WithHint("run sluice cutover first, or sluice abort to stop without cutting over")
+			}
+			// A sync still running on this machine is asked to stop first;
+			// one elsewhere loses its replication connection below.
+			var stopped map[string]any
+			if apiCall(ctx, http.MethodPost, apiURL, "/api/v1/stop", tokenOr(token), &stopped) == nil {
+				time.Sleep(time.Second)
+			}
+			if err := pgstream.Drop(ctx, src.Pool, slot, slot); err != nil {
+				return err
+			}
+			if err := tgt.DropMetadata(ctx); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: dropped replication slot and publication %s on the source and sluice's metadata on the target\n", name, slot)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&slot, "slot", "", "replication slot and publication name (default: sluice_<target database>)")
+	cmd.Flags().StringVar(&apiURL, "api", defaultAPI, "URL of a running sync to stop first")
+	cmd.Flags().StringVar(&token, "api-token", "", "API token (or SLUICE_API_TOKEN)")
+	return cmd
+}

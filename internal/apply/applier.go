@@ -1,0 +1,245 @@
+package apply
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+)
+
+// Applier collects ops and commits them with the source position.
+type Applier struct {
+	db       *sql.DB
+	position func(ctx context.Context, tx *sql.Tx) error // stores the source position
+	log      *slog.Logger
+	ops      []Op
+	applied  int64 // ops committed so far
+}
+
+// New returns an applier writing to db. position runs inside every commit
+// to store how far the source has been applied.
+func New(db *sql.DB, log *slog.Logger, position func(ctx context.Context, tx *sql.Tx) error) *Applier {
+	return &Applier{db: db, position: position, log: log}
+}
+
+// Add queues an op for the next commit.
+func (a *Applier) Add(op Op) { a.ops = append(a.ops, op) }
+
+// Pending is the number of queued ops.
+func (a *Applier) Pending() int { return len(a.ops) }
+
+// Applied is the number of ops committed so far.
+func (a *Applier) Applied() int64 { return a.applied }
+
+// Commit writes the queued ops, runs within and stores the position, all in
+// one target transaction. Ops are first reduced to their net effect per row;
+// if that order trips a constraint (say a unique value moving between two
+// rows in one batch), the batch is replayed op by op in source order.
+func (a *Applier) Commit(ctx context.Context, within func(ctx context.Context, tx *sql.Tx) error) error {
+	err := a.commit(ctx, within, false)
+	if err != nil && ctx.Err() == nil {
+		a.log.Warn("batch failed in net-effect order; replaying it change by change", "code", "SLUICE-APPLY-REPLAY", "error", err.Error(), "ops", len(a.ops))
+		err = a.commit(ctx, within, true)
+	}
+	if err != nil {
+		return err
+	}
+	a.applied += int64(len(a.ops))
+	a.ops = a.ops[:0]
+	return nil
+}
+
+func (a *Applier) commit(ctx context.Context, within func(ctx context.Context, tx *sql.Tx) error, sequential bool) error {
+	tx, err := a.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("target: begin: %w", err)
+	}
+	defer tx.Rollback()
+	if sequential {
+		for _, op := range a.ops {
+			if err := applyOne(ctx, tx, op); err != nil {
+				return err
+			}
+		}
+	} else if err := applyNet(ctx, tx, a.ops); err != nil {
+		return err
+	}
+	if within != nil {
+		if err := within(ctx, tx); err != nil {
+			return err
+		}
+	}
+	if err := a.position(ctx, tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("target: commit: %w", err)
+	}
+	return nil
+}
+
+// applyOne applies a single op as the source did it.
+func applyOne(ctx context.Context, tx *sql.Tx, op Op) error {
+	t := op.Table
+	switch op.Kind {
+	case Upsert:
+		return upsert(ctx, tx, t, []Row{op.Row})
+	case Delete:
+		return deleteKeys(ctx, tx, t, [][]any{t.KeyArgs(op.Row)})
+	case Patch:
+		return patch(ctx, tx, t, op.Row, op.Row)
+	case Move:
+		return patch(ctx, tx, t, op.Row, op.OldKey)
+	case Truncate:
+		if _, err := tx.ExecContext(ctx, "DELETE FROM "+t.quoted); err != nil {
+			return fmt.Errorf("target: empty %s for a TRUNCATE: %w", t.Plan.Target, err)
+		}
+	}
+	return nil
+}
+
+type netState struct {
+	kind OpKind
+	row  Row
+}
+
+// applyNet reduces each run of ops between barriers (TRUNCATE, key moves)
+// to one state per row and writes deletes, patches and upserts in bulk.
+func applyNet(ctx context.Context, tx *sql.Tx, ops []Op) error {
+	start := 0
+	for i, op := range ops {
+		if op.Kind == Truncate || op.Kind == Move {
+			if err := applySegment(ctx, tx, ops[start:i]); err != nil {
+				return err
+			}
+			if err := applyOne(ctx, tx, op); err != nil {
+				return err
+			}
+			start = i + 1
+		}
+	}
+	return applySegment(ctx, tx, ops[start:])
+}
+
+func applySegment(ctx context.Context, tx *sql.Tx, ops []Op) error {
+	if len(ops) == 0 {
+		return nil
+	}
+	type tableState struct {
+		order []string
+		rows  map[string]*netState
+	}
+	var tables []*Table
+	states := map[*Table]*tableState{}
+	for _, op := range ops {
+		ts := states[op.Table]
+		if ts == nil {
+			ts = &tableState{rows: map[string]*netState{}}
+			states[op.Table] = ts
+			tables = append(tables, op.Table)
+		}
+		cur := ts.rows[op.Key]
+		if cur == nil {
+			cur = &netState{}
+			ts.rows[op.Key] = cur
+			ts.order = append(ts.order, op.Key)
+		}
+		switch op.Kind {
+		case Upsert:
+			cur.kind, cur.row = Upsert, op.Row
+		case Delete:
+			cur.kind, cur.row = Delete, op.Row
+		case Patch:
+			switch cur.kind {
+			case Upsert, Patch:
+				cur.row = Merge(cur.row, op.Row)
+			default:
+				cur.kind, cur.row = Patch, op.Row
+			}
+		}
+	}
+	for _, t := range tables {
+		ts := states[t]
+		var deletes [][]any
+		var upserts []Row
+		for _, k := range ts.order {
+			st := ts.rows[k]
+			switch st.kind {
+			case Delete:
+				deletes = append(deletes, t.KeyArgs(st.row))
+			case Upsert:
+				upserts = append(upserts, st.row)
+			}
+		}
+		if err := deleteKeys(ctx, tx, t, deletes); err != nil {
+			return err
+		}
+		for _, k := range ts.order {
+			if st := ts.rows[k]; st.kind == Patch {
+				if err := patch(ctx, tx, t, st.row, st.row); err != nil {
+					return err
+				}
+			}
+		}
+		if err := upsert(ctx, tx, t, upserts); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Merge lays the sent columns of patch over base.
+func Merge(base, patch Row) Row {
+	out := make(Row, len(base))
+	copy(out, base)
+	for i, v := range patch {
+		if !v.Unchanged {
+			out[i] = v
+		}
+	}
+	return out
+}
+
+// rowsPerStatement keeps statements well under max_allowed_packet.
+const rowsPerStatement = 500
+
+func upsert(ctx context.Context, tx *sql.Tx, t *Table, rows []Row) error {
+	for start := 0; start < len(rows); start += rowsPerStatement {
+		part := rows[start:min(start+rowsPerStatement, len(rows))]
+		args := make([]any, 0, len(part)*len(t.cols))
+		for _, r := range part {
+			for i, v := range r {
+				args = append(args, t.arg(i, v))
+			}
+		}
+		if _, err := tx.ExecContext(ctx, t.upsertSQL(len(part)), args...); err != nil {
+			return fmt.Errorf("target: write %d rows to %s: %w", len(part), t.Plan.Target, err)
+		}
+	}
+	return nil
+}
+
+func deleteKeys(ctx context.Context, tx *sql.Tx, t *Table, keys [][]any) error {
+	for start := 0; start < len(keys); start += rowsPerStatement {
+		part := keys[start:min(start+rowsPerStatement, len(keys))]
+		var args []any
+		for _, k := range part {
+			args = append(args, k...)
+		}
+		if _, err := tx.ExecContext(ctx, t.deleteSQL(len(part)), args...); err != nil {
+			return fmt.Errorf("target: delete %d rows from %s: %w", len(part), t.Plan.Target, err)
+		}
+	}
+	return nil
+}
+
+// patch updates the sent columns of the row whose key is keyRow's. A row
+// the target does not have yet (its chunk is not copied) is left alone:
+// the chunk brings it with these values.
+func patch(ctx context.Context, tx *sql.Tx, t *Table, r, keyRow Row) error {
+	q, args := t.patchSQL(r, keyRow)
+	if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+		return fmt.Errorf("target: update %s: %w", t.Plan.Target, err)
+	}
+	return nil
+}

@@ -1,0 +1,77 @@
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// SyncTable holds one row per sync: where the change stream has been
+// applied up to. It is updated in the same transaction as the changes.
+const SyncTable = "_sluice_sync_state"
+
+// SyncState is the stored state of a sync.
+type SyncState struct {
+	Slot        string
+	Publication string
+	AppliedLSN  uint64
+	Phase       string // streaming, cutover
+}
+
+// EnsureSyncTable creates the sync state table.
+func (t *Target) EnsureSyncTable(ctx context.Context) error {
+	_, err := t.DB.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+SyncTable+` (
+		slot VARCHAR(64) NOT NULL PRIMARY KEY,
+		publication VARCHAR(64) NOT NULL,
+		applied_lsn BIGINT UNSIGNED NOT NULL DEFAULT 0,
+		phase VARCHAR(16) NOT NULL,
+		updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)
+	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`)
+	if err != nil {
+		return fmt.Errorf("target: create %s: %w", SyncTable, err)
+	}
+	return nil
+}
+
+// LoadSyncState returns the stored state of the sync on slot, or nil.
+func (t *Target) LoadSyncState(ctx context.Context, slot string) (*SyncState, error) {
+	st := &SyncState{Slot: slot}
+	err := t.DB.QueryRowContext(ctx, `SELECT publication, applied_lsn, phase FROM `+SyncTable+` WHERE slot = ?`, slot).
+		Scan(&st.Publication, &st.AppliedLSN, &st.Phase)
+	if err == sql.ErrNoRows {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("target: read %s: %w", SyncTable, err)
+	}
+	return st, nil
+}
+
+// SaveSyncState inserts or replaces the state row.
+func (t *Target) SaveSyncState(ctx context.Context, st SyncState) error {
+	_, err := t.DB.ExecContext(ctx, `INSERT INTO `+SyncTable+` (slot, publication, applied_lsn, phase) VALUES (?, ?, ?, ?)
+		ON DUPLICATE KEY UPDATE publication = VALUES(publication), applied_lsn = VALUES(applied_lsn), phase = VALUES(phase)`,
+		st.Slot, st.Publication, st.AppliedLSN, st.Phase)
+	if err != nil {
+		return fmt.Errorf("target: write %s: %w", SyncTable, err)
+	}
+	return nil
+}
+
+// StoreAppliedLSN records the applied position inside tx.
+func StoreAppliedLSN(ctx context.Context, tx *sql.Tx, slot string, lsn uint64) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE `+SyncTable+` SET applied_lsn = ? WHERE slot = ?`, lsn, slot); err != nil {
+		return fmt.Errorf("target: record applied position: %w", err)
+	}
+	return nil
+}
+
+// DropMetadata removes every sluice bookkeeping table from the target.
+func (t *Target) DropMetadata(ctx context.Context) error {
+	for _, tbl := range []string{ChunksTable, TablesTable, SyncTable} {
+		if _, err := t.DB.ExecContext(ctx, "DROP TABLE IF EXISTS "+tbl); err != nil {
+			return fmt.Errorf("target: drop %s: %w", tbl, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,179 @@
+package pgstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/postgres"
+	"github.com/sluice-db/sluice/internal/schema"
+)
+
+// MessagePrefix marks sluice's own logical decoding messages (watermarks,
+// heartbeats, fences) in the WAL.
+const MessagePrefix = "sluice"
+
+// Preflight checks what logical replication needs on the source and says
+// how to fix what is missing.
+func Preflight(ctx context.Context, pool *pgxpool.Pool) error {
+	var walLevel string
+	if err := pool.QueryRow(ctx, "SHOW wal_level").Scan(&walLevel); err != nil {
+		return fmt.Errorf("source: read wal_level: %w", err)
+	}
+	if walLevel != "logical" {
+		return failure.New(failure.Schema, "SLUICE-SOURCE-WALLEVEL", "source has wal_level=%s; streaming changes needs wal_level=logical", walLevel).
+			WithHint("run ALTER SYSTEM SET wal_level = logical on the source and restart PostgreSQL")
+	}
+	var canReplicate bool
+	if err := pool.QueryRow(ctx, "SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user").Scan(&canReplicate); err != nil {
+		return fmt.Errorf("source: read role attributes: %w", err)
+	}
+	if !canReplicate {
+		return failure.New(failure.Schema, "SLUICE-SOURCE-PRIVILEGE", "the source user may not use replication").
+			WithHint("ALTER ROLE <user> WITH REPLICATION, and grant SELECT on the migrated tables")
+	}
+	var free int
+	if err := pool.QueryRow(ctx, `SELECT current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots)`).Scan(&free); err != nil {
+		return fmt.Errorf("source: count replication slots: %w", err)
+	}
+	if free < 1 {
+		return failure.New(failure.Schema, "SLUICE-SOURCE-NOSLOT", "the source has no free replication slot (max_replication_slots is used up)").
+			WithHint("drop an unused slot (SELECT * FROM pg_replication_slots) or raise max_replication_slots and restart")
+	}
+	return nil
+}
+
+// EnsurePublication creates the publication for tables, or makes an existing
+// one publish exactly these tables.
+func EnsurePublication(ctx context.Context, pool *pgxpool.Pool, name string, tables []schema.TableName) error {
+	list := make([]string, len(tables))
+	for i, t := range tables {
+		list[i] = postgres.Ident(t.Schema, t.Name)
+	}
+	var exists bool
+	if err := pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", name).Scan(&exists); err != nil {
+		return fmt.Errorf("source: look up publication %s: %w", name, err)
+	}
+	stmt := "CREATE PUBLICATION " + postgres.Ident(name) + " FOR TABLE " + strings.Join(list, ", ")
+	if exists {
+		stmt = "ALTER PUBLICATION " + postgres.Ident(name) + " SET TABLE " + strings.Join(list, ", ")
+	}
+	if _, err := pool.Exec(ctx, stmt); err != nil {
+		return fmt.Errorf("source: %s: %w", stmt, err)
+	}
+	return nil
+}
+
+// EnsureSlot creates the logical slot if it does not exist. It returns the
+// slot's confirmed position (where streaming resumes) and whether it was new.
+func EnsureSlot(ctx context.Context, pool *pgxpool.Pool, name string) (pglogrepl.LSN, bool, error) {
+	for attempt := 0; ; attempt++ {
+		var active bool
+		var confirmed *string
+		err := pool.QueryRow(ctx, `SELECT active, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, name).Scan(&active, &confirmed)
+		if errors.Is(err, pgx.ErrNoRows) {
+			var lsn string
+			if err := pool.QueryRow(ctx, `SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')`, name).Scan(&lsn); err != nil {
+				return 0, false, fmt.Errorf("source: create replication slot %s: %w", name, err)
+			}
+			l, err := pglogrepl.ParseLSN(lsn)
+			return l, true, err
+		}
+		if err != nil {
+			return 0, false, fmt.Errorf("source: look up replication slot %s: %w", name, err)
+		}
+		if active {
+			// a sluice that was just killed leaves its walsender for a moment
+			if attempt < 20 {
+				time.Sleep(500 * time.Millisecond)
+				continue
+			}
+			return 0, false, failure.New(failure.Schema, "SLUICE-SYNC-SLOTBUSY", "replication slot %s is in use by another process", name).
+				WithHint("stop the other sluice sync first (sluice status shows it), or wait for it to exit")
+		}
+		var l pglogrepl.LSN
+		if confirmed != nil {
+			if l, err = pglogrepl.ParseLSN(*confirmed); err != nil {
+				return 0, false, err
+			}
+		}
+		return l, false, nil
+	}
+}
+
+// Drop removes the slot and the publication, ending a walsender that still
+// holds the slot. Missing ones are fine: Drop is safe to repeat.
+func Drop(ctx context.Context, pool *pgxpool.Pool, slot, publication string) error {
+	for attempt := 0; attempt < 20; attempt++ {
+		var pid *int32
+		err := pool.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&pid)
+		if errors.Is(err, pgx.ErrNoRows) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("source: look up replication slot %s: %w", slot, err)
+		}
+		if pid != nil {
+			pool.Exec(ctx, `SELECT pg_terminate_backend($1)`, *pid)
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
+		if _, err := pool.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot); err != nil {
+			return fmt.Errorf("source: drop replication slot %s: %w", slot, err)
+		}
+		break
+	}
+	if _, err := pool.Exec(ctx, "DROP PUBLICATION IF EXISTS "+postgres.Ident(publication)); err != nil {
+		return fmt.Errorf("source: drop publication %s: %w", publication, err)
+	}
+	return nil
+}
+
+// SlotExists reports whether the slot is there.
+func SlotExists(ctx context.Context, pool *pgxpool.Pool, slot string) (bool, error) {
+	var n int
+	err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&n)
+	return n > 0, err
+}
+
+// SlotStatus is what the source keeps for the slot.
+type SlotStatus struct {
+	RetainedBytes int64  // WAL the slot holds back from recycling
+	WALStatus     string // reserved, extended, unreserved, lost
+	SafeWALBytes  *int64 // left before max_slot_wal_keep_size invalidates the slot; nil when unlimited
+	CurrentLSN    pglogrepl.LSN
+}
+
+// Status reads the slot's retained WAL.
+func Status(ctx context.Context, pool *pgxpool.Pool, slot string) (SlotStatus, error) {
+	var st SlotStatus
+	var cur string
+	err := pool.QueryRow(ctx, `SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint,
+		coalesce(wal_status, ''), safe_wal_size, pg_current_wal_lsn()::text
+		FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&st.RetainedBytes, &st.WALStatus, &st.SafeWALBytes, &cur)
+	if err != nil {
+		return st, fmt.Errorf("source: read replication slot %s: %w", slot, err)
+	}
+	st.CurrentLSN, err = pglogrepl.ParseLSN(cur)
+	return st, err
+}
+
+// Emit writes a logical decoding message into the WAL and returns its
+// position. Transactional messages arrive in the stream at their commit
+// (watermarks); others as soon as they are decoded (heartbeats, fences).
+func Emit(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, transactional bool, content string) (pglogrepl.LSN, error) {
+	var lsn string
+	if err := q.QueryRow(ctx, `SELECT pg_logical_emit_message($1, $2, $3)::text`, transactional, MessagePrefix, content).Scan(&lsn); err != nil {
+		return 0, fmt.Errorf("source: write a %s message into the WAL: %w", MessagePrefix, err)
+	}
+	return pglogrepl.ParseLSN(lsn)
+}

@@ -1,0 +1,303 @@
+// Package pgstream reads a PostgreSQL logical replication slot (pgoutput)
+// and turns it into engine-neutral events in commit order. It also owns the
+// slot and publication: creating, reusing, inspecting and dropping them.
+package pgstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/sluice-db/sluice/internal/postgres"
+)
+
+// Op is the kind of a row change.
+type Op byte
+
+const (
+	Insert Op = 'I'
+	Update Op = 'U'
+	Delete Op = 'D'
+)
+
+// Value is one column of a streamed row, in the source's text form.
+// Unchanged marks an unchanged TOASTed value that pgoutput left out of an
+// UPDATE: the column must not be written.
+type Value struct {
+	Data      []byte // nil: SQL NULL (when !Unchanged)
+	Unchanged bool
+}
+
+// Relation describes a published table as the stream last announced it.
+type Relation struct {
+	ID              uint32
+	Schema, Name    string
+	Columns         []RelationColumn
+	ReplicaIdentity byte // d, n, f, i
+}
+
+// RelationColumn is one column of a Relation.
+type RelationColumn struct {
+	Name    string
+	TypeOID uint32
+	Key     bool // part of the replica identity
+}
+
+// Event is one decoded item of the stream. Exactly one field group is set,
+// by Kind.
+type Event struct {
+	Kind       EventKind
+	LSN        pglogrepl.LSN // WAL position of the record (commit: end of the transaction)
+	CommitTime time.Time     // Begin/Commit
+	Relation   *Relation     // Change, RelationChanged
+	Op         Op            // Change
+	Old        []Value       // Change: key or full old row (Update with K/O, Delete)
+	New        []Value       // Change: new row (Insert, Update)
+	Truncated  []*Relation   // Truncate
+	Prefix     string        // Message
+	Content    []byte        // Message
+	WALEnd     pglogrepl.LSN // Keepalive: the server's WAL end
+}
+
+// EventKind tells which fields of an Event are set.
+type EventKind int
+
+const (
+	Begin EventKind = iota + 1
+	Commit
+	Change
+	Truncate
+	Message
+	RelationChanged
+	Keepalive
+)
+
+// Stream is an open replication connection.
+type Stream struct {
+	conn      *pgconn.PgConn
+	relations map[uint32]*Relation
+	confirmed atomic.Uint64 // LSN durable on the target: reported to the server
+	received  atomic.Uint64 // highest WAL position seen from the server
+	nextReply time.Time
+}
+
+// statusInterval is how often the client reports its position even when
+// the server does not ask; well under wal_sender_timeout (60 s default).
+const statusInterval = 5 * time.Second
+
+// Open starts streaming slot from startLSN (0: from the slot's confirmed
+// position). connString is a normal source URL; the replication=database
+// parameter is added here.
+func Open(ctx context.Context, connString, slot, publication string, startLSN pglogrepl.LSN) (*Stream, error) {
+	cfg, err := pgconn.ParseConfig(connString)
+	if err != nil {
+		return nil, fmt.Errorf("replication connection: %w", err)
+	}
+	cfg.RuntimeParams["replication"] = "database"
+	// pgoutput prints values with the walsender's settings: pin them like
+	// every other sluice session so values have one text form.
+	for k, v := range postgres.SessionParams {
+		cfg.RuntimeParams[k] = v
+	}
+	cfg.ConnectTimeout = 10 * time.Second
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("replication connection: %w", err)
+	}
+	args := []string{
+		"proto_version '1'",
+		"publication_names '" + strings.ReplaceAll(publication, "'", "''") + "'",
+		"messages 'true'",
+	}
+	if err := pglogrepl.StartReplication(ctx, conn, slot, startLSN, pglogrepl.StartReplicationOptions{PluginArgs: args}); err != nil {
+		conn.Close(context.Background())
+		return nil, fmt.Errorf("start replication on slot %s: %w", slot, err)
+	}
+	s := &Stream{conn: conn, relations: map[uint32]*Relation{}, nextReply: time.Now().Add(statusInterval)}
+	s.confirmed.Store(uint64(startLSN))
+	return s, nil
+}
+
+// Close ends the replication connection (the slot stays).
+func (s *Stream) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.conn.Close(ctx)
+}
+
+// Confirm records that everything up to lsn is durable on the target, so
+// the server may recycle the WAL before it. Sent with the next status update.
+func (s *Stream) Confirm(lsn pglogrepl.LSN) {
+	for {
+		cur := s.confirmed.Load()
+		if uint64(lsn) <= cur || s.confirmed.CompareAndSwap(cur, uint64(lsn)) {
+			return
+		}
+	}
+}
+
+// Confirmed is the position last confirmed.
+func (s *Stream) Confirmed() pglogrepl.LSN { return pglogrepl.LSN(s.confirmed.Load()) }
+
+// Received is the highest server WAL position seen.
+func (s *Stream) Received() pglogrepl.LSN { return pglogrepl.LSN(s.received.Load()) }
+
+func (s *Stream) sendStatus(ctx context.Context) error {
+	lsn := s.Confirmed()
+	err := pglogrepl.SendStandbyStatusUpdate(ctx, s.conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: lsn, WALFlushPosition: lsn, WALApplyPosition: lsn})
+	s.nextReply = time.Now().Add(statusInterval)
+	return err
+}
+
+// Next returns the next event, answering keepalives and sending status
+// updates on the way. It returns a Keepalive event at least every
+// statusInterval when the source is quiet.
+func (s *Stream) Next(ctx context.Context) (Event, error) {
+	for {
+		if time.Now().After(s.nextReply) {
+			if err := s.sendStatus(ctx); err != nil {
+				return Event{}, fmt.Errorf("replication status update: %w", err)
+			}
+		}
+		rctx, cancel := context.WithDeadline(ctx, s.nextReply)
+		raw, err := s.conn.ReceiveMessage(rctx)
+		cancel()
+		if err != nil {
+			if pgconn.Timeout(err) && ctx.Err() == nil {
+				continue
+			}
+			return Event{}, fmt.Errorf("replication stream: %w", err)
+		}
+		switch m := raw.(type) {
+		case *pgproto3.ErrorResponse:
+			return Event{}, fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(m))
+		case *pgproto3.CopyData:
+			ev, ok, err := s.handle(ctx, m.Data)
+			if err != nil || ok {
+				return ev, err
+			}
+		}
+	}
+}
+
+func (s *Stream) handle(ctx context.Context, data []byte) (Event, bool, error) {
+	if len(data) == 0 {
+		return Event{}, false, nil
+	}
+	switch data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return Event{}, false, err
+		}
+		s.noteReceived(ka.ServerWALEnd)
+		if ka.ReplyRequested {
+			if err := s.sendStatus(ctx); err != nil {
+				return Event{}, false, err
+			}
+		}
+		return Event{Kind: Keepalive, WALEnd: ka.ServerWALEnd}, true, nil
+	case pglogrepl.XLogDataByteID:
+		xld, err := pglogrepl.ParseXLogData(data[1:])
+		if err != nil {
+			return Event{}, false, err
+		}
+		s.noteReceived(xld.ServerWALEnd)
+		return s.decode(xld)
+	}
+	return Event{}, false, nil
+}
+
+func (s *Stream) noteReceived(lsn pglogrepl.LSN) {
+	if uint64(lsn) > s.received.Load() {
+		s.received.Store(uint64(lsn))
+	}
+}
+
+func (s *Stream) decode(xld pglogrepl.XLogData) (Event, bool, error) {
+	msg, err := pglogrepl.Parse(xld.WALData)
+	if err != nil {
+		return Event{}, false, fmt.Errorf("decode pgoutput message: %w", err)
+	}
+	switch m := msg.(type) {
+	case *pglogrepl.BeginMessage:
+		return Event{Kind: Begin, LSN: m.FinalLSN, CommitTime: m.CommitTime}, true, nil
+	case *pglogrepl.CommitMessage:
+		return Event{Kind: Commit, LSN: m.TransactionEndLSN, CommitTime: m.CommitTime}, true, nil
+	case *pglogrepl.RelationMessage:
+		rel := &Relation{ID: m.RelationID, Schema: m.Namespace, Name: m.RelationName, ReplicaIdentity: m.ReplicaIdentity}
+		for _, c := range m.Columns {
+			rel.Columns = append(rel.Columns, RelationColumn{Name: c.Name, TypeOID: c.DataType, Key: c.Flags&1 != 0})
+		}
+		s.relations[m.RelationID] = rel
+		return Event{Kind: RelationChanged, LSN: xld.WALStart, Relation: rel}, true, nil
+	case *pglogrepl.InsertMessage:
+		rel, err := s.relation(m.RelationID)
+		if err != nil {
+			return Event{}, false, err
+		}
+		return Event{Kind: Change, LSN: xld.WALStart, Relation: rel, Op: Insert, New: values(m.Tuple)}, true, nil
+	case *pglogrepl.UpdateMessage:
+		rel, err := s.relation(m.RelationID)
+		if err != nil {
+			return Event{}, false, err
+		}
+		return Event{Kind: Change, LSN: xld.WALStart, Relation: rel, Op: Update, Old: values(m.OldTuple), New: values(m.NewTuple)}, true, nil
+	case *pglogrepl.DeleteMessage:
+		rel, err := s.relation(m.RelationID)
+		if err != nil {
+			return Event{}, false, err
+		}
+		return Event{Kind: Change, LSN: xld.WALStart, Relation: rel, Op: Delete, Old: values(m.OldTuple)}, true, nil
+	case *pglogrepl.TruncateMessage:
+		ev := Event{Kind: Truncate, LSN: xld.WALStart}
+		for _, id := range m.RelationIDs {
+			rel, err := s.relation(id)
+			if err != nil {
+				return Event{}, false, err
+			}
+			ev.Truncated = append(ev.Truncated, rel)
+		}
+		return ev, true, nil
+	case *pglogrepl.LogicalDecodingMessage:
+		return Event{Kind: Message, LSN: m.LSN, Prefix: m.Prefix, Content: append([]byte(nil), m.Content...)}, true, nil
+	}
+	return Event{}, false, nil // origin, type: nothing to do
+}
+
+func (s *Stream) relation(id uint32) (*Relation, error) {
+	rel, ok := s.relations[id]
+	if !ok {
+		return nil, fmt.Errorf("pgoutput sent a change for relation %d before describing it", id)
+	}
+	return rel, nil
+}
+
+// values copies a tuple out of the receive buffer, which pgconn reuses.
+func values(t *pglogrepl.TupleData) []Value {
+	if t == nil {
+		return nil
+	}
+	out := make([]Value, len(t.Columns))
+	for i, c := range t.Columns {
+		switch c.DataType {
+		case pglogrepl.TupleDataTypeNull:
+		case pglogrepl.TupleDataTypeToast:
+			out[i].Unchanged = true
+		default:
+			out[i].Data = append(make([]byte, 0, len(c.Data)), c.Data...)
+		}
+	}
+	return out
+}
+
+// ErrSlotInUse means another process is streaming from the slot.
+var ErrSlotInUse = errors.New("replication slot is in use by another process")

@@ -1,0 +1,178 @@
+package syncer
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/sluice-db/sluice/internal/apply"
+	"github.com/sluice-db/sluice/internal/copier"
+	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/mysql"
+	"github.com/sluice-db/sluice/internal/pgstream"
+)
+
+// window is one chunk between its low and high watermark.
+type window struct {
+	id    string
+	table *table
+	chunk mysql.StoredChunk
+	open  bool       // the low watermark has come through the stream
+	ops   []apply.Op // changes to the table seen since then, in order
+	rows  []bufRow   // the chunk as read; set before the high watermark is written
+	ready bool
+}
+
+type bufRow struct {
+	key string
+	row apply.Row
+}
+
+type doneChunk struct {
+	table *table
+	no    int
+	rows  int64
+}
+
+// copyChunks reads every pending chunk between watermarks, a few ahead of
+// the stream. It pauses when asked and while the throttle says so.
+func (s *Syncer) copyChunks(ctx context.Context) error {
+	for _, t := range s.tables {
+		for _, ch := range t.pending {
+			for s.paused.Load() {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+			select {
+			case s.inflight <- struct{}{}:
+			case <-ctx.Done():
+				return nil
+			}
+			if err := s.copyChunk(ctx, t, ch); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Syncer) copyChunk(ctx context.Context, t *table, ch mysql.StoredChunk) error {
+	id := fmt.Sprintf("%s:%s:%d", s.runID, t.plan.Target, ch.No)
+	w := &window{id: id, table: t, chunk: ch}
+	s.windowsMu.Lock()
+	s.windows[id] = w
+	s.windowsMu.Unlock()
+	if _, err := pgstream.Emit(ctx, s.src.Pool, true, "L:"+id); err != nil {
+		return err
+	}
+	var rows []bufRow
+	err := copier.ScanRows(ctx, s.src, t.plan, t.plan.SourceQuery(ch.Range), func(key []string, vals [][]byte) error {
+		row := make(apply.Row, len(vals))
+		for i, v := range vals {
+			if v != nil {
+				row[i].Data = append([]byte{}, v...)
+			}
+		}
+		rows = append(rows, bufRow{key: strings.Join(key, "\x00"), row: row})
+		return nil
+	})
+	if err != nil {
+		return failure.Wrap(err, failure.BadRow, "SLUICE-SYNC-CHUNK", "table %s, chunk %d", t.plan.Source.Name, ch.No).
+			With("table", t.plan.Source.Name.String()).With("chunk", fmt.Sprint(ch.No))
+	}
+	s.windowsMu.Lock()
+	w.rows, w.ready = rows, true
+	s.windowsMu.Unlock()
+	if s.limiter != nil {
+		if err := s.limiter.WaitN(ctx, min(len(rows), s.limiter.Burst())); err != nil {
+			return nil
+		}
+	}
+	_, err = pgstream.Emit(ctx, s.src.Pool, true, "H:"+id)
+	return err
+}
+
+// watermark handles a low or high watermark from the stream. At a high
+// watermark it replays the window's changes against the chunk and queues
+// what is left as upserts at this point of the stream.
+func (s *Syncer) watermark(content string) (doneChunk, bool) {
+	kind, id, ok := strings.Cut(content, ":")
+	if !ok || (kind != "L" && kind != "H") {
+		return doneChunk{}, false
+	}
+	s.windowsMu.Lock()
+	w := s.windows[id]
+	if w == nil { // from an earlier run: its chunk will be read again
+		s.windowsMu.Unlock()
+		return doneChunk{}, false
+	}
+	if kind == "L" {
+		w.open = true
+		s.windowsMu.Unlock()
+		return doneChunk{}, false
+	}
+	delete(s.windows, id)
+	s.windowsMu.Unlock()
+	if !w.ready {
+		// cannot happen: the high watermark is written after the read
+		panic("sluice: high watermark before its chunk was read")
+	}
+	rows := replayWindow(w.rows, w.ops)
+	for _, r := range rows {
+		s.applier.Add(apply.Op{Kind: apply.Upsert, Table: w.table.apply, Key: r.key, Row: r.row})
+	}
+	w.table.progress.AddRows(int64(len(rows)))
+	return doneChunk{table: w.table, no: w.chunk.No, rows: int64(len(rows))}, true
+}
+
+// replayWindow applies the changes seen in a window to the chunk as read:
+// a row inserted, replaced or deleted in the window is dropped (the stream
+// has written its newest state already); a partial update (unchanged TOAST
+// left out) is merged into the row, which the stream could not do for a
+// row the target does not have yet.
+func replayWindow(rows []bufRow, ops []apply.Op) []bufRow {
+	if len(ops) == 0 {
+		return rows
+	}
+	idx := make(map[string]int, len(rows))
+	for i, r := range rows {
+		idx[r.key] = i
+	}
+	dropped := make([]bool, len(rows))
+	for _, op := range ops {
+		switch op.Kind {
+		case apply.Truncate:
+			for i := range dropped {
+				dropped[i] = true
+			}
+		case apply.Upsert, apply.Delete:
+			if i, ok := idx[op.Key]; ok {
+				dropped[i] = true
+			}
+		case apply.Patch:
+			if i, ok := idx[op.Key]; ok && !dropped[i] {
+				rows[i].row = apply.Merge(rows[i].row, op.Row)
+			}
+		case apply.Move:
+			if i, ok := idx[op.OldKeyID]; ok && !dropped[i] {
+				rows[i] = bufRow{key: op.Key, row: apply.Merge(rows[i].row, op.Row)}
+				delete(idx, op.OldKeyID)
+				idx[op.Key] = i
+			}
+		}
+	}
+	out := rows[:0]
+	for i, r := range rows {
+		if !dropped[i] {
+			out = append(out, r)
+		}
+	}
+	return out
+}

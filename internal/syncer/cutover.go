@@ -1,0 +1,327 @@
+package syncer
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/mysql"
+	"github.com/sluice-db/sluice/internal/pgstream"
+	"github.com/sluice-db/sluice/internal/postgres"
+	"github.com/sluice-db/sluice/internal/typemap"
+	"github.com/sluice-db/sluice/internal/verify"
+)
+
+// CutoverOptions tune the switch.
+type CutoverOptions struct {
+	// Fence is how writes to the source tables are stopped: "lock" takes
+	// LOCK TABLE … IN EXCLUSIVE MODE (reads go on, writes wait) for the
+	// duration of the cutover.
+	Fence        string
+	LockTimeout  time.Duration // give up if the lock is not granted in this time
+	Timeout      time.Duration // most the fence may stay up
+	CatchUpLimit time.Duration // most to wait for the lag to get under the bound first
+}
+
+func (o *CutoverOptions) defaults() {
+	if o.Fence == "" {
+		o.Fence = "lock"
+	}
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = 5 * time.Second
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 30 * time.Second
+	}
+	if o.CatchUpLimit <= 0 {
+		o.CatchUpLimit = 10 * time.Minute
+	}
+}
+
+// CutoverReport says what a cutover did.
+type CutoverReport struct {
+	Fence           string           `json:"fence"`
+	WritePauseMS    float64          `json:"write_pause_ms"` // from fence to done
+	DrainMS         float64          `json:"drain_ms"`       // fence until the stream had applied everything before it
+	RowsVerified    int              `json:"rows_verified"`  // changed rows compared under the fence
+	RowsVerifiedPre int              `json:"rows_verified_before_fence"`
+	AutoIncrement   map[string]int64 `json:"auto_increment,omitempty"`
+	FenceLSN        string           `json:"fence_lsn"`
+	FinishedAt      time.Time        `json:"finished_at"`
+	// The sync's figures at the cutover, for the report.
+	ChangesApplied      int64   `json:"changes_applied"`
+	LagP50Seconds       float64 `json:"lag_p50_seconds"`
+	LagP99Seconds       float64 `json:"lag_p99_seconds"`
+	WALRetainedMaxBytes int64   `json:"wal_retained_max_bytes"`
+}
+
+type fenceWait struct {
+	id      string
+	reached chan struct{}
+}
+
+// Cutover waits for the copy to finish and the lag to fall under the
+// bound, fences writes on the source, drains the stream up to the fence,
+// verifies the rows changed since the last check, moves each AUTO_INCREMENT
+// past its source sequence and lifts the fence. Any failure lifts the fence
+// and leaves the sync running.
+func (s *Syncer) Cutover(ctx context.Context) (*CutoverReport, error) {
+	if !s.cutoverMu.TryLock() {
+		return nil, failure.New(failure.Usage, "SLUICE-CUTOVER-BUSY", "a cutover is already running")
+	}
+	defer s.cutoverMu.Unlock()
+	if r := s.status.cutover.Load(); r != nil {
+		return r, nil
+	}
+	if err := s.waitCaughtUp(ctx); err != nil {
+		return nil, err
+	}
+	// Verify what changed so far while writes still flow, so little is left
+	// to check while they are fenced.
+	recheck, preVerified, err := s.verifyChanged(ctx, nil, false)
+	if err != nil {
+		return nil, err
+	}
+	report, err := s.fencedCutover(ctx, recheck)
+	if err != nil {
+		s.log.Error("cutover failed; the fence is lifted and the sync goes on", "code", failure.Code(err), "error", err.Error())
+		return nil, err
+	}
+	report.RowsVerifiedPre = preVerified
+	st := s.Status()
+	report.ChangesApplied, report.LagP50Seconds, report.LagP99Seconds, report.WALRetainedMaxBytes =
+		st.ChangesApplied, st.LagP50Seconds, st.LagP99Seconds, st.WALRetainedMaxBytes
+	if err := s.tgt.SaveSyncState(ctx, mysql.SyncState{Slot: s.opt.Slot, Publication: s.opt.Publication,
+		AppliedLSN: s.status.applied.Load(), Phase: "cutover"}); err != nil {
+		return nil, err
+	}
+	s.status.cutover.Store(report)
+	s.log.Info("cutover done", "write_pause_ms", report.WritePauseMS, "rows_verified", report.RowsVerified)
+	return report, nil
+}
+
+func (s *Syncer) waitCaughtUp(ctx context.Context) error {
+	deadline := time.Now().Add(s.opt.Cutover.CatchUpLimit)
+	for {
+		if s.copyDone() && s.lag() < s.opt.LagBound {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return failure.New(failure.Internal, "SLUICE-CUTOVER-LAG", "cutover gave up: the copy is not done or the lag stayed above %s for %s",
+				s.opt.LagBound, s.opt.Cutover.CatchUpLimit).WithHint("check sluice status; lower the write load or raise --lag-bound")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Syncer) fencedCutover(ctx context.Context, preDiffs map[*table][]string) (*CutoverReport, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opt.Cutover.Timeout+s.opt.Cutover.LockTimeout)
+	defer cancel()
+	conn, err := s.src.Pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Release()
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback(context.Background()) // lifts the fence on every failure
+	if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = '%dms'", s.opt.Cutover.LockTimeout.Milliseconds())); err != nil {
+		return nil, err
+	}
+	names := make([]string, len(s.tables))
+	for i, t := range s.tables {
+		names[i] = postgres.Ident(t.plan.Source.Name.Schema, t.plan.Source.Name.Name)
+	}
+	if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(names, ", ")+" IN EXCLUSIVE MODE"); err != nil {
+		return nil, failure.Wrap(err, failure.Internal, "SLUICE-CUTOVER-LOCK", "cutover: could not fence writes within %s", s.opt.Cutover.LockTimeout).
+			WithHint("long transactions on the source hold the tables; try again, or raise the lock timeout")
+	}
+	fenced := time.Now()
+	fw := &fenceWait{id: fmt.Sprintf("F:%s:%d", s.runID, fenced.UnixNano()), reached: make(chan struct{})}
+	s.fence.Store(fw)
+	defer s.fence.Store(nil)
+	// The fence is a transactional message committed after the lock was
+	// granted: every write to the tables committed before it, and its commit
+	// flushes the WAL so the stream delivers it at once.
+	lsn, err := pgstream.Emit(ctx, s.src.Pool, true, fw.id)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-fw.reached:
+	case <-time.After(s.opt.Cutover.Timeout):
+		return nil, failure.New(failure.Internal, "SLUICE-CUTOVER-DRAIN", "cutover: the stream did not reach the fence within %s", s.opt.Cutover.Timeout).
+			WithHint("the fence is lifted; check the lag in sluice status and try again")
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	drained := time.Since(fenced)
+	_, post, err := s.verifyChanged(ctx, preDiffs, true)
+	if err != nil {
+		return nil, err
+	}
+	autoInc, err := s.syncAutoIncrement(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	pause := time.Since(fenced)
+	if pause > s.opt.Cutover.Timeout {
+		return nil, failure.New(failure.Internal, "SLUICE-CUTOVER-TIMEOUT", "cutover took %s, more than its %s timeout", pause, s.opt.Cutover.Timeout)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, err
+	}
+	return &CutoverReport{Fence: s.opt.Cutover.Fence, WritePauseMS: float64(pause.Microseconds()) / 1000, DrainMS: float64(drained.Microseconds()) / 1000,
+		RowsVerified: post, AutoIncrement: autoInc, FenceLSN: lsn.String(), FinishedAt: time.Now()}, nil
+}
+
+// verifyChanged compares the rows changed since the last call, plus
+// recheck, between source and target. Before the fence a difference may be
+// a change still in flight, so the keys of a table with differences come
+// back to be checked again under the fence; under the fence any difference
+// fails the cutover.
+func (s *Syncer) verifyChanged(ctx context.Context, recheck map[*table][]string, fenced bool) (map[*table][]string, int, error) {
+	changed, overflow := s.changed.take()
+	if overflow {
+		s.log.Warn("more rows changed since the copy than cutover re-checks; run sluice verify after the cutover",
+			"code", "SLUICE-CUTOVER-MANYCHANGES", "limit", maxChangedKeys)
+	}
+	byTable := map[*table][]string{}
+	for t, keys := range changed {
+		for k := range keys {
+			byTable[t] = append(byTable[t], k)
+		}
+	}
+	for t, keys := range recheck {
+		byTable[t] = append(byTable[t], keys...)
+	}
+	again := map[*table][]string{}
+	verified := 0
+	for t, keys := range byTable {
+		split := make([][]string, len(keys))
+		for i, k := range keys {
+			split[i] = strings.Split(k, "\x00")
+		}
+		diffs, err := verify.CompareKeys(ctx, s.src, s.tgt, t.plan, split)
+		if err != nil {
+			return nil, 0, err
+		}
+		verified += len(keys)
+		if len(diffs) == 0 {
+			continue
+		}
+		if fenced {
+			d := diffs[0]
+			return nil, 0, failure.New(failure.Internal, "SLUICE-CUTOVER-VERIFY", "cutover: %d changed rows of %s differ after the stream drained (first: %s key %s)",
+				len(diffs), t.plan.Source.Name, d.Kind, d.Key).With("table", t.plan.Source.Name.String()).
+				WithHint("the fence is lifted; run sluice verify --tables %s and report this", t.plan.Source.Name)
+		}
+		again[t] = keys
+	}
+	return again, verified, nil
+}
+
+func countKeys(m map[*table][]string) int {
+	n := 0
+	for _, k := range m {
+		n += len(k)
+	}
+	return n
+}
+
+// syncAutoIncrement moves each AUTO_INCREMENT past its source sequence, so
+// ids the application gets from the target never collide with copied ones.
+func (s *Syncer) syncAutoIncrement(ctx context.Context, tx pgx.Tx) (map[string]int64, error) {
+	out := map[string]int64{}
+	for _, t := range s.tables {
+		for _, c := range t.plan.Columns {
+			if !strings.Contains(c.SQLType, "AUTO_INCREMENT") {
+				continue
+			}
+			var seq *string
+			if err := tx.QueryRow(ctx, "SELECT pg_get_serial_sequence($1, $2)", postgres.Ident(t.plan.Source.Name.Schema, t.plan.Source.Name.Name), c.Source).Scan(&seq); err != nil {
+				return nil, fmt.Errorf("cutover: sequence of %s.%s: %w", t.plan.Source.Name, c.Source, err)
+			}
+			if seq == nil {
+				continue
+			}
+			var last int64
+			var called bool
+			if err := tx.QueryRow(ctx, "SELECT last_value, is_called FROM "+*seq).Scan(&last, &called); err != nil {
+				return nil, fmt.Errorf("cutover: read sequence %s: %w", *seq, err)
+			}
+			next := last
+			if called {
+				next++
+			}
+			if _, err := s.tgt.DB.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s AUTO_INCREMENT = %d", typemap.QuoteIdent(t.plan.Target), next)); err != nil {
+				return nil, fmt.Errorf("cutover: set AUTO_INCREMENT of %s: %w", t.plan.Target, err)
+			}
+			out[t.plan.Target] = next
+		}
+	}
+	return out, nil
+}
+
+// changedKeys remembers which rows changed, per table, up to a bound.
+type changedKeys struct {
+	mu       sync.Mutex
+	keys     map[*table]map[string]struct{}
+	n        int
+	overflow bool
+}
+
+const maxChangedKeys = 1_000_000
+
+func (c *changedKeys) add(t *table, key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.overflow {
+		return
+	}
+	if c.keys == nil {
+		c.keys = map[*table]map[string]struct{}{}
+	}
+	m := c.keys[t]
+	if m == nil {
+		m = map[string]struct{}{}
+		c.keys[t] = m
+	}
+	if _, ok := m[key]; !ok {
+		m[key] = struct{}{}
+		c.n++
+		if c.n > maxChangedKeys {
+			c.overflow, c.keys, c.n = true, nil, 0
+		}
+	}
+}
+
+// take returns the keys gathered so far and starts afresh.
+func (c *changedKeys) take() (map[*table]map[string]struct{}, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k, o := c.keys, c.overflow
+	c.keys, c.n, c.overflow = nil, 0, false
+	return k, o
+}
+
+// requestAutoCutover runs a cutover for --cutover=auto; a failed attempt is
+// retried after a pause.
+func (s *Syncer) requestAutoCutover(ctx context.Context) {
+	s.log.Info("copy done and lag under the bound: cutting over", "lag_bound", s.opt.LagBound.String())
+	if _, err := s.Cutover(ctx); err != nil && ctx.Err() == nil {
+		time.Sleep(5 * time.Second)
+		s.status.autoTried.Store(false)
+	}
+}

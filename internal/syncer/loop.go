@@ -1,0 +1,344 @@
+package syncer
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/sluice-db/sluice/internal/apply"
+	"github.com/sluice-db/sluice/internal/copier"
+	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/mysql"
+	"github.com/sluice-db/sluice/internal/pgstream"
+)
+
+type atomicCounter struct{ atomic.Int64 }
+
+// loop applies the stream in commit order. It is the only writer of
+// replicated rows, so ordering needs no locks.
+func (s *Syncer) loop(ctx context.Context, events <-chan pgstream.Event) error {
+	byRel := map[uint32]*table{}
+	for _, t := range s.tables {
+		if t.left == 0 && !t.copied { // resumed after its last chunk, before its indexes
+			if err := s.finishTable(ctx, t); err != nil {
+				return err
+			}
+		}
+	}
+	var (
+		inTx       bool
+		skipTx     bool
+		lastCommit pglogrepl.LSN
+		firstWait  time.Time // when the oldest unapplied change arrived
+		doneChunks []doneChunk
+	)
+	applied := pglogrepl.LSN(s.status.applied.Load())
+	stopCh, stopping := s.stop, false
+	flushTimer := time.NewTimer(time.Hour)
+	defer flushTimer.Stop()
+
+	flush := func() error {
+		if lastCommit <= applied && len(doneChunks) == 0 {
+			return nil
+		}
+		s.status.pendingLSN = uint64(lastCommit)
+		chunks := doneChunks
+		n := s.applier.Pending()
+		err := s.applier.Commit(ctx, func(ctx context.Context, tx *sql.Tx) error {
+			for _, c := range chunks {
+				if err := mysql.MarkChunkDone(ctx, tx, c.table.plan.Target, c.no, c.rows, 0); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return failure.Wrap(err, failure.Connection, "SLUICE-SYNC-APPLY", "target: apply changes up to %s", lastCommit).
+				With("source_position", lastCommit.String()).
+				WithHint("run sync again once the target is reachable: it resumes from the last applied change")
+		}
+		applied = lastCommit
+		s.status.applied.Store(uint64(applied))
+		s.status.appliedChanges.Add(int64(n))
+		s.stream.Confirm(applied)
+		if !firstWait.IsZero() {
+			s.status.recordLag(time.Since(firstWait))
+		}
+		firstWait = time.Time{}
+		doneChunks = doneChunks[:0]
+		for _, c := range chunks {
+			c.table.left--
+			<-s.inflight
+			if c.table.left == 0 && !c.table.copied {
+				if err := s.finishTable(ctx, c.table); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+
+	for {
+		var ev pgstream.Event
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-stopCh:
+			stopCh, stopping = nil, true
+			if !inTx { // else finish the transaction being received first
+				return flush()
+			}
+			continue
+		case <-flushTimer.C:
+			if !inTx {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+			continue
+		case ev = <-events:
+		}
+		switch ev.Kind {
+		case pgstream.Begin:
+			inTx = true
+			skipTx = ev.LSN < applied // replayed after a restart: already applied
+			if firstWait.IsZero() && !skipTx {
+				firstWait = time.Now()
+				s.status.lastCommitTime.Store(ev.CommitTime.UnixNano())
+			}
+		case pgstream.Commit:
+			inTx = false
+			if skipTx {
+				continue
+			}
+			lastCommit = ev.LSN
+			s.status.lastCommitTime.Store(ev.CommitTime.UnixNano())
+			if stopping {
+				return flush()
+			}
+			if s.applier.Pending() >= s.opt.BatchRows {
+				if err := flush(); err != nil {
+					return err
+				}
+			} else {
+				flushTimer.Reset(s.opt.BatchDelay)
+			}
+		case pgstream.RelationChanged:
+			t := s.byName[ev.Relation.Schema+"."+ev.Relation.Name]
+			if t == nil && ev.Relation.Schema == "public" {
+				t = s.byName[ev.Relation.Name]
+			}
+			if t == nil {
+				continue
+			}
+			if err := t.bindRelation(ev.Relation); err != nil {
+				return err
+			}
+			byRel[ev.Relation.ID] = t
+		case pgstream.Change:
+			if skipTx {
+				continue
+			}
+			t := byRel[ev.Relation.ID]
+			if t == nil {
+				continue
+			}
+			if err := s.change(t, ev); err != nil {
+				return err
+			}
+		case pgstream.Truncate:
+			if skipTx {
+				continue
+			}
+			for _, rel := range ev.Truncated {
+				if t := byRel[rel.ID]; t != nil {
+					s.addOp(t, apply.Op{Kind: apply.Truncate, Table: t.apply})
+				}
+			}
+		case pgstream.Message:
+			if ev.Prefix != pgstream.MessagePrefix || skipTx {
+				continue
+			}
+			if dc, ok := s.watermark(string(ev.Content)); ok {
+				doneChunks = append(doneChunks, dc)
+			}
+			if strings.HasPrefix(string(ev.Content), "F:") {
+				if err := flush(); err != nil {
+					return err
+				}
+				if f := s.fence.Load(); f != nil && f.id == string(ev.Content) {
+					close(f.reached)
+				}
+			}
+		case pgstream.Keepalive:
+			// Nothing pending: the source has nothing for us before its WAL
+			// end, so confirm it and let the slot release WAL.
+			if !inTx && s.applier.Pending() == 0 && len(doneChunks) == 0 && lastCommit <= applied && ev.WALEnd > applied {
+				applied = ev.WALEnd
+				s.status.applied.Store(uint64(applied))
+				s.stream.Confirm(applied)
+			}
+			if !inTx && s.applier.Pending() > 0 {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		if s.opt.AutoCutover && !inTx && s.copyDone() && s.lag() < s.opt.LagBound && !s.status.autoTried.Load() {
+			s.status.autoTried.Store(true)
+			go s.requestAutoCutover(ctx)
+		}
+	}
+}
+
+// change turns one streamed row change into ops.
+func (s *Syncer) change(t *table, ev pgstream.Event) error {
+	switch ev.Op {
+	case pgstream.Insert:
+		row, key, err := s.row(t, ev.New, nil)
+		if err != nil {
+			return err
+		}
+		s.addOp(t, apply.Op{Kind: apply.Upsert, Table: t.apply, Key: key, Row: row})
+	case pgstream.Delete:
+		row, key, err := s.row(t, ev.Old, nil)
+		if err != nil {
+			return err
+		}
+		s.addOp(t, apply.Op{Kind: apply.Delete, Table: t.apply, Key: key, Row: row})
+	case pgstream.Update:
+		row, key, err := s.row(t, ev.New, ev.Old)
+		if err != nil {
+			return err
+		}
+		var oldRow apply.Row
+		oldKey := key
+		if ev.Old != nil {
+			if oldRow, oldKey, err = s.row(t, ev.Old, nil); err != nil {
+				return err
+			}
+		}
+		partial := row.Partial()
+		switch {
+		case oldKey != key && partial:
+			s.addOp(t, apply.Op{Kind: apply.Move, Table: t.apply, Key: key, Row: row, OldKey: oldRow, OldKeyID: oldKey})
+		case oldKey != key:
+			s.addOp(t, apply.Op{Kind: apply.Delete, Table: t.apply, Key: oldKey, Row: oldRow})
+			s.addOp(t, apply.Op{Kind: apply.Upsert, Table: t.apply, Key: key, Row: row})
+		case partial:
+			s.addOp(t, apply.Op{Kind: apply.Patch, Table: t.apply, Key: key, Row: row})
+		default:
+			s.addOp(t, apply.Op{Kind: apply.Upsert, Table: t.apply, Key: key, Row: row})
+		}
+	}
+	t.changes.Add(1)
+	return nil
+}
+
+// addOp queues op and shows it to every open watermark window on its table.
+func (s *Syncer) addOp(t *table, op apply.Op) {
+	s.applier.Add(op)
+	if op.Kind != apply.Truncate {
+		s.changed.add(t, op.Key)
+		if op.Kind == apply.Move {
+			s.changed.add(t, op.OldKeyID)
+		}
+	}
+	s.windowsMu.Lock()
+	for _, w := range s.windows {
+		if w.table == t && w.open {
+			w.ops = append(w.ops, op)
+		}
+	}
+	s.windowsMu.Unlock()
+}
+
+// row converts streamed values to the target's form and returns the row's
+// key (source text). Unchanged TOAST values are taken from old when the
+// table streams full old rows (REPLICA IDENTITY FULL).
+func (s *Syncer) row(t *table, vals, old []pgstream.Value) (apply.Row, string, error) {
+	if t.relIdx == nil {
+		return nil, "", fmt.Errorf("table %s: change before its relation was described", t.plan.Source.Name)
+	}
+	row := make(apply.Row, len(t.plan.Columns))
+	var key strings.Builder
+	for n, k := range t.plan.Key {
+		if n > 0 {
+			key.WriteByte(0)
+		}
+		v := vals[t.relIdx[k]]
+		if v.Unchanged && old != nil {
+			v = old[t.relIdx[k]]
+		}
+		key.Write(v.Data)
+	}
+	for i, c := range t.plan.Columns {
+		v := vals[t.relIdx[i]]
+		if v.Unchanged && old != nil && !old[t.relIdx[i]].Unchanged && t.plan.Source.ReplicaIdentity == "full" {
+			v = old[t.relIdx[i]]
+		}
+		if v.Unchanged {
+			row[i].Unchanged = true
+			continue
+		}
+		if v.Data == nil {
+			continue
+		}
+		d := v.Data
+		var err error
+		if c.StreamConvert != nil {
+			if d, err = c.StreamConvert(d); err != nil {
+				return nil, "", s.badValue(t, key.String(), c.Target, err)
+			}
+		}
+		if c.Convert != nil {
+			if d, err = c.Convert(d); err != nil {
+				return nil, "", s.badValue(t, key.String(), c.Target, err)
+			}
+		}
+		row[i].Data = d
+	}
+	return row, key.String(), nil
+}
+
+func (s *Syncer) badValue(t *table, key, column string, err error) error {
+	key = strings.ReplaceAll(key, "\x00", ",")
+	return failure.Wrap(err, failure.BadRow, "SLUICE-SYNC-BADROW", "table %s, key %s, column %s", t.plan.Source.Name, key, column).
+		With("table", t.plan.Source.Name.String()).With("key", key).With("column", column).
+		WithHint("fix the value on the source or map the column to a type that holds it, then run sync again")
+}
+
+// finishTable builds the secondary indexes once a table's chunks are all in.
+func (s *Syncer) finishTable(ctx context.Context, t *table) error {
+	t.progress.SetPhase("indexing")
+	if err := copier.BuildIndexes(ctx, s.tgt, t.plan, s.log); err != nil {
+		return err
+	}
+	if err := s.tgt.SetPhase(ctx, t.plan.Target, t.plan.Source.Name.String(), mysql.PhaseDone); err != nil {
+		return err
+	}
+	t.copied = true
+	t.progress.SetPhase("streaming")
+	s.log.Info("table copied; streaming changes", "table", t.plan.Source.Name.String())
+	if s.copyDone() {
+		if err := copier.CreateForeignKeys(ctx, s.tgt, s.plan); err != nil {
+			return err
+		}
+		s.log.Info("copy complete; every table is streaming", "tables", len(s.tables))
+	}
+	return nil
+}
+
+func (s *Syncer) copyDone() bool {
+	for _, t := range s.tables {
+		if !t.copied {
+			return false
+		}
+	}
+	return true
+}

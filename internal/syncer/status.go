@@ -1,0 +1,143 @@
+package syncer
+
+import (
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+)
+
+type statusState struct {
+	started        time.Time
+	applied        atomic.Uint64 // source position applied on the target
+	pendingLSN     uint64        // position the next commit stores (loop goroutine only)
+	appliedChanges atomic.Int64
+	walRetained    atomic.Int64
+	walRetainedMax atomic.Int64
+	currentLSN     atomic.Uint64
+	lastCommitTime atomic.Int64 // unix nanos of the newest source commit seen
+	autoTried      atomic.Bool
+	cutover        atomic.Pointer[CutoverReport]
+
+	lagMu      sync.Mutex
+	lagSamples []time.Duration // ring of recent apply lags
+	lagNext    int
+	lagLatest  time.Duration
+}
+
+const lagWindow = 4096
+
+func (st *statusState) recordLag(d time.Duration) {
+	st.lagMu.Lock()
+	defer st.lagMu.Unlock()
+	st.lagLatest = d
+	if len(st.lagSamples) < lagWindow {
+		st.lagSamples = append(st.lagSamples, d)
+		return
+	}
+	st.lagSamples[st.lagNext] = d
+	st.lagNext = (st.lagNext + 1) % lagWindow
+}
+
+func (st *statusState) lagPercentiles() (p50, p99 time.Duration) {
+	st.lagMu.Lock()
+	s := append([]time.Duration(nil), st.lagSamples...)
+	st.lagMu.Unlock()
+	if len(s) == 0 {
+		return 0, 0
+	}
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2], s[min(len(s)-1, len(s)*99/100)]
+}
+
+// Status is what `sluice status` and the API show.
+type Status struct {
+	Phase               string         `json:"phase"` // copying, streaming, cut over
+	Slot                string         `json:"slot"`
+	Publication         string         `json:"publication"`
+	Paused              bool           `json:"paused"`
+	AppliedLSN          string         `json:"applied_lsn"`
+	SourceLSN           string         `json:"source_lsn"`
+	LagBytes            int64          `json:"lag_bytes"`
+	LagSeconds          float64        `json:"lag_seconds"`
+	LagP50Seconds       float64        `json:"lag_p50_seconds"`
+	LagP99Seconds       float64        `json:"lag_p99_seconds"`
+	WALRetainedBytes    int64          `json:"wal_retained_bytes"`
+	WALRetainedMaxBytes int64          `json:"wal_retained_max_bytes"`
+	ChangesApplied      int64          `json:"changes_applied"`
+	UptimeSeconds       float64        `json:"uptime_seconds"`
+	Tables              []TableStatus  `json:"tables"`
+	Cutover             *CutoverReport `json:"cutover,omitempty"`
+}
+
+// TableStatus is one table's part of Status.
+type TableStatus struct {
+	Source         string  `json:"source"`
+	Target         string  `json:"target"`
+	Phase          string  `json:"phase"`
+	RowsCopied     int64   `json:"rows_copied"`
+	RowsEstimate   int64   `json:"rows_estimate"`
+	RowsPerSecond  float64 `json:"rows_per_second"`
+	ETASeconds     float64 `json:"eta_seconds"` // -1 when unknown
+	ChangesApplied int64   `json:"changes_applied"`
+}
+
+// Status reports the sync's state now.
+func (s *Syncer) Status() Status {
+	st := Status{Slot: s.opt.Slot, Publication: s.opt.Publication, Paused: s.paused.Load(),
+		WALRetainedBytes: s.status.walRetained.Load(), WALRetainedMaxBytes: s.status.walRetainedMax.Load(),
+		ChangesApplied: s.status.appliedChanges.Load(), UptimeSeconds: time.Since(s.status.started).Seconds(),
+		Cutover: s.status.cutover.Load()}
+	applied := pglogrepl.LSN(s.status.applied.Load())
+	st.AppliedLSN = applied.String()
+	srcLSN := pglogrepl.LSN(s.status.currentLSN.Load())
+	if s.stream != nil && s.stream.Received() > srcLSN {
+		srcLSN = s.stream.Received()
+	}
+	st.SourceLSN = srcLSN.String()
+	if srcLSN > applied {
+		st.LagBytes = int64(srcLSN - applied)
+	}
+	st.LagSeconds = s.lag().Seconds()
+	p50, p99 := s.status.lagPercentiles()
+	st.LagP50Seconds, st.LagP99Seconds = p50.Seconds(), p99.Seconds()
+	st.Phase = "streaming"
+	for _, t := range s.tables {
+		if t.progress == nil {
+			continue
+		}
+		snap := t.progress.Snapshot()
+		if !t.copied {
+			st.Phase = "copying"
+		}
+		eta := -1.0
+		if snap.ETA >= 0 {
+			eta = snap.ETA.Seconds()
+		}
+		st.Tables = append(st.Tables, TableStatus{Source: t.plan.Source.Name.String(), Target: t.plan.Target, Phase: snap.Phase,
+			RowsCopied: snap.Rows, RowsEstimate: snap.Total, RowsPerSecond: snap.RowsPerSec, ETASeconds: eta,
+			ChangesApplied: t.changes.Load()})
+	}
+	if st.Cutover != nil {
+		st.Phase = "cut over"
+	}
+	return st
+}
+
+// lag is how far the target is behind the source's commits: the age of the
+// newest commit seen when changes are waiting, zero when caught up.
+func (s *Syncer) lag() time.Duration {
+	if s.stream == nil {
+		return 0
+	}
+	applied := pglogrepl.LSN(s.status.applied.Load())
+	if s.stream.Received() <= applied {
+		return 0
+	}
+	s.status.lagMu.Lock()
+	latest := s.status.lagLatest
+	s.status.lagMu.Unlock()
+	return latest
+}

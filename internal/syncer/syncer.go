@@ -1,0 +1,235 @@
+// Package syncer runs a live migration: it copies tables while consuming
+// the source's change stream, merges the two with DBLog-style watermarks
+// (no locks, no long snapshot), applies changes in commit order with the
+// source position stored in the target, and cuts over on request.
+//
+// Watermarks: for each chunk sluice writes a low watermark into the WAL
+// (pg_logical_emit_message), reads the chunk, then writes a high watermark.
+// Changes the stream delivers between the two are newer than or as new as
+// the chunk's read, so at the high watermark the chunk's rows are replayed
+// against those changes (rows changed in full are dropped, partial updates
+// are merged) and written at that point in the stream.
+package syncer
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
+
+	"github.com/sluice-db/sluice/internal/apply"
+	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/mysql"
+	"github.com/sluice-db/sluice/internal/pgstream"
+	"github.com/sluice-db/sluice/internal/plan"
+	"github.com/sluice-db/sluice/internal/postgres"
+	"github.com/sluice-db/sluice/internal/progress"
+)
+
+// Options tune a sync.
+type Options struct {
+	Slot          string
+	Publication   string
+	Parallel      int           // chunks read ahead of the stream
+	ChunkRows     int           // rows per chunk
+	MaxRowsPerSec float64       // copy throttle; 0: none
+	BatchRows     int           // changes per target transaction, at most
+	BatchDelay    time.Duration // how long a change may wait for its batch
+	Heartbeat     time.Duration // WAL message interval that keeps an idle slot moving
+	LagBound      time.Duration // cutover waits until the lag is under this
+	AutoCutover   bool
+	Cutover       CutoverOptions
+	Tracker       *progress.Tracker
+	Log           *slog.Logger
+}
+
+func (o *Options) defaults() {
+	if o.Parallel < 1 {
+		o.Parallel = 2
+	}
+	if o.ChunkRows < 1 {
+		o.ChunkRows = 20000
+	}
+	if o.BatchRows < 1 {
+		o.BatchRows = 5000
+	}
+	if o.BatchDelay <= 0 {
+		o.BatchDelay = 100 * time.Millisecond
+	}
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = 10 * time.Second
+	}
+	if o.LagBound <= 0 {
+		o.LagBound = time.Second
+	}
+	if o.Tracker == nil {
+		o.Tracker = &progress.Tracker{}
+	}
+	o.Cutover.defaults()
+}
+
+// Syncer is one running sync.
+type Syncer struct {
+	src        *postgres.Source
+	srcConnStr string
+	tgt        *mysql.Target
+	plan       *plan.Plan
+	opt        Options
+	log        *slog.Logger
+	tables     []*table
+	byName     map[string]*table // source "schema.name"
+	stream     *pgstream.Stream
+	applier    *apply.Applier
+	limiter    *rate.Limiter
+
+	windowsMu sync.Mutex
+	windows   map[string]*window // open watermark windows by id
+	inflight  chan struct{}      // chunks read but not yet applied
+	runID     string
+
+	paused    atomic.Bool
+	stop      chan struct{} // closed by Stop: flush and return
+	stopOnce  sync.Once
+	cutoverMu sync.Mutex // one cutover at a time
+	status    statusState
+	fence     atomic.Pointer[fenceWait]
+	changed   changedKeys // rows changed since the last verify, for cutover
+}
+
+// New prepares a sync. srcConnString is used for the replication connection.
+func New(src *postgres.Source, srcConnString string, tgt *mysql.Target, p *plan.Plan, opt Options) *Syncer {
+	opt.defaults()
+	s := &Syncer{src: src, srcConnStr: srcConnString, tgt: tgt, plan: p, opt: opt, log: opt.Log,
+		byName: map[string]*table{}, windows: map[string]*window{}, inflight: make(chan struct{}, opt.Parallel),
+		stop:  make(chan struct{}),
+		runID: fmt.Sprintf("%x", time.Now().UnixNano())}
+	if opt.MaxRowsPerSec > 0 {
+		s.limiter = rate.NewLimiter(rate.Limit(opt.MaxRowsPerSec), max(1, min(int(opt.MaxRowsPerSec), 10000)))
+	}
+	s.status.started = time.Now()
+	for _, t := range p.Tables {
+		tt := &table{plan: t, apply: apply.NewTable(t)}
+		s.tables = append(s.tables, tt)
+		s.byName[t.Source.Name.String()] = tt
+	}
+	return s
+}
+
+// Pause stops the copy from reading more chunks; streaming goes on so the
+// slot keeps draining.
+func (s *Syncer) Pause() { s.paused.Store(true) }
+
+// Resume undoes Pause.
+func (s *Syncer) Resume() { s.paused.Store(false) }
+
+// Stop ends the sync cleanly: what was received is applied and its position
+// stored, so the next run resumes exactly there.
+func (s *Syncer) Stop() { s.stopOnce.Do(func() { close(s.stop) }) }
+
+// Run prepares the slot, publication and target tables, then copies and
+// streams until Stop is called or ctx ends. It keeps streaming after a
+// cutover, so writes that still reach the source while the application
+// switches over are not lost; it returns the cutover report if there was one.
+func (s *Syncer) Run(ctx context.Context) (*CutoverReport, error) {
+	if err := s.prepare(ctx); err != nil {
+		return nil, err
+	}
+	state, err := s.tgt.LoadSyncState(ctx, s.opt.Slot)
+	if err != nil {
+		return nil, err
+	}
+	s.status.applied.Store(state.AppliedLSN)
+	stream, err := pgstream.Open(ctx, s.srcConnStr, s.opt.Slot, s.opt.Publication, pglogrepl.LSN(state.AppliedLSN))
+	if err != nil {
+		return nil, failure.Wrap(err, failure.Connection, "SLUICE-SYNC-STREAM", "source: open the change stream").
+			WithHint("check that the source allows replication connections (pg_hba.conf) for this user")
+	}
+	s.stream = stream
+	defer stream.Close()
+	s.applier = apply.New(s.tgt.DB, s.log, func(ctx context.Context, tx *sql.Tx) error {
+		return mysql.StoreAppliedLSN(ctx, tx, s.opt.Slot, s.status.pendingLSN)
+	})
+	s.log.Info("streaming", "slot", s.opt.Slot, "publication", s.opt.Publication, "from", pglogrepl.LSN(state.AppliedLSN).String())
+
+	g, gctx := errgroup.WithContext(ctx)
+	events := make(chan pgstream.Event, 4096)
+	var report *CutoverReport
+	g.Go(func() error { return s.read(gctx, events) })
+	g.Go(func() error {
+		err := s.loop(gctx, events)
+		report = s.status.cutover.Load()
+		if err == nil {
+			return errDone // stop the other goroutines
+		}
+		return err
+	})
+	g.Go(func() error { return s.copyChunks(gctx) })
+	g.Go(func() error { return s.heartbeat(gctx) })
+	err = g.Wait()
+	if err == errDone {
+		err = nil
+	}
+	return report, err
+}
+
+var errDone = fmt.Errorf("sync finished")
+
+// read moves stream events into the channel; a broken stream ends the run
+// (run sync again to resume from the stored position).
+func (s *Syncer) read(ctx context.Context, out chan<- pgstream.Event) error {
+	for {
+		ev, err := s.stream.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return failure.Wrap(err, failure.Connection, "SLUICE-SYNC-STREAM", "source: change stream broken").
+				WithHint("sluice retries by itself; if it gave up, run sync again: it resumes from the last applied change")
+		}
+		select {
+		case out <- ev:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// heartbeat writes a small WAL message now and then, so a slot on an idle
+// table still advances and the WAL it retains stays small, and samples the
+// slot's retained WAL for status.
+func (s *Syncer) heartbeat(ctx context.Context) error {
+	t := time.NewTicker(s.opt.Heartbeat)
+	defer t.Stop()
+	s.sampleSlot(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			// transactional, so its commit flushes the WAL and moves the slot
+			if _, err := pgstream.Emit(ctx, s.src.Pool, true, "hb"); err != nil && ctx.Err() == nil {
+				s.log.Warn("heartbeat failed", "code", "SLUICE-SYNC-HEARTBEAT", "error", err.Error())
+			}
+			s.sampleSlot(ctx)
+		}
+	}
+}
+
+func (s *Syncer) sampleSlot(ctx context.Context) {
+	st, err := pgstream.Status(ctx, s.src.Pool, s.opt.Slot)
+	if err != nil {
+		return
+	}
+	s.status.walRetained.Store(st.RetainedBytes)
+	s.status.currentLSN.Store(uint64(st.CurrentLSN))
+	if st.RetainedBytes > s.status.walRetainedMax.Load() {
+		s.status.walRetainedMax.Store(st.RetainedBytes)
+	}
+}

@@ -1,0 +1,50 @@
+# Shared helpers for scripts/demo.sh and scripts/bench.sh. Source it; do not run it.
+# Talks to the servers scripts/services.sh sets up:
+#   PostgreSQL 127.0.0.1:5432 user postgres (trust), MariaDB 127.0.0.1:3306 root (no password).
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SLUICE=${SLUICE:-$ROOT/bin/sluice}
+PG_HOST=${PG_HOST:-127.0.0.1}
+PG_PORT=${PG_PORT:-5432}
+MY_HOST=${MY_HOST:-127.0.0.1}
+MY_PORT=${MY_PORT:-3306}
+
+say() { printf '%s\n' "$*" >&2; }
+die() { printf '%s: %s\n' "$(basename "$0")" "$*" >&2; exit 1; }
+
+# pg DB ARGS...: psql against database DB, stop on the first error, quiet.
+pg() { local db=$1; shift; psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -d "$db" -X -q -v ON_ERROR_STOP=1 "$@"; }
+# my ARGS...: the mariadb client as root.
+my() { mariadb -uroot -h"$MY_HOST" -P"$MY_PORT" "$@"; }
+
+pg_url() { printf 'postgres://postgres@%s:%s/%s?sslmode=disable' "$PG_HOST" "$PG_PORT" "$1"; }
+my_url() { printf 'mysql://root@%s:%s/%s' "$MY_HOST" "$MY_PORT" "$1"; }
+
+# pg_recreate_db NAME: drop (terminating other sessions) and create a PostgreSQL database.
+pg_recreate_db() {
+  pg postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS \"$1\" WITH (FORCE)" -c "CREATE DATABASE \"$1\""
+}
+# my_recreate_db NAME: drop and create a MariaDB database (utf8mb4).
+my_recreate_db() {
+  my -e "DROP DATABASE IF EXISTS \`$1\`; CREATE DATABASE \`$1\` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+}
+
+now() { date +%s.%N; }
+# elapsed START: seconds since START (from now), 3 decimals.
+elapsed() { awk -v s="$1" -v e="$(now)" 'BEGIN { printf "%.3f", e - s }'; }
+# calc EXPR: floating-point arithmetic via awk.
+calc() { awk "BEGIN { printf \"%s\", $1 }" 2>/dev/null; }
+
+# median V...: median of numbers.
+median() {
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+    if (NR == 0) { print "n/a"; exit }
+    if (NR % 2) printf "%.3f", v[(NR + 1) / 2]; else printf "%.3f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# human_count N: 1000000 -> 1,000,000
+human_count() { printf '%s' "$1" | sed -e ':a' -e 's/\([0-9]\)\([0-9]\{3\}\)\($\|[,.]\)/\1,\2\3/' -e 'ta'; }
+
+need_sluice() {
+  [ -x "$SLUICE" ] || die "$SLUICE not found: run make build first"
+}
