@@ -40,7 +40,7 @@ type doneChunk struct {
 func (s *Syncer) copyChunks(ctx context.Context) error {
 	for _, t := range s.tables {
 		for _, ch := range t.pending {
-			for s.paused.Load() {
+			for s.holdCopy() {
 				select {
 				case <-ctx.Done():
 					return nil

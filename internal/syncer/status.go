@@ -54,22 +54,23 @@ func (st *statusState) lagPercentiles() (p50, p99 time.Duration) {
 
 // Status is what `sluice status` and the API show.
 type Status struct {
-	Phase               string         `json:"phase"` // copying, streaming, cut over
-	Slot                string         `json:"slot"`
-	Publication         string         `json:"publication"`
-	Paused              bool           `json:"paused"`
-	AppliedLSN          string         `json:"applied_lsn"`
-	SourceLSN           string         `json:"source_lsn"`
-	LagBytes            int64          `json:"lag_bytes"`
-	LagSeconds          float64        `json:"lag_seconds"`
-	LagP50Seconds       float64        `json:"lag_p50_seconds"`
-	LagP99Seconds       float64        `json:"lag_p99_seconds"`
-	WALRetainedBytes    int64          `json:"wal_retained_bytes"`
-	WALRetainedMaxBytes int64          `json:"wal_retained_max_bytes"`
-	ChangesApplied      int64          `json:"changes_applied"`
-	UptimeSeconds       float64        `json:"uptime_seconds"`
-	Tables              []TableStatus  `json:"tables"`
-	Cutover             *CutoverReport `json:"cutover,omitempty"`
+	Phase               string            `json:"phase"` // copying, streaming, cut over
+	Slot                string            `json:"slot"`
+	Publication         string            `json:"publication"`
+	Paused              bool              `json:"paused"`
+	Throttled           map[string]string `json:"throttled,omitempty"` // why the copy is held back, by watcher
+	AppliedLSN          string            `json:"applied_lsn"`
+	SourceLSN           string            `json:"source_lsn"`
+	LagBytes            int64             `json:"lag_bytes"`
+	LagSeconds          float64           `json:"lag_seconds"`
+	LagP50Seconds       float64           `json:"lag_p50_seconds"`
+	LagP99Seconds       float64           `json:"lag_p99_seconds"`
+	WALRetainedBytes    int64             `json:"wal_retained_bytes"`
+	WALRetainedMaxBytes int64             `json:"wal_retained_max_bytes"`
+	ChangesApplied      int64             `json:"changes_applied"`
+	UptimeSeconds       float64           `json:"uptime_seconds"`
+	Tables              []TableStatus     `json:"tables"`
+	Cutover             *CutoverReport    `json:"cutover,omitempty"`
 }
 
 // TableStatus is one table's part of Status.
@@ -86,7 +87,7 @@ type TableStatus struct {
 
 // Status reports the sync's state now.
 func (s *Syncer) Status() Status {
-	st := Status{Slot: s.opt.Slot, Publication: s.opt.Publication, Paused: s.paused.Load(),
+	st := Status{Slot: s.opt.Slot, Publication: s.opt.Publication, Paused: s.paused.Load(), Throttled: s.Throttled(),
 		WALRetainedBytes: s.status.walRetained.Load(), WALRetainedMaxBytes: s.status.walRetainedMax.Load(),
 		ChangesApplied: s.status.appliedChanges.Load(), UptimeSeconds: time.Since(s.status.started).Seconds(),
 		Cutover: s.status.cutover.Load()}

@@ -95,6 +95,7 @@ type Syncer struct {
 	runID     string
 
 	paused    atomic.Bool
+	throttle  throttleState
 	stop      chan struct{} // closed by Stop: flush and return
 	stopOnce  sync.Once
 	cutoverMu sync.Mutex // one cutover at a time
