@@ -3,8 +3,13 @@ package apply
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+
+	"github.com/sluice-db/sluice/internal/codec"
+	"github.com/sluice-db/sluice/internal/mysql"
 )
 
 // Applier collects ops and commits them with the source position.
@@ -203,7 +208,14 @@ func Merge(base, patch Row) Row {
 // rowsPerStatement keeps statements well under max_allowed_packet.
 const rowsPerStatement = 500
 
+// bulkRows is where LOAD DATA … REPLACE beats multi-row INSERTs (chunks
+// of the initial copy arrive this way).
+const bulkRows = 2000
+
 func upsert(ctx context.Context, tx *sql.Tx, t *Table, rows []Row) error {
+	if len(rows) >= bulkRows {
+		return bulkUpsert(ctx, tx, t, rows)
+	}
 	for start := 0; start < len(rows); start += rowsPerStatement {
 		part := rows[start:min(start+rowsPerStatement, len(rows))]
 		args := make([]any, 0, len(part)*len(t.cols))
@@ -240,6 +252,40 @@ func patch(ctx context.Context, tx *sql.Tx, t *Table, r, keyRow Row) error {
 	q, args := t.patchSQL(r, keyRow)
 	if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 		return fmt.Errorf("target: update %s: %w", t.Plan.Target, err)
+	}
+	return nil
+}
+
+// bulkUpsert writes full rows with LOAD DATA … REPLACE. REPLACE may remove
+// a row that holds one of these rows' unique values; that row changed in
+// the same batch (the source enforced uniqueness at every commit), and its
+// own net state is written in this batch too.
+func bulkUpsert(ctx context.Context, tx *sql.Tx, t *Table, rows []Row) error {
+	pr, pw := io.Pipe()
+	go func() {
+		buf := make([]byte, 0, 256<<10)
+		fields := make([][]byte, len(t.cols))
+		for _, r := range rows {
+			for i, v := range r {
+				fields[i] = v.Data
+			}
+			buf = codec.AppendLoadDataRow(buf, fields)
+			if len(buf) > 200<<10 {
+				if _, err := pw.Write(buf); err != nil {
+					return
+				}
+				buf = buf[:0]
+			}
+		}
+		if _, err := pw.Write(buf); err != nil {
+			return
+		}
+		pw.Close()
+	}()
+	_, err := mysql.LoadData(ctx, tx, t.Plan.Target, t.Plan.LoadColumns(), pr, true)
+	pr.CloseWithError(errors.New("load stopped"))
+	if err != nil {
+		return fmt.Errorf("target: load %d rows into %s: %w", len(rows), t.Plan.Target, err)
 	}
 	return nil
 }

@@ -38,11 +38,13 @@ var (
 
 // File is the YAML config file. Zero values mean "use the default".
 type File struct {
-	Source string                  `yaml:"source"`
-	Target string                  `yaml:"target"`
-	Tables map[string]TableMapping `yaml:"tables"` // key: source table, "name" or "schema.name"
-	Copy   CopySettings            `yaml:"copy"`
-	HTTP   HTTPSettings            `yaml:"http"`
+	Source  string                  `yaml:"source"`
+	Target  string                  `yaml:"target"`
+	Tables  map[string]TableMapping `yaml:"tables"` // key: source table, "name" or "schema.name"
+	Copy    CopySettings            `yaml:"copy"`
+	HTTP    HTTPSettings            `yaml:"http"`
+	Alerts  AlertSettings           `yaml:"alerts"`         // watchers and alerts (ops.go)
+	Protect ProtectSettings         `yaml:"protect_source"` // what the watchers may do to protect the source (ops.go)
 
 	path string // for error messages; empty when not loaded from disk
 }
@@ -83,6 +85,9 @@ type HTTPSettings struct {
 	Listen       string   `yaml:"listen"`
 	APIToken     string   `yaml:"api_token"`
 	AllowOrigins []string `yaml:"allow_origins"`
+	// AllowCredentials lets allowed origins send credentials (cookies);
+	// "*" is refused with it. Bearer tokens need no credentials mode.
+	AllowCredentials bool `yaml:"allow_credentials"`
 }
 
 // Path returns the file the config was loaded from, or "".
@@ -216,6 +221,8 @@ func (f *File) Validate() error {
 	if c.MaxRowsPerSec < 0 || math.IsNaN(c.MaxRowsPerSec) || math.IsInf(c.MaxRowsPerSec, 0) {
 		add("copy.max_rows_per_sec: %v is not valid; use a positive number, or 0 for unlimited", c.MaxRowsPerSec)
 	}
+
+	probs = append(probs, f.validateOps()...)
 
 	if len(probs) == 0 {
 		return nil

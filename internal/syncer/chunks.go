@@ -2,6 +2,7 @@ package syncer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/sluice-db/sluice/internal/failure"
 	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/pgstream"
+	"github.com/sluice-db/sluice/internal/typemap"
 )
 
 // window is one chunk between its low and high watermark.
@@ -83,9 +85,14 @@ func (s *Syncer) copyChunk(ctx context.Context, t *table, ch mysql.StoredChunk) 
 		rows = append(rows, bufRow{key: strings.Join(key, "\x00"), row: row})
 		return nil
 	})
-	if err != nil {
+	var bv *typemap.BadValue
+	if errors.As(err, &bv) {
 		return failure.Wrap(err, failure.BadRow, "SLUICE-SYNC-CHUNK", "table %s, chunk %d", t.plan.Source.Name, ch.No).
-			With("table", t.plan.Source.Name.String()).With("chunk", fmt.Sprint(ch.No))
+			With("table", t.plan.Source.Name.String()).With("chunk", fmt.Sprint(ch.No)).
+			WithHint("fix the value on the source or map the column to a type that holds it, then run sync again")
+	}
+	if err != nil {
+		return fmt.Errorf("table %s, chunk %d: %w", t.plan.Source.Name, ch.No, err)
 	}
 	s.windowsMu.Lock()
 	w.rows, w.ready = rows, true

@@ -83,10 +83,17 @@ func (s *Syncer) Cutover(ctx context.Context) (*CutoverReport, error) {
 	}
 	// Verify what changed so far while writes still flow, so little is left
 	// to check while they are fenced.
+	// Two rounds: the second re-checks what changed during the first, so
+	// what is left for the fenced section is what changed in a moment.
 	recheck, preVerified, err := s.verifyChanged(ctx, nil, false)
 	if err != nil {
 		return nil, err
 	}
+	recheck, n, err := s.verifyChanged(ctx, recheck, false)
+	if err != nil {
+		return nil, err
+	}
+	preVerified += n
 	report, err := s.fencedCutover(ctx, recheck)
 	if err != nil {
 		s.log.Error("cutover failed; the fence is lifted and the sync goes on", "code", failure.Code(err), "error", err.Error())
@@ -143,6 +150,7 @@ func (s *Syncer) fencedCutover(ctx context.Context, preDiffs map[*table][]string
 	for i, t := range s.tables {
 		names[i] = postgres.Ident(t.plan.Source.Name.Schema, t.plan.Source.Name.Name)
 	}
+	lockStart := time.Now()
 	if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(names, ", ")+" IN EXCLUSIVE MODE"); err != nil {
 		return nil, failure.Wrap(err, failure.Internal, "SLUICE-CUTOVER-LOCK", "cutover: could not fence writes within %s", s.opt.Cutover.LockTimeout).
 			WithHint("long transactions on the source hold the tables; try again, or raise the lock timeout")
@@ -171,11 +179,14 @@ func (s *Syncer) fencedCutover(ctx context.Context, preDiffs map[*table][]string
 	if err != nil {
 		return nil, err
 	}
+	verified := time.Since(fenced)
 	autoInc, err := s.syncAutoIncrement(ctx, tx)
 	if err != nil {
 		return nil, err
 	}
 	pause := time.Since(fenced)
+	s.log.Info("cutover fenced section", "lock_wait_ms", fenced.Sub(lockStart).Milliseconds(), "drain_ms", drained.Milliseconds(),
+		"verify_ms", (verified - drained).Milliseconds(), "auto_increment_ms", (pause - verified).Milliseconds(), "rows_verified", post)
 	if pause > s.opt.Cutover.Timeout {
 		return nil, failure.New(failure.Internal, "SLUICE-CUTOVER-TIMEOUT", "cutover took %s, more than its %s timeout", pause, s.opt.Cutover.Timeout)
 	}

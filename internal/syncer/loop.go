@@ -35,6 +35,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan pgstream.Event) error {
 		skipTx     bool
 		lastCommit pglogrepl.LSN
 		firstWait  time.Time // when the oldest unapplied change arrived
+		streamOps  int       // changes from the stream (not chunk rows) in the batch
 		doneChunks []doneChunk
 	)
 	applied := pglogrepl.LSN(s.status.applied.Load())
@@ -48,7 +49,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan pgstream.Event) error {
 		}
 		s.status.pendingLSN = uint64(lastCommit)
 		chunks := doneChunks
-		n := s.applier.Pending()
+		n := streamOps
 		err := s.applier.Commit(ctx, func(ctx context.Context, tx *sql.Tx) error {
 			for _, c := range chunks {
 				if err := mysql.MarkChunkDone(ctx, tx, c.table.plan.Target, c.no, c.rows, 0); err != nil {
@@ -70,6 +71,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan pgstream.Event) error {
 			s.status.recordLag(time.Since(firstWait))
 		}
 		firstWait = time.Time{}
+		streamOps = 0
 		doneChunks = doneChunks[:0]
 		for _, c := range chunks {
 			c.table.left--
@@ -151,6 +153,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan pgstream.Event) error {
 			if err := s.change(t, ev); err != nil {
 				return err
 			}
+			streamOps++
 		case pgstream.Truncate:
 			if skipTx {
 				continue

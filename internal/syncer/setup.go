@@ -132,11 +132,38 @@ func (s *Syncer) prepareTable(ctx context.Context, t *table) error {
 			return err
 		}
 	}
-	chunks, err := s.tgt.Chunks(ctx, t.plan.Target)
+	done, err := s.loadChunkPlan(ctx, t)
 	if err != nil {
 		return err
 	}
+	t.progress = s.opt.Tracker.Add(name, max(t.plan.Source.EstimatedRows, done), done)
+	if t.copied {
+		t.progress.SetPhase("streaming")
+	} else {
+		t.progress.SetPhase("copying")
+	}
+	return nil
+}
+
+// loadChunks reads which chunks are still to copy, after a reconnect.
+func (s *Syncer) loadChunks(ctx context.Context, t *table) error {
+	_, err := s.loadChunkPlan(ctx, t)
+	return err
+}
+
+// loadChunkPlan reads the table's phase and unfinished chunks from the
+// target and returns the rows already copied.
+func (s *Syncer) loadChunkPlan(ctx context.Context, t *table) (int64, error) {
+	phase, err := s.tgt.Phase(ctx, t.plan.Target)
+	if err != nil {
+		return 0, err
+	}
+	chunks, err := s.tgt.Chunks(ctx, t.plan.Target)
+	if err != nil {
+		return 0, err
+	}
 	var done int64
+	t.pending = t.pending[:0]
 	for _, c := range chunks {
 		if c.Done {
 			done += c.Rows
@@ -146,13 +173,7 @@ func (s *Syncer) prepareTable(ctx context.Context, t *table) error {
 	}
 	t.left = len(t.pending)
 	t.copied = phase == mysql.PhaseDone
-	t.progress = s.opt.Tracker.Add(name, max(t.plan.Source.EstimatedRows, done), done)
-	if t.copied {
-		t.progress.SetPhase("streaming")
-	} else {
-		t.progress.SetPhase("copying")
-	}
-	return nil
+	return done, nil
 }
 
 // checkStreamable refuses what the change stream cannot carry exactly.

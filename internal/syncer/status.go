@@ -107,10 +107,11 @@ func (s *Syncer) Status() Status {
 	st.Phase = "streaming"
 	for _, t := range s.tables {
 		if t.progress == nil {
+			st.Phase = "starting"
 			continue
 		}
 		snap := t.progress.Snapshot()
-		if !t.copied {
+		if !t.copied && st.Phase != "starting" {
 			st.Phase = "copying"
 		}
 		eta := -1.0

@@ -14,6 +14,7 @@ package syncer
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -142,15 +143,74 @@ func (s *Syncer) Run(ctx context.Context) (*CutoverReport, error) {
 	if err := s.prepare(ctx); err != nil {
 		return nil, err
 	}
+	backoff := time.Second
+	for {
+		began := time.Now()
+		report, err := s.runOnce(ctx)
+		if err == nil || ctx.Err() != nil || !retryable(err) {
+			return report, err
+		}
+		if time.Since(began) > time.Minute {
+			backoff = time.Second
+		}
+		s.log.Warn("sync interrupted; it resumes by itself from the last applied change", "code", failure.Code(err),
+			"error", err.Error(), "retry_in", backoff.String())
+		select {
+		case <-ctx.Done():
+			return report, ctx.Err()
+		case <-s.stop:
+			return report, nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+		if err := s.reload(ctx); err != nil {
+			if !retryable(err) {
+				return report, err
+			}
+			s.log.Warn("cannot resume yet", "code", failure.Code(err), "error", err.Error())
+		}
+	}
+}
+
+// retryable tells a broken connection (resume by itself) from a problem a
+// person has to fix (schema change, bad value, configuration).
+func retryable(err error) bool {
+	var fe *failure.Error
+	if errors.As(err, &fe) {
+		return fe.Kind == failure.Connection
+	}
+	return true
+}
+
+// reload forgets in-flight chunks and reads the progress committed on the
+// target again, as a fresh process would.
+func (s *Syncer) reload(ctx context.Context) error {
+	s.windowsMu.Lock()
+	s.windows = map[string]*window{}
+	s.windowsMu.Unlock()
+	s.inflight = make(chan struct{}, s.opt.Parallel)
+	for _, t := range s.tables {
+		if err := s.loadChunks(ctx, t); err != nil {
+			return failure.Wrap(err, failure.Connection, "SLUICE-SYNC-RELOAD", "target: read progress")
+		}
+	}
+	return nil
+}
+
+// runOnce streams from the stored position until the loop ends.
+func (s *Syncer) runOnce(ctx context.Context) (*CutoverReport, error) {
 	state, err := s.tgt.LoadSyncState(ctx, s.opt.Slot)
 	if err != nil {
-		return nil, err
+		return nil, failure.Wrap(err, failure.Connection, "SLUICE-SYNC-STATE", "target: read the sync position")
+	}
+	if state == nil {
+		return nil, failure.New(failure.Schema, "SLUICE-SYNC-NOSTATE", "the sync state on the target was removed (sluice finish or abort ran?)")
 	}
 	s.status.applied.Store(state.AppliedLSN)
 	stream, err := pgstream.Open(ctx, s.srcConnStr, s.opt.Slot, s.opt.Publication, pglogrepl.LSN(state.AppliedLSN))
 	if err != nil {
 		return nil, failure.Wrap(err, failure.Connection, "SLUICE-SYNC-STREAM", "source: open the change stream").
-			WithHint("check that the source allows replication connections (pg_hba.conf) for this user")
+			WithHint("check that the source is up and allows replication connections (pg_hba.conf) for this user")
 	}
 	s.stream = stream
 	defer stream.Close()

@@ -1,9 +1,14 @@
 package integration
 
 import (
+	"bytes"
+	"context"
 	"database/sql"
+	"errors"
+	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sluice-db/sluice/internal/testenv"
 )
@@ -76,4 +81,29 @@ func mustContain(t testing.TB, what, got string, wants ...string) {
 // args joins the pair's connection flags with a command and its flags.
 func args(p *testenv.Pair, cmd string, extra ...string) []string {
 	return append(append([]string{cmd}, p.Args()...), extra...)
+}
+
+// runWithTimeout runs sluice like testenv.Run but kills it after d; ok is
+// false when it had to be killed.
+func runWithTimeout(t testing.TB, d time.Duration, args ...string) (res testenv.Result, ok bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, testenv.Binary(t), args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	res = testenv.Result{Stdout: out.String(), Stderr: errb.String()}
+	if ctx.Err() != nil {
+		return res, false
+	}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		res.Exit = ee.ExitCode()
+	default:
+		t.Fatalf("run sluice %v: %v", args, err)
+	}
+	return res, true
 }
