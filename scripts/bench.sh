@@ -181,16 +181,7 @@ goal_copy=$(awk -v r="$med_ratio" 'BEGIN { print (r <= 1.0) ? 1 : 0 }')
 goal_rss=$(awk -v m="$max_rss_mib" 'BEGIN { print (m < 200) ? 1 : 0 }')
 goal_verify=$(awk -v r="$med_vratio" 'BEGIN { print (r <= 1.0) ? 1 : 0 }')
 
-cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-[ -n "$cpu" ] || cpu=$(lscpu 2>/dev/null | awk -F': *' '/^Model name/ { print $2; exit }' || true)
-[ -n "$cpu" ] || cpu="CPU model unknown"
-mem=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
-pg_ver=$(pg postgres -Atc "SHOW server_version")
-my_ver=$(my -N -e "SELECT VERSION()")
-commit=$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-if [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
-  commit="$commit (working tree has uncommitted changes)"
-fi
+machine_facts
 cmd="make bench"
 [ "$RUNS" = 3 ] || cmd="BENCH_RUNS=$RUNS $cmd"
 [ "$SCALE" = 10 ] || cmd="BENCH_SCALE=$SCALE $cmd"
@@ -249,30 +240,7 @@ EOF
 }
 
 section >"$WORK/section.md"
-if [ -n "$DOC" ]; then
-  mkdir -p "$(dirname "$DOC")"
-  if [ -f "$DOC" ] && grep -q '^<!-- bench:copy:start -->' "$DOC" && grep -q '^<!-- bench:copy:end -->' "$DOC"; then
-    awk -v sect="$WORK/section.md" '
-      /^<!-- bench:copy:start -->/ { while ((getline l < sect) > 0) print l; skip = 1; next }
-      /^<!-- bench:copy:end -->/   { skip = 0; next }
-      !skip { print }' "$DOC" >"$WORK/doc.md"
-  else
-    {
-      if [ -f "$DOC" ]; then cat "$DOC"; echo; else
-        cat <<'EOF'
-# Benchmarks
-
-Each section below is written by a script and delimited by
-`<!-- bench:NAME:start -->` / `<!-- bench:NAME:end -->` markers. A script replaces only
-its own section, so add new benchmarks under their own heading and markers.
-
-EOF
-      fi
-      cat "$WORK/section.md"
-    } >"$WORK/doc.md"
-  fi
-  cp "$WORK/doc.md" "$DOC"
-fi
+[ -z "$DOC" ] || write_section copy "$WORK/section.md" "$DOC"
 
 echo
 cat "$WORK/section.md"

@@ -48,3 +48,42 @@ human_count() { printf '%s' "$1" | sed -e ':a' -e 's/\([0-9]\)\([0-9]\{3\}\)\($\
 need_sluice() {
   [ -x "$SLUICE" ] || die "$SLUICE not found: run make build first"
 }
+
+# machine_facts: sets cpu, mem, pg_ver, my_ver and commit for a benchmark report.
+machine_facts() {
+  cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+  [ -n "$cpu" ] || cpu=$(lscpu 2>/dev/null | awk -F': *' '/^Model name/ { print $2; exit }' || true)
+  [ -n "$cpu" ] || cpu="CPU model unknown"
+  mem=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+  pg_ver=$(pg postgres -Atc "SHOW server_version")
+  my_ver=$(my -N -e "SELECT VERSION()")
+  commit=$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+  if [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+    commit="$commit (working tree has uncommitted changes)"
+  fi
+}
+
+# write_section NAME SECTION_FILE DOC: replace the part of DOC between
+# <!-- bench:NAME:start --> and <!-- bench:NAME:end --> with SECTION_FILE (which
+# carries the markers), or append it when DOC has no such part yet.
+write_section() {
+  local name=$1 sect=$2 doc=$3 tmp
+  tmp=$(mktemp)
+  mkdir -p "$(dirname "$doc")"
+  if [ -f "$doc" ] && grep -q "^<!-- bench:$name:start -->" "$doc" && grep -q "^<!-- bench:$name:end -->" "$doc"; then
+    awk -v sect="$sect" -v a="<!-- bench:$name:start -->" -v b="<!-- bench:$name:end -->" '
+      $0 == a { while ((getline l < sect) > 0) print l; skip = 1; next }
+      $0 == b { skip = 0; next }
+      !skip { print }' "$doc" >"$tmp"
+  else
+    {
+      if [ -f "$doc" ]; then cat "$doc"; echo; else
+        printf '# Benchmarks\n\nEach section below is written by a script and delimited by\n'
+        printf '`<!-- bench:NAME:start -->` / `<!-- bench:NAME:end -->` markers. A script replaces only\n'
+        printf 'its own section, so add new benchmarks under their own heading and markers.\n\n'
+      fi
+      cat "$sect"
+    } >"$tmp"
+  fi
+  mv "$tmp" "$doc"
+}

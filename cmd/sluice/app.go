@@ -20,6 +20,8 @@ import (
 type app struct {
 	flags struct {
 		source, target, configPath, logFormat, schema string
+		logFile, logMaxSize                           string
+		logMaxBackups                                 int
 	}
 	file       *config.File
 	log        *slog.Logger
@@ -29,7 +31,12 @@ type app struct {
 
 func (a *app) setup(cmd *cobra.Command) error {
 	a.terminal = logging.IsTerminal(os.Stderr)
-	log, err := logging.New(os.Stderr, a.flags.logFormat, a.terminal)
+	maxSize, err := config.ParseBytes(a.flags.logMaxSize)
+	if err != nil {
+		return failure.Wrap(err, failure.Usage, "SLUICE-USAGE-LOGFILE", "--log-max-size")
+	}
+	log, _, err := logging.Open(logging.Options{Format: a.flags.logFormat, Terminal: a.terminal, Stderr: os.Stderr,
+		File: a.flags.logFile, MaxSize: int64(maxSize), MaxBackups: a.flags.logMaxBackups})
 	if err != nil {
 		return err
 	}
@@ -67,6 +74,8 @@ func (a *app) connect(ctx context.Context, conns int) (*postgres.Source, *mysql.
 // resolve reads the connection settings: flags > config file > environment.
 func (a *app) resolve() (config.Source, config.Target, error) {
 	srcCfg, tgtCfg, err := config.Resolve(a.flags.source, a.flags.target, a.file, os.Getenv)
+	logging.AddSecret(srcCfg.Password) // the log never shows them, whatever goes wrong
+	logging.AddSecret(tgtCfg.Password)
 	if err != nil {
 		return srcCfg, tgtCfg, failure.Wrap(err, failure.Usage, "SLUICE-CONFIG-URL", "connection settings").
 			WithHint("see sluice --help for the URL forms")

@@ -71,6 +71,9 @@ Exit status: 0 ok, 1 verify found differences, 2 usage or configuration error,
 	f.StringVar(&a.flags.target, "target", "", "target MySQL/MariaDB URL (mysql://… or mariadb://…)")
 	f.StringVar(&a.flags.configPath, "config", "", "YAML config file (connections, table and column mappings, copy settings)")
 	f.StringVar(&a.flags.logFormat, "log-format", "auto", "log format: auto (text on a terminal, JSON otherwise), json or text")
+	f.StringVar(&a.flags.logFile, "log-file", "", "also write the log to this file, as JSON lines, rotated by size")
+	f.StringVar(&a.flags.logMaxSize, "log-max-size", "100MiB", "rotate the log file when it would grow past this size")
+	f.IntVar(&a.flags.logMaxBackups, "log-max-backups", 5, "rotated log files kept (FILE.1 … FILE.N)")
 	f.StringVar(&a.flags.schema, "schema", "public", "source schema whose tables are migrated when --tables is not given")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return failure.Wrap(err, failure.Usage, "SLUICE-USAGE", "invalid command line").WithHint("see sluice --help")

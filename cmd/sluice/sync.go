@@ -24,7 +24,9 @@ const defaultAPI = "http://127.0.0.1:7070"
 
 func (a *app) syncCommand() *cobra.Command {
 	var tables, listen, cutover, slot, token string
+	var allowOrigins []string
 	var opt syncer.Options
+	var ev eventsFlags // --changes, --events, --publish: see events.go
 	cmd := &cobra.Command{
 		Use:   "sync",
 		Short: "Copy the tables while streaming their changes, and keep applying changes until cut over",
@@ -47,6 +49,13 @@ running sync again resumes.`,
 			generated := false
 			if token == "" {
 				token, generated = api.NewToken(), true
+			}
+			if handled, err := a.dispatchEvents(cmd, &ev, tables, listen, token, generated, opt); handled {
+				return err
+			}
+			ops, err := a.opsSettings(listen, cmd.Flags().Changed("listen"), allowOrigins)
+			if err != nil {
+				return err
 			}
 			ctx := cmd.Context()
 			src, tgt, err := a.connect(ctx, opt.Parallel+4)
@@ -72,11 +81,12 @@ running sync again resumes.`,
 			tracker := &progress.Tracker{}
 			opt.Tracker = tracker
 			s := syncer.New(src, a.sourceConnString(), tgt, p, opt)
-			addr, err := api.Serve(ctx, listen, api.Handler(s, api.Options{Token: token, Log: a.log}), a.log)
+			run, err := a.startOps(ctx, ops, s, src, tgt, slot, token)
 			if err != nil {
 				return err
 			}
-			a.log.Info("API listening", "url", "http://"+addr.String())
+			addr := run.addr
+			a.log.Info("API listening", "url", "http://"+addr.String(), "dashboard", "http://"+addr.String()+"/")
 			if generated {
 				// printed once, to the terminal or the caller, never to the log
 				fmt.Fprintf(os.Stderr, "sluice: API token for this sync (needed by sluice cutover/pause): %s\n", token)
@@ -94,7 +104,7 @@ running sync again resumes.`,
 			}()
 			report, err := s.Run(runCtx)
 			stopShow()
-			if err != nil {
+			if err = run.finish(err); err != nil {
 				return err
 			}
 			if report != nil {
@@ -110,6 +120,7 @@ running sync again resumes.`,
 	f.StringVar(&cutover, "cutover", "manual", "manual (wait for sluice cutover) or auto (cut over once copied and caught up)")
 	f.StringVar(&slot, "slot", "", "replication slot and publication name (default: sluice_<target database>)")
 	f.StringVar(&token, "api-token", "", "bearer token for API calls that change state (or SLUICE_API_TOKEN; generated and printed when empty)")
+	f.StringArrayVar(&allowOrigins, "allow-origin", nil, "origin (scheme://host[:port]) whose web pages may call the API; repeatable (default: same-origin only)")
 	f.IntVar(&opt.Parallel, "parallel", 2, "chunks read ahead of the change stream")
 	f.IntVar(&opt.ChunkRows, "chunk-rows", 20000, "rows per chunk")
 	f.Float64Var(&opt.MaxRowsPerSec, "max-rows-per-sec", 0, "limit the copy to this many rows per second (0: no limit)")
@@ -118,6 +129,7 @@ running sync again resumes.`,
 	f.DurationVar(&opt.LagBound, "lag-bound", time.Second, "cutover waits until the lag is under this")
 	f.DurationVar(&opt.Cutover.LockTimeout, "lock-timeout", 5*time.Second, "cutover gives up if the write fence is not granted in this time")
 	f.DurationVar(&opt.Cutover.Timeout, "cutover-timeout", 30*time.Second, "longest the write fence may stay up before cutover gives up and lifts it")
+	ev.register(f)
 	return cmd
 }
 

@@ -350,3 +350,67 @@ func TestSparseIntegerKey(t *testing.T) {
 		t.Errorf("target sparse holds %v, want %v", rows, want)
 	}
 }
+
+// TestCompositeTextKey copies tables whose primary key combines an integer
+// with a text column (tenant id + slug, a common shape): the target key must
+// fit InnoDB's 3072-byte limit together with the other key columns.
+func TestCompositeTextKey(t *testing.T) {
+	t.Parallel()
+	p := testenv.NewPair(t)
+	p.PG(t, `CREATE TABLE pages (tenant_id integer, slug text, body text, PRIMARY KEY (tenant_id, slug))`)
+	p.PG(t, `INSERT INTO pages VALUES (1, 'home', 'a'), (1, 'Home', 'b'), (2, 'home', 'c')`)
+	p.PG(t, `CREATE TABLE tags (name varchar(1000), lang char(2), PRIMARY KEY (name, lang))`)
+	p.PG(t, `INSERT INTO tags VALUES ('x', 'en'), ('x', 'de')`)
+
+	r := testenv.Run(t, nil, args(p, "copy")...)
+	if r.Exit != 0 {
+		t.Fatalf("sluice copy of tables keyed (integer, text) and (varchar(1000), char(2)): exit %d, want 0\n%s", r.Exit, output(r))
+	}
+	rows := queryRows(t, p.Target, "SELECT tenant_id, slug, body FROM pages ORDER BY tenant_id, body")
+	if !equalRows(rows, [][]string{{"1", "home", "a"}, {"1", "Home", "b"}, {"2", "home", "c"}}) {
+		t.Errorf("target pages holds %v", rows)
+	}
+	if got := queryOne(t, p.Target, "SELECT COUNT(*) FROM tags"); got != "2" {
+		t.Errorf("target tags holds %s rows, want 2", got)
+	}
+	testenv.MustRun(t, 0, args(p, "verify")...)
+}
+
+// TestFloatExtremes copies the largest, smallest and subnormal values of
+// real and double precision: all are finite numbers MariaDB can store.
+func TestFloatExtremes(t *testing.T) {
+	t.Parallel()
+	p := testenv.NewPair(t)
+	p.PG(t, `CREATE TABLE fx (id integer PRIMARY KEY, f4 real, f8 double precision)`)
+	p.PG(t, `INSERT INTO fx VALUES
+		(1, 1.4e-45, 5e-324),
+		(2, 1.1754944e-38, 2.2250738585072014e-308),
+		(3, 3.4028233e38, 1.7976931348623157e308),
+		(4, -3.4028233e38, -1.7976931348623157e308),
+		(5, 3.4028235e38, 1),
+		(6, -3.4028235e38, -1)`)
+
+	r := testenv.Run(t, nil, args(p, "copy")...)
+	if r.Exit != 0 {
+		t.Fatalf("sluice copy of finite real/double values: exit %d, want 0 (rows 5 and 6 hold ±3.4028235e38, "+
+			"the largest real, which PostgreSQL prints as a decimal slightly above float32's maximum)\n%s", r.Exit, output(r))
+	}
+	want := [][]string{
+		{"1", "1.4e-45", "5e-324"},
+		{"2", "1.1754944e-38", "2.2250738585072014e-308"},
+		{"3", "3.4028233e38", "1.7976931348623157e308"},
+		{"4", "-3.4028233e38", "-1.7976931348623157e308"},
+		{"5", "3.4028235e38", "1"},
+		{"6", "-3.4028235e38", "-1"},
+	}
+	rows := queryRows(t, p.Target, "SELECT id, CAST(f4 AS DOUBLE), f8 FROM fx ORDER BY id")
+	if len(rows) != len(want) {
+		t.Fatalf("target fx holds %d rows, want %d", len(rows), len(want))
+	}
+	for i, w := range want {
+		if !float32Equal(rows[i][1], w[1]) || !float64Equal(rows[i][2], w[2]) {
+			t.Errorf("row %s: target (f4, f8) = (%s, %s), want (%s, %s)", w[0], rows[i][1], rows[i][2], w[1], w[2])
+		}
+	}
+	testenv.MustRun(t, 0, args(p, "verify")...)
+}

@@ -1,0 +1,248 @@
+package main
+
+// The event-driven and partitioned topologies of `sluice sync`:
+//
+//	sluice sync --changes=events [--events nats://host:4222/STREAM]   backfill + application events
+//	sluice sync --publish nats://host:4222/STREAM --partitions N      pgoutput → JetStream partitions
+//	sluice apply --from nats://host:4222/STREAM --partition i/N       one partitioned applier
+//
+// The HTTP endpoint POST /api/v1/events is added by wrapping the API
+// handler here (internal/api is not changed).
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/sluice-db/sluice/internal/api"
+	"github.com/sluice-db/sluice/internal/events"
+	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/metrics"
+	"github.com/sluice-db/sluice/internal/progress"
+	"github.com/sluice-db/sluice/internal/syncer"
+	pubevents "github.com/sluice-db/sluice/pkg/events"
+)
+
+// eventsFlags are the flags `sluice sync` takes for these topologies.
+type eventsFlags struct {
+	changes    string
+	events     string
+	consumer   string
+	publish    string
+	partitions int
+}
+
+func (e *eventsFlags) register(f *pflag.FlagSet) {
+	f.StringVar(&e.changes, "changes", "log", "where changes come from: log (the source's logical replication) or events (application events, see docs/EVENTS.md)")
+	f.StringVar(&e.events, "events", "", "with --changes=events: the JetStream stream of events, nats://host:4222/STREAM (without it events come only over POST /api/v1/events)")
+	f.StringVar(&e.consumer, "consumer", "", "with --changes=events: durable JetStream consumer name (default sluice_events_<target database>)")
+	f.StringVar(&e.publish, "publish", "", "publish the change stream to JetStream partitions, nats://host:4222/STREAM, for sluice apply --partition i/N")
+	f.IntVar(&e.partitions, "partitions", 1, "with --publish: number of partitions (appliers)")
+}
+
+// dispatchEvents runs sync in an events topology when the flags ask for
+// one; handled is false for the log-based sync.
+func (a *app) dispatchEvents(cmd *cobra.Command, ef *eventsFlags, tables, listen, token string, generated bool, opt syncer.Options) (bool, error) {
+	switch {
+	case ef.changes != "log" && ef.changes != "events":
+		return true, failure.New(failure.Usage, "SLUICE-USAGE-CHANGES", "--changes %q is not a choice", ef.changes).WithHint("use log or events")
+	case ef.publish != "" && ef.changes == "events":
+		return true, failure.New(failure.Usage, "SLUICE-USAGE-CHANGES", "--publish publishes the source's change log; it does not go with --changes=events")
+	case ef.events != "" && ef.changes != "events":
+		return true, failure.New(failure.Usage, "SLUICE-USAGE-CHANGES", "--events needs --changes=events")
+	case ef.publish != "":
+		return true, a.runPublish(cmd, ef, tables, listen, token, generated, opt)
+	case ef.changes == "events":
+		return true, a.runEventsSync(cmd, ef, tables, listen, token, generated, opt)
+	}
+	return false, nil
+}
+
+func parseEndpoint(flag, raw string) (pubevents.Endpoint, error) {
+	ep, err := pubevents.ParseURL(raw)
+	if err != nil {
+		return ep, failure.Wrap(err, failure.Usage, "SLUICE-USAGE-NATS", "%s", flag).WithHint("use nats://host:4222/STREAM")
+	}
+	return ep, nil
+}
+
+// eventsController lets the sync API drive an events sync.
+type eventsController struct {
+	svc *events.Service
+}
+
+func (c eventsController) Status() syncer.Status {
+	es := c.svc.Status()
+	st := syncer.Status{Phase: es.Phase, Slot: fmt.Sprintf("events %s/%s, %d dead-lettered", es.Stream, es.Consumer, es.DeadLettered),
+		AppliedLSN: fmt.Sprintf("seq %d", es.LastStreamSeq), SourceLSN: fmt.Sprintf("%d pending", es.Pending),
+		ChangesApplied: es.Applied + es.HTTPApplied, UptimeSeconds: es.UptimeSeconds}
+	if es.Stream == "" {
+		st.Slot = fmt.Sprintf("events over HTTP, %d batches refused", es.HTTPRefused)
+	}
+	for _, t := range es.Tables {
+		st.Tables = append(st.Tables, syncer.TableStatus{Source: t.Source, Target: t.Target, Phase: t.Phase, RowsCopied: t.RowsCopied,
+			RowsEstimate: t.RowsEstimate, RowsPerSecond: t.RowsPerSecond, ETASeconds: t.ETASeconds, ChangesApplied: t.Events})
+	}
+	return st
+}
+func (c eventsController) Pause()  { c.svc.Pause() }
+func (c eventsController) Resume() { c.svc.Resume() }
+func (c eventsController) Stop()   { c.svc.Stop() }
+
+// Cutover in the events topology is the application's switch: once V1 has
+// stopped emitting, it waits until the copy is done and every event is
+// applied.
+func (c eventsController) Cutover(ctx context.Context) (*syncer.CutoverReport, error) {
+	r, err := c.svc.WaitDrained(ctx, 10*time.Minute)
+	if err != nil {
+		return nil, failure.Wrap(err, failure.Internal, "SLUICE-CUTOVER-DRAIN", "cutover: events not drained").
+			WithHint("stop the writes (and events) of the old application first; sluice status shows what is pending")
+	}
+	return &syncer.CutoverReport{Fence: "events drained (stop the old application's writes first)", DrainMS: r.WaitedMS,
+		ChangesApplied: r.Applied, FinishedAt: time.Now()}, nil
+}
+
+// withStatusExtra serves GET /api/v1/status from h with extra fields added
+// (the topology's own status), keeping everything h reports.
+func withStatusExtra(h http.Handler, key string, extra func() any) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", h)
+	mux.HandleFunc("GET /api/v1/status", func(w http.ResponseWriter, r *http.Request) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		var body map[string]any
+		if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &body) != nil {
+			for k, v := range rec.Header() {
+				w.Header()[k] = v
+			}
+			w.WriteHeader(rec.Code)
+			w.Write(rec.Body.Bytes())
+			return
+		}
+		body[key] = extra()
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.Header().Del("Content-Length")
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetIndent("", "  ")
+		enc.Encode(body)
+		w.WriteHeader(http.StatusOK)
+		w.Write(buf.Bytes())
+	})
+	return mux
+}
+
+// eventsCollector exports the events counters to /metrics.
+type eventsCollector struct{ svc *events.Service }
+
+var (
+	mEvents      = prometheus.NewDesc("sluice_events_total", "Application events by outcome: applied, ignored (not newer than the target's row), redelivered (applied before), dead_lettered; source jetstream or http.", []string{"outcome", "source"}, nil)
+	mPending     = prometheus.NewDesc("sluice_events_pending", "Events in the JetStream stream not yet applied (-1 when unknown).", nil, nil)
+	mEventsRate  = prometheus.NewDesc("sluice_events_per_second", "Events applied per second, from the first to the last batch of this run.", nil, nil)
+	mHTTPRefused = prometheus.NewDesc("sluice_events_http_batches_refused_total", "Batches refused by POST /api/v1/events.", nil, nil)
+)
+
+func (c eventsCollector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
+func (c eventsCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.svc.Status()
+	counter := func(v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(mEvents, prometheus.CounterValue, float64(v), labels...)
+	}
+	counter(st.Applied, "applied", "jetstream")
+	counter(st.Ignored, "ignored", "jetstream")
+	counter(st.Redelivered, "redelivered", "jetstream")
+	counter(st.DeadLettered, "dead_lettered", "jetstream")
+	counter(st.HTTPApplied, "applied", "http")
+	counter(st.HTTPIgnored, "ignored", "http")
+	ch <- prometheus.MustNewConstMetric(mPending, prometheus.GaugeValue, float64(st.Pending))
+	ch <- prometheus.MustNewConstMetric(mEventsRate, prometheus.GaugeValue, st.EventsPerSecond)
+	ch <- prometheus.MustNewConstMetric(mHTTPRefused, prometheus.CounterValue, float64(st.HTTPRefused))
+}
+
+func (a *app) runEventsSync(cmd *cobra.Command, ef *eventsFlags, tables, listen, token string, generated bool, opt syncer.Options) error {
+	ctx := cmd.Context()
+	var ep *pubevents.Endpoint
+	if ef.events != "" {
+		e, err := parseEndpoint("--events", ef.events)
+		if err != nil {
+			return err
+		}
+		ep = &e
+	}
+	src, tgt, err := a.connect(ctx, opt.Parallel+4)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	defer tgt.Close()
+	p, err := a.buildPlan(ctx, src, tgt, tables)
+	if err != nil {
+		return err
+	}
+	if err := p.Err(); err != nil {
+		printPlan(os.Stderr, p)
+		return err
+	}
+	consumer := ef.consumer
+	if consumer == "" {
+		consumer = "sluice_events_" + strings.TrimPrefix(syncer.SlotName(tgt.Name), "sluice_")
+	}
+	tracker := &progress.Tracker{}
+	svc, err := events.New(ctx, src, tgt, p, events.Options{Endpoint: ep, Consumer: consumer, Parallel: opt.Parallel, ChunkRows: opt.ChunkRows,
+		BatchRows: opt.BatchRows, BatchDelay: opt.BatchDelay, Tracker: tracker, Log: a.log})
+	if err != nil {
+		return err
+	}
+	ctrl := eventsController{svc}
+	m := metrics.New(metrics.Sources{Status: ctrl.Status, Version: version})
+	m.Registry.MustRegister(eventsCollector{svc})
+	h, err := api.New(ctrl, api.Options{Token: token, Log: a.log, Metrics: m.Handler(), Version: version})
+	if err != nil {
+		return failure.Wrap(err, failure.Usage, "SLUICE-API", "API")
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", withStatusExtra(h, "events", func() any { return svc.Status() }))
+	mux.Handle("POST /api/v1/events", events.Handler(svc, token))
+	addr, err := api.Serve(ctx, listen, mux, a.log)
+	if err != nil {
+		return err
+	}
+	a.log.Info("API listening", "url", "http://"+addr.String(), "events_endpoint", "POST /api/v1/events")
+	if generated {
+		fmt.Fprintf(os.Stderr, "sluice: API token for this sync (needed by POST /api/v1/events, sluice cutover/pause): %s\n", token)
+	}
+	stopShow := a.showProgress(ctx, tracker)
+	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelRun()
+	go func() {
+		<-ctx.Done()
+		a.log.Info("stopping: committing the batch being applied; run sync again to resume")
+		svc.Stop()
+		time.AfterFunc(30*time.Second, cancelRun)
+	}()
+	err = svc.Run(runCtx)
+	stopShow()
+	if err != nil {
+		return err
+	}
+	st := svc.Status()
+	fmt.Fprintf(cmd.OutOrStdout(), "events sync stopped: %d events applied, %d ignored as not newer, %d redelivered, %d dead-lettered; %d over HTTP; last stream sequence %d. Run it again to resume.\n",
+		st.Applied, st.Ignored, st.Redelivered, st.DeadLettered, st.HTTPApplied, st.LastStreamSeq)
+	return nil
+}
+
+func (a *app) runPublish(cmd *cobra.Command, ef *eventsFlags, tables, listen, token string, generated bool, opt syncer.Options) error {
+	return failure.New(failure.Usage, "SLUICE-USAGE", "not yet")
+}

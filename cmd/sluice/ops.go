@@ -1,0 +1,167 @@
+package main
+
+// The operations side of `sluice sync`: the HTTP API and dashboard,
+// /metrics, the watchers with their alerts and webhook, and the source
+// protection (throttle, abort at a hard limit).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/sluice-db/sluice/internal/api"
+	"github.com/sluice-db/sluice/internal/config"
+	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/logging"
+	"github.com/sluice-db/sluice/internal/metrics"
+	"github.com/sluice-db/sluice/internal/mysql"
+	"github.com/sluice-db/sluice/internal/pgstream"
+	"github.com/sluice-db/sluice/internal/postgres"
+	"github.com/sluice-db/sluice/internal/syncer"
+	"github.com/sluice-db/sluice/internal/watch"
+)
+
+// opsSettings are the sync's HTTP and alert settings, resolved and checked
+// before anything connects.
+type opsSettings struct {
+	listen      string
+	origins     []string
+	credentials bool
+	alerts      config.AlertConfig
+}
+
+// opsSettings resolves --listen and --allow-origin (flags win over the
+// config file's http: section) and the alerts/protect_source sections.
+func (a *app) opsSettings(listen string, listenSet bool, origins []string) (opsSettings, error) {
+	st := opsSettings{listen: listen, origins: origins}
+	if a.file != nil {
+		if !listenSet && a.file.HTTP.Listen != "" {
+			st.listen = a.file.HTTP.Listen
+		}
+		if len(st.origins) == 0 {
+			st.origins = a.file.HTTP.AllowOrigins
+		}
+		st.credentials = a.file.HTTP.AllowCredentials
+	}
+	if _, err := api.NewCORS(st.origins, st.credentials); err != nil {
+		return st, err
+	}
+	cfg, err := a.file.ResolveAlerts()
+	if err != nil {
+		return st, failure.Wrap(err, failure.Usage, "SLUICE-CONFIG", "config file: alerts")
+	}
+	if cfg.Webhook != "" {
+		logging.AddSecret(cfg.Webhook)
+	}
+	st.alerts = cfg
+	return st, nil
+}
+
+// opsRun is the running operations side.
+type opsRun struct {
+	addr    net.Addr
+	watcher *watch.Watcher
+	webhook *watch.Webhook
+	cancel  context.CancelFunc
+	src     *postgres.Source
+	slot    string
+	s       *syncer.Syncer
+}
+
+// startOps serves the API, dashboard and metrics and starts the watchers.
+func (a *app) startOps(ctx context.Context, st opsSettings, s *syncer.Syncer, src *postgres.Source, tgt *mysql.Target, slot, token string) (*opsRun, error) {
+	logging.AddSecret(token)
+	srcCfg, tgtCfg, _ := a.resolve()
+	manager := watch.NewManager(a.log)
+	o := &opsRun{src: src, slot: slot, s: s}
+	if st.alerts.Webhook != "" {
+		host, _ := os.Hostname()
+		o.webhook = watch.NewWebhook(st.alerts.Webhook, st.alerts.WebhookTimeout, map[string]string{"slot": slot, "host": host}, a.log)
+		manager.AddNotifier(o.webhook)
+	}
+	var paths []watch.Path
+	if a.flags.logFile != "" {
+		if abs, err := filepath.Abs(a.flags.logFile); err == nil {
+			paths = append(paths, watch.Path{Path: abs, Role: "log file"})
+		}
+	}
+	for _, p := range st.alerts.DiskPaths {
+		paths = append(paths, watch.Path{Path: p, Role: "configured path"})
+	}
+	o.watcher = watch.New(s, manager, watch.Options{Config: st.alerts, Source: src.Pool, SourceHost: srcCfg.Host,
+		Target: tgt.DB, TargetHost: tgtCfg.Host, Slot: slot, Paths: paths, Log: a.log,
+		Abort: func(string) { s.Stop() }})
+	m := metrics.New(metrics.Sources{Status: s.Status, Alerts: manager, Readings: o.watcher.Readings, Version: version})
+	logging.SetObserver(m.ObserveLog)
+	h, err := api.New(s, api.Options{Token: token, Log: a.log, AllowOrigins: st.origins, AllowCredentials: st.credentials,
+		Alerts: manager, Readings: o.watcher.Readings, Metrics: m.Handler(), Version: version,
+		OnVerify: func(v api.VerifyState) { manager.Update("verify", verifyObservation(v)) }})
+	if err != nil {
+		return nil, err
+	}
+	addr, err := api.Serve(ctx, st.listen, h, a.log)
+	if err != nil {
+		return nil, err
+	}
+	o.addr = addr
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	o.cancel = cancel
+	go o.watcher.Run(wctx)
+	return o, nil
+}
+
+// verifyObservation turns a finished verify into the verify alert's state.
+func verifyObservation(v api.VerifyState) []watch.Observation {
+	if v.Report == nil {
+		return nil
+	}
+	return []watch.Observation{{Code: watch.CodeVerify, Subject: "verify", What: "rows that differ after a " + v.Report.Mode + " verify",
+		Value: float64(v.Report.Differences), Unit: watch.UnitCount,
+		Limits: config.Limits{Warning: config.Off, High: 1, Critical: config.Off},
+		Hint:   "compare the rows named in GET /api/v1/verify; run sluice verify --repair after the sync has caught up if they persist"}}
+}
+
+// finish stops the watchers and, if they aborted the migration to protect
+// the source, drops the slot and publication. It returns the error the
+// command ends with, with the sync's position added to its context.
+func (o *opsRun) finish(runErr error) error {
+	o.cancel()
+	defer func() {
+		if o.webhook != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			o.webhook.Close(ctx)
+			cancel()
+		}
+		logging.SetObserver(nil)
+	}()
+	if runErr != nil {
+		var fe *failure.Error
+		if errors.As(runErr, &fe) {
+			st := o.s.Status()
+			if _, ok := fe.Context["slot"]; !ok {
+				fe.With("slot", o.slot)
+			}
+			if _, ok := fe.Context["applied_lsn"]; !ok && st.AppliedLSN != "" {
+				fe.With("applied_lsn", st.AppliedLSN)
+			}
+		}
+	}
+	reason := o.watcher.Aborted()
+	if reason == "" {
+		return runErr
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ferr := failure.New(failure.Interrupted, watch.CodeAbort, "protect_source: migration aborted to protect the source: %s", reason).
+		With("slot", o.slot).
+		WithHint("the replication slot and publication are dropped, so the source frees its WAL; the migration must start over: run sluice abort, empty the target tables, then sluice sync")
+	if err := pgstream.Drop(ctx, o.src.Pool, o.slot, o.slot); err != nil {
+		ferr.Err = fmt.Errorf("dropping the slot failed too: %w", err)
+		ferr.Hint = "drop it by hand now: SELECT pg_drop_replication_slot('" + o.slot + "'); " + ferr.Hint
+	}
+	return ferr
+}

@@ -1,0 +1,281 @@
+package events
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sluice-db/sluice/internal/codec"
+	"github.com/sluice-db/sluice/internal/copier"
+	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/mysql"
+)
+
+// The backfill copies each table in key-ordered chunks, like sluice copy,
+// each chunk in one target transaction that also marks it done. Events win:
+// a copied row is written only when the target holds no event version for
+// its key (the version table is read with a locking read, so an event
+// applied concurrently is either seen or waits for the chunk). The copy
+// only fills the rows no event has touched, and an event older than what
+// the copy read is overtaken by the newer event of the same row, so the
+// result converges as long as every change emits an event.
+
+func (s *Service) prepareTable(ctx context.Context, ts *tableState) error {
+	t := ts.rt.Plan
+	name := t.Source.Name.String()
+	phase, err := s.tgt.Phase(ctx, t.Target)
+	if err != nil {
+		return err
+	}
+	if phase == "" {
+		if err := copier.CreateTargetTable(ctx, s.tgt, t); err != nil {
+			return err
+		}
+		ranges, err := copier.PlanChunks(ctx, s.src, t, s.opt.ChunkRows)
+		if err != nil {
+			return err
+		}
+		if err := s.tgt.StartTable(ctx, t.Target, name, ranges); err != nil {
+			return err
+		}
+	}
+	chunks, err := s.tgt.Chunks(ctx, t.Target)
+	if err != nil {
+		return err
+	}
+	var done int64
+	for _, c := range chunks {
+		if c.Done {
+			done += c.Rows
+		} else {
+			ts.pending = append(ts.pending, c)
+		}
+	}
+	ts.left.Store(int64(len(ts.pending)))
+	ts.copied.Store(phase == mysql.PhaseDone)
+	ts.progress = s.opt.Tracker.Add(name, max(t.Source.EstimatedRows, done), done)
+	if ts.copied.Load() {
+		ts.progress.SetPhase("streaming")
+	} else {
+		ts.progress.SetPhase("copying")
+	}
+	return nil
+}
+
+type chunkJob struct {
+	ts *tableState
+	ch mysql.StoredChunk
+}
+
+func (s *Service) copyAll(ctx context.Context) error {
+	var jobs []chunkJob
+	for _, ts := range s.tables {
+		for _, ch := range ts.pending {
+			jobs = append(jobs, chunkJob{ts, ch})
+		}
+	}
+	queue := make(chan chunkJob)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(queue)
+		for _, j := range jobs {
+			for s.paused.Load() {
+				select {
+				case <-gctx.Done():
+					return nil
+				case <-s.stop:
+					return nil
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+			select {
+			case queue <- j:
+			case <-gctx.Done():
+				return nil
+			case <-s.stop:
+				return nil
+			}
+		}
+		return nil
+	})
+	for i := 0; i < s.opt.Parallel; i++ {
+		g.Go(func() error {
+			for j := range queue {
+				if err := s.copyChunkRetrying(gctx, j); err != nil {
+					return err
+				}
+				if j.ts.left.Add(-1) == 0 {
+					if err := s.finishTable(gctx, j.ts); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+	}
+	for _, ts := range s.tables {
+		if ts.left.Load() == 0 && !ts.copied.Load() { // resumed after its last chunk
+			g.Go(func() error { return s.finishTable(gctx, ts) })
+		}
+	}
+	if err := g.Wait(); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.copyErr.Store(err.Error())
+		return err
+	}
+	return nil
+}
+
+func (s *Service) copyChunkRetrying(ctx context.Context, j chunkJob) error {
+	var err error
+	for attempt := 1; attempt <= 3; attempt++ {
+		err = s.copyChunk(ctx, j.ts, j.ch)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var fe *failure.Error
+		if errors.As(err, &fe) {
+			return err
+		}
+		s.log.Warn("chunk failed, retrying", "code", "SLUICE-COPY-RETRY", "table", j.ts.rt.Name, "chunk", j.ch.No, "attempt", attempt, "error", err.Error())
+		time.Sleep(time.Duration(attempt) * time.Second)
+	}
+	return failure.Wrap(err, failure.Internal, "SLUICE-EVENTS-CHUNK", "table %s, chunk %d", j.ts.rt.Name, j.ch.No).
+		With("table", j.ts.rt.Name).WithHint("run the same command again: it resumes from the last committed chunk")
+}
+
+type copiedRow struct {
+	start, end int
+	hash       [16]byte
+}
+
+// copyChunk reads one chunk and writes the rows no event has touched.
+func (s *Service) copyChunk(ctx context.Context, ts *tableState, ch mysql.StoredChunk) error {
+	t := ts.rt.Plan
+	var buf []byte
+	var rows []copiedRow
+	err := copier.ScanRows(ctx, s.src, t, t.SourceQuery(ch.Range), func(key []string, vals [][]byte) error {
+		start := len(buf)
+		buf = codec.AppendLoadDataRow(buf, vals)
+		rows = append(rows, copiedRow{start: start, end: len(buf), hash: KeyHash(key)})
+		return nil
+	})
+	if err != nil {
+		return failure.Wrap(err, failure.BadRow, "SLUICE-EVENTS-COPYROW", "table %s, chunk %d", ts.rt.Name, ch.No).With("table", ts.rt.Name).
+			WithHint("fix the value on the source or map the column to a type that holds it, then run again")
+	}
+	for attempt := 0; ; attempt++ {
+		written, err := s.writeChunk(ctx, ts, ch, buf, rows)
+		if err == nil {
+			ts.progress.AddRows(written)
+			return nil
+		}
+		if !retryable(err) || attempt >= 8 || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(time.Duration(attempt+1) * 50 * time.Millisecond)
+	}
+}
+
+func (s *Service) writeChunk(ctx context.Context, ts *tableState, ch mysql.StoredChunk, buf []byte, rows []copiedRow) (int64, error) {
+	t := ts.rt.Plan
+	tx, err := s.tgt.DB.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("target: begin: %w", err)
+	}
+	defer tx.Rollback()
+	touched := map[[16]byte]bool{}
+	for start := 0; start < len(rows); start += perStatement {
+		part := rows[start:min(start+perStatement, len(rows))]
+		args := make([]any, 0, len(part)+1)
+		args = append(args, t.Target)
+		for _, r := range part {
+			h := r.hash
+			args = append(args, h[:])
+		}
+		q := `SELECT key_hash FROM ` + mysql.EventVersionsTable + ` WHERE table_name = ? AND key_hash IN (` +
+			strings.TrimSuffix(strings.Repeat("?, ", len(part)), ", ") + `) LOCK IN SHARE MODE`
+		res, err := tx.QueryContext(ctx, q, args...)
+		if err != nil {
+			return 0, fmt.Errorf("target: read event versions of %s: %w", t.Target, err)
+		}
+		for res.Next() {
+			var h []byte
+			if err := res.Scan(&h); err != nil {
+				res.Close()
+				return 0, err
+			}
+			var k [16]byte
+			copy(k[:], h)
+			touched[k] = true
+		}
+		if err := res.Close(); err != nil {
+			return 0, err
+		}
+		if err := res.Err(); err != nil {
+			return 0, fmt.Errorf("target: read event versions of %s: %w", t.Target, err)
+		}
+	}
+	out := buf
+	var written int64
+	if len(touched) > 0 {
+		out = make([]byte, 0, len(buf))
+		for _, r := range rows {
+			if !touched[r.hash] {
+				out = append(out, buf[r.start:r.end]...)
+				written++
+			}
+		}
+	} else {
+		written = int64(len(rows))
+	}
+	if written > 0 {
+		// REPLACE: a row without a version can only be the copy's own.
+		if _, err := mysql.LoadData(ctx, tx, t.Target, t.LoadColumns(), bytes.NewReader(out), true); err != nil {
+			var warn *mysql.ValueWarning
+			if errors.As(err, &warn) {
+				return 0, failure.Wrap(err, failure.BadRow, "SLUICE-COPY-TARGETWARN", "table %s, chunk %d", ts.rt.Name, ch.No).With("table", ts.rt.Name)
+			}
+			return 0, err
+		}
+	}
+	if err := mysql.MarkChunkDone(ctx, tx, t.Target, ch.No, written, 0); err != nil {
+		return 0, err
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("target: commit chunk %d of %s: %w", ch.No, t.Target, err)
+	}
+	return written, nil
+}
+
+// finishTable builds the secondary indexes once a table's chunks are in.
+func (s *Service) finishTable(ctx context.Context, ts *tableState) error {
+	t := ts.rt.Plan
+	ts.progress.SetPhase("indexing")
+	if err := copier.BuildIndexes(ctx, s.tgt, t, s.log); err != nil {
+		return err
+	}
+	if err := s.tgt.SetPhase(ctx, t.Target, t.Source.Name.String(), mysql.PhaseDone); err != nil {
+		return err
+	}
+	ts.copied.Store(true)
+	ts.progress.SetPhase("streaming")
+	s.log.Info("table copied; applying events", "table", ts.rt.Name)
+	if s.copyDone() {
+		if err := copier.CreateForeignKeys(ctx, s.tgt, s.plan); err != nil {
+			return err
+		}
+		s.log.Info("copy complete; every table is kept in sync by events", "tables", len(s.tables))
+	}
+	return nil
+}

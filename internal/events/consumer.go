@@ -1,0 +1,310 @@
+package events
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/mysql"
+	pubevents "github.com/sluice-db/sluice/pkg/events"
+)
+
+// ConnectJetStream connects to the endpoint's servers.
+func ConnectJetStream(ep pubevents.Endpoint, name string) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := nats.Connect(ep.Servers, nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second))
+	if err != nil {
+		return nil, nil, failure.Wrap(err, failure.Connection, "SLUICE-NATS-CONNECT", "cannot connect to NATS at %s", ep).
+			WithHint("check that nats-server runs with JetStream (-js) and that host and port in the URL are right")
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(16384))
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
+}
+
+// consume applies the events of the stream through a durable pull consumer
+// with AckAll: a batch is acknowledged (by its last message) only after its
+// target transaction, which also stores the last stream sequence, commits.
+// After a crash between the two, JetStream redelivers the batch; sequences
+// already stored are skipped, and the version check would ignore them anyway.
+func (s *Service) consume(ctx context.Context) error {
+	ep := *s.opt.Endpoint
+	nc, js, err := ConnectJetStream(ep, "sluice-events")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	stream, err := pubevents.EnsureStream(ctx, js, ep)
+	if err != nil {
+		return failure.Wrap(err, failure.Connection, "SLUICE-NATS-STREAM", "JetStream stream %s", ep.Stream)
+	}
+	batch := s.opt.BatchRows
+	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       s.opt.Consumer,
+		Description:   "sluice: applies events to the target",
+		FilterSubject: ep.EventsFilter(),
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckAllPolicy,
+		AckWait:       s.opt.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: max(20*batch, 100000),
+	})
+	if err != nil {
+		return failure.Wrap(err, failure.Connection, "SLUICE-NATS-CONSUMER", "JetStream consumer %s on stream %s", s.opt.Consumer, ep.Stream).
+			WithHint("a consumer of that name with other settings exists: delete it (nats consumer rm %s %s) or pick another name with --consumer", ep.Stream, s.opt.Consumer)
+	}
+	s.log.Info("consuming events", "stream", ep.Stream, "subjects", ep.EventsFilter(), "consumer", s.opt.Consumer,
+		"dead_letter", ep.DeadLetterSubject(), "last_applied_seq", s.cstate.LastSeq)
+	msgs, stopFetch, err := fetchLoop(cons, batch, s.log.Warn)
+	if err != nil {
+		return err
+	}
+	defer stopFetch()
+	go s.samplePending(ctx, cons)
+	for {
+		b, done := gather(ctx, s.stop, msgs, batch, s.opt.BatchDelay)
+		if len(b) > 0 {
+			if err := s.processBatch(ctx, js, b); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+		}
+		if done {
+			return nil
+		}
+	}
+}
+
+// fetchLoop pulls messages continuously (overlapping pull requests) into a
+// channel, so the next batch arrives while one is applied.
+func fetchLoop(cons jetstream.Consumer, batch int, warn func(string, ...any)) (<-chan jetstream.Msg, func(), error) {
+	iter, err := cons.Messages(jetstream.PullMaxMessages(2 * batch))
+	if err != nil {
+		return nil, nil, failure.Wrap(err, failure.Connection, "SLUICE-NATS-CONSUMER", "pull from JetStream")
+	}
+	out := make(chan jetstream.Msg, batch)
+	go func() {
+		defer close(out)
+		for {
+			m, err := iter.Next()
+			if err != nil {
+				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					return
+				}
+				warn("JetStream pull failed; retrying", "code", "SLUICE-NATS-PULL", "error", err.Error())
+				time.Sleep(200 * time.Millisecond)
+				continue
+			}
+			out <- m
+		}
+	}()
+	return out, iter.Stop, nil
+}
+
+// gather waits for a first message, then takes more until the batch is full
+// or delay passed. done reports Stop or the end of ctx.
+func gather(ctx context.Context, stop <-chan struct{}, msgs <-chan jetstream.Msg, size int, delay time.Duration) ([]jetstream.Msg, bool) {
+	var b []jetstream.Msg
+	select {
+	case m, ok := <-msgs:
+		if !ok {
+			return nil, true
+		}
+		b = append(b, m)
+	case <-stop:
+		return nil, true
+	case <-ctx.Done():
+		return nil, true
+	}
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
+	for len(b) < size {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				return b, true
+			}
+			b = append(b, m)
+		case <-timer.C:
+			return b, false
+		case <-stop:
+			return b, true
+		case <-ctx.Done():
+			return b, true
+		}
+	}
+	return b, false
+}
+
+// DeadLetter is what the dead-letter subject receives for an event sluice
+// cannot apply.
+type DeadLetter struct {
+	Error     string          `json:"error"`
+	Code      string          `json:"code"`
+	EventID   string          `json:"event_id,omitempty"`
+	Table     string          `json:"table,omitempty"`
+	Stream    string          `json:"stream"`
+	StreamSeq uint64          `json:"stream_seq"`
+	Subject   string          `json:"subject"`
+	Consumer  string          `json:"consumer"`
+	At        time.Time       `json:"at"`
+	Event     json.RawMessage `json:"event,omitempty"` // the event as received, when it is JSON
+	Raw       string          `json:"raw,omitempty"`   // the event as received, when it is not
+}
+
+func (s *Service) processBatch(ctx context.Context, js jetstream.JetStream, msgs []jetstream.Msg) error {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	st := s.cstate
+	evs := make([]*Event, len(msgs))
+	seqs := make([]uint64, len(msgs))
+	poisoned := map[int]*Poison{}
+	redelivered := 0
+	for i, m := range msgs {
+		md, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("JetStream message without metadata: %w", err)
+		}
+		seqs[i] = md.Sequence.Stream
+		if seqs[i] <= st.LastSeq {
+			redelivered++ // applied before; the acknowledgement was lost
+			continue
+		}
+		st.LastSeq = max(st.LastSeq, seqs[i])
+		ev, p := s.cat.Decode(m.Data())
+		if p != nil {
+			poisoned[i] = p
+			continue
+		}
+		evs[i] = ev
+	}
+	ops, bad, err := Prepare(ctx, s.norm, evs)
+	if err != nil {
+		return failure.Wrap(err, failure.Connection, "SLUICE-EVENTS-SOURCE", "events: convert a batch on the source").
+			WithHint("run the sync again once the source is reachable: unacknowledged events are delivered again")
+	}
+	for i, p := range bad {
+		poisoned[i] = p
+	}
+	// Dead letters go out before the commit that records them: a crash in
+	// between sends them again (JetStream drops the duplicate by its id).
+	if err := s.deadLetter(ctx, js, msgs, seqs, poisoned); err != nil {
+		return err
+	}
+	base := st
+	newDead := len(poisoned)
+	var applied, ignored int
+	// record stores the progress; it may run more than once (a deadlock
+	// retries the transaction), so it starts from base every time.
+	record := func(a, i int) Within {
+		return func(ctx context.Context, tx *sql.Tx, _ Result) error {
+			st = base
+			st.Applied += int64(a)
+			st.Ignored += int64(i)
+			st.DeadLettered += int64(newDead)
+			applied, ignored = a, i
+			return mysql.StoreConsumerState(ctx, tx, st)
+		}
+	}
+	res, err := s.store.Apply(ctx, ops, func(ctx context.Context, tx *sql.Tx, res Result) error {
+		a, i := res.Count()
+		return record(a, i)(ctx, tx, res)
+	})
+	var de *DataError
+	if errors.As(err, &de) {
+		// The target refused some row: apply the ops one by one, send the
+		// refused ones to the dead-letter subject, then record the progress.
+		var refused map[int]error
+		if res, refused, err = s.store.Isolate(ctx, ops); err == nil {
+			more := map[int]*Poison{}
+			for j, e := range refused {
+				op := ops[j]
+				more[op.Ref] = &Poison{Code: "SLUICE-EVENT-TARGET", Reason: fmt.Sprintf("table %s: the target refused the row: %v", op.Table.Name, e),
+					ID: evs[op.Ref].ID, Table: op.Table.Name}
+			}
+			newDead += len(more)
+			if err = s.deadLetter(ctx, js, msgs, seqs, more); err == nil {
+				a, _ := res.Count()
+				_, err = s.store.Apply(ctx, nil, record(a, len(ops)-a-len(refused)))
+			}
+		}
+	}
+	if err != nil {
+		return failure.Wrap(err, failure.Connection, "SLUICE-EVENTS-APPLY", "target: apply %d events", len(ops)).
+			WithHint("run the sync again once the target is reachable: unacknowledged events are delivered again")
+	}
+	n := s.commits.Add(1)
+	if s.crashAt > 0 && n >= s.crashAt {
+		s.log.Error("test hook: exiting after the target commit, before the acknowledgement", "code", "SLUICE-TEST-CRASH", "commits", n)
+		os.Exit(99)
+	}
+	s.cstate = st
+	s.noteApplied(ops, res)
+	c := &s.counts
+	c.received.Add(int64(len(msgs) - redelivered))
+	c.applied.Add(int64(applied))
+	c.ignored.Add(int64(ignored))
+	c.redelivered.Add(int64(redelivered))
+	c.deadLettered.Store(st.DeadLettered)
+	c.lastSeq.Store(st.LastSeq)
+	// AckAll: the last message acknowledges the whole batch.
+	if err := msgs[len(msgs)-1].Ack(); err != nil {
+		s.log.Warn("acknowledgement failed; JetStream will deliver the batch again and sluice will skip it", "code", "SLUICE-NATS-ACK", "error", err.Error())
+	}
+	return nil
+}
+
+func (s *Service) deadLetter(ctx context.Context, js jetstream.JetStream, msgs []jetstream.Msg, seqs []uint64, poisoned map[int]*Poison) error {
+	ep := s.opt.Endpoint
+	for i, p := range poisoned {
+		m := msgs[i]
+		dl := DeadLetter{Error: p.Reason, Code: p.Code, EventID: p.ID, Table: p.Table, Stream: ep.Stream, StreamSeq: seqs[i],
+			Subject: m.Subject(), Consumer: s.opt.Consumer, At: time.Now().UTC()}
+		if json.Valid(m.Data()) {
+			dl.Event = m.Data()
+		} else {
+			dl.Raw = string(m.Data())
+		}
+		data, _ := json.Marshal(dl)
+		if _, err := js.Publish(ctx, ep.DeadLetterSubject(), data, jetstream.WithMsgID(fmt.Sprintf("sluice-dl:%s:%d", ep.Stream, seqs[i]))); err != nil {
+			return failure.Wrap(err, failure.Connection, "SLUICE-EVENTS-DEADLETTER", "publish a dead letter to %s", ep.DeadLetterSubject())
+		}
+		s.log.Warn("event sent to the dead-letter subject", "code", p.Code, "error", p.Reason, "event_id", p.ID, "table", p.Table,
+			"stream_seq", seqs[i], "subject", ep.DeadLetterSubject())
+	}
+	return nil
+}
+
+// samplePending keeps the number of events not yet applied for status.
+func (s *Service) samplePending(ctx context.Context, cons jetstream.Consumer) {
+	s.pending.Store(-1)
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		info, err := cons.Info(ictx)
+		cancel()
+		if err == nil {
+			s.pending.Store(int64(info.NumPending) + int64(info.NumAckPending))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+	}
+}

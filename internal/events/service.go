@@ -1,0 +1,322 @@
+// Package events keeps target tables in sync from application events (the
+// V1→V2 pattern): a backfill copy in chunks plus events consumed from NATS
+// JetStream or posted over HTTP, applied through the copy's mapping,
+// idempotently and in version order per row. See docs/EVENTS.md.
+package events
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sluice-db/sluice/internal/mysql"
+	"github.com/sluice-db/sluice/internal/plan"
+	"github.com/sluice-db/sluice/internal/postgres"
+	"github.com/sluice-db/sluice/internal/progress"
+	pubevents "github.com/sluice-db/sluice/pkg/events"
+)
+
+// Options tune an events sync.
+type Options struct {
+	Endpoint   *pubevents.Endpoint // the JetStream stream; nil: events come over HTTP only
+	Consumer   string              // durable consumer name
+	Parallel   int                 // chunks copied at once
+	ChunkRows  int
+	BatchRows  int           // events per target transaction, at most
+	BatchDelay time.Duration // longest an event waits for its batch
+	AckWait    time.Duration // JetStream redelivers what is not acknowledged in this time
+	Tracker    *progress.Tracker
+	Log        *slog.Logger
+}
+
+func (o *Options) defaults() {
+	if o.Parallel < 1 {
+		o.Parallel = 2
+	}
+	if o.ChunkRows < 1 {
+		o.ChunkRows = 20000
+	}
+	if o.BatchRows < 1 {
+		o.BatchRows = 5000
+	}
+	if o.BatchDelay <= 0 {
+		o.BatchDelay = 100 * time.Millisecond
+	}
+	if o.AckWait <= 0 {
+		o.AckWait = 2 * time.Minute
+	}
+	if o.Tracker == nil {
+		o.Tracker = &progress.Tracker{}
+	}
+	if o.Consumer == "" {
+		o.Consumer = "sluice_events"
+	}
+}
+
+// Service is one running events sync.
+type Service struct {
+	src   *postgres.Source
+	tgt   *mysql.Target
+	plan  *plan.Plan
+	opt   Options
+	log   *slog.Logger
+	cat   *Catalog
+	norm  *Normalizer
+	store *Store
+
+	tables []*tableState
+	byRT   map[*Table]*tableState
+
+	applyMu sync.Mutex            // one apply at a time (JetStream or HTTP)
+	cstate  mysql.ConsumerState   // JetStream consumer progress (under applyMu)
+	hstate  mysql.ConsumerState   // HTTP progress (under applyMu)
+	ready   chan struct{}         // closed once the tables are prepared
+	stop    chan struct{}         // closed by Stop
+	stopped sync.Once
+	paused  atomic.Bool
+	counts  counters
+	commits atomic.Int64
+	crashAt int64 // test hook: exit right after this many commits, before the ack
+	pending atomic.Int64
+	started time.Time
+	copyErr atomic.Value // error
+}
+
+type counters struct {
+	received     atomic.Int64
+	applied      atomic.Int64
+	ignored      atomic.Int64
+	redelivered  atomic.Int64
+	deadLettered atomic.Int64
+	httpApplied  atomic.Int64
+	httpIgnored  atomic.Int64
+	httpRefused  atomic.Int64
+	firstApply   atomic.Int64 // unix nanos
+	lastApply    atomic.Int64
+	lastSeq      atomic.Uint64
+}
+
+type tableState struct {
+	rt       *Table
+	pending  []mysql.StoredChunk
+	left     atomic.Int64
+	copied   atomic.Bool
+	progress *progress.Table
+	events   atomic.Int64
+}
+
+// New prepares an events sync of the tables of p.
+func New(ctx context.Context, src *postgres.Source, tgt *mysql.Target, p *plan.Plan, opt Options) (*Service, error) {
+	opt.defaults()
+	rts, err := LoadTables(ctx, src, p)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{src: src, tgt: tgt, plan: p, opt: opt, log: opt.Log, cat: NewCatalog(rts), norm: &Normalizer{Src: src},
+		store: &Store{DB: tgt.DB}, byRT: map[*Table]*tableState{}, ready: make(chan struct{}), stop: make(chan struct{}), started: time.Now()}
+	for _, rt := range rts {
+		ts := &tableState{rt: rt}
+		s.tables = append(s.tables, ts)
+		s.byRT[rt] = ts
+	}
+	if v := os.Getenv("SLUICE_TEST_CRASH_AFTER_COMMITS"); v != "" {
+		s.crashAt, _ = strconv.ParseInt(v, 10, 64)
+	}
+	return s, nil
+}
+
+// Stop ends the sync cleanly: the batch being applied is committed and
+// acknowledged, the copy stops after its current chunk.
+func (s *Service) Stop() { s.stopped.Do(func() { close(s.stop) }) }
+
+// Pause holds the copy back (events keep flowing).
+func (s *Service) Pause() { s.paused.Store(true) }
+
+// Resume undoes Pause.
+func (s *Service) Resume() { s.paused.Store(false) }
+
+// Run prepares the target, then copies and consumes until Stop or ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	if err := s.prepare(ctx); err != nil {
+		return err
+	}
+	close(s.ready)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.copyAll(gctx) })
+	if s.opt.Endpoint != nil {
+		g.Go(func() error { return s.consume(gctx) })
+	} else {
+		g.Go(func() error {
+			select {
+			case <-s.stop:
+			case <-gctx.Done():
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+func (s *Service) prepare(ctx context.Context) error {
+	if err := s.tgt.EnsureProgressTables(ctx); err != nil {
+		return err
+	}
+	if err := s.tgt.EnsureEventTables(ctx); err != nil {
+		return err
+	}
+	for _, ts := range s.tables {
+		if err := s.prepareTable(ctx, ts); err != nil {
+			return err
+		}
+	}
+	stream := "http"
+	if s.opt.Endpoint != nil {
+		stream = s.opt.Endpoint.Stream
+	}
+	var err error
+	if s.cstate, err = s.tgt.LoadConsumerState(ctx, s.opt.Consumer, stream); err != nil {
+		return err
+	}
+	if s.hstate, err = s.tgt.LoadConsumerState(ctx, s.opt.Consumer+":http", "http"); err != nil {
+		return err
+	}
+	s.counts.lastSeq.Store(s.cstate.LastSeq)
+	s.counts.deadLettered.Store(s.cstate.DeadLettered)
+	return nil
+}
+
+// Status is the events part of `sluice status`.
+type Status struct {
+	Phase            string        `json:"phase"` // copying, streaming
+	Stream           string        `json:"stream,omitempty"`
+	Consumer         string        `json:"consumer"`
+	LastStreamSeq    uint64        `json:"last_stream_seq"`
+	Pending          int64         `json:"pending"` // events in the stream not yet applied (-1: unknown)
+	Received         int64         `json:"events_received"`
+	Applied          int64         `json:"events_applied"`
+	Ignored          int64         `json:"events_ignored"`     // not newer than the target's version of the row
+	Redelivered      int64         `json:"events_redelivered"` // applied before, acknowledgement lost
+	DeadLettered     int64         `json:"events_dead_lettered"`
+	DeadLetterTo     string        `json:"dead_letter_subject,omitempty"`
+	HTTPApplied      int64         `json:"http_events_applied"`
+	HTTPIgnored      int64         `json:"http_events_ignored"`
+	HTTPRefused      int64         `json:"http_batches_refused"`
+	EventsPerSecond  float64       `json:"events_per_second"` // from the first to the last applied batch of this run
+	ApplySeconds     float64       `json:"apply_seconds"`
+	UptimeSeconds    float64       `json:"uptime_seconds"`
+	Tables           []TableStatus `json:"tables"`
+	LastError        string        `json:"last_error,omitempty"`
+	CopyDone         bool          `json:"copy_done"`
+	CaughtUp         bool          `json:"caught_up"` // copy done and nothing pending
+	AppliedThisRun   int64         `json:"events_applied_this_run"`
+	DeadLetteredRun  int64         `json:"-"`
+	PendingAvailable bool          `json:"-"`
+}
+
+// TableStatus is one table's part of Status.
+type TableStatus struct {
+	Source        string  `json:"source"`
+	Target        string  `json:"target"`
+	Phase         string  `json:"phase"`
+	RowsCopied    int64   `json:"rows_copied"`
+	RowsEstimate  int64   `json:"rows_estimate"`
+	RowsPerSecond float64 `json:"rows_per_second"`
+	ETASeconds    float64 `json:"eta_seconds"`
+	Events        int64   `json:"events_applied"`
+}
+
+// Status reports the sync now.
+func (s *Service) Status() Status {
+	c := &s.counts
+	st := Status{Consumer: s.opt.Consumer, LastStreamSeq: c.lastSeq.Load(), Pending: s.pending.Load(),
+		Received: c.received.Load(), Applied: c.applied.Load(), Ignored: c.ignored.Load(), Redelivered: c.redelivered.Load(),
+		DeadLettered: c.deadLettered.Load(), HTTPApplied: c.httpApplied.Load(), HTTPIgnored: c.httpIgnored.Load(),
+		HTTPRefused: c.httpRefused.Load(), UptimeSeconds: time.Since(s.started).Seconds(), CopyDone: s.copyDone()}
+	st.AppliedThisRun = st.Applied + st.Ignored
+	if s.opt.Endpoint != nil {
+		st.Stream, st.DeadLetterTo = s.opt.Endpoint.Stream, s.opt.Endpoint.DeadLetterSubject()
+	}
+	if f, l := c.firstApply.Load(), c.lastApply.Load(); f != 0 && l > f {
+		st.ApplySeconds = float64(l-f) / 1e9
+		st.EventsPerSecond = float64(st.Applied+st.Ignored) / st.ApplySeconds
+	}
+	if e, ok := s.copyErr.Load().(string); ok {
+		st.LastError = e
+	}
+	st.Phase = "streaming"
+	for _, ts := range s.tables {
+		if ts.progress == nil {
+			continue
+		}
+		snap := ts.progress.Snapshot()
+		if !ts.copied.Load() {
+			st.Phase = "copying"
+		}
+		eta := -1.0
+		if snap.ETA >= 0 {
+			eta = snap.ETA.Seconds()
+		}
+		st.Tables = append(st.Tables, TableStatus{Source: ts.rt.Name, Target: ts.rt.Plan.Target, Phase: snap.Phase, RowsCopied: snap.Rows,
+			RowsEstimate: snap.Total, RowsPerSecond: snap.RowsPerSec, ETASeconds: eta, Events: ts.events.Load()})
+	}
+	st.CaughtUp = st.CopyDone && (s.opt.Endpoint == nil || st.Pending == 0)
+	return st
+}
+
+func (s *Service) copyDone() bool {
+	for _, ts := range s.tables {
+		if !ts.copied.Load() {
+			return false
+		}
+	}
+	return len(s.tables) > 0
+}
+
+// DrainReport says how a drain ended.
+type DrainReport struct {
+	WaitedMS     float64 `json:"waited_ms"`
+	Applied      int64   `json:"events_applied"`
+	DeadLettered int64   `json:"events_dead_lettered"`
+	LastSeq      uint64  `json:"last_stream_seq"`
+}
+
+// WaitDrained waits until the copy is done and every event in the stream
+// is applied: the moment to switch the application over, once V1 stopped
+// emitting.
+func (s *Service) WaitDrained(ctx context.Context, limit time.Duration) (*DrainReport, error) {
+	start := time.Now()
+	deadline := start.Add(limit)
+	for {
+		if st := s.Status(); st.CaughtUp {
+			return &DrainReport{WaitedMS: float64(time.Since(start).Microseconds()) / 1000, Applied: st.Applied,
+				DeadLettered: st.DeadLettered, LastSeq: st.LastStreamSeq}, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("events are still pending after %s", limit)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// noteApplied updates the counters after a commit.
+func (s *Service) noteApplied(ops []Op, res Result) {
+	now := time.Now().UnixNano()
+	s.counts.firstApply.CompareAndSwap(0, now)
+	s.counts.lastApply.Store(now)
+	for i, op := range ops {
+		if res.Applied[i] {
+			s.byRT[op.Table].events.Add(1)
+		}
+	}
+}

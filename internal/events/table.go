@@ -1,0 +1,156 @@
+package events
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"strings"
+
+	"github.com/sluice-db/sluice/internal/plan"
+	"github.com/sluice-db/sluice/internal/postgres"
+	"github.com/sluice-db/sluice/internal/typemap"
+)
+
+// Table is a planned table as the event and partition paths use it: where
+// each target column comes from among the source columns, and the SQL that
+// writes it.
+type Table struct {
+	Plan      *plan.Table
+	Name      string // source "schema.name"
+	CastTypes []string
+
+	srcIdx     map[string]int // source column → index in Plan.Source.Columns
+	colSrc     []int          // plan column → source column index, -1 when computed
+	keySrc     []int          // key position → source column index
+	dropped    []bool         // by source column: left out by the mapping
+	fast       []bool         // by source column: an event's canonical text needs no source
+	sourceEval bool           // computed columns or a row filter: rows are evaluated on the source
+
+	quoted     string
+	cols       []string
+	keyCols    []string
+	upsertTail string
+	bytesCol   []bool
+}
+
+// NewTable prepares t; castTypes comes from plan.CastTypes.
+func NewTable(t *plan.Table, castTypes []string) *Table {
+	rt := &Table{Plan: t, Name: t.Source.Name.Schema + "." + t.Source.Name.Name, CastTypes: castTypes,
+		srcIdx: map[string]int{}, sourceEval: t.NeedsSourceEval(), quoted: typemap.QuoteIdent(t.Target)}
+	for i, c := range t.Source.Columns {
+		rt.srcIdx[c.Name] = i
+	}
+	rt.dropped = make([]bool, len(t.Source.Columns))
+	for i := range rt.dropped {
+		rt.dropped[i] = true
+	}
+	rt.fast = make([]bool, len(t.Source.Columns))
+	for _, c := range t.Columns {
+		si := -1
+		if c.Source != "" {
+			si = rt.srcIdx[c.Source]
+			rt.dropped[si] = false
+			rt.fast[si] = c.SourceExpr == postgres.Ident(c.Source) && c.StreamConvert == nil && fastType(c)
+		}
+		rt.colSrc = append(rt.colSrc, si)
+	}
+	for _, k := range t.Key {
+		rt.keySrc = append(rt.keySrc, rt.colSrc[k])
+	}
+	isKey := map[int]bool{}
+	for _, k := range t.Key {
+		isKey[k] = true
+		rt.keyCols = append(rt.keyCols, typemap.QuoteIdent(t.Columns[k].Target))
+	}
+	var sets []string
+	for i, c := range t.Columns {
+		q := typemap.QuoteIdent(c.Target)
+		rt.cols = append(rt.cols, q)
+		rt.bytesCol = append(rt.bytesCol, strings.Contains(c.SQLType, "BLOB") || strings.Contains(c.SQLType, "BINARY"))
+		if !isKey[i] {
+			sets = append(sets, q+" = VALUES("+q+")")
+		}
+	}
+	if len(sets) == 0 {
+		sets = append(sets, rt.keyCols[0]+" = "+rt.keyCols[0])
+	}
+	rt.upsertTail = " ON DUPLICATE KEY UPDATE " + strings.Join(sets, ", ")
+	return rt
+}
+
+// fastType: types whose canonical JSON conversion is exactly the source's
+// text and whose copy reads the plain column.
+func fastType(c plan.Column) bool {
+	if len(c.SourceType.EnumLabels) > 0 {
+		return true
+	}
+	switch c.SourceType.Name {
+	case "int2", "int4", "int8", "oid", "bool", "text", "varchar", "citext", "uuid":
+		return !c.SourceType.Array
+	}
+	return false
+}
+
+// LoadTables plans the runtime tables of p, reading the source's column
+// types for the tables that need source evaluation.
+func LoadTables(ctx context.Context, src *postgres.Source, p *plan.Plan) ([]*Table, error) {
+	var out []*Table
+	for _, t := range p.Tables {
+		types, err := plan.CastTypes(ctx, src, t)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, NewTable(t, types))
+	}
+	return out, nil
+}
+
+// SourceColumns is the number of source columns.
+func (t *Table) SourceColumns() int { return len(t.Plan.Source.Columns) }
+
+// SourceIndex returns the index of a source column, or -1.
+func (t *Table) SourceIndex(name string) int {
+	if i, ok := t.srcIdx[name]; ok {
+		return i
+	}
+	return -1
+}
+
+// KeySourceIndexes lists the source column index of each key column.
+func (t *Table) KeySourceIndexes() []int { return t.keySrc }
+
+// KeyHash identifies a row among the table's rows in the version table.
+func KeyHash(key []string) [16]byte {
+	h := sha256.New()
+	for i, k := range key {
+		if i > 0 {
+			h.Write([]byte{0})
+		}
+		h.Write([]byte(k))
+	}
+	var out [16]byte
+	copy(out[:], h.Sum(nil))
+	return out
+}
+
+func (t *Table) arg(i int, data []byte) any {
+	if data == nil {
+		return nil
+	}
+	if t.bytesCol[i] {
+		return data
+	}
+	return string(data)
+}
+
+func (t *Table) upsertSQL(n int) string {
+	tuple := "(" + strings.TrimSuffix(strings.Repeat("?, ", len(t.cols)), ", ") + ")"
+	return fmt.Sprintf("INSERT INTO %s (%s) VALUES %s%s", t.quoted, strings.Join(t.cols, ", "),
+		strings.TrimSuffix(strings.Repeat(tuple+", ", n), ", "), t.upsertTail)
+}
+
+func (t *Table) deleteSQL(n int) string {
+	tuple := "(" + strings.TrimSuffix(strings.Repeat("?, ", len(t.keyCols)), ", ") + ")"
+	return fmt.Sprintf("DELETE FROM %s WHERE (%s) IN (%s)", t.quoted, strings.Join(t.keyCols, ", "),
+		strings.TrimSuffix(strings.Repeat(tuple+", ", n), ", "))
+}

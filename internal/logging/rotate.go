@@ -1,0 +1,105 @@
+package logging
+
+import (
+	"fmt"
+	"os"
+	"sync"
+)
+
+// Rotating is a log file rotated by size: when a write would take it past
+// MaxSize, FILE becomes FILE.1 (FILE.1 becomes FILE.2 …, the oldest beyond
+// MaxBackups is removed) and a new FILE is started. Writes are whole
+// records (slog writes each record in one call), so no line is split.
+type Rotating struct {
+	mu         sync.Mutex
+	path       string
+	maxSize    int64
+	maxBackups int
+	f          *os.File
+	size       int64
+}
+
+// Defaults for OpenRotating.
+const (
+	DefaultMaxSize    = 100 << 20
+	DefaultMaxBackups = 5
+)
+
+// OpenRotating opens (appending to) path. maxSize 0 means DefaultMaxSize,
+// maxBackups 0 means DefaultMaxBackups.
+func OpenRotating(path string, maxSize int64, maxBackups int) (*Rotating, error) {
+	if maxSize <= 0 {
+		maxSize = DefaultMaxSize
+	}
+	if maxBackups <= 0 {
+		maxBackups = DefaultMaxBackups
+	}
+	r := &Rotating{path: path, maxSize: maxSize, maxBackups: maxBackups}
+	if err := r.open(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *Rotating) open() error {
+	f, err := os.OpenFile(r.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	r.f, r.size = f, st.Size()
+	return nil
+}
+
+// Write appends p, rotating first when p would not fit.
+func (r *Rotating) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.f == nil {
+		return 0, fmt.Errorf("log file %s is closed", r.path)
+	}
+	if r.size > 0 && r.size+int64(len(p)) > r.maxSize {
+		if err := r.rotate(); err != nil {
+			// keep logging to the old file rather than lose records
+			fmt.Fprintf(os.Stderr, "sluice: cannot rotate log file %s: %v\n", r.path, err)
+		}
+	}
+	n, err := r.f.Write(p)
+	r.size += int64(n)
+	return n, err
+}
+
+func (r *Rotating) rotate() error {
+	if err := r.f.Close(); err != nil {
+		return err
+	}
+	r.f = nil
+	os.Remove(fmt.Sprintf("%s.%d", r.path, r.maxBackups))
+	for i := r.maxBackups - 1; i >= 1; i-- {
+		os.Rename(fmt.Sprintf("%s.%d", r.path, i), fmt.Sprintf("%s.%d", r.path, i+1))
+	}
+	renameErr := os.Rename(r.path, r.path+".1")
+	if err := r.open(); err != nil {
+		return err
+	}
+	return renameErr
+}
+
+// Close closes the file.
+func (r *Rotating) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.f == nil {
+		return nil
+	}
+	err := r.f.Close()
+	r.f = nil
+	return err
+}
+
+// Path is the file written to.
+func (r *Rotating) Path() string { return r.path }

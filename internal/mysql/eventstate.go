@@ -1,0 +1,170 @@
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// Bookkeeping of the event and partitioned paths, kept in the target next to
+// the rows and updated in the same transactions.
+const (
+	// EventVersionsTable holds, per row an event touched, the newest event
+	// version applied (a tombstone when the row was deleted), so a duplicate,
+	// redelivered or older event changes nothing.
+	EventVersionsTable = "_sluice_event_versions"
+	// EventConsumersTable holds, per JetStream consumer of events, the last
+	// stream sequence applied and the counters status shows.
+	EventConsumersTable = "_sluice_event_consumers"
+	// PartitionsTable holds, per partition of a published change stream, the
+	// last stream sequence and source position applied, and the last fence
+	// reached.
+	PartitionsTable = "_sluice_partitions"
+)
+
+// EnsureEventTables creates the event bookkeeping tables.
+func (t *Target) EnsureEventTables(ctx context.Context) error {
+	for _, ddl := range []string{
+		`CREATE TABLE IF NOT EXISTS ` + EventVersionsTable + ` (
+			table_name VARCHAR(64) NOT NULL,
+			key_hash BINARY(16) NOT NULL,
+			version BIGINT NOT NULL,
+			deleted BOOLEAN NOT NULL DEFAULT 0,
+			PRIMARY KEY (table_name, key_hash)
+		) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+		`CREATE TABLE IF NOT EXISTS ` + EventConsumersTable + ` (
+			name VARCHAR(128) NOT NULL PRIMARY KEY,
+			stream VARCHAR(255) NOT NULL,
+			last_seq BIGINT UNSIGNED NOT NULL DEFAULT 0,
+			applied BIGINT NOT NULL DEFAULT 0,
+			ignored BIGINT NOT NULL DEFAULT 0,
+			dead_lettered BIGINT NOT NULL DEFAULT 0,
+			updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)
+		) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+	} {
+		if _, err := t.DB.ExecContext(ctx, ddl); err != nil {
+			return fmt.Errorf("target: create sluice event tables: %w", err)
+		}
+	}
+	return nil
+}
+
+// ConsumerState is one row of EventConsumersTable.
+type ConsumerState struct {
+	Name         string
+	Stream       string
+	LastSeq      uint64
+	Applied      int64
+	Ignored      int64
+	DeadLettered int64
+}
+
+// LoadConsumerState reads a consumer's row, creating it when missing.
+func (t *Target) LoadConsumerState(ctx context.Context, name, stream string) (ConsumerState, error) {
+	st := ConsumerState{Name: name, Stream: stream}
+	if _, err := t.DB.ExecContext(ctx, `INSERT IGNORE INTO `+EventConsumersTable+` (name, stream) VALUES (?, ?)`, name, stream); err != nil {
+		return st, fmt.Errorf("target: record consumer %s: %w", name, err)
+	}
+	err := t.DB.QueryRowContext(ctx, `SELECT stream, last_seq, applied, ignored, dead_lettered FROM `+EventConsumersTable+` WHERE name = ?`, name).
+		Scan(&st.Stream, &st.LastSeq, &st.Applied, &st.Ignored, &st.DeadLettered)
+	if err != nil {
+		return st, fmt.Errorf("target: read consumer %s: %w", name, err)
+	}
+	return st, nil
+}
+
+// StoreConsumerState records a consumer's progress inside tx.
+func StoreConsumerState(ctx context.Context, tx *sql.Tx, st ConsumerState) error {
+	_, err := tx.ExecContext(ctx, `UPDATE `+EventConsumersTable+` SET last_seq = ?, applied = ?, ignored = ?, dead_lettered = ? WHERE name = ?`,
+		st.LastSeq, st.Applied, st.Ignored, st.DeadLettered, st.Name)
+	if err != nil {
+		return fmt.Errorf("target: record progress of consumer %s: %w", st.Name, err)
+	}
+	return nil
+}
+
+// EnsurePartitionsTable creates PartitionsTable.
+func (t *Target) EnsurePartitionsTable(ctx context.Context) error {
+	_, err := t.DB.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+PartitionsTable+` (
+			stream VARCHAR(255) NOT NULL,
+			partition_no INT NOT NULL,
+			partitions INT NOT NULL,
+			last_seq BIGINT UNSIGNED NOT NULL DEFAULT 0,
+			pos_lsn BIGINT UNSIGNED NOT NULL DEFAULT 0,
+			pos_n INT UNSIGNED NOT NULL DEFAULT 0,
+			applied BIGINT NOT NULL DEFAULT 0,
+			fence VARCHAR(128) NOT NULL DEFAULT '',
+			updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
+			PRIMARY KEY (stream, partition_no)
+		) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`)
+	if err != nil {
+		return fmt.Errorf("target: create %s: %w", PartitionsTable, err)
+	}
+	return nil
+}
+
+// PartitionState is one row of PartitionsTable.
+type PartitionState struct {
+	Stream     string
+	Partition  int
+	Partitions int
+	LastSeq    uint64
+	PosLSN     uint64
+	PosN       uint32
+	Applied    int64
+	Fence      string
+}
+
+// LoadPartition reads a partition's row, creating it when missing.
+func (t *Target) LoadPartition(ctx context.Context, stream string, partition, partitions int) (PartitionState, error) {
+	st := PartitionState{Stream: stream, Partition: partition, Partitions: partitions}
+	if _, err := t.DB.ExecContext(ctx, `INSERT IGNORE INTO `+PartitionsTable+` (stream, partition_no, partitions) VALUES (?, ?, ?)`,
+		stream, partition, partitions); err != nil {
+		return st, fmt.Errorf("target: record partition %d: %w", partition, err)
+	}
+	err := t.DB.QueryRowContext(ctx, `SELECT partitions, last_seq, pos_lsn, pos_n, applied, fence FROM `+PartitionsTable+` WHERE stream = ? AND partition_no = ?`,
+		stream, partition).Scan(&st.Partitions, &st.LastSeq, &st.PosLSN, &st.PosN, &st.Applied, &st.Fence)
+	if err != nil {
+		return st, fmt.Errorf("target: read partition %d: %w", partition, err)
+	}
+	return st, nil
+}
+
+// Partitions reads every partition row of stream.
+func (t *Target) Partitions(ctx context.Context, stream string) ([]PartitionState, error) {
+	rows, err := t.DB.QueryContext(ctx, `SELECT partition_no, partitions, last_seq, pos_lsn, pos_n, applied, fence FROM `+PartitionsTable+`
+		WHERE stream = ? ORDER BY partition_no`, stream)
+	if err != nil {
+		return nil, fmt.Errorf("target: read %s: %w", PartitionsTable, err)
+	}
+	defer rows.Close()
+	var out []PartitionState
+	for rows.Next() {
+		st := PartitionState{Stream: stream}
+		if err := rows.Scan(&st.Partition, &st.Partitions, &st.LastSeq, &st.PosLSN, &st.PosN, &st.Applied, &st.Fence); err != nil {
+			return nil, fmt.Errorf("target: read %s: %w", PartitionsTable, err)
+		}
+		out = append(out, st)
+	}
+	return out, rows.Err()
+}
+
+// StorePartition records a partition's progress inside tx.
+func StorePartition(ctx context.Context, tx *sql.Tx, st PartitionState) error {
+	_, err := tx.ExecContext(ctx, `UPDATE `+PartitionsTable+` SET partitions = ?, last_seq = ?, pos_lsn = ?, pos_n = ?, applied = ?, fence = ?
+		WHERE stream = ? AND partition_no = ?`, st.Partitions, st.LastSeq, st.PosLSN, st.PosN, st.Applied, st.Fence, st.Stream, st.Partition)
+	if err != nil {
+		return fmt.Errorf("target: record progress of partition %d: %w", st.Partition, err)
+	}
+	return nil
+}
+
+// DropEventMetadata removes the event and partition bookkeeping tables.
+func (t *Target) DropEventMetadata(ctx context.Context) error {
+	for _, tbl := range []string{EventVersionsTable, EventConsumersTable, PartitionsTable} {
+		if _, err := t.DB.ExecContext(ctx, "DROP TABLE IF EXISTS "+tbl); err != nil {
+			return fmt.Errorf("target: drop %s: %w", tbl, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,328 @@
+// Package events tests the event-driven and partitioned topologies against
+// real NATS JetStream, PostgreSQL and MariaDB: each test has its own stream
+// and its own databases.
+package events
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluice-db/sluice/internal/testenv"
+	pubevents "github.com/sluice-db/sluice/pkg/events"
+)
+
+const token = "test-token-123"
+
+func natsServer() string {
+	if v := os.Getenv("SLUICE_TEST_NATS"); v != "" {
+		return v
+	}
+	return "nats://127.0.0.1:4222"
+}
+
+var unsafeChars = regexp.MustCompile(`[^A-Za-z0-9_]`)
+
+// stream is a private JetStream stream for one test.
+type stream struct {
+	URL  string
+	EP   pubevents.Endpoint
+	NC   *nats.Conn
+	JS   jetstream.JetStream
+	Emit *pubevents.Emitter
+}
+
+func newStream(t *testing.T) *stream {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: needs NATS, PostgreSQL and MariaDB (run make test)")
+	}
+	name := "T_" + unsafeChars.ReplaceAllString(t.Name(), "_")
+	if len(name) > 40 {
+		name = name[:40]
+	}
+	name = fmt.Sprintf("%s_%d", name, time.Now().UnixNano()%1_000_000)
+	s := &stream{URL: natsServer() + "/" + name}
+	var err error
+	if s.EP, err = pubevents.ParseURL(s.URL); err != nil {
+		t.Fatal(err)
+	}
+	if s.NC, err = nats.Connect(s.EP.Servers); err != nil {
+		t.Fatalf("connect to NATS (is it running? make services): %v", err)
+	}
+	if s.JS, err = jetstream.New(s.NC); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := pubevents.EnsureStream(ctx, s.JS, s.EP); err != nil {
+		t.Fatal(err)
+	}
+	if s.Emit, err = pubevents.New(s.NC, s.EP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if !t.Failed() {
+			s.JS.DeleteStream(context.Background(), name)
+		} else {
+			t.Logf("JetStream stream %s kept for inspection", name)
+		}
+		s.NC.Close()
+	})
+	return s
+}
+
+// publishRaw puts bytes on the events subject of table, as a buggy
+// application might.
+func (s *stream) publishRaw(t *testing.T, table string, data []byte) {
+	t.Helper()
+	if _, err := s.JS.Publish(context.Background(), s.EP.EventSubject(table), data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (s *stream) emit(t *testing.T, ev pubevents.Event) {
+	t.Helper()
+	if err := s.Emit.Emit(context.Background(), ev); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// deadLetters reads every message on the dead-letter subject.
+func (s *stream) deadLetters(t *testing.T) []map[string]any {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cons, err := s.JS.OrderedConsumer(ctx, s.EP.Stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{s.EP.DeadLetterSubject()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.JS.Stream(ctx, s.EP.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = info
+	var out []map[string]any
+	for {
+		msg, err := cons.Next(jetstream.FetchMaxWait(500 * time.Millisecond))
+		if err != nil {
+			break
+		}
+		var m map[string]any
+		if err := json.Unmarshal(msg.Data(), &m); err != nil {
+			t.Fatalf("dead letter is not JSON: %s", msg.Data())
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// proc is a sluice process started by a test.
+type proc struct {
+	cmd *exec.Cmd
+	out *bytes.Buffer
+	api string
+}
+
+func start(t *testing.T, args ...string) *proc {
+	t.Helper()
+	listen := freePort(t)
+	full := append([]string{}, args...)
+	if args[0] == "sync" {
+		full = append(full, "--listen", listen, "--api-token", token)
+	}
+	cmd, out := testenv.Start(t, full...)
+	p := &proc{cmd: cmd, out: out, api: "http://" + listen}
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			p.cmd.Process.Signal(syscall.SIGKILL)
+			p.cmd.Wait()
+		}
+	})
+	return p
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (p *proc) stop(t *testing.T) {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("sluice did not stop cleanly: %v\n%s", err, p.out)
+		}
+	case <-time.After(60 * time.Second):
+		p.cmd.Process.Signal(syscall.SIGKILL)
+		t.Fatalf("sluice did not stop within 60 s:\n%s", p.out)
+	}
+}
+
+func (p *proc) kill() {
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	p.cmd.Wait()
+}
+
+// wait waits for the process to exit by itself and returns its exit code.
+func (p *proc) wait(t *testing.T, limit time.Duration) int {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(limit):
+		p.kill()
+		t.Fatalf("sluice did not exit within %s:\n%s", limit, p.out)
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+// eventsStatus is the part of GET /api/v1/status the tests read.
+type eventsStatus struct {
+	Phase  string `json:"phase"`
+	Events struct {
+		Phase         string `json:"phase"`
+		LastStreamSeq uint64 `json:"last_stream_seq"`
+		Pending       int64  `json:"pending"`
+		Applied       int64  `json:"events_applied"`
+		Ignored       int64  `json:"events_ignored"`
+		Redelivered   int64  `json:"events_redelivered"`
+		DeadLettered  int64  `json:"events_dead_lettered"`
+		HTTPApplied   int64  `json:"http_events_applied"`
+		CopyDone      bool   `json:"copy_done"`
+		CaughtUp      bool   `json:"caught_up"`
+	} `json:"events"`
+}
+
+func (p *proc) status(t *testing.T) (eventsStatus, error) {
+	var st eventsStatus
+	req, _ := http.NewRequest(http.MethodGet, p.api+"/api/v1/status", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return st, fmt.Errorf("status %d: %s", resp.StatusCode, body)
+	}
+	return st, json.Unmarshal(body, &st)
+}
+
+// waitFor polls the status until cond holds.
+func (p *proc) waitFor(t *testing.T, what string, limit time.Duration, cond func(eventsStatus) bool) eventsStatus {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	var last eventsStatus
+	var lastErr error
+	for time.Now().Before(deadline) {
+		if p.cmd.ProcessState != nil {
+			t.Fatalf("sluice exited while waiting for %s:\n%s", what, p.out)
+		}
+		st, err := p.status(t)
+		if err == nil && cond(st) {
+			return st
+		}
+		last, lastErr = st, err
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s; last status %+v (%v)\n%s", what, last, lastErr, p.out)
+	return last
+}
+
+func caughtUp(st eventsStatus) bool { return st.Events.CaughtUp }
+
+// post sends a batch to POST /api/v1/events.
+func (p *proc) post(t *testing.T, auth string, body string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, p.api+"/api/v1/events", strings.NewReader(body))
+	if auth != "" {
+		req.Header.Set("Authorization", "Bearer "+auth)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	var m map[string]any
+	json.Unmarshal(data, &m)
+	return resp.StatusCode, m
+}
+
+// writeConfig writes a sluice.yaml for the test and returns its path.
+func writeConfig(t *testing.T, yaml string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "sluice.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// likesConfig maps likes (V1) to post_likes (V2): renamed columns and a
+// computed column.
+const likesConfig = `
+tables:
+  likes:
+    rename: post_likes
+    columns:
+      user_id: {rename: member_id}
+      created_at: {rename: liked_at}
+    computed:
+      - name: liked_on
+        expr: "(created_at AT TIME ZONE 'UTC')::date"
+`
+
+const likesDDL = `CREATE TABLE likes (
+	user_id bigint NOT NULL,
+	post_id bigint NOT NULL,
+	created_at timestamptz NOT NULL,
+	note text,
+	PRIMARY KEY (user_id, post_id))`
+
+func mustVerify(t *testing.T, args ...string) {
+	t.Helper()
+	r := testenv.Run(t, nil, append([]string{"verify"}, args...)...)
+	if r.Exit != 0 || !strings.Contains(r.Stdout, "EQUAL") {
+		t.Fatalf("verify: exit %d\n%s\n%s", r.Exit, r.Stdout, r.Stderr)
+	}
+}
+
+func count(t *testing.T, db interface {
+	QueryRow(string, ...any) interface{ Scan(...any) error }
+}, q string) int64 {
+	t.Helper()
+	var n int64
+	if err := db.QueryRow(q).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}

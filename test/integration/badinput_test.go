@@ -1,0 +1,215 @@
+package integration
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sluice-db/sluice/internal/testenv"
+)
+
+// A target URL for tests that must fail before connecting anywhere.
+const unusedTarget = "mysql://root@127.0.0.1:3306/sluice_never_created"
+
+// TestBadCommandLine: malformed or swapped URLs and bad flag values are usage
+// errors (exit 2) that name the offending setting, found before connecting.
+func TestBadCommandLine(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name  string
+		args  []string
+		wants []string
+	}{
+		{"not a URL", []string{"plan", "--source", "notaurl", "--target", unusedTarget},
+			[]string{"--source", "notaurl", "postgres://"}},
+		{"mysql URL as source", []string{"copy", "--source", "mysql://root@127.0.0.1:3306/x", "--target", unusedTarget},
+			[]string{"--source", "MySQL URL", "swapped"}},
+		{"postgres URL as target", []string{"verify", "--source", "postgres://postgres@127.0.0.1:5432/x", "--target", "postgres://postgres@127.0.0.1:5432/y"},
+			[]string{"--target", "PostgreSQL URL"}},
+		{"no source", []string{"copy", "--target", unusedTarget}, []string{"no source database", "--source"}},
+		{"bad on-bad-row", []string{"copy", "--source", "postgres://postgres@127.0.0.1:5432/x", "--target", unusedTarget, "--on-bad-row", "maybe"},
+			[]string{"--on-bad-row", "maybe"}},
+		{"unknown flag", []string{"copy", "--paralel", "2"}, []string{"paralel"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := testenv.Run(t, []string{"SLUICE_SOURCE=", "SLUICE_TARGET="}, c.args...)
+			if r.Exit != 2 {
+				t.Fatalf("sluice %s: exit %d, want 2 (usage)\n%s", strings.Join(c.args, " "), r.Exit, output(r))
+			}
+			mustContain(t, "error output", output(r), c.wants...)
+		})
+	}
+}
+
+// TestUnreachable: a server that does not answer is a connection error
+// (exit 3) naming the server, and a password in the URL is never printed.
+func TestUnreachable(t *testing.T) {
+	t.Parallel()
+	p := testenv.NewPair(t)
+	r := testenv.MustRun(t, 3, "plan", "--source", "postgres://postgres@127.0.0.1:1/x", "--target", p.TargetURL)
+	mustContain(t, "error output", output(r), "source", "127.0.0.1:1", "cannot connect")
+
+	const pw = "Unreach-pw-42"
+	r = testenv.MustRun(t, 3, "plan", "--source", p.SourceURL, "--target", "mysql://root:"+pw+"@127.0.0.1:1/x")
+	mustContain(t, "error output", output(r), "target", "127.0.0.1:1", "cannot connect")
+	if strings.Contains(output(r), pw) {
+		t.Errorf("the target password appears in the output:\n%s", output(r))
+	}
+}
+
+// createMariaDBUser creates a user with a password and all rights on the
+// pair's target database, dropped when the test ends.
+func createMariaDBUser(t *testing.T, p *testenv.Pair, user, password string) {
+	t.Helper()
+	admin := testenv.MySQL(t, "")
+	t.Cleanup(func() {
+		admin.Exec("DROP USER IF EXISTS '" + user + "'@'%'")
+		admin.Close()
+	})
+	for _, q := range []string{
+		"DROP USER IF EXISTS '" + user + "'@'%'",
+		"CREATE USER '" + user + "'@'%' IDENTIFIED BY '" + password + "'",
+		"GRANT ALL ON `" + p.Name + "`.* TO '" + user + "'@'%'",
+	} {
+		if _, err := admin.Exec(q); err != nil {
+			t.Fatalf("MariaDB: %s: %v", q, err)
+		}
+	}
+}
+
+// TestWrongPassword: a refused login is a connection error (exit 3) that
+// says so, without printing the password that was tried.
+func TestWrongPassword(t *testing.T) {
+	t.Parallel()
+	p := testenv.NewPair(t)
+	createMariaDBUser(t, p, "sluice_t_wrongpw", "Right-pw-7")
+	p.PG(t, `CREATE TABLE a (id integer PRIMARY KEY)`)
+
+	const wrong = "Wr0ng-Secret-xyz"
+	target := "mysql://sluice_t_wrongpw:" + wrong + "@127.0.0.1:3306/" + p.Name
+	r := testenv.MustRun(t, 3, "copy", "--source", p.SourceURL, "--target", target)
+	mustContain(t, "error output", output(r), "target", "login refused", "sluice_t_wrongpw")
+	if strings.Contains(output(r), wrong) {
+		t.Errorf("the wrong password appears in the output:\n%s", output(r))
+	}
+}
+
+// TestPasswordNotPrinted copies and verifies with a password-protected
+// target user: it works, and the password appears in no output.
+func TestPasswordNotPrinted(t *testing.T) {
+	t.Parallel()
+	p := testenv.NewPair(t)
+	const pw = "S3cret-pw!"
+	createMariaDBUser(t, p, "sluice_t_pwok", pw)
+	p.PG(t, `CREATE TABLE a (id integer PRIMARY KEY, v text)`)
+	p.PG(t, `INSERT INTO a VALUES (1, 'one'), (2, 'two')`)
+
+	target := "mysql://sluice_t_pwok:" + pw + "@127.0.0.1:3306/" + p.Name
+	for _, cmd := range []string{"plan", "copy", "verify"} {
+		r := testenv.MustRun(t, 0, cmd, "--source", p.SourceURL, "--target", target)
+		if strings.Contains(output(r), pw) {
+			t.Errorf("sluice %s prints the password:\n%s", cmd, output(r))
+		}
+	}
+	if got := queryOne(t, p.Target, "SELECT GROUP_CONCAT(v ORDER BY id) FROM a"); got != "one,two" {
+		t.Errorf("target a.v = %q, want one,two", got)
+	}
+}
+
+// TestSchemaProblems: a table that does not exist, or has no key, stops the
+// run with exit 4 and a message naming the table and what to do.
+func TestSchemaProblems(t *testing.T) {
+	t.Parallel()
+	p := testenv.NewPair(t)
+	p.PG(t, `CREATE TABLE fine (id integer PRIMARY KEY)`)
+	p.PG(t, `CREATE TABLE keyless (a integer, b text)`)
+	p.PG(t, `INSERT INTO keyless VALUES (1, 'x'), (1, 'x')`)
+
+	for _, cmd := range []string{"plan", "copy"} {
+		r := testenv.MustRun(t, 4, args(p, cmd, "--tables", "nosuch")...)
+		mustContain(t, cmd+" --tables nosuch output", output(r), "nosuch", "does not exist")
+	}
+	for _, cmd := range []string{"copy", "verify"} {
+		r := testenv.MustRun(t, 4, args(p, cmd, "--tables", "fine,keyless")...)
+		mustContain(t, cmd+" of a table without key", output(r), "keyless", "primary key")
+	}
+	if n := queryOne(t, p.Target, `SELECT COUNT(*) FROM information_schema.tables
+		WHERE table_schema = DATABASE() AND table_name IN ('fine', 'keyless')`); n != "0" {
+		t.Errorf("copy created %s tables on the target although the plan has an error", n)
+	}
+}
+
+// TestBadRowFailThenSkip: NaN in a numeric column stops the copy with exit 5
+// naming table, key and column; run again with --on-bad-row=skip, the other
+// rows are copied and the bad one is written to the reject file.
+func TestBadRowFailThenSkip(t *testing.T) {
+	t.Parallel()
+	p := testenv.NewPair(t)
+	p.PG(t, `CREATE TABLE prices (id integer PRIMARY KEY, amount numeric(10,2), note text)`)
+	p.PG(t, `INSERT INTO prices VALUES (1, 1.50, 'ok'), (2, 'NaN', 'bad'), (3, 2.25, 'ok too')`)
+
+	r := testenv.MustRun(t, 5, args(p, "copy")...)
+	mustContain(t, "copy output", output(r), "prices", "id=2", "column amount", "NaN")
+
+	rejects := filepath.Join(t.TempDir(), "rejects.jsonl")
+	r = testenv.MustRun(t, 0, args(p, "copy", "--on-bad-row=skip", "--reject-file", rejects)...)
+	mustContain(t, "copy output", r.Stdout, "1 rows rejected", rejects)
+
+	rows := queryRows(t, p.Target, "SELECT id, amount, note FROM prices ORDER BY id")
+	if !equalRows(rows, [][]string{{"1", "1.50", "ok"}, {"3", "2.25", "ok too"}}) {
+		t.Errorf("target prices holds %v, want rows 1 and 3", rows)
+	}
+
+	data, err := os.ReadFile(rejects)
+	if err != nil {
+		t.Fatalf("reject file: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(lines) != 1 {
+		t.Fatalf("reject file has %d lines, want 1:\n%s", len(lines), data)
+	}
+	var rej struct {
+		Table  string            `json:"table"`
+		Key    map[string]string `json:"key"`
+		Column string            `json:"column"`
+		Reason string            `json:"reason"`
+	}
+	if err := json.Unmarshal([]byte(lines[0]), &rej); err != nil {
+		t.Fatalf("reject line is not JSON: %v\n%s", err, lines[0])
+	}
+	if rej.Table != "prices" || rej.Key["id"] != "2" || len(rej.Key) != 1 || rej.Column != "amount" || !strings.Contains(rej.Reason, "NaN") {
+		t.Errorf("reject line = %s; want table prices, key {id: 2}, column amount and a reason naming NaN", lines[0])
+	}
+}
+
+// TestBadValuesRejected: values MySQL cannot store (±Infinity, infinite
+// timestamps, dates before year 1 or after 9999) each stop the copy of
+// their table with exit 5, naming table, key and column.
+func TestBadValuesRejected(t *testing.T) {
+	t.Parallel()
+	p := testenv.NewPair(t)
+	for _, c := range []struct {
+		table, typ, value string
+	}{
+		{"posinf", "double precision", "'Infinity'"},
+		{"neginf", "double precision", "'-Infinity'"},
+		{"realnan", "real", "'NaN'"},
+		{"tsinf", "timestamp", "'infinity'"},
+		{"tzneginf", "timestamptz", "'-infinity'"},
+		{"year0", "date", "'0001-01-01 BC'"},
+		{"julian", "date", "'4713-01-01 BC'"},
+		{"year10000", "date", "'10000-01-01'"},
+		{"tsbc", "timestamp", "'0044-03-15 12:00:00 BC'"},
+	} {
+		p.PG(t, "CREATE TABLE "+c.table+" (id integer PRIMARY KEY, v "+c.typ+")")
+		p.PG(t, "INSERT INTO "+c.table+" VALUES (1, NULL), (7, "+c.value+"), (9, NULL)")
+		r := testenv.Run(t, nil, args(p, "copy", "--tables", c.table)...)
+		if r.Exit != 5 {
+			t.Errorf("%s %s: copy exit %d, want 5 (bad row)\n%s", c.typ, c.value, r.Exit, output(r))
+			continue
+		}
+		mustContain(t, c.typ+" "+c.value+" copy output", output(r), c.table, "id=7", "column v")
+	}
+}

@@ -1,0 +1,63 @@
+package synctest
+
+import (
+	"testing"
+	"time"
+
+	"github.com/sluice-db/sluice/internal/testenv"
+)
+
+// TestAbortMidCopy: sluice abort while the copy runs stops the sync and
+// leaves no slot, no publication and no sluice metadata.
+func TestAbortMidCopy(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	createOrders(t, p, 40000)
+	s := newSync(t, p.SourceURL, p.TargetURL, "--chunk-rows", "1000", "--max-rows-per-sec", "4000")
+	s.start()
+	s.waitCopying(60*time.Second, "orders", 1000)
+	if slot, pub := testenv.SlotAndPublication(t, p.SourceURL, s.slot); !slot || !pub {
+		t.Fatalf("while syncing: slot %v, publication %v; want both (else the check after abort proves nothing)", slot, pub)
+	}
+	s.abort() // waits for the sync to exit, checks slot and publication are gone
+	st, err := s.status()
+	if err == nil {
+		t.Errorf("the sync's API still answers after abort: phase %s", st.Phase)
+	}
+	var n int
+	if err := p.Target.QueryRow(`SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name LIKE '\_sluice\_%'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("%d sluice metadata tables left on the target after abort", n)
+	}
+}
+
+// TestFinishAfterCutover: finish refuses to run before a cutover; after
+// one it stops the running sync (exit 0) and leaves no slot or publication.
+func TestFinishAfterCutover(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	createOrders(t, p, 3000)
+	s := newSync(t, p.SourceURL, p.TargetURL)
+	s.start()
+	s.waitCaughtUp(60 * time.Second)
+
+	r := testenv.Run(t, nil, s.args("finish", "--slot", s.slot, "--api", s.api, "--api-token", s.token)...)
+	if r.Exit == 0 {
+		t.Fatalf("sluice finish before any cutover exited 0:\n%s", r.Stdout)
+	}
+	if err := s.alive(); err != nil {
+		t.Fatalf("a refused finish stopped the sync: %v", err)
+	}
+	if slot, pub := testenv.SlotAndPublication(t, p.SourceURL, s.slot); !slot || !pub {
+		t.Fatalf("a refused finish removed the slot (%v) or publication (%v)", !slot, !pub)
+	}
+
+	p.PG(t, `INSERT INTO orders (customer, amount) VALUES (1, 2)`)
+	if r := s.cutover(); r.Exit != 0 {
+		t.Fatalf("sluice cutover: exit %d\n%s%s", r.Exit, r.Stdout, r.Stderr)
+	}
+	s.finish() // the sync exits 0, slot and publication are gone
+	verifyEqual(t, p.SourceURL, p.TargetURL, "orders")
+}

@@ -1,0 +1,239 @@
+package synctest
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-db/sluice/internal/testenv"
+)
+
+var (
+	pauseRe   = regexp.MustCompile(`write pause ([0-9.]+) ms`)
+	autoIncRe = regexp.MustCompile(`(?m)^\s*orders AUTO_INCREMENT set to ([0-9]+)`)
+)
+
+// cutover runs sluice cutover against the sync's API.
+func (s *syncRun) cutover() testenv.Result {
+	s.t.Helper()
+	return testenv.Run(s.t, nil, "cutover", "--api", s.api, "--api-token", s.token)
+}
+
+// finish runs sluice finish, checks that it stops the running sync (which
+// exits 0) and leaves neither slot nor publication.
+func (s *syncRun) finish() {
+	s.t.Helper()
+	r := testenv.MustRun(s.t, 0, s.args("finish", "--slot", s.slot, "--api", s.api, "--api-token", s.token)...)
+	if !strings.Contains(r.Stdout, "dropped replication slot and publication "+s.slot) {
+		s.t.Errorf("sluice finish output does not say it dropped %s:\n%s", s.slot, r.Stdout)
+	}
+	if p := s.current(); p != nil {
+		code, ok := p.Wait(15 * time.Second)
+		switch {
+		case !ok:
+			s.t.Errorf("sluice sync still runs 15 s after sluice finish asked it to stop:\n%s", testenv.Tail(p.Output(), 20))
+			p.Kill()
+		case code != 0:
+			s.t.Errorf("sluice sync exited %d after sluice finish stopped it, want 0:\n%s", code, testenv.Tail(p.Output(), 20))
+		}
+	}
+	s.assertNoSlot()
+}
+
+// waitApplied waits until the copy is done and the target has applied
+// what the source had written when it was called (the lag may not be zero:
+// writes go on).
+func (s *syncRun) waitApplied(timeout time.Duration) {
+	s.t.Helper()
+	want := testenv.CurrentLSN(s.t, s.src)
+	s.wait(timeout, "the copy done and the stream caught up", func(st testenv.SyncStatus) bool {
+		return st.Phase == "streaming" && st.Applied() >= want
+	})
+}
+
+func createOrders(t *testing.T, p *testenv.Pair, rows int) {
+	t.Helper()
+	p.PG(t, `CREATE TABLE orders (id bigserial PRIMARY KEY, customer int NOT NULL, amount numeric(12,2) NOT NULL,
+		status text NOT NULL DEFAULT 'new', placed timestamptz NOT NULL DEFAULT now())`)
+	p.PG(t, `INSERT INTO orders (customer, amount) SELECT g % 500, g / 100.0 FROM generate_series(1, $1) g`, rows)
+	p.PG(t, `ANALYZE orders`)
+}
+
+// TestCutoverUnderWorkload cuts over while the application keeps writing:
+// the write pause is reported and short, nothing is lost, and the target's
+// AUTO_INCREMENT is past every id the source sequence handed out.
+func TestCutoverUnderWorkload(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	createOrders(t, p, 20000)
+	const timeout = 10 * time.Second
+	s := newSync(t, p.SourceURL, p.TargetURL, "--chunk-rows", "5000", "--cutover-timeout", timeout.String(), "--lag-bound", "2s")
+	s.start()
+	w := testenv.StartWorkload(t, p.SourceURL, testenv.WorkloadOptions{Pause: 5 * time.Millisecond}, ordersWorkload(20000))
+	s.waitApplied(90 * time.Second)
+
+	// ids handed out and never inserted (rolled back, cached elsewhere):
+	// the target must not reuse them either
+	pgExec(t, p.Source, `SELECT nextval('orders_id_seq') FROM generate_series(1, 1000)`)
+	seqBefore := pgInt(t, p.Source, `SELECT last_value FROM orders_id_seq`)
+
+	r := s.cutover()
+	if r.Exit != 0 {
+		t.Fatalf("sluice cutover: exit %d\nstdout:\n%s\nstderr:\n%s\nsync:\n%s", r.Exit, r.Stdout, r.Stderr, testenv.Tail(s.current().Output(), 30))
+	}
+	m := pauseRe.FindStringSubmatch(r.Stdout)
+	if m == nil {
+		t.Fatalf("sluice cutover does not print the write pause:\n%s", r.Stdout)
+	}
+	pauseMS, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pauseMS <= 0 || pauseMS >= float64(timeout.Milliseconds()) {
+		t.Errorf("write pause %.1f ms, want above 0 and below the cutover timeout %s", pauseMS, timeout)
+	}
+	t.Logf("cutover under load: write pause %.1f ms", pauseMS)
+	if m := autoIncRe.FindStringSubmatch(r.Stdout); m == nil {
+		t.Errorf("sluice cutover does not say it set AUTO_INCREMENT of orders:\n%s", r.Stdout)
+	} else if n, _ := strconv.ParseInt(m[1], 10, 64); n < seqBefore+1 {
+		t.Errorf("cutover set AUTO_INCREMENT to %d; the source sequence had handed out %d before the cutover", n, seqBefore)
+	}
+	if st, err := s.status(); err != nil || st.Phase != "cut over" {
+		t.Errorf("status after the cutover: phase %q (error %v), want cut over", st.Phase, err)
+	}
+
+	time.Sleep(time.Second) // writes that still reach the source are streamed
+	ops, _, first := w.Stop()
+	if first != nil {
+		t.Fatalf("workload: %v", first)
+	}
+	t.Logf("workload: %d transactions", ops)
+	s.waitCaughtUp(60 * time.Second)
+	verifyEqual(t, p.SourceURL, p.TargetURL, "orders")
+
+	lastValue := pgInt(t, p.Source, `SELECT last_value FROM orders_id_seq`)
+	var autoInc sql.NullInt64
+	if err := p.Target.QueryRow(`SELECT auto_increment FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'orders'`).Scan(&autoInc); err != nil {
+		t.Fatal(err)
+	}
+	if !autoInc.Valid || autoInc.Int64 < lastValue+1 {
+		t.Errorf("target AUTO_INCREMENT of orders is %v, want at least the source sequence's last_value+1 = %d", autoInc, lastValue+1)
+	}
+	s.finish()
+}
+
+// TestFailedCutoverLeavesSourceWritable makes the fence impossible to take
+// (a conflicting lock held longer than --lock-timeout): the cutover must
+// fail, and once the lock is gone the source takes writes at once and the
+// sync carries them. A later cutover succeeds.
+func TestFailedCutoverLeavesSourceWritable(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	createOrders(t, p, 5000)
+	s := newSync(t, p.SourceURL, p.TargetURL, "--lock-timeout", "1s", "--cutover-timeout", "10s")
+	s.start()
+	s.waitCaughtUp(60 * time.Second)
+	ctx := context.Background()
+
+	// checkWritable inserts a row (it must not wait for a fence left
+	// behind) and waits for it on the target.
+	checkWritable := func(what string, id int64) {
+		t.Helper()
+		c := connect(t, p.SourceURL)
+		pgExec(t, c, `SET statement_timeout = '10s'`)
+		began := time.Now()
+		pgExec(t, c, `INSERT INTO orders (id, customer, amount, status) VALUES ($1, 1, 1, 'after failed cutover')`, id)
+		if d := time.Since(began); d > time.Second {
+			t.Errorf("%s: an INSERT on the source took %s after the failed cutover; want it immediate", what, d)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			var status string
+			err := p.Target.QueryRow(`SELECT status FROM orders WHERE id = ?`, id).Scan(&status)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				t.Fatal(err)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the row inserted after the failed cutover is not on the target after 30 s (sync: %v)\n%s",
+					what, s.alive(), testenv.Tail(s.current().Output(), 20))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	// failedCutover runs sluice cutover while hold keeps the fence out and
+	// checks it fails within reason.
+	failedCutover := func(what string) {
+		t.Helper()
+		began := time.Now()
+		r := s.cutover()
+		took := time.Since(began)
+		if r.Exit == 0 {
+			t.Fatalf("%s: sluice cutover exited 0 although the fence could not be taken:\n%s", what, r.Stdout)
+		}
+		if took > 20*time.Second {
+			t.Errorf("%s: the failed cutover took %s with --lock-timeout 1s", what, took)
+		}
+		if !strings.Contains(strings.ToLower(r.Stdout+r.Stderr), "fence") {
+			t.Errorf("%s: the failure does not say the write fence could not be taken:\n%s%s", what, r.Stdout, r.Stderr)
+		}
+		t.Logf("%s: cutover failed after %s (exit %d)", what, took.Round(time.Millisecond), r.Exit)
+		if err := s.alive(); err != nil {
+			t.Fatalf("%s: the sync did not survive the failed cutover: %v", what, err)
+		}
+		if st, err := s.status(); err != nil || st.Phase != "streaming" {
+			t.Errorf("%s: status after the failed cutover: phase %q (error %v), want streaming", what, st.Phase, err)
+		}
+	}
+
+	// 1. a session holds ACCESS EXCLUSIVE (say a long ALTER TABLE)
+	holder := connect(t, p.SourceURL)
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `LOCK TABLE orders IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	release := time.AfterFunc(15*time.Second, func() { tx.Rollback(context.Background()) }) // never hang the test
+	failedCutover("ACCESS EXCLUSIVE held")
+	release.Stop()
+	tx.Rollback(ctx)
+	checkWritable("ACCESS EXCLUSIVE held", 1_000_001)
+
+	// 2. under a workload, a long write transaction holds a row lock
+	w := testenv.StartWorkload(t, p.SourceURL, testenv.WorkloadOptions{Pause: 5 * time.Millisecond}, ordersWorkload(5000))
+	time.Sleep(time.Second)
+	tx, err = holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE orders SET status = 'held' WHERE id = 1`); err != nil {
+		t.Fatal(err)
+	}
+	release = time.AfterFunc(15*time.Second, func() { tx.Rollback(context.Background()) })
+	failedCutover("long write transaction")
+	release.Stop()
+	tx.Rollback(ctx)
+	checkWritable("long write transaction", 1_000_002)
+	ops, _, first := w.Stop()
+	if first != nil {
+		t.Fatalf("workload (it must not fail while the cutover waits for its fence): %v", first)
+	}
+	t.Logf("workload: %d transactions", ops)
+
+	// 3. with nothing in the way the cutover goes through
+	s.waitCaughtUp(60 * time.Second)
+	if r := s.cutover(); r.Exit != 0 {
+		t.Fatalf("sluice cutover after the failed ones: exit %d\n%s%s", r.Exit, r.Stdout, r.Stderr)
+	}
+	verifyEqual(t, p.SourceURL, p.TargetURL, "orders")
+	s.finish()
+}

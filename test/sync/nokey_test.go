@@ -1,0 +1,70 @@
+package synctest
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-db/sluice/internal/testenv"
+)
+
+// TestTableWithoutKey: a pgbench_history-like table (no primary key, no
+// unique index) cannot have its updates and deletes streamed by default.
+func TestTableWithoutKey(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	p.PG(t, `CREATE TABLE history (tid int, bid int, aid int, delta int, mtime timestamp, filler char(22))`)
+	p.PG(t, `INSERT INTO history SELECT g % 10, g % 3, g, g % 1000 - 500, timestamp '2024-01-01' + g * interval '1 second', NULL
+		FROM generate_series(1, 2000) g`)
+	p.PG(t, `ANALYZE history`)
+
+	t.Run("refused", func(t *testing.T) {
+		s := newSync(t, p.SourceURL, p.TargetURL, "--tables", "history")
+		proc := s.start()
+		code, ok := proc.Wait(60 * time.Second)
+		if !ok {
+			t.Fatalf("sluice sync --tables history still runs after 60 s; want it refused at once:\n%s", testenv.Tail(proc.Output(), 20))
+		}
+		out := proc.Output()
+		if code != 4 {
+			t.Errorf("sluice sync --tables history: exit %d, want 4 (schema problem)\n%s", code, out)
+		}
+		if !strings.Contains(out, "history") {
+			t.Errorf("the refusal does not name the table history:\n%s", out)
+		}
+		if !strings.Contains(strings.ToUpper(out), "REPLICA IDENTITY FULL") {
+			t.Errorf("the refusal does not mention REPLICA IDENTITY FULL, the fix that keeps the table as it is:\n%s", out)
+		}
+		s.assertNoSlot() // refused before anything was created
+	})
+
+	t.Run("replica identity full", func(t *testing.T) {
+		p.PG(t, `ALTER TABLE history REPLICA IDENTITY FULL`)
+		s := newSync(t, p.SourceURL, p.TargetURL, "--tables", "history", "--chunk-rows", "500")
+		proc := s.start()
+		select {
+		case <-proc.Done():
+			_, code := proc.Exited()
+			t.Fatalf("sluice sync refuses the table even with REPLICA IDENTITY FULL (exit %d): missing feature\n%s", code, testenv.Tail(proc.Output(), 10))
+		case <-time.After(3 * time.Second):
+		}
+		s.wait(60*time.Second, "the copy to finish", func(st testenv.SyncStatus) bool { return st.Phase == "streaming" })
+		// duplicates are legal here; updates and deletes must hit one copy each
+		p.PG(t, `INSERT INTO history SELECT 1, 1, g, 0, timestamp '2024-02-01', 'dup' FROM generate_series(1, 50) g`)
+		p.PG(t, `INSERT INTO history SELECT 1, 1, g, 0, timestamp '2024-02-01', 'dup' FROM generate_series(1, 50) g`)
+		p.PG(t, `UPDATE history SET delta = delta + 1 WHERE aid % 7 = 0`)
+		p.PG(t, `DELETE FROM history WHERE aid % 11 = 0`)
+		p.PG(t, `DELETE FROM history WHERE ctid IN (SELECT ctid FROM history WHERE filler = 'dup' AND aid <= 10 LIMIT 5)`)
+		s.waitCaughtUp(60 * time.Second)
+		want := pgInt(t, p.Source, `SELECT count(*) FROM history`)
+		var got int64
+		if err := p.Target.QueryRow(`SELECT COUNT(*) FROM history`).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("target has %d rows of history, source %d", got, want)
+		}
+		verifyEqual(t, p.SourceURL, p.TargetURL, "history")
+		s.abort()
+	})
+}
