@@ -6,6 +6,7 @@ package events
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -316,13 +317,11 @@ func mustVerify(t *testing.T, args ...string) {
 	}
 }
 
-func count(t *testing.T, db interface {
-	QueryRow(string, ...any) interface{ Scan(...any) error }
-}, q string) int64 {
+func count(t *testing.T, db *sql.DB, q string, args ...any) int64 {
 	t.Helper()
 	var n int64
-	if err := db.QueryRow(q).Scan(&n); err != nil {
-		t.Fatal(err)
+	if err := db.QueryRow(q, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", q, err)
 	}
 	return n
 }
