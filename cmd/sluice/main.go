@@ -35,8 +35,13 @@ func main() {
 	}
 	var fe *failure.Error
 	if !errors.As(err, &fe) {
-		// cobra's own errors (unknown flag, bad value) are usage errors
-		err = failure.Wrap(err, failure.Usage, "SLUICE-USAGE", "invalid command line").WithHint("see sluice --help")
+		if app.log == nil {
+			// setup never ran: cobra refused the command line itself
+			err = failure.Wrap(err, failure.Usage, "SLUICE-USAGE", "invalid command line").WithHint("see sluice --help")
+		} else {
+			err = failure.Wrap(err, failure.Internal, "SLUICE-INTERNAL", "unexpected error").
+				WithHint("run the command again; if it keeps failing, report this message")
+		}
 	}
 	log := app.log
 	if log == nil {

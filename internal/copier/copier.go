@@ -233,7 +233,7 @@ func CreateTargetTable(ctx context.Context, tgt *mysql.Target, t *plan.Table) er
 // (no scan), boundaries from one ordered key scan otherwise.
 func PlanChunks(ctx context.Context, src *postgres.Source, t *plan.Table, chunkRows int) ([]chunk.Range, error) {
 	keys := t.KeyExprsSource()
-	if len(t.Key) == 1 {
+	if len(t.Key) == 1 && t.Source.EstimatedRows > 0 {
 		switch t.Columns[t.Key[0]].SourceType.Name {
 		case "int2", "int4", "int8":
 			lo, hi, ok, err := src.KeyRange(ctx, t.Source.Name, keys[0])
@@ -242,7 +242,14 @@ func PlanChunks(ctx context.Context, src *postgres.Source, t *plan.Table, chunkR
 			}
 			min, _ := new(big.Int).SetString(lo, 10)
 			max, _ := new(big.Int).SetString(hi, 10)
-			return chunk.IntegerRanges(min, max, t.Source.EstimatedRows, chunkRows), nil
+			// Arithmetic ranges suit dense keys; when the keys are sparser
+			// than the statistics promise (or the statistics are stale), the
+			// ranges would be mostly empty, so scan for boundaries instead.
+			span := new(big.Int).Sub(max, min)
+			want := t.Source.EstimatedRows/int64(chunkRows) + 1
+			if span.Cmp(big.NewInt(4*want*int64(chunkRows)+int64(chunkRows))) <= 0 {
+				return chunk.IntegerRanges(min, max, t.Source.EstimatedRows, chunkRows), nil
+			}
 		}
 	}
 	bounds, err := src.KeyBoundaries(ctx, t.Source.Name, keys, chunkRows)
@@ -367,7 +374,7 @@ func (c *copier) copyChunk(ctx context.Context, st *tableState, ch mysql.StoredC
 		if errors.As(err, &warn) {
 			return failure.Wrap(err, failure.BadRow, "SLUICE-COPY-TARGETWARN", "table %s, chunk %d (%s)", t.Source.Name, ch.No, describeRange(ch.Range)).
 				With("table", t.Source.Name.String()).With("chunk", fmt.Sprint(ch.No)).
-				WithHint("a column type set in the mapping cannot hold a source value exactly; widen it")
+				WithHint("MariaDB would have changed a value (see its warning): if the column's type was set in the mapping, widen it; otherwise fix the value on the source or run with --on-bad-row=skip")
 		}
 		return err
 	}

@@ -231,3 +231,20 @@ func firstWarning(ctx context.Context, tx *sql.Tx) string {
 	}
 	return fmt.Sprintf("%s %d: %s (%d warnings in all)", level, code, msg, count)
 }
+
+// QueryError classifies an error from a statement on the target: a table or
+// column that is not there is a schema problem (the target does not match
+// the plan), a lost connection is a connection problem.
+func QueryError(err error, format string, args ...any) error {
+	var myErr *gomysql.MySQLError
+	if errors.As(err, &myErr) {
+		switch myErr.Number {
+		case 1054, 1146, 1356, 1049:
+			return failure.Wrap(err, failure.Schema, "SLUICE-TARGET-SCHEMA", format, args...).
+				WithHint("the target table does not match what sluice plans: compare it with sluice plan, or drop it and copy again")
+		}
+		return failure.Wrap(err, failure.Internal, "SLUICE-TARGET-QUERY", format, args...)
+	}
+	return failure.Wrap(err, failure.Connection, "SLUICE-TARGET-CONNECTION", format, args...).
+		WithHint("check that MySQL/MariaDB is reachable, then run the command again")
+}

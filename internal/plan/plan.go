@@ -187,6 +187,7 @@ func planTable(ctx context.Context, src *postgres.Source, st *schema.Table, tm c
 			}
 		}
 	}
+	keyChars := keyTextBudget(st, rowKey)
 	for name := range tm.Columns {
 		if st.Column(name) == nil {
 			tableErr("SLUICE-CONFIG-COLUMN", "the config maps column %q, which the source table does not have", name).
@@ -207,7 +208,7 @@ func planTable(ctx context.Context, src *postgres.Source, st *schema.Table, tm c
 			continue
 		}
 		auto := col.Identity && len(st.PrimaryKey) > 0 && st.PrimaryKey[0] == col.Name && isInteger(col.Type.Name)
-		m := typemap.Map(col.Type, typemap.Options{Flavor: flavor, InKey: inKey[col.Name], AutoIncrement: auto})
+		m := typemap.Map(col.Type, typemap.Options{Flavor: flavor, InKey: inKey[col.Name], AutoIncrement: auto, KeyChars: keyChars[col.Name]})
 		c := Column{Source: col.Name, Target: col.Name, SQLType: m.SQLType, Kind: m.Kind, Convert: m.Convert,
 			NotNull: col.NotNull, SourceType: col.Type, LoadExpr: m.LoadExpr, StreamConvert: m.StreamConvert}
 		if cm.Rename != "" {
@@ -298,7 +299,7 @@ func setKeyExprs(c *Column, flavor typemap.Flavor) {
 		src += ` COLLATE "C"`
 	case "uuid":
 		if flavor == typemap.MariaDB {
-			tgt = "CAST(" + tgt + " AS CHAR(36)) COLLATE ascii_bin"
+			tgt = "CONVERT(" + tgt + " USING ascii) COLLATE ascii_bin"
 		}
 	}
 	c.KeyExprSource, c.KeyExprTarget = src, tgt
@@ -533,4 +534,69 @@ func KindOfSQLType(sqlType string, fallback canonical.Kind) canonical.Kind {
 		}
 	}
 	return fallback
+}
+
+// keyTextBudget shares InnoDB's 3072 bytes per index among the long text
+// columns of the row key and each unique index: what the other columns of
+// the index take is subtracted, the rest is split evenly. It returns the
+// characters each such column may hold (the smallest over its indexes).
+func keyTextBudget(st *schema.Table, rowKey []string) map[string]int {
+	indexes := [][]string{rowKey}
+	for _, ix := range st.Indexes {
+		if ix.Unique && ix.Unsupported == "" {
+			indexes = append(indexes, ix.Columns)
+		}
+	}
+	out := map[string]int{}
+	for _, cols := range indexes {
+		fixed := 0
+		var long []string
+		for _, name := range cols {
+			col := st.Column(name)
+			if col == nil {
+				continue
+			}
+			switch col.Type.Name {
+			case "text", "varchar", "bpchar", "citext", "name":
+				if n := col.Type.Length; n > 0 && n <= 255 {
+					fixed += 4 * n
+				} else {
+					long = append(long, name)
+				}
+			default:
+				fixed += keyWidth(col.Type.Name)
+			}
+		}
+		if len(long) == 0 {
+			continue
+		}
+		share := (typemap.MaxKeyBytes - fixed) / (4 * len(long))
+		share = max(1, min(share, typemap.MaxKeyChars))
+		for _, name := range long {
+			if cur, ok := out[name]; !ok || share < cur {
+				out[name] = share
+			}
+		}
+	}
+	return out
+}
+
+// keyWidth is the bytes a non-text column takes in an InnoDB index (an
+// upper bound where it varies).
+func keyWidth(typ string) int {
+	switch typ {
+	case "bool":
+		return 1
+	case "int2":
+		return 2
+	case "date":
+		return 3
+	case "int4", "float4", "oid":
+		return 4
+	case "int8", "float8", "timestamp", "timestamptz", "time":
+		return 8
+	case "uuid":
+		return 16
+	}
+	return 32
 }

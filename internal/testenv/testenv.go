@@ -6,7 +6,9 @@ package testenv
 import (
 	"bytes"
 	"context"
+	"crypto/sha1"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -35,6 +37,18 @@ func envOr(k, def string) string {
 	return def
 }
 
+// DBName is a database name unique to the test: the test binary (package)
+// and the test's name, shortened with a hash when too long for MySQL.
+func DBName(t testing.TB) string {
+	pkg := strings.TrimSuffix(filepath.Base(os.Args[0]), ".test")
+	name := unsafe.ReplaceAllString(strings.ToLower("sluice_"+pkg+"_"+t.Name()), "_")
+	if len(name) > 60 {
+		sum := sha1.Sum([]byte(name))
+		name = name[:50] + "_" + hex.EncodeToString(sum[:4])
+	}
+	return name
+}
+
 // Pair is a fresh source database and a fresh target database.
 type Pair struct {
 	Name      string
@@ -53,10 +67,7 @@ func NewPair(t testing.TB) *Pair {
 	if testing.Short() {
 		t.Skip("integration test: needs PostgreSQL and MariaDB (run make test)")
 	}
-	name := "sluice_t_" + unsafe.ReplaceAllString(strings.ToLower(t.Name()), "_")
-	if len(name) > 60 {
-		name = name[:60]
-	}
+	name := DBName(t)
 	p := &Pair{Name: name, SourceURL: pgServer() + "/" + name, TargetURL: mysqlServer() + "/" + name}
 	ctx := context.Background()
 	admin, err := pgx.Connect(ctx, pgServer()+"/postgres")

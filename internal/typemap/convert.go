@@ -3,6 +3,7 @@ package typemap
 import (
 	"bytes"
 	"encoding/hex"
+	"strconv"
 	"unicode/utf8"
 )
 
@@ -19,6 +20,20 @@ func convertBool(v []byte) ([]byte, error) {
 		return zero, nil
 	}
 	return nil, bad("%q is not a boolean", v)
+}
+
+// checkFloat32 sends a real exactly: PostgreSQL prints the shortest text that
+// reads back as the same float32 (3.4028235e+38), which MariaDB parses as a
+// double just above FLOAT's range; the float32's exact double form is in it.
+func checkFloat32(v []byte) ([]byte, error) {
+	if _, err := checkFloat(v); err != nil {
+		return nil, err
+	}
+	f, err := strconv.ParseFloat(string(v), 32)
+	if err != nil {
+		return nil, bad("%q is not a real", v)
+	}
+	return strconv.AppendFloat(nil, f, 'g', -1, 64), nil
 }
 
 func checkFloat(v []byte) ([]byte, error) {

@@ -43,6 +43,9 @@ type Options struct {
 	InKey bool
 	// AutoIncrement: the column is an identity/serial column that leads a key.
 	AutoIncrement bool
+	// KeyChars is how many characters a text key column may take so that
+	// its indexes fit InnoDB's 3072 bytes (0: the single-column maximum).
+	KeyChars int
 }
 
 // Mapping is how one column travels.
@@ -75,9 +78,12 @@ func TextCollation(f Flavor) string {
 	return "utf8mb4_nopad_bin"
 }
 
-// maxKeyChars is the longest utf8mb4 VARCHAR an InnoDB index can hold
+// MaxKeyChars is the longest utf8mb4 VARCHAR an InnoDB index can hold
 // (3072 bytes / 4 bytes per character).
-const maxKeyChars = 768
+const MaxKeyChars = 768
+
+// MaxKeyBytes is InnoDB's limit for one index key.
+const MaxKeyBytes = 3072
 
 // Map maps one source column type.
 func Map(t schema.Type, opt Options) Mapping {
@@ -113,7 +119,7 @@ func Map(t schema.Type, opt Options) Mapping {
 		return Mapping{SQLType: "DECIMAL(19,2)", Kind: canonical.Decimal, SourceExpr: wrap("%s::numeric"), StreamConvert: moneyToNumeric,
 			Convert: decimalChecker(17, 2), Notes: []string{"money becomes DECIMAL(19,2) (the currency symbol and locale formatting are not kept)"}}
 	case "float4":
-		return Mapping{SQLType: "FLOAT", Kind: canonical.Float32, Convert: checkFloat,
+		return Mapping{SQLType: "FLOAT", Kind: canonical.Float32, Convert: checkFloat32,
 			TargetExpr: wrap("CAST(%s AS DOUBLE)")}
 	case "float8":
 		return Mapping{SQLType: "DOUBLE", Kind: canonical.Float64, Convert: checkFloat}
@@ -189,9 +195,13 @@ func mapText(t schema.Type, opt Options, text string) Mapping {
 	if t.Name == "name" {
 		n = 63
 	}
-	if opt.InKey && (n < 0 || n > maxKeyChars) {
-		return Mapping{SQLType: fmt.Sprintf("VARCHAR(%d) %s", maxKeyChars, text), Kind: canonical.Exact, Convert: maxChars(maxKeyChars),
-			Notes: []string{fmt.Sprintf("%s in a key becomes VARCHAR(%d), the longest InnoDB can index: longer values are rejected as bad rows", t.Display, maxKeyChars)}}
+	limit := MaxKeyChars
+	if opt.KeyChars > 0 {
+		limit = opt.KeyChars
+	}
+	if opt.InKey && (n < 0 || n > limit) {
+		return Mapping{SQLType: fmt.Sprintf("VARCHAR(%d) %s", limit, text), Kind: canonical.Exact, Convert: maxChars(limit),
+			Notes: []string{fmt.Sprintf("%s in a key becomes VARCHAR(%d), the most its index leaves room for in InnoDB's 3072 bytes: longer values are rejected as bad rows", t.Display, limit)}}
 	}
 	if n < 0 || n > 16383 { // 16383 utf8mb4 characters is the most VARCHAR holds
 		return Mapping{SQLType: "LONGTEXT " + text, Kind: canonical.Exact}
