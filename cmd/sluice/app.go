@@ -85,7 +85,13 @@ func (a *app) resolve() (config.Source, config.Target, error) {
 
 // buildPlan plans the tables named by --tables (or the whole schema).
 func (a *app) buildPlan(ctx context.Context, src *postgres.Source, tgt *mysql.Target, tables string) (*plan.Plan, error) {
-	opt := plan.Options{Schema: a.flags.schema, Flavor: tgt.Flavor}
+	return a.buildPlanWith(ctx, src, tgt, tables, false)
+}
+
+// buildPlanWith is buildPlan; keyless takes tables without a key whose
+// REPLICA IDENTITY is FULL (sync and verify can match them on all columns).
+func (a *app) buildPlanWith(ctx context.Context, src *postgres.Source, tgt *mysql.Target, tables string, keyless bool) (*plan.Plan, error) {
+	opt := plan.Options{Schema: a.flags.schema, Flavor: tgt.Flavor, AllowKeyless: keyless}
 	if tables != "" {
 		opt.Tables = strings.Split(tables, ",")
 	}

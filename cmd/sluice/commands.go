@@ -219,7 +219,7 @@ func (a *app) verifyCommand() *cobra.Command {
 			}
 			defer src.Close()
 			defer tgt.Close()
-			p, err := a.buildPlan(ctx, src, tgt, tables)
+			p, err := a.buildPlanWith(ctx, src, tgt, tables, true)
 			if err != nil {
 				return err
 			}

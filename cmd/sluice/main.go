@@ -25,7 +25,7 @@ func main() {
 	defer stop()
 	app := &app{}
 	root := app.rootCommand()
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		os.Exit(app.exitStatus)
 	}
@@ -46,6 +46,9 @@ func main() {
 	log := app.log
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if cmd != nil && cmd != root {
+		log = log.With("command", cmd.Name()) // context for errors that carry none of their own
 	}
 	logging.Error(log, "sluice failed", err)
 	os.Exit(failure.ExitCode(err))

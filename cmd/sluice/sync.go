@@ -64,7 +64,7 @@ running sync again resumes.`,
 			}
 			defer src.Close()
 			defer tgt.Close()
-			p, err := a.buildPlan(ctx, src, tgt, tables)
+			p, err := a.buildPlanWith(ctx, src, tgt, tables, true)
 			if err != nil {
 				return err
 			}

@@ -203,7 +203,8 @@ func (s *server) read(h http.HandlerFunc) http.HandlerFunc {
 			err = failure.New(failure.Usage, "SLUICE-API-AUTH", "reads addressed to host %q need the API token", r.Host).
 				WithHint("open http://127.0.0.1:PORT or http://localhost:PORT, or send Authorization: Bearer <token>")
 		default:
-			err = failure.New(failure.Usage, "SLUICE-API-AUTH", "reads from %s need the API token", r.RemoteAddr).
+			host, _, _ := net.SplitHostPort(r.RemoteAddr)
+			err = failure.New(failure.Usage, "SLUICE-API-AUTH", "reads from %s need the API token", host).
 				WithHint("send Authorization: Bearer <token>")
 		}
 		s.fail(w, r, http.StatusUnauthorized, err)
@@ -245,7 +246,7 @@ func (s *server) authorized(r *http.Request) bool {
 func (s *server) fail(w http.ResponseWriter, r *http.Request, status int, err error) {
 	writeError(w, status, err)
 	host, _, _ := net.SplitHostPort(r.RemoteAddr)
-	key := failure.Code(err) + " " + host + " " + r.Method + " " + r.URL.Path
+	key := failure.Code(err) + " " + host + " " + r.Method + " " + r.URL.Path + " " + err.Error()
 	s.logMu.Lock()
 	last, seen := s.logged[key]
 	now := time.Now()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 
 	"github.com/sluice-db/sluice/internal/codec"
 	"github.com/sluice-db/sluice/internal/mysql"
@@ -99,6 +100,52 @@ func applyOne(ctx context.Context, tx *sql.Tx, op Op) error {
 		if _, err := tx.ExecContext(ctx, "DELETE FROM "+t.quoted); err != nil {
 			return fmt.Errorf("target: empty %s for a TRUNCATE: %w", t.Plan.Target, err)
 		}
+	case Append:
+		return insertRows(ctx, tx, t, []Row{op.Row})
+	case DeleteOne:
+		where, args := t.matchAll(op.Row)
+		if _, err := tx.ExecContext(ctx, "DELETE FROM "+t.quoted+" WHERE "+where+" LIMIT 1", args...); err != nil {
+			return fmt.Errorf("target: delete from %s: %w", t.Plan.Target, err)
+		}
+	case UpdateOne:
+		return updateOne(ctx, tx, t, op.OldKey, op.Row)
+	}
+	return nil
+}
+
+// updateOne changes one row equal to old into r; when the target has no
+// such row yet (its chunk is still to come), r is inserted: the chunk then
+// leaves both out, as the stream has written them.
+func updateOne(ctx context.Context, tx *sql.Tx, t *Table, old, r Row) error {
+	sets := make([]string, len(t.cols))
+	args := make([]any, 0, 2*len(t.cols))
+	for i, c := range t.cols {
+		sets[i] = c + " = ?"
+		args = append(args, t.arg(i, r[i]))
+	}
+	where, wargs := t.matchAll(old)
+	res, err := tx.ExecContext(ctx, "UPDATE "+t.quoted+" SET "+strings.Join(sets, ", ")+" WHERE "+where+" LIMIT 1", append(args, wargs...)...)
+	if err != nil {
+		return fmt.Errorf("target: update %s: %w", t.Plan.Target, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return insertRows(ctx, tx, t, []Row{r})
+	}
+	return nil
+}
+
+func insertRows(ctx context.Context, tx *sql.Tx, t *Table, rows []Row) error {
+	for start := 0; start < len(rows); start += rowsPerStatement {
+		part := rows[start:min(start+rowsPerStatement, len(rows))]
+		args := make([]any, 0, len(part)*len(t.cols))
+		for _, r := range part {
+			for i, v := range r {
+				args = append(args, t.arg(i, v))
+			}
+		}
+		if _, err := tx.ExecContext(ctx, t.insertSQL(len(part)), args...); err != nil {
+			return fmt.Errorf("target: insert %d rows into %s: %w", len(part), t.Plan.Target, err)
+		}
 	}
 	return nil
 }
@@ -136,7 +183,12 @@ func applySegment(ctx context.Context, tx *sql.Tx, ops []Op) error {
 	}
 	var tables []*Table
 	states := map[*Table]*tableState{}
+	var keyless []Op
 	for _, op := range ops {
+		if op.Table.Plan.Keyless {
+			keyless = append(keyless, op)
+			continue
+		}
 		ts := states[op.Table]
 		if ts == nil {
 			ts = &tableState{rows: map[string]*netState{}}
@@ -189,6 +241,31 @@ func applySegment(ctx context.Context, tx *sql.Tx, ops []Op) error {
 		if err := upsert(ctx, tx, t, upserts); err != nil {
 			return err
 		}
+	}
+	return applyKeyless(ctx, tx, keyless)
+}
+
+// applyKeyless applies ops on tables without a key in order; runs of
+// inserts into one table go in multi-row statements.
+func applyKeyless(ctx context.Context, tx *sql.Tx, ops []Op) error {
+	for i := 0; i < len(ops); {
+		if ops[i].Kind != Append {
+			if err := applyOne(ctx, tx, ops[i]); err != nil {
+				return err
+			}
+			i++
+			continue
+		}
+		j := i
+		var rows []Row
+		for j < len(ops) && ops[j].Kind == Append && ops[j].Table == ops[i].Table {
+			rows = append(rows, ops[j].Row)
+			j++
+		}
+		if err := insertRows(ctx, tx, ops[i].Table, rows); err != nil {
+			return err
+		}
+		i = j
 	}
 	return nil
 }

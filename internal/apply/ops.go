@@ -41,6 +41,11 @@ const (
 	Patch                      // set the sent columns of the row with Key (unchanged TOAST left out)
 	Move                       // a key change with unchanged TOAST: UPDATE … WHERE OldKey
 	Truncate                   // remove every row of the table
+	// Tables without a key (REPLICA IDENTITY FULL) match rows on all columns
+	// and are applied in order, one op at a time.
+	Append    // insert the row
+	DeleteOne // delete one row equal to Row
+	UpdateOne // change one row equal to OldKey into Row (insert Row if none)
 )
 
 // Op is one change to one table, already converted to the target's form.
@@ -119,6 +124,38 @@ func (t *Table) deleteSQL(n int) string {
 	tuple := "(" + strings.TrimSuffix(strings.Repeat("?, ", len(t.keyCols)), ", ") + ")"
 	return fmt.Sprintf("DELETE FROM %s WHERE (%s) IN (%s)", t.quoted, strings.Join(t.keyCols, ", "),
 		strings.TrimSuffix(strings.Repeat(tuple+", ", n), ", "))
+}
+
+// insertSQL inserts n rows as they are (keyless tables).
+func (t *Table) insertSQL(n int) string {
+	tuple := "(" + strings.TrimSuffix(strings.Repeat("?, ", len(t.cols)), ", ") + ")"
+	return fmt.Sprintf("INSERT INTO %s (%s) VALUES %s", t.quoted, strings.Join(t.cols, ", "),
+		strings.TrimSuffix(strings.Repeat(tuple+", ", n), ", "))
+}
+
+// matchAll is a WHERE clause matching one row on every column (NULL-safe).
+func (t *Table) matchAll(r Row) (string, []any) {
+	conds := make([]string, len(t.cols))
+	args := make([]any, len(t.cols))
+	for i, c := range t.cols {
+		conds[i] = c + " <=> ?"
+		args[i] = t.arg(i, r[i])
+	}
+	return strings.Join(conds, " AND "), args
+}
+
+// Identity is a keyless row's identity: all its values, unambiguously joined.
+func Identity(r Row) string {
+	var b strings.Builder
+	for _, v := range r {
+		if v.Data == nil {
+			b.WriteString("N")
+			continue
+		}
+		fmt.Fprintf(&b, "%d:", len(v.Data))
+		b.Write(v.Data)
+	}
+	return b.String()
 }
 
 // patchSQL sets the sent columns of r where the key is keyRow's.

@@ -232,6 +232,9 @@ func CreateTargetTable(ctx context.Context, tgt *mysql.Target, t *plan.Table) er
 // PlanChunks splits a table: arithmetic ranges for a single integer key
 // (no scan), boundaries from one ordered key scan otherwise.
 func PlanChunks(ctx context.Context, src *postgres.Source, t *plan.Table, chunkRows int) ([]chunk.Range, error) {
+	if t.Keyless {
+		return pageRanges(ctx, src, t, chunkRows)
+	}
 	keys := t.KeyExprsSource()
 	if len(t.Key) == 1 && t.Source.EstimatedRows > 0 {
 		switch t.Columns[t.Key[0]].SourceType.Name {
@@ -255,6 +258,22 @@ func PlanChunks(ctx context.Context, src *postgres.Source, t *plan.Table, chunkR
 	bounds, err := src.KeyBoundaries(ctx, t.Source.Name, keys, chunkRows)
 	if err != nil {
 		return nil, err
+	}
+	return chunk.BoundaryRanges(bounds), nil
+}
+
+// pageRanges chunks a keyless table by physical address (ctid), which
+// PostgreSQL scans by range without an index (TID range scan, 14+).
+func pageRanges(ctx context.Context, src *postgres.Source, t *plan.Table, chunkRows int) ([]chunk.Range, error) {
+	pages, err := src.RelPages(ctx, t.Source.Name)
+	if err != nil || pages <= 1 {
+		return []chunk.Range{{}}, err
+	}
+	perPage := max(1, t.Source.EstimatedRows/pages)
+	step := max(1, int64(chunkRows)/perPage)
+	var bounds [][]string
+	for p := step; p < pages; p += step {
+		bounds = append(bounds, []string{fmt.Sprintf("(%d,0)", p)})
 	}
 	return chunk.BoundaryRanges(bounds), nil
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sort"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -49,30 +50,28 @@ func (s *Service) consume(ctx context.Context) error {
 		return failure.Wrap(err, failure.Connection, "SLUICE-NATS-STREAM", "JetStream stream %s", ep.Stream)
 	}
 	batch := s.opt.BatchRows
-	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+	cons, err := StartConsumer(ctx, js, stream, jetstream.ConsumerConfig{
 		Durable:       s.opt.Consumer,
 		Description:   "sluice: applies events to the target",
 		FilterSubject: ep.EventsFilter(),
-		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckAllPolicy,
 		AckWait:       s.opt.AckWait,
 		MaxDeliver:    -1,
 		MaxAckPending: max(20*batch, 100000),
-	})
+	}, s.cstate.LastSeq)
 	if err != nil {
-		return failure.Wrap(err, failure.Connection, "SLUICE-NATS-CONSUMER", "JetStream consumer %s on stream %s", s.opt.Consumer, ep.Stream).
-			WithHint("a consumer of that name with other settings exists: delete it (nats consumer rm %s %s) or pick another name with --consumer", ep.Stream, s.opt.Consumer)
+		return err
 	}
 	s.log.Info("consuming events", "stream", ep.Stream, "subjects", ep.EventsFilter(), "consumer", s.opt.Consumer,
 		"dead_letter", ep.DeadLetterSubject(), "last_applied_seq", s.cstate.LastSeq)
-	msgs, stopFetch, err := fetchLoop(cons, batch, s.log.Warn)
+	msgs, stopFetch, err := FetchLoop(cons, batch, s.log.Warn)
 	if err != nil {
 		return err
 	}
 	defer stopFetch()
 	go s.samplePending(ctx, cons)
 	for {
-		b, done := gather(ctx, s.stop, msgs, batch, s.opt.BatchDelay)
+		b, done := Gather(ctx, s.stop, msgs, batch, s.opt.BatchDelay)
 		if len(b) > 0 {
 			if err := s.processBatch(ctx, js, b); err != nil {
 				if ctx.Err() != nil {
@@ -87,9 +86,38 @@ func (s *Service) consume(ctx context.Context) error {
 	}
 }
 
-// fetchLoop pulls messages continuously (overlapping pull requests) into a
+// StartConsumer (re)creates the durable consumer so that it delivers from
+// the message after applied, the last stream sequence the target holds.
+// The target's record is the truth: whatever the server remembers of an
+// earlier run (messages delivered to a process that died, pull requests
+// still open for it) would otherwise hold them back until AckWait.
+func StartConsumer(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, cfg jetstream.ConsumerConfig, applied uint64) (jetstream.Consumer, error) {
+	name := stream.CachedInfo().Config.Name
+	if err := js.DeleteConsumer(ctx, name, cfg.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, failure.Wrap(err, failure.Connection, "SLUICE-NATS-CONSUMER", "JetStream: reset consumer %s on stream %s", cfg.Durable, name)
+	}
+	cfg.DeliverPolicy = jetstream.DeliverAllPolicy
+	if applied > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, applied+1
+		info, err := stream.Info(ctx)
+		if err != nil {
+			return nil, failure.Wrap(err, failure.Connection, "SLUICE-NATS-STREAM", "JetStream stream %s", name)
+		}
+		if info.State.FirstSeq > applied+1 && info.State.Msgs > 0 {
+			return nil, failure.New(failure.Schema, "SLUICE-NATS-GAP", "stream %s starts at sequence %d, but the target has applied only up to %d: messages were removed (stream limits) before sluice applied them",
+				name, info.State.FirstSeq, applied).WithHint("raise the stream's limits (max age, bytes, messages); to start over, drop the target tables and sluice's _sluice_* tables")
+		}
+	}
+	cons, err := js.CreateConsumer(ctx, name, cfg)
+	if err != nil {
+		return nil, failure.Wrap(err, failure.Connection, "SLUICE-NATS-CONSUMER", "JetStream: create consumer %s on stream %s", cfg.Durable, name)
+	}
+	return cons, nil
+}
+
+// FetchLoop pulls messages continuously (overlapping pull requests) into a
 // channel, so the next batch arrives while one is applied.
-func fetchLoop(cons jetstream.Consumer, batch int, warn func(string, ...any)) (<-chan jetstream.Msg, func(), error) {
+func FetchLoop(cons jetstream.Consumer, batch int, warn func(string, ...any)) (<-chan jetstream.Msg, func(), error) {
 	iter, err := cons.Messages(jetstream.PullMaxMessages(2 * batch))
 	if err != nil {
 		return nil, nil, failure.Wrap(err, failure.Connection, "SLUICE-NATS-CONSUMER", "pull from JetStream")
@@ -113,9 +141,9 @@ func fetchLoop(cons jetstream.Consumer, batch int, warn func(string, ...any)) (<
 	return out, iter.Stop, nil
 }
 
-// gather waits for a first message, then takes more until the batch is full
+// Gather waits for a first message, then takes more until the batch is full
 // or delay passed. done reports Stop or the end of ctx.
-func gather(ctx context.Context, stop <-chan struct{}, msgs <-chan jetstream.Msg, size int, delay time.Duration) ([]jetstream.Msg, bool) {
+func Gather(ctx context.Context, stop <-chan struct{}, msgs <-chan jetstream.Msg, size int, delay time.Duration) ([]jetstream.Msg, bool) {
 	var b []jetstream.Msg
 	select {
 	case m, ok := <-msgs:
@@ -260,6 +288,9 @@ func (s *Service) processBatch(ctx context.Context, js jetstream.JetStream, msgs
 	c.deadLettered.Store(st.DeadLettered)
 	c.lastSeq.Store(st.LastSeq)
 	// AckAll: the last message acknowledges the whole batch.
+	if s.dropAcks {
+		return nil
+	}
 	if err := msgs[len(msgs)-1].Ack(); err != nil {
 		s.log.Warn("acknowledgement failed; JetStream will deliver the batch again and sluice will skip it", "code", "SLUICE-NATS-ACK", "error", err.Error())
 	}
@@ -268,8 +299,13 @@ func (s *Service) processBatch(ctx context.Context, js jetstream.JetStream, msgs
 
 func (s *Service) deadLetter(ctx context.Context, js jetstream.JetStream, msgs []jetstream.Msg, seqs []uint64, poisoned map[int]*Poison) error {
 	ep := s.opt.Endpoint
-	for i, p := range poisoned {
-		m := msgs[i]
+	idx := make([]int, 0, len(poisoned))
+	for i := range poisoned {
+		idx = append(idx, i)
+	}
+	sort.Ints(idx) // in stream order
+	for _, i := range idx {
+		p, m := poisoned[i], msgs[i]
 		dl := DeadLetter{Error: p.Reason, Code: p.Code, EventID: p.ID, Table: p.Table, Stream: ep.Stream, StreamSeq: seqs[i],
 			Subject: m.Subject(), Consumer: s.opt.Consumer, At: time.Now().UTC()}
 		if json.Valid(m.Data()) {

@@ -74,19 +74,20 @@ type Service struct {
 	tables []*tableState
 	byRT   map[*Table]*tableState
 
-	applyMu sync.Mutex            // one apply at a time (JetStream or HTTP)
-	cstate  mysql.ConsumerState   // JetStream consumer progress (under applyMu)
-	hstate  mysql.ConsumerState   // HTTP progress (under applyMu)
-	ready   chan struct{}         // closed once the tables are prepared
-	stop    chan struct{}         // closed by Stop
-	stopped sync.Once
-	paused  atomic.Bool
-	counts  counters
-	commits atomic.Int64
-	crashAt int64 // test hook: exit right after this many commits, before the ack
-	pending atomic.Int64
-	started time.Time
-	copyErr atomic.Value // error
+	applyMu  sync.Mutex          // one apply at a time (JetStream or HTTP)
+	cstate   mysql.ConsumerState // JetStream consumer progress (under applyMu)
+	hstate   mysql.ConsumerState // HTTP progress (under applyMu)
+	ready    chan struct{}       // closed once the tables are prepared
+	stop     chan struct{}       // closed by Stop
+	stopped  sync.Once
+	paused   atomic.Bool
+	counts   counters
+	commits  atomic.Int64
+	crashAt  int64 // test hook: exit right after this many commits, before the ack
+	dropAcks bool  // test hook: never acknowledge
+	pending  atomic.Int64
+	started  time.Time
+	copyErr  atomic.Value // error
 }
 
 type counters struct {
@@ -126,8 +127,15 @@ func New(ctx context.Context, src *postgres.Source, tgt *mysql.Target, p *plan.P
 		s.tables = append(s.tables, ts)
 		s.byRT[rt] = ts
 	}
+	// Test hooks (test/events): end the process right after the Nth target
+	// commit, before the acknowledgement; leave acknowledgements out so
+	// JetStream delivers again after a short AckWait.
 	if v := os.Getenv("SLUICE_TEST_CRASH_AFTER_COMMITS"); v != "" {
 		s.crashAt, _ = strconv.ParseInt(v, 10, 64)
+	}
+	if os.Getenv("SLUICE_TEST_DROP_ACKS") != "" {
+		s.dropAcks = true
+		s.opt.AckWait = 2 * time.Second
 	}
 	return s, nil
 }

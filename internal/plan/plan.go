@@ -43,11 +43,14 @@ type Column struct {
 
 // Table is the plan for one source table.
 type Table struct {
-	Source      *schema.Table
-	Target      string      // target table name
-	Columns     []Column    // in target order
-	Key         []int       // indexes into Columns of the row key, in key order
-	Filter      string      // row filter evaluated on the source, or ""
+	Source  *schema.Table
+	Target  string   // target table name
+	Columns []Column // in target order
+	Key     []int    // indexes into Columns of the row key, in key order
+	Filter  string   // row filter evaluated on the source, or ""
+	// Keyless: no primary or unique key; rows are matched on all columns
+	// (sync only, with REPLICA IDENTITY FULL) and chunked by ctid.
+	Keyless     bool
 	CreateTable string      // target table with its row key only
 	PostData    []Statement // secondary indexes, built after the data
 	ForeignKeys []Statement // built once every table is copied
@@ -82,6 +85,9 @@ type Options struct {
 	Schema   string   // default "public"
 	Mappings map[string]config.TableMapping
 	Flavor   typemap.Flavor
+	// AllowKeyless takes tables without a key that stream full old rows
+	// (REPLICA IDENTITY FULL): sync can match their rows on all columns.
+	AllowKeyless bool
 }
 
 // Build reads the source schema and plans every selected table.
@@ -100,7 +106,7 @@ func Build(ctx context.Context, src *postgres.Source, opt Options) (*Plan, error
 		if err != nil {
 			return nil, err
 		}
-		t, errs := planTable(ctx, src, st, mappingFor(opt.Mappings, name), opt.Flavor)
+		t, errs := planTable(ctx, src, st, mappingFor(opt.Mappings, name), opt)
 		p.Errors = append(p.Errors, errs...)
 		if t == nil {
 			continue
@@ -154,7 +160,8 @@ func mappingFor(m map[string]config.TableMapping, name schema.TableName) config.
 // maxIdentifier is MySQL's limit for table, column and index names.
 const maxIdentifier = 64
 
-func planTable(ctx context.Context, src *postgres.Source, st *schema.Table, tm config.TableMapping, flavor typemap.Flavor) (*Table, []error) {
+func planTable(ctx context.Context, src *postgres.Source, st *schema.Table, tm config.TableMapping, opt Options) (*Table, []error) {
+	flavor := opt.Flavor
 	t := &Table{Source: st, Target: st.Name.Name, Filter: strings.TrimSpace(tm.Where)}
 	if tm.Rename != "" {
 		t.Target = tm.Rename
@@ -170,10 +177,20 @@ func planTable(ctx context.Context, src *postgres.Source, st *schema.Table, tm c
 			WithHint("rename it with tables: {%s: {rename: shorter_name}}", st.Name)
 	}
 	rowKey := st.RowKey()
-	if len(rowKey) == 0 {
+	quoted := postgres.Ident(st.Name.Schema, st.Name.Name)
+	switch {
+	case len(rowKey) > 0:
+	case opt.AllowKeyless && st.ReplicaIdentity == "full":
+		t.Keyless = true
+		t.Warnings = append(t.Warnings, fmt.Sprintf("%s: no key: rows are matched on all their columns (REPLICA IDENTITY FULL); rows that are exact duplicates of each other cannot be told apart while the copy overlaps the stream", st.Name))
+	case opt.AllowKeyless:
+		tableErr("SLUICE-SCHEMA-NOKEY", "has neither a primary key nor a unique index on NOT NULL columns, and its REPLICA IDENTITY is %s, so PostgreSQL does not stream which row an update or delete touched", st.ReplicaIdentity).
+			WithHint("add a primary key (ALTER TABLE %s ADD COLUMN id bigserial PRIMARY KEY), or let sluice match rows on all columns: ALTER TABLE %s REPLICA IDENTITY FULL", quoted, quoted)
+		return nil, errs
+	default:
 		tableErr("SLUICE-SCHEMA-NOKEY", "has neither a primary key nor a unique index on NOT NULL columns, so rows cannot be copied in chunks or matched exactly").
-			WithHint("add one on the source, e.g. ALTER TABLE %s ADD PRIMARY KEY (…) or ALTER TABLE %s ADD COLUMN id bigserial PRIMARY KEY, or leave the table out of --tables",
-				postgres.Ident(st.Name.Schema, st.Name.Name), postgres.Ident(st.Name.Schema, st.Name.Name))
+			WithHint("add one on the source, e.g. ALTER TABLE %s ADD PRIMARY KEY (…) or ALTER TABLE %s ADD COLUMN id bigserial PRIMARY KEY, or leave the table out of --tables (sluice sync also takes it with REPLICA IDENTITY FULL)",
+				quoted, quoted)
 		return nil, errs
 	}
 	inKey := map[string]bool{}
@@ -280,7 +297,7 @@ func planTable(ctx context.Context, src *postgres.Source, st *schema.Table, tm c
 	if len(errs) > 0 {
 		return t, errs
 	}
-	t.CreateTable = createTable(t, rowKey, targetCol)
+	t.CreateTable = createTable(t, rowKey, targetCol, flavor)
 	t.PostData = secondaryIndexes(t, targetCol)
 	return t, nil
 }
@@ -328,40 +345,30 @@ func planComputed(ctx context.Context, src *postgres.Source, st *schema.Table, c
 	return c, nil
 }
 
-func createTable(t *Table, rowKey []string, targetCol map[string]string) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "CREATE TABLE %s (\n", typemap.QuoteIdent(t.Target))
+func createTable(t *Table, rowKey []string, targetCol map[string]string, flavor typemap.Flavor) string {
+	var lines []string
 	for _, c := range t.Columns {
-		fmt.Fprintf(&b, "  %s %s", typemap.QuoteIdent(c.Target), c.SQLType)
+		line := "  " + typemap.QuoteIdent(c.Target) + " " + c.SQLType
 		if c.NotNull {
-			b.WriteString(" NOT NULL")
+			line += " NOT NULL"
 		} else if !strings.Contains(c.SQLType, "AUTO_INCREMENT") {
-			b.WriteString(" NULL")
+			line += " NULL"
 		}
 		if c.Default != "" {
-			b.WriteString(" DEFAULT " + c.Default)
+			line += " DEFAULT " + c.Default
 		}
-		b.WriteString(",\n")
+		lines = append(lines, line)
 	}
 	keyCols := quoteTargets(rowKey, targetCol)
-	if len(t.Source.PrimaryKey) > 0 {
-		fmt.Fprintf(&b, "  PRIMARY KEY (%s)\n", keyCols)
-	} else {
-		fmt.Fprintf(&b, "  UNIQUE KEY %s (%s)\n", typemap.QuoteIdent(truncate("sluice_rowkey_"+t.Target)), keyCols)
+	switch {
+	case len(rowKey) == 0: // keyless: matched on all columns
+	case len(t.Source.PrimaryKey) > 0:
+		lines = append(lines, fmt.Sprintf("  PRIMARY KEY (%s)", keyCols))
+	default:
+		lines = append(lines, fmt.Sprintf("  UNIQUE KEY %s (%s)", typemap.QuoteIdent(truncate("sluice_rowkey_"+t.Target)), keyCols))
 	}
-	fmt.Fprintf(&b, ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=%s", typemap.TextCollation(flavorOf(t)))
-	return b.String()
-}
-
-// flavorOf reads the flavor back from the collation chosen for key columns;
-// every text column shares it.
-func flavorOf(t *Table) typemap.Flavor {
-	for _, c := range t.Columns {
-		if strings.Contains(c.SQLType, typemap.TextCollation(typemap.MySQL)) {
-			return typemap.MySQL
-		}
-	}
-	return typemap.MariaDB
+	return fmt.Sprintf("CREATE TABLE %s (\n%s\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=%s",
+		typemap.QuoteIdent(t.Target), strings.Join(lines, ",\n"), typemap.TextCollation(flavor))
 }
 
 func secondaryIndexes(t *Table, targetCol map[string]string) []Statement {

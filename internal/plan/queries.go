@@ -10,8 +10,12 @@ import (
 	"github.com/sluice-db/sluice/internal/typemap"
 )
 
-// KeyExprsSource lists the key columns as the source orders them.
+// KeyExprsSource lists the key columns as the source orders them (a
+// keyless table is ordered and chunked by its physical row address).
 func (t *Table) KeyExprsSource() []string {
+	if t.Keyless {
+		return []string{"ctid"}
+	}
 	out := make([]string, len(t.Key))
 	for i, k := range t.Key {
 		out[i] = t.Columns[k].KeyExprSource
@@ -29,6 +33,9 @@ func (t *Table) SourceQuery(r chunk.Range) string {
 	}
 	keys := t.KeyExprsSource()
 	where := chunk.Predicate(keys, r, func(i int, v string) string {
+		if t.Keyless {
+			return postgres.Literal(v) + "::tid"
+		}
 		typ := t.Columns[t.Key[i]].SourceType
 		return postgres.Literal(v) + "::" + postgres.Ident(typ.Name)
 	})

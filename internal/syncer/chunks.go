@@ -82,7 +82,11 @@ func (s *Syncer) copyChunk(ctx context.Context, t *table, ch mysql.StoredChunk) 
 				row[i].Data = append([]byte{}, v...)
 			}
 		}
-		rows = append(rows, bufRow{key: strings.Join(key, "\x00"), row: row})
+		id := strings.Join(key, "\x00")
+		if t.plan.Keyless {
+			id = apply.Identity(row)
+		}
+		rows = append(rows, bufRow{key: id, row: row})
 		return nil
 	})
 	var bv *typemap.BadValue
@@ -131,9 +135,15 @@ func (s *Syncer) watermark(content string) (doneChunk, bool) {
 		// cannot happen: the high watermark is written after the read
 		panic("sluice: high watermark before its chunk was read")
 	}
-	rows := replayWindow(w.rows, w.ops)
+	opKind := apply.Upsert
+	var rows []bufRow
+	if w.table.plan.Keyless {
+		opKind, rows = apply.Append, replayKeyless(w.rows, w.ops)
+	} else {
+		rows = replayWindow(w.rows, w.ops)
+	}
 	for _, r := range rows {
-		s.applier.Add(apply.Op{Kind: apply.Upsert, Table: w.table.apply, Key: r.key, Row: r.row})
+		s.applier.Add(apply.Op{Kind: opKind, Table: w.table.apply, Key: r.key, Row: r.row})
 	}
 	w.table.progress.AddRows(int64(len(rows)))
 	return doneChunk{table: w.table, no: w.chunk.No, rows: int64(len(rows))}, true
@@ -173,6 +183,48 @@ func replayWindow(rows []bufRow, ops []apply.Op) []bufRow {
 				delete(idx, op.OldKeyID)
 				idx[op.Key] = i
 			}
+		}
+	}
+	out := rows[:0]
+	for i, r := range rows {
+		if !dropped[i] {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// replayKeyless is replayWindow for a table without a key, where rows are
+// identified by all their values and equal rows are interchangeable: each
+// row the stream inserted, deleted or updated (old and new image) in the
+// window takes one equal row out of the chunk.
+func replayKeyless(rows []bufRow, ops []apply.Op) []bufRow {
+	if len(ops) == 0 {
+		return rows
+	}
+	byID := map[string][]int{}
+	for i, r := range rows {
+		byID[r.key] = append(byID[r.key], i)
+	}
+	dropped := make([]bool, len(rows))
+	dropOne := func(id string) {
+		if list := byID[id]; len(list) > 0 {
+			dropped[list[0]] = true
+			byID[id] = list[1:]
+		}
+	}
+	for _, op := range ops {
+		switch op.Kind {
+		case apply.Truncate:
+			for i := range dropped {
+				dropped[i] = true
+			}
+			byID = map[string][]int{}
+		case apply.Append, apply.DeleteOne:
+			dropOne(op.Key)
+		case apply.UpdateOne:
+			dropOne(op.OldKeyID)
+			dropOne(op.Key)
 		}
 	}
 	out := rows[:0]

@@ -201,6 +201,9 @@ func (s *Syncer) loop(ctx context.Context, events <-chan pgstream.Event) error {
 
 // change turns one streamed row change into ops.
 func (s *Syncer) change(t *table, ev pgstream.Event) error {
+	if t.plan.Keyless {
+		return s.keylessChange(t, ev)
+	}
 	switch ev.Op {
 	case pgstream.Insert:
 		row, key, err := s.row(t, ev.New, nil)
@@ -243,10 +246,41 @@ func (s *Syncer) change(t *table, ev pgstream.Event) error {
 	return nil
 }
 
+// keylessChange handles a table without a key: REPLICA IDENTITY FULL sends
+// the whole old row, which identifies the row to change.
+func (s *Syncer) keylessChange(t *table, ev pgstream.Event) error {
+	var row, old apply.Row
+	var err error
+	if ev.New != nil {
+		if row, _, err = s.row(t, ev.New, ev.Old); err != nil {
+			return err
+		}
+	}
+	if ev.Old != nil {
+		if old, _, err = s.row(t, ev.Old, nil); err != nil {
+			return err
+		}
+	}
+	switch ev.Op {
+	case pgstream.Insert:
+		s.addOp(t, apply.Op{Kind: apply.Append, Table: t.apply, Key: apply.Identity(row), Row: row})
+	case pgstream.Delete:
+		s.addOp(t, apply.Op{Kind: apply.DeleteOne, Table: t.apply, Key: apply.Identity(old), Row: old})
+	case pgstream.Update:
+		if old == nil {
+			return fmt.Errorf("table %s: an update arrived without its old row; is REPLICA IDENTITY still FULL?", t.plan.Source.Name)
+		}
+		s.addOp(t, apply.Op{Kind: apply.UpdateOne, Table: t.apply, Key: apply.Identity(row), Row: row,
+			OldKey: old, OldKeyID: apply.Identity(old)})
+	}
+	t.changes.Add(1)
+	return nil
+}
+
 // addOp queues op and shows it to every open watermark window on its table.
 func (s *Syncer) addOp(t *table, op apply.Op) {
 	s.applier.Add(op)
-	if op.Kind != apply.Truncate {
+	if op.Kind != apply.Truncate && !t.plan.Keyless {
 		s.changed.add(t, op.Key)
 		if op.Kind == apply.Move {
 			s.changed.add(t, op.OldKeyID)

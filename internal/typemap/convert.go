@@ -172,3 +172,8 @@ func moneyToNumeric(v []byte) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// trimPadding drops the trailing spaces PostgreSQL pads char(n) with: they
+// carry no meaning there, MariaDB strips them from CHAR anyway, and under a
+// NO PAD collation a padded key would not match the stored one.
+func trimPadding(v []byte) ([]byte, error) { return bytes.TrimRight(v, " "), nil }

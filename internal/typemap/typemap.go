@@ -133,9 +133,9 @@ func Map(t schema.Type, opt Options) Mapping {
 			n = 1
 		}
 		if n <= 255 {
-			return Mapping{SQLType: fmt.Sprintf("CHAR(%d) %s", n, text), Kind: canonical.PaddedChar}
+			return Mapping{SQLType: fmt.Sprintf("CHAR(%d) %s", n, text), Kind: canonical.PaddedChar, Convert: trimPadding}
 		}
-		return Mapping{SQLType: fmt.Sprintf("VARCHAR(%d) %s", n, text), Kind: canonical.PaddedChar,
+		return Mapping{SQLType: fmt.Sprintf("VARCHAR(%d) %s", n, text), Kind: canonical.PaddedChar, Convert: trimPadding,
 			Notes: []string{fmt.Sprintf("%s becomes VARCHAR(%d): MySQL CHAR holds at most 255 characters; trailing spaces are kept as sent", t.Display, n)}}
 	case "bytea":
 		if opt.InKey {

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -24,6 +25,7 @@ import (
 	"github.com/sluice-db/sluice/internal/plan"
 	"github.com/sluice-db/sluice/internal/postgres"
 	"github.com/sluice-db/sluice/internal/progress"
+	"github.com/sluice-db/sluice/internal/typemap"
 )
 
 // Options tune a verification.
@@ -140,15 +142,20 @@ func verifyTable(ctx context.Context, src *postgres.Source, tgt *mysql.Target, t
 		v.res.Err = fmt.Errorf("target table %s does not exist; run sluice copy first", t.Target)
 		return v.res, nil
 	}
-	keys := t.KeyExprsSource()
-	var ranges []chunk.Range
-	bounds, err := src.KeyBoundaries(ctx, t.Source.Name, keys, opt.ChunkRows)
+	v.prog = opt.Tracker.Add(v.res.Source, t.Source.EstimatedRows, 0)
+	v.prog.SetPhase("verifying")
+	if t.Keyless {
+		if err := v.multiset(ctx); err != nil {
+			return nil, err
+		}
+		v.prog.SetPhase("done")
+		return v.res, nil
+	}
+	bounds, err := src.KeyBoundaries(ctx, t.Source.Name, t.KeyExprsSource(), opt.ChunkRows)
 	if err != nil {
 		return nil, err
 	}
-	ranges = chunk.BoundaryRanges(bounds)
-	v.prog = opt.Tracker.Add(v.res.Source, t.Source.EstimatedRows, 0)
-	v.prog.SetPhase("verifying")
+	ranges := chunk.BoundaryRanges(bounds)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(opt.Parallel)
 	for _, r := range ranges {
@@ -192,6 +199,77 @@ func (v *verifier) chunk(ctx context.Context, r chunk.Range) error {
 		v.res.repairSource = append(v.res.repairSource, res.repairSrc...)
 		v.res.repairTarget = append(v.res.repairTarget, res.repairTgt...)
 	}
+	return nil
+}
+
+// multiset compares a table without a key as a whole: equal rows are
+// interchangeable, so each side is a multiset of canonical rows.
+func (v *verifier) multiset(ctx context.Context) error {
+	counts := map[string]int{}
+	var compared int64
+	err := copier.ScanRows(ctx, v.src, v.t, v.t.SourceQuery(chunk.Range{}), func(_ []string, vals [][]byte) error {
+		canon, err := canonical.HashRow(nil, v.kinds, vals)
+		if err != nil {
+			return fmt.Errorf("verify %s: a source value cannot be compared: %w", v.t.Source.Name, err)
+		}
+		counts[string(canon)]++
+		compared++
+		return nil
+	})
+	if err != nil {
+		var bv *typemap.BadValue
+		if errors.As(err, &bv) {
+			return fmt.Errorf("verify %s: %w", v.t.Source.Name, err)
+		}
+		return err
+	}
+	q, args, _ := v.t.TargetQuery(chunk.Range{})
+	rows, err := v.tgt.DB.QueryContext(ctx, q, args...)
+	if err != nil {
+		return mysql.QueryError(err, "verify %s: read target table %s", v.t.Source.Name, v.t.Target)
+	}
+	defer rows.Close()
+	vals := make([]sql.RawBytes, len(v.t.Columns))
+	ptrs := make([]any, len(vals))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	fields := make([][]byte, len(vals))
+	for rows.Next() {
+		if err := rows.Scan(ptrs...); err != nil {
+			return fmt.Errorf("verify %s: read target: %w", v.t.Target, err)
+		}
+		for i, b := range vals {
+			fields[i] = b
+			if b != nil && len(b) == 0 {
+				fields[i] = []byte{}
+			}
+		}
+		canon, err := canonical.HashRow(nil, v.kinds, fields)
+		if err != nil {
+			return fmt.Errorf("verify %s: a target value cannot be compared: %w", v.t.Target, err)
+		}
+		counts[string(canon)]--
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("verify %s: read target: %w", v.t.Target, err)
+	}
+	v.res.Compared = compared
+	for canon, n := range counts {
+		switch {
+		case n > 0:
+			v.res.Missing += int64(n)
+			if len(v.res.Samples) < v.opt.Samples {
+				v.res.Samples = append(v.res.Samples, Diff{Kind: Missing, Key: "(no key)", Source: display([]byte(canon))})
+			}
+		case n < 0:
+			v.res.Extra += int64(-n)
+			if len(v.res.Samples) < v.opt.Samples {
+				v.res.Samples = append(v.res.Samples, Diff{Kind: Extra, Key: "(no key)", Target: display([]byte(canon))})
+			}
+		}
+	}
+	v.prog.AddRows(compared)
 	return nil
 }
 

@@ -366,6 +366,7 @@ func (w *Watcher) checkDisks() ([]DiskReading, []Observation) {
 	type fs struct {
 		path  string
 		roles []string
+		paths []string
 	}
 	var order []string
 	byDev := map[string]*fs{}
@@ -380,12 +381,15 @@ func (w *Watcher) checkDisks() ([]DiskReading, []Observation) {
 		}
 		f := byDev[key]
 		if f == nil {
-			f = &fs{path: dir}
+			f = &fs{path: mountPoint(dir)}
 			byDev[key] = f
 			order = append(order, key)
 		}
 		if !contains(f.roles, p.Role) {
 			f.roles = append(f.roles, p.Role)
+		}
+		if !contains(f.paths, p.Path) {
+			f.paths = append(f.paths, p.Path)
 		}
 	}
 	var readings []DiskReading
@@ -411,9 +415,27 @@ func (w *Watcher) checkDisks() ([]DiskReading, []Observation) {
 		obs = append(obs, Observation{Code: CodeDisk, Subject: f.path + " (" + roles + ")",
 			What:  "disk usage of " + f.path + " (" + roles + ")",
 			Value: u.UsedPercent, Unit: UnitPercent, Limits: w.opt.Config.Disk, Hint: hint,
-			Context: map[string]string{"path": f.path, "roles": roles, "free_bytes": fmt.Sprint(u.Free)}})
+			Context: map[string]string{"mount": f.path, "paths": strings.Join(f.paths, ", "), "roles": roles, "free_bytes": fmt.Sprint(u.Free)}})
 	}
 	return readings, obs
+}
+
+// mountPoint walks up from dir while the filesystem stays the same.
+func mountPoint(dir string) string {
+	dev, ok := deviceOf(dir)
+	if !ok {
+		return dir
+	}
+	for {
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return dir
+		}
+		if pdev, ok := deviceOf(parent); !ok || pdev != dev {
+			return dir
+		}
+		dir = parent
+	}
 }
 
 func contains(list []string, s string) bool {

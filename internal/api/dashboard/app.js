@@ -160,7 +160,7 @@ function renderAlerts(alerts) {
   const list = $('alerts');
   list.replaceChildren();
   $('alert-count').textContent = alerts.length ? '(' + alerts.length + ' firing)' : '';
-  if (!alerts.length) { list.append(el('li', { class: 'muted' }, 'none: all watched measures are under their thresholds')); return; }
+  if (!alerts.length) { list.append(el("li", { class: "ok" }, "none: all watched measures are under their thresholds")); return; }
   for (const a of alerts) {
     list.append(el('li', { class: a.severity, 'data-code': a.code },
       el('span', { class: 'sev' }, a.severity), el('strong', {}, a.code), ' ', a.message,

@@ -111,7 +111,7 @@ func Parse(s string) (Origin, error) {
 	} else if i := strings.LastIndexByte(rest, ':'); i >= 0 {
 		host, port = rest[:i], rest[i+1:]
 	}
-	if host == "" || strings.Contains(host, ":") {
+	if host == "" || (strings.Contains(host, ":") && net.ParseIP(host) == nil) || (!strings.HasPrefix(rest, "[") && strings.Contains(host, ":")) {
 		return Origin{}, fmt.Errorf("%q is not an origin: bad host", s)
 	}
 	o.Host = strings.ToLower(host)

@@ -1,0 +1,364 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/syncer"
+	"github.com/sluice-db/sluice/internal/watch"
+)
+
+type fakeSync struct {
+	paused   atomic.Bool
+	stopped  atomic.Bool
+	verifies atomic.Int32
+	release  chan struct{}
+}
+
+func (f *fakeSync) Status() syncer.Status {
+	return syncer.Status{Phase: "copying", Slot: "s", Paused: f.paused.Load(), SourceLSN: "0/10",
+		Tables: []syncer.TableStatus{{Source: "public.t", Target: "t", Phase: "copying", RowsCopied: 10, RowsEstimate: 100, ETASeconds: -1}}}
+}
+func (f *fakeSync) Pause()  { f.paused.Store(true) }
+func (f *fakeSync) Resume() { f.paused.Store(false) }
+func (f *fakeSync) Stop()   { f.stopped.Store(true) }
+func (f *fakeSync) Cutover(ctx context.Context) (*syncer.CutoverReport, error) {
+	return nil, failure.New(failure.Internal, "SLUICE-CUTOVER-LAG", "not caught up")
+}
+func (f *fakeSync) VerifyChangedRows(ctx context.Context) (syncer.VerifyReport, error) {
+	f.verifies.Add(1)
+	if f.release != nil {
+		<-f.release
+	}
+	return syncer.VerifyReport{Mode: "changed", Rows: 3, Differences: 1}, nil
+}
+func (f *fakeSync) VerifyAll(ctx context.Context) (syncer.VerifyReport, error) {
+	return syncer.VerifyReport{Mode: "full", Rows: 100}, nil
+}
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+func (l *lockedBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+const tok = "test-token-0123456789"
+
+func newServer(t *testing.T, opt Options) (*httptest.Server, *fakeSync, *lockedBuf) {
+	t.Helper()
+	f := &fakeSync{}
+	logs := &lockedBuf{}
+	opt.Token = tok
+	opt.Log = slog.New(slog.NewJSONHandler(logs, nil))
+	h, err := New(f, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv, f, logs
+}
+
+func do(t *testing.T, method, url string, hdr map[string]string, body string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	for k, v := range hdr {
+		if k == "Host" {
+			req.Host = v
+			continue
+		}
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+func acHeaders(h http.Header) []string {
+	var out []string
+	for k := range h {
+		if strings.HasPrefix(k, "Access-Control-") {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+func hasVaryOrigin(h http.Header) bool {
+	for _, v := range h.Values("Vary") {
+		for _, p := range strings.Split(v, ",") {
+			if strings.TrimSpace(p) == "Origin" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func TestCORSDefaultIsSameOriginOnly(t *testing.T) {
+	srv, _, _ := newServer(t, Options{})
+	for _, o := range []string{"https://a.example", "null", "http://127.0.0.1:1"} {
+		r := do(t, "GET", srv.URL+"/api/v1/status", map[string]string{"Origin": o}, "")
+		if r.StatusCode != 200 || len(acHeaders(r.Header)) > 0 || !hasVaryOrigin(r.Header) {
+			t.Errorf("origin %s: status %d, CORS headers %v, Vary %v", o, r.StatusCode, acHeaders(r.Header), r.Header.Values("Vary"))
+		}
+		p := do(t, "OPTIONS", srv.URL+"/api/v1/pause", map[string]string{"Origin": o, "Access-Control-Request-Method": "POST"}, "")
+		if len(acHeaders(p.Header)) > 0 || !hasVaryOrigin(p.Header) {
+			t.Errorf("preflight from %s: CORS headers %v", o, acHeaders(p.Header))
+		}
+	}
+}
+
+func TestCORSAllowList(t *testing.T) {
+	srv, _, _ := newServer(t, Options{AllowOrigins: []string{"https://a.example", "http://localhost:3000"}})
+	cases := map[string]bool{
+		"https://a.example":          true,
+		"http://a.example":           false,
+		"https://a.example:8443":     false,
+		"https://a.example.evil.com": false,
+		"https://evil.com":           false,
+		"null":                       false,
+		"http://localhost:3000":      true,
+		"http://localhost:3001":      false,
+		"https://a.example/":         false,
+	}
+	for o, allowed := range cases {
+		r := do(t, "GET", srv.URL+"/api/v1/status", map[string]string{"Origin": o}, "")
+		got := r.Header.Get("Access-Control-Allow-Origin")
+		if !hasVaryOrigin(r.Header) {
+			t.Errorf("%s: no Vary: Origin", o)
+		}
+		if allowed && got != o {
+			t.Errorf("%s: Access-Control-Allow-Origin = %q, want the origin", o, got)
+		}
+		if !allowed && len(acHeaders(r.Header)) > 0 {
+			t.Errorf("%s: CORS headers %v on a refused origin", o, acHeaders(r.Header))
+		}
+		if r.Header.Get("Access-Control-Allow-Credentials") != "" {
+			t.Errorf("%s: credentials allowed without allow_credentials", o)
+		}
+	}
+	// preflight: only the allowed method and headers, and a max-age
+	p := do(t, "OPTIONS", srv.URL+"/api/v1/pause", map[string]string{"Origin": "https://a.example",
+		"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"}, "")
+	if p.StatusCode != http.StatusNoContent || p.Header.Get("Access-Control-Allow-Origin") != "https://a.example" ||
+		p.Header.Get("Access-Control-Allow-Methods") != "POST" || p.Header.Get("Access-Control-Allow-Headers") != "authorization,content-type" ||
+		p.Header.Get("Access-Control-Max-Age") != "600" || !hasVaryOrigin(p.Header) {
+		t.Errorf("preflight: %d %v", p.StatusCode, p.Header)
+	}
+	for _, bad := range []map[string]string{
+		{"Origin": "https://a.example", "Access-Control-Request-Method": "DELETE"},
+		{"Origin": "https://a.example", "Access-Control-Request-Method": "OPTIONS"},
+		{"Origin": "https://a.example", "Access-Control-Request-Method": "PUT"},
+		{"Origin": "https://a.example", "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-evil"},
+		{"Origin": "https://a.example.evil.com", "Access-Control-Request-Method": "POST"},
+		{"Origin": "null", "Access-Control-Request-Method": "GET"},
+	} {
+		p := do(t, "OPTIONS", srv.URL+"/api/v1/pause", bad, "")
+		if len(acHeaders(p.Header)) > 0 {
+			t.Errorf("preflight %v: CORS headers %v", bad, acHeaders(p.Header))
+		}
+	}
+}
+
+func TestCORSStarAndNull(t *testing.T) {
+	if _, err := NewCORS([]string{"*"}, true); failure.Code(err) != "SLUICE-CONFIG-CORS" {
+		t.Fatalf(`"*" with credentials: %v`, err)
+	}
+	if _, err := NewCORS([]string{"https://*.example.com"}, false); failure.Code(err) != "SLUICE-CONFIG-CORS" {
+		t.Fatalf("wildcard entry: %v", err)
+	}
+	srv, _, _ := newServer(t, Options{AllowOrigins: []string{"*"}})
+	r := do(t, "GET", srv.URL+"/api/v1/status", map[string]string{"Origin": "https://x.example"}, "")
+	if r.Header.Get("Access-Control-Allow-Origin") != "https://x.example" {
+		t.Errorf("* did not allow a tuple origin: %v", r.Header)
+	}
+	r = do(t, "GET", srv.URL+"/api/v1/status", map[string]string{"Origin": "null"}, "")
+	if len(acHeaders(r.Header)) > 0 {
+		t.Errorf(`* allowed "null": %v`, r.Header)
+	}
+	srv2, _, _ := newServer(t, Options{AllowOrigins: []string{"null"}, AllowCredentials: true})
+	r = do(t, "GET", srv2.URL+"/api/v1/status", map[string]string{"Origin": "null"}, "")
+	if r.Header.Get("Access-Control-Allow-Origin") != "null" || r.Header.Get("Access-Control-Allow-Credentials") != "true" {
+		t.Errorf(`listed "null" not allowed: %v`, r.Header)
+	}
+}
+
+func TestAuth(t *testing.T) {
+	srv, f, logs := newServer(t, Options{AllowOrigins: []string{"https://a.example"}})
+	if r := do(t, "POST", srv.URL+"/api/v1/pause", nil, ""); r.StatusCode != 401 || f.paused.Load() {
+		t.Fatalf("no token: %d", r.StatusCode)
+	}
+	if r := do(t, "POST", srv.URL+"/api/v1/pause", map[string]string{"Authorization": "Bearer nope"}, ""); r.StatusCode != 401 || f.paused.Load() {
+		t.Fatalf("wrong token: %d", r.StatusCode)
+	}
+	if r := do(t, "POST", srv.URL+"/api/v1/pause", map[string]string{"Authorization": "Bearer " + tok, "Origin": "https://evil.example"}, ""); r.StatusCode != 403 || f.paused.Load() {
+		t.Fatalf("foreign origin: %d", r.StatusCode)
+	}
+	if r := do(t, "POST", srv.URL+"/api/v1/pause", map[string]string{"Authorization": "Bearer " + tok, "Origin": srv.URL}, ""); r.StatusCode != 200 || !f.paused.Load() {
+		t.Fatalf("same origin with token: %d", r.StatusCode)
+	}
+	if r := do(t, "POST", srv.URL+"/api/v1/resume", map[string]string{"Authorization": "Bearer " + tok, "Origin": "https://a.example"}, ""); r.StatusCode != 200 || f.paused.Load() {
+		t.Fatalf("allowed origin with token: %d", r.StatusCode)
+	}
+	// reads: loopback needs no token, but a DNS name in Host does (rebinding)
+	if r := do(t, "GET", srv.URL+"/api/v1/status", nil, ""); r.StatusCode != 200 {
+		t.Fatalf("loopback read: %d", r.StatusCode)
+	}
+	if r := do(t, "GET", srv.URL+"/api/v1/status", map[string]string{"Host": "localhost:1234"}, ""); r.StatusCode != 200 {
+		t.Fatalf("loopback read as localhost: %d", r.StatusCode)
+	}
+	if r := do(t, "GET", srv.URL+"/api/v1/status", map[string]string{"Host": "rebind.evil.example:80"}, ""); r.StatusCode != 401 {
+		t.Fatalf("read with a DNS Host: %d", r.StatusCode)
+	}
+	if r := do(t, "GET", srv.URL+"/api/v1/status", map[string]string{"Host": "rebind.evil.example", "Authorization": "Bearer " + tok}, ""); r.StatusCode != 200 {
+		t.Fatalf("read with a DNS Host and the token: %d", r.StatusCode)
+	}
+	if r := do(t, "GET", srv.URL+"/api/v1/status", map[string]string{"Authorization": "Bearer wrong"}, ""); r.StatusCode != 401 {
+		t.Fatalf("read with a wrong token: %d", r.StatusCode)
+	}
+	for _, p := range []string{"/healthz", "/readyz", "/"} {
+		if r := do(t, "GET", srv.URL+p, map[string]string{"Host": "x.example"}, ""); r.StatusCode != 200 {
+			t.Errorf("%s: %d", p, r.StatusCode)
+		}
+	}
+	// every refusal is one JSON log line with a code; the token never appears
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("log line not JSON: %s", line)
+		}
+		if m["level"] == "WARN" && (m["code"] == nil || m["path"] == nil || m["remote"] == nil) {
+			t.Errorf("refusal without code or context: %s", line)
+		}
+		if strings.Contains(line, tok) {
+			t.Errorf("token in log: %s", line)
+		}
+	}
+	if !strings.Contains(logs.String(), "SLUICE-API-ORIGIN") || strings.Count(logs.String(), "SLUICE-API-AUTH") < 3 {
+		t.Errorf("refusals not logged: %s", logs.String())
+	}
+}
+
+func TestDashboardHeaders(t *testing.T) {
+	srv, _, _ := newServer(t, Options{})
+	resp, err := http.Get(srv.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	csp := resp.Header.Get("Content-Security-Policy")
+	if !strings.Contains(csp, "script-src 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") || resp.Header.Get("X-Frame-Options") != "DENY" {
+		t.Errorf("headers %v", resp.Header)
+	}
+	if !strings.Contains(string(body), "/assets/app.js") || strings.Contains(string(body), "https://") {
+		t.Errorf("page refers to something outside the binary")
+	}
+	for _, a := range []string{"/assets/app.js", "/assets/app.css"} {
+		r := do(t, "GET", srv.URL+a, nil, "")
+		if r.StatusCode != 200 {
+			t.Errorf("%s: %d", a, r.StatusCode)
+		}
+	}
+	js, _ := dashboardFS.ReadFile("dashboard/app.js")
+	css, _ := dashboardFS.ReadFile("dashboard/app.css")
+	for _, s := range []string{strings.ReplaceAll(string(js), "'http://www.w3.org/2000/svg'", ""), string(css)} {
+		if strings.Contains(s, "http://") || strings.Contains(s, "https://") || strings.Contains(s, "@import") || strings.Contains(s, "url(") || strings.Contains(s, "//cdn") {
+			t.Errorf("an asset loads something from elsewhere")
+		}
+	}
+	if strings.Contains(string(js), "innerHTML") {
+		t.Errorf("app.js uses innerHTML; values must go in as text")
+	}
+}
+
+func TestVerifyInBackground(t *testing.T) {
+	var got []VerifyState
+	var mu sync.Mutex
+	srv, f, _ := newServer(t, Options{OnVerify: func(v VerifyState) { mu.Lock(); got = append(got, v); mu.Unlock() }})
+	f.release = make(chan struct{})
+	auth := map[string]string{"Authorization": "Bearer " + tok}
+	if r := do(t, "POST", srv.URL+"/api/v1/verify", auth, `{"mode":"changed"}`); r.StatusCode != http.StatusAccepted {
+		t.Fatalf("verify: %d", r.StatusCode)
+	}
+	if r := do(t, "POST", srv.URL+"/api/v1/verify", auth, ``); r.StatusCode != http.StatusConflict {
+		t.Fatalf("second verify while one runs: %d", r.StatusCode)
+	}
+	if r := do(t, "POST", srv.URL+"/api/v1/verify", auth, `{"mode":"half"}`); r.StatusCode != http.StatusBadRequest {
+		t.Fatalf("bad mode: %d", r.StatusCode)
+	}
+	close(f.release)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, _ := http.Get(srv.URL + "/api/v1/status")
+		var v StatusView
+		json.NewDecoder(resp.Body).Decode(&v)
+		resp.Body.Close()
+		if v.Verify.State == "done" {
+			if v.Verify.Report.Differences != 1 || v.Tables[0].Source != "public.t" {
+				t.Fatalf("status %+v", v)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("verify did not finish: %+v", v.Verify)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 || got[0].Report.Rows != 3 {
+		t.Fatalf("OnVerify: %+v", got)
+	}
+}
+
+func TestAlertsEndpoint(t *testing.T) {
+	m := watch.NewManager(slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	m.Update("lag", []watch.Observation{{Code: watch.CodeLag, Subject: "lag", What: "lag", Value: 100, Unit: watch.UnitSeconds,
+		Limits: configLimits(10, 50, 1000)}})
+	srv, _, _ := newServer(t, Options{Alerts: m})
+	resp, err := http.Get(srv.URL + "/api/v1/alerts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out struct {
+		Firing []watch.Alert `json:"firing"`
+		Events []watch.Event `json:"events"`
+	}
+	json.NewDecoder(resp.Body).Decode(&out)
+	resp.Body.Close()
+	if len(out.Firing) != 1 || out.Firing[0].Severity != "high" || len(out.Events) != 1 {
+		t.Fatalf("alerts %+v", out)
+	}
+}

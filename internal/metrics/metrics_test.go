@@ -1,0 +1,70 @@
+package metrics
+
+import (
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/sluice-db/sluice/internal/config"
+	"github.com/sluice-db/sluice/internal/syncer"
+	"github.com/sluice-db/sluice/internal/watch"
+)
+
+func TestScrape(t *testing.T) {
+	rows := int64(10)
+	m := watch.NewManager(slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	m.Update("lag", []watch.Observation{{Code: watch.CodeLag, Subject: "lag", What: "lag", Value: 100, Unit: watch.UnitSeconds,
+		Limits: config.Limits{Warning: 10, High: 50, Critical: 1000}}})
+	safe := int64(4096)
+	met := New(Sources{Version: "v1.2.3",
+		Status: func() syncer.Status {
+			return syncer.Status{Slot: "s", LagSeconds: 1.5, LagBytes: 77, WALRetainedBytes: 1234, ChangesApplied: 9, Paused: true,
+				Throttled: map[string]string{"stress": "busy"},
+				Tables:    []syncer.TableStatus{{Source: "public.t", Phase: "copying", RowsCopied: rows, RowsEstimate: 100}}}
+		},
+		Alerts: m,
+		Readings: func() watch.Readings {
+			return watch.Readings{Disks: []watch.DiskReading{{Path: "/", Roles: []string{"log file"}, UsedPercent: 50, TotalBytes: 10}},
+				WAL: &watch.WALReading{SafeBytes: &safe}, Stress: &watch.StressReading{ActiveSessions: 3, LockWaits: 1}}
+		}})
+	met.ObserveLog(slog.LevelError, "SLUICE-TARGET-AUTH")
+	met.ObserveLog(slog.LevelWarn, "SLUICE-API-AUTH")
+	scrape := func() string {
+		rec := httptest.NewRecorder()
+		met.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		return rec.Body.String()
+	}
+	out := scrape()
+	for _, want := range []string{
+		`sluice_info{slot="s",version="v1.2.3"} 1`,
+		`sluice_rows_copied_total{table="public.t"} 10`,
+		`sluice_changes_applied_total 9`,
+		`sluice_lag_seconds 1.5`,
+		`sluice_lag_bytes 77`,
+		`sluice_wal_retained_bytes 1234`,
+		`sluice_wal_safe_bytes 4096`,
+		`sluice_copy_paused 1`,
+		`sluice_copy_throttled 1`,
+		`sluice_copy_throttle{source="stress"} 1`,
+		`sluice_errors_total{code="SLUICE-TARGET-AUTH",level="error"} 1`,
+		`sluice_errors_total{code="SLUICE-API-AUTH",level="warning"} 1`,
+		`sluice_alerts_firing{code="SLUICE-ALERT-LAG",severity="high"} 1`,
+		`sluice_alerts_firing{code="SLUICE-ALERT-DISK",severity="critical"} 0`,
+		`sluice_alert_events_total{code="SLUICE-ALERT-LAG",severity="high"} 1`,
+		`sluice_disk_used_ratio{path="/",roles="log file"} 0.5`,
+		`sluice_source_active_sessions 3`,
+		`sluice_source_lock_waits 1`,
+		`# TYPE sluice_rows_copied_total counter`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %s", want)
+		}
+	}
+	rows = 20
+	if !strings.Contains(scrape(), `sluice_rows_copied_total{table="public.t"} 20`) {
+		t.Error("value did not move")
+	}
+}

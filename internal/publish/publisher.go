@@ -1,0 +1,888 @@
+package publish
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sluice-db/sluice/internal/chunk"
+	"github.com/sluice-db/sluice/internal/copier"
+	"github.com/sluice-db/sluice/internal/events"
+	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/mysql"
+	"github.com/sluice-db/sluice/internal/pgstream"
+	"github.com/sluice-db/sluice/internal/plan"
+	"github.com/sluice-db/sluice/internal/postgres"
+	"github.com/sluice-db/sluice/internal/progress"
+	"github.com/sluice-db/sluice/internal/schema"
+	pubevents "github.com/sluice-db/sluice/pkg/events"
+)
+
+// Options tune a publisher.
+type Options struct {
+	Endpoint       pubevents.Endpoint
+	Partitions     int
+	Slot           string
+	Publication    string
+	Parallel       int           // chunks read ahead of the stream
+	ChunkRows      int           // rows per chunk
+	FlushDelay     time.Duration // longest a change waits before the slot is confirmed past it
+	Heartbeat      time.Duration
+	LockTimeout    time.Duration // cutover: give up if the write fence is not granted in this time
+	CutoverTimeout time.Duration // cutover: longest the fence may stay up
+	Tracker        *progress.Tracker
+	Log            *slog.Logger
+}
+
+func (o *Options) defaults() {
+	if o.Partitions < 1 {
+		o.Partitions = 1
+	}
+	if o.Parallel < 1 {
+		o.Parallel = 2
+	}
+	if o.ChunkRows < 1 {
+		o.ChunkRows = 20000
+	}
+	if o.FlushDelay <= 0 {
+		o.FlushDelay = 100 * time.Millisecond
+	}
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = 10 * time.Second
+	}
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = 5 * time.Second
+	}
+	if o.CutoverTimeout <= 0 {
+		o.CutoverTimeout = 30 * time.Second
+	}
+	if o.Tracker == nil {
+		o.Tracker = &progress.Tracker{}
+	}
+}
+
+// Publisher reads the change stream and publishes it to partitions.
+type Publisher struct {
+	src     *postgres.Source
+	srcConn string
+	tgt     *mysql.Target
+	plan    *plan.Plan
+	opt     Options
+	log     *slog.Logger
+	tables  []*pubTable
+	byName  map[string]*pubTable
+	runID   string
+	started time.Time
+
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream *pgstream.Stream
+
+	// loop goroutine only
+	futures   []jetstream.PubAckFuture
+	txChunks  []doneChunk // chunks published in the transaction being read
+	toMark    []doneChunk // chunks published in committed transactions, not yet marked done
+	lastCommit pglogrepl.LSN
+	confirmed  pglogrepl.LSN
+
+	windowsMu sync.Mutex
+	windows   map[string]*window
+	inflight  chan struct{}
+
+	marksMu sync.Mutex
+	marks   []copiedMark // tables whose copy is published, waiting for every partition
+
+	fence     atomic.Pointer[fenceWait]
+	cutoverMu sync.Mutex
+	cutover   atomic.Pointer[CutoverReport]
+
+	paused   atomic.Bool
+	stop     chan struct{}
+	stopOnce sync.Once
+
+	published  atomic.Int64
+	copiedRows atomic.Int64
+	confirmedL atomic.Uint64
+	received   atomic.Uint64
+	parts      atomic.Pointer[[]mysql.PartitionState]
+	pubPos     atomic.Pointer[Pos] // position of the last message published
+}
+
+type pubTable struct {
+	rt       *events.Table
+	scan     *plan.Table // the copy reads the plain source columns
+	cols     []string    // source column names
+	relIdx   []int       // source column → column of the stream's relation
+	pending  []mysql.StoredChunk
+	left     atomic.Int64
+	copied   atomic.Bool
+	progress *progress.Table
+	changes  atomic.Int64
+}
+
+type doneChunk struct {
+	table *pubTable
+	no    int
+	rows  int64
+}
+
+type copiedMark struct {
+	table *pubTable
+	pos   Pos
+}
+
+type fenceWait struct {
+	id      string
+	reached chan Pos
+}
+
+// New prepares a publisher. srcConnString is used for the replication
+// connection.
+func New(ctx context.Context, src *postgres.Source, srcConnString string, tgt *mysql.Target, p *plan.Plan, opt Options) (*Publisher, error) {
+	opt.defaults()
+	rts, err := events.LoadTables(ctx, src, p)
+	if err != nil {
+		return nil, err
+	}
+	pb := &Publisher{src: src, srcConn: srcConnString, tgt: tgt, plan: p, opt: opt, log: opt.Log, byName: map[string]*pubTable{},
+		runID: fmt.Sprintf("%x", time.Now().UnixNano()), started: time.Now(), windows: map[string]*window{},
+		inflight: make(chan struct{}, opt.Parallel), stop: make(chan struct{})}
+	for _, rt := range rts {
+		t := &pubTable{rt: rt}
+		scan := *rt.Plan
+		scan.Columns, scan.Key = nil, nil
+		for _, c := range rt.Plan.Source.Columns {
+			scan.Columns = append(scan.Columns, plan.Column{Source: c.Name, SourceExpr: postgres.Ident(c.Name), Target: c.Name, SourceType: c.Type})
+			t.cols = append(t.cols, c.Name)
+		}
+		scan.Key = rt.KeySourceIndexes()
+		t.scan = &scan
+		pb.tables = append(pb.tables, t)
+		pb.byName[rt.Name] = t
+	}
+	return pb, nil
+}
+
+// Stop ends the publisher after confirming what JetStream stored.
+func (p *Publisher) Stop() { p.stopOnce.Do(func() { close(p.stop) }) }
+
+// Pause holds the copy back; changes keep flowing.
+func (p *Publisher) Pause() { p.paused.Store(true) }
+
+// Resume undoes Pause.
+func (p *Publisher) Resume() { p.paused.Store(false) }
+
+// Run prepares slot, publication, target tables and stream, then copies and
+// publishes until Stop or ctx ends.
+func (p *Publisher) Run(ctx context.Context) error {
+	if err := p.prepare(ctx); err != nil {
+		return err
+	}
+	state, err := p.tgt.LoadSyncState(ctx, p.opt.Slot)
+	if err != nil {
+		return err
+	}
+	nc, js, err := events.ConnectJetStream(p.opt.Endpoint, "sluice-publisher")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	p.nc, p.js = nc, js
+	if _, err := pubevents.EnsureStream(ctx, js, p.opt.Endpoint); err != nil {
+		return failure.Wrap(err, failure.Connection, "SLUICE-NATS-STREAM", "JetStream stream %s", p.opt.Endpoint.Stream)
+	}
+	stream, err := pgstream.Open(ctx, p.srcConn, p.opt.Slot, p.opt.Publication, pglogrepl.LSN(state.AppliedLSN))
+	if err != nil {
+		return failure.Wrap(err, failure.Connection, "SLUICE-SYNC-STREAM", "source: open the change stream").
+			WithHint("check that the source allows replication connections (pg_hba.conf) for this user")
+	}
+	p.stream = stream
+	defer stream.Close()
+	p.confirmed = pglogrepl.LSN(state.AppliedLSN)
+	p.confirmedL.Store(state.AppliedLSN)
+	p.log.Info("publishing the change stream", "slot", p.opt.Slot, "stream", p.opt.Endpoint.Stream, "partitions", p.opt.Partitions,
+		"subjects", p.opt.Endpoint.PartitionSubject(0)+"…", "from", pglogrepl.LSN(state.AppliedLSN).String())
+
+	g, gctx := errgroup.WithContext(ctx)
+	evs := make(chan pgstream.Event, 4096)
+	g.Go(func() error { return p.read(gctx, evs) })
+	g.Go(func() error {
+		if err := p.loop(gctx, evs); err != nil {
+			return err
+		}
+		return errStopped
+	})
+	g.Go(func() error { return p.copyChunks(gctx) })
+	g.Go(func() error { return p.heartbeat(gctx) })
+	g.Go(func() error { return p.indexer(gctx) })
+	for _, t := range p.tables {
+		if t.left.Load() == 0 && !t.copied.Load() { // resumed after its last chunk
+			g.Go(func() error { return p.emitCopied(gctx, t) })
+		}
+	}
+	err = g.Wait()
+	if errors.Is(err, errStopped) {
+		err = nil
+	}
+	return err
+}
+
+var errStopped = errors.New("publisher stopped")
+
+func (p *Publisher) prepare(ctx context.Context) error {
+	if err := pgstream.Preflight(ctx, p.src.Pool); err != nil {
+		return err
+	}
+	for _, t := range p.tables {
+		if err := checkStreamable(t.rt.Plan); err != nil {
+			return err
+		}
+	}
+	if err := p.tgt.EnsureProgressTables(ctx); err != nil {
+		return err
+	}
+	if err := p.tgt.EnsureSyncTable(ctx); err != nil {
+		return err
+	}
+	if err := p.tgt.EnsurePartitionsTable(ctx); err != nil {
+		return err
+	}
+	state, err := p.tgt.LoadSyncState(ctx, p.opt.Slot)
+	if err != nil {
+		return err
+	}
+	if state == nil {
+		for _, t := range p.tables {
+			phase, err := p.tgt.Phase(ctx, t.rt.Plan.Target)
+			if err != nil {
+				return err
+			}
+			if phase != "" {
+				return failure.New(failure.Schema, "SLUICE-SYNC-COPIED",
+					"target table %s was filled by sluice without this change stream: changes made since then are not in it", t.rt.Plan.Target).
+					With("table", t.rt.Plan.Target).
+					WithHint("drop the target table (and sluice's _sluice_* tables) and let the publisher copy it")
+			}
+		}
+	} else if exists, err := pgstream.SlotExists(ctx, p.src.Pool, p.opt.Slot); err != nil {
+		return err
+	} else if !exists {
+		return failure.New(failure.Schema, "SLUICE-SYNC-SLOTLOST",
+			"the target records a publisher on replication slot %s, but the source no longer has that slot: changes since then are lost", p.opt.Slot).
+			WithHint("run sluice abort --slot %s, drop the target tables and the stream, and start again", p.opt.Slot)
+	}
+	// The slot comes first: every change from here on is captured, so the
+	// chunks copied next can only miss what the stream delivers.
+	if err := pgstream.EnsurePublication(ctx, p.src.Pool, p.opt.Publication, schemaNames(p.plan)); err != nil {
+		return err
+	}
+	if _, created, err := pgstream.EnsureSlot(ctx, p.src.Pool, p.opt.Slot); err != nil {
+		return err
+	} else if created {
+		p.log.Info("replication slot created", "slot", p.opt.Slot, "publication", p.opt.Publication)
+	}
+	if state == nil {
+		if err := p.tgt.SaveSyncState(ctx, mysql.SyncState{Slot: p.opt.Slot, Publication: p.opt.Publication, Phase: "publishing"}); err != nil {
+			return err
+		}
+	}
+	for _, t := range p.tables {
+		if err := p.prepareTable(ctx, t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *Publisher) prepareTable(ctx context.Context, t *pubTable) error {
+	pt := t.rt.Plan
+	name := pt.Source.Name.String()
+	phase, err := p.tgt.Phase(ctx, pt.Target)
+	if err != nil {
+		return err
+	}
+	if phase == "" {
+		if err := copier.CreateTargetTable(ctx, p.tgt, pt); err != nil {
+			return err
+		}
+		ranges, err := copier.PlanChunks(ctx, p.src, pt, p.opt.ChunkRows)
+		if err != nil {
+			return err
+		}
+		if err := p.tgt.StartTable(ctx, pt.Target, name, ranges); err != nil {
+			return err
+		}
+	}
+	chunks, err := p.tgt.Chunks(ctx, pt.Target)
+	if err != nil {
+		return err
+	}
+	var done int64
+	for _, c := range chunks {
+		if c.Done {
+			done += c.Rows
+		} else {
+			t.pending = append(t.pending, c)
+		}
+	}
+	t.left.Store(int64(len(t.pending)))
+	t.copied.Store(phase == mysql.PhaseDone)
+	t.progress = p.opt.Tracker.Add(name, max(pt.Source.EstimatedRows, done), done)
+	if t.copied.Load() {
+		t.progress.SetPhase("streaming")
+	} else {
+		t.progress.SetPhase("copying")
+	}
+	return nil
+}
+
+// checkStreamable refuses what the change stream cannot carry exactly.
+func checkStreamable(t *plan.Table) error {
+	st := t.Source
+	name := postgres.Ident(st.Name.Schema, st.Name.Name)
+	switch st.ReplicaIdentity {
+	case "nothing":
+		return failure.New(failure.Schema, "SLUICE-SYNC-IDENTITY", "table %s has REPLICA IDENTITY NOTHING: its updates and deletes are not streamed", st.Name).
+			With("table", st.Name.String()).WithHint("ALTER TABLE %s REPLICA IDENTITY DEFAULT (it has a primary key) or FULL", name)
+	case "default":
+		if len(st.PrimaryKey) == 0 {
+			return failure.New(failure.Schema, "SLUICE-SYNC-IDENTITY", "table %s has no primary key, so PostgreSQL does not stream which row an update or delete touched", st.Name).
+				With("table", st.Name.String()).WithHint("add a primary key, or ALTER TABLE %s REPLICA IDENTITY FULL", name)
+		}
+	}
+	return nil
+}
+
+func (p *Publisher) read(ctx context.Context, out chan<- pgstream.Event) error {
+	for {
+		ev, err := p.stream.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return failure.Wrap(err, failure.Connection, "SLUICE-SYNC-STREAM", "source: change stream broken").
+				WithHint("run the publisher again: it resumes from the last position JetStream stored")
+		}
+		select {
+		case out <- ev:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// loop publishes the stream in commit order.
+func (p *Publisher) loop(ctx context.Context, evs <-chan pgstream.Event) error {
+	byRel := map[uint32]*pubTable{}
+	var (
+		inTx, skipTx bool
+		txLSN        uint64
+		n            uint32
+		unflushed    time.Time
+	)
+	tick := time.NewTicker(p.opt.FlushDelay)
+	defer tick.Stop()
+	stopCh, stopping := p.stop, false
+	next := func() uint32 { n++; return n - 1 }
+	for {
+		var ev pgstream.Event
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-stopCh:
+			stopCh, stopping = nil, true
+			if !inTx {
+				return p.flush(ctx)
+			}
+			continue
+		case <-tick.C:
+			if !inTx && !unflushed.IsZero() && time.Since(unflushed) >= p.opt.FlushDelay {
+				if err := p.flush(ctx); err != nil {
+					return err
+				}
+				unflushed = time.Time{}
+			}
+			continue
+		case ev = <-evs:
+		}
+		switch ev.Kind {
+		case pgstream.Begin:
+			inTx, n, txLSN = true, 0, uint64(ev.LSN)
+			skipTx = ev.LSN < p.confirmed // replayed after a restart: already stored
+		case pgstream.Commit:
+			inTx = false
+			if skipTx {
+				continue
+			}
+			p.lastCommit = ev.LSN
+			p.toMark = append(p.toMark, p.txChunks...)
+			p.txChunks = p.txChunks[:0]
+			if unflushed.IsZero() {
+				unflushed = time.Now()
+			}
+			if stopping {
+				return p.flush(ctx)
+			}
+			if len(p.futures) >= 8000 {
+				if err := p.flush(ctx); err != nil {
+					return err
+				}
+				unflushed = time.Time{}
+			}
+		case pgstream.RelationChanged:
+			t := p.byName[ev.Relation.Schema+"."+ev.Relation.Name]
+			if t == nil {
+				continue
+			}
+			if err := t.bind(ev.Relation); err != nil {
+				return err
+			}
+			byRel[ev.Relation.ID] = t
+		case pgstream.Change:
+			if skipTx {
+				continue
+			}
+			t := byRel[ev.Relation.ID]
+			if t == nil {
+				continue
+			}
+			if err := p.change(ctx, t, ev, txLSN, next); err != nil {
+				return err
+			}
+		case pgstream.Truncate:
+			if skipTx {
+				continue
+			}
+			for _, rel := range ev.Truncated {
+				if t := byRel[rel.ID]; t != nil {
+					return failure.New(failure.Schema, "SLUICE-PUBLISH-TRUNCATE", "table %s was truncated on the source; a TRUNCATE cannot be applied by independent partitions", t.rt.Name).
+						With("table", t.rt.Name).WithHint("the publisher stopped before publishing it: run sluice abort, drop the target tables and the stream, and start again")
+				}
+			}
+		case pgstream.Message:
+			if ev.Prefix != pgstream.MessagePrefix || skipTx {
+				continue
+			}
+			if err := p.message(ctx, string(ev.Content), txLSN, next); err != nil {
+				return err
+			}
+		case pgstream.Keepalive:
+			if !inTx && len(p.futures) == 0 && len(p.toMark) == 0 && p.lastCommit <= p.confirmed && ev.WALEnd > p.confirmed {
+				p.confirmed = ev.WALEnd
+				p.confirmedL.Store(uint64(ev.WALEnd))
+				p.stream.Confirm(ev.WALEnd)
+			}
+		}
+	}
+}
+
+// flush waits until JetStream stored everything published, marks the
+// chunks published so far done, then confirms the slot: the source may
+// recycle the WAL only once JetStream holds the changes.
+func (p *Publisher) flush(ctx context.Context) error {
+	if err := p.awaitAcks(ctx); err != nil {
+		return err
+	}
+	if len(p.toMark) > 0 {
+		tx, err := p.tgt.DB.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("target: begin: %w", err)
+		}
+		for _, c := range p.toMark {
+			if err := mysql.MarkChunkDone(ctx, tx, c.table.rt.Plan.Target, c.no, c.rows, 0); err != nil {
+				tx.Rollback()
+				return err
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("target: record published chunks: %w", err)
+		}
+		for _, c := range p.toMark {
+			<-p.inflight
+			if c.table.left.Add(-1) == 0 {
+				go p.emitCopied(ctx, c.table)
+			}
+		}
+		p.toMark = p.toMark[:0]
+	}
+	if p.lastCommit > p.confirmed {
+		p.confirmed = p.lastCommit
+		p.confirmedL.Store(uint64(p.confirmed))
+		p.stream.Confirm(p.confirmed)
+		if _, err := p.tgt.DB.ExecContext(ctx, `UPDATE `+mysql.SyncTable+` SET applied_lsn = ? WHERE slot = ?`, uint64(p.confirmed), p.opt.Slot); err != nil {
+			return fmt.Errorf("target: record the published position: %w", err)
+		}
+	}
+	return nil
+}
+
+func (p *Publisher) awaitAcks(ctx context.Context) error {
+	for _, f := range p.futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return failure.Wrap(err, failure.Connection, "SLUICE-PUBLISH-ACK", "JetStream did not store a message on %s", f.Msg().Subject).
+				WithHint("run the publisher again: it resumes from the last position JetStream stored")
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	p.futures = p.futures[:0]
+	return nil
+}
+
+// send publishes one message to a partition.
+func (p *Publisher) send(ctx context.Context, part int, m *Message) error {
+	m.V, m.Parts = FormatVersion, p.opt.Partitions
+	data, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	msg := &nats.Msg{Subject: p.opt.Endpoint.PartitionSubject(part), Data: data}
+	id := fmt.Sprintf("%s:%d:%d:%d", p.opt.Slot, m.LSN, m.N, part)
+	for {
+		f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(p.opt.Endpoint.Stream))
+		if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+			if err := p.awaitAcks(ctx); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return failure.Wrap(err, failure.Connection, "SLUICE-PUBLISH", "publish to %s", msg.Subject)
+		}
+		p.futures = append(p.futures, f)
+		break
+	}
+	p.published.Add(1)
+	pos := m.Pos()
+	p.pubPos.Store(&pos)
+	if len(p.futures) >= 12000 {
+		return p.awaitAcks(ctx)
+	}
+	return nil
+}
+
+// broadcast publishes a mark to every partition at one position.
+func (p *Publisher) broadcast(ctx context.Context, mark string, pos Pos) error {
+	for part := 0; part < p.opt.Partitions; part++ {
+		if err := p.send(ctx, part, &Message{Kind: KindMark, Mark: mark, LSN: pos.LSN, N: pos.N}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// bind maps a relation the stream announced onto the table's source
+// columns; a schema change stops the publisher before it publishes wrong data.
+func (t *pubTable) bind(rel *pgstream.Relation) error {
+	pos := map[string]int{}
+	for i, c := range rel.Columns {
+		pos[c.Name] = i
+	}
+	var problems []string
+	t.relIdx = make([]int, len(t.cols))
+	for i, c := range t.rt.Plan.Source.Columns {
+		j, ok := pos[c.Name]
+		switch {
+		case !ok:
+			problems = append(problems, fmt.Sprintf("column %s was dropped or renamed", c.Name))
+		case rel.Columns[j].TypeOID != c.Type.OID && c.Type.Domain == "":
+			problems = append(problems, fmt.Sprintf("column %s changed type", c.Name))
+		}
+		t.relIdx[i] = j
+		delete(pos, c.Name)
+	}
+	for name := range pos {
+		problems = append(problems, fmt.Sprintf("column %s was added", name))
+	}
+	if len(problems) > 0 {
+		return failure.New(failure.Schema, "SLUICE-SYNC-SCHEMACHANGE", "source table %s changed while publishing: %s", t.rt.Name, strings.Join(problems, "; ")).
+			With("table", t.rt.Name).
+			WithHint("the publisher stopped before publishing wrong data: apply the same change to the target table (and the mapping), then run it again")
+	}
+	return nil
+}
+
+// row reads streamed values by source column: cols holds the sent columns,
+// key the key's text; partial reports unchanged TOASTed columns left out.
+func (t *pubTable) row(vals, old []pgstream.Value, full bool) (cols map[string]*string, key []string, partial bool, err error) {
+	if t.relIdx == nil {
+		return nil, nil, false, fmt.Errorf("table %s: change before its relation was described", t.rt.Name)
+	}
+	cols = make(map[string]*string, len(t.cols))
+	for i, name := range t.cols {
+		v := vals[t.relIdx[i]]
+		if v.Unchanged && full && old != nil && !old[t.relIdx[i]].Unchanged {
+			v = old[t.relIdx[i]]
+		}
+		if v.Unchanged {
+			partial = true
+			continue
+		}
+		if v.Data == nil {
+			cols[name] = nil
+			continue
+		}
+		s := string(v.Data)
+		cols[name] = &s
+	}
+	for _, si := range t.rt.KeySourceIndexes() {
+		v, ok := cols[t.cols[si]]
+		if !ok && old != nil { // an unchanged TOASTed key column
+			if o := old[t.relIdx[si]]; o.Data != nil {
+				s := string(o.Data)
+				v, ok = &s, true
+				cols[t.cols[si]] = v
+			}
+		}
+		if !ok || v == nil {
+			return nil, nil, false, fmt.Errorf("table %s: a change without its key column %s", t.rt.Name, t.cols[si])
+		}
+		key = append(key, *v)
+	}
+	return cols, key, partial, nil
+}
+
+func keyOnly(t *pubTable, cols map[string]*string) map[string]*string {
+	out := make(map[string]*string, len(t.rt.KeySourceIndexes()))
+	for _, si := range t.rt.KeySourceIndexes() {
+		out[t.cols[si]] = cols[t.cols[si]]
+	}
+	return out
+}
+
+// change publishes one row change.
+func (p *Publisher) change(ctx context.Context, t *pubTable, ev pgstream.Event, lsn uint64, next func() uint32) error {
+	full := t.rt.Plan.Source.ReplicaIdentity == "full"
+	emit := func(op string, cols map[string]*string, key []string) error {
+		p.seen(t, op, cols, strings.Join(key, "\x00"))
+		m := &Message{Kind: KindRow, Table: t.rt.Name, Op: op, Cols: cols, LSN: lsn, N: next()}
+		return p.send(ctx, Partition(t.rt.Name, key, p.opt.Partitions), m)
+	}
+	t.changes.Add(1)
+	switch ev.Op {
+	case pgstream.Insert:
+		cols, key, _, err := t.row(ev.New, nil, false)
+		if err != nil {
+			return err
+		}
+		return emit(OpUpsert, cols, key)
+	case pgstream.Delete:
+		cols, key, _, err := t.row(ev.Old, nil, false)
+		if err != nil {
+			return err
+		}
+		return emit(OpDelete, keyOnly(t, cols), key)
+	case pgstream.Update:
+		cols, key, partial, err := t.row(ev.New, ev.Old, full)
+		if err != nil {
+			return err
+		}
+		if ev.Old != nil {
+			oldCols, oldKey, _, err := t.row(ev.Old, nil, false)
+			if err == nil && strings.Join(oldKey, "\x00") != strings.Join(key, "\x00") {
+				if partial {
+					return failure.New(failure.Schema, "SLUICE-PUBLISH-MOVE", "table %s: an update changed a row's key and left large (TOASTed) columns unchanged, so the new row cannot be published whole", t.rt.Name).
+						With("table", t.rt.Name).WithHint("ALTER TABLE %s REPLICA IDENTITY FULL, then run the publisher again", postgres.Ident(t.rt.Plan.Source.Name.Schema, t.rt.Plan.Source.Name.Name))
+				}
+				if err := emit(OpDelete, keyOnly(t, oldCols), oldKey); err != nil {
+					return err
+				}
+				return emit(OpUpsert, cols, key)
+			}
+		}
+		if partial {
+			return emit(OpPatch, cols, key)
+		}
+		return emit(OpUpsert, cols, key)
+	}
+	return nil
+}
+
+// message handles sluice's own WAL messages: watermarks, fences and
+// copied-table marks.
+func (p *Publisher) message(ctx context.Context, content string, lsn uint64, next func() uint32) error {
+	kind, rest, ok := strings.Cut(content, ":")
+	if !ok {
+		return nil
+	}
+	switch kind {
+	case "L", "H":
+		return p.watermark(ctx, kind, rest, lsn, next)
+	case "F":
+		pos := Pos{lsn, next()}
+		if err := p.broadcast(ctx, MarkFence+content, pos); err != nil {
+			return err
+		}
+		if f := p.fence.Load(); f != nil && f.id == content {
+			select {
+			case f.reached <- pos:
+			default:
+			}
+		}
+	case "C":
+		run, target, ok := strings.Cut(rest, ":")
+		if !ok || run != p.runID {
+			return nil
+		}
+		for _, t := range p.tables {
+			if t.rt.Plan.Target == target {
+				pos := Pos{lsn, next()}
+				if err := p.broadcast(ctx, MarkCopied+target, pos); err != nil {
+					return err
+				}
+				p.marksMu.Lock()
+				p.marks = append(p.marks, copiedMark{table: t, pos: pos})
+				p.marksMu.Unlock()
+			}
+		}
+	}
+	return nil
+}
+
+// emitCopied writes the mark after which every partition holds all of the
+// table's copied rows.
+func (p *Publisher) emitCopied(ctx context.Context, t *pubTable) error {
+	if _, err := pgstream.Emit(ctx, p.src.Pool, true, "C:"+p.runID+":"+t.rt.Plan.Target); err != nil && ctx.Err() == nil {
+		p.log.Warn("could not mark a table copied; run the publisher again to build its indexes", "code", "SLUICE-PUBLISH-MARK", "error", err.Error())
+	}
+	return nil
+}
+
+func (p *Publisher) heartbeat(ctx context.Context) error {
+	t := time.NewTicker(p.opt.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if _, err := pgstream.Emit(ctx, p.src.Pool, true, "hb"); err != nil && ctx.Err() == nil {
+				p.log.Warn("heartbeat failed", "code", "SLUICE-SYNC-HEARTBEAT", "error", err.Error())
+			}
+		}
+	}
+}
+
+// indexer reads the partitions' progress, and builds a table's indexes
+// once every partition has applied past its copied mark.
+func (p *Publisher) indexer(ctx context.Context) error {
+	t := time.NewTicker(300 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		parts, err := p.tgt.Partitions(ctx, p.opt.Endpoint.Stream)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			p.log.Warn("could not read the partitions' progress", "code", "SLUICE-PUBLISH-PARTITIONS", "error", err.Error())
+			continue
+		}
+		p.parts.Store(&parts)
+		p.marksMu.Lock()
+		var ready []copiedMark
+		keep := p.marks[:0]
+		for _, m := range p.marks {
+			if allPast(parts, p.opt.Partitions, m.pos) {
+				ready = append(ready, m)
+			} else {
+				keep = append(keep, m)
+			}
+		}
+		p.marks = keep
+		p.marksMu.Unlock()
+		for _, m := range ready {
+			if err := p.finishTable(ctx, m.table); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// allPast reports whether each of the n partitions has applied pos.
+func allPast(parts []mysql.PartitionState, n int, pos Pos) bool {
+	seen := 0
+	for _, st := range parts {
+		if st.Partition >= n || st.Partitions != n {
+			continue
+		}
+		if (Pos{st.PosLSN, st.PosN}).Less(pos) {
+			return false
+		}
+		seen++
+	}
+	return seen == n
+}
+
+func (p *Publisher) finishTable(ctx context.Context, t *pubTable) error {
+	pt := t.rt.Plan
+	t.progress.SetPhase("indexing")
+	if err := copier.BuildIndexes(ctx, p.tgt, pt, p.log); err != nil {
+		return err
+	}
+	if err := p.tgt.SetPhase(ctx, pt.Target, pt.Source.Name.String(), mysql.PhaseDone); err != nil {
+		return err
+	}
+	t.copied.Store(true)
+	t.progress.SetPhase("streaming")
+	p.log.Info("table copied by every partition; indexes built", "table", t.rt.Name)
+	if p.copyDone() {
+		if err := copier.CreateForeignKeys(ctx, p.tgt, p.plan); err != nil {
+			return err
+		}
+		p.log.Info("copy complete; every table is streaming", "tables", len(p.tables))
+	}
+	return nil
+}
+
+func (p *Publisher) copyDone() bool {
+	for _, t := range p.tables {
+		if !t.copied.Load() {
+			return false
+		}
+	}
+	return true
+}
+
+func schemaNames(p *plan.Plan) []schema.TableName {
+	out := make([]schema.TableName, len(p.Tables))
+	for i, t := range p.Tables {
+		out[i] = t.Source.Name
+	}
+	return out
+}
+
+// chunkQuery selects the plain source columns of range r, in key order.
+func (t *pubTable) chunkQuery(r chunk.Range) string {
+	pt := t.rt.Plan
+	cols := make([]string, len(t.cols))
+	for i, c := range t.cols {
+		cols[i] = postgres.Ident(c)
+	}
+	keys := pt.KeyExprsSource()
+	where := chunk.Predicate(keys, r, func(i int, v string) string {
+		return postgres.Literal(v) + "::" + postgres.Ident(pt.Columns[pt.Key[i]].SourceType.Name)
+	})
+	if pt.Filter != "" {
+		where += " AND (" + pt.Filter + ")"
+	}
+	return fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY %s", strings.Join(cols, ", "),
+		postgres.Ident(pt.Source.Name.Schema, pt.Source.Name.Name), where, strings.Join(keys, ", "))
+}
