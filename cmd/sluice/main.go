@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -25,7 +26,13 @@ func main() {
 	defer stop()
 	app := &app{}
 	root := app.rootCommand()
+	if path := os.Getenv("SLUICE_CPUPROFILE"); path != "" { // for performance work
+		if f, err := os.Create(path); err == nil {
+			pprof.StartCPUProfile(f)
+		}
+	}
 	cmd, err := root.ExecuteContextC(ctx)
+	pprof.StopCPUProfile()
 	if err == nil {
 		os.Exit(app.exitStatus)
 	}
@@ -88,6 +95,7 @@ Exit status: 0 ok, 1 verify found differences, 2 usage or configuration error,
 	})
 	root.AddCommand(a.planCommand(), a.copyCommand(), a.verifyCommand(), a.syncCommand(), a.statusCommand(),
 		a.cutoverCommand(), a.cleanupCommand("finish"), a.cleanupCommand("abort"), versionCommand())
+	root.AddCommand(a.applyCommand()) // partitioned applier, see events.go
 	return root
 }
 

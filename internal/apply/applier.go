@@ -88,7 +88,7 @@ func (a *Applier) commit(ctx context.Context, within func(ctx context.Context, t
 func applyOne(ctx context.Context, tx *sql.Tx, op Op) error {
 	t := op.Table
 	switch op.Kind {
-	case Upsert:
+	case Upsert, Load:
 		return upsert(ctx, tx, t, []Row{op.Row})
 	case Delete:
 		return deleteKeys(ctx, tx, t, [][]any{t.KeyArgs(op.Row)})
@@ -202,13 +202,13 @@ func applySegment(ctx context.Context, tx *sql.Tx, ops []Op) error {
 			ts.order = append(ts.order, op.Key)
 		}
 		switch op.Kind {
-		case Upsert:
-			cur.kind, cur.row = Upsert, op.Row
+		case Upsert, Load:
+			cur.kind, cur.row = op.Kind, op.Row
 		case Delete:
 			cur.kind, cur.row = Delete, op.Row
 		case Patch:
 			switch cur.kind {
-			case Upsert, Patch:
+			case Upsert, Load, Patch:
 				cur.row = Merge(cur.row, op.Row)
 			default:
 				cur.kind, cur.row = Patch, op.Row
@@ -218,7 +218,7 @@ func applySegment(ctx context.Context, tx *sql.Tx, ops []Op) error {
 	for _, t := range tables {
 		ts := states[t]
 		var deletes [][]any
-		var upserts []Row
+		var upserts, loads []Row
 		for _, k := range ts.order {
 			st := ts.rows[k]
 			switch st.kind {
@@ -226,6 +226,8 @@ func applySegment(ctx context.Context, tx *sql.Tx, ops []Op) error {
 				deletes = append(deletes, t.KeyArgs(st.row))
 			case Upsert:
 				upserts = append(upserts, st.row)
+			case Load:
+				loads = append(loads, st.row)
 			}
 		}
 		if err := deleteKeys(ctx, tx, t, deletes); err != nil {
@@ -239,6 +241,9 @@ func applySegment(ctx context.Context, tx *sql.Tx, ops []Op) error {
 			}
 		}
 		if err := upsert(ctx, tx, t, upserts); err != nil {
+			return err
+		}
+		if err := load(ctx, tx, t, loads); err != nil {
 			return err
 		}
 	}
@@ -285,14 +290,21 @@ func Merge(base, patch Row) Row {
 // rowsPerStatement keeps statements well under max_allowed_packet.
 const rowsPerStatement = 500
 
-// bulkRows is where LOAD DATA … REPLACE beats multi-row INSERTs (chunks
-// of the initial copy arrive this way).
-const bulkRows = 2000
+// bulkRows is where LOAD DATA … REPLACE beats multi-row INSERTs for rows
+// that are mostly new (chunks of the initial copy).
+const bulkRows = 1000
 
-func upsert(ctx context.Context, tx *sql.Tx, t *Table, rows []Row) error {
+// load writes copied rows: in bulk when there are many.
+func load(ctx context.Context, tx *sql.Tx, t *Table, rows []Row) error {
 	if len(rows) >= bulkRows {
 		return bulkUpsert(ctx, tx, t, rows)
 	}
+	return upsert(ctx, tx, t, rows)
+}
+
+// upsert writes rows with INSERT … ON DUPLICATE KEY UPDATE, which updates
+// an existing row in place (changes from the stream mostly hit such rows).
+func upsert(ctx context.Context, tx *sql.Tx, t *Table, rows []Row) error {
 	for start := 0; start < len(rows); start += rowsPerStatement {
 		part := rows[start:min(start+rowsPerStatement, len(rows))]
 		args := make([]any, 0, len(part)*len(t.cols))

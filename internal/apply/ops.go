@@ -37,6 +37,7 @@ type OpKind int
 
 const (
 	Upsert   OpKind = iota + 1 // write the whole row, inserting or replacing
+	Load                       // Upsert of a copied chunk's row: written in bulk with LOAD DATA … REPLACE
 	Delete                     // remove the row with Key
 	Patch                      // set the sent columns of the row with Key (unchanged TOAST left out)
 	Move                       // a key change with unchanged TOAST: UPDATE … WHERE OldKey

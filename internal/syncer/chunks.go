@@ -135,7 +135,7 @@ func (s *Syncer) watermark(content string) (doneChunk, bool) {
 		// cannot happen: the high watermark is written after the read
 		panic("sluice: high watermark before its chunk was read")
 	}
-	opKind := apply.Upsert
+	opKind := apply.Load
 	var rows []bufRow
 	if w.table.plan.Keyless {
 		opKind, rows = apply.Append, replayKeyless(w.rows, w.ops)
