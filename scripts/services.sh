@@ -29,6 +29,9 @@ wait_for() { # wait_for SECONDS CMD...
   done
 }
 
+# ---------- Chromium (the dashboard's browser test, test/ops) ----------
+need_pkg /usr/bin/chromium chromium
+
 # ---------- PostgreSQL 15 ----------
 need_pkg psql postgresql-15 postgresql-client-15
 need_pkg /usr/lib/postgresql/15/bin/pgbench postgresql-15

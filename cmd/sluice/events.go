@@ -29,6 +29,7 @@ import (
 	"github.com/sluice-db/sluice/internal/failure"
 	"github.com/sluice-db/sluice/internal/metrics"
 	"github.com/sluice-db/sluice/internal/progress"
+	"github.com/sluice-db/sluice/internal/publish"
 	"github.com/sluice-db/sluice/internal/syncer"
 	pubevents "github.com/sluice-db/sluice/pkg/events"
 )
@@ -243,6 +244,195 @@ func (a *app) runEventsSync(cmd *cobra.Command, ef *eventsFlags, tables, listen,
 	return nil
 }
 
+// publishController lets the sync API drive a publisher.
+type publishController struct {
+	pub *publish.Publisher
+}
+
+func (c publishController) Status() syncer.Status {
+	ps := c.pub.Status()
+	st := syncer.Status{Phase: ps.Phase, Slot: ps.Slot, Publication: ps.Slot, Paused: ps.Paused, AppliedLSN: ps.ConfirmedLSN,
+		SourceLSN: ps.ConfirmedLSN, ChangesApplied: ps.Published, UptimeSeconds: ps.UptimeSeconds}
+	behind := 0
+	for _, part := range ps.Parts {
+		if !part.CaughtUp {
+			behind++
+		}
+	}
+	st.Slot = fmt.Sprintf("%s → %s, %d partitions (%d applying, %d behind)", ps.Slot, ps.Stream, ps.Partitions, len(ps.Parts), behind)
+	for _, t := range ps.Tables {
+		st.Tables = append(st.Tables, syncer.TableStatus{Source: t.Source, Target: t.Target, Phase: t.Phase, RowsCopied: t.RowsCopied,
+			RowsEstimate: t.RowsEstimate, RowsPerSecond: t.RowsPerSecond, ETASeconds: t.ETASeconds, ChangesApplied: t.Changes})
+	}
+	if ps.Cutover != nil {
+		st.Cutover = publishReport(ps.Cutover)
+	}
+	return st
+}
+func (c publishController) Pause()  { c.pub.Pause() }
+func (c publishController) Resume() { c.pub.Resume() }
+func (c publishController) Stop()   { c.pub.Stop() }
+func (c publishController) Cutover(ctx context.Context) (*syncer.CutoverReport, error) {
+	r, err := c.pub.Cutover(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return publishReport(r), nil
+}
+
+func publishReport(r *publish.CutoverReport) *syncer.CutoverReport {
+	return &syncer.CutoverReport{Fence: fmt.Sprintf("%s, applied by all %d partitions", r.Fence, r.Partitions), WritePauseMS: r.WritePauseMS,
+		DrainMS: r.DrainMS, AutoIncrement: r.AutoIncrement, FenceLSN: r.FenceLSN, FinishedAt: r.FinishedAt, ChangesApplied: r.Published}
+}
+
 func (a *app) runPublish(cmd *cobra.Command, ef *eventsFlags, tables, listen, token string, generated bool, opt syncer.Options) error {
-	return failure.New(failure.Usage, "SLUICE-USAGE", "not yet")
+	ctx := cmd.Context()
+	ep, err := parseEndpoint("--publish", ef.publish)
+	if err != nil {
+		return err
+	}
+	if ef.partitions < 1 || ef.partitions > 1024 {
+		return failure.New(failure.Usage, "SLUICE-USAGE-PARTITIONS", "--partitions %d: give 1 to 1024", ef.partitions)
+	}
+	src, tgt, err := a.connect(ctx, opt.Parallel+4)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	defer tgt.Close()
+	p, err := a.buildPlan(ctx, src, tgt, tables)
+	if err != nil {
+		return err
+	}
+	if err := p.Err(); err != nil {
+		printPlan(os.Stderr, p)
+		return err
+	}
+	slot := opt.Slot
+	if slot == "" {
+		slot = syncer.SlotName(tgt.Name)
+	}
+	tracker := &progress.Tracker{}
+	pub, err := publish.New(ctx, src, a.sourceConnString(), tgt, p, publish.Options{Endpoint: ep, Partitions: ef.partitions, Slot: slot, Publication: slot,
+		Parallel: opt.Parallel, ChunkRows: opt.ChunkRows, FlushDelay: opt.BatchDelay, LockTimeout: opt.Cutover.LockTimeout,
+		CutoverTimeout: opt.Cutover.Timeout, Tracker: tracker, Log: a.log})
+	if err != nil {
+		return err
+	}
+	ctrl := publishController{pub}
+	m := metrics.New(metrics.Sources{Status: ctrl.Status, Version: version})
+	h, err := api.New(ctrl, api.Options{Token: token, Log: a.log, Metrics: m.Handler(), Version: version})
+	if err != nil {
+		return failure.Wrap(err, failure.Usage, "SLUICE-API", "API")
+	}
+	addr, err := api.Serve(ctx, listen, withStatusExtra(h, "publish", func() any { return pub.Status() }), a.log)
+	if err != nil {
+		return err
+	}
+	a.log.Info("API listening", "url", "http://"+addr.String())
+	if generated {
+		fmt.Fprintf(os.Stderr, "sluice: API token for this sync (needed by sluice cutover/pause): %s\n", token)
+	}
+	stopShow := a.showProgress(ctx, tracker)
+	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelRun()
+	go func() {
+		<-ctx.Done()
+		a.log.Info("stopping: confirming what JetStream stored; run the publisher again to resume")
+		pub.Stop()
+		time.AfterFunc(30*time.Second, cancelRun)
+	}()
+	err = pub.Run(runCtx)
+	stopShow()
+	if err != nil {
+		return err
+	}
+	st := pub.Status()
+	if st.Cutover != nil {
+		printCutoverReport(cmd.OutOrStdout(), publishReport(st.Cutover))
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "publisher stopped: %d messages published to %d partitions; the slot keeps the changes since %s: run it again to resume\n",
+		st.Published, st.Partitions, st.ConfirmedLSN)
+	return nil
+}
+
+// applyCommand is `sluice apply --from nats://…/STREAM --partition i/N`.
+func (a *app) applyCommand() *cobra.Command {
+	var from, part, tables, listen string
+	var batchRows int
+	var batchDelay time.Duration
+	cmd := &cobra.Command{
+		Use:   "apply",
+		Short: "Apply one partition of a change stream published with sluice sync --publish",
+		Long: `apply consumes partition i of N of a change stream that sluice sync --publish puts on a
+JetStream stream, and applies it to the target exactly once: the partition's progress (stream
+sequence and source position) is stored in the target in the same transaction as its rows.
+Run one applier per partition, on any machine that reaches NATS, the source (for the schema)
+and the target; give every applier the same --tables/--config as the publisher. Ctrl-C stops
+cleanly; running it again resumes.`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			if from == "" {
+				return failure.New(failure.Usage, "SLUICE-USAGE-NATS", "--from is required").WithHint("use --from nats://host:4222/STREAM")
+			}
+			ep, err := parseEndpoint("--from", from)
+			if err != nil {
+				return err
+			}
+			var i, n int
+			if _, err := fmt.Sscanf(part, "%d/%d", &i, &n); err != nil || n < 1 || i < 0 || i >= n || fmt.Sprintf("%d/%d", i, n) != part {
+				return failure.New(failure.Usage, "SLUICE-USAGE-PARTITION", "--partition %q is not i/N with 0 <= i < N", part).WithHint("e.g. --partition 0/3")
+			}
+			src, tgt, err := a.connect(ctx, 4)
+			if err != nil {
+				return err
+			}
+			defer src.Close()
+			defer tgt.Close()
+			p, err := a.buildPlan(ctx, src, tgt, tables)
+			if err != nil {
+				return err
+			}
+			if err := p.Err(); err != nil {
+				printPlan(os.Stderr, p)
+				return err
+			}
+			ap := publish.NewApplier(src, tgt, p, publish.ApplierOptions{Endpoint: ep, Partition: i, Partitions: n,
+				BatchRows: batchRows, BatchDelay: batchDelay, Log: a.log})
+			if listen != "" {
+				mux := http.NewServeMux()
+				mux.HandleFunc("GET /api/v1/status", func(w http.ResponseWriter, r *http.Request) {
+					w.Header().Set("Content-Type", "application/json")
+					json.NewEncoder(w).Encode(ap.Status())
+				})
+				addr, err := api.Serve(ctx, listen, mux, a.log)
+				if err != nil {
+					return err
+				}
+				a.log.Info("status listening", "url", "http://"+addr.String()+"/api/v1/status")
+			}
+			runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
+			defer cancelRun()
+			go func() {
+				<-ctx.Done()
+				ap.Stop()
+				time.AfterFunc(30*time.Second, cancelRun)
+			}()
+			if err := ap.Run(runCtx); err != nil {
+				return err
+			}
+			st := ap.Status()
+			fmt.Fprintf(cmd.OutOrStdout(), "applier %d/%d stopped: %d changes applied (%d this run), last stream sequence %d; run it again to resume\n",
+				i, n, st.Applied, st.AppliedThisRun, st.LastSeq)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&from, "from", "", "the JetStream stream the publisher writes, nats://host:4222/STREAM")
+	f.StringVar(&part, "partition", "0/1", "which partition to apply, i/N (0 <= i < N)")
+	f.StringVar(&tables, "tables", "", "the publisher's --tables")
+	f.StringVar(&listen, "listen", "", "serve this applier's status as JSON on this address (default: none)")
+	f.IntVar(&batchRows, "batch-rows", 5000, "changes per target transaction, at most")
+	f.DurationVar(&batchDelay, "batch-delay", 100*time.Millisecond, "longest a change waits for its batch")
+	return cmd
 }

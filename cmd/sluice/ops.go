@@ -8,9 +8,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/sluice-db/sluice/internal/api"
@@ -164,4 +166,29 @@ func (o *opsRun) finish(runErr error) error {
 		ferr.Hint = "drop it by hand now: SELECT pg_drop_replication_slot('" + o.slot + "'); " + ferr.Hint
 	}
 	return ferr
+}
+
+// dashboardLink is the dashboard's URL with the token in the fragment,
+// which the browser never sends to the server; the page keeps it in
+// sessionStorage and drops it from the address bar.
+func dashboardLink(addr net.Addr, token string) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return "http://" + addr.String() + "/"
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/#token=" + token
+}
+
+// printOpsStatus adds to `sluice status` why the copy is held back and
+// the alerts that fire.
+func printOpsStatus(w io.Writer, v api.StatusView) {
+	for source, why := range v.Throttled {
+		fmt.Fprintf(w, "copy held back by %s: %s\n", source, why)
+	}
+	for _, a := range v.Alerts {
+		fmt.Fprintf(w, "ALERT %s %s: %s\n", strings.ToUpper(a.Severity), a.Code, a.Message)
+	}
 }

@@ -90,6 +90,7 @@ running sync again resumes.`,
 			if generated {
 				// printed once, to the terminal or the caller, never to the log
 				fmt.Fprintf(os.Stderr, "sluice: API token for this sync (needed by sluice cutover/pause): %s\n", token)
+				fmt.Fprintf(os.Stderr, "sluice: dashboard: %s\n", dashboardLink(addr, token))
 			}
 			stopShow := a.showProgress(ctx, tracker)
 			// Ctrl-C or SIGTERM stops cleanly: what was received is applied
@@ -192,15 +193,16 @@ func (a *app) statusCommand() *cobra.Command {
 		Use:   "status",
 		Short: "Show a running sync: per table phase, rows, changes, lag and retained WAL",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var st syncer.Status
-			if err := apiCall(cmd.Context(), http.MethodGet, apiURL, "/api/v1/status", tokenOr(token), &st); err != nil {
+			var view api.StatusView // syncer.Status plus alerts and readings
+			if err := apiCall(cmd.Context(), http.MethodGet, apiURL, "/api/v1/status", tokenOr(token), &view); err != nil {
 				return err
 			}
+			st := view.Status
 			w := cmd.OutOrStdout()
 			if asJSON {
 				enc := json.NewEncoder(w)
 				enc.SetIndent("", "  ")
-				return enc.Encode(st)
+				return enc.Encode(view)
 			}
 			fmt.Fprintf(w, "phase %s%s; slot %s; applied %s of %s; lag %d bytes, %.2f s (p99 %.2f s); WAL retained %d bytes; %d changes applied\n",
 				st.Phase, map[bool]string{true: " (copy paused)"}[st.Paused], st.Slot, st.AppliedLSN, st.SourceLSN, st.LagBytes, st.LagSeconds,
@@ -213,6 +215,7 @@ func (a *app) statusCommand() *cobra.Command {
 				}
 				fmt.Fprintf(w, "%-28s %-24s %-10s %12d %12d %10.0f %8s\n", t.Source, t.Target, t.Phase, t.RowsCopied, t.ChangesApplied, t.RowsPerSecond, eta)
 			}
+			printOpsStatus(w, view)
 			return nil
 		},
 	}

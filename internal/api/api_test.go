@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/cors"
+
 	"github.com/sluice-db/sluice/internal/failure"
 	"github.com/sluice-db/sluice/internal/syncer"
 	"github.com/sluice-db/sluice/internal/watch"
@@ -306,6 +308,9 @@ func TestVerifyInBackground(t *testing.T) {
 	if r := do(t, "POST", srv.URL+"/api/v1/verify", auth, ``); r.StatusCode != http.StatusConflict {
 		t.Fatalf("second verify while one runs: %d", r.StatusCode)
 	}
+	if r := do(t, "POST", srv.URL+"/api/v1/verify", auth, `{"mode":"full"}`); r.StatusCode != http.StatusConflict {
+		t.Fatalf("full verify while copying: %d", r.StatusCode)
+	}
 	if r := do(t, "POST", srv.URL+"/api/v1/verify", auth, `{"mode":"half"}`); r.StatusCode != http.StatusBadRequest {
 		t.Fatalf("bad mode: %d", r.StatusCode)
 	}
@@ -360,5 +365,67 @@ func TestAlertsEndpoint(t *testing.T) {
 	resp.Body.Close()
 	if len(out.Firing) != 1 || out.Firing[0].Severity != "high" || len(out.Events) != 1 {
 		t.Fatalf("alerts %+v", out)
+	}
+}
+
+// TestRSCorsAlone records where rs/cors by itself falls short of the
+// policy, which is why CORS wraps it (cors.go). If the library changes, this
+// test says so.
+func TestRSCorsAlone(t *testing.T) {
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})
+	get := func(c *cors.Cors, origin string) http.Header {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("GET", "/", nil)
+		req.Header.Set("Origin", origin)
+		c.Handler(ok).ServeHTTP(rec, req)
+		return rec.Header()
+	}
+	// an empty allow-list allows every origin
+	if get(cors.New(cors.Options{}), "https://evil.example").Get("Access-Control-Allow-Origin") == "" {
+		t.Log("rs/cors: an empty AllowedOrigins no longer allows all")
+	}
+	// "*" also allows the opaque origin "null"
+	if get(cors.New(cors.Options{AllowedOrigins: []string{"*"}}), "null").Get("Access-Control-Allow-Origin") == "" {
+		t.Log(`rs/cors: "*" no longer allows "null"`)
+	}
+	// entries are strings: the default port makes a listed origin fail to match, a wildcard matches too much
+	if get(cors.New(cors.Options{AllowedOrigins: []string{"https://a.example:443"}}), "https://a.example").Get("Access-Control-Allow-Origin") != "" {
+		t.Log("rs/cors: now compares origins as tuples")
+	}
+	if get(cors.New(cors.Options{AllowedOrigins: []string{"https://*.example"}}), "https://x.y.example").Get("Access-Control-Allow-Origin") == "" {
+		t.Log("rs/cors: wildcards no longer match several labels")
+	}
+	// a preflight asking for OPTIONS is always accepted
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("OPTIONS", "/", nil)
+	req.Header.Set("Origin", "https://a.example")
+	req.Header.Set("Access-Control-Request-Method", "OPTIONS")
+	cors.New(cors.Options{AllowedOrigins: []string{"https://a.example"}, AllowedMethods: []string{"GET"}}).Handler(ok).ServeHTTP(rec, req)
+	if rec.Header().Get("Access-Control-Allow-Methods") != "OPTIONS" {
+		t.Log("rs/cors: no longer accepts OPTIONS as a preflight's method")
+	}
+
+	// The wrapper fixes each of them.
+	c, _ := NewCORS(nil, false)
+	if h := get(c.inner, "https://evil.example"); h.Get("Access-Control-Allow-Origin") != "" {
+		t.Error("empty list allows an origin")
+	}
+	c, _ = NewCORS([]string{"*"}, false)
+	if h := get(c.inner, "null"); h.Get("Access-Control-Allow-Origin") != "" {
+		t.Error(`"*" allows "null"`)
+	}
+	c, _ = NewCORS([]string{"https://a.example:443"}, false)
+	if h := get(c.inner, "https://a.example"); h.Get("Access-Control-Allow-Origin") != "https://a.example" {
+		t.Error("https://a.example:443 does not match https://a.example")
+	}
+	rec = httptest.NewRecorder()
+	c.Handler(ok).ServeHTTP(rec, func() *http.Request {
+		r := httptest.NewRequest("OPTIONS", "/", nil)
+		r.Header.Set("Origin", "https://a.example")
+		r.Header.Set("Access-Control-Request-Method", "OPTIONS")
+		return r
+	}())
+	if len(acHeaders(rec.Header())) > 0 {
+		t.Errorf("preflight for OPTIONS answered: %v", rec.Header())
 	}
 }

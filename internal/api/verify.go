@@ -59,6 +59,12 @@ func (s *server) startVerify(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusBadRequest, failure.New(failure.Usage, "SLUICE-API-VERIFY", "verify mode %q is not changed or full", req.Mode))
 		return
 	}
+	if phase := s.c.Status().Phase; req.Mode == "full" && (phase == "copying" || phase == "starting") {
+		s.fail(w, r, http.StatusConflict, failure.New(failure.Usage, "SLUICE-API-VERIFY",
+			"the copy is not done: a full verify now would count every row not copied yet as missing").
+			WithHint(`verify the changed rows ({"mode": "changed"}), or wait until every table streams`))
+		return
+	}
 	s.verify.mu.Lock()
 	if s.verify.state.State == "running" {
 		st := s.verify.state

@@ -167,7 +167,7 @@ func (s *Service) copyChunk(ctx context.Context, ts *tableState, ch mysql.Stored
 	err := copier.ScanRows(ctx, s.src, t, t.SourceQuery(ch.Range), func(key []string, vals [][]byte) error {
 		start := len(buf)
 		buf = codec.AppendLoadDataRow(buf, vals)
-		rows = append(rows, copiedRow{start: start, end: len(buf), hash: KeyHash(key)})
+		rows = append(rows, copiedRow{start: start, end: len(buf), hash: KeyHash(t.Target, key)})
 		return nil
 	})
 	if err != nil {
@@ -197,13 +197,12 @@ func (s *Service) writeChunk(ctx context.Context, ts *tableState, ch mysql.Store
 	touched := map[[16]byte]bool{}
 	for start := 0; start < len(rows); start += perStatement {
 		part := rows[start:min(start+perStatement, len(rows))]
-		args := make([]any, 0, len(part)+1)
-		args = append(args, t.Target)
+		args := make([]any, 0, len(part))
 		for _, r := range part {
 			h := r.hash
 			args = append(args, h[:])
 		}
-		q := `SELECT key_hash FROM ` + mysql.EventVersionsTable + ` WHERE table_name = ? AND key_hash IN (` +
+		q := `SELECT key_hash FROM ` + mysql.EventVersionsTable + ` WHERE key_hash IN (` +
 			strings.TrimSuffix(strings.Repeat("?, ", len(part)), ", ") + `) LOCK IN SHARE MODE`
 		res, err := tx.QueryContext(ctx, q, args...)
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/sluice-db/sluice/internal/failure"
 	"github.com/sluice-db/sluice/internal/mysql"
@@ -70,20 +71,44 @@ func (s *Service) consume(ctx context.Context) error {
 	}
 	defer stopFetch()
 	go s.samplePending(ctx, cons)
-	for {
-		b, done := Gather(ctx, s.stop, msgs, batch, s.opt.BatchDelay)
-		if len(b) > 0 {
-			if err := s.processBatch(ctx, js, b); err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
+	// Two stages: the next batch is decoded and converted (on the source)
+	// while the previous one is written to the target. Batches are applied
+	// and acknowledged in stream order.
+	g, gctx := errgroup.WithContext(ctx)
+	ready := make(chan *preparedBatch, 1)
+	g.Go(func() error {
+		for pb := range ready {
+			if err := s.applyBatch(gctx, js, pb); err != nil {
 				return err
 			}
 		}
-		if done {
-			return nil
+		return nil
+	})
+	g.Go(func() error {
+		defer close(ready)
+		seen := s.cstate.LastSeq
+		for {
+			b, done := Gather(gctx, s.stop, msgs, batch, s.opt.BatchDelay)
+			if len(b) > 0 {
+				pb, err := s.prepareBatch(gctx, b, &seen)
+				if err != nil {
+					return err
+				}
+				select {
+				case ready <- pb:
+				case <-gctx.Done():
+					return nil
+				}
+			}
+			if done {
+				return nil
+			}
 		}
+	})
+	if err := g.Wait(); err != nil && ctx.Err() == nil {
+		return err
 	}
+	return nil
 }
 
 // StartConsumer (re)creates the durable consumer so that it delivers from
@@ -192,40 +217,62 @@ type DeadLetter struct {
 	Raw       string          `json:"raw,omitempty"`   // the event as received, when it is not
 }
 
-func (s *Service) processBatch(ctx context.Context, js jetstream.JetStream, msgs []jetstream.Msg) error {
-	s.applyMu.Lock()
-	defer s.applyMu.Unlock()
-	st := s.cstate
-	evs := make([]*Event, len(msgs))
-	seqs := make([]uint64, len(msgs))
-	poisoned := map[int]*Poison{}
-	redelivered := 0
+// preparedBatch is a batch decoded and converted, ready to be written.
+type preparedBatch struct {
+	msgs        []jetstream.Msg
+	seqs        []uint64
+	evs         []*Event
+	ops         []Op
+	poisoned    map[int]*Poison
+	redelivered int
+	lastSeq     uint64
+}
+
+// prepareBatch decodes and converts a batch. seen is the highest stream
+// sequence already taken: messages up to it were applied (or are about to
+// be) and come again only because an acknowledgement was lost.
+func (s *Service) prepareBatch(ctx context.Context, msgs []jetstream.Msg, seen *uint64) (*preparedBatch, error) {
+	s.counts.firstApply.CompareAndSwap(0, time.Now().UnixNano()) // the rate counts from the first batch received
+	pb := &preparedBatch{msgs: msgs, seqs: make([]uint64, len(msgs)), evs: make([]*Event, len(msgs)), poisoned: map[int]*Poison{}}
 	for i, m := range msgs {
 		md, err := m.Metadata()
 		if err != nil {
-			return fmt.Errorf("JetStream message without metadata: %w", err)
+			return nil, fmt.Errorf("JetStream message without metadata: %w", err)
 		}
-		seqs[i] = md.Sequence.Stream
-		if seqs[i] <= st.LastSeq {
-			redelivered++ // applied before; the acknowledgement was lost
+		pb.seqs[i] = md.Sequence.Stream
+		if pb.seqs[i] <= *seen {
+			pb.redelivered++
 			continue
 		}
-		st.LastSeq = max(st.LastSeq, seqs[i])
+		*seen = pb.seqs[i]
 		ev, p := s.cat.Decode(m.Data())
 		if p != nil {
-			poisoned[i] = p
+			pb.poisoned[i] = p
 			continue
 		}
-		evs[i] = ev
+		pb.evs[i] = ev
 	}
-	ops, bad, err := Prepare(ctx, s.norm, evs)
+	pb.lastSeq = *seen
+	ops, bad, err := Prepare(ctx, s.norm, pb.evs)
 	if err != nil {
-		return failure.Wrap(err, failure.Connection, "SLUICE-EVENTS-SOURCE", "events: convert a batch on the source").
+		return nil, failure.Wrap(err, failure.Connection, "SLUICE-EVENTS-SOURCE", "events: convert a batch on the source").
 			WithHint("run the sync again once the source is reachable: unacknowledged events are delivered again")
 	}
 	for i, p := range bad {
-		poisoned[i] = p
+		pb.poisoned[i] = p
 	}
+	pb.ops = ops
+	return pb, nil
+}
+
+// applyBatch writes a prepared batch in one target transaction with the
+// consumer's progress, then acknowledges it.
+func (s *Service) applyBatch(ctx context.Context, js jetstream.JetStream, pb *preparedBatch) error {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	msgs, seqs, evs, ops, poisoned, redelivered := pb.msgs, pb.seqs, pb.evs, pb.ops, pb.poisoned, pb.redelivered
+	st := s.cstate
+	st.LastSeq = max(st.LastSeq, pb.lastSeq)
 	// Dead letters go out before the commit that records them: a crash in
 	// between sends them again (JetStream drops the duplicate by its id).
 	if err := s.deadLetter(ctx, js, msgs, seqs, poisoned); err != nil {

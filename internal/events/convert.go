@@ -34,8 +34,8 @@ func jsonText(raw json.RawMessage, typ schema.Type) (text string, null, canonica
 		if first != '"' {
 			return "", fmt.Errorf("expected a JSON string for %s, got %s", typ.Display, clip(raw))
 		}
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
+		s, err := unquoteString(raw)
+		if err != nil {
 			return "", err
 		}
 		if strings.IndexByte(s, 0) >= 0 {

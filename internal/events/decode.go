@@ -1,8 +1,7 @@
 package events
 
 import (
-	"bytes"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -10,18 +9,6 @@ import (
 
 	pubevents "github.com/sluice-db/sluice/pkg/events"
 )
-
-// wireEvent is an event as it arrives; values stay raw JSON until the
-// column's type is known.
-type wireEvent struct {
-	V       json.RawMessage            `json:"v"`
-	ID      json.RawMessage            `json:"id"`
-	Table   string                     `json:"table"`
-	Op      string                     `json:"op"`
-	Key     map[string]json.RawMessage `json:"key"`
-	Row     map[string]json.RawMessage `json:"row"`
-	Version json.RawMessage            `json:"version"`
-}
 
 // Event is a decoded, checked event, not yet converted.
 type Event struct {
@@ -72,88 +59,133 @@ func (c *Catalog) Lookup(name string) *Table { return c.byName[name] }
 
 // Decode parses and checks one event against the plan.
 func (c *Catalog) Decode(data []byte) (*Event, *Poison) {
-	var w wireEvent
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&w); err != nil {
+	ev := &Event{}
+	var table, op string
+	var v, id, key, row, version []byte
+	var seenOp bool
+	end, err := scanObject(data, 0, func(name, val []byte) error {
+		switch string(name) {
+		case "v":
+			v = val
+		case "id":
+			id = val
+		case "table":
+			if val[0] != '"' {
+				return errors.New(`"table" must be a string`)
+			}
+			s, err := unquoteString(val)
+			table = s
+			return err
+		case "op":
+			if val[0] != '"' {
+				return errors.New(`"op" must be a string`)
+			}
+			s, err := unquoteString(val)
+			op, seenOp = s, true
+			return err
+		case "key":
+			key = val
+		case "row":
+			row = val
+		case "version":
+			version = val
+		}
+		return nil
+	})
+	if err == nil && skipWS(data, end) != len(data) {
+		err = errors.New("more than one JSON value in one event")
+	}
+	if err != nil {
 		return nil, poison("SLUICE-EVENT-JSON", "not a JSON event object: %v", err)
 	}
-	if dec.More() {
-		return nil, poison("SLUICE-EVENT-JSON", "more than one JSON value in one event")
-	}
-	ev := &Event{}
 	p := func(code, format string, args ...any) *Poison {
 		e := poison(code, format, args...)
-		e.ID, e.Table = ev.ID, w.Table
+		e.ID, e.Table = ev.ID, table
 		return e
 	}
-	if len(w.ID) > 0 {
-		if err := json.Unmarshal(w.ID, &ev.ID); err != nil {
+	if id != nil {
+		if id[0] != '"' {
 			return nil, p("SLUICE-EVENT-FIELD", `"id" must be a string`)
 		}
+		ev.ID, _ = unquoteString(id)
 	}
-	if v := string(bytes.TrimSpace(w.V)); v != strconv.Itoa(pubevents.FormatVersion) {
-		if v == "" {
+	if string(v) != strconv.Itoa(pubevents.FormatVersion) {
+		if v == nil {
 			return nil, p("SLUICE-EVENT-VERSION", `event has no format version "v" (this sluice reads "v":%d)`, pubevents.FormatVersion)
 		}
-		return nil, p("SLUICE-EVENT-VERSION", "event format version %s is not supported (this sluice reads %d)", v, pubevents.FormatVersion)
+		return nil, p("SLUICE-EVENT-VERSION", "event format version %s is not supported (this sluice reads %d)", clip(v), pubevents.FormatVersion)
 	}
 	if ev.ID == "" {
 		return nil, p("SLUICE-EVENT-FIELD", `event has no "id"`)
 	}
-	if w.Table == "" {
+	if table == "" {
 		return nil, p("SLUICE-EVENT-FIELD", `event has no "table"`)
 	}
-	t := c.Lookup(w.Table)
+	t := c.Lookup(table)
 	if t == nil {
-		return nil, p("SLUICE-EVENT-TABLE", "unknown table %q (this sync migrates %s)", w.Table, strings.Join(c.names, ", "))
+		return nil, p("SLUICE-EVENT-TABLE", "unknown table %q (this sync migrates %s)", table, strings.Join(c.names, ", "))
 	}
 	ev.Table = t
-	switch w.Op {
-	case pubevents.OpUpsert:
-	case pubevents.OpDelete:
+	switch {
+	case op == pubevents.OpUpsert:
+	case op == pubevents.OpDelete:
 		ev.Delete = true
+	case !seenOp:
+		return nil, p("SLUICE-EVENT-FIELD", `event has no "op" (upsert or delete)`)
 	default:
-		return nil, p("SLUICE-EVENT-FIELD", `"op" is %q; it must be "upsert" or "delete"`, w.Op)
+		return nil, p("SLUICE-EVENT-FIELD", `"op" is %q; it must be "upsert" or "delete"`, op)
 	}
-	version, err := strconv.ParseInt(string(bytes.TrimSpace(w.Version)), 10, 64)
-	if err != nil || version <= 0 {
-		return nil, p("SLUICE-EVENT-FIELD", `"version" must be a positive 64-bit integer, got %s`, clip(w.Version))
+	n, err := strconv.ParseInt(string(version), 10, 64)
+	if err != nil || n <= 0 {
+		return nil, p("SLUICE-EVENT-FIELD", `"version" must be a positive 64-bit integer, got %s`, clip(version))
 	}
-	ev.Version = version
+	ev.Version = n
 
 	src := t.Plan.Source.Columns
 	vals := make([]Value, len(src))
 	set := make([]bool, len(src))
-	conv := func(col string, raw json.RawMessage) (Value, *Poison) {
-		si := t.SourceIndex(col)
+	conv := func(si int, raw []byte) (Value, *Poison) {
 		text, null, canonical, err := jsonText(raw, src[si].Type)
 		if err != nil {
-			return Value{}, p("SLUICE-EVENT-VALUE", "table %s, column %s: %v", t.Name, col, err)
+			return Value{}, p("SLUICE-EVENT-VALUE", "table %s, column %s: %v", t.Name, src[si].Name, err)
 		}
 		return Value{Text: text, Null: null, Canonical: canonical}, nil
 	}
-	if len(w.Key) == 0 {
-		return nil, p("SLUICE-EVENT-KEY", `event has no "key"`)
+	if key == nil || key[0] != '{' {
+		return nil, p("SLUICE-EVENT-KEY", `event has no "key" object`)
 	}
-	for _, si := range t.keySrc {
-		name := src[si].Name
-		raw, ok := w.Key[name]
-		if !ok {
-			return nil, p("SLUICE-EVENT-KEY", "table %s: key column %s is missing from \"key\" (the row key is %s)", t.Name, name, t.keyNames())
+	var bad *Poison
+	keyRaw := make([][]byte, len(src))
+	nkey := 0
+	if _, err := scanObject(key, 0, func(name, raw []byte) error {
+		si := t.SourceIndex(string(name))
+		if si < 0 || !t.isKeyIndex(si) {
+			bad = p("SLUICE-EVENT-KEY", "table %s: %s in \"key\" is not a key column (the row key is %s)", t.Name, name, t.keyNames())
+			return errStop
 		}
-		v, bad := conv(name, raw)
-		if bad != nil {
-			return nil, bad
+		v, pe := conv(si, raw)
+		if pe != nil {
+			bad = pe
+			return errStop
 		}
 		if v.Null {
-			return nil, p("SLUICE-EVENT-KEY", "table %s: key column %s is null", t.Name, name)
+			bad = p("SLUICE-EVENT-KEY", "table %s: key column %s is null", t.Name, name)
+			return errStop
 		}
-		vals[si], set[si] = v, true
+		if !set[si] {
+			nkey++
+		}
+		vals[si], set[si], keyRaw[si] = v, true, raw
+		return nil
+	}); bad != nil {
+		return nil, bad
+	} else if err != nil {
+		return nil, p("SLUICE-EVENT-JSON", `"key": %v`, err)
 	}
-	if len(w.Key) != len(t.keySrc) {
-		for name := range w.Key {
-			if !t.isKey(name) {
-				return nil, p("SLUICE-EVENT-KEY", "table %s: %s in \"key\" is not a key column (the row key is %s)", t.Name, name, t.keyNames())
+	if nkey != len(t.keySrc) {
+		for _, si := range t.keySrc {
+			if !set[si] {
+				return nil, p("SLUICE-EVENT-KEY", "table %s: key column %s is missing from \"key\" (the row key is %s)", t.Name, src[si].Name, t.keyNames())
 			}
 		}
 	}
@@ -161,25 +193,33 @@ func (c *Catalog) Decode(data []byte) (*Event, *Poison) {
 		ev.Input = Input{Vals: vals, KeyOnly: true}
 		return ev, nil
 	}
-	if len(w.Row) == 0 {
-		return nil, p("SLUICE-EVENT-ROW", `upsert event has no "row"`)
+	if row == nil || row[0] != '{' {
+		return nil, p("SLUICE-EVENT-ROW", `upsert event has no "row" object`)
 	}
-	for name, raw := range w.Row {
-		si := t.SourceIndex(name)
+	if _, err := scanObject(row, 0, func(name, raw []byte) error {
+		si := t.SourceIndex(string(name))
 		if si < 0 {
-			return nil, p("SLUICE-EVENT-ROW", "table %s has no column %s", t.Name, name)
+			bad = p("SLUICE-EVENT-ROW", "table %s has no column %s", t.Name, name)
+			return errStop
 		}
-		v, bad := conv(name, raw)
-		if bad != nil {
-			return nil, bad
+		v, pe := conv(si, raw)
+		if pe != nil {
+			bad = pe
+			return errStop
 		}
-		if set[si] { // a key column: must agree with "key"
+		if keyRaw[si] != nil { // a key column: must agree with "key"
 			if v.Null || v.Text != vals[si].Text {
-				return nil, p("SLUICE-EVENT-KEY", "table %s: column %s is %s in \"row\" but %s in \"key\"", t.Name, name, clip(raw), clip(w.Key[name]))
+				bad = p("SLUICE-EVENT-KEY", "table %s: column %s is %s in \"row\" but %s in \"key\"", t.Name, name, clip(raw), clip(keyRaw[si]))
+				return errStop
 			}
-			continue
+			return nil
 		}
 		vals[si], set[si] = v, true
+		return nil
+	}); bad != nil {
+		return nil, bad
+	} else if err != nil {
+		return nil, p("SLUICE-EVENT-JSON", `"row": %v`, err)
 	}
 	for si, c := range src {
 		if !set[si] {
@@ -191,6 +231,17 @@ func (c *Catalog) Decode(data []byte) (*Event, *Poison) {
 	}
 	ev.Input = Input{Vals: vals}
 	return ev, nil
+}
+
+var errStop = errors.New("stop")
+
+func (t *Table) isKeyIndex(si int) bool {
+	for _, k := range t.keySrc {
+		if k == si {
+			return true
+		}
+	}
+	return false
 }
 
 func (t *Table) keyNames() string {

@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/sluice-db/sluice/internal/apply"
-	"github.com/sluice-db/sluice/internal/copier"
 	"github.com/sluice-db/sluice/internal/plan"
 	"github.com/sluice-db/sluice/internal/postgres"
 	"github.com/sluice-db/sluice/internal/typemap"
@@ -41,46 +40,6 @@ type Output struct {
 // exactly what the copy writes.
 type Normalizer struct {
 	Src *postgres.Source
-
-	mu      sync.Mutex
-	shadows map[*Table]*shadow
-}
-
-// shadow tables describe the evaluation queries' output to copier.ScanRows:
-// the copy's columns without conversion, then the filter flag.
-type shadow struct {
-	rows *plan.Table
-	keys *plan.Table
-}
-
-func (n *Normalizer) shadowOf(t *Table) *shadow {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.shadows == nil {
-		n.shadows = map[*Table]*shadow{}
-	}
-	if sh := n.shadows[t]; sh != nil {
-		return sh
-	}
-	rows := *t.Plan
-	rows.Columns = make([]plan.Column, 0, len(t.Plan.Columns)+1)
-	for _, c := range t.Plan.Columns {
-		c.Convert = nil
-		rows.Columns = append(rows.Columns, c)
-	}
-	rows.Columns = append(rows.Columns, plan.Column{Target: "sluice#filter"})
-	keys := *t.Plan
-	keys.Columns = nil
-	keys.Key = nil
-	for i, k := range t.Plan.Key {
-		c := t.Plan.Columns[k]
-		c.Convert = nil
-		keys.Columns = append(keys.Columns, c)
-		keys.Key = append(keys.Key, i)
-	}
-	sh := &shadow{rows: &rows, keys: &keys}
-	n.shadows[t] = sh
-	return sh
 }
 
 // Convert converts ins. raw means the values are the change stream's text
@@ -313,24 +272,13 @@ func (n *Normalizer) eval(ctx context.Context, t *Table, rows [][]*string, keyOn
 	if len(rows) == 0 {
 		return nil
 	}
-	sh := n.shadowOf(t)
-	st, q := sh.rows, ""
+	q := ""
 	if keyOnly {
-		st, q = sh.keys, t.Plan.EvalKeysQuery(t.CastTypes, rows)
+		q = t.Plan.EvalKeysQuery(t.CastTypes)
 	} else {
-		q = t.Plan.EvalQuery(t.CastTypes, rows)
+		q = t.Plan.EvalQuery(t.CastTypes)
 	}
-	got := make([][][]byte, 0, len(rows))
-	err := copier.ScanRows(ctx, n.Src, st, q, func(_ []string, vals [][]byte) error {
-		cp := make([][]byte, len(vals))
-		for i, v := range vals {
-			if v != nil {
-				cp[i] = append(make([]byte, 0, len(v)), v...)
-			}
-		}
-		got = append(got, cp)
-		return nil
-	})
+	got, err := n.query(ctx, q, rows)
 	if err == nil {
 		if len(got) != len(rows) {
 			return fmt.Errorf("source: evaluating %d rows of %s returned %d", len(rows), t.Name, len(got))
@@ -352,6 +300,42 @@ func (n *Normalizer) eval(ctx context.Context, t *Table, rows [][]*string, keyOn
 		return err
 	}
 	return n.eval(ctx, t, rows[half:], keyOnly, func(i int, f [][]byte, err error) { visit(half+i, f, err) })
+}
+
+// query runs an evaluation query with the rows as one text[] per column and
+// returns every row's values in the source's text form (as COPY prints
+// them, unescaped), nil for NULL.
+func (n *Normalizer) query(ctx context.Context, q string, rows [][]*string) ([][][]byte, error) {
+	cols := len(rows[0])
+	args := make([]any, 0, cols+1)
+	params := make([][]*string, cols)
+	for c := range params {
+		params[c] = make([]*string, len(rows))
+		for r, row := range rows {
+			params[c][r] = row[c]
+		}
+	}
+	args = append(args, pgx.QueryResultFormats{pgx.TextFormatCode})
+	for _, p := range params {
+		args = append(args, p)
+	}
+	res, err := n.Src.Pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Close()
+	out := make([][][]byte, 0, len(rows))
+	for res.Next() {
+		raw := res.RawValues()
+		vals := make([][]byte, len(raw))
+		for i, v := range raw {
+			if v != nil {
+				vals[i] = append(make([]byte, 0, len(v)), v...)
+			}
+		}
+		out = append(out, vals)
+	}
+	return out, res.Err()
 }
 
 // isDataError tells a value the source refuses from a source that is down.

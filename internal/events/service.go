@@ -6,6 +6,7 @@ package events
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"log/slog"
 	"os"
@@ -16,6 +17,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/sluice-db/sluice/internal/failure"
 	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/plan"
 	"github.com/sluice-db/sluice/internal/postgres"
@@ -32,8 +34,11 @@ type Options struct {
 	BatchRows  int           // events per target transaction, at most
 	BatchDelay time.Duration // longest an event waits for its batch
 	AckWait    time.Duration // JetStream redelivers what is not acknowledged in this time
-	Tracker    *progress.Tracker
-	Log        *slog.Logger
+	// VersionCache bounds the rows of the version table kept in memory
+	// (about 40 bytes each); 0: 1,000,000; negative: none.
+	VersionCache int
+	Tracker      *progress.Tracker
+	Log          *slog.Logger
 }
 
 func (o *Options) defaults() {
@@ -57,6 +62,9 @@ func (o *Options) defaults() {
 	}
 	if o.Consumer == "" {
 		o.Consumer = "sluice_events"
+	}
+	if o.VersionCache == 0 {
+		o.VersionCache = 1_000_000
 	}
 }
 
@@ -88,6 +96,7 @@ type Service struct {
 	pending  atomic.Int64
 	started  time.Time
 	copyErr  atomic.Value // error
+	lockConn *sql.Conn    // holds the events lock for the run
 }
 
 type counters struct {
@@ -121,7 +130,8 @@ func New(ctx context.Context, src *postgres.Source, tgt *mysql.Target, p *plan.P
 		return nil, err
 	}
 	s := &Service{src: src, tgt: tgt, plan: p, opt: opt, log: opt.Log, cat: NewCatalog(rts), norm: &Normalizer{Src: src},
-		store: &Store{DB: tgt.DB}, byRT: map[*Table]*tableState{}, ready: make(chan struct{}), stop: make(chan struct{}), started: time.Now()}
+		store: &Store{DB: tgt.DB, CacheRows: max(opt.VersionCache, 0)}, byRT: map[*Table]*tableState{}, ready: make(chan struct{}), stop: make(chan struct{}), started: time.Now()}
+	s.pending.Store(-1) // unknown until the consumer is asked
 	for _, rt := range rts {
 		ts := &tableState{rt: rt}
 		s.tables = append(s.tables, ts)
@@ -152,7 +162,11 @@ func (s *Service) Resume() { s.paused.Store(false) }
 
 // Run prepares the target, then copies and consumes until Stop or ctx ends.
 func (s *Service) Run(ctx context.Context) error {
-	if err := s.prepare(ctx); err != nil {
+	err := s.prepare(ctx)
+	if s.lockConn != nil {
+		defer s.lockConn.Close()
+	}
+	if err != nil {
 		return err
 	}
 	close(s.ready)
@@ -173,10 +187,29 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 func (s *Service) prepare(ctx context.Context) error {
+	// One events sync per target and consumer: the version checks rely on it.
+	conn, err := s.tgt.DB.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	var got sql.NullInt64
+	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, 0)", "sluice_events:"+s.opt.Consumer).Scan(&got); err != nil {
+		conn.Close()
+		return fmt.Errorf("target: take the events lock: %w", err)
+	}
+	if got.Int64 != 1 {
+		conn.Close()
+		return failure.New(failure.Usage, "SLUICE-EVENTS-BUSY", "another sluice applies events with consumer %s to this target", s.opt.Consumer).
+			WithHint("stop the other sync first (sluice status shows it)")
+	}
+	s.lockConn = conn
 	if err := s.tgt.EnsureProgressTables(ctx); err != nil {
 		return err
 	}
 	if err := s.tgt.EnsureEventTables(ctx); err != nil {
+		return err
+	}
+	if err := s.store.Load(ctx); err != nil {
 		return err
 	}
 	for _, ts := range s.tables {
@@ -188,7 +221,6 @@ func (s *Service) prepare(ctx context.Context) error {
 	if s.opt.Endpoint != nil {
 		stream = s.opt.Endpoint.Stream
 	}
-	var err error
 	if s.cstate, err = s.tgt.LoadConsumerState(ctx, s.opt.Consumer, stream); err != nil {
 		return err
 	}

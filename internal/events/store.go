@@ -27,9 +27,77 @@ type Op struct {
 
 // Store applies versioned ops: an op is written only if its version is newer
 // than the one the target holds for its row, and the new version is stored
-// in the same transaction (a tombstone for a delete).
+// in the same transaction (a tombstone for a delete). One Store writes to a
+// target at a time (the events sync holds a named lock and applies one
+// batch at a time), so it can keep the versions in memory: when the version
+// table fits in the cache, every version is known without reading it.
 type Store struct {
 	DB *sql.DB
+	// CacheRows bounds the in-memory copy of the version table (about 40
+	// bytes a row); 0 disables it.
+	CacheRows int
+
+	cache    map[[16]byte]int64
+	complete bool // the cache holds every row of the version table
+}
+
+// Load fills the cache with the version table when it fits.
+func (s *Store) Load(ctx context.Context) error {
+	s.cache, s.complete = map[[16]byte]int64{}, false
+	if s.CacheRows <= 0 {
+		return nil
+	}
+	var n int
+	if err := s.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+mysql.EventVersionsTable).Scan(&n); err != nil {
+		return fmt.Errorf("target: count event versions: %w", err)
+	}
+	if n > s.CacheRows*3/4 {
+		return nil // read as needed
+	}
+	rows, err := s.DB.QueryContext(ctx, `SELECT key_hash, version FROM `+mysql.EventVersionsTable)
+	if err != nil {
+		return fmt.Errorf("target: read event versions: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var h []byte
+		var v int64
+		if err := rows.Scan(&h, &v); err != nil {
+			return fmt.Errorf("target: read event versions: %w", err)
+		}
+		s.cache[[16]byte(h)] = v
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("target: read event versions: %w", err)
+	}
+	s.complete = true
+	return nil
+}
+
+// remember records versions known to be committed.
+func (s *Store) remember(known map[[16]byte]int64) {
+	if s.CacheRows <= 0 {
+		return
+	}
+	if s.cache == nil {
+		s.cache = map[[16]byte]int64{}
+	}
+	for h, v := range known {
+		s.cache[h] = v
+	}
+	if len(s.cache) > s.CacheRows {
+		// Over the bound: forget a quarter (map order is random) and read
+		// what is missing from now on.
+		drop := len(s.cache) - s.CacheRows*3/4
+		for h := range s.cache {
+			if drop == 0 {
+				break
+			}
+			delete(s.cache, h)
+			drop--
+		}
+		s.complete = false
+	}
 }
 
 // Result says, per op of a call, what happened to it.
@@ -113,11 +181,6 @@ func (s *Store) Isolate(ctx context.Context, ops []Op) (Result, map[int]error, e
 	return res, poison, nil
 }
 
-type rowVersion struct {
-	table string
-	hash  [16]byte
-}
-
 func (s *Store) apply(ctx context.Context, ops []Op, within Within) (Result, error) {
 	res := Result{Applied: make([]bool, len(ops))}
 	tx, err := s.DB.BeginTx(ctx, nil)
@@ -127,43 +190,55 @@ func (s *Store) apply(ctx context.Context, ops []Op, within Within) (Result, err
 	defer tx.Rollback()
 
 	// The newest op per row wins within the batch.
-	best := map[rowVersion]int{}
-	var tables []*Table
-	seen := map[*Table]bool{}
+	best := make(map[[16]byte]int, len(ops))
+	var order [][16]byte
 	for i, op := range ops {
-		rv := rowVersion{op.Table.Plan.Target, op.Hash}
-		if j, ok := best[rv]; !ok || op.Version > ops[j].Version {
-			best[rv] = i
+		j, ok := best[op.Hash]
+		if !ok {
+			order = append(order, op.Hash)
 		}
-		if !seen[op.Table] {
-			seen[op.Table] = true
-			tables = append(tables, op.Table)
+		if !ok || op.Version > ops[j].Version {
+			best[op.Hash] = i
+		}
+	}
+	// Stored versions: from the cache, else from the table.
+	known := make(map[[16]byte]int64, len(order))
+	var missing [][16]byte
+	for _, h := range order {
+		if v, ok := s.cache[h]; ok {
+			known[h] = v
+		} else if !s.complete {
+			missing = append(missing, h)
+		}
+	}
+	if err := readVersions(ctx, tx, missing, known); err != nil {
+		return res, err
+	}
+	byTable := map[*Table][]int{}
+	var tables []*Table
+	for _, h := range order {
+		i := best[h]
+		if v, ok := known[h]; ok && ops[i].Version <= v {
+			continue
+		}
+		t := ops[i].Table
+		if _, ok := byTable[t]; !ok {
+			tables = append(tables, t)
+		}
+		byTable[t] = append(byTable[t], i)
+	}
+	// Versions first, then rows: a concurrent copy holds share locks on the
+	// version rows it read, and the rows it writes wait for us only after.
+	for _, t := range tables {
+		if err := writeVersions(ctx, tx, t.Plan.Target, ops, byTable[t]); err != nil {
+			return res, err
 		}
 	}
 	for _, t := range tables {
-		var cand []int
-		for rv, i := range best {
-			if rv.table == t.Plan.Target {
-				cand = append(cand, i)
-			}
-		}
-		stored, err := lockVersions(ctx, tx, t.Plan.Target, ops, cand)
-		if err != nil {
+		if err := writeRows(ctx, tx, t, ops, byTable[t]); err != nil {
 			return res, err
 		}
-		var win []int
-		for _, i := range cand {
-			if v, ok := stored[ops[i].Hash]; !ok || ops[i].Version > v {
-				win = append(win, i)
-			}
-		}
-		if err := writeVersions(ctx, tx, t.Plan.Target, ops, win); err != nil {
-			return res, err
-		}
-		if err := writeRows(ctx, tx, t, ops, win); err != nil {
-			return res, err
-		}
-		for _, i := range win {
+		for _, i := range byTable[t] {
 			res.Applied[i] = true
 		}
 	}
@@ -175,48 +250,55 @@ func (s *Store) apply(ctx context.Context, ops []Op, within Within) (Result, err
 	if err := tx.Commit(); err != nil {
 		return res, classify(fmt.Errorf("target: commit: %w", err))
 	}
+	for _, t := range tables {
+		for _, i := range byTable[t] {
+			known[ops[i].Hash] = ops[i].Version
+		}
+	}
+	s.remember(known)
 	return res, nil
 }
 
-const perStatement = 500
+// Rows per statement: well under max_allowed_packet, few round trips.
+const (
+	perStatement = 1000
+	perRead      = 2000
+)
 
-// lockVersions reads the stored versions of the rows, locking them (and,
-// for rows without one, the gap, so a concurrent copy waits).
-func lockVersions(ctx context.Context, tx *sql.Tx, table string, ops []Op, idx []int) (map[[16]byte]int64, error) {
-	out := make(map[[16]byte]int64, len(idx))
-	for start := 0; start < len(idx); start += perStatement {
-		part := idx[start:min(start+perStatement, len(idx))]
-		args := make([]any, 0, len(part)+1)
-		args = append(args, table)
-		for _, i := range part {
-			h := ops[i].Hash
-			args = append(args, h[:])
+// readVersions reads the stored versions of rows into known. A plain
+// consistent read is enough: only this Store writes versions (see Store),
+// and the copy, which runs concurrently, reads them with a locking read, so
+// the version rows this transaction writes make it wait.
+func readVersions(ctx context.Context, tx *sql.Tx, hashes [][16]byte, known map[[16]byte]int64) error {
+	for start := 0; start < len(hashes); start += perRead {
+		part := hashes[start:min(start+perRead, len(hashes))]
+		args := make([]any, len(part))
+		for i := range part {
+			args[i] = part[i][:]
 		}
-		q := `SELECT key_hash, version FROM ` + mysql.EventVersionsTable + ` WHERE table_name = ? AND key_hash IN (` +
-			strings.TrimSuffix(strings.Repeat("?, ", len(part)), ", ") + `) FOR UPDATE`
+		q := `SELECT key_hash, version FROM ` + mysql.EventVersionsTable + ` WHERE key_hash IN (` +
+			strings.TrimSuffix(strings.Repeat("?, ", len(part)), ", ") + `)`
 		rows, err := tx.QueryContext(ctx, q, args...)
 		if err != nil {
-			return nil, classify(fmt.Errorf("target: read event versions of %s: %w", table, err))
+			return classify(fmt.Errorf("target: read event versions: %w", err))
 		}
 		for rows.Next() {
 			var h []byte
 			var v int64
 			if err := rows.Scan(&h, &v); err != nil {
 				rows.Close()
-				return nil, fmt.Errorf("target: read event versions of %s: %w", table, err)
+				return fmt.Errorf("target: read event versions: %w", err)
 			}
-			var k [16]byte
-			copy(k[:], h)
-			out[k] = v
+			known[[16]byte(h)] = v
 		}
 		if err := rows.Close(); err != nil {
-			return nil, classify(fmt.Errorf("target: read event versions of %s: %w", table, err))
+			return classify(fmt.Errorf("target: read event versions: %w", err))
 		}
 		if err := rows.Err(); err != nil {
-			return nil, classify(fmt.Errorf("target: read event versions of %s: %w", table, err))
+			return classify(fmt.Errorf("target: read event versions: %w", err))
 		}
 	}
-	return out, nil
+	return nil
 }
 
 func writeVersions(ctx context.Context, tx *sql.Tx, table string, ops []Op, idx []int) error {
@@ -225,9 +307,9 @@ func writeVersions(ctx context.Context, tx *sql.Tx, table string, ops []Op, idx 
 		args := make([]any, 0, len(part)*4)
 		for _, i := range part {
 			h := ops[i].Hash
-			args = append(args, table, h[:], ops[i].Version, ops[i].Delete)
+			args = append(args, h[:], table, ops[i].Version, ops[i].Delete)
 		}
-		q := `INSERT INTO ` + mysql.EventVersionsTable + ` (table_name, key_hash, version, deleted) VALUES ` +
+		q := `INSERT INTO ` + mysql.EventVersionsTable + ` (key_hash, table_name, version, deleted) VALUES ` +
 			strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?), ", len(part)), ", ") +
 			` ON DUPLICATE KEY UPDATE version = VALUES(version), deleted = VALUES(deleted)`
 		if _, err := tx.ExecContext(ctx, q, args...); err != nil {

@@ -119,13 +119,12 @@ func (t *Table) SourceIndex(name string) int {
 // KeySourceIndexes lists the source column index of each key column.
 func (t *Table) KeySourceIndexes() []int { return t.keySrc }
 
-// KeyHash identifies a row among the table's rows in the version table.
-func KeyHash(key []string) [16]byte {
+// KeyHash identifies a row of a target table in the version table.
+func KeyHash(table string, key []string) [16]byte {
 	h := sha256.New()
-	for i, k := range key {
-		if i > 0 {
-			h.Write([]byte{0})
-		}
+	h.Write([]byte(table))
+	for _, k := range key {
+		h.Write([]byte{0})
 		h.Write([]byte(k))
 	}
 	var out [16]byte

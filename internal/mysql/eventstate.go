@@ -25,12 +25,13 @@ const (
 // EnsureEventTables creates the event bookkeeping tables.
 func (t *Target) EnsureEventTables(ctx context.Context) error {
 	for _, ddl := range []string{
+		// key_hash: the first 16 bytes of SHA-256 over the target table's
+		// name and the row key (source text form), NUL-separated.
 		`CREATE TABLE IF NOT EXISTS ` + EventVersionsTable + ` (
+			key_hash BINARY(16) NOT NULL PRIMARY KEY,
 			table_name VARCHAR(64) NOT NULL,
-			key_hash BINARY(16) NOT NULL,
 			version BIGINT NOT NULL,
-			deleted BOOLEAN NOT NULL DEFAULT 0,
-			PRIMARY KEY (table_name, key_hash)
+			deleted BOOLEAN NOT NULL DEFAULT 0
 		) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
 		`CREATE TABLE IF NOT EXISTS ` + EventConsumersTable + ` (
 			name VARCHAR(128) NOT NULL PRIMARY KEY,

@@ -12,6 +12,7 @@ import (
 
 	gomysql "github.com/go-sql-driver/mysql"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/sluice-db/sluice/internal/apply"
 	"github.com/sluice-db/sluice/internal/events"
@@ -158,20 +159,44 @@ func (a *Applier) Run(ctx context.Context) error {
 	}
 	defer stopFetch()
 	go a.sample(ctx, cons)
-	for {
-		b, done := events.Gather(ctx, a.stop, msgs, a.opt.BatchRows, a.opt.BatchDelay)
-		if len(b) > 0 {
-			if err := a.batch(ctx, b); err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
+	// Two stages: the next batch is decoded and converted while the previous
+	// one is written; batches commit and are acknowledged in order.
+	g, gctx := errgroup.WithContext(ctx)
+	ready := make(chan *preparedBatch, 1)
+	g.Go(func() error {
+		for pb := range ready {
+			if err := a.commitBatch(gctx, pb); err != nil {
 				return err
 			}
 		}
-		if done {
-			return nil
+		return nil
+	})
+	g.Go(func() error {
+		defer close(ready)
+		state := a.state
+		for {
+			b, done := events.Gather(gctx, a.stop, msgs, a.opt.BatchRows, a.opt.BatchDelay)
+			if len(b) > 0 {
+				pb, err := a.prepareBatch(gctx, b, state)
+				if err != nil {
+					return err
+				}
+				state = pb.next
+				select {
+				case ready <- pb:
+				case <-gctx.Done():
+					return nil
+				}
+			}
+			if done {
+				return nil
+			}
 		}
+	})
+	if err := g.Wait(); err != nil && ctx.Err() == nil {
+		return err
 	}
+	return nil
 }
 
 // waitTables waits until the publisher has created the target tables.
@@ -212,16 +237,26 @@ type pendingRow struct {
 	in  int // index into the table's inputs
 }
 
-// batch applies a batch of messages in one target transaction.
-func (a *Applier) batch(ctx context.Context, msgs []jetstream.Msg) error {
-	next := a.state
+// preparedBatch is a batch decoded and converted, ready to be written.
+type preparedBatch struct {
+	msgs []jetstream.Msg
+	ops  []apply.Op
+	n    int64
+	next mysql.PartitionState // the progress once it is applied
+}
+
+// prepareBatch decodes and converts a batch; state is the progress after
+// the batches before it.
+func (a *Applier) prepareBatch(ctx context.Context, msgs []jetstream.Msg, state mysql.PartitionState) (*preparedBatch, error) {
+	a.firstAt.CompareAndSwap(0, time.Now().UnixNano()) // the rate counts from the first batch received
+	next := state
 	var rows []pendingRow
 	inputs := map[*applyTable][]events.Input{}
 	var order []*applyTable
 	for _, m := range msgs {
 		md, err := m.Metadata()
 		if err != nil {
-			return fmt.Errorf("JetStream message without metadata: %w", err)
+			return nil, fmt.Errorf("JetStream message without metadata: %w", err)
 		}
 		seq := md.Sequence.Stream
 		if seq <= next.LastSeq {
@@ -230,10 +265,10 @@ func (a *Applier) batch(ctx context.Context, msgs []jetstream.Msg) error {
 		next.LastSeq = seq
 		msg, err := Decode(m.Data())
 		if err != nil {
-			return failure.Wrap(err, failure.Internal, "SLUICE-APPLY-MESSAGE", "partition %d, stream sequence %d", a.opt.Partition, seq)
+			return nil, failure.Wrap(err, failure.Internal, "SLUICE-APPLY-MESSAGE", "partition %d, stream sequence %d", a.opt.Partition, seq)
 		}
 		if msg.Parts != a.opt.Partitions {
-			return failure.New(failure.Usage, "SLUICE-APPLY-PARTITIONS", "stream sequence %d was published for %d partitions; this applier runs %d/%d",
+			return nil, failure.New(failure.Usage, "SLUICE-APPLY-PARTITIONS", "stream sequence %d was published for %d partitions; this applier runs %d/%d",
 				seq, msg.Parts, a.opt.Partition, a.opt.Partitions).WithHint("run the appliers with --partition i/%d", msg.Parts)
 		}
 		if !(Pos{next.PosLSN, next.PosN}).Less(msg.Pos()) {
@@ -248,12 +283,12 @@ func (a *Applier) batch(ctx context.Context, msgs []jetstream.Msg) error {
 		case KindRow:
 			t := a.tables[msg.Table]
 			if t == nil {
-				return failure.New(failure.Schema, "SLUICE-APPLY-TABLE", "partition %d carries changes of %s, which this applier's plan does not have", a.opt.Partition, msg.Table).
+				return nil, failure.New(failure.Schema, "SLUICE-APPLY-TABLE", "partition %d carries changes of %s, which this applier's plan does not have", a.opt.Partition, msg.Table).
 					WithHint("give sluice apply the same --tables and --config as the publisher")
 			}
 			in, err := input(t.rt, msg)
 			if err != nil {
-				return failure.Wrap(err, failure.Internal, "SLUICE-APPLY-MESSAGE", "partition %d, stream sequence %d", a.opt.Partition, seq)
+				return nil, failure.Wrap(err, failure.Internal, "SLUICE-APPLY-MESSAGE", "partition %d, stream sequence %d", a.opt.Partition, seq)
 			}
 			if _, ok := inputs[t]; !ok {
 				order = append(order, t)
@@ -266,15 +301,16 @@ func (a *Applier) batch(ctx context.Context, msgs []jetstream.Msg) error {
 	for _, t := range order {
 		o, err := a.norm.Convert(ctx, t.rt, inputs[t], true)
 		if err != nil {
-			return failure.Wrap(err, failure.Connection, "SLUICE-APPLY-SOURCE", "source: evaluate computed columns of %s", t.rt.Name)
+			return nil, failure.Wrap(err, failure.Connection, "SLUICE-APPLY-SOURCE", "source: evaluate computed columns of %s", t.rt.Name)
 		}
 		outs[t] = o
 	}
+	pb := &preparedBatch{msgs: msgs, ops: make([]apply.Op, 0, len(rows))}
 	for _, r := range rows {
 		out := outs[r.t][r.in]
 		if out.Err != nil {
 			key := strings.Join(out.Key, ",")
-			return failure.Wrap(out.Err, failure.BadRow, "SLUICE-APPLY-BADROW", "table %s, key %s", r.t.rt.Name, key).
+			return nil, failure.Wrap(out.Err, failure.BadRow, "SLUICE-APPLY-BADROW", "table %s, key %s", r.t.rt.Name, key).
 				With("table", r.t.rt.Name).With("key", key).
 				WithHint("fix the value on the source or map the column to a type that holds it, then run the applier again")
 		}
@@ -287,20 +323,28 @@ func (a *Applier) batch(ctx context.Context, msgs []jetstream.Msg) error {
 		default:
 			op.Kind = apply.Upsert
 		}
+		pb.ops = append(pb.ops, op)
+	}
+	pb.n = int64(len(rows))
+	next.Applied += pb.n
+	pb.next = next
+	return pb, nil
+}
+
+// commitBatch writes a prepared batch with its progress, then acknowledges it.
+func (a *Applier) commitBatch(ctx context.Context, pb *preparedBatch) error {
+	for _, op := range pb.ops {
 		a.app.Add(op)
 	}
-	n := int64(len(rows))
-	next.Applied += n
+	next, msgs := pb.next, pb.msgs
 	a.next = next
 	if err := a.commit(ctx); err != nil {
 		return err
 	}
 	a.state = next
-	now := time.Now().UnixNano()
-	a.firstAt.CompareAndSwap(0, now)
-	a.lastAt.Store(now)
+	a.lastAt.Store(time.Now().UnixNano())
 	a.applied.Store(next.Applied)
-	a.appliedN.Add(n)
+	a.appliedN.Add(pb.n)
 	a.lastSeq.Store(next.LastSeq)
 	if err := msgs[len(msgs)-1].Ack(); err != nil {
 		a.log.Warn("acknowledgement failed; JetStream will deliver the batch again and the applier will skip it", "code", "SLUICE-NATS-ACK", "error", err.Error())
@@ -376,6 +420,7 @@ type ApplierStatus struct {
 	ChangesPerSec   float64 `json:"changes_per_second"`
 	UptimeSeconds   float64 `json:"uptime_seconds"`
 	ApplySeconds    float64 `json:"apply_seconds"`
+	FirstBatchTime  string  `json:"first_batch_at,omitempty"` // when this run received its first batch
 	LastAppliedTime string  `json:"last_applied_at,omitempty"`
 }
 
@@ -386,6 +431,7 @@ func (a *Applier) Status() ApplierStatus {
 	if f, l := a.firstAt.Load(), a.lastAt.Load(); f != 0 && l > f {
 		st.ApplySeconds = float64(l-f) / 1e9
 		st.ChangesPerSec = float64(st.AppliedThisRun) / st.ApplySeconds
+		st.FirstBatchTime = time.Unix(0, f).UTC().Format(time.RFC3339Nano)
 		st.LastAppliedTime = time.Unix(0, l).UTC().Format(time.RFC3339Nano)
 	}
 	return st

@@ -90,9 +90,9 @@ type Publisher struct {
 	stream *pgstream.Stream
 
 	// loop goroutine only
-	futures   []jetstream.PubAckFuture
-	txChunks  []doneChunk // chunks published in the transaction being read
-	toMark    []doneChunk // chunks published in committed transactions, not yet marked done
+	futures    []jetstream.PubAckFuture
+	txChunks   []doneChunk // chunks published in the transaction being read
+	toMark     []doneChunk // chunks published in committed transactions, not yet marked done
 	lastCommit pglogrepl.LSN
 	confirmed  pglogrepl.LSN
 

@@ -274,7 +274,7 @@ func (w *Watcher) protect(r Readings) {
 			Hint: "protect_source: abort stopped the migration and dropped the slot; free the disk, then start again with sluice sync"}
 		obs = append(obs, o)
 		if o.Value >= p.AbortDiskPercent && reason == "" {
-			reason = fmt.Sprintf("the source's disk %s is %.1f%% full, at the hard limit %.0f%%", d.Path, d.UsedPercent, p.AbortDiskPercent)
+			reason = fmt.Sprintf("the source's disk %s is %.1f%% full, at the hard limit %g%%", d.Path, d.UsedPercent, p.AbortDiskPercent)
 		}
 	}
 	w.m.Update("protect", obs)

@@ -4,11 +4,15 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"math/rand/v2"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/sluice-db/sluice/internal/testenv"
 )
@@ -74,7 +78,8 @@ func TestCutoverUnderWorkload(t *testing.T) {
 	const timeout = 10 * time.Second
 	s := newSync(t, p.SourceURL, p.TargetURL, "--chunk-rows", "5000", "--cutover-timeout", timeout.String(), "--lag-bound", "2s")
 	s.start()
-	w := testenv.StartWorkload(t, p.SourceURL, testenv.WorkloadOptions{Pause: 5 * time.Millisecond}, ordersWorkload(20000))
+	var lat latencies
+	w := testenv.StartWorkload(t, p.SourceURL, testenv.WorkloadOptions{Pause: 5 * time.Millisecond}, lat.wrap(ordersWorkload(20000)))
 	s.waitApplied(90 * time.Second)
 
 	// ids handed out and never inserted (rolled back, cached elsewhere):
@@ -82,7 +87,9 @@ func TestCutoverUnderWorkload(t *testing.T) {
 	pgExec(t, p.Source, `SELECT nextval('orders_id_seq') FROM generate_series(1, 1000)`)
 	seqBefore := pgInt(t, p.Source, `SELECT last_value FROM orders_id_seq`)
 
+	cutStart := time.Now()
 	r := s.cutover()
+	cutEnd := time.Now()
 	if r.Exit != 0 {
 		t.Fatalf("sluice cutover: exit %d\nstdout:\n%s\nstderr:\n%s\nsync:\n%s", r.Exit, r.Stdout, r.Stderr, testenv.Tail(s.current().Output(), 30))
 	}
@@ -97,7 +104,9 @@ func TestCutoverUnderWorkload(t *testing.T) {
 	if pauseMS <= 0 || pauseMS >= float64(timeout.Milliseconds()) {
 		t.Errorf("write pause %.1f ms, want above 0 and below the cutover timeout %s", pauseMS, timeout)
 	}
-	t.Logf("cutover under load: write pause %.1f ms", pauseMS)
+	longest := lat.max(cutStart, cutEnd)
+	t.Logf("cutover under load: write pause %.1f ms reported; the longest write the workload saw during the cutover took %.1f ms",
+		pauseMS, float64(longest.Microseconds())/1000)
 	if m := autoIncRe.FindStringSubmatch(r.Stdout); m == nil {
 		t.Errorf("sluice cutover does not say it set AUTO_INCREMENT of orders:\n%s", r.Stdout)
 	} else if n, _ := strconv.ParseInt(m[1], 10, 64); n < seqBefore+1 {
@@ -236,4 +245,34 @@ func TestFailedCutoverLeavesSourceWritable(t *testing.T) {
 	}
 	verifyEqual(t, p.SourceURL, p.TargetURL, "orders")
 	s.finish()
+}
+
+// latencies records how long each workload step took.
+type latencies struct {
+	mu    sync.Mutex
+	steps []struct{ start, end time.Time }
+}
+
+func (l *latencies) wrap(step func(context.Context, *pgx.Conn, *rand.Rand) error) func(context.Context, *pgx.Conn, *rand.Rand) error {
+	return func(ctx context.Context, c *pgx.Conn, rng *rand.Rand) error {
+		start := time.Now()
+		err := step(ctx, c, rng)
+		l.mu.Lock()
+		l.steps = append(l.steps, struct{ start, end time.Time }{start, time.Now()})
+		l.mu.Unlock()
+		return err
+	}
+}
+
+// max is the longest step that overlapped [from, to].
+func (l *latencies) max(from, to time.Time) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var longest time.Duration
+	for _, s := range l.steps {
+		if s.end.After(from) && s.start.Before(to) {
+			longest = max(longest, s.end.Sub(s.start))
+		}
+	}
+	return longest
 }

@@ -32,11 +32,7 @@ func newPair(t *testing.T) *testenv.Pair {
 	if testing.Short() {
 		t.Skip("integration test: needs PostgreSQL and MariaDB (run make test)")
 	}
-	name := "sluice_t_" + unsafeChars.ReplaceAllString(strings.ToLower(t.Name()), "_")
-	if len(name) > 60 {
-		name = name[:60]
-	}
-	dropSlots(t, sharedPG+"/postgres", `database = $1`, name)
+	dropSlots(t, sharedPG+"/postgres", `database = $1`, testenv.DBName(t))
 	return testenv.NewPair(t)
 }
 
@@ -227,7 +223,7 @@ func (s *syncRun) supervise() {
 			}
 			_, code := p.Exited()
 			s.mu.Lock()
-			s.exits = append(s.exits, fmt.Sprintf("exit %d after: %s", code, testenv.Tail(p.Output(), 3)))
+			s.exits = append(s.exits, fmt.Sprintf("exit %d after: %s", code, exitSummary(p.Output())))
 			s.mu.Unlock()
 			select {
 			case <-s.supStop:
@@ -311,4 +307,14 @@ func connect(t testing.TB, url string) *pgx.Conn {
 	}
 	t.Cleanup(func() { c.Close(context.Background()) })
 	return c
+}
+
+// exitSummary is the part of a dead process's output that says why: a Go
+// panic with its first frames, or the last log lines.
+func exitSummary(out string) string {
+	if i := strings.Index(out, "panic: "); i >= 0 {
+		lines := strings.Split(out[i:], "\n")
+		return strings.Join(lines[:min(len(lines), 12)], "\n")
+	}
+	return testenv.Tail(out, 3)
 }

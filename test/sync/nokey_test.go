@@ -40,21 +40,38 @@ func TestTableWithoutKey(t *testing.T) {
 
 	t.Run("replica identity full", func(t *testing.T) {
 		p.PG(t, `ALTER TABLE history REPLICA IDENTITY FULL`)
-		s := newSync(t, p.SourceURL, p.TargetURL, "--tables", "history", "--chunk-rows", "500")
+		p.PG(t, `INSERT INTO history SELECT g % 10, g % 3, g, g % 1000 - 500, timestamp '2024-01-01' + g * interval '1 second', NULL
+			FROM generate_series(2001, 20000) g`)
+		p.PG(t, `ANALYZE history`)
+		s := newSync(t, p.SourceURL, p.TargetURL, "--tables", "history", "--chunk-rows", "1000", "--max-rows-per-sec", "2000")
 		proc := s.start()
 		select {
 		case <-proc.Done():
 			_, code := proc.Exited()
 			t.Fatalf("sluice sync refuses the table even with REPLICA IDENTITY FULL (exit %d): missing feature\n%s", code, testenv.Tail(proc.Output(), 10))
-		case <-time.After(3 * time.Second):
+		case <-time.After(time.Second):
 		}
-		s.wait(60*time.Second, "the copy to finish", func(st testenv.SyncStatus) bool { return st.Phase == "streaming" })
-		// duplicates are legal here; updates and deletes must hit one copy each
+		// While the first chunks are copied: rows appended (they land on the
+		// last pages, which the copy reads last), updated (new row versions
+		// move to free space) and deleted, plus exact duplicates.
+		before := s.waitCopying(60*time.Second, "history", 1)
+		p.PG(t, `INSERT INTO history SELECT 2, 2, g, 1, timestamp '2024-03-01', 'during copy' FROM generate_series(1, 200) g`)
+		p.PG(t, `INSERT INTO history SELECT 1, 1, 7, 7, timestamp '2024-03-02', 'same' FROM generate_series(1, 3) g`)
+		p.PG(t, `UPDATE history SET delta = delta + 1 WHERE aid % 97 = 0`)
+		p.PG(t, `DELETE FROM history WHERE aid BETWEEN 15000 AND 15050`)
+		if st, err := s.status(); err != nil || st.Phase != "copying" {
+			t.Fatalf("the copy ended before the changes were made (status %+v, %v); the test needs them mid-copy", st, err)
+		}
+		t.Logf("changes made mid-copy, %d rows copied before", before.RowsCopied("history"))
+		s.wait(90*time.Second, "the copy to finish", func(st testenv.SyncStatus) bool { return st.Phase == "streaming" })
+		// After the copy: duplicates are legal here; updates and deletes
+		// must hit one copy each.
 		p.PG(t, `INSERT INTO history SELECT 1, 1, g, 0, timestamp '2024-02-01', 'dup' FROM generate_series(1, 50) g`)
 		p.PG(t, `INSERT INTO history SELECT 1, 1, g, 0, timestamp '2024-02-01', 'dup' FROM generate_series(1, 50) g`)
-		p.PG(t, `UPDATE history SET delta = delta + 1 WHERE aid % 7 = 0`)
-		p.PG(t, `DELETE FROM history WHERE aid % 11 = 0`)
+		p.PG(t, `UPDATE history SET delta = delta + 1 WHERE aid % 70 = 0`)
+		p.PG(t, `DELETE FROM history WHERE aid % 110 = 0`)
 		p.PG(t, `DELETE FROM history WHERE ctid IN (SELECT ctid FROM history WHERE filler = 'dup' AND aid <= 10 LIMIT 5)`)
+		p.PG(t, `DELETE FROM history WHERE ctid IN (SELECT ctid FROM history WHERE filler = 'same' LIMIT 1)`)
 		s.waitCaughtUp(60 * time.Second)
 		want := pgInt(t, p.Source, `SELECT count(*) FROM history`)
 		var got int64
@@ -63,6 +80,20 @@ func TestTableWithoutKey(t *testing.T) {
 		}
 		if got != want {
 			t.Errorf("target has %d rows of history, source %d", got, want)
+		}
+		for _, q := range []struct{ what, pg, my string }{
+			{"rows appended during the copy", `SELECT count(*) FROM history WHERE filler = 'during copy'`, `SELECT COUNT(*) FROM history WHERE filler = 'during copy'`},
+			{"rows updated during the copy", `SELECT count(*) FROM history WHERE aid % 97 = 0`, `SELECT COUNT(*) FROM history WHERE aid % 97 = 0`},
+			{"equal rows", `SELECT count(*) FROM history WHERE filler = 'same'`, `SELECT COUNT(*) FROM history WHERE filler = 'same'`},
+		} {
+			w := pgInt(t, p.Source, q.pg)
+			var g int64
+			if err := p.Target.QueryRow(q.my).Scan(&g); err != nil {
+				t.Fatal(err)
+			}
+			if g != w {
+				t.Errorf("%s: target has %d, source %d", q.what, g, w)
+			}
 		}
 		verifyEqual(t, p.SourceURL, p.TargetURL, "history")
 		s.abort()

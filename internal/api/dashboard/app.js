@@ -97,7 +97,9 @@ function render(st) {
   let rows = 0; let est = 0; let rate = 0;
   for (const t of st.tables || []) { rows += t.rows_copied; est += Math.max(t.rows_estimate, t.rows_copied); rate += t.rows_per_second; }
   $('rows-total').textContent = fmtInt(rows);
-  $('rows-rate').textContent = est > 0 ? fmtPct(100 * rows / est) + ' of ~' + fmtInt(est) + ' · ' + fmtInt(rate) + ' rows/s' : '';
+  const copying = (st.tables || []).some((t) => t.phase !== 'streaming' && t.phase !== 'done');
+  const rateText = !copying ? 'copy done' : (st.paused || throttled) ? 'copy held' : fmtInt(rate) + ' rows/s';
+  $('rows-rate').textContent = est > 0 ? fmtPct(100 * rows / est) + ' of ~' + fmtInt(est) + ' · ' + rateText : '';
   $('lag').textContent = fmtSecs(st.lag_seconds);
   $('lag-sub').textContent = fmtBytes(st.lag_bytes) + ' behind · p99 ' + fmtSecs(st.lag_p99_seconds);
   $('wal').textContent = fmtBytes(st.wal_retained_bytes);
@@ -127,7 +129,8 @@ function render(st) {
   renderVerify(st.verify);
 
   const now = Date.now() / 1000;
-  const prev = samples[samples.length - 1];
+  // rows/s over the last ~5 s: chunks land in bursts, a per-second rate would jump
+  const prev = samples[Math.max(0, samples.length - 5)];
   let rps = 0;
   if (prev && now > prev.t) rps = Math.max(0, (rows - prev.rows) / (now - prev.t));
   samples.push({ t: now, rows, rps, lag: st.lag_seconds || 0 });
@@ -140,6 +143,7 @@ function render(st) {
 function renderTables(st) {
   const body = $('tables').tBodies[0];
   body.replaceChildren();
+  const held = st.paused ? 'paused' : (Object.keys(st.throttled || {}).length ? 'throttled' : '');
   for (const t of st.tables || []) {
     const est = Math.max(t.rows_estimate, t.rows_copied);
     const done = t.phase === 'streaming' || t.phase === 'done';
@@ -150,8 +154,8 @@ function renderTables(st) {
       el('td', { class: 'phase' }, t.phase),
       el('td', {}, bar(frac, done ? 'done' : '', done ? 'copied' : fmtPct(100 * frac))),
       el('td', { class: 'num rows' }, fmtInt(t.rows_copied) + (est > 0 ? ' / ' + fmtInt(est) : '')),
-      el('td', { class: 'num' }, done ? '–' : fmtInt(t.rows_per_second)),
-      el('td', { class: 'num' }, done ? '–' : fmtSecs(t.eta_seconds)),
+      el('td', { class: 'num' }, done || held ? '–' : fmtInt(t.rows_per_second)),
+      el('td', { class: 'num' }, done ? '–' : (held || fmtSecs(t.eta_seconds))),
       el('td', { class: 'num' }, fmtInt(t.changes_applied))));
   }
 }

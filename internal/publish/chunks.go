@@ -1,0 +1,170 @@
+package publish
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/sluice-db/sluice/internal/copier"
+	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/mysql"
+	"github.com/sluice-db/sluice/internal/pgstream"
+)
+
+// The copy in this topology is the log-based sync's DBLog merge, with the
+// rows going to the partitions instead of the target: each chunk is read
+// between a low and a high watermark written into the WAL; changes the
+// stream delivers between the two are newer than the read, so at the high
+// watermark the chunk's rows changed in the window are dropped (partial
+// updates are merged), and the rest is published as upserts at the high
+// watermark's position, in order with the changes. A chunk is marked done in
+// the target once JetStream stored its rows; the appliers write them.
+
+// window is one chunk between its low and high watermark.
+type window struct {
+	id      string
+	table   *pubTable
+	chunk   mysql.StoredChunk
+	open    bool
+	ready   bool
+	rows    []chunkRow
+	touched map[string]bool // rows written whole or deleted in the window
+	patches []winPatch      // partial updates seen in the window, in order
+}
+
+type chunkRow struct {
+	key  []string
+	cols map[string]*string
+}
+
+type winPatch struct {
+	key  string
+	cols map[string]*string
+}
+
+// seen shows a published change to every open window on its table.
+func (p *Publisher) seen(t *pubTable, op string, cols map[string]*string, key string) {
+	p.windowsMu.Lock()
+	defer p.windowsMu.Unlock()
+	for _, w := range p.windows {
+		if w.table != t || !w.open {
+			continue
+		}
+		if op == OpPatch {
+			w.patches = append(w.patches, winPatch{key: key, cols: cols})
+		} else {
+			w.touched[key] = true
+		}
+	}
+}
+
+func (p *Publisher) copyChunks(ctx context.Context) error {
+	for _, t := range p.tables {
+		for _, ch := range t.pending {
+			for p.paused.Load() {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-p.stop:
+					return nil
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+			select {
+			case p.inflight <- struct{}{}: // released when the chunk is marked done
+			case <-ctx.Done():
+				return nil
+			case <-p.stop:
+				return nil
+			}
+			if err := p.copyChunk(ctx, t, ch); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (p *Publisher) copyChunk(ctx context.Context, t *pubTable, ch mysql.StoredChunk) error {
+	id := fmt.Sprintf("%s:%s:%d", p.runID, t.rt.Plan.Target, ch.No)
+	w := &window{id: id, table: t, chunk: ch, touched: map[string]bool{}}
+	p.windowsMu.Lock()
+	p.windows[id] = w
+	p.windowsMu.Unlock()
+	if _, err := pgstream.Emit(ctx, p.src.Pool, true, "L:"+id); err != nil {
+		return err
+	}
+	var rows []chunkRow
+	err := copier.ScanRows(ctx, p.src, t.scan, t.chunkQuery(ch.Range), func(key []string, vals [][]byte) error {
+		cols := make(map[string]*string, len(vals))
+		for i, v := range vals {
+			if v == nil {
+				cols[t.cols[i]] = nil
+				continue
+			}
+			s := string(v)
+			cols[t.cols[i]] = &s
+		}
+		rows = append(rows, chunkRow{key: append([]string(nil), key...), cols: cols})
+		return nil
+	})
+	if err != nil {
+		return failure.Wrap(err, failure.Connection, "SLUICE-PUBLISH-CHUNK", "table %s, chunk %d", t.rt.Name, ch.No).With("table", t.rt.Name)
+	}
+	p.windowsMu.Lock()
+	w.rows, w.ready = rows, true
+	p.windowsMu.Unlock()
+	_, err = pgstream.Emit(ctx, p.src.Pool, true, "H:"+id)
+	return err
+}
+
+// watermark opens a window (L) or, at its high watermark (H), publishes the
+// chunk's rows that no change in the window replaced.
+func (p *Publisher) watermark(ctx context.Context, kind, id string, lsn uint64, next func() uint32) error {
+	p.windowsMu.Lock()
+	w := p.windows[id]
+	if w == nil { // an earlier run's: its chunk is read again
+		p.windowsMu.Unlock()
+		return nil
+	}
+	if kind == "L" {
+		w.open = true
+		p.windowsMu.Unlock()
+		return nil
+	}
+	delete(p.windows, id)
+	p.windowsMu.Unlock()
+	if !w.ready {
+		return fmt.Errorf("sluice: high watermark of chunk %s before its rows were read", id)
+	}
+	patches := map[string][]map[string]*string{}
+	for _, pt := range w.patches {
+		patches[pt.key] = append(patches[pt.key], pt.cols)
+	}
+	t := w.table
+	var n int64
+	for _, r := range w.rows {
+		k := strings.Join(r.key, "\x00")
+		if w.touched[k] {
+			continue
+		}
+		for _, pt := range patches[k] {
+			for c, v := range pt {
+				r.cols[c] = v
+			}
+		}
+		m := &Message{Kind: KindRow, Table: t.rt.Name, Op: OpUpsert, Cols: r.cols, Copy: true, LSN: lsn, N: next()}
+		if err := p.send(ctx, Partition(t.rt.Name, r.key, p.opt.Partitions), m); err != nil {
+			return err
+		}
+		n++
+	}
+	t.progress.AddRows(n)
+	p.copiedRows.Add(n)
+	p.txChunks = append(p.txChunks, doneChunk{table: t, no: w.chunk.No, rows: n})
+	return nil
+}

@@ -1,0 +1,282 @@
+package publish
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/mysql"
+	"github.com/sluice-db/sluice/internal/pgstream"
+	"github.com/sluice-db/sluice/internal/postgres"
+	"github.com/sluice-db/sluice/internal/typemap"
+)
+
+// CutoverReport says what a cutover of the partitioned topology did.
+type CutoverReport struct {
+	Fence         string           `json:"fence"`
+	FenceID       string           `json:"fence_id"`
+	FenceLSN      string           `json:"fence_lsn"`
+	Partitions    int              `json:"partitions"`
+	WritePauseMS  float64          `json:"write_pause_ms"` // from the fence to done
+	DrainMS       float64          `json:"drain_ms"`       // until every partition had applied the fence
+	AutoIncrement map[string]int64 `json:"auto_increment,omitempty"`
+	FinishedAt    time.Time        `json:"finished_at"`
+	Published     int64            `json:"messages_published"`
+}
+
+// Cutover waits for the copy (every partition applied every table's copied
+// rows) and for the appliers to be nearly caught up, then fences writes on
+// the source (LOCK TABLE … IN EXCLUSIVE MODE), writes a fence into the WAL,
+// which the publisher broadcasts to every partition, and waits until every
+// applier has recorded that fence in the target: everything before the
+// fence is applied, on every partition. It then moves each AUTO_INCREMENT
+// past its source sequence and lifts the fence.
+func (p *Publisher) Cutover(ctx context.Context) (*CutoverReport, error) {
+	if !p.cutoverMu.TryLock() {
+		return nil, failure.New(failure.Usage, "SLUICE-CUTOVER-BUSY", "a cutover is already running")
+	}
+	defer p.cutoverMu.Unlock()
+	if r := p.cutover.Load(); r != nil {
+		return r, nil
+	}
+	if err := p.waitFor(ctx, 10*time.Minute, "the copy is not done on every partition", p.copyDone); err != nil {
+		return nil, err
+	}
+	if pos := p.pubPos.Load(); pos != nil {
+		target := *pos
+		if err := p.waitFor(ctx, 10*time.Minute, "the appliers did not catch up", func() bool {
+			parts := p.parts.Load()
+			return parts != nil && allPast(*parts, p.opt.Partitions, target)
+		}); err != nil {
+			return nil, err
+		}
+	}
+	report, err := p.fenced(ctx)
+	if err != nil {
+		p.log.Error("cutover failed; the fence is lifted and publishing goes on", "code", failure.Code(err), "error", err.Error())
+		return nil, err
+	}
+	if err := p.tgt.SaveSyncState(ctx, mysql.SyncState{Slot: p.opt.Slot, Publication: p.opt.Publication,
+		AppliedLSN: p.confirmedL.Load(), Phase: "cutover"}); err != nil {
+		return nil, err
+	}
+	p.cutover.Store(report)
+	p.log.Info("cutover done", "write_pause_ms", report.WritePauseMS, "drain_ms", report.DrainMS, "partitions", report.Partitions)
+	return report, nil
+}
+
+func (p *Publisher) waitFor(ctx context.Context, limit time.Duration, what string, cond func() bool) error {
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return failure.New(failure.Internal, "SLUICE-CUTOVER-LAG", "cutover gave up: %s after %s", what, limit).
+				WithHint("check sluice status: is every partition's applier (sluice apply --partition i/%d) running?", p.opt.Partitions)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+func (p *Publisher) fenced(ctx context.Context) (*CutoverReport, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.opt.CutoverTimeout+p.opt.LockTimeout)
+	defer cancel()
+	conn, err := p.src.Pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Release()
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback(context.Background()) // lifts the fence on every failure
+	if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = '%dms'", p.opt.LockTimeout.Milliseconds())); err != nil {
+		return nil, err
+	}
+	names := make([]string, len(p.tables))
+	for i, t := range p.tables {
+		names[i] = postgres.Ident(t.rt.Plan.Source.Name.Schema, t.rt.Plan.Source.Name.Name)
+	}
+	if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(names, ", ")+" IN EXCLUSIVE MODE"); err != nil {
+		return nil, failure.Wrap(err, failure.Internal, "SLUICE-CUTOVER-LOCK", "cutover: could not fence writes within %s", p.opt.LockTimeout).
+			WithHint("long transactions on the source hold the tables; try again, or raise --lock-timeout")
+	}
+	fenced := time.Now()
+	fw := &fenceWait{id: fmt.Sprintf("F:%s:%d", p.runID, fenced.UnixNano()), reached: make(chan Pos, 1)}
+	p.fence.Store(fw)
+	defer p.fence.Store(nil)
+	// Committed after the lock was granted: every write to the tables is
+	// before it in the WAL.
+	lsn, err := pgstream.Emit(ctx, p.src.Pool, true, fw.id)
+	if err != nil {
+		return nil, err
+	}
+	timeout := time.After(p.opt.CutoverTimeout)
+	select {
+	case <-fw.reached:
+	case <-timeout:
+		return nil, failure.New(failure.Internal, "SLUICE-CUTOVER-DRAIN", "cutover: the publisher did not reach the fence within %s", p.opt.CutoverTimeout).
+			WithHint("the fence is lifted; check sluice status and try again")
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	for {
+		parts, err := p.tgt.Partitions(ctx, p.opt.Endpoint.Stream)
+		if err != nil {
+			return nil, err
+		}
+		reached := 0
+		for _, st := range parts {
+			if st.Partition < p.opt.Partitions && st.Partitions == p.opt.Partitions && st.Fence == fw.id {
+				reached++
+			}
+		}
+		if reached == p.opt.Partitions {
+			break
+		}
+		select {
+		case <-timeout:
+			return nil, failure.New(failure.Internal, "SLUICE-CUTOVER-DRAIN", "cutover: %d of %d partitions applied the fence within %s", reached, p.opt.Partitions, p.opt.CutoverTimeout).
+				WithHint("the fence is lifted; check that every applier runs (sluice apply --partition i/%d) and try again", p.opt.Partitions)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	drained := time.Since(fenced)
+	autoInc, err := p.syncAutoIncrement(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	pause := time.Since(fenced)
+	if err := tx.Commit(ctx); err != nil {
+		return nil, err
+	}
+	return &CutoverReport{Fence: "lock", FenceID: fw.id, FenceLSN: pglogrepl.LSN(lsn).String(), Partitions: p.opt.Partitions,
+		WritePauseMS: float64(pause.Microseconds()) / 1000, DrainMS: float64(drained.Microseconds()) / 1000,
+		AutoIncrement: autoInc, FinishedAt: time.Now(), Published: p.published.Load()}, nil
+}
+
+// syncAutoIncrement moves each AUTO_INCREMENT past its source sequence.
+func (p *Publisher) syncAutoIncrement(ctx context.Context, tx pgx.Tx) (map[string]int64, error) {
+	out := map[string]int64{}
+	for _, t := range p.tables {
+		pt := t.rt.Plan
+		for _, c := range pt.Columns {
+			if !strings.Contains(c.SQLType, "AUTO_INCREMENT") {
+				continue
+			}
+			var seq *string
+			if err := tx.QueryRow(ctx, "SELECT pg_get_serial_sequence($1, $2)", postgres.Ident(pt.Source.Name.Schema, pt.Source.Name.Name), c.Source).Scan(&seq); err != nil {
+				return nil, fmt.Errorf("cutover: sequence of %s.%s: %w", pt.Source.Name, c.Source, err)
+			}
+			if seq == nil {
+				continue
+			}
+			var last int64
+			var called bool
+			if err := tx.QueryRow(ctx, "SELECT last_value, is_called FROM "+*seq).Scan(&last, &called); err != nil {
+				return nil, fmt.Errorf("cutover: read sequence %s: %w", *seq, err)
+			}
+			next := last
+			if called {
+				next++
+			}
+			if _, err := p.tgt.DB.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s AUTO_INCREMENT = %d", typemap.QuoteIdent(pt.Target), next)); err != nil {
+				return nil, fmt.Errorf("cutover: set AUTO_INCREMENT of %s: %w", pt.Target, err)
+			}
+			out[pt.Target] = next
+		}
+	}
+	return out, nil
+}
+
+// Status is what the publisher reports.
+type Status struct {
+	Phase         string            `json:"phase"` // copying, streaming, cut over
+	Slot          string            `json:"slot"`
+	Stream        string            `json:"stream"`
+	Partitions    int               `json:"partitions"`
+	ConfirmedLSN  string            `json:"confirmed_lsn"` // the slot is confirmed up to here: JetStream stored everything before
+	PublishedPos  string            `json:"published_position"`
+	Published     int64             `json:"messages_published"`
+	CopiedRows    int64             `json:"rows_copied"`
+	UptimeSeconds float64           `json:"uptime_seconds"`
+	Paused        bool              `json:"paused"`
+	Parts         []PartitionStatus `json:"partition_progress"`
+	Tables        []TableStatus     `json:"tables"`
+	Cutover       *CutoverReport    `json:"cutover,omitempty"`
+}
+
+// PartitionStatus is one partition's progress, as its applier stored it.
+type PartitionStatus struct {
+	Partition int    `json:"partition"`
+	LastSeq   uint64 `json:"last_stream_seq"`
+	Position  string `json:"position"`
+	Applied   int64  `json:"applied"`
+	Fence     string `json:"fence,omitempty"`
+	CaughtUp  bool   `json:"caught_up"` // applied everything published so far
+}
+
+// TableStatus is one table's part of Status.
+type TableStatus struct {
+	Source        string  `json:"source"`
+	Target        string  `json:"target"`
+	Phase         string  `json:"phase"`
+	RowsCopied    int64   `json:"rows_copied"`
+	RowsEstimate  int64   `json:"rows_estimate"`
+	RowsPerSecond float64 `json:"rows_per_second"`
+	ETASeconds    float64 `json:"eta_seconds"`
+	Changes       int64   `json:"changes_published"`
+}
+
+// Status reports the publisher now.
+func (p *Publisher) Status() Status {
+	st := Status{Slot: p.opt.Slot, Stream: p.opt.Endpoint.Stream, Partitions: p.opt.Partitions,
+		ConfirmedLSN: pglogrepl.LSN(p.confirmedL.Load()).String(), Published: p.published.Load(), CopiedRows: p.copiedRows.Load(),
+		UptimeSeconds: time.Since(p.started).Seconds(), Paused: p.paused.Load(), Cutover: p.cutover.Load()}
+	var pub Pos
+	if pp := p.pubPos.Load(); pp != nil {
+		pub = *pp
+		st.PublishedPos = pub.String()
+	}
+	if parts := p.parts.Load(); parts != nil {
+		for _, ps := range *parts {
+			if ps.Partitions != p.opt.Partitions {
+				continue
+			}
+			pos := Pos{ps.PosLSN, ps.PosN}
+			st.Parts = append(st.Parts, PartitionStatus{Partition: ps.Partition, LastSeq: ps.LastSeq, Position: pos.String(), Applied: ps.Applied,
+				Fence: ps.Fence, CaughtUp: !pos.Less(pub)})
+		}
+	}
+	st.Phase = "streaming"
+	for _, t := range p.tables {
+		if t.progress == nil {
+			continue
+		}
+		snap := t.progress.Snapshot()
+		if !t.copied.Load() {
+			st.Phase = "copying"
+		}
+		eta := -1.0
+		if snap.ETA >= 0 {
+			eta = snap.ETA.Seconds()
+		}
+		st.Tables = append(st.Tables, TableStatus{Source: t.rt.Name, Target: t.rt.Plan.Target, Phase: snap.Phase, RowsCopied: snap.Rows,
+			RowsEstimate: snap.Total, RowsPerSecond: snap.RowsPerSec, ETASeconds: eta, Changes: t.changes.Load()})
+	}
+	if st.Cutover != nil {
+		st.Phase = "cut over"
+	}
+	return st
+}

@@ -1,0 +1,81 @@
+package events
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-db/sluice/internal/testenv"
+)
+
+// The publisher copies and streams the source to three JetStream partitions
+// while the application writes; three appliers apply them; one applier is
+// killed with SIGKILL and restarted. A cutover fence broadcast to every
+// partition shows when all have caught up; the target then equals the source.
+func TestPartitionedAppliersWithKill(t *testing.T) {
+	p := testenv.NewPair(t)
+	s := newStream(t)
+	cfg := writeConfig(t, likesConfig)
+	const users, posts = 500, 100
+	seedLikes(t, p, users, posts)
+	app := newLikesApp(t, p, nil, users, posts)
+	stop := make(chan struct{})
+	wg := app.run(t, 4, stop)
+
+	slot := "sluice_t_part_" + fmt.Sprint(time.Now().UnixNano()%1_000_000)
+	pub := start(t, append([]string{"sync", "--publish", s.URL, "--partitions", "3", "--slot", slot, "--config", cfg,
+		"--chunk-rows", "5000", "--cutover-timeout", "60s"}, p.Args()...)...)
+	t.Cleanup(func() { testenv.Run(t, nil, append([]string{"abort", "--slot", slot, "--api", "http://127.0.0.1:1"}, p.Args()...)...) })
+	appliers := make([]*proc, 3)
+	applier := func(i int) *proc {
+		return start(t, append([]string{"apply", "--from", s.URL, "--partition", fmt.Sprintf("%d/3", i), "--config", cfg, "--batch-rows", "1000"}, p.Args()...)...)
+	}
+	for i := range appliers {
+		appliers[i] = applier(i)
+	}
+	time.Sleep(2 * time.Second)
+	appliers[1].kill()
+	t.Logf("applier 1 killed after %d changes by the application", app.changes.Load())
+	time.Sleep(time.Second)
+	appliers[1] = applier(1)
+	time.Sleep(2 * time.Second)
+	close(stop)
+	wg.Wait()
+	t.Logf("the application made %d changes", app.changes.Load())
+
+	// Cutover: fence the source, broadcast the fence, wait for all three.
+	req, _ := http.NewRequest(http.MethodPost, pub.api+"/api/v1/cutover", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	client := &http.Client{Timeout: 5 * time.Minute}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("cutover: %d %s\npublisher:\n%s\napplier 1:\n%s", resp.StatusCode, body, pub.out, appliers[1].out)
+	}
+	t.Logf("cutover: %s", body)
+	var fenced int64
+	if err := p.Target.QueryRow("SELECT COUNT(DISTINCT fence) FROM _sluice_partitions WHERE fence <> '' AND partitions = 3").Scan(&fenced); err != nil || fenced != 1 {
+		t.Errorf("the partitions do not all show the same fence (%d distinct, %v)", fenced, err)
+	}
+	if n := count(t, p.Target, "SELECT COUNT(*) FROM _sluice_partitions WHERE partitions = 3 AND fence <> ''"); n != 3 {
+		t.Errorf("%d partitions applied the fence, want 3", n)
+	}
+	if n := count(t, p.Target, "SELECT COUNT(*) FROM _sluice_tables WHERE phase = 'done'"); n != 1 {
+		t.Errorf("the table's indexes are not built (phase done on %d tables)", n)
+	}
+	mustVerify(t, append(p.Args(), "--config", cfg)...)
+	for _, a := range appliers {
+		a.stop(t)
+		if !strings.Contains(a.out.String(), "stopped") {
+			t.Errorf("applier output:\n%s", a.out)
+		}
+	}
+	pub.stop(t)
+}

@@ -1,0 +1,160 @@
+package events
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-db/sluice/internal/testenv"
+	pubevents "github.com/sluice-db/sluice/pkg/events"
+)
+
+// Events that can never be applied go to the dead-letter subject with their
+// error, are counted in status and metrics, and the events after them still
+// apply.
+func TestPoisonEventsGoToDeadLetter(t *testing.T) {
+	p := testenv.NewPair(t)
+	s := newStream(t)
+	cfg := writeConfig(t, likesConfig)
+	p.PG(t, likesDDL)
+	p.PG(t, `INSERT INTO likes VALUES (1, 1, '2024-05-01 10:00:00+00', 'a')`)
+
+	args := append([]string{"sync", "--changes=events", "--events", s.URL, "--config", cfg, "--batch-rows", "50"}, p.Args()...)
+	sync := start(t, args...)
+	sync.waitFor(t, "the copy", 60*time.Second, func(st eventsStatus) bool { return st.Events.CopyDone })
+
+	good := 0
+	emitGood := func(user int64) {
+		p.PG(t, fmt.Sprintf(`INSERT INTO likes VALUES (%d, 9, '2024-06-01 00:00:00+00', 'ok')`, user))
+		s.emit(t, like(user, 9, "2024-06-01T00:00:00Z", "ok", 1))
+		good++
+	}
+	raw := func(table, body string) { s.publishRaw(t, table, []byte(body)) }
+	emitGood(100)
+	raw("public.nope", `{"v":1,"id":"p1","table":"public.nope","op":"upsert","key":{"id":1},"row":{"id":1},"version":1}`)
+	emitGood(101)
+	raw("likes", `{"v":1,"id":"p2","table":"likes","op":"delete","key":{"user_id":1},"version":3}`)
+	emitGood(102)
+	raw("likes", `{"v":1,"id":"p3","table":"likes","op":"upsert","key":{"user_id":"abc","post_id":1},"row":{"created_at":"2024-01-01T00:00:00Z","note":null},"version":3}`)
+	emitGood(103)
+	// a value only the source can judge: one bad row among good ones in a batch
+	raw("likes", `{"v":1,"id":"p4","table":"likes","op":"upsert","key":{"user_id":5,"post_id":5},"row":{"created_at":"not a time","note":null},"version":3}`)
+	emitGood(104)
+	raw("likes", `this is not JSON`)
+	emitGood(105)
+	raw("likes", `{"v":2,"id":"p6","table":"likes","op":"upsert","key":{"user_id":6,"post_id":6},"row":{},"version":3}`)
+	emitGood(106)
+	const poisoned = 6
+
+	st := sync.waitFor(t, "all events handled", 60*time.Second, func(st eventsStatus) bool {
+		return caughtUp(st) && st.Events.Applied+st.Events.DeadLettered >= int64(good+poisoned)
+	})
+	if st.Events.DeadLettered != poisoned || st.Events.Applied != int64(good) {
+		t.Errorf("status: %d dead-lettered, %d applied; want %d and %d\n%s", st.Events.DeadLettered, st.Events.Applied, poisoned, good, sync.out)
+	}
+	dls := s.deadLetters(t)
+	if len(dls) != poisoned {
+		t.Fatalf("%d messages on %s, want %d: %v", len(dls), s.EP.DeadLetterSubject(), poisoned, dls)
+	}
+	wantCodes := []string{"SLUICE-EVENT-TABLE", "SLUICE-EVENT-KEY", "SLUICE-EVENT-VALUE", "SLUICE-EVENT-VALUE", "SLUICE-EVENT-JSON", "SLUICE-EVENT-VERSION"}
+	for i, dl := range dls {
+		if dl["code"] != wantCodes[i] || dl["error"] == "" || dl["stream_seq"] == nil {
+			t.Errorf("dead letter %d: %v; want code %s with an error", i, dl, wantCodes[i])
+		}
+	}
+	if !strings.Contains(fmt.Sprint(dls[0]["error"]), "unknown table") || !strings.Contains(fmt.Sprint(dls[3]["error"]), "not a time") {
+		t.Errorf("dead letters do not say what is wrong: %v / %v", dls[0]["error"], dls[3]["error"])
+	}
+	metrics := get(t, sync.api+"/metrics")
+	if !strings.Contains(metrics, fmt.Sprintf(`sluice_events_total{outcome="dead_lettered",source="jetstream"} %d`, poisoned)) {
+		t.Errorf("/metrics does not count the dead letters:\n%s", grep(metrics, "sluice_events"))
+	}
+	sync.stop(t)
+	mustVerify(t, append(p.Args(), "--config", cfg)...)
+}
+
+// POST /api/v1/events refuses a request without the token, and a malformed
+// batch with a clear error, applying nothing of it; a good batch applies.
+func TestEventsEndpoint(t *testing.T) {
+	p := testenv.NewPair(t)
+	cfg := writeConfig(t, likesConfig)
+	p.PG(t, likesDDL)
+	p.PG(t, `INSERT INTO likes VALUES (1, 1, '2024-05-01 10:00:00+00', 'a')`)
+	sync := start(t, append([]string{"sync", "--changes=events", "--config", cfg}, p.Args()...)...)
+	sync.waitFor(t, "the copy", 60*time.Second, func(st eventsStatus) bool { return st.Events.CopyDone })
+
+	ev := func(e pubevents.Event) string {
+		e.V = 1
+		if e.ID == "" {
+			e.ID = pubevents.NewID()
+		}
+		b, _ := json.Marshal(e)
+		return string(b)
+	}
+	good := ev(like(2, 2, "2024-05-02T10:00:00Z", "two", 1))
+	good2 := ev(unlike(1, 1, 2))
+	if code, body := sync.post(t, "", "["+good+"]"); code != http.StatusUnauthorized || body["code"] != "SLUICE-API-AUTH" {
+		t.Errorf("without a token: %d %v", code, body)
+	}
+	if code, _ := sync.post(t, "wrong", "["+good+"]"); code != http.StatusUnauthorized {
+		t.Errorf("with a wrong token: %d", code)
+	}
+	for _, bad := range []struct{ body, want string }{
+		{`{"events": [` + good + `, {"v":1,"id":"x","table":"likes","op":"upsert","key":{"user_id":3},"row":{},"version":1}]}`, "event 1: table public.likes: key column post_id is missing"},
+		{`[` + good + `, ` + ev(like(3, 3, "yesterday-ish", "bad time", 1)) + `]`, "event 1"},
+		{`[` + good + `,`, "malformed batch"},
+		{`[]`, "no events"},
+		{`{"rows": []}`, `no "events" array`},
+	} {
+		code, body := sync.post(t, token, bad.body)
+		msg := fmt.Sprint(body["error"])
+		if code != http.StatusBadRequest || !strings.Contains(msg, bad.want) || !strings.Contains(msg, "nothing was applied") {
+			t.Errorf("batch %.60s…: %d %q; want 400 mentioning %q and that nothing was applied", bad.body, code, msg, bad.want)
+		}
+	}
+	if n := count(t, p.Target, "SELECT COUNT(*) FROM post_likes"); n != 1 {
+		t.Fatalf("refused batches changed the target: %d rows", n)
+	}
+	if n := count(t, p.Target, "SELECT COUNT(*) FROM _sluice_event_versions"); n != 0 {
+		t.Fatalf("refused batches stored %d versions", n)
+	}
+	code, body := sync.post(t, token, `{"events": [`+good+`, `+good2+`]}`)
+	if code != http.StatusOK || body["applied"] != float64(2) {
+		t.Fatalf("good batch: %d %v", code, body)
+	}
+	code, body = sync.post(t, token, `[`+good+`, `+good2+`]`)
+	if code != http.StatusOK || body["applied"] != float64(0) || body["ignored"] != float64(2) {
+		t.Fatalf("the same batch again: %d %v; want everything ignored", code, body)
+	}
+	sync.stop(t)
+	p.PG(t, `INSERT INTO likes VALUES (2, 2, '2024-05-02 10:00:00+00', 'two')`)
+	p.PG(t, `DELETE FROM likes WHERE user_id = 1 AND post_id = 1`)
+	mustVerify(t, append(p.Args(), "--config", cfg)...)
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func grep(text, sub string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
