@@ -42,10 +42,13 @@ pg_start() {
   wait_for 60 pg_up || { log "PostgreSQL did not start; see /var/log/postgresql/"; exit 1; }
 }
 if ! pg_up; then log "starting PostgreSQL $PG_VER"; pg_start; fi
-if [ "$(psql -h 127.0.0.1 -U postgres -d postgres -Atc 'show wal_level')" != logical ]; then
-  log "setting wal_level=logical and restarting PostgreSQL"
+if [ "$(psql -h 127.0.0.1 -U postgres -d postgres -Atc 'show wal_level')" != logical ] ||
+   [ "$(psql -h 127.0.0.1 -U postgres -d postgres -Atc 'show max_connections')" -lt 300 ]; then
+  # logical decoding for sync; room for the test suite's parallel connections
+  log "setting wal_level=logical, max_connections=300 and restarting PostgreSQL"
   psql -h 127.0.0.1 -U postgres -d postgres -qc "ALTER SYSTEM SET wal_level = logical" \
-    -c "ALTER SYSTEM SET max_replication_slots = 20" -c "ALTER SYSTEM SET max_wal_senders = 20"
+    -c "ALTER SYSTEM SET max_replication_slots = 40" -c "ALTER SYSTEM SET max_wal_senders = 40" \
+    -c "ALTER SYSTEM SET max_connections = 300"
   pg_ctlcluster --skip-systemctl-redirect "$PG_VER" main restart
   wait_for 60 pg_up || { log "PostgreSQL did not come back"; exit 1; }
 fi
@@ -54,7 +57,7 @@ fi
 need_pkg /usr/sbin/mariadbd mariadb-server mariadb-client
 MARIADB_ARGS=(--log-bin=mariadb-bin --binlog-format=ROW --binlog-row-image=FULL --server-id=1
   --local-infile=1 --max-allowed-packet=256M --innodb-buffer-pool-size=1G
-  --innodb-log-file-size=512M)
+  --innodb-log-file-size=512M --max-connections=500)
 my_up() { mariadb -uroot -h127.0.0.1 -e 'select 1' >/dev/null 2>&1; }
 my_var() { mariadb -uroot -h127.0.0.1 -N -e "select @@$1"; }
 my_start() {
@@ -63,7 +66,8 @@ my_start() {
   wait_for 90 my_up || { log "MariaDB did not start; see /var/log/mysql/error.log"; exit 1; }
 }
 if ! my_up; then log "starting MariaDB with ROW binlog"; my_start; fi
-if [ "$(my_var log_bin)" != 1 ] || [ "$(my_var binlog_format)" != ROW ] || [ "$(my_var local_infile)" != 1 ]; then
+if [ "$(my_var log_bin)" != 1 ] || [ "$(my_var binlog_format)" != ROW ] || [ "$(my_var local_infile)" != 1 ] ||
+   [ "$(my_var max_connections)" -lt 500 ]; then
   log "restarting MariaDB with ROW binlog and local_infile"
   mariadb-admin -uroot -h127.0.0.1 shutdown
   wait_for 60 bash -c '! pgrep -x mariadbd'
