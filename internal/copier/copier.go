@@ -233,7 +233,10 @@ func CreateTargetTable(ctx context.Context, tgt *mysql.Target, t *plan.Table) er
 // (no scan), boundaries from one ordered key scan otherwise.
 func PlanChunks(ctx context.Context, src *postgres.Source, t *plan.Table, chunkRows int) ([]chunk.Range, error) {
 	if t.Keyless {
-		return pageRanges(ctx, src, t, chunkRows)
+		// One chunk: the stream says nothing about where a keyless row lives,
+		// so changes before the chunk's read are left to the read itself
+		// (see syncer), which only works when one read covers the table.
+		return []chunk.Range{{}}, nil
 	}
 	keys := t.KeyExprsSource()
 	if len(t.Key) == 1 && t.Source.EstimatedRows > 0 {
@@ -258,22 +261,6 @@ func PlanChunks(ctx context.Context, src *postgres.Source, t *plan.Table, chunkR
 	bounds, err := src.KeyBoundaries(ctx, t.Source.Name, keys, chunkRows)
 	if err != nil {
 		return nil, err
-	}
-	return chunk.BoundaryRanges(bounds), nil
-}
-
-// pageRanges chunks a keyless table by physical address (ctid), which
-// PostgreSQL scans by range without an index (TID range scan, 14+).
-func pageRanges(ctx context.Context, src *postgres.Source, t *plan.Table, chunkRows int) ([]chunk.Range, error) {
-	pages, err := src.RelPages(ctx, t.Source.Name)
-	if err != nil || pages <= 1 {
-		return []chunk.Range{{}}, err
-	}
-	perPage := max(1, t.Source.EstimatedRows/pages)
-	step := max(1, int64(chunkRows)/perPage)
-	var bounds [][]string
-	for p := step; p < pages; p += step {
-		bounds = append(bounds, []string{fmt.Sprintf("(%d,0)", p)})
 	}
 	return chunk.BoundaryRanges(bounds), nil
 }

@@ -122,13 +122,13 @@ func (r *rowTranslator) report() error {
 		r.onRows(n)
 	}
 	if r.limiter != nil {
-		return waitRows(r.ctx, r.limiter, n)
+		return WaitRows(r.ctx, r.limiter, n)
 	}
 	return nil
 }
 
-// waitRows takes n tokens, in pieces no larger than the limiter's burst.
-func waitRows(ctx context.Context, l *rate.Limiter, n int64) error {
+// WaitRows takes n tokens, in pieces no larger than the limiter's burst.
+func WaitRows(ctx context.Context, l *rate.Limiter, n int64) error {
 	for n > 0 {
 		take := min(n, int64(l.Burst()))
 		if err := l.WaitN(ctx, int(take)); err != nil {

@@ -303,15 +303,3 @@ func (s *Source) KeyBoundaries(ctx context.Context, table schema.TableName, keyE
 	}
 	return out, rows.Err()
 }
-
-// RelPages returns the table's size in pages as of its last ANALYZE or
-// VACUUM (at least the current size when never analyzed).
-func (s *Source) RelPages(ctx context.Context, table schema.TableName) (int64, error) {
-	var pages int64
-	err := s.Pool.QueryRow(ctx, `SELECT greatest(relpages::bigint, pg_relation_size(oid) / current_setting('block_size')::bigint)
-		FROM pg_class WHERE oid = $1::regclass`, Ident(table.Schema, table.Name)).Scan(&pages)
-	if err != nil {
-		return 0, fmt.Errorf("source: size of %s: %w", table, err)
-	}
-	return pages, nil
-}

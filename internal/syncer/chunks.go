@@ -102,7 +102,7 @@ func (s *Syncer) copyChunk(ctx context.Context, t *table, ch mysql.StoredChunk) 
 	w.rows, w.ready = rows, true
 	s.windowsMu.Unlock()
 	if s.limiter != nil {
-		if err := s.limiter.WaitN(ctx, min(len(rows), s.limiter.Burst())); err != nil {
+		if err := copier.WaitRows(ctx, s.limiter, int64(len(rows))); err != nil {
 			return nil
 		}
 	}
@@ -126,15 +126,19 @@ func (s *Syncer) watermark(content string) (doneChunk, bool) {
 	}
 	if kind == "L" {
 		w.open = true
+		w.table.readStarted = true
 		s.windowsMu.Unlock()
+		return doneChunk{}, false
+	}
+	if !w.ready {
+		// The high watermark is written after the read, so this one belongs
+		// to an earlier attempt with the same id: ignore it.
+		s.windowsMu.Unlock()
+		s.log.Warn("ignoring a stale high watermark", "code", "SLUICE-SYNC-STALEWATERMARK", "id", id)
 		return doneChunk{}, false
 	}
 	delete(s.windows, id)
 	s.windowsMu.Unlock()
-	if !w.ready {
-		// cannot happen: the high watermark is written after the read
-		panic("sluice: high watermark before its chunk was read")
-	}
 	opKind := apply.Load
 	var rows []bufRow
 	if w.table.plan.Keyless {

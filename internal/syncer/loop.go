@@ -159,7 +159,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan pgstream.Event) error {
 				continue
 			}
 			for _, rel := range ev.Truncated {
-				if t := byRel[rel.ID]; t != nil {
+				if t := byRel[rel.ID]; t != nil && (t.copied || t.readStarted || !t.plan.Keyless) {
 					s.addOp(t, apply.Op{Kind: apply.Truncate, Table: t.apply})
 				}
 			}
@@ -249,6 +249,9 @@ func (s *Syncer) change(t *table, ev pgstream.Event) error {
 // keylessChange handles a table without a key: REPLICA IDENTITY FULL sends
 // the whole old row, which identifies the row to change.
 func (s *Syncer) keylessChange(t *table, ev pgstream.Event) error {
+	if !t.copied && !t.readStarted {
+		return nil // the table's one chunk, read later, already holds this change
+	}
 	var row, old apply.Row
 	var err error
 	if ev.New != nil {

@@ -18,15 +18,19 @@ import (
 
 // table is a migrated table at run time.
 type table struct {
-	plan     *plan.Table
-	apply    *apply.Table
-	relIdx   []int // plan column → position in the stream's relation, -1 for computed
-	relCols  []pgstream.RelationColumn
-	pending  []mysql.StoredChunk
-	left     int // chunks not yet applied
-	copied   bool
-	progress *progress.Table
-	changes  atomicCounter
+	plan    *plan.Table
+	apply   *apply.Table
+	relIdx  []int // plan column → position in the stream's relation, -1 for computed
+	relCols []pgstream.RelationColumn
+	pending []mysql.StoredChunk
+	left    int // chunks not yet applied
+	copied  bool
+	// readStarted: the low watermark of the table's chunk came through the
+	// stream in this run. A keyless table (one chunk) ignores its changes
+	// before that: the chunk's read includes them.
+	readStarted bool
+	progress    *progress.Table
+	changes     atomicCounter
 }
 
 // SlotName derives the default slot (and publication) name from the target
@@ -173,6 +177,7 @@ func (s *Syncer) loadChunkPlan(ctx context.Context, t *table) (int64, error) {
 	}
 	t.left = len(t.pending)
 	t.copied = phase == mysql.PhaseDone
+	t.readStarted = false
 	return done, nil
 }
 

@@ -187,6 +187,9 @@ func retryable(err error) bool {
 func (s *Syncer) reload(ctx context.Context) error {
 	s.windowsMu.Lock()
 	s.windows = map[string]*window{}
+	// New watermark ids: the stream replays the old attempt's watermarks,
+	// which must not match this attempt's windows.
+	s.runID = fmt.Sprintf("%x", time.Now().UnixNano())
 	s.windowsMu.Unlock()
 	s.inflight = make(chan struct{}, s.opt.Parallel)
 	for _, t := range s.tables {

@@ -528,11 +528,19 @@ type Workload struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
+	gate sync.Mutex // held by a step, or by Hold
+
 	mu    sync.Mutex
 	ops   int
 	errs  int
 	first error
 }
+
+// Hold pauses the loop after the step in flight; Release resumes it.
+func (w *Workload) Hold() { w.gate.Lock() }
+
+// Release undoes Hold.
+func (w *Workload) Release() { w.gate.Unlock() }
 
 // WorkloadOptions tune StartWorkload.
 type WorkloadOptions struct {
@@ -585,7 +593,10 @@ func StartWorkload(t testing.TB, connString string, opt WorkloadOptions, step fu
 					continue
 				}
 			}
-			if err := step(ctx, c, rng); err != nil {
+			w.gate.Lock()
+			err := step(ctx, c, rng)
+			w.gate.Unlock()
+			if err != nil {
 				if ctx.Err() != nil {
 					return
 				}
