@@ -135,6 +135,11 @@ func updateOne(ctx context.Context, tx *sql.Tx, t *Table, old, r Row) error {
 }
 
 func insertRows(ctx context.Context, tx *sql.Tx, t *Table, rows []Row) error {
+	return writeRows(ctx, tx, t, rows, t.insertSQL, "insert %d rows into %s")
+}
+
+// writeRows runs statement (for n rows) over rows in pieces.
+func writeRows(ctx context.Context, tx *sql.Tx, t *Table, rows []Row, statement func(n int) string, what string) error {
 	for start := 0; start < len(rows); start += rowsPerStatement {
 		part := rows[start:min(start+rowsPerStatement, len(rows))]
 		args := make([]any, 0, len(part)*len(t.cols))
@@ -143,8 +148,8 @@ func insertRows(ctx context.Context, tx *sql.Tx, t *Table, rows []Row) error {
 				args = append(args, t.arg(i, v))
 			}
 		}
-		if _, err := tx.ExecContext(ctx, t.insertSQL(len(part)), args...); err != nil {
-			return fmt.Errorf("target: insert %d rows into %s: %w", len(part), t.Plan.Target, err)
+		if _, err := tx.ExecContext(ctx, statement(len(part)), args...); err != nil {
+			return fmt.Errorf("target: "+what+": %w", len(part), t.Plan.Target, err)
 		}
 	}
 	return nil
@@ -305,19 +310,7 @@ func load(ctx context.Context, tx *sql.Tx, t *Table, rows []Row) error {
 // upsert writes rows with INSERT … ON DUPLICATE KEY UPDATE, which updates
 // an existing row in place (changes from the stream mostly hit such rows).
 func upsert(ctx context.Context, tx *sql.Tx, t *Table, rows []Row) error {
-	for start := 0; start < len(rows); start += rowsPerStatement {
-		part := rows[start:min(start+rowsPerStatement, len(rows))]
-		args := make([]any, 0, len(part)*len(t.cols))
-		for _, r := range part {
-			for i, v := range r {
-				args = append(args, t.arg(i, v))
-			}
-		}
-		if _, err := tx.ExecContext(ctx, t.upsertSQL(len(part)), args...); err != nil {
-			return fmt.Errorf("target: write %d rows to %s: %w", len(part), t.Plan.Target, err)
-		}
-	}
-	return nil
+	return writeRows(ctx, tx, t, rows, t.upsertSQL, "write %d rows to %s")
 }
 
 func deleteKeys(ctx context.Context, tx *sql.Tx, t *Table, keys [][]any) error {

@@ -2,7 +2,6 @@ package copier
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -27,46 +26,29 @@ type Reject struct {
 // rowTranslator is the io.Writer COPY writes the source's text rows into; it
 // converts each row for the target and writes LOAD DATA rows to out.
 type rowTranslator struct {
-	ctx      context.Context
-	table    *plan.Table
-	out      *bufio.Writer
-	skipBad  bool
-	limiter  *rate.Limiter
-	onRows   func(n int64) // progress callback, called every few hundred rows
-	pending  []byte        // an incomplete line carried to the next Write
-	split    codec.Splitter
-	row      [][]byte
-	encoded  []byte
-	rows     int64
-	unseen   int64 // rows not yet reported to onRows
-	rejects  []Reject
-	notified int64
+	ctx     context.Context
+	table   *plan.Table
+	out     *bufio.Writer
+	skipBad bool
+	limiter *rate.Limiter
+	onRows  func(n int64) // progress callback, called every few hundred rows
+	lines   codec.LineWriter
+	split   codec.Splitter
+	row     [][]byte
+	encoded []byte
+	rows    int64
+	unseen  int64 // rows not yet reported to onRows
+	rejects []Reject
 }
 
 func newRowTranslator(ctx context.Context, t *plan.Table, out io.Writer, skipBad bool, limiter *rate.Limiter, onRows func(int64)) *rowTranslator {
-	return &rowTranslator{ctx: ctx, table: t, out: bufio.NewWriterSize(out, 256<<10), skipBad: skipBad,
+	r := &rowTranslator{ctx: ctx, table: t, out: bufio.NewWriterSize(out, 256<<10), skipBad: skipBad,
 		limiter: limiter, onRows: onRows, row: make([][]byte, len(t.Columns))}
+	r.lines.Line = r.line
+	return r
 }
 
-func (r *rowTranslator) Write(p []byte) (int, error) {
-	data := p
-	if len(r.pending) > 0 {
-		r.pending = append(r.pending, p...)
-		data = r.pending
-	}
-	for {
-		i := bytes.IndexByte(data, '\n')
-		if i < 0 {
-			break
-		}
-		if err := r.line(data[:i]); err != nil {
-			return 0, err
-		}
-		data = data[i+1:]
-	}
-	r.pending = append(r.pending[:0], data...)
-	return len(p), nil
-}
+func (r *rowTranslator) Write(p []byte) (int, error) { return r.lines.Write(p) }
 
 const reportEvery = 512
 
@@ -141,7 +123,7 @@ func WaitRows(ctx context.Context, l *rate.Limiter, n int64) error {
 
 // Close flushes what is buffered; a trailing line without '\n' is an error.
 func (r *rowTranslator) Close() error {
-	if len(r.pending) > 0 {
+	if r.lines.Partial() {
 		return errors.New("source COPY output ended in the middle of a row")
 	}
 	if r.unseen > 0 {

@@ -1,7 +1,6 @@
 package copier
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,50 +18,38 @@ import (
 // *typemap.BadValue wrapped with the table, key and column.
 func ScanRows(ctx context.Context, src *postgres.Source, t *plan.Table, query string, visit func(key []string, row [][]byte) error) error {
 	s := &rowScanner{t: t, visit: visit, conv: make([][]byte, len(t.Columns)), key: make([]string, len(t.Key))}
-	if err := src.CopyOut(ctx, query, s); err != nil {
+	s.lines.Line = s.line
+	if err := src.CopyOut(ctx, query, &s.lines); err != nil {
 		if s.err != nil {
 			return s.err
 		}
 		return err
 	}
-	if len(s.pending) > 0 {
+	if s.lines.Partial() {
 		return errors.New("source COPY output ended in the middle of a row")
 	}
 	return nil
 }
 
 type rowScanner struct {
-	t       *plan.Table
-	visit   func([]string, [][]byte) error
-	split   codec.Splitter
-	pending []byte
-	conv    [][]byte
-	key     []string
-	err     error
-}
-
-func (s *rowScanner) Write(p []byte) (int, error) {
-	data := p
-	if len(s.pending) > 0 {
-		s.pending = append(s.pending, p...)
-		data = s.pending
-	}
-	for {
-		i := bytes.IndexByte(data, '\n')
-		if i < 0 {
-			break
-		}
-		if err := s.line(data[:i]); err != nil {
-			s.err = err
-			return 0, err
-		}
-		data = data[i+1:]
-	}
-	s.pending = append(s.pending[:0], data...)
-	return len(p), nil
+	t     *plan.Table
+	visit func([]string, [][]byte) error
+	lines codec.LineWriter
+	split codec.Splitter
+	conv  [][]byte
+	key   []string
+	err   error // the visit or conversion error that stopped the COPY
 }
 
 func (s *rowScanner) line(line []byte) error {
+	if err := s.parse(line); err != nil {
+		s.err = err
+		return err
+	}
+	return nil
+}
+
+func (s *rowScanner) parse(line []byte) error {
 	fields, err := s.split.Split(line)
 	if err != nil {
 		return err

@@ -288,7 +288,8 @@ func (v *verifier) compare(ctx context.Context, sourceQuery, targetQuery string,
 	source := map[string]row{}
 	var order []string
 	sr := &sourceReader{v: v, rows: source, order: &order}
-	if err := v.src.CopyOut(ctx, sourceQuery, sr); err != nil {
+	sr.lines.Line = sr.line
+	if err := v.src.CopyOut(ctx, sourceQuery, &sr.lines); err != nil {
 		if sr.err != nil {
 			return nil, sr.err
 		}
@@ -409,32 +410,23 @@ func (v *verifier) targetKey(fields [][]byte) []any {
 // sourceReader receives the source's COPY output, converts each row as the
 // copy would, and indexes it by canonical key.
 type sourceReader struct {
-	v       *verifier
-	rows    map[string]row
-	order   *[]string
-	pending []byte
-	split   codec.Splitter
-	err     error
-}
-
-func (s *sourceReader) Write(p []byte) (int, error) {
-	data := append(s.pending, p...)
-	for {
-		i := bytes.IndexByte(data, '\n')
-		if i < 0 {
-			break
-		}
-		if err := s.line(data[:i]); err != nil {
-			s.err = err
-			return 0, err
-		}
-		data = data[i+1:]
-	}
-	s.pending = append(s.pending[:0], data...)
-	return len(p), nil
+	v     *verifier
+	rows  map[string]row
+	order *[]string
+	lines codec.LineWriter
+	split codec.Splitter
+	err   error
 }
 
 func (s *sourceReader) line(line []byte) error {
+	if err := s.parse(line); err != nil {
+		s.err = err
+		return err
+	}
+	return nil
+}
+
+func (s *sourceReader) parse(line []byte) error {
 	fields, err := s.split.Split(line)
 	if err != nil {
 		return err
