@@ -125,10 +125,13 @@ func Open(ctx context.Context, connString, slot, publication string, startLSN pg
 	return s, nil
 }
 
-// Close ends the replication connection (the slot stays).
+// Close reports the confirmed position one last time, so the slot holds no
+// more WAL than it must while sluice is stopped, and ends the replication
+// connection (the slot stays).
 func (s *Stream) Close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	s.sendStatus(ctx)
 	s.conn.Close(ctx)
 }
 
