@@ -24,8 +24,12 @@ test: services
 unit:
 	$(GO) test -count=1 -short ./...
 
+# Benchmarks: copy vs. an offline dump-and-load, live sync under pgbench, events.
+# Each script writes its own section of docs/BENCHMARKS.md.
 bench: build services
 	bash scripts/bench.sh
+	bash scripts/bench-sync.sh
+	if [ -f scripts/bench-events.sh ]; then bash scripts/bench-events.sh; fi
 
 release:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o dist/sluice ./cmd/sluice
@@ -36,3 +40,9 @@ vet:
 
 clean:
 	rm -rf bin dist
+
+# The events story (docs/EVENTS.md): a likes service V1 on PostgreSQL emits events to
+# NATS JetStream; sluice backfills and applies them into a V2 schema on MariaDB.
+.PHONY: demo-events
+demo-events: build services
+	bash scripts/demo-events.sh

@@ -39,13 +39,38 @@ type rowTranslator struct {
 	rows    int64
 	unseen  int64 // rows not yet reported to onRows
 	rejects []Reject
+	// passthrough: no column needs converting for a bulk load, so a COPY
+	// line goes to LOAD DATA as it is unless it holds an escape MySQL reads
+	// differently (\f, \v, octal or hex).
+	passthrough bool
 }
 
 func newRowTranslator(ctx context.Context, t *plan.Table, out io.Writer, skipBad bool, limiter *rate.Limiter, onRows func(int64)) *rowTranslator {
 	r := &rowTranslator{ctx: ctx, table: t, out: bufio.NewWriterSize(out, 256<<10), skipBad: skipBad,
 		limiter: limiter, onRows: onRows, row: make([][]byte, len(t.Columns))}
 	r.lines.Line = r.line
+	r.passthrough = true
+	for _, c := range t.Columns {
+		if c.Convert != nil && !c.BulkSafe {
+			r.passthrough = false
+		}
+	}
 	return r
+}
+
+// loadDataSafe reports whether a COPY text line means the same to LOAD DATA:
+// both use \N, \\, \t, \n, \r and \b; only PostgreSQL has \f and \v.
+func loadDataSafe(line []byte) bool {
+	for i := 0; i < len(line); i++ {
+		if line[i] != '\\' {
+			continue
+		}
+		i++
+		if i < len(line) && (line[i] == 'f' || line[i] == 'v' || (line[i] >= '0' && line[i] <= '7') || line[i] == 'x') {
+			return false
+		}
+	}
+	return true
 }
 
 func (r *rowTranslator) Write(p []byte) (int, error) { return r.lines.Write(p) }
@@ -53,6 +78,15 @@ func (r *rowTranslator) Write(p []byte) (int, error) { return r.lines.Write(p) }
 const reportEvery = 512
 
 func (r *rowTranslator) line(line []byte) error {
+	if r.passthrough && loadDataSafe(line) {
+		if _, err := r.out.Write(line); err != nil {
+			return err
+		}
+		if err := r.out.WriteByte('\n'); err != nil {
+			return err
+		}
+		return r.counted()
+	}
 	fields, err := r.split.Split(line)
 	if err != nil {
 		return err
@@ -89,6 +123,11 @@ func (r *rowTranslator) line(line []byte) error {
 	if _, err := r.out.Write(r.encoded); err != nil {
 		return err
 	}
+	return r.counted()
+}
+
+// counted notes one more row written, reporting progress now and then.
+func (r *rowTranslator) counted() error {
 	r.rows++
 	r.unseen++
 	if r.unseen >= reportEvery {

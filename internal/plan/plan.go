@@ -30,6 +30,7 @@ type Column struct {
 	// StreamConvert turns a value from the change stream (the plain column)
 	// into what SourceExpr reads, before Convert; nil when they are the same.
 	StreamConvert typemap.Converter
+	BulkSafe      bool   // Convert may be skipped for LOAD DATA (see typemap.Mapping)
 	TargetExpr    string // what verify SELECTs on the target
 	LoadExpr      string // fmt pattern turning the loaded bytes into the value, or ""
 	NotNull       bool
@@ -227,7 +228,7 @@ func planTable(ctx context.Context, src *postgres.Source, st *schema.Table, tm c
 		auto := col.Identity && len(st.PrimaryKey) > 0 && st.PrimaryKey[0] == col.Name && isInteger(col.Type.Name)
 		m := typemap.Map(col.Type, typemap.Options{Flavor: flavor, InKey: inKey[col.Name], AutoIncrement: auto, KeyChars: keyChars[col.Name]})
 		c := Column{Source: col.Name, Target: col.Name, SQLType: m.SQLType, Kind: m.Kind, Convert: m.Convert,
-			NotNull: col.NotNull, SourceType: col.Type, LoadExpr: m.LoadExpr, StreamConvert: m.StreamConvert}
+			NotNull: col.NotNull, SourceType: col.Type, LoadExpr: m.LoadExpr, StreamConvert: m.StreamConvert, BulkSafe: m.BulkSafe}
 		if cm.Rename != "" {
 			c.Target = cm.Rename
 		}
@@ -251,7 +252,7 @@ func planTable(ctx context.Context, src *postgres.Source, st *schema.Table, tm c
 		if cm.Type != "" {
 			c.SQLType = cm.Type
 			c.Kind = KindOfSQLType(cm.Type, c.Kind)
-			c.Convert, c.LoadExpr = nil, "" // the target converts; sluice refuses any conversion warning it reports
+			c.Convert, c.LoadExpr, c.BulkSafe = nil, "", false // the target converts; sluice refuses any conversion warning it reports
 			t.Warnings = append(t.Warnings, fmt.Sprintf("%s.%s: type set to %s by the mapping (was %s); a value the target cannot convert exactly stops the copy", st.Name, col.Name, cm.Type, col.Type.Display))
 		}
 		if clause, ok, note := typemap.Default(col, m); ok {

@@ -65,6 +65,9 @@ type Mapping struct {
 	// (the plain column, not SourceExpr) into what SourceExpr would have
 	// read, before Convert.
 	StreamConvert Converter
+	// BulkSafe: Convert only normalises (the target stores the unconverted
+	// text the same way), so a bulk load may skip it.
+	BulkSafe bool
 	// Notes are lines for the plan: every mapping that is not exact says how.
 	Notes []string
 }
@@ -133,7 +136,8 @@ func Map(t schema.Type, opt Options) Mapping {
 			n = 1
 		}
 		if n <= 255 {
-			return Mapping{SQLType: fmt.Sprintf("CHAR(%d) %s", n, text), Kind: canonical.PaddedChar, Convert: trimPadding}
+			// CHAR drops trailing spaces itself, so a bulk load may send them
+			return Mapping{SQLType: fmt.Sprintf("CHAR(%d) %s", n, text), Kind: canonical.PaddedChar, Convert: trimPadding, BulkSafe: true}
 		}
 		return Mapping{SQLType: fmt.Sprintf("VARCHAR(%d) %s", n, text), Kind: canonical.PaddedChar, Convert: trimPadding,
 			Notes: []string{fmt.Sprintf("%s becomes VARCHAR(%d): MySQL CHAR holds at most 255 characters; trailing spaces are kept as sent", t.Display, n)}}
