@@ -40,8 +40,14 @@ func (s *Syncer) loop(ctx context.Context, events <-chan pgstream.Event) error {
 	)
 	applied := pglogrepl.LSN(s.status.applied.Load())
 	stopCh, stopping := s.stop, false
+	// A batch is written when it holds BatchRows changes or BatchDelay after
+	// its first commit, whichever comes first. (The walsender sends a
+	// keepalive after nearly every transaction when it is caught up, so
+	// keepalives must not trigger writes: that would commit, and fsync,
+	// once per source transaction.)
 	flushTimer := time.NewTimer(time.Hour)
 	defer flushTimer.Stop()
+	timerArmed := false
 
 	flush := func() error {
 		if lastCommit <= applied && len(doneChunks) == 0 {
@@ -97,7 +103,13 @@ func (s *Syncer) loop(ctx context.Context, events <-chan pgstream.Event) error {
 			}
 			continue
 		case <-flushTimer.C:
-			if !inTx {
+			timerArmed = false
+			if inTx { // finish the transaction being received; its commit writes
+				flushTimer.Reset(s.opt.BatchDelay / 10)
+				timerArmed = true
+				continue
+			}
+			{
 				if err := flush(); err != nil {
 					return err
 				}
@@ -128,7 +140,10 @@ func (s *Syncer) loop(ctx context.Context, events <-chan pgstream.Event) error {
 					return err
 				}
 			} else {
-				flushTimer.Reset(s.opt.BatchDelay)
+				if !timerArmed { // the batch's first commit starts its clock
+					flushTimer.Reset(s.opt.BatchDelay)
+					timerArmed = true
+				}
 			}
 		case pgstream.RelationChanged:
 			t := s.byName[ev.Relation.Schema+"."+ev.Relation.Name]
@@ -185,11 +200,6 @@ func (s *Syncer) loop(ctx context.Context, events <-chan pgstream.Event) error {
 				applied = ev.WALEnd
 				s.status.applied.Store(uint64(applied))
 				s.stream.Confirm(applied)
-			}
-			if !inTx && s.applier.Pending() > 0 {
-				if err := flush(); err != nil {
-					return err
-				}
 			}
 		}
 		if s.opt.AutoCutover && !inTx && s.copyDone() && s.lag() < s.opt.LagBound && !s.status.autoTried.Load() {
