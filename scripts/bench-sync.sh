@@ -60,7 +60,7 @@ start_sync() {
   die "sluice sync did not start; see $WORK/sync.log"
 }
 stop_sync() {
-  curl -fsS -X POST -H "Authorization: Bearer $SLUICE_API_TOKEN" "$API/api/v1/stop" >/dev/null
+  curl -sS -X POST -H "Authorization: Bearer $SLUICE_API_TOKEN" "$API/api/v1/stop" >/dev/null 2>&1 || true # the sync may close the connection as it exits
   wait "$SYNC_PID" 2>/dev/null || true; SYNC_PID=""
 }
 # run_pgbench CLIENTS SECONDS: prints "tps latency_ms"

@@ -6,7 +6,7 @@ import "testing"
 // means the same to both: PostgreSQL's \f, \v, octal and hex escapes do not.
 func TestLoadDataSafe(t *testing.T) {
 	for line, want := range map[string]bool{
-		"1\tplain\t\\N":          true,
+		"1\tplain\t\\N":         true,
 		`tab\there`:             true,
 		`back\\slash`:           true,
 		`back\\fine`:            true, // an escaped backslash followed by f
