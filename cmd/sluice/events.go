@@ -27,6 +27,7 @@ import (
 	"github.com/sluice-db/sluice/internal/api"
 	"github.com/sluice-db/sluice/internal/events"
 	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/logging"
 	"github.com/sluice-db/sluice/internal/metrics"
 	"github.com/sluice-db/sluice/internal/progress"
 	"github.com/sluice-db/sluice/internal/publish"
@@ -77,6 +78,34 @@ func parseEndpoint(flag, raw string) (pubevents.Endpoint, error) {
 	return ep, nil
 }
 
+// serveAPI serves the sync API for an events or publish topology with the
+// same settings as the log-based sync (listen address and CORS from flags or
+// the config file, the token kept out of logs, warnings counted in
+// /metrics), plus extra routes.
+func (a *app) serveAPI(cmd *cobra.Command, listen, token string, ctrl api.Controller, extra func(*prometheus.Registry), wrap func(http.Handler) http.Handler) (string, error) {
+	origins, _ := cmd.Flags().GetStringArray("allow-origin")
+	st, err := a.opsSettings(listen, cmd.Flags().Changed("listen"), origins)
+	if err != nil {
+		return "", err
+	}
+	logging.AddSecret(token)
+	m := metrics.New(metrics.Sources{Status: ctrl.Status, Version: version})
+	logging.SetObserver(m.ObserveLog)
+	if extra != nil {
+		extra(m.Registry)
+	}
+	h, err := api.New(ctrl, api.Options{Token: token, Log: a.log, AllowOrigins: st.origins, AllowCredentials: st.credentials,
+		Metrics: m.Handler(), Version: version})
+	if err != nil {
+		return "", err
+	}
+	addr, err := api.Serve(cmd.Context(), st.listen, wrap(h), a.log)
+	if err != nil {
+		return "", err
+	}
+	return "http://" + addr.String(), nil
+}
+
 // eventsController lets the sync API drive an events sync.
 type eventsController struct {
 	svc *events.Service
@@ -84,11 +113,15 @@ type eventsController struct {
 
 func (c eventsController) Status() syncer.Status {
 	es := c.svc.Status()
-	st := syncer.Status{Phase: es.Phase, Slot: fmt.Sprintf("events %s/%s, %d dead-lettered", es.Stream, es.Consumer, es.DeadLettered),
-		AppliedLSN: fmt.Sprintf("seq %d", es.LastStreamSeq), SourceLSN: fmt.Sprintf("%d pending", es.Pending),
+	// The text status reads "slot S; applied A of B": the consumer, then the
+	// stream position, what is pending and the dead letters.
+	st := syncer.Status{Phase: es.Phase, Slot: fmt.Sprintf("events %s/%s", es.Stream, es.Consumer),
+		AppliedLSN:     fmt.Sprintf("stream seq %d", es.LastStreamSeq),
+		SourceLSN:      fmt.Sprintf("seq %d (%d pending, %d dead-lettered)", es.LastStreamSeq+uint64(max(es.Pending, 0)), es.Pending, es.DeadLettered),
 		ChangesApplied: es.Applied + es.HTTPApplied, UptimeSeconds: es.UptimeSeconds}
 	if es.Stream == "" {
-		st.Slot = fmt.Sprintf("events over HTTP, %d batches refused", es.HTTPRefused)
+		st.Slot = "events over HTTP"
+		st.SourceLSN = fmt.Sprintf("HTTP (%d batches refused)", es.HTTPRefused)
 	}
 	for _, t := range es.Tables {
 		st.Tables = append(st.Tables, syncer.TableStatus{Source: t.Source, Target: t.Target, Phase: t.Phase, RowsCopied: t.RowsCopied,
@@ -207,20 +240,17 @@ func (a *app) runEventsSync(cmd *cobra.Command, ef *eventsFlags, tables, listen,
 		return err
 	}
 	ctrl := eventsController{svc}
-	m := metrics.New(metrics.Sources{Status: ctrl.Status, Version: version})
-	m.Registry.MustRegister(eventsCollector{svc})
-	h, err := api.New(ctrl, api.Options{Token: token, Log: a.log, Metrics: m.Handler(), Version: version})
-	if err != nil {
-		return failure.Wrap(err, failure.Usage, "SLUICE-API", "API")
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/", withStatusExtra(h, "events", func() any { return svc.Status() }))
-	mux.Handle("POST /api/v1/events", events.Handler(svc, token))
-	addr, err := api.Serve(ctx, listen, mux, a.log)
+	url, err := a.serveAPI(cmd, listen, token, ctrl, func(r *prometheus.Registry) { r.MustRegister(eventsCollector{svc}) },
+		func(h http.Handler) http.Handler {
+			mux := http.NewServeMux()
+			mux.Handle("/", withStatusExtra(h, "events", func() any { return svc.Status() }))
+			mux.Handle("POST /api/v1/events", events.Handler(svc, token))
+			return mux
+		})
 	if err != nil {
 		return err
 	}
-	a.log.Info("API listening", "url", "http://"+addr.String(), "events_endpoint", "POST /api/v1/events")
+	a.log.Info("API listening", "url", url, "events_endpoint", "POST /api/v1/events")
 	if generated {
 		fmt.Fprintf(os.Stderr, "sluice: API token for this sync (needed by POST /api/v1/events, sluice cutover/pause): %s\n", token)
 	}
@@ -253,13 +283,15 @@ func (c publishController) Status() syncer.Status {
 	ps := c.pub.Status()
 	st := syncer.Status{Phase: ps.Phase, Slot: ps.Slot, Publication: ps.Slot, Paused: ps.Paused, AppliedLSN: ps.ConfirmedLSN,
 		SourceLSN: ps.ConfirmedLSN, ChangesApplied: ps.Published, UptimeSeconds: ps.UptimeSeconds}
-	behind := 0
+	caughtUp := 0
 	for _, part := range ps.Parts {
-		if !part.CaughtUp {
-			behind++
+		if part.CaughtUp {
+			caughtUp++
 		}
 	}
-	st.Slot = fmt.Sprintf("%s → %s, %d partitions (%d applying, %d behind)", ps.Slot, ps.Stream, ps.Partitions, len(ps.Parts), behind)
+	st.Slot = fmt.Sprintf("%s → %s, %d partitions", ps.Slot, ps.Stream, ps.Partitions)
+	st.AppliedLSN = fmt.Sprintf("%d/%d partitions (caught up)", caughtUp, ps.Partitions)
+	st.SourceLSN = "published up to " + ps.ConfirmedLSN
 	for _, t := range ps.Tables {
 		st.Tables = append(st.Tables, syncer.TableStatus{Source: t.Source, Target: t.Target, Phase: t.Phase, RowsCopied: t.RowsCopied,
 			RowsEstimate: t.RowsEstimate, RowsPerSecond: t.RowsPerSecond, ETASeconds: t.ETASeconds, ChangesApplied: t.Changes})
@@ -308,7 +340,7 @@ func (a *app) runPublish(cmd *cobra.Command, ef *eventsFlags, tables, listen, to
 		printPlan(os.Stderr, p)
 		return err
 	}
-	slot := opt.Slot
+	slot, _ := cmd.Flags().GetString("slot")
 	if slot == "" {
 		slot = syncer.SlotName(tgt.Name)
 	}
@@ -320,16 +352,13 @@ func (a *app) runPublish(cmd *cobra.Command, ef *eventsFlags, tables, listen, to
 		return err
 	}
 	ctrl := publishController{pub}
-	m := metrics.New(metrics.Sources{Status: ctrl.Status, Version: version})
-	h, err := api.New(ctrl, api.Options{Token: token, Log: a.log, Metrics: m.Handler(), Version: version})
-	if err != nil {
-		return failure.Wrap(err, failure.Usage, "SLUICE-API", "API")
-	}
-	addr, err := api.Serve(ctx, listen, withStatusExtra(h, "publish", func() any { return pub.Status() }), a.log)
+	url, err := a.serveAPI(cmd, listen, token, ctrl, nil, func(h http.Handler) http.Handler {
+		return withStatusExtra(h, "publish", func() any { return pub.Status() })
+	})
 	if err != nil {
 		return err
 	}
-	a.log.Info("API listening", "url", "http://"+addr.String())
+	a.log.Info("API listening", "url", url)
 	if generated {
 		fmt.Fprintf(os.Stderr, "sluice: API token for this sync (needed by sluice cutover/pause): %s\n", token)
 	}

@@ -6,6 +6,7 @@
 //	likes-v1 seed  --source URL --users 2000 --posts 100     create the V1 schema and some likes
 //	likes-v1 serve --source URL --events nats://…/LIKES --duration 20s --workers 4
 //	likes-v1 gen   --source URL --events nats://…/LIKES --count 200000 --keys 100000
+//	likes-v1 drop-stream --events nats://…/LIKES                delete the stream (demo clean-up)
 //
 // gen is for benchmarks: it publishes count upsert events over keys rows
 // (each key several times, in version order) as fast as JetStream takes them,
@@ -28,6 +29,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-db/sluice/pkg/events"
 )
@@ -46,7 +49,7 @@ CREATE SEQUENCE IF NOT EXISTS likes_version;
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: likes-v1 seed|serve|gen [flags]")
+		fmt.Fprintln(os.Stderr, "usage: likes-v1 seed|serve|gen|drop-stream [flags]")
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
@@ -69,6 +72,8 @@ func main() {
 		err = serve(ctx, *source, *eventsURL, *users, *posts, *workers, *duration)
 	case "gen":
 		err = gen(ctx, *source, *eventsURL, *count, *keys)
+	case "drop-stream":
+		err = dropStream(ctx, *eventsURL)
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -113,8 +118,11 @@ func serve(ctx context.Context, source, eventsURL string, users, posts, workers 
 		return err
 	}
 	defer em.Close()
-	ctx, cancel := context.WithTimeout(ctx, duration)
-	defer cancel()
+	// Stop taking new requests at the deadline (or on Ctrl-C), but finish the
+	// ones in flight: a change committed without its event would be lost to
+	// V2 (the dual-write problem; an outbox table closes it for good).
+	deadline := time.Now().Add(duration)
+	stopped := func() bool { return ctx.Err() != nil || time.Now().After(deadline) }
 	var likes, unlikes atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
@@ -123,17 +131,19 @@ func serve(ctx context.Context, source, eventsURL string, users, posts, workers 
 		go func(seed uint64) {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(seed, uint64(time.Now().UnixNano())))
-			for ctx.Err() == nil {
+			for !stopped() {
 				user, post := int64(1+rng.IntN(users)), int64(1+rng.IntN(posts))
+				opCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				var err error
 				if rng.IntN(2) == 0 {
-					err = like(ctx, pool, em, user, post)
+					err = like(opCtx, pool, em, user, post)
 					likes.Add(1)
 				} else {
-					err = unlike(ctx, pool, em, user, post)
+					err = unlike(opCtx, pool, em, user, post)
 					unlikes.Add(1)
 				}
-				if err != nil && ctx.Err() == nil {
+				cancel()
+				if err != nil {
 					errs <- err
 					return
 				}
@@ -218,4 +228,24 @@ func gen(ctx context.Context, source, eventsURL string, count, keys int) error {
 	}
 	_, err = conn.CopyFrom(ctx, pgx.Identifier{"likes"}, []string{"user_id", "post_id", "created_at"}, pgx.CopyFromRows(rows))
 	return err
+}
+
+func dropStream(ctx context.Context, eventsURL string) error {
+	ep, err := events.ParseURL(eventsURL)
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(ep.Servers)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	if err := js.DeleteStream(ctx, ep.Stream); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return err
+	}
+	return nil
 }

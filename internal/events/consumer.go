@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -70,7 +71,7 @@ func (s *Service) consume(ctx context.Context) error {
 		return err
 	}
 	defer stopFetch()
-	go s.samplePending(ctx, cons)
+	s.cons.Store(&cons)
 	// Two stages: the next batch is decoded and converted (on the source)
 	// while the previous one is written to the target. Batches are applied
 	// and acknowledged in stream order.
@@ -88,7 +89,7 @@ func (s *Service) consume(ctx context.Context) error {
 		defer close(ready)
 		seen := s.cstate.LastSeq
 		for {
-			b, done := Gather(gctx, s.stop, msgs, batch, s.opt.BatchDelay)
+			b, done := Gather(gctx, s.stop, msgs, batch, s.opt.BatchDelay, nil)
 			if len(b) > 0 {
 				pb, err := s.prepareBatch(gctx, b, &seen)
 				if err != nil {
@@ -148,6 +149,7 @@ func FetchLoop(cons jetstream.Consumer, batch int, warn func(string, ...any)) (<
 		return nil, nil, failure.Wrap(err, failure.Connection, "SLUICE-NATS-CONSUMER", "pull from JetStream")
 	}
 	out := make(chan jetstream.Msg, batch)
+	done := make(chan struct{})
 	go func() {
 		defer close(out)
 		for {
@@ -157,25 +159,45 @@ func FetchLoop(cons jetstream.Consumer, batch int, warn func(string, ...any)) (<
 					return
 				}
 				warn("JetStream pull failed; retrying", "code", "SLUICE-NATS-PULL", "error", err.Error())
-				time.Sleep(200 * time.Millisecond)
+				select {
+				case <-done:
+					return
+				case <-time.After(200 * time.Millisecond):
+				}
 				continue
 			}
-			out <- m
+			select {
+			case out <- m:
+			case <-done:
+				return
+			}
 		}
 	}()
-	return out, iter.Stop, nil
+	var once sync.Once
+	return out, func() { once.Do(func() { close(done); iter.Stop() }) }, nil
 }
 
 // Gather waits for a first message, then takes more until the batch is full
 // or delay passed. done reports Stop or the end of ctx.
-func Gather(ctx context.Context, stop <-chan struct{}, msgs <-chan jetstream.Msg, size int, delay time.Duration) ([]jetstream.Msg, bool) {
+// weight, when not nil, says how many items a message holds (size counts
+// items, not messages).
+func Gather(ctx context.Context, stop <-chan struct{}, msgs <-chan jetstream.Msg, size int, delay time.Duration, weight func(jetstream.Msg) int) ([]jetstream.Msg, bool) {
 	var b []jetstream.Msg
+	n := 0
+	add := func(m jetstream.Msg) {
+		b = append(b, m)
+		if weight != nil {
+			n += weight(m)
+		} else {
+			n++
+		}
+	}
 	select {
 	case m, ok := <-msgs:
 		if !ok {
 			return nil, true
 		}
-		b = append(b, m)
+		add(m)
 	case <-stop:
 		return nil, true
 	case <-ctx.Done():
@@ -183,13 +205,13 @@ func Gather(ctx context.Context, stop <-chan struct{}, msgs <-chan jetstream.Msg
 	}
 	timer := time.NewTimer(delay)
 	defer timer.Stop()
-	for len(b) < size {
+	for n < size {
 		select {
 		case m, ok := <-msgs:
 			if !ok {
 				return b, true
 			}
-			b = append(b, m)
+			add(m)
 		case <-timer.C:
 			return b, false
 		case <-stop:
@@ -370,24 +392,23 @@ func (s *Service) deadLetter(ctx context.Context, js jetstream.JetStream, msgs [
 	return nil
 }
 
-// samplePending keeps the number of events not yet applied for status.
-func (s *Service) samplePending(ctx context.Context, cons jetstream.Consumer) {
-	s.pending.Store(-1)
-	t := time.NewTicker(500 * time.Millisecond)
-	defer t.Stop()
-	for {
-		ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		info, err := cons.Info(ictx)
-		cancel()
-		if err == nil {
-			s.pending.Store(int64(info.NumPending) + int64(info.NumAckPending))
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.stop:
-			return
-		case <-t.C:
-		}
+// backlog asks JetStream (now, not from a sample) how many events are not
+// applied yet: caughtUp means none is waiting in the stream and every one
+// delivered is applied. ok is false when JetStream cannot say.
+func (s *Service) backlog() (pending int64, caughtUp, ok bool) {
+	cp := s.cons.Load()
+	if cp == nil {
+		return -1, false, false
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	info, err := (*cp).Info(ctx)
+	if err != nil {
+		return -1, false, false
+	}
+	pending = int64(info.NumPending)
+	if applied := s.counts.lastSeq.Load(); info.Delivered.Stream > applied {
+		pending += int64(info.Delivered.Stream - applied) // delivered, not applied yet (an upper bound)
+	}
+	return pending, info.NumPending == 0 && s.counts.lastSeq.Load() >= info.Delivered.Stream, true
 }

@@ -251,13 +251,3 @@ func (t *Table) keyNames() string {
 	}
 	return "(" + strings.Join(names, ", ") + ")"
 }
-
-func (t *Table) isKey(name string) bool {
-	si := t.SourceIndex(name)
-	for _, k := range t.keySrc {
-		if k == si {
-			return true
-		}
-	}
-	return false
-}

@@ -168,6 +168,9 @@ func skipString(d []byte, i int) (int, error) {
 	for j := i + 1; j < len(d); j++ {
 		switch c := d[j]; {
 		case c == '"':
+			if !utf8.Valid(d[i+1 : j]) {
+				return j, errors.New("string is not valid UTF-8")
+			}
 			return j + 1, nil
 		case c == '\\':
 			j++
@@ -255,4 +258,44 @@ func UnquoteString(raw []byte) (string, error) {
 		return "", errors.New("not a JSON string")
 	}
 	return unquoteString(raw)
+}
+
+// ScanArray reads the JSON array d and calls item with each element's raw
+// value (valid only during the call).
+func ScanArray(d []byte, item func(raw []byte) error) error {
+	i := skipWS(d, 0)
+	if i >= len(d) || d[i] != '[' {
+		return errors.New("expected a JSON array")
+	}
+	i = skipWS(d, i+1)
+	if i < len(d) && d[i] == ']' {
+		i++
+	} else {
+		for {
+			start := i
+			end, err := skipValue(d, i, 1)
+			if err != nil {
+				return err
+			}
+			if err := item(d[start:end]); err != nil {
+				return err
+			}
+			i = skipWS(d, end)
+			if i >= len(d) {
+				return errJSONEnd
+			}
+			if d[i] == ']' {
+				i++
+				break
+			}
+			if d[i] != ',' {
+				return fmt.Errorf("unexpected %q in an array", d[i])
+			}
+			i = skipWS(d, i+1)
+		}
+	}
+	if skipWS(d, i) != len(d) {
+		return errors.New("more than one JSON value")
+	}
+	return nil
 }

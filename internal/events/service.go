@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sluice-db/sluice/internal/failure"
@@ -91,9 +92,9 @@ type Service struct {
 	paused   atomic.Bool
 	counts   counters
 	commits  atomic.Int64
-	crashAt  int64 // test hook: exit right after this many commits, before the ack
-	dropAcks bool  // test hook: never acknowledge
-	pending  atomic.Int64
+	crashAt  int64                              // test hook: exit right after this many commits, before the ack
+	dropAcks bool                               // test hook: never acknowledge
+	cons     atomic.Pointer[jetstream.Consumer] // the JetStream consumer, once created
 	started  time.Time
 	copyErr  atomic.Value // error
 	lockConn *sql.Conn    // holds the events lock for the run
@@ -108,6 +109,7 @@ type counters struct {
 	httpApplied  atomic.Int64
 	httpIgnored  atomic.Int64
 	httpRefused  atomic.Int64
+	handled      atomic.Int64 // events applied or ignored by this run
 	firstApply   atomic.Int64 // unix nanos
 	lastApply    atomic.Int64
 	lastSeq      atomic.Uint64
@@ -131,7 +133,6 @@ func New(ctx context.Context, src *postgres.Source, tgt *mysql.Target, p *plan.P
 	}
 	s := &Service{src: src, tgt: tgt, plan: p, opt: opt, log: opt.Log, cat: NewCatalog(rts), norm: &Normalizer{Src: src},
 		store: &Store{DB: tgt.DB, CacheRows: max(opt.VersionCache, 0)}, byRT: map[*Table]*tableState{}, ready: make(chan struct{}), stop: make(chan struct{}), started: time.Now()}
-	s.pending.Store(-1) // unknown until the consumer is asked
 	for _, rt := range rts {
 		ts := &tableState{rt: rt}
 		s.tables = append(s.tables, ts)
@@ -227,37 +228,40 @@ func (s *Service) prepare(ctx context.Context) error {
 	if s.hstate, err = s.tgt.LoadConsumerState(ctx, s.opt.Consumer+":http", "http"); err != nil {
 		return err
 	}
+	// Totals go on from what earlier runs stored.
 	s.counts.lastSeq.Store(s.cstate.LastSeq)
+	s.counts.applied.Store(s.cstate.Applied)
+	s.counts.ignored.Store(s.cstate.Ignored)
 	s.counts.deadLettered.Store(s.cstate.DeadLettered)
+	s.counts.httpApplied.Store(s.hstate.Applied)
+	s.counts.httpIgnored.Store(s.hstate.Ignored)
 	return nil
 }
 
 // Status is the events part of `sluice status`.
 type Status struct {
-	Phase            string        `json:"phase"` // copying, streaming
-	Stream           string        `json:"stream,omitempty"`
-	Consumer         string        `json:"consumer"`
-	LastStreamSeq    uint64        `json:"last_stream_seq"`
-	Pending          int64         `json:"pending"` // events in the stream not yet applied (-1: unknown)
-	Received         int64         `json:"events_received"`
-	Applied          int64         `json:"events_applied"`
-	Ignored          int64         `json:"events_ignored"`     // not newer than the target's version of the row
-	Redelivered      int64         `json:"events_redelivered"` // applied before, acknowledgement lost
-	DeadLettered     int64         `json:"events_dead_lettered"`
-	DeadLetterTo     string        `json:"dead_letter_subject,omitempty"`
-	HTTPApplied      int64         `json:"http_events_applied"`
-	HTTPIgnored      int64         `json:"http_events_ignored"`
-	HTTPRefused      int64         `json:"http_batches_refused"`
-	EventsPerSecond  float64       `json:"events_per_second"` // from the first to the last applied batch of this run
-	ApplySeconds     float64       `json:"apply_seconds"`
-	UptimeSeconds    float64       `json:"uptime_seconds"`
-	Tables           []TableStatus `json:"tables"`
-	LastError        string        `json:"last_error,omitempty"`
-	CopyDone         bool          `json:"copy_done"`
-	CaughtUp         bool          `json:"caught_up"` // copy done and nothing pending
-	AppliedThisRun   int64         `json:"events_applied_this_run"`
-	DeadLetteredRun  int64         `json:"-"`
-	PendingAvailable bool          `json:"-"`
+	Phase           string        `json:"phase"` // copying, streaming
+	Stream          string        `json:"stream,omitempty"`
+	Consumer        string        `json:"consumer"`
+	LastStreamSeq   uint64        `json:"last_stream_seq"`
+	Pending         int64         `json:"pending"`            // events in the stream not yet applied (-1: unknown)
+	Received        int64         `json:"events_received"`    // by this run
+	Applied         int64         `json:"events_applied"`     // in all, by every run
+	Ignored         int64         `json:"events_ignored"`     // in all: not newer than the target's version of the row
+	Redelivered     int64         `json:"events_redelivered"` // by this run: applied before, acknowledgement lost
+	DeadLettered    int64         `json:"events_dead_lettered"`
+	DeadLetterTo    string        `json:"dead_letter_subject,omitempty"`
+	HTTPApplied     int64         `json:"http_events_applied"`
+	HTTPIgnored     int64         `json:"http_events_ignored"`
+	HTTPRefused     int64         `json:"http_batches_refused"`
+	EventsPerSecond float64       `json:"events_per_second"` // from the first to the last applied batch of this run
+	ApplySeconds    float64       `json:"apply_seconds"`
+	UptimeSeconds   float64       `json:"uptime_seconds"`
+	Tables          []TableStatus `json:"tables"`
+	LastError       string        `json:"last_error,omitempty"`
+	CopyDone        bool          `json:"copy_done"`
+	CaughtUp        bool          `json:"caught_up"`               // copy done and nothing pending
+	HandledThisRun  int64         `json:"events_handled_this_run"` // applied or ignored, from JetStream and HTTP
 }
 
 // TableStatus is one table's part of Status.
@@ -275,17 +279,17 @@ type TableStatus struct {
 // Status reports the sync now.
 func (s *Service) Status() Status {
 	c := &s.counts
-	st := Status{Consumer: s.opt.Consumer, LastStreamSeq: c.lastSeq.Load(), Pending: s.pending.Load(),
+	st := Status{Consumer: s.opt.Consumer, LastStreamSeq: c.lastSeq.Load(), Pending: -1,
 		Received: c.received.Load(), Applied: c.applied.Load(), Ignored: c.ignored.Load(), Redelivered: c.redelivered.Load(),
 		DeadLettered: c.deadLettered.Load(), HTTPApplied: c.httpApplied.Load(), HTTPIgnored: c.httpIgnored.Load(),
 		HTTPRefused: c.httpRefused.Load(), UptimeSeconds: time.Since(s.started).Seconds(), CopyDone: s.copyDone()}
-	st.AppliedThisRun = st.Applied + st.Ignored
+	st.HandledThisRun = c.handled.Load()
 	if s.opt.Endpoint != nil {
 		st.Stream, st.DeadLetterTo = s.opt.Endpoint.Stream, s.opt.Endpoint.DeadLetterSubject()
 	}
 	if f, l := c.firstApply.Load(), c.lastApply.Load(); f != 0 && l > f {
 		st.ApplySeconds = float64(l-f) / 1e9
-		st.EventsPerSecond = float64(st.Applied+st.Ignored) / st.ApplySeconds
+		st.EventsPerSecond = float64(st.HandledThisRun) / st.ApplySeconds
 	}
 	if e, ok := s.copyErr.Load().(string); ok {
 		st.LastError = e
@@ -306,7 +310,11 @@ func (s *Service) Status() Status {
 		st.Tables = append(st.Tables, TableStatus{Source: ts.rt.Name, Target: ts.rt.Plan.Target, Phase: snap.Phase, RowsCopied: snap.Rows,
 			RowsEstimate: snap.Total, RowsPerSecond: snap.RowsPerSec, ETASeconds: eta, Events: ts.events.Load()})
 	}
-	st.CaughtUp = st.CopyDone && (s.opt.Endpoint == nil || st.Pending == 0)
+	if s.opt.Endpoint == nil {
+		st.Pending, st.CaughtUp = 0, st.CopyDone
+	} else if pending, caughtUp, ok := s.backlog(); ok {
+		st.Pending, st.CaughtUp = pending, st.CopyDone && caughtUp
+	}
 	return st
 }
 
@@ -354,6 +362,7 @@ func (s *Service) noteApplied(ops []Op, res Result) {
 	now := time.Now().UnixNano()
 	s.counts.firstApply.CompareAndSwap(0, now)
 	s.counts.lastApply.Store(now)
+	s.counts.handled.Add(int64(len(ops)))
 	for i, op := range ops {
 		if res.Applied[i] {
 			s.byRT[op.Table].events.Add(1)

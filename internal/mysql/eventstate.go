@@ -159,13 +159,3 @@ func StorePartition(ctx context.Context, tx *sql.Tx, st PartitionState) error {
 	}
 	return nil
 }
-
-// DropEventMetadata removes the event and partition bookkeeping tables.
-func (t *Target) DropEventMetadata(ctx context.Context) error {
-	for _, tbl := range []string{EventVersionsTable, EventConsumersTable, PartitionsTable} {
-		if _, err := t.DB.ExecContext(ctx, "DROP TABLE IF EXISTS "+tbl); err != nil {
-			return fmt.Errorf("target: drop %s: %w", tbl, err)
-		}
-	}
-	return nil
-}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -118,7 +119,7 @@ func (a *Applier) Run(ctx context.Context) error {
 	a.state = st
 	a.lastSeq.Store(st.LastSeq)
 	a.applied.Store(st.Applied)
-	if err := a.waitTables(ctx); err != nil {
+	if err := a.waitTables(ctx); err != nil || a.halt.Load() {
 		return err
 	}
 	rts, err := events.LoadTables(ctx, a.src, a.plan)
@@ -153,7 +154,7 @@ func (a *Applier) Run(ctx context.Context) error {
 	}
 	a.log.Info("applying partition", "stream", ep.Stream, "partition", a.opt.Partition, "partitions", a.opt.Partitions,
 		"subject", ep.PartitionSubject(a.opt.Partition), "last_applied_seq", st.LastSeq, "position", Pos{st.PosLSN, st.PosN}.String())
-	msgs, stopFetch, err := events.FetchLoop(cons, a.opt.BatchRows, a.log.Warn)
+	msgs, stopFetch, err := events.FetchLoop(cons, max(a.opt.BatchRows/16, 64), a.log.Warn)
 	if err != nil {
 		return err
 	}
@@ -175,7 +176,7 @@ func (a *Applier) Run(ctx context.Context) error {
 		defer close(ready)
 		state := a.state
 		for {
-			b, done := events.Gather(gctx, a.stop, msgs, a.opt.BatchRows, a.opt.BatchDelay)
+			b, done := events.Gather(gctx, a.stop, msgs, a.opt.BatchRows, a.opt.BatchDelay, rowsOf)
 			if len(b) > 0 {
 				pb, err := a.prepareBatch(gctx, b, state)
 				if err != nil {
@@ -197,6 +198,14 @@ func (a *Applier) Run(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// rowsOf is how many rows a partition message holds.
+func rowsOf(m jetstream.Msg) int {
+	if n, err := strconv.Atoi(m.Headers().Get(RowsHeader)); err == nil && n > 0 {
+		return n
+	}
+	return 1
 }
 
 // waitTables waits until the publisher has created the target tables.
@@ -271,30 +280,38 @@ func (a *Applier) prepareBatch(ctx context.Context, msgs []jetstream.Msg, state 
 			return nil, failure.New(failure.Usage, "SLUICE-APPLY-PARTITIONS", "stream sequence %d was published for %d partitions; this applier runs %d/%d",
 				seq, msg.Parts, a.opt.Partition, a.opt.Partitions).WithHint("run the appliers with --partition i/%d", msg.Parts)
 		}
-		if !(Pos{next.PosLSN, next.PosN}).Less(msg.Pos()) {
-			continue // published again by a publisher that resumed: already applied
-		}
-		next.PosLSN, next.PosN = msg.LSN, msg.N
 		switch msg.Kind {
 		case KindMark:
+			if !(Pos{next.PosLSN, next.PosN}).Less(msg.Pos()) {
+				continue // published again by a publisher that resumed: already applied
+			}
+			next.PosLSN, next.PosN = msg.LSN, msg.N
 			if id, ok := strings.CutPrefix(msg.Mark, MarkFence); ok {
 				next.Fence = id
 			}
-		case KindRow:
-			t := a.tables[msg.Table]
-			if t == nil {
-				return nil, failure.New(failure.Schema, "SLUICE-APPLY-TABLE", "partition %d carries changes of %s, which this applier's plan does not have", a.opt.Partition, msg.Table).
-					WithHint("give sluice apply the same --tables and --config as the publisher")
+		case KindRows:
+			for _, row := range msg.Rows {
+				if !(Pos{next.PosLSN, next.PosN}).Less(row.Pos()) {
+					continue // published again by a publisher that resumed: already applied
+				}
+				next.PosLSN, next.PosN = row.LSN, row.N
+				t := a.tables[row.Table]
+				if t == nil {
+					return nil, failure.New(failure.Schema, "SLUICE-APPLY-TABLE", "partition %d carries changes of %s, which this applier's plan does not have", a.opt.Partition, row.Table).
+						WithHint("give sluice apply the same --tables and --config as the publisher")
+				}
+				in, err := input(t.rt, row)
+				if err != nil {
+					return nil, failure.Wrap(err, failure.Internal, "SLUICE-APPLY-MESSAGE", "partition %d, stream sequence %d", a.opt.Partition, seq)
+				}
+				if _, ok := inputs[t]; !ok {
+					order = append(order, t)
+				}
+				rows = append(rows, pendingRow{msg: row, t: t, in: len(inputs[t])})
+				inputs[t] = append(inputs[t], in)
 			}
-			in, err := input(t.rt, msg)
-			if err != nil {
-				return nil, failure.Wrap(err, failure.Internal, "SLUICE-APPLY-MESSAGE", "partition %d, stream sequence %d", a.opt.Partition, seq)
-			}
-			if _, ok := inputs[t]; !ok {
-				order = append(order, t)
-			}
-			rows = append(rows, pendingRow{msg: msg, t: t, in: len(inputs[t])})
-			inputs[t] = append(inputs[t], in)
+		default:
+			return nil, failure.New(failure.Internal, "SLUICE-APPLY-MESSAGE", "partition %d, stream sequence %d: unknown message kind %q", a.opt.Partition, seq, msg.Kind)
 		}
 	}
 	outs := map[*applyTable][]events.Output{}

@@ -157,8 +157,8 @@ func (p *Publisher) watermark(ctx context.Context, kind, id string, lsn uint64, 
 				r.cols[c] = v
 			}
 		}
-		m := &Message{Kind: KindRow, Table: t.rt.Name, Op: OpUpsert, Cols: r.cols, Copy: true, LSN: lsn, N: next()}
-		if err := p.send(ctx, Partition(t.rt.Name, r.key, p.opt.Partitions), m); err != nil {
+		m := &Message{Table: t.rt.Name, Op: OpUpsert, Cols: r.cols, Copy: true, LSN: lsn, N: next()}
+		if err := p.sendRow(ctx, Partition(t.rt.Name, r.key, p.opt.Partitions), m); err != nil {
 			return err
 		}
 		n++

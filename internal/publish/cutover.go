@@ -26,7 +26,7 @@ type CutoverReport struct {
 	DrainMS       float64          `json:"drain_ms"`       // until every partition had applied the fence
 	AutoIncrement map[string]int64 `json:"auto_increment,omitempty"`
 	FinishedAt    time.Time        `json:"finished_at"`
-	Published     int64            `json:"messages_published"`
+	Published     int64            `json:"rows_published"` // row changes and copied rows
 }
 
 // Cutover waits for the copy (every partition applied every table's copied
@@ -47,14 +47,17 @@ func (p *Publisher) Cutover(ctx context.Context) (*CutoverReport, error) {
 	if err := p.waitFor(ctx, 10*time.Minute, "the copy is not done on every partition", p.copyDone); err != nil {
 		return nil, err
 	}
-	if pos := p.pubPos.Load(); pos != nil {
-		target := *pos
-		if err := p.waitFor(ctx, 10*time.Minute, "the appliers did not catch up", func() bool {
-			parts := p.parts.Load()
-			return parts != nil && allPast(*parts, p.opt.Partitions, target)
-		}); err != nil {
-			return nil, err
-		}
+	// Catch up before fencing, so the fence stays up briefly: a probe mark
+	// at the end of the stream, applied by every partition.
+	target, err := p.probe(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.waitFor(ctx, 10*time.Minute, "the appliers did not catch up", func() bool {
+		parts, err := p.tgt.Partitions(ctx, p.opt.Endpoint.Stream)
+		return err == nil && allPast(parts, p.opt.Partitions, target)
+	}); err != nil {
+		return nil, err
 	}
 	report, err := p.fenced(ctx)
 	if err != nil {
@@ -208,7 +211,7 @@ type Status struct {
 	Partitions    int               `json:"partitions"`
 	ConfirmedLSN  string            `json:"confirmed_lsn"` // the slot is confirmed up to here: JetStream stored everything before
 	PublishedPos  string            `json:"published_position"`
-	Published     int64             `json:"messages_published"`
+	Published     int64             `json:"rows_published"` // row changes and copied rows
 	CopiedRows    int64             `json:"rows_copied"`
 	UptimeSeconds float64           `json:"uptime_seconds"`
 	Paused        bool              `json:"paused"`
@@ -244,19 +247,21 @@ func (p *Publisher) Status() Status {
 	st := Status{Slot: p.opt.Slot, Stream: p.opt.Endpoint.Stream, Partitions: p.opt.Partitions,
 		ConfirmedLSN: pglogrepl.LSN(p.confirmedL.Load()).String(), Published: p.published.Load(), CopiedRows: p.copiedRows.Load(),
 		UptimeSeconds: time.Since(p.started).Seconds(), Paused: p.paused.Load(), Cutover: p.cutover.Load()}
-	var pub Pos
 	if pp := p.pubPos.Load(); pp != nil {
-		pub = *pp
-		st.PublishedPos = pub.String()
+		st.PublishedPos = pp.String()
 	}
+	p.partMu.Lock()
+	last := append([]Pos(nil), p.partLast...)
+	p.partMu.Unlock()
 	if parts := p.parts.Load(); parts != nil {
 		for _, ps := range *parts {
 			if ps.Partitions != p.opt.Partitions {
 				continue
 			}
 			pos := Pos{ps.PosLSN, ps.PosN}
+			caughtUp := ps.Partition < len(last) && !pos.Less(last[ps.Partition])
 			st.Parts = append(st.Parts, PartitionStatus{Partition: ps.Partition, LastSeq: ps.LastSeq, Position: pos.String(), Applied: ps.Applied,
-				Fence: ps.Fence, CaughtUp: !pos.Less(pub)})
+				Fence: ps.Fence, CaughtUp: caughtUp})
 		}
 	}
 	st.Phase = "streaming"

@@ -8,6 +8,7 @@
 package publish
 
 import (
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"strconv"
@@ -20,9 +21,13 @@ const FormatVersion = 1
 
 // Message kinds.
 const (
-	KindRow  = "row"  // a row change, or a copied row
+	KindRows = "rows" // row changes and copied rows of one partition, in order
 	KindMark = "mark" // a marker broadcast to every partition at one position
 )
+
+// RowsHeader carries the number of rows of a rows message, so an applier
+// sizes its batches without decoding.
+const RowsHeader = "Sluice-Rows"
 
 // Row operations.
 const (
@@ -35,15 +40,19 @@ const (
 const (
 	MarkCopied = "copied:" // + target table: every copied row of the table is before this mark
 	MarkFence  = "fence:"  // + id: a cutover fence; the source took no writes after it
+	MarkProbe  = "probe:"  // + id: marks the end of the stream at a moment (cutover waits for it)
 )
 
-// Message is one message of a partition, JSON-encoded. Values are the
-// source's text form (pgoutput and COPY print the same), converted by the
-// applier through the plan exactly like the log-based sync does.
+// Message is one message of a partition, JSON-encoded: a mark, or a run of
+// rows (several changes per JetStream message: the broker's cost is per
+// message). Values are the source's text form (pgoutput and COPY print the
+// same), converted by the applier through the plan exactly like the
+// log-based sync does.
 type Message struct {
 	V     int                `json:"v"`
 	Kind  string             `json:"k"`
-	Table string             `json:"t,omitempty"` // source "schema.name"
+	Rows  []*Message         `json:"rows,omitempty"` // KindRows: the rows, each with t, op, c, copy, lsn, n
+	Table string             `json:"t,omitempty"`    // source "schema.name"
 	Op    string             `json:"op,omitempty"`
 	Cols  map[string]*string `json:"c,omitempty"` // source column → text (nil: NULL)
 	Copy  bool               `json:"copy,omitempty"`
@@ -54,7 +63,7 @@ type Message struct {
 	// skips what it has applied even if the publisher publishes it again.
 	LSN   uint64 `json:"lsn"`
 	N     uint32 `json:"n"`
-	Parts int    `json:"parts"` // the number of partitions it was published for
+	Parts int    `json:"parts,omitempty"` // the number of partitions it was published for
 }
 
 // Pos is a position in the source's commit order.
@@ -74,7 +83,18 @@ func (m *Message) Pos() Pos { return Pos{m.LSN, m.N} }
 // Decode reads a message (with a scanner: encoding/json's reflection costs
 // more than the rest of applying a change).
 func Decode(data []byte) (*Message, error) {
-	var m Message
+	m, err := decodeOne(data, true)
+	if err != nil {
+		return nil, fmt.Errorf("partition message is not valid: %w", err)
+	}
+	if m.V != FormatVersion {
+		return nil, fmt.Errorf("partition message format %d is not supported (this sluice reads %d)", m.V, FormatVersion)
+	}
+	return m, nil
+}
+
+func decodeOne(data []byte, top bool) (*Message, error) {
+	m := &Message{}
 	num := func(raw []byte, bits int) (uint64, error) { return strconv.ParseUint(string(raw), 10, bits) }
 	str := func(raw []byte) (string, error) { return events.UnquoteString(raw) }
 	err := events.ScanObject(data, func(name, raw []byte) error {
@@ -113,19 +133,22 @@ func Decode(data []byte) (*Message, error) {
 				m.Cols[string(col)] = &s
 				return err
 			})
+		case "rows":
+			if !top {
+				return errors.New("rows inside a row")
+			}
+			err = events.ScanArray(raw, func(item []byte) error {
+				r, err := decodeOne(item, false)
+				m.Rows = append(m.Rows, r)
+				return err
+			})
 		}
 		if err != nil {
 			return fmt.Errorf("field %s: %w", name, err)
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("partition message is not valid: %w", err)
-	}
-	if m.V != FormatVersion {
-		return nil, fmt.Errorf("partition message format %d is not supported (this sluice reads %d)", m.V, FormatVersion)
-	}
-	return &m, nil
+	return m, err
 }
 
 // Partition returns the partition of a row: FNV-1a of the table and the key

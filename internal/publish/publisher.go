@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -90,6 +91,7 @@ type Publisher struct {
 	stream *pgstream.Stream
 
 	// loop goroutine only
+	bufs       []partBuf // rows waiting for their partition's next message
 	futures    []jetstream.PubAckFuture
 	txChunks   []doneChunk // chunks published in the transaction being read
 	toMark     []doneChunk // chunks published in committed transactions, not yet marked done
@@ -117,6 +119,10 @@ type Publisher struct {
 	received   atomic.Uint64
 	parts      atomic.Pointer[[]mysql.PartitionState]
 	pubPos     atomic.Pointer[Pos] // position of the last message published
+	partMu     sync.Mutex
+	partLast   []Pos // by partition: position of the last message published to it
+	probesMu   sync.Mutex
+	probes     map[string]chan Pos // probe marks waiting for their position
 }
 
 type pubTable struct {
@@ -157,7 +163,8 @@ func New(ctx context.Context, src *postgres.Source, srcConnString string, tgt *m
 	}
 	pb := &Publisher{src: src, srcConn: srcConnString, tgt: tgt, plan: p, opt: opt, log: opt.Log, byName: map[string]*pubTable{},
 		runID: fmt.Sprintf("%x", time.Now().UnixNano()), started: time.Now(), windows: map[string]*window{},
-		inflight: make(chan struct{}, opt.Parallel), stop: make(chan struct{})}
+		inflight: make(chan struct{}, opt.Parallel), stop: make(chan struct{}), bufs: make([]partBuf, opt.Partitions),
+		partLast: make([]Pos, opt.Partitions), probes: map[string]chan Pos{}}
 	for _, rt := range rts {
 		t := &pubTable{rt: rt}
 		scan := *rt.Plan
@@ -478,7 +485,7 @@ func (p *Publisher) loop(ctx context.Context, evs <-chan pgstream.Event) error {
 				return err
 			}
 		case pgstream.Keepalive:
-			if !inTx && len(p.futures) == 0 && len(p.toMark) == 0 && p.lastCommit <= p.confirmed && ev.WALEnd > p.confirmed {
+			if !inTx && len(p.futures) == 0 && len(p.toMark) == 0 && p.lastCommit <= p.confirmed && ev.WALEnd > p.confirmed && p.buffered() == 0 {
 				p.confirmed = ev.WALEnd
 				p.confirmedL.Store(uint64(ev.WALEnd))
 				p.stream.Confirm(ev.WALEnd)
@@ -487,10 +494,21 @@ func (p *Publisher) loop(ctx context.Context, evs <-chan pgstream.Event) error {
 	}
 }
 
+func (p *Publisher) buffered() int {
+	n := 0
+	for _, b := range p.bufs {
+		n += len(b.rows)
+	}
+	return n
+}
+
 // flush waits until JetStream stored everything published, marks the
 // chunks published so far done, then confirms the slot: the source may
 // recycle the WAL only once JetStream holds the changes.
 func (p *Publisher) flush(ctx context.Context) error {
+	if err := p.flushParts(ctx); err != nil {
+		return err
+	}
 	if err := p.awaitAcks(ctx); err != nil {
 		return err
 	}
@@ -542,15 +560,83 @@ func (p *Publisher) awaitAcks(ctx context.Context) error {
 	return nil
 }
 
-// send publishes one message to a partition.
-func (p *Publisher) send(ctx context.Context, part int, m *Message) error {
-	m.V, m.Parts = FormatVersion, p.opt.Partitions
+// Rows travel several per JetStream message (the broker's cost is per
+// message): up to rowsPerMessage rows or bytesPerMessage bytes of one
+// partition, in order.
+const (
+	rowsPerMessage  = 128
+	bytesPerMessage = 256 << 10
+)
+
+// partBuf collects the rows of one partition for its next message.
+type partBuf struct {
+	rows        [][]byte
+	bytes       int
+	first, last Pos
+}
+
+// sendRow queues a row for its partition.
+func (p *Publisher) sendRow(ctx context.Context, part int, m *Message) error {
 	data, err := json.Marshal(m)
 	if err != nil {
 		return err
 	}
-	msg := &nats.Msg{Subject: p.opt.Endpoint.PartitionSubject(part), Data: data}
-	id := fmt.Sprintf("%s:%d:%d:%d", p.opt.Slot, m.LSN, m.N, part)
+	b := &p.bufs[part]
+	if len(b.rows) == 0 {
+		b.first = m.Pos()
+	}
+	b.last = m.Pos()
+	b.rows = append(b.rows, data)
+	b.bytes += len(data)
+	p.published.Add(1)
+	pos := m.Pos()
+	p.pubPos.Store(&pos)
+	p.partMu.Lock()
+	p.partLast[part] = pos
+	p.partMu.Unlock()
+	if len(b.rows) >= rowsPerMessage || b.bytes >= bytesPerMessage {
+		return p.flushPart(ctx, part)
+	}
+	return nil
+}
+
+// flushPart publishes the queued rows of a partition as one message.
+func (p *Publisher) flushPart(ctx context.Context, part int) error {
+	b := &p.bufs[part]
+	if len(b.rows) == 0 {
+		return nil
+	}
+	data := make([]byte, 0, b.bytes+len(b.rows)+64)
+	data = fmt.Appendf(data, `{"v":%d,"k":%q,"parts":%d,"rows":[`, FormatVersion, KindRows, p.opt.Partitions)
+	for i, r := range b.rows {
+		if i > 0 {
+			data = append(data, ',')
+		}
+		data = append(data, r...)
+	}
+	data = append(data, "]}"...)
+	msg := &nats.Msg{Subject: p.opt.Endpoint.PartitionSubject(part), Data: data, Header: nats.Header{}}
+	msg.Header.Set(RowsHeader, strconv.Itoa(len(b.rows)))
+	// The same rows of a partition between the same positions are the same
+	// message: a publisher that resumes may publish it again, and JetStream
+	// drops the duplicate (the applier would skip it by position anyway).
+	id := fmt.Sprintf("%s:%d:%d:%d:%d:%d", p.opt.Slot, b.first.LSN, b.first.N, b.last.LSN, b.last.N, part)
+	b.rows, b.bytes = b.rows[:0], 0
+	return p.publish(ctx, msg, id)
+}
+
+// flushParts publishes every partition's queued rows.
+func (p *Publisher) flushParts(ctx context.Context) error {
+	for part := range p.bufs {
+		if err := p.flushPart(ctx, part); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// publish sends a message asynchronously; awaitAcks collects the acks.
+func (p *Publisher) publish(ctx context.Context, msg *nats.Msg, id string) error {
 	for {
 		f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(p.opt.Endpoint.Stream))
 		if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
@@ -565,22 +651,34 @@ func (p *Publisher) send(ctx context.Context, part int, m *Message) error {
 		p.futures = append(p.futures, f)
 		break
 	}
-	p.published.Add(1)
-	pos := m.Pos()
-	p.pubPos.Store(&pos)
-	if len(p.futures) >= 12000 {
+	if len(p.futures) >= 4000 {
 		return p.awaitAcks(ctx)
 	}
 	return nil
 }
 
-// broadcast publishes a mark to every partition at one position.
+// broadcast publishes a mark to every partition at one position, after the
+// rows queued before it.
 func (p *Publisher) broadcast(ctx context.Context, mark string, pos Pos) error {
+	if err := p.flushParts(ctx); err != nil {
+		return err
+	}
 	for part := 0; part < p.opt.Partitions; part++ {
-		if err := p.send(ctx, part, &Message{Kind: KindMark, Mark: mark, LSN: pos.LSN, N: pos.N}); err != nil {
+		data, err := json.Marshal(&Message{V: FormatVersion, Kind: KindMark, Mark: mark, LSN: pos.LSN, N: pos.N, Parts: p.opt.Partitions})
+		if err != nil {
+			return err
+		}
+		msg := &nats.Msg{Subject: p.opt.Endpoint.PartitionSubject(part), Data: data}
+		if err := p.publish(ctx, msg, fmt.Sprintf("%s:mark:%d:%d:%d", p.opt.Slot, pos.LSN, pos.N, part)); err != nil {
 			return err
 		}
 	}
+	p.pubPos.Store(&pos)
+	p.partMu.Lock()
+	for part := range p.partLast {
+		p.partLast[part] = pos
+	}
+	p.partMu.Unlock()
 	return nil
 }
 
@@ -668,8 +766,8 @@ func (p *Publisher) change(ctx context.Context, t *pubTable, ev pgstream.Event, 
 	full := t.rt.Plan.Source.ReplicaIdentity == "full"
 	emit := func(op string, cols map[string]*string, key []string) error {
 		p.seen(t, op, cols, strings.Join(key, "\x00"))
-		m := &Message{Kind: KindRow, Table: t.rt.Name, Op: op, Cols: cols, LSN: lsn, N: next()}
-		return p.send(ctx, Partition(t.rt.Name, key, p.opt.Partitions), m)
+		m := &Message{Table: t.rt.Name, Op: op, Cols: cols, LSN: lsn, N: next()}
+		return p.sendRow(ctx, Partition(t.rt.Name, key, p.opt.Partitions), m)
 	}
 	t.changes.Add(1)
 	switch ev.Op {
@@ -732,6 +830,17 @@ func (p *Publisher) message(ctx context.Context, content string, lsn uint64, nex
 			default:
 			}
 		}
+	case "P":
+		pos := Pos{lsn, next()}
+		if err := p.broadcast(ctx, MarkProbe+content, pos); err != nil {
+			return err
+		}
+		p.probesMu.Lock()
+		if ch := p.probes[content]; ch != nil {
+			ch <- pos
+			delete(p.probes, content)
+		}
+		p.probesMu.Unlock()
 	case "C":
 		run, target, ok := strings.Cut(rest, ":")
 		if !ok || run != p.runID {
@@ -750,6 +859,34 @@ func (p *Publisher) message(ctx context.Context, content string, lsn uint64, nex
 		}
 	}
 	return nil
+}
+
+// probe broadcasts a mark to every partition at the current end of the
+// stream and returns its position: once every partition has applied it,
+// each has applied everything published before.
+func (p *Publisher) probe(ctx context.Context) (Pos, error) {
+	id := fmt.Sprintf("P:%s:%d", p.runID, time.Now().UnixNano())
+	ch := make(chan Pos, 1)
+	p.probesMu.Lock()
+	p.probes[id] = ch
+	p.probesMu.Unlock()
+	defer func() {
+		p.probesMu.Lock()
+		delete(p.probes, id)
+		p.probesMu.Unlock()
+	}()
+	if _, err := pgstream.Emit(ctx, p.src.Pool, true, id); err != nil {
+		return Pos{}, err
+	}
+	select {
+	case pos := <-ch:
+		return pos, nil
+	case <-time.After(time.Minute):
+		return Pos{}, failure.New(failure.Internal, "SLUICE-PUBLISH-PROBE", "the publisher did not see its own mark within a minute").
+			WithHint("check sluice status and the publisher's log")
+	case <-ctx.Done():
+		return Pos{}, ctx.Err()
+	}
 }
 
 // emitCopied writes the mark after which every partition holds all of the

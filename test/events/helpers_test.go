@@ -144,39 +144,73 @@ func freePort(t *testing.T) string {
 
 // proc is a sluice process started by a test.
 type proc struct {
-	cmd *exec.Cmd
-	out *bytes.Buffer
-	api string
+	cmd    *exec.Cmd
+	out    *bytes.Buffer
+	api    string
+	exited chan struct{} // closed once the process has exited
 }
 
+// start runs sluice. A sync gets a free --listen port and the test token;
+// if another process took the port in the meantime, it starts again on
+// another one.
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
-	listen := freePort(t)
-	full := append([]string{}, args...)
-	if args[0] == "sync" {
-		full = append(full, "--listen", listen, "--api-token", token)
-	}
-	cmd, out := testenv.Start(t, full...)
-	p := &proc{cmd: cmd, out: out, api: "http://" + listen}
-	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
-			p.cmd.Process.Signal(syscall.SIGKILL)
-			p.cmd.Wait()
+	for attempt := 0; ; attempt++ {
+		listen := freePort(t)
+		full := append([]string{}, args...)
+		if args[0] == "sync" {
+			full = append(full, "--listen", listen, "--api-token", token)
 		}
-	})
-	return p
+		cmd, out := testenv.Start(t, full...)
+		p := &proc{cmd: cmd, out: out, api: "http://" + listen, exited: make(chan struct{})}
+		go func() { p.cmd.Wait(); close(p.exited) }()
+		t.Cleanup(func() {
+			p.cmd.Process.Signal(syscall.SIGKILL)
+			<-p.exited
+		})
+		if args[0] != "sync" || attempt == 3 {
+			return p
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for time.Now().Before(deadline) {
+			select {
+			case <-p.exited:
+				if strings.Contains(p.out.String(), "SLUICE-API-LISTEN") {
+					deadline = time.Time{} // the port was taken: start again
+					continue
+				}
+				return p
+			default:
+			}
+			if resp, err := http.Get(p.api + "/healthz"); err == nil {
+				resp.Body.Close()
+				return p
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if !deadline.IsZero() {
+			return p // not listening yet: the test will say what happened
+		}
+	}
+}
+
+func (p *proc) running() bool {
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
 }
 
 // stop sends SIGTERM and waits for a clean exit.
 func (p *proc) stop(t *testing.T) {
 	t.Helper()
 	p.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- p.cmd.Wait() }()
 	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("sluice did not stop cleanly: %v\n%s", err, p.out)
+	case <-p.exited:
+		if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+			t.Fatalf("sluice did not stop cleanly (exit %d):\n%s", code, p.out)
 		}
 	case <-time.After(60 * time.Second):
 		p.cmd.Process.Signal(syscall.SIGKILL)
@@ -186,16 +220,14 @@ func (p *proc) stop(t *testing.T) {
 
 func (p *proc) kill() {
 	p.cmd.Process.Signal(syscall.SIGKILL)
-	p.cmd.Wait()
+	<-p.exited
 }
 
 // wait waits for the process to exit by itself and returns its exit code.
 func (p *proc) wait(t *testing.T, limit time.Duration) int {
 	t.Helper()
-	done := make(chan struct{})
-	go func() { p.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-p.exited:
 	case <-time.After(limit):
 		p.kill()
 		t.Fatalf("sluice did not exit within %s:\n%s", limit, p.out)
@@ -243,7 +275,7 @@ func (p *proc) waitFor(t *testing.T, what string, limit time.Duration, cond func
 	var last eventsStatus
 	var lastErr error
 	for time.Now().Before(deadline) {
-		if p.cmd.ProcessState != nil {
+		if !p.running() {
 			t.Fatalf("sluice exited while waiting for %s:\n%s", what, p.out)
 		}
 		st, err := p.status(t)

@@ -28,7 +28,9 @@ func TestPartitionedAppliersWithKill(t *testing.T) {
 	slot := "sluice_t_part_" + fmt.Sprint(time.Now().UnixNano()%1_000_000)
 	pub := start(t, append([]string{"sync", "--publish", s.URL, "--partitions", "3", "--slot", slot, "--config", cfg,
 		"--chunk-rows", "5000", "--cutover-timeout", "60s"}, p.Args()...)...)
-	t.Cleanup(func() { testenv.Run(t, nil, append([]string{"abort", "--slot", slot, "--api", "http://127.0.0.1:1"}, p.Args()...)...) })
+	t.Cleanup(func() {
+		testenv.Run(t, nil, append([]string{"abort", "--slot", slot, "--api", "http://127.0.0.1:1"}, p.Args()...)...)
+	})
 	appliers := make([]*proc, 3)
 	applier := func(i int) *proc {
 		return start(t, append([]string{"apply", "--from", s.URL, "--partition", fmt.Sprintf("%d/3", i), "--config", cfg, "--batch-rows", "1000"}, p.Args()...)...)

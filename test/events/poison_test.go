@@ -19,9 +19,15 @@ import (
 func TestPoisonEventsGoToDeadLetter(t *testing.T) {
 	p := testenv.NewPair(t)
 	s := newStream(t)
-	cfg := writeConfig(t, likesConfig)
+	// notes.body is narrowed on the target: a longer value is refused there
+	cfg := writeConfig(t, likesConfig+`
+  notes:
+    columns:
+      body: {type: "VARCHAR(5)"}
+`)
 	p.PG(t, likesDDL)
 	p.PG(t, `INSERT INTO likes VALUES (1, 1, '2024-05-01 10:00:00+00', 'a')`)
+	p.PG(t, `CREATE TABLE notes (id int PRIMARY KEY, body text)`)
 
 	args := append([]string{"sync", "--changes=events", "--events", s.URL, "--config", cfg, "--batch-rows", "50"}, p.Args()...)
 	sync := start(t, args...)
@@ -48,7 +54,16 @@ func TestPoisonEventsGoToDeadLetter(t *testing.T) {
 	emitGood(105)
 	raw("likes", `{"v":2,"id":"p6","table":"likes","op":"upsert","key":{"user_id":6,"post_id":6},"row":{},"version":3}`)
 	emitGood(106)
-	const poisoned = 6
+	// the target refuses one row of a batch: only that event is dead-lettered
+	note := func(id int, body string) pubevents.Event {
+		return pubevents.Event{Table: "notes", Op: pubevents.OpUpsert, Key: map[string]any{"id": id}, Row: map[string]any{"id": id, "body": body}, Version: 1}
+	}
+	p.PG(t, `INSERT INTO notes VALUES (1, 'short'), (3, 'ok')`)
+	for _, e := range []pubevents.Event{note(1, "short"), note(2, "much too long"), note(3, "ok")} {
+		s.emit(t, e)
+	}
+	good += 2
+	const poisoned = 7
 
 	st := sync.waitFor(t, "all events handled", 60*time.Second, func(st eventsStatus) bool {
 		return caughtUp(st) && st.Events.Applied+st.Events.DeadLettered >= int64(good+poisoned)
@@ -60,7 +75,7 @@ func TestPoisonEventsGoToDeadLetter(t *testing.T) {
 	if len(dls) != poisoned {
 		t.Fatalf("%d messages on %s, want %d: %v", len(dls), s.EP.DeadLetterSubject(), poisoned, dls)
 	}
-	wantCodes := []string{"SLUICE-EVENT-TABLE", "SLUICE-EVENT-KEY", "SLUICE-EVENT-VALUE", "SLUICE-EVENT-VALUE", "SLUICE-EVENT-JSON", "SLUICE-EVENT-VERSION"}
+	wantCodes := []string{"SLUICE-EVENT-TABLE", "SLUICE-EVENT-KEY", "SLUICE-EVENT-VALUE", "SLUICE-EVENT-VALUE", "SLUICE-EVENT-JSON", "SLUICE-EVENT-VERSION", "SLUICE-EVENT-TARGET"}
 	for i, dl := range dls {
 		if dl["code"] != wantCodes[i] || dl["error"] == "" || dl["stream_seq"] == nil {
 			t.Errorf("dead letter %d: %v; want code %s with an error", i, dl, wantCodes[i])
