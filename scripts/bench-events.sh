@@ -22,7 +22,7 @@
 #
 # Environment:
 #   BENCH_RUNS    rounds (default 3)
-#   BENCH_EVENTS  changes per measurement (default 200000; another value is a dry run that
+#   BENCH_EVENTS  changes per measurement (default 600000; another value is a dry run that
 #                 leaves docs/BENCHMARKS.md alone unless BENCH_DOC names a file)
 #   BENCH_KEYS    rows (default BENCH_EVENTS / 2)
 #   BENCH_DOC     the file to write (default docs/BENCHMARKS.md)
@@ -32,14 +32,14 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 exec 2>&1
 
 RUNS=${BENCH_RUNS:-3}
-EVENTS=${BENCH_EVENTS:-200000}
+EVENTS=${BENCH_EVENTS:-600000}
 KEYS=${BENCH_KEYS:-$((EVENTS / 2))}
 NATS=${NATS_URL:-nats://127.0.0.1:4222}
 case $RUNS in '' | *[!0-9]* | 0) die "BENCH_RUNS must be a whole number >= 1" ;; esac
 case $EVENTS in '' | *[!0-9]* | 0) die "BENCH_EVENTS must be a whole number >= 1" ;; esac
 [ "$((KEYS * 2))" = "$EVENTS" ] || [ -n "${BENCH_KEYS:-}" ] || die "BENCH_EVENTS must be even (the partitioned runs insert and update BENCH_EVENTS/2 rows)"
 if [ -n "${BENCH_DOC:-}" ]; then DOC=$BENCH_DOC
-elif [ "$EVENTS" = 200000 ]; then DOC=$ROOT/docs/BENCHMARKS.md
+elif [ "$EVENTS" = 600000 ]; then DOC=$ROOT/docs/BENCHMARKS.md
 else DOC=""; fi
 need_sluice
 # One run at a time: two would share the databases, the slot and the machine.
@@ -211,7 +211,7 @@ machine_facts
 nats_ver=$(nats-server --version 2>/dev/null | awk '{ print $2 }' || echo unknown)
 cmd="make bench"
 [ "$RUNS" = 3 ] || cmd="BENCH_RUNS=$RUNS $cmd"
-[ "$EVENTS" = 200000 ] || cmd="BENCH_EVENTS=$EVENTS $cmd"
+[ "$EVENTS" = 600000 ] || cmd="BENCH_EVENTS=$EVENTS $cmd"
 
 section() {
   cat <<EOF
