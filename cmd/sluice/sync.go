@@ -135,8 +135,8 @@ running sync again resumes.`,
 }
 
 func printCutoverReport(w io.Writer, r *syncer.CutoverReport) {
-	fmt.Fprintf(w, "cutover done: write pause %.1f ms (fence %s; stream drained in %.1f ms), %d changed rows verified under the fence, %d before\n",
-		r.WritePauseMS, r.Fence, r.DrainMS, r.RowsVerified, r.RowsVerifiedPre)
+	fmt.Fprintf(w, "cutover done: write pause %.1f ms (fence %s, granted after %.1f ms; stream drained in %.1f ms), %d changed rows verified under the fence, %d before\n",
+		r.WritePauseMS, r.Fence, r.LockWaitMS, r.DrainMS, r.RowsVerified, r.RowsVerifiedPre)
 	for t, v := range r.AutoIncrement {
 		fmt.Fprintf(w, "  %s AUTO_INCREMENT set to %d\n", t, v)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/sluice-db/sluice/internal/codec"
 	"github.com/sluice-db/sluice/internal/plan"
@@ -17,9 +18,25 @@ import (
 // valid during the call. A value the target cannot hold is returned as a
 // *typemap.BadValue wrapped with the table, key and column.
 func ScanRows(ctx context.Context, src *postgres.Source, t *plan.Table, query string, visit func(key []string, row [][]byte) error) error {
+	return scanRows(t, visit, func(w io.Writer) error { return src.CopyOut(ctx, query, w) })
+}
+
+// ScanRowsRunning is ScanRows that also returns the transactions still
+// running for the read's snapshot (see postgres.Source.CopyOutRunning): a
+// watermark copy needs them to tell whether the read missed a commit.
+func ScanRowsRunning(ctx context.Context, src *postgres.Source, t *plan.Table, query string, visit func(key []string, row [][]byte) error) ([]uint32, error) {
+	var running []uint32
+	err := scanRows(t, visit, func(w io.Writer) (err error) {
+		running, err = src.CopyOutRunning(ctx, query, w)
+		return err
+	})
+	return running, err
+}
+
+func scanRows(t *plan.Table, visit func(key []string, row [][]byte) error, copyOut func(io.Writer) error) error {
 	s := &rowScanner{t: t, visit: visit, conv: make([][]byte, len(t.Columns)), key: make([]string, len(t.Key))}
 	s.lines.Line = s.line
-	if err := src.CopyOut(ctx, query, &s.lines); err != nil {
+	if err := copyOut(&s.lines); err != nil {
 		if s.err != nil {
 			return s.err
 		}

@@ -56,6 +56,7 @@ type Event struct {
 	Kind       EventKind
 	LSN        pglogrepl.LSN // WAL position of the record (commit: end of the transaction)
 	CommitTime time.Time     // Begin/Commit
+	Xid        uint32        // Begin: the transaction's id
 	Relation   *Relation     // Change, RelationChanged
 	Op         Op            // Change
 	Old        []Value       // Change: key or full old row (Update with K/O, Delete)
@@ -232,7 +233,7 @@ func (s *Stream) decode(xld pglogrepl.XLogData) (Event, bool, error) {
 	}
 	switch m := msg.(type) {
 	case *pglogrepl.BeginMessage:
-		return Event{Kind: Begin, LSN: m.FinalLSN, CommitTime: m.CommitTime}, true, nil
+		return Event{Kind: Begin, LSN: m.FinalLSN, CommitTime: m.CommitTime, Xid: m.Xid}, true, nil
 	case *pglogrepl.CommitMessage:
 		return Event{Kind: Commit, LSN: m.TransactionEndLSN, CommitTime: m.CommitTime}, true, nil
 	case *pglogrepl.RelationMessage:

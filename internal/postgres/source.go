@@ -128,3 +128,36 @@ func (s *Source) CopyOut(ctx context.Context, query string, w io.Writer) error {
 	}
 	return nil
 }
+
+// CopyOutRunning is CopyOut in a short read-only REPEATABLE READ transaction
+// that also returns the transactions its snapshot saw as still running
+// (their xids, low 32 bits, as the replication stream gives them): their
+// changes are not in the rows, whatever their commit's place in the WAL.
+func (s *Source) CopyOutRunning(ctx context.Context, query string, w io.Writer) ([]uint32, error) {
+	conn, err := s.Pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("source: acquire connection: %w", err)
+	}
+	defer conn.Release()
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return nil, fmt.Errorf("source: begin the chunk read: %w", err)
+	}
+	defer tx.Rollback(context.Background())
+	// The first statement takes the transaction's snapshot; COPY reads with it.
+	var running []int64
+	if err := tx.QueryRow(ctx, `SELECT coalesce(array_agg((x::text::bigint % 4294967296)), '{}') FROM pg_snapshot_xip(pg_current_snapshot()) x`).Scan(&running); err != nil {
+		return nil, fmt.Errorf("source: running transactions of the chunk read: %w", err)
+	}
+	if _, err := tx.Conn().PgConn().CopyTo(ctx, w, "COPY ("+query+") TO STDOUT"); err != nil {
+		return nil, fmt.Errorf("source: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("source: end the chunk read: %w", err)
+	}
+	xids := make([]uint32, len(running))
+	for i, x := range running {
+		xids[i] = uint32(x)
+	}
+	return xids, nil
+}

@@ -17,13 +17,16 @@ import (
 
 // window is one chunk between its low and high watermark.
 type window struct {
-	id    string
-	table *table
-	chunk mysql.StoredChunk
-	open  bool       // the low watermark has come through the stream
-	ops   []apply.Op // changes to the table seen since then, in order
-	rows  []bufRow   // the chunk as read; set before the high watermark is written
-	ready bool
+	id      string
+	table   *table
+	chunk   mysql.StoredChunk
+	attempt int        // reads of this chunk before this one (see missedCommit)
+	open    bool       // the low watermark has come through the stream
+	lowSeq  uint64     // the stream's transaction count at the low watermark
+	ops     []apply.Op // changes to the table seen since then, in order
+	rows    []bufRow   // the chunk as read; set before the high watermark is written
+	running []uint32   // transactions the read's snapshot saw as running
+	ready   bool
 }
 
 type bufRow struct {
@@ -54,7 +57,7 @@ func (s *Syncer) copyChunks(ctx context.Context) error {
 			case <-ctx.Done():
 				return nil
 			}
-			if err := s.copyChunk(ctx, t, ch); err != nil {
+			if err := s.copyChunk(ctx, t, ch, 0); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
@@ -65,9 +68,18 @@ func (s *Syncer) copyChunks(ctx context.Context) error {
 	return nil
 }
 
-func (s *Syncer) copyChunk(ctx context.Context, t *table, ch mysql.StoredChunk) error {
-	id := fmt.Sprintf("%s:%s:%d", s.runID, t.plan.Target, ch.No)
-	w := &window{id: id, table: t, chunk: ch}
+func (s *Syncer) copyChunk(ctx context.Context, t *table, ch mysql.StoredChunk, attempt int) error {
+	id := fmt.Sprintf("%s:%s:%d:%d", s.runID, t.plan.Target, ch.No, attempt)
+	w := &window{id: id, table: t, chunk: ch, attempt: attempt}
+	if attempt > 0 {
+		// The racing commit becomes visible within moments; a commit held
+		// longer (a synchronous standby's wait) is not polled hard.
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(min(time.Duration(attempt)*50*time.Millisecond, time.Second)):
+		}
+	}
 	s.windowsMu.Lock()
 	s.windows[id] = w
 	s.windowsMu.Unlock()
@@ -75,7 +87,7 @@ func (s *Syncer) copyChunk(ctx context.Context, t *table, ch mysql.StoredChunk) 
 		return err
 	}
 	var rows []bufRow
-	err := copier.ScanRows(ctx, s.src, t.plan, t.plan.SourceQuery(ch.Range), func(key []string, vals [][]byte) error {
+	running, err := copier.ScanRowsRunning(ctx, s.src, t.plan, t.plan.SourceQuery(ch.Range), func(key []string, vals [][]byte) error {
 		row := make(apply.Row, len(vals))
 		for i, v := range vals {
 			if v != nil {
@@ -99,7 +111,7 @@ func (s *Syncer) copyChunk(ctx context.Context, t *table, ch mysql.StoredChunk) 
 		return fmt.Errorf("table %s, chunk %d: %w", t.plan.Source.Name, ch.No, err)
 	}
 	s.windowsMu.Lock()
-	w.rows, w.ready = rows, true
+	w.rows, w.running, w.ready = rows, running, true
 	s.windowsMu.Unlock()
 	if s.limiter != nil {
 		if err := copier.WaitRows(ctx, s.limiter, int64(len(rows))); err != nil {
@@ -126,6 +138,7 @@ func (s *Syncer) watermark(content string) (doneChunk, bool) {
 	}
 	if kind == "L" {
 		w.open = true
+		w.lowSeq = s.commits.seq
 		w.table.readStarted = true
 		s.windowsMu.Unlock()
 		return doneChunk{}, false
@@ -139,6 +152,15 @@ func (s *Syncer) watermark(content string) (doneChunk, bool) {
 	}
 	delete(s.windows, id)
 	s.windowsMu.Unlock()
+	if s.commits.missedCommit(w.running, w.lowSeq) {
+		// The read missed a commit that came before the low watermark: its
+		// rows may be older than what the stream has written. Read again.
+		s.log.Info("reading a chunk again: a commit raced its low watermark", "code", "SLUICE-SYNC-REREAD",
+			"table", w.table.plan.Source.Name.String(), "chunk", w.chunk.No, "attempt", w.attempt+1)
+		s.rereads.Add(1)
+		s.reread(w.table, w.chunk, w.attempt+1)
+		return doneChunk{}, false
+	}
 	opKind := apply.Load
 	var rows []bufRow
 	if w.table.plan.Keyless {
@@ -238,4 +260,56 @@ func replayKeyless(rows []bufRow, ops []apply.Op) []bufRow {
 		}
 	}
 	return out
+}
+
+// commitLog remembers the order of the transactions the stream delivered
+// lately, so a chunk read can be checked against its low watermark.
+//
+// Why: PostgreSQL writes a commit record to the WAL a moment before it makes
+// the transaction visible. A transaction T can thus come before the low
+// watermark in the stream (so its change is applied before the chunk, not
+// merged into the window) and still be invisible to the chunk's read, which
+// then returns the row as it was before T and would overwrite T's change.
+// Such a T is in the read snapshot's list of running transactions; if one of
+// those came through the stream before the low watermark, the chunk is read
+// again.
+type commitLog struct {
+	seq  uint64                // transactions seen so far
+	xids [commitLogSize]uint32 // the last commitLogSize of them, by seq
+	at   map[uint32]uint64     // xid → seq, for the ones in xids
+}
+
+// commitLogSize bounds the memory (about 2 MiB). A chunk whose high
+// watermark comes more than half of it after the low one is read again,
+// since the log no longer holds enough of what came before the low one.
+const commitLogSize = 1 << 16
+
+func (c *commitLog) add(xid uint32) {
+	if c.at == nil {
+		c.at = make(map[uint32]uint64, commitLogSize)
+	}
+	slot := c.seq % commitLogSize
+	if c.seq >= commitLogSize {
+		if old := c.xids[slot]; c.at[old] == c.seq-commitLogSize {
+			delete(c.at, old)
+		}
+	}
+	c.xids[slot] = xid
+	c.at[xid] = c.seq
+	c.seq++
+}
+
+// missedCommit reports whether one of running (the read snapshot's running
+// transactions) came through the stream before lowSeq, the position of the
+// low watermark; or whether the log cannot tell any more.
+func (c *commitLog) missedCommit(running []uint32, lowSeq uint64) bool {
+	if c.seq-lowSeq > commitLogSize/2 {
+		return true
+	}
+	for _, x := range running {
+		if seq, ok := c.at[x]; ok && seq < lowSeq {
+			return true
+		}
+	}
+	return false
 }

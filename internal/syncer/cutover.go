@@ -46,7 +46,8 @@ func (o *CutoverOptions) defaults() {
 // CutoverReport says what a cutover did.
 type CutoverReport struct {
 	Fence           string           `json:"fence"`
-	WritePauseMS    float64          `json:"write_pause_ms"` // from fence to done
+	WritePauseMS    float64          `json:"write_pause_ms"` // from the lock request to done: what writers see
+	LockWaitMS      float64          `json:"lock_wait_ms"`   // lock request until granted (transactions already running finish)
 	DrainMS         float64          `json:"drain_ms"`       // fence until the stream had applied everything before it
 	RowsVerified    int              `json:"rows_verified"`  // changed rows compared under the fence
 	RowsVerifiedPre int              `json:"rows_verified_before_fence"`
@@ -82,18 +83,23 @@ func (s *Syncer) Cutover(ctx context.Context) (*CutoverReport, error) {
 		return nil, err
 	}
 	// Verify what changed so far while writes still flow, so little is left
-	// to check while they are fenced.
-	// Two rounds: the second re-checks what changed during the first, so
-	// what is left for the fenced section is what changed in a moment.
-	recheck, preVerified, err := s.verifyChanged(ctx, nil, false)
-	if err != nil {
-		return nil, err
+	// to check while they are fenced: each round checks what changed during
+	// the one before, so the rounds shrink as long as checking is faster
+	// than writing, down to what changes in a moment.
+	var recheck map[*table][]string
+	preVerified := 0
+	for round := 1; ; round++ {
+		var n int
+		var err error
+		if recheck, n, err = s.verifyChanged(ctx, recheck, false); err != nil {
+			return nil, err
+		}
+		preVerified += n
+		left := s.changed.count() + countKeys(recheck)
+		if left <= fencedVerifyKeys || round == maxPreVerifyRounds || left >= n {
+			break
+		}
 	}
-	recheck, n, err := s.verifyChanged(ctx, recheck, false)
-	if err != nil {
-		return nil, err
-	}
-	preVerified += n
 	report, err := s.fencedCutover(ctx, recheck)
 	if err != nil {
 		s.log.Error("cutover failed; the fence is lifted and the sync goes on", "code", failure.Code(err), "error", err.Error())
@@ -111,6 +117,14 @@ func (s *Syncer) Cutover(ctx context.Context) (*CutoverReport, error) {
 	s.log.Info("cutover done", "write_pause_ms", report.WritePauseMS, "rows_verified", report.RowsVerified)
 	return report, nil
 }
+
+const (
+	// fencedVerifyKeys is how few changed rows the rounds before the fence
+	// aim to leave for the fenced section (a few milliseconds of checking).
+	fencedVerifyKeys = 2000
+	// maxPreVerifyRounds bounds the rounds when writes outpace checking.
+	maxPreVerifyRounds = 8
+)
 
 func (s *Syncer) waitCaughtUp(ctx context.Context) error {
 	deadline := time.Now().Add(s.opt.Cutover.CatchUpLimit)
@@ -184,16 +198,19 @@ func (s *Syncer) fencedCutover(ctx context.Context, preDiffs map[*table][]string
 	if err != nil {
 		return nil, err
 	}
-	pause := time.Since(fenced)
-	s.log.Info("cutover fenced section", "lock_wait_ms", fenced.Sub(lockStart).Milliseconds(), "drain_ms", drained.Milliseconds(),
-		"verify_ms", (verified - drained).Milliseconds(), "auto_increment_ms", (pause - verified).Milliseconds(), "rows_verified", post)
+	// Writers queue behind the lock from the moment it is requested, so
+	// the pause they see starts there, not when it is granted.
+	lockWait := fenced.Sub(lockStart)
+	pause := time.Since(lockStart)
+	s.log.Info("cutover fenced section", "lock_wait_ms", ms(lockWait), "drain_ms", ms(drained),
+		"verify_ms", ms(verified-drained), "auto_increment_ms", ms(pause-lockWait-verified), "rows_verified", post)
 	if pause > s.opt.Cutover.Timeout {
 		return nil, failure.New(failure.Internal, "SLUICE-CUTOVER-TIMEOUT", "cutover took %s, more than its %s timeout", pause, s.opt.Cutover.Timeout)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, err
 	}
-	return &CutoverReport{Fence: s.opt.Cutover.Fence, WritePauseMS: float64(pause.Microseconds()) / 1000, DrainMS: float64(drained.Microseconds()) / 1000,
+	return &CutoverReport{Fence: s.opt.Cutover.Fence, WritePauseMS: ms(pause), LockWaitMS: ms(lockWait), DrainMS: ms(drained),
 		RowsVerified: post, AutoIncrement: autoInc, FenceLSN: lsn.String(), FinishedAt: time.Now()}, nil
 }
 
@@ -238,10 +255,21 @@ func (s *Syncer) verifyChanged(ctx context.Context, recheck map[*table][]string,
 				len(diffs), t.plan.Source.Name, d.Kind, d.Key).With("table", t.plan.Source.Name.String()).
 				WithHint("the fence is lifted; run sluice verify --tables %s and report this", t.plan.Source.Name)
 		}
-		again[t] = keys
+		// Before the fence a difference may be a change in flight: check
+		// those rows again (all of the table's if one cannot be told).
+		for _, d := range diffs {
+			if d.Index < 0 {
+				again[t] = keys
+				break
+			}
+			again[t] = append(again[t], keys[d.Index])
+		}
 	}
 	return again, verified, nil
 }
+
+// ms is d in milliseconds, to the microsecond.
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func countKeys(m map[*table][]string) int {
 	n := 0
@@ -316,6 +344,13 @@ func (c *changedKeys) add(t *table, key string) {
 			c.overflow, c.keys, c.n = true, nil, 0
 		}
 	}
+}
+
+// count is how many keys were gathered since the last take.
+func (c *changedKeys) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
 }
 
 // take returns the keys gathered so far and starts afresh.

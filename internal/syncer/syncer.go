@@ -92,6 +92,9 @@ type Syncer struct {
 
 	windowsMu sync.Mutex
 	windows   map[string]*window // open watermark windows by id
+	commits   commitLog          // the stream's recent transactions (loop only)
+	reread    func(t *table, ch mysql.StoredChunk, attempt int)
+	rereads   atomic.Int64 // chunks read again (see commitLog)
 	inflight  chan struct{}      // chunks read but not yet applied
 	runID     string
 
@@ -234,6 +237,14 @@ func (s *Syncer) runOnce(ctx context.Context) (*CutoverReport, error) {
 		}
 		return err
 	})
+	s.reread = func(t *table, ch mysql.StoredChunk, attempt int) {
+		g.Go(func() error {
+			if err := s.copyChunk(gctx, t, ch, attempt); err != nil && gctx.Err() == nil {
+				return err
+			}
+			return nil
+		})
+	}
 	g.Go(func() error { return s.copyChunks(gctx) })
 	g.Go(func() error { return s.heartbeat(gctx) })
 	err = g.Wait()

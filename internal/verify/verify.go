@@ -51,6 +51,11 @@ type Diff struct {
 	Key    string
 	Source []string
 	Target []string
+	// Index is, from CompareKeys, the position of the differing row's key
+	// in the keys asked for; -1 when it cannot be told.
+	Index int `json:"-"`
+
+	canonKey []byte // canonical encoding of the key
 }
 
 // TableResult is the verdict for one table.
@@ -326,11 +331,11 @@ func (v *verifier) compare(ctx context.Context, sourceQuery, targetQuery string,
 		switch {
 		case !ok:
 			res.extra++
-			res.diffs = append(res.diffs, Diff{Kind: Extra, Key: formatKey(trow.key), Target: display(trow.canon)})
+			res.diffs = append(res.diffs, Diff{Kind: Extra, Key: formatKey(trow.key), Target: display(trow.canon), canonKey: trow.key})
 			res.repairTgt = append(res.repairTgt, v.targetKey(fields))
 		case !bytes.Equal(srow.canon, trow.canon):
 			res.changed++
-			res.diffs = append(res.diffs, Diff{Kind: Changed, Key: formatKey(trow.key), Source: display(srow.canon), Target: display(trow.canon)})
+			res.diffs = append(res.diffs, Diff{Kind: Changed, Key: formatKey(trow.key), Source: display(srow.canon), Target: display(trow.canon), canonKey: trow.key})
 			res.repairSrc = append(res.repairSrc, srow.raw)
 			res.repairTgt = append(res.repairTgt, v.targetKey(fields))
 			delete(source, key)
@@ -344,7 +349,7 @@ func (v *verifier) compare(ctx context.Context, sourceQuery, targetQuery string,
 	for _, k := range order {
 		if srow, ok := source[k]; ok {
 			res.missing++
-			res.diffs = append(res.diffs, Diff{Kind: Missing, Key: formatKey(srow.key), Source: display(srow.canon)})
+			res.diffs = append(res.diffs, Diff{Kind: Missing, Key: formatKey(srow.key), Source: display(srow.canon), canonKey: srow.key})
 			res.repairSrc = append(res.repairSrc, srow.raw)
 		}
 	}
@@ -376,9 +381,43 @@ func CompareKeys(ctx context.Context, src *postgres.Source, tgt *mysql.Target, t
 		if err != nil {
 			return nil, err
 		}
-		diffs = append(diffs, res.diffs...)
+		if len(res.diffs) > 0 {
+			index := v.keyIndex(part)
+			for _, d := range res.diffs {
+				d.Index = -1
+				if i, ok := index[string(d.canonKey)]; ok {
+					d.Index = start + i
+				}
+				diffs = append(diffs, d)
+			}
+		}
 	}
 	return diffs, nil
+}
+
+// keyIndex maps the canonical encoding of each key (source text form) to
+// its position in keys. A key that cannot be encoded is left out.
+func (v *verifier) keyIndex(keys [][]string) map[string]int {
+	index := make(map[string]int, len(keys))
+	vals := make([][]byte, len(v.t.Key))
+	for i, key := range keys {
+		ok := len(key) == len(vals)
+		for j := 0; ok && j < len(key); j++ {
+			vals[j] = []byte(key[j])
+			if conv := v.t.Columns[v.t.Key[j]].Convert; conv != nil {
+				out, err := conv(vals[j])
+				ok = err == nil
+				vals[j] = out
+			}
+		}
+		if !ok {
+			continue
+		}
+		if canon, err := canonical.HashRow(nil, v.keyK, vals); err == nil {
+			index[string(canon)] = i
+		}
+	}
+	return index
 }
 
 // encode canonicalises one row; side names it in errors.
