@@ -94,8 +94,8 @@ type Syncer struct {
 	windows   map[string]*window // open watermark windows by id
 	commits   commitLog          // the stream's recent transactions (loop only)
 	reread    func(t *table, ch mysql.StoredChunk, attempt int)
-	rereads   atomic.Int64 // chunks read again (see commitLog)
-	inflight  chan struct{}      // chunks read but not yet applied
+	rereads   atomic.Int64  // chunks read again (see commitLog)
+	inflight  chan struct{} // chunks read but not yet applied
 	runID     string
 
 	paused    atomic.Bool
