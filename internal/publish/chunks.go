@@ -26,7 +26,10 @@ type window struct {
 	id      string
 	table   *pubTable
 	chunk   mysql.StoredChunk
+	attempt int // reads of this chunk before this one (see pgstream.CommitLog)
 	open    bool
+	lowSeq  uint64   // the stream's transaction count at the low watermark
+	running []uint32 // transactions the read's snapshot saw as running
 	ready   bool
 	rows    []chunkRow
 	touched map[string]bool // rows written whole or deleted in the window
@@ -78,7 +81,7 @@ func (p *Publisher) copyChunks(ctx context.Context) error {
 			case <-p.stop:
 				return nil
 			}
-			if err := p.copyChunk(ctx, t, ch); err != nil {
+			if err := p.copyChunk(ctx, t, ch, 0); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
@@ -89,9 +92,16 @@ func (p *Publisher) copyChunks(ctx context.Context) error {
 	return nil
 }
 
-func (p *Publisher) copyChunk(ctx context.Context, t *pubTable, ch mysql.StoredChunk) error {
-	id := fmt.Sprintf("%s:%s:%d", p.runID, t.rt.Plan.Target, ch.No)
-	w := &window{id: id, table: t, chunk: ch, touched: map[string]bool{}}
+func (p *Publisher) copyChunk(ctx context.Context, t *pubTable, ch mysql.StoredChunk, attempt int) error {
+	id := fmt.Sprintf("%s:%s:%d:%d", p.runID, t.rt.Plan.Target, ch.No, attempt)
+	w := &window{id: id, table: t, chunk: ch, attempt: attempt, touched: map[string]bool{}}
+	if attempt > 0 { // as in the log-based sync: the racing commit shows soon
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(min(time.Duration(attempt)*50*time.Millisecond, time.Second)):
+		}
+	}
 	p.windowsMu.Lock()
 	p.windows[id] = w
 	p.windowsMu.Unlock()
@@ -99,7 +109,7 @@ func (p *Publisher) copyChunk(ctx context.Context, t *pubTable, ch mysql.StoredC
 		return err
 	}
 	var rows []chunkRow
-	err := copier.ScanRows(ctx, p.src, t.scan, t.chunkQuery(ch.Range), func(key []string, vals [][]byte) error {
+	running, err := copier.ScanRowsRunning(ctx, p.src, t.scan, t.chunkQuery(ch.Range), func(key []string, vals [][]byte) error {
 		cols := make(map[string]*string, len(vals))
 		for i, v := range vals {
 			if v == nil {
@@ -116,7 +126,7 @@ func (p *Publisher) copyChunk(ctx context.Context, t *pubTable, ch mysql.StoredC
 		return failure.Wrap(err, failure.Connection, "SLUICE-PUBLISH-CHUNK", "table %s, chunk %d", t.rt.Name, ch.No).With("table", t.rt.Name)
 	}
 	p.windowsMu.Lock()
-	w.rows, w.ready = rows, true
+	w.rows, w.running, w.ready = rows, running, true
 	p.windowsMu.Unlock()
 	_, err = pgstream.Emit(ctx, p.src.Pool, true, "H:"+id)
 	return err
@@ -133,6 +143,7 @@ func (p *Publisher) watermark(ctx context.Context, kind, id string, lsn uint64, 
 	}
 	if kind == "L" {
 		w.open = true
+		w.lowSeq = p.commits.Seq()
 		p.windowsMu.Unlock()
 		return nil
 	}
@@ -140,6 +151,14 @@ func (p *Publisher) watermark(ctx context.Context, kind, id string, lsn uint64, 
 	p.windowsMu.Unlock()
 	if !w.ready {
 		return fmt.Errorf("sluice: high watermark of chunk %s before its rows were read", id)
+	}
+	if p.commits.MissedCommit(w.running, w.lowSeq) {
+		// The read missed a commit that came before the low watermark (see
+		// pgstream.CommitLog): its rows may be older than what was published.
+		p.log.Info("reading a chunk again: a commit raced its low watermark", "code", "SLUICE-SYNC-REREAD",
+			"table", w.table.rt.Name, "chunk", w.chunk.No, "attempt", w.attempt+1)
+		p.reread(w.table, w.chunk, w.attempt+1)
+		return nil
 	}
 	patches := map[string][]map[string]*string{}
 	for _, pt := range w.patches {

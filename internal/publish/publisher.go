@@ -100,6 +100,8 @@ type Publisher struct {
 
 	windowsMu sync.Mutex
 	windows   map[string]*window
+	commits   pgstream.CommitLog // the stream's recent transactions (loop only)
+	reread    func(t *pubTable, ch mysql.StoredChunk, attempt int)
 	inflight  chan struct{}
 
 	marksMu sync.Mutex
@@ -230,6 +232,14 @@ func (p *Publisher) Run(ctx context.Context) error {
 		}
 		return errStopped
 	})
+	p.reread = func(t *pubTable, ch mysql.StoredChunk, attempt int) {
+		g.Go(func() error {
+			if err := p.copyChunk(gctx, t, ch, attempt); err != nil && gctx.Err() == nil {
+				return err
+			}
+			return nil
+		})
+	}
 	g.Go(func() error { return p.copyChunks(gctx) })
 	g.Go(func() error { return p.heartbeat(gctx) })
 	g.Go(func() error { return p.indexer(gctx) })
@@ -425,6 +435,7 @@ func (p *Publisher) loop(ctx context.Context, evs <-chan pgstream.Event) error {
 		}
 		switch ev.Kind {
 		case pgstream.Begin:
+			p.commits.Add(ev.Xid)
 			inTx, n, txLSN = true, 0, uint64(ev.LSN)
 			skipTx = ev.LSN < p.confirmed // replayed after a restart: already stored
 		case pgstream.Commit:

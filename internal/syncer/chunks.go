@@ -138,7 +138,7 @@ func (s *Syncer) watermark(content string) (doneChunk, bool) {
 	}
 	if kind == "L" {
 		w.open = true
-		w.lowSeq = s.commits.seq
+		w.lowSeq = s.commits.Seq()
 		w.table.readStarted = true
 		s.windowsMu.Unlock()
 		return doneChunk{}, false
@@ -152,7 +152,7 @@ func (s *Syncer) watermark(content string) (doneChunk, bool) {
 	}
 	delete(s.windows, id)
 	s.windowsMu.Unlock()
-	if s.commits.missedCommit(w.running, w.lowSeq) {
+	if s.commits.MissedCommit(w.running, w.lowSeq) {
 		// The read missed a commit that came before the low watermark: its
 		// rows may be older than what the stream has written. Read again.
 		s.log.Info("reading a chunk again: a commit raced its low watermark", "code", "SLUICE-SYNC-REREAD",
@@ -260,56 +260,4 @@ func replayKeyless(rows []bufRow, ops []apply.Op) []bufRow {
 		}
 	}
 	return out
-}
-
-// commitLog remembers the order of the transactions the stream delivered
-// lately, so a chunk read can be checked against its low watermark.
-//
-// Why: PostgreSQL writes a commit record to the WAL a moment before it makes
-// the transaction visible. A transaction T can thus come before the low
-// watermark in the stream (so its change is applied before the chunk, not
-// merged into the window) and still be invisible to the chunk's read, which
-// then returns the row as it was before T and would overwrite T's change.
-// Such a T is in the read snapshot's list of running transactions; if one of
-// those came through the stream before the low watermark, the chunk is read
-// again.
-type commitLog struct {
-	seq  uint64                // transactions seen so far
-	xids [commitLogSize]uint32 // the last commitLogSize of them, by seq
-	at   map[uint32]uint64     // xid → seq, for the ones in xids
-}
-
-// commitLogSize bounds the memory (about 2 MiB). A chunk whose high
-// watermark comes more than half of it after the low one is read again,
-// since the log no longer holds enough of what came before the low one.
-const commitLogSize = 1 << 16
-
-func (c *commitLog) add(xid uint32) {
-	if c.at == nil {
-		c.at = make(map[uint32]uint64, commitLogSize)
-	}
-	slot := c.seq % commitLogSize
-	if c.seq >= commitLogSize {
-		if old := c.xids[slot]; c.at[old] == c.seq-commitLogSize {
-			delete(c.at, old)
-		}
-	}
-	c.xids[slot] = xid
-	c.at[xid] = c.seq
-	c.seq++
-}
-
-// missedCommit reports whether one of running (the read snapshot's running
-// transactions) came through the stream before lowSeq, the position of the
-// low watermark; or whether the log cannot tell any more.
-func (c *commitLog) missedCommit(running []uint32, lowSeq uint64) bool {
-	if c.seq-lowSeq > commitLogSize/2 {
-		return true
-	}
-	for _, x := range running {
-		if seq, ok := c.at[x]; ok && seq < lowSeq {
-			return true
-		}
-	}
-	return false
 }

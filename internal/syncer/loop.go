@@ -119,7 +119,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan pgstream.Event) error {
 		}
 		switch ev.Kind {
 		case pgstream.Begin:
-			s.commits.add(ev.Xid)
+			s.commits.Add(ev.Xid)
 			inTx = true
 			skipTx = ev.LSN < applied // replayed after a restart: already applied
 			if firstWait.IsZero() && !skipTx {

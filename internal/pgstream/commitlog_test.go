@@ -1,4 +1,4 @@
-package syncer
+package pgstream
 
 import "testing"
 
@@ -6,11 +6,11 @@ import "testing"
 // transactions its snapshot saw as running came through the stream before
 // the low watermark.
 func TestCommitLogMissedCommit(t *testing.T) {
-	var c commitLog
-	c.add(100) // committed before the low watermark
-	c.add(101)
-	low := c.seq // the low watermark
-	c.add(102)   // committed inside the window
+	var c CommitLog
+	c.Add(100) // committed before the low watermark
+	c.Add(101)
+	low := c.Seq() // the low watermark
+	c.Add(102)     // committed inside the window
 	cases := []struct {
 		name    string
 		running []uint32
@@ -22,35 +22,35 @@ func TestCommitLogMissedCommit(t *testing.T) {
 		{"nothing running", nil, false},
 	}
 	for _, tc := range cases {
-		if got := c.missedCommit(tc.running, low); got != tc.want {
+		if got := c.MissedCommit(tc.running, low); got != tc.want {
 			t.Errorf("%s: missedCommit(%v) = %v, want %v", tc.name, tc.running, got, tc.want)
 		}
 	}
 }
 
-// TestCommitLogForgetsOldest: the log keeps the last commitLogSize
+// TestCommitLogForgetsOldest: the log keeps the last CommitLogSize
 // transactions; when the high watermark comes so late that the log no longer
 // covers enough before the low one, the chunk is read again rather than
 // trusted.
 func TestCommitLogForgetsOldest(t *testing.T) {
-	var c commitLog
-	for x := uint32(1); x <= commitLogSize+10; x++ {
-		c.add(x)
+	var c CommitLog
+	for x := uint32(1); x <= CommitLogSize+10; x++ {
+		c.Add(x)
 	}
 	if _, ok := c.at[5]; ok {
-		t.Errorf("xid 5 still remembered after %d more transactions", commitLogSize)
+		t.Errorf("xid 5 still remembered after %d more transactions", CommitLogSize)
 	}
-	if seq, ok := c.at[commitLogSize+10]; !ok || seq != commitLogSize+9 {
-		t.Errorf("newest xid: seq %d, %v; want %d", seq, ok, commitLogSize+9)
+	if seq, ok := c.at[CommitLogSize+10]; !ok || seq != CommitLogSize+9 {
+		t.Errorf("newest xid: seq %d, %v; want %d", seq, ok, CommitLogSize+9)
 	}
-	low := c.seq
-	if c.missedCommit([]uint32{999_999_999}, low) {
+	low := c.Seq()
+	if c.MissedCommit([]uint32{999_999_999}, low) {
 		t.Error("a chunk right after its low watermark is read again for no reason")
 	}
-	for x := uint32(0); x < commitLogSize/2+1; x++ {
-		c.add(2_000_000 + x)
+	for x := uint32(0); x < CommitLogSize/2+1; x++ {
+		c.Add(2_000_000 + x)
 	}
-	if !c.missedCommit(nil, low) {
+	if !c.MissedCommit(nil, low) {
 		t.Error("a chunk whose high watermark came after more than half the log is trusted")
 	}
 }
