@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -87,6 +88,9 @@ type Stream struct {
 	confirmed atomic.Uint64 // LSN durable on the target: reported to the server
 	received  atomic.Uint64 // highest WAL position seen from the server
 	nextReply time.Time
+	deadline  time.Time // the connection's read deadline
+	watched   context.Context
+	unwatch   func() bool
 }
 
 // statusInterval is how often the client reports its position even when
@@ -108,6 +112,14 @@ func Open(ctx context.Context, connString, slot, publication string, startLSN pg
 		cfg.RuntimeParams[k] = v
 	}
 	cfg.ConnectTimeout = 10 * time.Second
+	dial := cfg.DialFunc
+	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &coalescingConn{Conn: c}, nil
+	}
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("replication connection: %w", err)
@@ -132,6 +144,9 @@ func Open(ctx context.Context, connString, slot, publication string, startLSN pg
 func (s *Stream) Close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	if s.unwatch != nil {
+		s.unwatch()
+	}
 	s.sendStatus(ctx)
 	s.conn.Close(ctx)
 }
@@ -165,17 +180,30 @@ func (s *Stream) sendStatus(ctx context.Context) error {
 // updates on the way. It returns a Keepalive event at least every
 // statusInterval when the source is quiet.
 func (s *Stream) Next(ctx context.Context) (Event, error) {
+	s.watch(ctx)
 	for {
+		if err := ctx.Err(); err != nil {
+			return Event{}, err
+		}
 		if time.Now().After(s.nextReply) {
 			if err := s.sendStatus(ctx); err != nil {
 				return Event{}, fmt.Errorf("replication status update: %w", err)
 			}
 		}
-		rctx, cancel := context.WithDeadline(ctx, s.nextReply)
-		raw, err := s.conn.ReceiveMessage(rctx)
-		cancel()
+		if !s.deadline.Equal(s.nextReply) {
+			s.deadline = s.nextReply
+			s.conn.Conn().SetReadDeadline(s.deadline)
+		}
+		// Not ctx: with a cancellable context pgconn starts a watcher per
+		// message, which at thousands of messages a second costs more than
+		// decoding them. The read deadline wakes the read for the status
+		// update; watch turns ctx's end into a deadline too.
+		raw, err := s.conn.ReceiveMessage(context.Background())
 		if err != nil {
-			if pgconn.Timeout(err) && ctx.Err() == nil {
+			if ctx.Err() != nil {
+				return Event{}, ctx.Err()
+			}
+			if pgconn.Timeout(err) {
 				continue
 			}
 			return Event{}, fmt.Errorf("replication stream: %w", err)
@@ -190,6 +218,64 @@ func (s *Stream) Next(ctx context.Context) (Event, error) {
 			}
 		}
 	}
+}
+
+// watch makes the end of ctx wake a blocked read (once per context).
+func (s *Stream) watch(ctx context.Context) {
+	if s.watched == ctx {
+		return
+	}
+	if s.unwatch != nil {
+		s.unwatch()
+	}
+	s.watched = ctx
+	s.unwatch = context.AfterFunc(ctx, func() { s.conn.Conn().SetReadDeadline(time.Now()) })
+}
+
+// Pump reads the stream into out until ctx ends or the stream breaks, a
+// transaction at a time (up to pumpBatch events per send): one hand-off
+// between goroutines per transaction rather than per change.
+func (s *Stream) Pump(ctx context.Context, out chan<- []Event) error {
+	var batch []Event
+	for {
+		ev, err := s.Next(ctx)
+		if err != nil {
+			return err
+		}
+		batch = append(batch, ev)
+		if ev.Kind == Commit || ev.Kind == Keepalive || len(batch) >= pumpBatch {
+			select {
+			case out <- batch:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			batch = make([]Event, 0, 8)
+		}
+	}
+}
+
+const pumpBatch = 256
+
+// coalescingConn waits a moment before reading again after a short read.
+// The walsender flushes every message it decodes, so a busy stream arrives
+// as thousands of tiny packets a second; read one by one, each costs a
+// system call and a goroutine wake-up, which on a machine shared with the
+// source database is CPU taken from it. Waiting readWait lets them pile up
+// in the socket, to be read together; it adds at most that to the lag.
+type coalescingConn struct {
+	net.Conn
+	short bool // the last read returned little
+}
+
+const readWait = 2 * time.Millisecond
+
+func (c *coalescingConn) Read(b []byte) (int, error) {
+	if c.short {
+		time.Sleep(readWait)
+	}
+	n, err := c.Conn.Read(b)
+	c.short = n < len(b)/4
+	return n, err
 }
 
 func (s *Stream) handle(ctx context.Context, data []byte) (Event, bool, error) {

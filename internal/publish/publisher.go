@@ -224,7 +224,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 		"subjects", p.opt.Endpoint.PartitionSubject(0)+"…", "from", pglogrepl.LSN(state.AppliedLSN).String())
 
 	g, gctx := errgroup.WithContext(ctx)
-	evs := make(chan pgstream.Event, 4096)
+	evs := make(chan []pgstream.Event, 1024)
 	g.Go(func() error { return p.read(gctx, evs) })
 	g.Go(func() error {
 		if err := p.loop(gctx, evs); err != nil {
@@ -381,26 +381,17 @@ func checkStreamable(t *plan.Table) error {
 	return nil
 }
 
-func (p *Publisher) read(ctx context.Context, out chan<- pgstream.Event) error {
-	for {
-		ev, err := p.stream.Next(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return failure.Wrap(err, failure.Connection, "SLUICE-SYNC-STREAM", "source: change stream broken").
-				WithHint("run the publisher again: it resumes from the last position JetStream stored")
-		}
-		select {
-		case out <- ev:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+func (p *Publisher) read(ctx context.Context, out chan<- []pgstream.Event) error {
+	err := p.stream.Pump(ctx, out)
+	if ctx.Err() != nil {
+		return ctx.Err()
 	}
+	return failure.Wrap(err, failure.Connection, "SLUICE-SYNC-STREAM", "source: change stream broken").
+		WithHint("run the publisher again: it resumes from the last position JetStream stored")
 }
 
 // loop publishes the stream in commit order.
-func (p *Publisher) loop(ctx context.Context, evs <-chan pgstream.Event) error {
+func (p *Publisher) loop(ctx context.Context, evs <-chan []pgstream.Event) error {
 	byRel := map[uint32]*pubTable{}
 	var (
 		inTx, skipTx bool
@@ -413,7 +404,7 @@ func (p *Publisher) loop(ctx context.Context, evs <-chan pgstream.Event) error {
 	stopCh, stopping := p.stop, false
 	next := func() uint32 { n++; return n - 1 }
 	for {
-		var ev pgstream.Event
+		var batch []pgstream.Event
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -431,75 +422,77 @@ func (p *Publisher) loop(ctx context.Context, evs <-chan pgstream.Event) error {
 				unflushed = time.Time{}
 			}
 			continue
-		case ev = <-evs:
+		case batch = <-evs:
 		}
-		switch ev.Kind {
-		case pgstream.Begin:
-			p.commits.Add(ev.Xid)
-			inTx, n, txLSN = true, 0, uint64(ev.LSN)
-			skipTx = ev.LSN < p.confirmed // replayed after a restart: already stored
-		case pgstream.Commit:
-			inTx = false
-			if skipTx {
-				continue
-			}
-			p.lastCommit = ev.LSN
-			p.toMark = append(p.toMark, p.txChunks...)
-			p.txChunks = p.txChunks[:0]
-			if unflushed.IsZero() {
-				unflushed = time.Now()
-			}
-			if stopping {
-				return p.flush(ctx)
-			}
-			if len(p.futures) >= 8000 {
-				if err := p.flush(ctx); err != nil {
+		for _, ev := range batch {
+			switch ev.Kind {
+			case pgstream.Begin:
+				p.commits.Add(ev.Xid)
+				inTx, n, txLSN = true, 0, uint64(ev.LSN)
+				skipTx = ev.LSN < p.confirmed // replayed after a restart: already stored
+			case pgstream.Commit:
+				inTx = false
+				if skipTx {
+					continue
+				}
+				p.lastCommit = ev.LSN
+				p.toMark = append(p.toMark, p.txChunks...)
+				p.txChunks = p.txChunks[:0]
+				if unflushed.IsZero() {
+					unflushed = time.Now()
+				}
+				if stopping {
+					return p.flush(ctx)
+				}
+				if len(p.futures) >= 8000 {
+					if err := p.flush(ctx); err != nil {
+						return err
+					}
+					unflushed = time.Time{}
+				}
+			case pgstream.RelationChanged:
+				t := p.byName[ev.Relation.Schema+"."+ev.Relation.Name]
+				if t == nil {
+					continue
+				}
+				if err := t.bind(ev.Relation); err != nil {
 					return err
 				}
-				unflushed = time.Time{}
-			}
-		case pgstream.RelationChanged:
-			t := p.byName[ev.Relation.Schema+"."+ev.Relation.Name]
-			if t == nil {
-				continue
-			}
-			if err := t.bind(ev.Relation); err != nil {
-				return err
-			}
-			byRel[ev.Relation.ID] = t
-		case pgstream.Change:
-			if skipTx {
-				continue
-			}
-			t := byRel[ev.Relation.ID]
-			if t == nil {
-				continue
-			}
-			if err := p.change(ctx, t, ev, txLSN, next); err != nil {
-				return err
-			}
-		case pgstream.Truncate:
-			if skipTx {
-				continue
-			}
-			for _, rel := range ev.Truncated {
-				if t := byRel[rel.ID]; t != nil {
-					return failure.New(failure.Schema, "SLUICE-PUBLISH-TRUNCATE", "table %s was truncated on the source; a TRUNCATE cannot be applied by independent partitions", t.rt.Name).
-						With("table", t.rt.Name).WithHint("the publisher stopped before publishing it: run sluice abort, drop the target tables and the stream, and start again")
+				byRel[ev.Relation.ID] = t
+			case pgstream.Change:
+				if skipTx {
+					continue
 				}
-			}
-		case pgstream.Message:
-			if ev.Prefix != pgstream.MessagePrefix || skipTx {
-				continue
-			}
-			if err := p.message(ctx, string(ev.Content), txLSN, next); err != nil {
-				return err
-			}
-		case pgstream.Keepalive:
-			if !inTx && len(p.futures) == 0 && len(p.toMark) == 0 && p.lastCommit <= p.confirmed && ev.WALEnd > p.confirmed && p.buffered() == 0 {
-				p.confirmed = ev.WALEnd
-				p.confirmedL.Store(uint64(ev.WALEnd))
-				p.stream.Confirm(ev.WALEnd)
+				t := byRel[ev.Relation.ID]
+				if t == nil {
+					continue
+				}
+				if err := p.change(ctx, t, ev, txLSN, next); err != nil {
+					return err
+				}
+			case pgstream.Truncate:
+				if skipTx {
+					continue
+				}
+				for _, rel := range ev.Truncated {
+					if t := byRel[rel.ID]; t != nil {
+						return failure.New(failure.Schema, "SLUICE-PUBLISH-TRUNCATE", "table %s was truncated on the source; a TRUNCATE cannot be applied by independent partitions", t.rt.Name).
+							With("table", t.rt.Name).WithHint("the publisher stopped before publishing it: run sluice abort, drop the target tables and the stream, and start again")
+					}
+				}
+			case pgstream.Message:
+				if ev.Prefix != pgstream.MessagePrefix || skipTx {
+					continue
+				}
+				if err := p.message(ctx, string(ev.Content), txLSN, next); err != nil {
+					return err
+				}
+			case pgstream.Keepalive:
+				if !inTx && len(p.futures) == 0 && len(p.toMark) == 0 && p.lastCommit <= p.confirmed && ev.WALEnd > p.confirmed && p.buffered() == 0 {
+					p.confirmed = ev.WALEnd
+					p.confirmedL.Store(uint64(ev.WALEnd))
+					p.stream.Confirm(ev.WALEnd)
+				}
 			}
 		}
 	}

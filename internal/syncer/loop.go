@@ -21,7 +21,7 @@ type atomicCounter struct{ atomic.Int64 }
 
 // loop applies the stream in commit order. It is the only writer of
 // replicated rows, so ordering needs no locks.
-func (s *Syncer) loop(ctx context.Context, events <-chan pgstream.Event) error {
+func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error {
 	byRel := map[uint32]*table{}
 	for _, t := range s.tables {
 		if t.left == 0 && !t.copied { // resumed after its last chunk, before its indexes
@@ -92,7 +92,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan pgstream.Event) error {
 	}
 
 	for {
-		var ev pgstream.Event
+		var batch []pgstream.Event
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -115,92 +115,94 @@ func (s *Syncer) loop(ctx context.Context, events <-chan pgstream.Event) error {
 				}
 			}
 			continue
-		case ev = <-events:
+		case batch = <-events:
 		}
-		switch ev.Kind {
-		case pgstream.Begin:
-			s.commits.Add(ev.Xid)
-			inTx = true
-			skipTx = ev.LSN < applied // replayed after a restart: already applied
-			if firstWait.IsZero() && !skipTx {
-				firstWait = time.Now()
+		for _, ev := range batch {
+			switch ev.Kind {
+			case pgstream.Begin:
+				s.commits.Add(ev.Xid)
+				inTx = true
+				skipTx = ev.LSN < applied // replayed after a restart: already applied
+				if firstWait.IsZero() && !skipTx {
+					firstWait = time.Now()
+					s.status.lastCommitTime.Store(ev.CommitTime.UnixNano())
+				}
+			case pgstream.Commit:
+				inTx = false
+				if skipTx {
+					continue
+				}
+				lastCommit = ev.LSN
 				s.status.lastCommitTime.Store(ev.CommitTime.UnixNano())
-			}
-		case pgstream.Commit:
-			inTx = false
-			if skipTx {
-				continue
-			}
-			lastCommit = ev.LSN
-			s.status.lastCommitTime.Store(ev.CommitTime.UnixNano())
-			if stopping {
-				return flush()
-			}
-			if s.applier.Pending() >= s.opt.BatchRows {
-				if err := flush(); err != nil {
+				if stopping {
+					return flush()
+				}
+				if s.applier.Pending() >= s.opt.BatchRows {
+					if err := flush(); err != nil {
+						return err
+					}
+				} else {
+					if !timerArmed { // the batch's first commit starts its clock
+						flushTimer.Reset(s.opt.BatchDelay)
+						timerArmed = true
+					}
+				}
+			case pgstream.RelationChanged:
+				t := s.byName[ev.Relation.Schema+"."+ev.Relation.Name]
+				if t == nil && ev.Relation.Schema == "public" {
+					t = s.byName[ev.Relation.Name]
+				}
+				if t == nil {
+					continue
+				}
+				if err := t.bindRelation(ev.Relation); err != nil {
 					return err
 				}
-			} else {
-				if !timerArmed { // the batch's first commit starts its clock
-					flushTimer.Reset(s.opt.BatchDelay)
-					timerArmed = true
+				byRel[ev.Relation.ID] = t
+			case pgstream.Change:
+				if skipTx {
+					continue
 				}
-			}
-		case pgstream.RelationChanged:
-			t := s.byName[ev.Relation.Schema+"."+ev.Relation.Name]
-			if t == nil && ev.Relation.Schema == "public" {
-				t = s.byName[ev.Relation.Name]
-			}
-			if t == nil {
-				continue
-			}
-			if err := t.bindRelation(ev.Relation); err != nil {
-				return err
-			}
-			byRel[ev.Relation.ID] = t
-		case pgstream.Change:
-			if skipTx {
-				continue
-			}
-			t := byRel[ev.Relation.ID]
-			if t == nil {
-				continue
-			}
-			if err := s.change(t, ev); err != nil {
-				return err
-			}
-			streamOps++
-		case pgstream.Truncate:
-			if skipTx {
-				continue
-			}
-			for _, rel := range ev.Truncated {
-				if t := byRel[rel.ID]; t != nil && (t.copied || t.readStarted || !t.plan.Keyless) {
-					s.addOp(t, apply.Op{Kind: apply.Truncate, Table: t.apply})
+				t := byRel[ev.Relation.ID]
+				if t == nil {
+					continue
 				}
-			}
-		case pgstream.Message:
-			if ev.Prefix != pgstream.MessagePrefix || skipTx {
-				continue
-			}
-			if dc, ok := s.watermark(string(ev.Content)); ok {
-				doneChunks = append(doneChunks, dc)
-			}
-			if strings.HasPrefix(string(ev.Content), "F:") {
-				if err := flush(); err != nil {
+				if err := s.change(t, ev); err != nil {
 					return err
 				}
-				if f := s.fence.Load(); f != nil && f.id == string(ev.Content) {
-					close(f.reached)
+				streamOps++
+			case pgstream.Truncate:
+				if skipTx {
+					continue
 				}
-			}
-		case pgstream.Keepalive:
-			// Nothing pending: the source has nothing for us before its WAL
-			// end, so confirm it and let the slot release WAL.
-			if !inTx && s.applier.Pending() == 0 && len(doneChunks) == 0 && lastCommit <= applied && ev.WALEnd > applied {
-				applied = ev.WALEnd
-				s.status.applied.Store(uint64(applied))
-				s.stream.Confirm(applied)
+				for _, rel := range ev.Truncated {
+					if t := byRel[rel.ID]; t != nil && (t.copied || t.readStarted || !t.plan.Keyless) {
+						s.addOp(t, apply.Op{Kind: apply.Truncate, Table: t.apply})
+					}
+				}
+			case pgstream.Message:
+				if ev.Prefix != pgstream.MessagePrefix || skipTx {
+					continue
+				}
+				if dc, ok := s.watermark(string(ev.Content)); ok {
+					doneChunks = append(doneChunks, dc)
+				}
+				if strings.HasPrefix(string(ev.Content), "F:") {
+					if err := flush(); err != nil {
+						return err
+					}
+					if f := s.fence.Load(); f != nil && f.id == string(ev.Content) {
+						close(f.reached)
+					}
+				}
+			case pgstream.Keepalive:
+				// Nothing pending: the source has nothing for us before its WAL
+				// end, so confirm it and let the slot release WAL.
+				if !inTx && s.applier.Pending() == 0 && len(doneChunks) == 0 && lastCommit <= applied && ev.WALEnd > applied {
+					applied = ev.WALEnd
+					s.status.applied.Store(uint64(applied))
+					s.stream.Confirm(applied)
+				}
 			}
 		}
 		if s.opt.AutoCutover && !inTx && s.copyDone() && s.lag() < s.opt.LagBound && !s.status.autoTried.Load() {

@@ -226,7 +226,7 @@ func (s *Syncer) runOnce(ctx context.Context) (*CutoverReport, error) {
 	s.log.Info("streaming", "slot", s.opt.Slot, "publication", s.opt.Publication, "from", pglogrepl.LSN(state.AppliedLSN).String())
 
 	g, gctx := errgroup.WithContext(ctx)
-	events := make(chan pgstream.Event, 4096)
+	events := make(chan []pgstream.Event, 1024)
 	var report *CutoverReport
 	g.Go(func() error { return s.read(gctx, events) })
 	g.Go(func() error {
@@ -258,22 +258,13 @@ var errDone = fmt.Errorf("sync finished")
 
 // read moves stream events into the channel; a broken stream ends the run
 // (run sync again to resume from the stored position).
-func (s *Syncer) read(ctx context.Context, out chan<- pgstream.Event) error {
-	for {
-		ev, err := s.stream.Next(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return failure.Wrap(err, failure.Connection, "SLUICE-SYNC-STREAM", "source: change stream broken").
-				WithHint("sluice retries by itself; if it gave up, run sync again: it resumes from the last applied change")
-		}
-		select {
-		case out <- ev:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+func (s *Syncer) read(ctx context.Context, out chan<- []pgstream.Event) error {
+	err := s.stream.Pump(ctx, out)
+	if ctx.Err() != nil {
+		return ctx.Err()
 	}
+	return failure.Wrap(err, failure.Connection, "SLUICE-SYNC-STREAM", "source: change stream broken").
+		WithHint("sluice retries by itself; if it gave up, run sync again: it resumes from the last applied change")
 }
 
 // heartbeat writes a small WAL message now and then, so a slot on an idle
