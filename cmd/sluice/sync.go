@@ -78,6 +78,9 @@ running sync again resumes.`,
 			opt.Slot, opt.Publication = slot, slot
 			opt.AutoCutover = cutover == "auto"
 			opt.Log = a.log
+			if os.Getenv("GOMAXPROCS") != "" { // the user's choice stands
+				opt.StreamProcs = 0
+			}
 			tracker := &progress.Tracker{}
 			opt.Tracker = tracker
 			s := syncer.New(src, a.sourceConnString(), tgt, p, opt)
@@ -127,6 +130,7 @@ running sync again resumes.`,
 	f.Float64Var(&opt.MaxRowsPerSec, "max-rows-per-sec", 0, "limit the copy to this many rows per second (0: no limit)")
 	f.IntVar(&opt.BatchRows, "batch-rows", 5000, "changes per target transaction, at most")
 	f.DurationVar(&opt.BatchDelay, "batch-delay", 100*time.Millisecond, "longest a change waits for its batch")
+	f.IntVar(&opt.StreamProcs, "stream-procs", 1, "CPU cores sluice uses once the copy is done (0: all; GOMAXPROCS in the environment wins)")
 	f.DurationVar(&opt.LagBound, "lag-bound", time.Second, "cutover waits until the lag is under this")
 	f.DurationVar(&opt.Cutover.LockTimeout, "lock-timeout", 5*time.Second, "cutover gives up if the write fence is not granted in this time")
 	f.DurationVar(&opt.Cutover.Timeout, "cutover-timeout", 30*time.Second, "longest the write fence may stay up before cutover gives up and lifts it")

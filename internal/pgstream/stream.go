@@ -267,7 +267,7 @@ type coalescingConn struct {
 	short bool // the last read returned little
 }
 
-const readWait = 2 * time.Millisecond
+const readWait = 5 * time.Millisecond
 
 func (c *coalescingConn) Read(b []byte) (int, error) {
 	if c.short {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -383,6 +384,9 @@ func (s *Syncer) finishTable(ctx context.Context, t *table) error {
 			return err
 		}
 		s.log.Info("copy complete; every table is streaming", "tables", len(s.tables))
+		if s.opt.StreamProcs > 0 && s.opt.StreamProcs < runtime.GOMAXPROCS(0) {
+			runtime.GOMAXPROCS(s.opt.StreamProcs)
+		}
 	}
 	return nil
 }

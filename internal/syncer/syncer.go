@@ -46,9 +46,14 @@ type Options struct {
 	Heartbeat     time.Duration // WAL message interval that keeps an idle slot moving
 	LagBound      time.Duration // cutover waits until the lag is under this
 	AutoCutover   bool
-	Cutover       CutoverOptions
-	Tracker       *progress.Tracker
-	Log           *slog.Logger
+	// StreamProcs, when above 0, is the GOMAXPROCS to run with once every
+	// table is copied: streaming is a two-stage pipeline (read, apply), and
+	// idle processors spinning for work cost CPU that, on a machine shared
+	// with the source, the source could use.
+	StreamProcs int
+	Cutover     CutoverOptions
+	Tracker     *progress.Tracker
+	Log         *slog.Logger
 }
 
 func (o *Options) defaults() {
