@@ -107,7 +107,10 @@ trap cleanup EXIT
 status() {
   curl -fsS "$API/api/v1/status" 2>/dev/null | python3 -c '
 import json, sys
-st = json.load(sys.stdin)
+raw = sys.stdin.read()
+if not raw.strip():
+    sys.exit(1)  # the sync is not answering (yet)
+st = json.loads(raw)
 print(" ".join(str(st.get(f, "")) for f in sys.argv[1:]))' "$@"
 }
 
