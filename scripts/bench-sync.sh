@@ -215,7 +215,7 @@ for c in $CLIENTS; do
   worst_ratio=$(awk -v a="${worst_ratio:-$ratio}" -v b="$ratio" 'BEGIN { print (b < a) ? b : a }')
   # shellcheck disable=SC2086
   rows+=$(printf '| %s | %.0f | %.2f | %.0f | %.2f | %.2f | %s / %s / %s |\n' "$c" "${BASE_TPS[$c]}" "${BASE_LAT[$c]}" "${WITH_TPS[$c]}" "${WITH_LAT[$c]}" "$ratio" \
-    "$(median ${CPU_S[$c]})" "$(median ${CPU_W[$c]})" "$(median ${CPU_M[$c]})")$'\n'
+    "$(printf '%.1f' "$(median ${CPU_S[$c]})")" "$(printf '%.1f' "$(median ${CPU_W[$c]})")" "$(printf '%.1f' "$(median ${CPU_M[$c]})")")$'\n'
 done
 g_lag=$(awk -v v="$lag99" 'BEGIN { print (v < 1.0) ? 1 : 0 }')
 g_catch=$(awk -v v="$apply_rate" 'BEGIN { print (v >= 50000) ? 1 : 0 }')
