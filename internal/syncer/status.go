@@ -68,6 +68,7 @@ type Status struct {
 	WALRetainedBytes    int64             `json:"wal_retained_bytes"`
 	WALRetainedMaxBytes int64             `json:"wal_retained_max_bytes"`
 	ChangesApplied      int64             `json:"changes_applied"`
+	ChunksReread        int64             `json:"chunks_reread"` // reads a racing commit made sluice repeat (SLUICE-SYNC-REREAD)
 	UptimeSeconds       float64           `json:"uptime_seconds"`
 	Tables              []TableStatus     `json:"tables"`
 	Cutover             *CutoverReport    `json:"cutover,omitempty"`
@@ -89,7 +90,7 @@ type TableStatus struct {
 func (s *Syncer) Status() Status {
 	st := Status{Slot: s.opt.Slot, Publication: s.opt.Publication, Paused: s.paused.Load(), Throttled: s.Throttled(),
 		WALRetainedBytes: s.status.walRetained.Load(), WALRetainedMaxBytes: s.status.walRetainedMax.Load(),
-		ChangesApplied: s.status.appliedChanges.Load(), UptimeSeconds: time.Since(s.status.started).Seconds(),
+		ChangesApplied: s.status.appliedChanges.Load(), ChunksReread: s.rereads.Load(), UptimeSeconds: time.Since(s.status.started).Seconds(),
 		Cutover: s.status.cutover.Load()}
 	applied := pglogrepl.LSN(s.status.applied.Load())
 	st.AppliedLSN = applied.String()

@@ -407,6 +407,7 @@ type SyncStatus struct {
 	LagBytes       int64   `json:"lag_bytes"`
 	LagSeconds     float64 `json:"lag_seconds"`
 	ChangesApplied int64   `json:"changes_applied"`
+	ChunksReread   int64   `json:"chunks_reread"`
 	Tables         []struct {
 		Source       string `json:"source"`
 		Target       string `json:"target"`

@@ -101,6 +101,9 @@ func TestCommitRacingLowWatermark(t *testing.T) {
 	if !strings.Contains(proc.Output(), "SLUICE-SYNC-REREAD") {
 		t.Error("sluice did not log SLUICE-SYNC-REREAD for the chunk whose read missed the racing commit")
 	}
+	if st, err := s.status(); err != nil || st.ChunksReread < 1 {
+		t.Errorf("status: chunks_reread %d (err %v), want at least 1", st.ChunksReread, err)
+	}
 }
 
 func showSetting(t *testing.T, c *pgx.Conn, name string) string {
