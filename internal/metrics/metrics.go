@@ -76,6 +76,7 @@ var (
 	dTableCopied   = desc("sluice_table_copied", "1 once a table's copy is complete and it only streams.", "table")
 	dTableChanges  = desc("sluice_table_changes_applied_total", "Changes from the stream applied, by source table.", "table")
 	dChanges       = desc("sluice_changes_applied_total", "Changes from the stream applied to the target.")
+	dRereads       = desc("sluice_chunks_reread_total", "Chunk reads repeated because a commit raced their low watermark.")
 	dLagSeconds    = desc("sluice_lag_seconds", "Replication lag: age of the newest source commit not yet applied (0 when caught up).")
 	dLagP99        = desc("sluice_lag_p99_seconds", "99th percentile of the apply lag over recent changes.")
 	dLagBytes      = desc("sluice_lag_bytes", "WAL bytes between the source's position and the applied one.")
@@ -129,6 +130,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			counter(dTableChanges, float64(t.ChangesApplied), t.Source)
 		}
 		counter(dChanges, float64(st.ChangesApplied))
+		counter(dRereads, float64(st.ChunksReread))
 		gauge(dLagSeconds, st.LagSeconds)
 		gauge(dLagP99, st.LagP99Seconds)
 		gauge(dLagBytes, float64(st.LagBytes))

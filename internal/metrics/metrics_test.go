@@ -20,7 +20,7 @@ func TestScrape(t *testing.T) {
 	safe := int64(4096)
 	met := New(Sources{Version: "v1.2.3",
 		Status: func() syncer.Status {
-			return syncer.Status{Slot: "s", LagSeconds: 1.5, LagBytes: 77, WALRetainedBytes: 1234, ChangesApplied: 9, Paused: true,
+			return syncer.Status{Slot: "s", LagSeconds: 1.5, LagBytes: 77, WALRetainedBytes: 1234, ChangesApplied: 9, ChunksReread: 2, Paused: true,
 				Throttled: map[string]string{"stress": "busy"},
 				Tables:    []syncer.TableStatus{{Source: "public.t", Phase: "copying", RowsCopied: rows, RowsEstimate: 100}}}
 		},
@@ -41,6 +41,7 @@ func TestScrape(t *testing.T) {
 		`sluice_info{slot="s",version="v1.2.3"} 1`,
 		`sluice_rows_copied_total{table="public.t"} 10`,
 		`sluice_changes_applied_total 9`,
+		`sluice_chunks_reread_total 2`,
 		`sluice_lag_seconds 1.5`,
 		`sluice_lag_bytes 77`,
 		`sluice_wal_retained_bytes 1234`,
