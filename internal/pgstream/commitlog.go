@@ -1,56 +1,53 @@
 package pgstream
 
-// CommitLog remembers the order of the transactions the stream delivered
-// lately, so a chunk read between watermarks can be checked against its low
-// watermark. Not safe for concurrent use: the stream's reader owns it.
+// CommitLog remembers the last transactions the stream delivered, so a
+// chunk read between watermarks can be checked against its low watermark.
+// Not safe for concurrent use: the stream's reader owns it.
 //
 // Why: PostgreSQL writes a commit record to the WAL a moment before it makes
 // the transaction visible. A transaction T can thus come before the low
 // watermark in the stream (so its change is applied before the chunk, not
 // merged into the window) and still be invisible to the chunk's read, which
 // then returns the row as it was before T and would overwrite T's change.
-// Such a T is in the read snapshot's list of running transactions; if one of
-// those came through the stream before the low watermark, the chunk is read
-// again.
+// Such a T is in the read snapshot's list of running transactions, and it
+// came through the stream just before the low watermark: a window keeps the
+// transactions delivered before its low watermark (Recent), and if one of
+// the read's running transactions is among them, the chunk is read again.
 type CommitLog struct {
-	seq  uint64                // transactions seen so far
-	xids [CommitLogSize]uint32 // the last CommitLogSize of them, by seq
-	at   map[uint32]uint64     // xid → seq, for the ones in xids
+	n    uint64
+	xids [RecentCommits]uint32 // ring: the last RecentCommits xids
 }
 
-// CommitLogSize bounds the memory (about 2 MiB). A chunk whose high
-// watermark comes more than half of it after the low one is read again,
-// since the log no longer holds enough of what came before the low one.
-const CommitLogSize = 1 << 16
-
-// Seq is how many transactions were added: a position to compare against.
-func (c *CommitLog) Seq() uint64 { return c.seq }
+// RecentCommits is how many transactions before a low watermark are kept
+// with its window. The race spans the moment between a commit's WAL record
+// and its visibility, far fewer transactions than this.
+const RecentCommits = 4096
 
 // Add records the next transaction of the stream (its Begin's xid).
 func (c *CommitLog) Add(xid uint32) {
-	if c.at == nil {
-		c.at = make(map[uint32]uint64, CommitLogSize)
-	}
-	slot := c.seq % CommitLogSize
-	if c.seq >= CommitLogSize {
-		if old := c.xids[slot]; c.at[old] == c.seq-CommitLogSize {
-			delete(c.at, old)
-		}
-	}
-	c.xids[slot] = xid
-	c.at[xid] = c.seq
-	c.seq++
+	c.xids[c.n%RecentCommits] = xid
+	c.n++
 }
 
-// MissedCommit reports whether one of running (the read snapshot's running
-// transactions) came through the stream before lowSeq, the position of the
-// low watermark; or whether the log cannot tell any more.
-func (c *CommitLog) MissedCommit(running []uint32, lowSeq uint64) bool {
-	if c.seq-lowSeq > CommitLogSize/2 {
-		return true
+// Recent returns a copy of the xids of the last RecentCommits transactions
+// (fewer at the start), in no particular order.
+func (c *CommitLog) Recent() []uint32 {
+	return append([]uint32(nil), c.xids[:min(c.n, RecentCommits)]...)
+}
+
+// MissedCommit reports whether one of running (the transactions a chunk
+// read's snapshot saw as running) is among before (Recent at the chunk's
+// low watermark): the read missed a commit the stream delivered before it.
+func MissedCommit(running, before []uint32) bool {
+	if len(running) == 0 {
+		return false
 	}
+	set := make(map[uint32]struct{}, len(running))
 	for _, x := range running {
-		if seq, ok := c.at[x]; ok && seq < lowSeq {
+		set[x] = struct{}{}
+	}
+	for _, x := range before {
+		if _, ok := set[x]; ok {
 			return true
 		}
 	}

@@ -28,7 +28,7 @@ type window struct {
 	chunk   mysql.StoredChunk
 	attempt int // reads of this chunk before this one (see pgstream.CommitLog)
 	open    bool
-	lowSeq  uint64   // the stream's transaction count at the low watermark
+	before  []uint32 // the transactions streamed just before the low watermark
 	running []uint32 // transactions the read's snapshot saw as running
 	ready   bool
 	rows    []chunkRow
@@ -143,7 +143,7 @@ func (p *Publisher) watermark(ctx context.Context, kind, id string, lsn uint64, 
 	}
 	if kind == "L" {
 		w.open = true
-		w.lowSeq = p.commits.Seq()
+		w.before = p.commits.Recent()
 		p.windowsMu.Unlock()
 		return nil
 	}
@@ -152,7 +152,7 @@ func (p *Publisher) watermark(ctx context.Context, kind, id string, lsn uint64, 
 	if !w.ready {
 		return fmt.Errorf("sluice: high watermark of chunk %s before its rows were read", id)
 	}
-	if p.commits.MissedCommit(w.running, w.lowSeq) {
+	if pgstream.MissedCommit(w.running, w.before) {
 		// The read missed a commit that came before the low watermark (see
 		// pgstream.CommitLog): its rows may be older than what was published.
 		p.log.Info("reading a chunk again: a commit raced its low watermark", "code", "SLUICE-SYNC-REREAD",

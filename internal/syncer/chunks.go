@@ -22,7 +22,7 @@ type window struct {
 	chunk   mysql.StoredChunk
 	attempt int        // reads of this chunk before this one (see missedCommit)
 	open    bool       // the low watermark has come through the stream
-	lowSeq  uint64     // the stream's transaction count at the low watermark
+	before  []uint32   // the transactions streamed just before the low watermark
 	ops     []apply.Op // changes to the table seen since then, in order
 	rows    []bufRow   // the chunk as read; set before the high watermark is written
 	running []uint32   // transactions the read's snapshot saw as running
@@ -138,7 +138,7 @@ func (s *Syncer) watermark(content string) (doneChunk, bool) {
 	}
 	if kind == "L" {
 		w.open = true
-		w.lowSeq = s.commits.Seq()
+		w.before = s.commits.Recent()
 		w.table.readStarted = true
 		s.windowsMu.Unlock()
 		return doneChunk{}, false
@@ -152,7 +152,7 @@ func (s *Syncer) watermark(content string) (doneChunk, bool) {
 	}
 	delete(s.windows, id)
 	s.windowsMu.Unlock()
-	if s.commits.MissedCommit(w.running, w.lowSeq) {
+	if pgstream.MissedCommit(w.running, w.before) {
 		// The read missed a commit that came before the low watermark: its
 		// rows may be older than what the stream has written. Read again.
 		s.log.Info("reading a chunk again: a commit raced its low watermark", "code", "SLUICE-SYNC-REREAD",
