@@ -1,5 +1,10 @@
 package pgstream
 
+import (
+	"context"
+	"time"
+)
+
 // CommitLog remembers the last transactions the stream delivered, so a
 // chunk read between watermarks can be checked against its low watermark.
 // Not safe for concurrent use: the stream's reader owns it.
@@ -52,4 +57,17 @@ func MissedCommit(running, before []uint32) bool {
 		}
 	}
 	return false
+}
+
+// RereadPause waits before reading a chunk again for the attempt-th time
+// (from 1): the racing commit becomes visible within moments, and one held
+// longer (a synchronous standby's wait) is not polled hard. It reports
+// false if ctx ended first.
+func RereadPause(ctx context.Context, attempt int) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(min(time.Duration(attempt)*50*time.Millisecond, time.Second)):
+		return true
+	}
 }

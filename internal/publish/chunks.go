@@ -95,12 +95,8 @@ func (p *Publisher) copyChunks(ctx context.Context) error {
 func (p *Publisher) copyChunk(ctx context.Context, t *pubTable, ch mysql.StoredChunk, attempt int) error {
 	id := fmt.Sprintf("%s:%s:%d:%d", p.runID, t.rt.Plan.Target, ch.No, attempt)
 	w := &window{id: id, table: t, chunk: ch, attempt: attempt, touched: map[string]bool{}}
-	if attempt > 0 { // as in the log-based sync: the racing commit shows soon
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(min(time.Duration(attempt)*50*time.Millisecond, time.Second)):
-		}
+	if attempt > 0 && !pgstream.RereadPause(ctx, attempt) {
+		return nil
 	}
 	p.windowsMu.Lock()
 	p.windows[id] = w

@@ -403,96 +403,99 @@ func (p *Publisher) loop(ctx context.Context, evs <-chan []pgstream.Event) error
 	defer tick.Stop()
 	stopCh, stopping := p.stop, false
 	next := func() uint32 { n++; return n - 1 }
+	var pending []pgstream.Event // the rest of the last batch received
 	for {
-		var batch []pgstream.Event
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-stopCh:
-			stopCh, stopping = nil, true
-			if !inTx {
-				return p.flush(ctx)
-			}
-			continue
-		case <-tick.C:
-			if !inTx && !unflushed.IsZero() && time.Since(unflushed) >= p.opt.FlushDelay {
-				if err := p.flush(ctx); err != nil {
-					return err
-				}
-				unflushed = time.Time{}
-			}
-			continue
-		case batch = <-evs:
-		}
-		for _, ev := range batch {
-			switch ev.Kind {
-			case pgstream.Begin:
-				p.commits.Add(ev.Xid)
-				inTx, n, txLSN = true, 0, uint64(ev.LSN)
-				skipTx = ev.LSN < p.confirmed // replayed after a restart: already stored
-			case pgstream.Commit:
-				inTx = false
-				if skipTx {
-					continue
-				}
-				p.lastCommit = ev.LSN
-				p.toMark = append(p.toMark, p.txChunks...)
-				p.txChunks = p.txChunks[:0]
-				if unflushed.IsZero() {
-					unflushed = time.Now()
-				}
-				if stopping {
+		if len(pending) == 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-stopCh:
+				stopCh, stopping = nil, true
+				if !inTx {
 					return p.flush(ctx)
 				}
-				if len(p.futures) >= 8000 {
+				continue
+			case <-tick.C:
+				if !inTx && !unflushed.IsZero() && time.Since(unflushed) >= p.opt.FlushDelay {
 					if err := p.flush(ctx); err != nil {
 						return err
 					}
 					unflushed = time.Time{}
 				}
-			case pgstream.RelationChanged:
-				t := p.byName[ev.Relation.Schema+"."+ev.Relation.Name]
-				if t == nil {
-					continue
-				}
-				if err := t.bind(ev.Relation); err != nil {
+				continue
+			case pending = <-evs:
+			}
+			continue
+		}
+		ev := pending[0]
+		pending = pending[1:]
+		switch ev.Kind {
+		case pgstream.Begin:
+			p.commits.Add(ev.Xid)
+			inTx, n, txLSN = true, 0, uint64(ev.LSN)
+			skipTx = ev.LSN < p.confirmed // replayed after a restart: already stored
+		case pgstream.Commit:
+			inTx = false
+			if skipTx {
+				continue
+			}
+			p.lastCommit = ev.LSN
+			p.toMark = append(p.toMark, p.txChunks...)
+			p.txChunks = p.txChunks[:0]
+			if unflushed.IsZero() {
+				unflushed = time.Now()
+			}
+			if stopping {
+				return p.flush(ctx)
+			}
+			if len(p.futures) >= 8000 {
+				if err := p.flush(ctx); err != nil {
 					return err
 				}
-				byRel[ev.Relation.ID] = t
-			case pgstream.Change:
-				if skipTx {
-					continue
+				unflushed = time.Time{}
+			}
+		case pgstream.RelationChanged:
+			t := p.byName[ev.Relation.Schema+"."+ev.Relation.Name]
+			if t == nil {
+				continue
+			}
+			if err := t.bind(ev.Relation); err != nil {
+				return err
+			}
+			byRel[ev.Relation.ID] = t
+		case pgstream.Change:
+			if skipTx {
+				continue
+			}
+			t := byRel[ev.Relation.ID]
+			if t == nil {
+				continue
+			}
+			if err := p.change(ctx, t, ev, txLSN, next); err != nil {
+				return err
+			}
+		case pgstream.Truncate:
+			if skipTx {
+				continue
+			}
+			for _, rel := range ev.Truncated {
+				if t := byRel[rel.ID]; t != nil {
+					return failure.New(failure.Schema, "SLUICE-PUBLISH-TRUNCATE", "table %s was truncated on the source; a TRUNCATE cannot be applied by independent partitions", t.rt.Name).
+						With("table", t.rt.Name).WithHint("the publisher stopped before publishing it: run sluice abort, drop the target tables and the stream, and start again")
 				}
-				t := byRel[ev.Relation.ID]
-				if t == nil {
-					continue
-				}
-				if err := p.change(ctx, t, ev, txLSN, next); err != nil {
-					return err
-				}
-			case pgstream.Truncate:
-				if skipTx {
-					continue
-				}
-				for _, rel := range ev.Truncated {
-					if t := byRel[rel.ID]; t != nil {
-						return failure.New(failure.Schema, "SLUICE-PUBLISH-TRUNCATE", "table %s was truncated on the source; a TRUNCATE cannot be applied by independent partitions", t.rt.Name).
-							With("table", t.rt.Name).WithHint("the publisher stopped before publishing it: run sluice abort, drop the target tables and the stream, and start again")
-					}
-				}
-			case pgstream.Message:
-				if ev.Prefix != pgstream.MessagePrefix || skipTx {
-					continue
-				}
-				if err := p.message(ctx, string(ev.Content), txLSN, next); err != nil {
-					return err
-				}
-			case pgstream.Keepalive:
-				if !inTx && len(p.futures) == 0 && len(p.toMark) == 0 && p.lastCommit <= p.confirmed && ev.WALEnd > p.confirmed && p.buffered() == 0 {
-					p.confirmed = ev.WALEnd
-					p.confirmedL.Store(uint64(ev.WALEnd))
-					p.stream.Confirm(ev.WALEnd)
-				}
+			}
+		case pgstream.Message:
+			if ev.Prefix != pgstream.MessagePrefix || skipTx {
+				continue
+			}
+			if err := p.message(ctx, string(ev.Content), txLSN, next); err != nil {
+				return err
+			}
+		case pgstream.Keepalive:
+			if !inTx && len(p.futures) == 0 && len(p.toMark) == 0 && p.lastCommit <= p.confirmed && ev.WALEnd > p.confirmed && p.buffered() == 0 {
+				p.confirmed = ev.WALEnd
+				p.confirmedL.Store(uint64(ev.WALEnd))
+				p.stream.Confirm(ev.WALEnd)
 			}
 		}
 	}

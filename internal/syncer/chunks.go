@@ -20,7 +20,7 @@ type window struct {
 	id      string
 	table   *table
 	chunk   mysql.StoredChunk
-	attempt int        // reads of this chunk before this one (see missedCommit)
+	attempt int        // reads of this chunk before this one (see pgstream.CommitLog)
 	open    bool       // the low watermark has come through the stream
 	before  []uint32   // the transactions streamed just before the low watermark
 	ops     []apply.Op // changes to the table seen since then, in order
@@ -71,14 +71,8 @@ func (s *Syncer) copyChunks(ctx context.Context) error {
 func (s *Syncer) copyChunk(ctx context.Context, t *table, ch mysql.StoredChunk, attempt int) error {
 	id := fmt.Sprintf("%s:%s:%d:%d", s.runID, t.plan.Target, ch.No, attempt)
 	w := &window{id: id, table: t, chunk: ch, attempt: attempt}
-	if attempt > 0 {
-		// The racing commit becomes visible within moments; a commit held
-		// longer (a synchronous standby's wait) is not polled hard.
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(min(time.Duration(attempt)*50*time.Millisecond, time.Second)):
-		}
+	if attempt > 0 && !pgstream.RereadPause(ctx, attempt) {
+		return nil
 	}
 	s.windowsMu.Lock()
 	s.windows[id] = w

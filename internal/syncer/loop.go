@@ -92,118 +92,121 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 		return nil
 	}
 
+	var pending []pgstream.Event // the rest of the last batch received
 	for {
-		var batch []pgstream.Event
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-stopCh:
-			stopCh, stopping = nil, true
-			if !inTx { // else finish the transaction being received first
-				return flush()
+		if len(pending) == 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-stopCh:
+				stopCh, stopping = nil, true
+				if !inTx { // else finish the transaction being received first
+					return flush()
+				}
+				continue
+			case <-flushTimer.C:
+				timerArmed = false
+				if inTx { // finish the transaction being received; its commit writes
+					flushTimer.Reset(s.opt.BatchDelay / 10)
+					timerArmed = true
+					continue
+				}
+				{
+					if err := flush(); err != nil {
+						return err
+					}
+				}
+				continue
+			case pending = <-events:
 			}
 			continue
-		case <-flushTimer.C:
-			timerArmed = false
-			if inTx { // finish the transaction being received; its commit writes
-				flushTimer.Reset(s.opt.BatchDelay / 10)
-				timerArmed = true
+		}
+		ev := pending[0]
+		pending = pending[1:]
+		switch ev.Kind {
+		case pgstream.Begin:
+			s.commits.Add(ev.Xid)
+			inTx = true
+			skipTx = ev.LSN < applied // replayed after a restart: already applied
+			if firstWait.IsZero() && !skipTx {
+				firstWait = time.Now()
+				s.status.lastCommitTime.Store(ev.CommitTime.UnixNano())
+			}
+		case pgstream.Commit:
+			inTx = false
+			if skipTx {
 				continue
 			}
-			{
+			lastCommit = ev.LSN
+			s.status.lastCommitTime.Store(ev.CommitTime.UnixNano())
+			if stopping {
+				return flush()
+			}
+			if s.applier.Pending() >= s.opt.BatchRows {
 				if err := flush(); err != nil {
 					return err
 				}
+			} else {
+				if !timerArmed { // the batch's first commit starts its clock
+					flushTimer.Reset(s.opt.BatchDelay)
+					timerArmed = true
+				}
 			}
-			continue
-		case batch = <-events:
-		}
-		for _, ev := range batch {
-			switch ev.Kind {
-			case pgstream.Begin:
-				s.commits.Add(ev.Xid)
-				inTx = true
-				skipTx = ev.LSN < applied // replayed after a restart: already applied
-				if firstWait.IsZero() && !skipTx {
-					firstWait = time.Now()
-					s.status.lastCommitTime.Store(ev.CommitTime.UnixNano())
+		case pgstream.RelationChanged:
+			t := s.byName[ev.Relation.Schema+"."+ev.Relation.Name]
+			if t == nil && ev.Relation.Schema == "public" {
+				t = s.byName[ev.Relation.Name]
+			}
+			if t == nil {
+				continue
+			}
+			if err := t.bindRelation(ev.Relation); err != nil {
+				return err
+			}
+			byRel[ev.Relation.ID] = t
+		case pgstream.Change:
+			if skipTx {
+				continue
+			}
+			t := byRel[ev.Relation.ID]
+			if t == nil {
+				continue
+			}
+			if err := s.change(t, ev); err != nil {
+				return err
+			}
+			streamOps++
+		case pgstream.Truncate:
+			if skipTx {
+				continue
+			}
+			for _, rel := range ev.Truncated {
+				if t := byRel[rel.ID]; t != nil && (t.copied || t.readStarted || !t.plan.Keyless) {
+					s.addOp(t, apply.Op{Kind: apply.Truncate, Table: t.apply})
 				}
-			case pgstream.Commit:
-				inTx = false
-				if skipTx {
-					continue
-				}
-				lastCommit = ev.LSN
-				s.status.lastCommitTime.Store(ev.CommitTime.UnixNano())
-				if stopping {
-					return flush()
-				}
-				if s.applier.Pending() >= s.opt.BatchRows {
-					if err := flush(); err != nil {
-						return err
-					}
-				} else {
-					if !timerArmed { // the batch's first commit starts its clock
-						flushTimer.Reset(s.opt.BatchDelay)
-						timerArmed = true
-					}
-				}
-			case pgstream.RelationChanged:
-				t := s.byName[ev.Relation.Schema+"."+ev.Relation.Name]
-				if t == nil && ev.Relation.Schema == "public" {
-					t = s.byName[ev.Relation.Name]
-				}
-				if t == nil {
-					continue
-				}
-				if err := t.bindRelation(ev.Relation); err != nil {
+			}
+		case pgstream.Message:
+			if ev.Prefix != pgstream.MessagePrefix || skipTx {
+				continue
+			}
+			if dc, ok := s.watermark(string(ev.Content)); ok {
+				doneChunks = append(doneChunks, dc)
+			}
+			if strings.HasPrefix(string(ev.Content), "F:") {
+				if err := flush(); err != nil {
 					return err
 				}
-				byRel[ev.Relation.ID] = t
-			case pgstream.Change:
-				if skipTx {
-					continue
+				if f := s.fence.Load(); f != nil && f.id == string(ev.Content) {
+					close(f.reached)
 				}
-				t := byRel[ev.Relation.ID]
-				if t == nil {
-					continue
-				}
-				if err := s.change(t, ev); err != nil {
-					return err
-				}
-				streamOps++
-			case pgstream.Truncate:
-				if skipTx {
-					continue
-				}
-				for _, rel := range ev.Truncated {
-					if t := byRel[rel.ID]; t != nil && (t.copied || t.readStarted || !t.plan.Keyless) {
-						s.addOp(t, apply.Op{Kind: apply.Truncate, Table: t.apply})
-					}
-				}
-			case pgstream.Message:
-				if ev.Prefix != pgstream.MessagePrefix || skipTx {
-					continue
-				}
-				if dc, ok := s.watermark(string(ev.Content)); ok {
-					doneChunks = append(doneChunks, dc)
-				}
-				if strings.HasPrefix(string(ev.Content), "F:") {
-					if err := flush(); err != nil {
-						return err
-					}
-					if f := s.fence.Load(); f != nil && f.id == string(ev.Content) {
-						close(f.reached)
-					}
-				}
-			case pgstream.Keepalive:
-				// Nothing pending: the source has nothing for us before its WAL
-				// end, so confirm it and let the slot release WAL.
-				if !inTx && s.applier.Pending() == 0 && len(doneChunks) == 0 && lastCommit <= applied && ev.WALEnd > applied {
-					applied = ev.WALEnd
-					s.status.applied.Store(uint64(applied))
-					s.stream.Confirm(applied)
-				}
+			}
+		case pgstream.Keepalive:
+			// Nothing pending: the source has nothing for us before its WAL
+			// end, so confirm it and let the slot release WAL.
+			if !inTx && s.applier.Pending() == 0 && len(doneChunks) == 0 && lastCommit <= applied && ev.WALEnd > applied {
+				applied = ev.WALEnd
+				s.status.applied.Store(uint64(applied))
+				s.stream.Confirm(applied)
 			}
 		}
 		if s.opt.AutoCutover && !inTx && s.copyDone() && s.lag() < s.opt.LagBound && !s.status.autoTried.Load() {
