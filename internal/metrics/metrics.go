@@ -79,6 +79,7 @@ var (
 	dRereads       = desc("sluice_chunks_reread_total", "Chunk reads repeated because a commit raced their low watermark.")
 	dLagSeconds    = desc("sluice_lag_seconds", "Replication lag: age of the newest source commit not yet applied (0 when caught up).")
 	dLagP99        = desc("sluice_lag_p99_seconds", "99th percentile of the apply lag over recent changes.")
+	dApplyLag      = desc("sluice_apply_lag_seconds", "Target commits by lag: source commit of their oldest change to target commit.")
 	dLagBytes      = desc("sluice_lag_bytes", "WAL bytes between the source's position and the applied one.")
 	dWALRetained   = desc("sluice_wal_retained_bytes", "WAL the replication slot holds back on the source.")
 	dWALMax        = desc("sluice_wal_retained_max_bytes", "The most WAL the slot has held back during this run.")
@@ -133,6 +134,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(dRereads, float64(st.ChunksReread))
 		gauge(dLagSeconds, st.LagSeconds)
 		gauge(dLagP99, st.LagP99Seconds)
+		if h := st.LagHistogram; h.Counts != nil {
+			buckets := make(map[float64]uint64, len(h.Bounds))
+			for i, b := range h.Bounds {
+				buckets[b] = h.Counts[i]
+			}
+			ch <- prometheus.MustNewConstHistogram(dApplyLag, h.Count, h.Sum, buckets)
+		}
 		gauge(dLagBytes, float64(st.LagBytes))
 		gauge(dWALRetained, float64(st.WALRetainedBytes))
 		gauge(dWALMax, float64(st.WALRetainedMaxBytes))

@@ -20,7 +20,8 @@ func TestScrape(t *testing.T) {
 	safe := int64(4096)
 	met := New(Sources{Version: "v1.2.3",
 		Status: func() syncer.Status {
-			return syncer.Status{Slot: "s", LagSeconds: 1.5, LagBytes: 77, WALRetainedBytes: 1234, ChangesApplied: 9, ChunksReread: 2, Paused: true,
+			return syncer.Status{Slot: "s", LagSeconds: 1.5, LagBytes: 77,
+				LagHistogram: syncer.LagHistogram{Bounds: []float64{0.1, 1}, Counts: []uint64{3, 5}, Count: 6, Sum: 12.5}, WALRetainedBytes: 1234, ChangesApplied: 9, ChunksReread: 2, Paused: true,
 				Throttled: map[string]string{"stress": "busy"},
 				Tables:    []syncer.TableStatus{{Source: "public.t", Phase: "copying", RowsCopied: rows, RowsEstimate: 100}}}
 		},
@@ -44,6 +45,10 @@ func TestScrape(t *testing.T) {
 		`sluice_chunks_reread_total 2`,
 		`sluice_lag_seconds 1.5`,
 		`sluice_lag_bytes 77`,
+		`sluice_apply_lag_seconds_bucket{le="0.1"} 3`,
+		`sluice_apply_lag_seconds_bucket{le="1"} 5`,
+		`sluice_apply_lag_seconds_bucket{le="+Inf"} 6`,
+		`sluice_apply_lag_seconds_count 6`,
 		`sluice_wal_retained_bytes 1234`,
 		`sluice_wal_safe_bytes 4096`,
 		`sluice_copy_paused 1`,

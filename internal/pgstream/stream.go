@@ -118,7 +118,7 @@ func Open(ctx context.Context, connString, slot, publication string, startLSN pg
 		if err != nil {
 			return nil, err
 		}
-		return &coalescingConn{Conn: c}, nil
+		return newPacedConn(c)
 	}
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
@@ -255,28 +255,6 @@ func (s *Stream) Pump(ctx context.Context, out chan<- []Event) error {
 }
 
 const pumpBatch = 256
-
-// coalescingConn waits a moment before reading again after a short read.
-// The walsender flushes every message it decodes, so a busy stream arrives
-// as thousands of tiny packets a second; read one by one, each costs a
-// system call and a goroutine wake-up, which on a machine shared with the
-// source database is CPU taken from it. Waiting readWait lets them pile up
-// in the socket, to be read together; it adds at most that to the lag.
-type coalescingConn struct {
-	net.Conn
-	short bool // the last read returned little
-}
-
-const readWait = 5 * time.Millisecond
-
-func (c *coalescingConn) Read(b []byte) (int, error) {
-	if c.short {
-		time.Sleep(readWait)
-	}
-	n, err := c.Conn.Read(b)
-	c.short = n < len(b)/4
-	return n, err
-}
 
 func (s *Stream) handle(ctx context.Context, data []byte) (Event, bool, error) {
 	if len(data) == 0 {

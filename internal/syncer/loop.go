@@ -31,11 +31,14 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 			}
 		}
 	}
+	if s.copyDone() { // resumed with every table copied
+		s.narrowProcs()
+	}
 	var (
 		inTx       bool
 		skipTx     bool
 		lastCommit pglogrepl.LSN
-		firstWait  time.Time // when the oldest unapplied change arrived
+		oldest     time.Time // source commit time of the oldest unapplied transaction
 		streamOps  int       // changes from the stream (not chunk rows) in the batch
 		doneChunks []doneChunk
 	)
@@ -74,10 +77,11 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 		s.status.applied.Store(uint64(applied))
 		s.status.appliedChanges.Add(int64(n))
 		s.stream.Confirm(applied)
-		if !firstWait.IsZero() {
-			s.status.recordLag(time.Since(firstWait))
+		if !oldest.IsZero() {
+			s.status.recordLag(sinceSource(oldest))
 		}
-		firstWait = time.Time{}
+		oldest = time.Time{}
+		s.status.oldestPending.Store(0)
 		streamOps = 0
 		doneChunks = doneChunks[:0]
 		for _, c := range chunks {
@@ -111,10 +115,8 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 					timerArmed = true
 					continue
 				}
-				{
-					if err := flush(); err != nil {
-						return err
-					}
+				if err := flush(); err != nil {
+					return err
 				}
 				continue
 			case pending = <-events:
@@ -128,9 +130,9 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 			s.commits.Add(ev.Xid)
 			inTx = true
 			skipTx = ev.LSN < applied // replayed after a restart: already applied
-			if firstWait.IsZero() && !skipTx {
-				firstWait = time.Now()
-				s.status.lastCommitTime.Store(ev.CommitTime.UnixNano())
+			if oldest.IsZero() && !skipTx {
+				oldest = ev.CommitTime
+				s.status.oldestPending.Store(oldest.UnixNano())
 			}
 		case pgstream.Commit:
 			inTx = false
@@ -138,7 +140,6 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 				continue
 			}
 			lastCommit = ev.LSN
-			s.status.lastCommitTime.Store(ev.CommitTime.UnixNano())
 			if stopping {
 				return flush()
 			}
@@ -387,11 +388,19 @@ func (s *Syncer) finishTable(ctx context.Context, t *table) error {
 			return err
 		}
 		s.log.Info("copy complete; every table is streaming", "tables", len(s.tables))
-		if s.opt.StreamProcs > 0 && s.opt.StreamProcs < runtime.GOMAXPROCS(0) {
-			runtime.GOMAXPROCS(s.opt.StreamProcs)
-		}
+		s.narrowProcs()
 	}
 	return nil
+}
+
+// narrowProcs limits sluice to StreamProcs cores once only the stream is
+// left: it needs little CPU then, and fewer threads handing work to each
+// other means fewer context switches taken from a shared source host.
+func (s *Syncer) narrowProcs() {
+	if s.opt.StreamProcs > 0 && s.opt.StreamProcs < runtime.GOMAXPROCS(0) {
+		runtime.GOMAXPROCS(s.opt.StreamProcs)
+		s.log.Debug("streaming only: GOMAXPROCS lowered", "procs", s.opt.StreamProcs)
+	}
 }
 
 func (s *Syncer) copyDone() bool {

@@ -1,6 +1,7 @@
 package syncer
 
 import (
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -17,22 +18,49 @@ type statusState struct {
 	walRetained    atomic.Int64
 	walRetainedMax atomic.Int64
 	currentLSN     atomic.Uint64
-	lastCommitTime atomic.Int64 // unix nanos of the newest source commit seen
+	oldestPending  atomic.Int64 // source commit time (unix nanos) of the oldest unapplied transaction; 0: none
 	autoTried      atomic.Bool
 	cutover        atomic.Pointer[CutoverReport]
 
 	lagMu      sync.Mutex
 	lagSamples []time.Duration // ring of recent apply lags
 	lagNext    int
-	lagLatest  time.Duration
+	lagHist    LagHistogram // every apply lag since the start
 }
 
 const lagWindow = 4096
 
+// LagBuckets are the upper bounds, in seconds, of the apply-lag histogram.
+var LagBuckets = []float64{0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10, 30, 60, 300}
+
+// LagHistogram counts target commits by their lag, Prometheus style: Counts[i]
+// is how many had a lag of at most Bounds[i] seconds (cumulative). Two
+// readings subtracted give the lag over any stretch of time.
+type LagHistogram struct {
+	Bounds []float64 `json:"bounds"`
+	Counts []uint64  `json:"counts"`
+	Count  uint64    `json:"count"`
+	Sum    float64   `json:"sum"`
+}
+
+func (h *LagHistogram) observe(d time.Duration) {
+	if h.Counts == nil {
+		h.Bounds, h.Counts = LagBuckets, make([]uint64, len(LagBuckets))
+	}
+	v := d.Seconds()
+	for i, b := range h.Bounds {
+		if v <= b {
+			h.Counts[i]++
+		}
+	}
+	h.Count++
+	h.Sum += v
+}
+
 func (st *statusState) recordLag(d time.Duration) {
 	st.lagMu.Lock()
 	defer st.lagMu.Unlock()
-	st.lagLatest = d
+	st.lagHist.observe(d)
 	if len(st.lagSamples) < lagWindow {
 		st.lagSamples = append(st.lagSamples, d)
 		return
@@ -64,7 +92,8 @@ type Status struct {
 	LagBytes            int64             `json:"lag_bytes"`
 	LagSeconds          float64           `json:"lag_seconds"`
 	LagP50Seconds       float64           `json:"lag_p50_seconds"`
-	LagP99Seconds       float64           `json:"lag_p99_seconds"`
+	LagP99Seconds       float64           `json:"lag_p99_seconds"` // p50/p99: of the last 4,096 target commits
+	LagHistogram        LagHistogram      `json:"lag_histogram"`
 	WALRetainedBytes    int64             `json:"wal_retained_bytes"`
 	WALRetainedMaxBytes int64             `json:"wal_retained_max_bytes"`
 	ChangesApplied      int64             `json:"changes_applied"`
@@ -105,6 +134,10 @@ func (s *Syncer) Status() Status {
 	st.LagSeconds = s.lag().Seconds()
 	p50, p99 := s.status.lagPercentiles()
 	st.LagP50Seconds, st.LagP99Seconds = p50.Seconds(), p99.Seconds()
+	s.status.lagMu.Lock()
+	st.LagHistogram = s.status.lagHist
+	st.LagHistogram.Counts = slices.Clone(st.LagHistogram.Counts)
+	s.status.lagMu.Unlock()
 	st.Phase = "streaming"
 	for _, t := range s.tables {
 		if t.progress == nil {
@@ -130,17 +163,17 @@ func (s *Syncer) Status() Status {
 }
 
 // lag is how far the target is behind the source's commits: the age of the
-// newest commit seen when changes are waiting, zero when caught up.
+// oldest source commit received and not yet applied, zero when none waits.
 func (s *Syncer) lag() time.Duration {
-	if s.stream == nil {
+	oldest := s.status.oldestPending.Load()
+	if oldest == 0 {
 		return 0
 	}
-	applied := pglogrepl.LSN(s.status.applied.Load())
-	if s.stream.Received() <= applied {
-		return 0
-	}
-	s.status.lagMu.Lock()
-	latest := s.status.lagLatest
-	s.status.lagMu.Unlock()
-	return latest
+	return sinceSource(time.Unix(0, oldest))
+}
+
+// sinceSource is how long ago the source committed at t, by sluice's clock;
+// never negative (the hosts' clocks may differ a little).
+func sinceSource(t time.Time) time.Duration {
+	return max(time.Since(t), 0)
 }

@@ -1,0 +1,205 @@
+package pgstream
+
+import (
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+// pacedConn is the replication connection's socket taken out of Go's network
+// poller and read by polling, readWait apart while the stream is busy.
+//
+// Why: the walsender sends every decoded message as its own packet. Go's
+// poller watches sockets edge-triggered, so each packet wakes the process
+// even when nobody is reading — over a thousand wake-ups (context switches)
+// a second under pgbench, which on a host shared with the source is CPU
+// taken from it. Here packets pile up in the socket between reads and are
+// taken in one system call; no thread is woken when one arrives, which also
+// makes the walsender's sends cheaper. Catching up, reads come back full and
+// the next follows at once. The socket stays non-blocking and is read and
+// written with raw system calls, which never block, so the Go scheduler has
+// no thread to hand off or monitor for them either.
+type pacedConn struct {
+	fd            int
+	local, remote net.Addr
+	wait          time.Duration // before the next read: 0 after a full one
+
+	readDeadline, writeDeadline atomic.Int64 // UnixNano; 0: none
+
+	// use is held (shared) during each system call and (exclusive) by Close,
+	// so the descriptor is never closed under a read and then reused.
+	use    sync.RWMutex
+	closed atomic.Bool
+}
+
+// readWait is the pause after a read that emptied the socket; it adds at
+// most that to the lag (the apply batch waits 100 ms anyway). With nothing
+// arriving the pause doubles up to idleWait, so an idle stream costs a few
+// wake-ups a second.
+const (
+	readWait = 10 * time.Millisecond
+	idleWait = 80 * time.Millisecond
+)
+
+// newPacedConn takes c's socket out of the poller; a connection without one
+// (none in practice) is returned unchanged.
+func newPacedConn(c net.Conn) (net.Conn, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return c, nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return c, nil
+	}
+	fd := -1
+	var dupErr error
+	if err := raw.Control(func(f uintptr) {
+		syscall.ForkLock.RLock()
+		fd, dupErr = syscall.Dup(int(f))
+		if dupErr == nil {
+			syscall.CloseOnExec(fd)
+		}
+		syscall.ForkLock.RUnlock()
+	}); err != nil || dupErr != nil {
+		c.Close()
+		return nil, os.NewSyscallError("dup", firstErr(err, dupErr))
+	}
+	pc := &pacedConn{fd: fd, local: c.LocalAddr(), remote: c.RemoteAddr()}
+	// Closing c removes its descriptor from the poller; the socket lives on
+	// in the duplicate, which the poller never saw.
+	c.Close()
+	if err := syscall.SetNonblock(fd, true); err != nil { // shared with c's: already so
+		syscall.Close(fd)
+		return nil, os.NewSyscallError("fcntl", err)
+	}
+	return pc, nil
+}
+
+func firstErr(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *pacedConn) Read(b []byte) (int, error) {
+	c.use.RLock()
+	defer c.use.RUnlock()
+	for {
+		if c.wait > 0 {
+			time.Sleep(c.wait)
+		}
+		if err := c.check(&c.readDeadline); err != nil {
+			return 0, err
+		}
+		n, err := c.syscall(syscall.SYS_READ, b)
+		switch {
+		case err == syscall.EAGAIN: // nothing yet
+			c.wait = min(max(2*c.wait, readWait), idleWait)
+			continue
+		case err == syscall.EINTR:
+			continue
+		case err != nil:
+			return 0, &net.OpError{Op: "read", Net: c.remote.Network(), Source: c.local, Addr: c.remote, Err: os.NewSyscallError("read", err)}
+		case n == 0 && len(b) > 0:
+			return 0, io.EOF
+		}
+		c.wait = 0
+		if n < len(b)/4 { // the socket is (nearly) empty: let it fill
+			c.wait = readWait
+		}
+		return n, nil
+	}
+}
+
+func (c *pacedConn) Write(b []byte) (int, error) {
+	c.use.RLock()
+	defer c.use.RUnlock()
+	written := 0
+	for written < len(b) {
+		if err := c.check(&c.writeDeadline); err != nil {
+			return written, err
+		}
+		n, err := c.syscall(syscall.SYS_WRITE, b[written:])
+		if err == syscall.EAGAIN { // the send buffer is full (status updates are tiny: rare)
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return written, &net.OpError{Op: "write", Net: c.remote.Network(), Source: c.local, Addr: c.remote, Err: os.NewSyscallError("write", err)}
+		}
+		written += n
+	}
+	return written, nil
+}
+
+// syscall reads or writes b without blocking. A raw system call: the socket
+// is non-blocking, so the scheduler need not be told (which would wake its
+// monitor thread on every call).
+func (c *pacedConn) syscall(trap uintptr, b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	n, _, errno := syscall.RawSyscall(trap, uintptr(c.fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
+
+// check reports a closed connection or a passed deadline.
+func (c *pacedConn) check(deadline *atomic.Int64) error {
+	if c.closed.Load() {
+		return net.ErrClosed
+	}
+	if d := deadline.Load(); d != 0 && time.Now().UnixNano() >= d {
+		return os.ErrDeadlineExceeded
+	}
+	return nil
+}
+
+// Close waits for a read in progress to see the flag, then closes.
+func (c *pacedConn) Close() error {
+	if c.closed.Swap(true) {
+		return net.ErrClosed
+	}
+	c.use.Lock()
+	defer c.use.Unlock()
+	return syscall.Close(c.fd)
+}
+
+func (c *pacedConn) LocalAddr() net.Addr  { return c.local }
+func (c *pacedConn) RemoteAddr() net.Addr { return c.remote }
+
+func (c *pacedConn) SetDeadline(t time.Time) error {
+	c.SetReadDeadline(t)
+	return c.SetWriteDeadline(t)
+}
+
+func (c *pacedConn) SetReadDeadline(t time.Time) error {
+	c.readDeadline.Store(unixNano(t))
+	return nil
+}
+
+func (c *pacedConn) SetWriteDeadline(t time.Time) error {
+	c.writeDeadline.Store(unixNano(t))
+	return nil
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
