@@ -153,41 +153,16 @@ func Run(ctx context.Context, src *postgres.Source, tgt *mysql.Target, p *plan.P
 // prepare creates the target table if needed and returns its unfinished chunks.
 func (c *copier) prepare(ctx context.Context, t *plan.Table) (*tableState, []mysql.StoredChunk, error) {
 	name := t.Source.Name.String()
-	phase, err := c.tgt.Phase(ctx, t.Target)
+	state, err := StartTable(ctx, c.src, c.tgt, t, c.opt.ChunkRows, c.opt.Log)
 	if err != nil {
 		return nil, nil, err
 	}
-	st := &tableState{plan: t, started: time.Now()}
-	if phase == "" {
-		if err := CreateTargetTable(ctx, c.tgt, t); err != nil {
-			return nil, nil, err
-		}
-		ranges, err := PlanChunks(ctx, c.src, t, c.opt.ChunkRows)
-		if err != nil {
-			return nil, nil, err
-		}
-		if err := c.tgt.StartTable(ctx, t.Target, name, ranges); err != nil {
-			return nil, nil, err
-		}
-		c.opt.Log.Info("table planned", "table", name, "target", t.Target, "chunks", len(ranges), "estimated_rows", t.Source.EstimatedRows)
-	}
-	chunks, err := c.tgt.Chunks(ctx, t.Target)
-	if err != nil {
-		return nil, nil, err
-	}
-	var pending []mysql.StoredChunk
-	for _, ch := range chunks {
-		if ch.Done {
-			st.rows += ch.Rows
-			st.rejected += ch.Rejected
-		} else {
-			pending = append(pending, ch)
-		}
-	}
+	st := &tableState{plan: t, started: time.Now(), rows: state.RowsDone, rejected: state.RowsRejected}
+	pending := state.Pending
 	st.progress = c.opt.Tracker.Add(name, max(t.Source.EstimatedRows, st.rows), st.rows)
 	st.remaining = len(pending)
 	switch {
-	case phase == mysql.PhaseDone:
+	case state.Done:
 		st.progress.SetPhase("done")
 		c.opt.Log.Info("table already copied", "table", name, "rows", st.rows)
 	case len(pending) == 0:
@@ -199,6 +174,59 @@ func (c *copier) prepare(ctx context.Context, t *plan.Table) (*tableState, []mys
 		st.progress.SetPhase("copying")
 	}
 	return st, pending, nil
+}
+
+// State is what the target records of a table's copy.
+type State struct {
+	Done         bool                // every chunk copied and the indexes built
+	Pending      []mysql.StoredChunk // chunks still to copy
+	RowsDone     int64               // rows in the chunks already copied
+	RowsRejected int64               // rows those chunks set aside (--on-bad-row=skip)
+}
+
+// StartTable creates t's target table and records its chunk plan the first
+// time it is seen; then, and on every resume, it returns what is left to copy.
+func StartTable(ctx context.Context, src *postgres.Source, tgt *mysql.Target, t *plan.Table, chunkRows int, log *slog.Logger) (State, error) {
+	phase, err := tgt.Phase(ctx, t.Target)
+	if err != nil {
+		return State{}, err
+	}
+	if phase == "" {
+		if err := CreateTargetTable(ctx, tgt, t); err != nil {
+			return State{}, err
+		}
+		ranges, err := PlanChunks(ctx, src, t, chunkRows)
+		if err != nil {
+			return State{}, err
+		}
+		if err := tgt.StartTable(ctx, t.Target, t.Source.Name.String(), ranges); err != nil {
+			return State{}, err
+		}
+		log.Info("table planned", "table", t.Source.Name.String(), "target", t.Target, "chunks", len(ranges), "estimated_rows", t.Source.EstimatedRows)
+	}
+	return LoadState(ctx, tgt, t.Target)
+}
+
+// LoadState reads a table's copy state back from the target.
+func LoadState(ctx context.Context, tgt *mysql.Target, target string) (State, error) {
+	phase, err := tgt.Phase(ctx, target)
+	if err != nil {
+		return State{}, err
+	}
+	chunks, err := tgt.Chunks(ctx, target)
+	if err != nil {
+		return State{}, err
+	}
+	st := State{Done: phase == mysql.PhaseDone}
+	for _, c := range chunks {
+		if c.Done {
+			st.RowsDone += c.Rows
+			st.RowsRejected += c.Rejected
+		} else {
+			st.Pending = append(st.Pending, c)
+		}
+	}
+	return st, nil
 }
 
 // CreateTargetTable creates t's target table (row key only; secondary

@@ -27,39 +27,15 @@ import (
 
 func (s *Service) prepareTable(ctx context.Context, ts *tableState) error {
 	t := ts.rt.Plan
-	name := t.Source.Name.String()
-	phase, err := s.tgt.Phase(ctx, t.Target)
+	state, err := copier.StartTable(ctx, s.src, s.tgt, t, s.opt.ChunkRows, s.log)
 	if err != nil {
 		return err
 	}
-	if phase == "" {
-		if err := copier.CreateTargetTable(ctx, s.tgt, t); err != nil {
-			return err
-		}
-		ranges, err := copier.PlanChunks(ctx, s.src, t, s.opt.ChunkRows)
-		if err != nil {
-			return err
-		}
-		if err := s.tgt.StartTable(ctx, t.Target, name, ranges); err != nil {
-			return err
-		}
-	}
-	chunks, err := s.tgt.Chunks(ctx, t.Target)
-	if err != nil {
-		return err
-	}
-	var done int64
-	for _, c := range chunks {
-		if c.Done {
-			done += c.Rows
-		} else {
-			ts.pending = append(ts.pending, c)
-		}
-	}
+	ts.pending = state.Pending
 	ts.left.Store(int64(len(ts.pending)))
-	ts.copied.Store(phase == mysql.PhaseDone)
-	ts.progress = s.opt.Tracker.Add(name, max(t.Source.EstimatedRows, done), done)
-	if ts.copied.Load() {
+	ts.copied.Store(state.Done)
+	ts.progress = s.opt.Tracker.Add(t.Source.Name.String(), max(t.Source.EstimatedRows, state.RowsDone), state.RowsDone)
+	if state.Done {
 		ts.progress.SetPhase("streaming")
 	} else {
 		ts.progress.SetPhase("copying")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -46,6 +47,24 @@ func Preflight(ctx context.Context, pool *pgxpool.Pool) error {
 	if free < 1 {
 		return failure.New(failure.Schema, "SLUICE-SOURCE-NOSLOT", "the source has no free replication slot (max_replication_slots is used up)").
 			WithHint("drop an unused slot (SELECT * FROM pg_replication_slots) or raise max_replication_slots and restart")
+	}
+	return nil
+}
+
+// EnsureCapture makes sure every change to tables is captured from here on:
+// the publication, then the slot (created if missing). Callers run it before
+// copying anything, so a chunk copied next can only miss what the stream
+// delivers.
+func EnsureCapture(ctx context.Context, pool *pgxpool.Pool, publication, slot string, tables []schema.TableName, log *slog.Logger) error {
+	if err := EnsurePublication(ctx, pool, publication, tables); err != nil {
+		return err
+	}
+	_, created, err := EnsureSlot(ctx, pool, slot)
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Info("replication slot created", "slot", slot, "publication", publication)
 	}
 	return nil
 }

@@ -299,15 +299,8 @@ func (p *Publisher) prepare(ctx context.Context) error {
 			"the target records a publisher on replication slot %s, but the source no longer has that slot: changes since then are lost", p.opt.Slot).
 			WithHint("run sluice abort --slot %s, drop the target tables and the stream, and start again", p.opt.Slot)
 	}
-	// The slot comes first: every change from here on is captured, so the
-	// chunks copied next can only miss what the stream delivers.
-	if err := pgstream.EnsurePublication(ctx, p.src.Pool, p.opt.Publication, schemaNames(p.plan)); err != nil {
+	if err := pgstream.EnsureCapture(ctx, p.src.Pool, p.opt.Publication, p.opt.Slot, schemaNames(p.plan), p.log); err != nil {
 		return err
-	}
-	if _, created, err := pgstream.EnsureSlot(ctx, p.src.Pool, p.opt.Slot); err != nil {
-		return err
-	} else if created {
-		p.log.Info("replication slot created", "slot", p.opt.Slot, "publication", p.opt.Publication)
 	}
 	if state == nil {
 		if err := p.tgt.SaveSyncState(ctx, mysql.SyncState{Slot: p.opt.Slot, Publication: p.opt.Publication, Phase: "publishing"}); err != nil {
@@ -324,39 +317,15 @@ func (p *Publisher) prepare(ctx context.Context) error {
 
 func (p *Publisher) prepareTable(ctx context.Context, t *pubTable) error {
 	pt := t.rt.Plan
-	name := pt.Source.Name.String()
-	phase, err := p.tgt.Phase(ctx, pt.Target)
+	state, err := copier.StartTable(ctx, p.src, p.tgt, pt, p.opt.ChunkRows, p.log)
 	if err != nil {
 		return err
 	}
-	if phase == "" {
-		if err := copier.CreateTargetTable(ctx, p.tgt, pt); err != nil {
-			return err
-		}
-		ranges, err := copier.PlanChunks(ctx, p.src, pt, p.opt.ChunkRows)
-		if err != nil {
-			return err
-		}
-		if err := p.tgt.StartTable(ctx, pt.Target, name, ranges); err != nil {
-			return err
-		}
-	}
-	chunks, err := p.tgt.Chunks(ctx, pt.Target)
-	if err != nil {
-		return err
-	}
-	var done int64
-	for _, c := range chunks {
-		if c.Done {
-			done += c.Rows
-		} else {
-			t.pending = append(t.pending, c)
-		}
-	}
+	t.pending = state.Pending
 	t.left.Store(int64(len(t.pending)))
-	t.copied.Store(phase == mysql.PhaseDone)
-	t.progress = p.opt.Tracker.Add(name, max(pt.Source.EstimatedRows, done), done)
-	if t.copied.Load() {
+	t.copied.Store(state.Done)
+	t.progress = p.opt.Tracker.Add(pt.Source.Name.String(), max(pt.Source.EstimatedRows, state.RowsDone), state.RowsDone)
+	if state.Done {
 		t.progress.SetPhase("streaming")
 	} else {
 		t.progress.SetPhase("copying")

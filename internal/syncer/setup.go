@@ -95,15 +95,8 @@ func (s *Syncer) prepare(ctx context.Context) error {
 	for i, t := range s.tables {
 		names[i] = t.plan.Source.Name
 	}
-	// The slot comes first: every change from here on is captured, so the
-	// chunks copied next can only miss what the stream delivers.
-	if err := pgstream.EnsurePublication(ctx, s.src.Pool, s.opt.Publication, names); err != nil {
+	if err := pgstream.EnsureCapture(ctx, s.src.Pool, s.opt.Publication, s.opt.Slot, names, s.log); err != nil {
 		return err
-	}
-	if _, created, err := pgstream.EnsureSlot(ctx, s.src.Pool, s.opt.Slot); err != nil {
-		return err
-	} else if created {
-		s.log.Info("replication slot created", "slot", s.opt.Slot, "publication", s.opt.Publication)
 	}
 	if state == nil {
 		if err := s.tgt.SaveSyncState(ctx, mysql.SyncState{Slot: s.opt.Slot, Publication: s.opt.Publication, Phase: "streaming"}); err != nil {
@@ -119,28 +112,12 @@ func (s *Syncer) prepare(ctx context.Context) error {
 }
 
 func (s *Syncer) prepareTable(ctx context.Context, t *table) error {
-	name := t.plan.Source.Name.String()
-	phase, err := s.tgt.Phase(ctx, t.plan.Target)
+	state, err := copier.StartTable(ctx, s.src, s.tgt, t.plan, s.opt.ChunkRows, s.log)
 	if err != nil {
 		return err
 	}
-	if phase == "" {
-		if err := copier.CreateTargetTable(ctx, s.tgt, t.plan); err != nil {
-			return err
-		}
-		ranges, err := copier.PlanChunks(ctx, s.src, t.plan, s.opt.ChunkRows)
-		if err != nil {
-			return err
-		}
-		if err := s.tgt.StartTable(ctx, t.plan.Target, name, ranges); err != nil {
-			return err
-		}
-	}
-	done, err := s.loadChunkPlan(ctx, t)
-	if err != nil {
-		return err
-	}
-	t.progress = s.opt.Tracker.Add(name, max(t.plan.Source.EstimatedRows, done), done)
+	s.setChunkPlan(t, state)
+	t.progress = s.opt.Tracker.Add(t.plan.Source.Name.String(), max(t.plan.Source.EstimatedRows, state.RowsDone), state.RowsDone)
 	if t.copied {
 		t.progress.SetPhase("streaming")
 	} else {
@@ -151,34 +128,19 @@ func (s *Syncer) prepareTable(ctx context.Context, t *table) error {
 
 // loadChunks reads which chunks are still to copy, after a reconnect.
 func (s *Syncer) loadChunks(ctx context.Context, t *table) error {
-	_, err := s.loadChunkPlan(ctx, t)
-	return err
+	state, err := copier.LoadState(ctx, s.tgt, t.plan.Target)
+	if err != nil {
+		return err
+	}
+	s.setChunkPlan(t, state)
+	return nil
 }
 
-// loadChunkPlan reads the table's phase and unfinished chunks from the
-// target and returns the rows already copied.
-func (s *Syncer) loadChunkPlan(ctx context.Context, t *table) (int64, error) {
-	phase, err := s.tgt.Phase(ctx, t.plan.Target)
-	if err != nil {
-		return 0, err
-	}
-	chunks, err := s.tgt.Chunks(ctx, t.plan.Target)
-	if err != nil {
-		return 0, err
-	}
-	var done int64
-	t.pending = t.pending[:0]
-	for _, c := range chunks {
-		if c.Done {
-			done += c.Rows
-		} else {
-			t.pending = append(t.pending, c)
-		}
-	}
+func (s *Syncer) setChunkPlan(t *table, state copier.State) {
+	t.pending = state.Pending
 	t.left = len(t.pending)
-	t.copied = phase == mysql.PhaseDone
+	t.copied = state.Done
 	t.readStarted = false
-	return done, nil
 }
 
 // checkStreamable refuses what the change stream cannot carry exactly.
