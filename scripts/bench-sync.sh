@@ -82,40 +82,6 @@ run_pgbench() {
     awk '/^latency average/ { lat = $4 } /^tps/ { tps = $3 } END { printf "%.1f %.3f\n", tps, lat }'
 }
 
-# lag_hist: the sync's apply-lag histogram now (compact JSON).
-lag_hist() {
-  curl -fsS "$API/api/v1/status" | python3 -c 'import json, sys; print(json.dumps(json.load(sys.stdin)["lag_histogram"], separators=(",", ":")))'
-}
-# lag_quantiles "BEFORE|AFTER"...: p50 and p99 (seconds) and the number of target
-# commits, from the differences of pairs of lag_hist readings, interpolated within
-# buckets as Prometheus's histogram_quantile does.
-lag_quantiles() {
-  python3 - "$@" <<'PY'
-import json, sys
-bounds, counts, n = None, None, 0
-for pair in sys.argv[1:]:
-    if "|" not in pair:
-        continue
-    a, b = (json.loads(x) for x in pair.split("|"))
-    ca, cb = a.get("counts") or [0] * len(b.get("counts") or []), b.get("counts") or []
-    if not cb:
-        continue
-    bounds = b["bounds"]
-    d = [y - x for x, y in zip(ca, cb)]
-    counts = d if counts is None else [x + y for x, y in zip(counts, d)]
-    n += b["count"] - a.get("count", 0)
-def q(p):
-    if not counts or n == 0:
-        return 0.0
-    rank, lo, prev = p * n, 0.0, 0
-    for bound, c in zip(bounds, counts):
-        if c >= rank:
-            return lo + (bound - lo) * (rank - prev) / max(c - prev, 1)
-        lo, prev = bound, c
-    return bounds[-1]  # beyond the last bucket: at least this
-print("%.3f %.3f %d" % (q(0.5), q(0.99), n))
-PY
-}
 
 say "== pgbench -i -s $SCALE into $DB"
 pg_recreate_db "$DB"
@@ -182,12 +148,12 @@ with() {
   local ws_pid my_pid c0 c1 h0 h1
   ws_pid=$(pg postgres -Atc "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$SLOT'")
   my_pid=$(pidof mariadbd | cut -d' ' -f1)
-  h0=$(lag_hist)
+  h0=$(lag_hist "$API")
   c0="$(ticks "$SYNC_PID") $(ticks "$ws_pid") $(ticks "$my_pid") $(machine_ticks)"
   read -r tw lw <<<"$(run_pgbench "$c" "$SECONDS_EACH")"; WT[$c]+="$tw "; WL[$c]+="$lw "
   c1="$(ticks "$SYNC_PID") $(ticks "$ws_pid") $(ticks "$my_pid") $(machine_ticks)"
   wait_caught_up # the run's last commits are part of its lag
-  h1=$(lag_hist)
+  h1=$(lag_hist "$API")
   # shares of the machine's busy CPU time during the run: sluice, walsender, MariaDB
   read -r cs cw cm <<<"$(echo "$c0 $c1" | awk '{ b = $8 - $4; if (b <= 0) b = 1; printf "%.1f %.1f %.1f", 100 * ($5 - $1) / b, 100 * ($6 - $2) / b, 100 * ($7 - $3) / b }')"
   CPU_S[$c]+="$cs "; CPU_W[$c]+="$cw "; CPU_M[$c]+="$cm "

@@ -87,3 +87,38 @@ write_section() {
   fi
   mv "$tmp" "$doc"
 }
+
+# lag_hist API: the sync's apply-lag histogram now (compact JSON).
+lag_hist() {
+  curl -fsS "$1/api/v1/status" | python3 -c 'import json, sys; print(json.dumps(json.load(sys.stdin)["lag_histogram"], separators=(",", ":")))'
+}
+# lag_quantiles "BEFORE|AFTER"...: p50 and p99 (seconds) and the number of target
+# commits, from the differences of pairs of lag_hist readings, interpolated within
+# buckets as Prometheus's histogram_quantile does.
+lag_quantiles() {
+  python3 - "$@" <<'PY'
+import json, sys
+bounds, counts, n = None, None, 0
+for pair in sys.argv[1:]:
+    if "|" not in pair:
+        continue
+    a, b = (json.loads(x) for x in pair.split("|"))
+    ca, cb = a.get("counts") or [0] * len(b.get("counts") or []), b.get("counts") or []
+    if not cb:
+        continue
+    bounds = b["bounds"]
+    d = [y - x for x, y in zip(ca, cb)]
+    counts = d if counts is None else [x + y for x, y in zip(counts, d)]
+    n += b["count"] - a.get("count", 0)
+def q(p):
+    if not counts or n == 0:
+        return 0.0
+    rank, lo, prev = p * n, 0.0, 0
+    for bound, c in zip(bounds, counts):
+        if c >= rank:
+            return lo + (bound - lo) * (rank - prev) / max(c - prev, 1)
+        lo, prev = bound, c
+    return bounds[-1]  # beyond the last bucket: at least this
+print("%.3f %.3f %d" % (q(0.5), q(0.99), n))
+PY
+}
