@@ -1,3 +1,5 @@
+//go:build unix
+
 package pgstream
 
 import (
@@ -37,10 +39,11 @@ type pacedConn struct {
 	closed atomic.Bool
 }
 
-// readWait is the pause after a read that emptied the socket; it adds at
-// most that to the lag (the apply batch waits 100 ms anyway). With nothing
-// arriving the pause doubles up to idleWait, so an idle stream costs a few
-// wake-ups a second.
+// readWait is the pause after a read that emptied the socket; on a busy
+// stream it adds at most that to the lag (the apply batch waits 100 ms
+// anyway). With nothing arriving the pause doubles up to idleWait, so an
+// idle stream costs a few wake-ups a second and the first change after a
+// quiet spell waits at most idleWait.
 const (
 	readWait = 10 * time.Millisecond
 	idleWait = 80 * time.Millisecond
