@@ -77,7 +77,7 @@ var (
 	dTableChanges  = desc("sluice_table_changes_applied_total", "Changes from the stream applied, by source table.", "table")
 	dChanges       = desc("sluice_changes_applied_total", "Changes from the stream applied to the target.")
 	dRereads       = desc("sluice_chunks_reread_total", "Chunk reads repeated because a commit raced their low watermark.")
-	dLagSeconds    = desc("sluice_lag_seconds", "Replication lag: age of the newest source commit not yet applied (0 when caught up).")
+	dLagSeconds    = desc("sluice_lag_seconds", "Replication lag: age of the oldest source commit received and not yet applied (0 when none waits).")
 	dLagP99        = desc("sluice_lag_p99_seconds", "99th percentile of the apply lag over recent changes.")
 	dApplyLag      = desc("sluice_apply_lag_seconds", "Target commits by lag: source commit of their oldest change to target commit.")
 	dLagBytes      = desc("sluice_lag_bytes", "WAL bytes between the source's position and the applied one.")
