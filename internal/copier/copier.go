@@ -204,7 +204,7 @@ func StartTable(ctx context.Context, src *postgres.Source, tgt *mysql.Target, t 
 		}
 		log.Info("table planned", "table", t.Source.Name.String(), "target", t.Target, "chunks", len(ranges), "estimated_rows", t.Source.EstimatedRows)
 	}
-	return LoadState(ctx, tgt, t.Target)
+	return chunkState(ctx, tgt, t.Target, phase)
 }
 
 // LoadState reads a table's copy state back from the target.
@@ -213,6 +213,12 @@ func LoadState(ctx context.Context, tgt *mysql.Target, target string) (State, er
 	if err != nil {
 		return State{}, err
 	}
+	return chunkState(ctx, tgt, target, phase)
+}
+
+// chunkState reads the table's chunks; phase is its recorded phase (a table
+// just started is not done, whatever the phase it was started with).
+func chunkState(ctx context.Context, tgt *mysql.Target, target, phase string) (State, error) {
 	chunks, err := tgt.Chunks(ctx, target)
 	if err != nil {
 		return State{}, err

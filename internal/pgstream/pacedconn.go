@@ -3,6 +3,7 @@
 package pgstream
 
 import (
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -71,7 +72,7 @@ func newPacedConn(c net.Conn) (net.Conn, error) {
 		syscall.ForkLock.RUnlock()
 	}); err != nil || dupErr != nil {
 		c.Close()
-		return nil, os.NewSyscallError("dup", firstErr(err, dupErr))
+		return nil, os.NewSyscallError("dup", errors.Join(err, dupErr))
 	}
 	pc := &pacedConn{fd: fd, local: c.LocalAddr(), remote: c.RemoteAddr()}
 	// Closing c removes its descriptor from the poller; the socket lives on
@@ -82,15 +83,6 @@ func newPacedConn(c net.Conn) (net.Conn, error) {
 		return nil, os.NewSyscallError("fcntl", err)
 	}
 	return pc, nil
-}
-
-func firstErr(errs ...error) error {
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func (c *pacedConn) Read(b []byte) (int, error) {

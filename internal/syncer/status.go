@@ -2,7 +2,6 @@ package syncer
 
 import (
 	"slices"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,15 +68,19 @@ func (st *statusState) recordLag(d time.Duration) {
 	st.lagNext = (st.lagNext + 1) % lagWindow
 }
 
-func (st *statusState) lagPercentiles() (p50, p99 time.Duration) {
+// lagSnapshot returns the p50 and p99 of the recent lags and a copy of the
+// histogram, read together.
+func (st *statusState) lagSnapshot() (p50, p99 time.Duration, hist LagHistogram) {
 	st.lagMu.Lock()
-	s := append([]time.Duration(nil), st.lagSamples...)
+	s := slices.Clone(st.lagSamples)
+	hist = st.lagHist
+	hist.Counts = slices.Clone(hist.Counts)
 	st.lagMu.Unlock()
 	if len(s) == 0 {
-		return 0, 0
+		return 0, 0, hist
 	}
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return s[len(s)/2], s[min(len(s)-1, len(s)*99/100)]
+	slices.Sort(s)
+	return s[len(s)/2], s[min(len(s)-1, len(s)*99/100)], hist
 }
 
 // Status is what `sluice status` and the API show.
@@ -132,12 +135,8 @@ func (s *Syncer) Status() Status {
 		st.LagBytes = int64(srcLSN - applied)
 	}
 	st.LagSeconds = s.lag().Seconds()
-	p50, p99 := s.status.lagPercentiles()
-	st.LagP50Seconds, st.LagP99Seconds = p50.Seconds(), p99.Seconds()
-	s.status.lagMu.Lock()
-	st.LagHistogram = s.status.lagHist
-	st.LagHistogram.Counts = slices.Clone(st.LagHistogram.Counts)
-	s.status.lagMu.Unlock()
+	p50, p99, hist := s.status.lagSnapshot()
+	st.LagP50Seconds, st.LagP99Seconds, st.LagHistogram = p50.Seconds(), p99.Seconds(), hist
 	st.Phase = "streaming"
 	for _, t := range s.tables {
 		if t.progress == nil {
