@@ -19,6 +19,12 @@ my() { mariadb -uroot -h"$MY_HOST" -P"$MY_PORT" "$@"; }
 
 pg_url() { printf 'postgres://postgres@%s:%s/%s?sslmode=disable' "$PG_HOST" "$PG_PORT" "$1"; }
 my_url() { printf 'mysql://root@%s:%s/%s' "$MY_HOST" "$MY_PORT" "$1"; }
+# pg_socket_dir / my_socket: where the servers listen on Unix sockets (empty when they don't).
+pg_socket_dir() { pg postgres -Atc "SHOW unix_socket_directories" 2>/dev/null | cut -d, -f1 | tr -d ' '; }
+my_socket() { my -Nse "SELECT @@socket" 2>/dev/null; }
+# pg_socket_url DB / my_socket_url DB: the same databases over those sockets.
+pg_socket_url() { printf 'postgres://postgres@/%s?host=%s&port=%s' "$1" "$(pg_socket_dir)" "$PG_PORT"; }
+my_socket_url() { printf 'mysql://root@/%s?socket=%s' "$1" "$(my_socket)"; }
 
 # pg_recreate_db NAME: drop (terminating other sessions) and create a PostgreSQL database.
 pg_recreate_db() {

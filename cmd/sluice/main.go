@@ -71,6 +71,7 @@ both sides hold the same data.
 
 Connections: --source postgres://user:pass@host:5432/db  --target mysql://user:pass@host:3306/db
 (or mariadb://), or source:/target: in --config sluice.yaml, or SLUICE_SOURCE/SLUICE_TARGET.
+Unix sockets: postgres://user@/db?host=/var/run/postgresql, mysql://user@/db?socket=/run/mysqld/mysqld.sock
 
 Exit status: 0 ok, 1 verify found differences, 2 usage or configuration error,
 3 cannot connect, 4 schema problem, 5 bad row, 6 interrupted (run again to resume),

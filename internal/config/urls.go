@@ -32,6 +32,12 @@ const (
 	exampleTarget = "mysql://user:password@127.0.0.1:3306/appdb"
 )
 
+// exampleSocket is where Debian's servers put their sockets, by socketParam.
+var exampleSocket = map[string]string{"host": "/var/run/postgresql", "socket": "/run/mysqld/mysqld.sock"}
+
+// IsSocket reports whether host (Source.Host, Target.Host) is a Unix socket path.
+func IsSocket(host string) bool { return strings.HasPrefix(host, "/") }
+
 // URLError reports a malformed connection URL. Value is always redacted so
 // the error can be printed or logged as is.
 type URLError struct {
@@ -81,6 +87,7 @@ func ParseSource(setting, raw string) (Source, error) {
 		example:     exampleSource,
 		defaultPort: defaultPGPort,
 		defaultUser: defaultPGUser,
+		socketParam: "host",
 	})
 	if err != nil {
 		return Source{}, err
@@ -100,6 +107,7 @@ func ParseTarget(setting, raw string) (Target, error) {
 		example:     exampleTarget,
 		defaultPort: defaultMySQLPort,
 		defaultUser: defaultMySQLUser,
+		socketParam: "socket",
 	}
 	p, err := parseDBURL(setting, raw, kind)
 	if err != nil {
@@ -123,12 +131,12 @@ func ParseTarget(setting, raw string) (Target, error) {
 // ConnString returns a URL pgx accepts, password included. Use it only to
 // connect; print Redacted instead.
 func (s Source) ConnString() string {
-	return buildURL("postgres", s.User, s.Password, s.Host, s.Port, s.Database, s.Params)
+	return buildURL("postgres", s.User, s.Password, s.Host, s.Port, s.Database, s.Params, "host")
 }
 
 // Redacted returns the URL with the password replaced by Mask.
 func (s Source) Redacted() string {
-	return buildURL("postgres", s.User, maskIfSet(s.Password), s.Host, s.Port, s.Database, redactParams(s.Params))
+	return buildURL("postgres", s.User, maskIfSet(s.Password), s.Host, s.Port, s.Database, redactParams(s.Params), "host")
 }
 
 // String is Redacted so %v and %s never leak the password.
@@ -158,8 +166,10 @@ func (t Target) dsn(db string, extra map[string]string) string {
 	cfg := mysql.NewConfig()
 	cfg.User = t.User
 	cfg.Passwd = t.Password
-	cfg.Net = "tcp"
-	cfg.Addr = net.JoinHostPort(t.Host, strconv.Itoa(t.Port))
+	cfg.Net, cfg.Addr = "tcp", net.JoinHostPort(t.Host, strconv.Itoa(t.Port))
+	if IsSocket(t.Host) {
+		cfg.Net, cfg.Addr = "unix", t.Host
+	}
 	cfg.DBName = db
 	if len(t.Params)+len(extra) > 0 {
 		cfg.Params = make(map[string]string, len(t.Params)+len(extra))
@@ -177,7 +187,7 @@ func (t Target) dsn(db string, extra map[string]string) string {
 
 // Redacted returns the URL with the password replaced by Mask.
 func (t Target) Redacted() string {
-	return buildURL(t.scheme(), t.User, maskIfSet(t.Password), t.Host, t.Port, t.Database, redactParams(t.Params))
+	return buildURL(t.scheme(), t.User, maskIfSet(t.Password), t.Host, t.Port, t.Database, redactParams(t.Params), "socket")
 }
 
 // String is Redacted so %v and %s never leak the password.
@@ -216,6 +226,9 @@ type urlKind struct {
 	example     string
 	defaultPort int
 	defaultUser string
+	// socketParam is the query parameter that names a Unix socket in place
+	// of the host: "host" (a directory, as libpq has it) or "socket" (a file).
+	socketParam string
 }
 
 type parsedURL struct {
@@ -277,8 +290,27 @@ func parseDBURL(setting, raw string, k urlKind) (parsedURL, error) {
 	if err != "" {
 		return fail("%s", err)
 	}
+	params, qerr := url.ParseQuery(rawQuery)
+	if qerr != nil {
+		return fail("has malformed query parameters: check their %%-escapes")
+	}
+	// A Unix socket stands in for the host: ?host=/dir (PostgreSQL) or
+	// ?socket=/file (MySQL). On the database's own machine it spares both
+	// ends the TCP stack, which the source pays for on every message sent.
+	if socket := params.Get(k.socketParam); socket != "" && strings.HasPrefix(socket, "/") {
+		if host != "" {
+			return fail("names both a host (%s) and a Unix socket (%s=%s): keep one", host, k.socketParam, socket)
+		}
+		host = socket
+		params.Del(k.socketParam)
+		if portStr == "" {
+			portStr = params.Get("port") // libpq's way to pick the socket file with no host in the URL
+		}
+		params.Del("port")
+	}
 	if host == "" {
-		return fail("has no host: put the server name or address after %s://", scheme)
+		return fail("has no host: put the server name or address after %s:// (or a Unix socket: %s://user@/db?%s=%s)",
+			scheme, scheme, k.socketParam, exampleSocket[k.socketParam])
 	}
 	p.host = host
 	if portStr != "" {
@@ -300,11 +332,6 @@ func parseDBURL(setting, raw string, k urlKind) (parsedURL, error) {
 		return fail("has a '/' in the database name: only one path segment is allowed")
 	}
 	p.database = db
-
-	params, qerr := url.ParseQuery(rawQuery)
-	if qerr != nil {
-		return fail("has malformed query parameters: check their %%-escapes")
-	}
 	if len(params) > 0 {
 		p.params = params
 	}
@@ -343,13 +370,24 @@ func splitHostPort(hp string) (host, port, reason string) {
 	return host, port, ""
 }
 
-func buildURL(scheme, user, password, host string, port int, db string, params url.Values) string {
-	u := url.URL{
-		Scheme:   scheme,
-		Host:     net.JoinHostPort(host, strconv.Itoa(port)),
-		Path:     "/" + db,
-		RawQuery: params.Encode(),
+// buildURL writes a URL parseDBURL reads back; a socket host goes in the
+// query as socketParam (with the port, which names PostgreSQL's socket file).
+func buildURL(scheme, user, password, host string, port int, db string, params url.Values, socketParam string) string {
+	u := url.URL{Scheme: scheme, Path: "/" + db}
+	if IsSocket(host) {
+		q := make(url.Values, len(params)+2)
+		for k, v := range params {
+			q[k] = v
+		}
+		q.Set(socketParam, host)
+		if socketParam == "host" {
+			q.Set("port", strconv.Itoa(port))
+		}
+		params = q
+	} else {
+		u.Host = net.JoinHostPort(host, strconv.Itoa(port))
 	}
+	u.RawQuery = params.Encode()
 	if password != "" {
 		u.User = url.UserPassword(user, password)
 	} else {

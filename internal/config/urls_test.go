@@ -55,6 +55,11 @@ func TestParseSource(t *testing.T) {
 			Source{Host: "h", Port: 5432, User: "postgres", Database: "my db"}},
 		{"surrounding space", "  postgres://h/db\n",
 			Source{Host: "h", Port: 5432, User: "postgres", Database: "db"}},
+		{"unix socket directory", "postgres://app:" + secret + "@/db?host=/var/run/postgresql&sslmode=disable",
+			Source{Host: "/var/run/postgresql", Port: 5432, User: "app", Password: secret, Database: "db",
+				Params: url.Values{"sslmode": {"disable"}}}},
+		{"unix socket with port", "postgres:///db?host=%2Ftmp&port=5433",
+			Source{Host: "/tmp", Port: 5433, User: "postgres", Database: "db"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -165,6 +170,8 @@ func TestParseTarget(t *testing.T) {
 			Target{Flavor: "mysql", Host: "h", Port: 3306, User: "root", Password: "p@ss/w?r%d:x", Database: "shop"}},
 		{"ipv6", "mariadb://root:" + secret + "@[::1]:3306/shop",
 			Target{Flavor: "mariadb", Host: "::1", Port: 3306, User: "root", Password: secret, Database: "shop"}},
+		{"unix socket", "mariadb://root:" + secret + "@/shop?socket=/run/mysqld/mysqld.sock",
+			Target{Flavor: "mariadb", Host: "/run/mysqld/mysqld.sock", Port: 3306, User: "root", Password: secret, Database: "shop"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -180,8 +187,18 @@ func TestParseTarget(t *testing.T) {
 			if err != nil {
 				t.Fatalf("mysql.ParseDSN(DSN()): %v", err)
 			}
-			if cfg.User != got.User || cfg.Passwd != got.Password || cfg.DBName != got.Database || cfg.Net != "tcp" {
+			wantNet := "tcp"
+			if IsSocket(got.Host) {
+				wantNet = "unix"
+				if cfg.Addr != got.Host {
+					t.Errorf("DSN addr = %q, want the socket %q", cfg.Addr, got.Host)
+				}
+			}
+			if cfg.User != got.User || cfg.Passwd != got.Password || cfg.DBName != got.Database || cfg.Net != wantNet {
 				t.Errorf("DSN parsed back as user=%q db=%q net=%q pw-ok=%v", cfg.User, cfg.DBName, cfg.Net, cfg.Passwd == got.Password)
+			}
+			if again, err := ParseTarget("redacted", got.Redacted()); err != nil || again.Host != got.Host || again.Port != got.Port {
+				t.Errorf("Redacted() %q does not parse back to the same server: %+v, %v", got.Redacted(), again, err)
 			}
 			if wantAddr := fmt.Sprintf("[%s]:%d", got.Host, got.Port); strings.Contains(got.Host, ":") && cfg.Addr != wantAddr {
 				t.Errorf("DSN addr = %q, want %q", cfg.Addr, wantAddr)
@@ -242,6 +259,9 @@ func TestURLErrors(t *testing.T) {
 		{name: "http scheme", raw: "http://u:" + secret + "@h/db", reason: "scheme must be"},
 		{name: "missing host", raw: "postgres://app:" + secret + "@/db", reason: "has no host"},
 		{name: "missing host no userinfo", raw: "postgres:///db", reason: "has no host"},
+		{name: "socket must be a path", raw: "postgres:///db?host=relative", reason: "or a Unix socket: postgres://user@/db?host=/var/run/postgresql"},
+		{name: "host and socket", raw: "postgres://h/db?host=/tmp", reason: "names both a host (h) and a Unix socket (host=/tmp)"},
+		{name: "target host and socket", target: true, raw: "mysql://h/db?socket=/tmp/m.sock", reason: "keep one"},
 		{name: "non-numeric port", raw: "postgres://app:" + secret + "@h:abc/db", reason: `invalid port "abc"`},
 		{name: "port out of range", raw: "postgres://app:" + secret + "@h:70000/db", reason: `invalid port "70000"`},
 		{name: "port zero", raw: "postgres://h:0/db", reason: `invalid port "0"`},
