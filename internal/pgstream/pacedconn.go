@@ -31,6 +31,8 @@ type pacedConn struct {
 	fd            int
 	local, remote net.Addr
 	wait          time.Duration // before the next read: 0 after a full one
+	pace          time.Duration // the pause once the socket is drained: readWait, less when it fills
+	drained       int           // bytes read since the last pause
 
 	readDeadline, writeDeadline atomic.Int64 // UnixNano; 0: none
 
@@ -45,9 +47,20 @@ type pacedConn struct {
 // anyway). With nothing arriving the pause doubles up to idleWait, so an
 // idle stream costs a few wake-ups a second and the first change after a
 // quiet spell waits at most idleWait.
+//
+// The pause also has to end before the socket is full, or the walsender
+// blocks and the stream is capped at one socket's worth per pause. Over TCP
+// the kernel grows the receive buffer to megabytes, but a Unix socket holds
+// what the sender's buffer does: by default about 200 of the walsender's
+// one-message packets, some 40 KB. So when more than fillBytes came in one
+// go the pause halves (down to minWait), and when little came it doubles
+// back to readWait: catching up over a Unix socket, the stream runs as fast
+// as the walsender sends, and under a steady load the pause stays readWait.
 const (
-	readWait = 10 * time.Millisecond
-	idleWait = 80 * time.Millisecond
+	readWait  = 10 * time.Millisecond
+	minWait   = 500 * time.Microsecond
+	idleWait  = 80 * time.Millisecond
+	fillBytes = 16 << 10
 )
 
 // newPacedConn takes c's socket out of the poller; a connection without one
@@ -74,7 +87,7 @@ func newPacedConn(c net.Conn) (net.Conn, error) {
 		c.Close()
 		return nil, os.NewSyscallError("dup", errors.Join(err, dupErr))
 	}
-	pc := &pacedConn{fd: fd, local: c.LocalAddr(), remote: c.RemoteAddr()}
+	pc := &pacedConn{fd: fd, local: c.LocalAddr(), remote: c.RemoteAddr(), pace: readWait}
 	// Closing c removes its descriptor from the poller; the socket lives on
 	// in the duplicate, which the poller never saw.
 	c.Close()
@@ -98,6 +111,7 @@ func (c *pacedConn) Read(b []byte) (int, error) {
 		n, err := c.syscall(syscall.SYS_READ, b)
 		switch {
 		case err == syscall.EAGAIN: // nothing yet
+			c.pace = readWait
 			c.wait = min(max(2*c.wait, readWait), idleWait)
 			continue
 		case err == syscall.EINTR:
@@ -108,11 +122,25 @@ func (c *pacedConn) Read(b []byte) (int, error) {
 			return 0, io.EOF
 		}
 		c.wait = 0
+		c.drained += n
 		if n < len(b)/4 { // the socket is (nearly) empty: let it fill
-			c.wait = readWait
+			c.pace = nextPace(c.pace, c.drained)
+			c.wait, c.drained = c.pace, 0
 		}
 		return n, nil
 	}
+}
+
+// nextPace is the pause after a read streak that drained the socket of
+// drained bytes: shorter when it came close to full, longer when it did not.
+func nextPace(pace time.Duration, drained int) time.Duration {
+	switch {
+	case drained >= fillBytes:
+		return max(pace/2, minWait)
+	case drained < fillBytes/4:
+		return min(pace*2, readWait)
+	}
+	return pace
 }
 
 func (c *pacedConn) Write(b []byte) (int, error) {
