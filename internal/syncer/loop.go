@@ -38,8 +38,9 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 		inTx       bool
 		skipTx     bool
 		lastCommit pglogrepl.LSN
-		oldest     time.Time // source commit time of the oldest unapplied transaction
-		streamOps  int       // changes from the stream (not chunk rows) in the batch
+		quietEnd   pglogrepl.LSN // WAL end of a keepalive received after the last Begin: all before it was sent
+		oldest     time.Time     // source commit time of the oldest unapplied transaction
+		streamOps  int           // changes from the stream (not chunk rows) in the batch
 		doneChunks []doneChunk
 	)
 	applied := pglogrepl.LSN(s.status.applied.Load())
@@ -73,7 +74,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 				With("source_position", lastCommit.String()).
 				WithHint("run sync again once the target is reachable: it resumes from the last applied change")
 		}
-		applied = lastCommit
+		applied = max(lastCommit, quietEnd)
 		s.status.applied.Store(uint64(applied))
 		s.status.appliedChanges.Add(int64(n))
 		s.stream.Confirm(applied)
@@ -128,7 +129,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 		switch ev.Kind {
 		case pgstream.Begin:
 			s.commits.Add(ev.Xid)
-			inTx = true
+			inTx, quietEnd = true, 0
 			skipTx = ev.LSN < applied // replayed after a restart: already applied
 			if oldest.IsZero() && !skipTx {
 				oldest = ev.CommitTime
@@ -203,7 +204,12 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 			}
 		case pgstream.Keepalive:
 			// Nothing pending: the source has nothing for us before its WAL
-			// end, so confirm it and let the slot release WAL.
+			// end, so confirm it and let the slot release WAL. With a batch
+			// pending, its flush confirms that far (else, caught up, the lag
+			// would read a few bytes until the next keepalive, seconds later).
+			if !inTx {
+				quietEnd = ev.WALEnd
+			}
 			if !inTx && s.applier.Pending() == 0 && len(doneChunks) == 0 && lastCommit <= applied && ev.WALEnd > applied {
 				applied = ev.WALEnd
 				s.status.applied.Store(uint64(applied))
