@@ -237,28 +237,37 @@ func chunkState(ctx context.Context, tgt *mysql.Target, target, phase string) (S
 
 // CreateTargetTable creates t's target table (row key only; secondary
 // indexes come after the data). An existing empty table is used as it is;
-// one with rows is refused, since sluice never writes over data it did not
-// copy.
+// one with rows is refused (CheckTargetEmpty).
 func CreateTargetTable(ctx context.Context, tgt *mysql.Target, t *plan.Table) error {
-	exists, err := tgt.TableExists(ctx, t.Target)
-	if err != nil {
+	if err := CheckTargetEmpty(ctx, tgt, t); err != nil {
 		return err
 	}
-	if exists {
-		nonEmpty, err := tgt.HasRows(ctx, t.Target)
-		if err != nil {
-			return err
-		}
-		if nonEmpty {
-			return failure.New(failure.Schema, "SLUICE-TARGET-NOTEMPTY",
-				"target table %s already holds rows that sluice did not copy", t.Target).
-				With("table", t.Target).
-				WithHint("sluice never writes over data it did not copy: drop or empty the target table, or map the source table to another name")
-		}
-		return nil
+	exists, err := tgt.TableExists(ctx, t.Target)
+	if err != nil || exists {
+		return err
 	}
 	if _, err := tgt.DB.ExecContext(ctx, t.CreateTable); err != nil {
 		return failure.Wrap(err, failure.Schema, "SLUICE-TARGET-DDL", "target: create table %s", t.Target).With("table", t.Target)
+	}
+	return nil
+}
+
+// CheckTargetEmpty refuses a target table that exists and holds rows: sluice
+// never writes over data it did not copy.
+func CheckTargetEmpty(ctx context.Context, tgt *mysql.Target, t *plan.Table) error {
+	exists, err := tgt.TableExists(ctx, t.Target)
+	if err != nil || !exists {
+		return err
+	}
+	nonEmpty, err := tgt.HasRows(ctx, t.Target)
+	if err != nil {
+		return err
+	}
+	if nonEmpty {
+		return failure.New(failure.Schema, "SLUICE-TARGET-NOTEMPTY",
+			"target table %s already holds rows that sluice did not copy", t.Target).
+			With("table", t.Target).
+			WithHint("sluice never writes over data it did not copy: drop or empty the target table, or map the source table to another name")
 	}
 	return nil
 }

@@ -83,6 +83,10 @@ func (s *Syncer) prepare(ctx context.Context) error {
 					With("table", t.plan.Target).
 					WithHint("drop the target table (and sluice's _sluice_* tables) and let sync copy it, or keep it and run sluice verify --repair after the sync has caught up")
 			}
+			// Refused before the slot exists, so a bad start leaves nothing on the source.
+			if err := copier.CheckTargetEmpty(ctx, s.tgt, t.plan); err != nil {
+				return err
+			}
 		}
 	} else if exists, err := pgstream.SlotExists(ctx, s.src.Pool, s.opt.Slot); err != nil {
 		return err

@@ -1,6 +1,7 @@
 package synctest
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -60,4 +61,33 @@ func TestFinishAfterCutover(t *testing.T) {
 	}
 	s.finish() // the sync exits 0, slot and publication are gone
 	verifyEqual(t, p.SourceURL, p.TargetURL, "orders")
+}
+
+// TestSyncRefusesFilledTarget: a target table holding rows sluice did not
+// copy is refused (exit 4, the table named) before a replication slot exists,
+// so the bad start leaves nothing on the source to retain WAL; once the
+// table is dropped, the same command syncs.
+func TestSyncRefusesFilledTarget(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	createOrders(t, p, 500)
+	p.My(t, `CREATE TABLE orders (id bigint PRIMARY KEY, customer int NOT NULL)`)
+	p.My(t, `INSERT INTO orders VALUES (1, 1)`)
+	s := newSync(t, p.SourceURL, p.TargetURL)
+	exit, ok := s.start().Wait(60 * time.Second)
+	if !ok {
+		t.Fatal("sluice sync kept running against a target table that holds rows")
+	}
+	if out := s.current().Output(); exit != 4 || !strings.Contains(out, "SLUICE-TARGET-NOTEMPTY") || !strings.Contains(out, "orders") {
+		t.Fatalf("sync against a filled target: exit %d (want 4, the table named):\n%s", exit, out)
+	}
+	s.assertNoSlot()
+
+	p.My(t, `DROP TABLE orders`)
+	s.start()
+	s.waitCaughtUp(60 * time.Second)
+	if r := s.cutover(); r.Exit != 0 {
+		t.Fatalf("sluice cutover: exit %d\n%s%s", r.Exit, r.Stdout, r.Stderr)
+	}
+	s.finish()
 }
