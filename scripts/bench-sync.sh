@@ -260,7 +260,7 @@ if [ "$VIA" = socket ]; then
   catchup_goal+="; $(human_count "$CU_APPLY_RATE") over the Unix socket"
 fi
 stop_sync
-start_sync "$SRC" "$TGT"
+start_sync
 
 say "== 4. cutover while pgbench runs (4 clients)"
 pgbench -h "$PG_HOST" -p "$PG_PORT" -U postgres -n -c 4 -j 2 -T 3600 "$DB" >/dev/null 2>&1 &

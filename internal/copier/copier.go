@@ -239,12 +239,12 @@ func chunkState(ctx context.Context, tgt *mysql.Target, target, phase string) (S
 // indexes come after the data). An existing empty table is used as it is;
 // one with rows is refused (CheckTargetEmpty).
 func CreateTargetTable(ctx context.Context, tgt *mysql.Target, t *plan.Table) error {
-	if err := CheckTargetEmpty(ctx, tgt, t); err != nil {
+	exists, err := tgt.TableExists(ctx, t.Target)
+	if err != nil {
 		return err
 	}
-	exists, err := tgt.TableExists(ctx, t.Target)
-	if err != nil || exists {
-		return err
+	if exists {
+		return refuseRows(ctx, tgt, t)
 	}
 	if _, err := tgt.DB.ExecContext(ctx, t.CreateTable); err != nil {
 		return failure.Wrap(err, failure.Schema, "SLUICE-TARGET-DDL", "target: create table %s", t.Target).With("table", t.Target)
@@ -259,17 +259,19 @@ func CheckTargetEmpty(ctx context.Context, tgt *mysql.Target, t *plan.Table) err
 	if err != nil || !exists {
 		return err
 	}
+	return refuseRows(ctx, tgt, t)
+}
+
+// refuseRows is CheckTargetEmpty for a table known to exist.
+func refuseRows(ctx context.Context, tgt *mysql.Target, t *plan.Table) error {
 	nonEmpty, err := tgt.HasRows(ctx, t.Target)
-	if err != nil {
+	if err != nil || !nonEmpty {
 		return err
 	}
-	if nonEmpty {
-		return failure.New(failure.Schema, "SLUICE-TARGET-NOTEMPTY",
-			"target table %s already holds rows that sluice did not copy", t.Target).
-			With("table", t.Target).
-			WithHint("sluice never writes over data it did not copy: drop or empty the target table, or map the source table to another name")
-	}
-	return nil
+	return failure.New(failure.Schema, "SLUICE-TARGET-NOTEMPTY",
+		"target table %s already holds rows that sluice did not copy", t.Target).
+		With("table", t.Target).
+		WithHint("sluice never writes over data it did not copy: drop or empty the target table, or map the source table to another name")
 }
 
 // PlanChunks splits a table: arithmetic ranges for a single integer key

@@ -207,10 +207,11 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 			// end, so confirm it and let the slot release WAL. With a batch
 			// pending, its flush confirms that far (else, caught up, the lag
 			// would read a few bytes until the next keepalive, seconds later).
-			if !inTx {
-				quietEnd = ev.WALEnd
+			if inTx {
+				break
 			}
-			if !inTx && s.applier.Pending() == 0 && len(doneChunks) == 0 && lastCommit <= applied && ev.WALEnd > applied {
+			quietEnd = ev.WALEnd
+			if s.applier.Pending() == 0 && len(doneChunks) == 0 && lastCommit <= applied && ev.WALEnd > applied {
 				applied = ev.WALEnd
 				s.status.applied.Store(uint64(applied))
 				s.stream.Confirm(applied)
