@@ -48,6 +48,19 @@ else
   VIA=tcp; SRC=$(pg_url "$DB"); TGT=$(my_url "$DB"); RECV_HOST=$PG_HOST
   VIA_TEXT="over loopback TCP"
 fi
+# Over a Unix socket the walsender's end buffers net.core.wmem_default (PostgreSQL sets
+# no SO_SNDBUF): the kernel's 208 KiB holds about 200 of its one-message packets, and a
+# catch-up waits on sluice's every read. docs/OPERATIONS.md has the host raise it to
+# 4 MiB, and so does the bench (BENCH_WMEM; restored on exit). Read when a socket is
+# created: set before sluice connects.
+WMEM_PATH=/proc/sys/net/core/wmem_default
+WMEM_ORIG=$(cat "$WMEM_PATH" 2>/dev/null || echo 0)
+WMEM=${BENCH_WMEM:-4194304}
+set_wmem() { [ "$(cat "$WMEM_PATH" 2>/dev/null)" = "$1" ] || { echo "$1" >"$WMEM_PATH"; } 2>/dev/null; }
+if [ "$VIA" = socket ] && [ "$WMEM_ORIG" -lt "$WMEM" ]; then
+  if set_wmem "$WMEM"; then WMEM_TEXT="net.core.wmem_default raised from $WMEM_ORIG to $WMEM for the run, as docs/OPERATIONS.md advises"
+  else WMEM=$WMEM_ORIG; WMEM_TEXT="net.core.wmem_default $WMEM_ORIG (could not raise it: not root?)"; fi
+else WMEM=$WMEM_ORIG; WMEM_TEXT="net.core.wmem_default $WMEM_ORIG"; fi
 PORT=${BENCH_PORT:-7072}
 API="http://127.0.0.1:$PORT"
 export SLUICE_API_TOKEN=bench-$$
@@ -60,6 +73,7 @@ cleanup() {
   [ -n "$SYNC_PID" ] && kill "$SYNC_PID" 2>/dev/null && wait "$SYNC_PID" 2>/dev/null
   "$SLUICE" abort --source "$SRC" --target "$TGT" --slot "$SLOT" --api "$API" >/dev/null 2>&1 || true
   pg postgres -qc "SELECT pg_drop_replication_slot('sluice_bench_floor') FROM pg_replication_slots WHERE slot_name = 'sluice_bench_floor'" >/dev/null 2>&1 || true
+  set_wmem "$WMEM_ORIG" || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -212,19 +226,23 @@ fi
 read -r lag50 lag99 lagn <<<"$(lag_quantiles "${HIST_ALL[@]}")"
 say "   lag while pgbench ran: p50 $lag50 s, p99 $lag99 s ($lagn target commits)"
 
-# catch_up VIA: stops the sync, lets pgbench build a backlog of $CATCHUP_SECONDS s at 8
-# clients, restarts the sync reading over VIA (socket or tcp) and times it catching up.
+# catch_up VIA [WMEM]: stops the sync, lets pgbench build a backlog of $CATCHUP_SECONDS s
+# at 8 clients, restarts the sync reading over VIA (socket or tcp; over the socket with
+# net.core.wmem_default at WMEM while it connects) and times it catching up.
 # Sets CU_WAL, CU_CHANGES, CU_SECS, CU_RATE (from process start) and CU_APPLY_CHANGES,
 # CU_APPLY_SECS, CU_APPLY_RATE (first applied batch → caught up).
 catch_up() {
   local via=$1 t0 lsn_before lb ch
-  say "== 3. catch-up over $via: sluice stopped while pgbench runs 8 clients for ${CATCHUP_SECONDS}s"
+  say "== 3. catch-up over $via${2:+ (net.core.wmem_default $2)}: sluice stopped while pgbench runs 8 clients for ${CATCHUP_SECONDS}s"
   stop_sync
   lsn_before=$(pg "$DB" -Atc "SELECT pg_current_wal_lsn()")
   run_pgbench 8 "$CATCHUP_SECONDS" >/dev/null
   CU_WAL=$(pg "$DB" -Atc "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$lsn_before')::bigint")
   t0=$(now)
-  if [ "$via" = socket ]; then start_sync "$(pg_socket_url "$DB")" "$(my_socket_url "$DB")"
+  if [ "$via" = socket ]; then
+    set_wmem "${2:-$WMEM}" || true
+    start_sync "$(pg_socket_url "$DB")" "$(my_socket_url "$DB")"
+    set_wmem "$WMEM" || true
   else start_sync "$(pg_url "$DB")" "$(my_url "$DB")"; fi
   # Samples "seconds-since-start changes lag_bytes" until the lag is 0.
   : >"$WORK/catchup.samples"
@@ -243,9 +261,9 @@ catch_up() {
   CU_APPLY_RATE=$(awk -v c="$CU_APPLY_CHANGES" -v t="$CU_APPLY_SECS" 'BEGIN { printf "%.0f", (t > 0) ? c / t : 0 }')
   say "   applied $CU_CHANGES changes ($(human_count "$CU_WAL") bytes of WAL) in $CU_SECS s from process start: $(printf '%.0f' "$CU_RATE") changes/s; apply rate $CU_APPLY_RATE changes/s ($CU_APPLY_CHANGES changes in $CU_APPLY_SECS s)"
 }
-# Over TCP, the way a deployed sluice reads the slot; then over the Unix socket when the
-# rest ran over it: there the walsender waits whenever the socket's send buffer (about
-# 200 of its one-message packets) is full, which caps catching up.
+# Over TCP, the way a deployed sluice reads the slot; then, when the rest ran over the
+# Unix socket, over it: with the host's buffer as the bench set it, and with the kernel's
+# default, where the walsender waits whenever its 200 or so packets fill the socket.
 catch_up tcp
 catchup_rows=$(printf '| catch-up after a stop, over TCP (8 clients for %s s: %s bytes of WAL), from process start | %s changes in %s s = %.0f changes/s |\n| catch-up apply rate over TCP (first applied batch → caught up) | %s changes in %s s = %s changes/s |' \
   "$CATCHUP_SECONDS" "$(human_count "$CU_WAL")" "$(human_count "$CU_CHANGES")" "$CU_SECS" "$CU_RATE" "$(human_count "$CU_APPLY_CHANGES")" "$CU_APPLY_SECS" "$(human_count "$CU_APPLY_RATE")")
@@ -255,9 +273,15 @@ socket_rate=""
 if [ "$VIA" = socket ]; then
   catch_up socket
   socket_rate=$CU_APPLY_RATE
-  catchup_rows+=$'\n'$(printf '| catch-up apply rate over the Unix socket (a backlog of %s bytes of WAL) | %s changes in %s s = %s changes/s |' \
-    "$(human_count "$CU_WAL")" "$(human_count "$CU_APPLY_CHANGES")" "$CU_APPLY_SECS" "$(human_count "$CU_APPLY_RATE")")
+  catchup_rows+=$'\n'$(printf '| catch-up apply rate over the Unix socket, net.core.wmem_default %s (a backlog of %s bytes of WAL) | %s changes in %s s = %s changes/s |' \
+    "$(human_count "$WMEM")" "$(human_count "$CU_WAL")" "$(human_count "$CU_APPLY_CHANGES")" "$CU_APPLY_SECS" "$(human_count "$CU_APPLY_RATE")")
   catchup_goal+="; $(human_count "$CU_APPLY_RATE") over the Unix socket"
+  if [ "$WMEM" != "$WMEM_ORIG" ]; then
+    catch_up socket "$WMEM_ORIG"
+    catchup_rows+=$'\n'$(printf '| the same with the kernel default net.core.wmem_default %s (a backlog of %s bytes of WAL) | %s changes in %s s = %s changes/s |' \
+      "$(human_count "$WMEM_ORIG")" "$(human_count "$CU_WAL")" "$(human_count "$CU_APPLY_CHANGES")" "$CU_APPLY_SECS" "$(human_count "$CU_APPLY_RATE")")
+    catchup_goal+=" ($(human_count "$CU_APPLY_RATE") with the kernel's default socket buffer)"
+  fi
 fi
 stop_sync
 start_sync
@@ -326,7 +350,7 @@ cat >"$WORK/section.md" <<EOF
 Written by \`scripts/bench-sync.sh\` (run by \`$cmd\`); rerun it to refresh this section.
 
 - Date: $started; load average $load_before before, $load_after after
-- Machine: $(nproc) CPUs ($cpu), $mem RAM; PostgreSQL $pg_ver, MariaDB $my_ver on the same machine; pgbench connects over TCP (127.0.0.1), sluice and pg_recvlogical $VIA_TEXT (\`BENCH_VIA=$VIA\`)
+- Machine: $(nproc) CPUs ($cpu), $mem RAM; PostgreSQL $pg_ver, MariaDB $my_ver on the same machine; pgbench connects over TCP (127.0.0.1), sluice and pg_recvlogical $VIA_TEXT (\`BENCH_VIA=$VIA\`); $WMEM_TEXT
 - sluice commit $commit; \`sluice sync\` defaults (batch of up to 5000 changes or 100 ms)
 - Data: \`pgbench -i -s $SCALE\`; workload: pgbench's default TPC-B-like script (with its pre-run vacuum); $RUNS rounds of ${SECONDS_EACH} s per client count, each round running without sluice, with sluice and with pg_recvlogical back to back in an order that rotates between rounds, a CHECKPOINT before every run; medians
 
@@ -362,9 +386,10 @@ walsender (the middle figure of the last column) and its side of the network. Ov
 loopback TCP the walsender also pays for the receiving side of every packet it sends,
 which no deployment charges to the source: \`BENCH_VIA=tcp\` measures that way, and
 docs/DESIGN-NOTES.md gives both. Catching up is measured over TCP, as deployed, and over
-the Unix socket: a Unix socket holds only what the walsender's send buffer does (about
-200 of its one-message packets), so there the walsender waits on sluice's every read and
-catching up is slower; see docs/OPERATIONS.md. "Without sluice" is the sync stopped, its slot kept.
+the Unix socket: a Unix socket holds only what the walsender's send buffer does, the
+host's net.core.wmem_default (PostgreSQL sets none); at the kernel's default, about 200
+of its one-message packets, the walsender waits on sluice's every read and catching up
+is slower; see docs/OPERATIONS.md. "Without sluice" is the sync stopped, its slot kept.
 <!-- bench:sync:end -->
 EOF
 [ -z "$DOC" ] || write_section sync "$WORK/section.md" "$DOC"

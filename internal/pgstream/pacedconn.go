@@ -51,9 +51,9 @@ type pacedConn struct {
 // The pause also has to end before the socket is full, or the walsender
 // blocks and the stream is capped at one socket's worth per pause. Over TCP
 // the kernel grows the receive buffer to megabytes, but a Unix socket holds
-// what the sender's buffer does: by default about 200 of the walsender's
-// one-message packets, some 40 KB. So when more than fillBytes came in one
-// go the pause halves (down to minWait), and when little came it doubles
+// what the sender's buffer does: with Linux's default (see WantSocketBuffer)
+// about 200 of the walsender's one-message packets, some 40 KB. So when more
+// than fillBytes came in one go the pause halves (down to minWait), and when little came it doubles
 // back to readWait: catching up over a Unix socket, the stream runs as fast
 // as the walsender sends, and under a steady load the pause stays readWait.
 const (

@@ -91,6 +91,8 @@ type Stream struct {
 	deadline  time.Time // the connection's read deadline
 	watched   context.Context
 	unwatch   func() bool
+
+	socketBuffer int // over a Unix socket: the walsender's send buffer (bytes); 0 otherwise
 }
 
 // statusInterval is how often the client reports its position even when
@@ -113,10 +115,14 @@ func Open(ctx context.Context, connString, slot, publication string, startLSN pg
 	}
 	cfg.ConnectTimeout = 10 * time.Second
 	dial := cfg.DialFunc
+	unixBuffer := 0 // the walsender's send buffer when it comes over a Unix socket
 	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := dial(ctx, network, addr)
 		if err != nil {
 			return nil, err
+		}
+		if network == "unix" {
+			unixBuffer = socketBuffer()
 		}
 		return newPacedConn(c)
 	}
@@ -133,7 +139,7 @@ func Open(ctx context.Context, connString, slot, publication string, startLSN pg
 		conn.Close(context.Background())
 		return nil, fmt.Errorf("start replication on slot %s: %w", slot, err)
 	}
-	s := &Stream{conn: conn, relations: map[uint32]*Relation{}, nextReply: time.Now().Add(statusInterval)}
+	s := &Stream{conn: conn, relations: map[uint32]*Relation{}, nextReply: time.Now().Add(statusInterval), socketBuffer: unixBuffer}
 	s.confirmed.Store(uint64(startLSN))
 	return s, nil
 }

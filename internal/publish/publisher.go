@@ -218,6 +218,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 	}
 	p.stream = stream
 	defer stream.Close()
+	stream.WarnSmallSocketBuffer(p.log)
 	p.confirmed = pglogrepl.LSN(state.AppliedLSN)
 	p.confirmedL.Store(state.AppliedLSN)
 	p.log.Info("publishing the change stream", "slot", p.opt.Slot, "stream", p.opt.Endpoint.Stream, "partitions", p.opt.Partitions,

@@ -225,6 +225,7 @@ func (s *Syncer) runOnce(ctx context.Context) (*CutoverReport, error) {
 	}
 	s.stream = stream
 	defer stream.Close()
+	stream.WarnSmallSocketBuffer(s.log)
 	s.applier = apply.New(s.tgt.DB, s.log, func(ctx context.Context, tx *sql.Tx) error {
 		return mysql.StoreAppliedLSN(ctx, tx, s.opt.Slot, s.status.pendingLSN)
 	})

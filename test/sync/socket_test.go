@@ -2,9 +2,13 @@ package synctest
 
 import (
 	"net/url"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-db/sluice/internal/testenv"
 )
 
 // TestSyncOverUnixSockets: with sluice on the databases' own machine, both
@@ -32,6 +36,15 @@ func TestSyncOverUnixSockets(t *testing.T) {
 	s := newSync(t, src, tgt)
 	s.start()
 	s.waitCaughtUp(60 * time.Second)
+	// The walsender's end of the socket buffers net.core.wmem_default; below
+	// 4 MiB sluice says how to raise it (catching up would run at half speed).
+	if b, err := os.ReadFile("/proc/sys/net/core/wmem_default"); err == nil {
+		wmem, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		warned := strings.Contains(s.current().Output(), "SLUICE-SOCKET-BUFFER")
+		if small := wmem < 4<<20; warned != small {
+			t.Errorf("net.core.wmem_default is %d: SLUICE-SOCKET-BUFFER logged %v, want %v\n%s", wmem, warned, small, testenv.Tail(s.current().Output(), 20))
+		}
+	}
 	p.PG(t, `INSERT INTO orders (customer, amount) VALUES (7, 70)`)
 	p.PG(t, `UPDATE orders SET amount = amount + 1 WHERE id <= 10`)
 	s.waitApplied(30 * time.Second)
