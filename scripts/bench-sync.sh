@@ -16,7 +16,8 @@
 #      runs over the Unix sockets) once more over the sockets;
 #   4. cutover while pgbench runs: the write pause sluice reports;
 #   5. verify (must be EQUAL) and finish (no slot may remain).
-# The WAL retained by the slot is sampled every second throughout.
+# The WAL retained by the slot is sampled every second throughout, and apart while sluice
+# runs under load (the copy and the "with" runs): the bound sluice keeps.
 # Writes the section between <!-- bench:sync:start --> and <!-- bench:sync:end --> of
 # docs/BENCHMARKS.md (BENCH_DOC to write elsewhere; a BENCH_SCALE other than 10 is a dry run).
 set -euo pipefail
@@ -119,10 +120,12 @@ pg "$DB" -c "VACUUM ANALYZE"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 started=$(date -u '+%Y-%m-%d %H:%M UTC')
 
-# WAL retained by the slot, sampled every second (bytes; max kept in a file).
-( max=0; while :; do
+# WAL retained by the slot, sampled every second (bytes; the most kept in walmax, and in
+# walmax.live while $WORK/live exists: sluice streaming under load).
+( max=0; live=0; while :; do
     v=$(pg postgres -Atc "SELECT coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn))::bigint, 0) FROM pg_replication_slots WHERE slot_name = '$SLOT'" 2>/dev/null || echo 0)
     [ "${v:-0}" -gt "$max" ] && max=$v && echo "$max" >"$WORK/walmax"
+    [ -e "$WORK/live" ] && [ "${v:-0}" -gt "$live" ] && live=$v && echo "$live" >"$WORK/walmax.live"
     sleep 1
   done ) &
 SAMPLER_PID=$!
@@ -132,6 +135,7 @@ pg "$DB" -c "CHECKPOINT"
 pgbench -h "$PG_HOST" -p "$PG_PORT" -U postgres -n -c 4 -j 2 -T 3600 "$DB" >/dev/null 2>&1 &
 LOAD_PID=$!
 t0=$(now)
+touch "$WORK/live"
 start_sync
 while :; do
   read -r phase <<<"$(status phase)"
@@ -144,6 +148,7 @@ kill "$LOAD_PID"; wait "$LOAD_PID" 2>/dev/null || true; LOAD_PID=""
 say "   copied under load in $copy_secs s"
 wait_caught_up() { for _ in $(seq 1 600); do read -r lb <<<"$(status lag_bytes)"; [ "$lb" = 0 ] && return 0; sleep 0.2; done; }
 wait_caught_up
+rm -f "$WORK/live"
 
 # Three ways, back to back in each round so all see the same machine: without
 # sluice, with sluice, and with pg_recvlogical (PostgreSQL's own logical
@@ -178,9 +183,11 @@ with() {
   my_pid=$(pidof mariadbd | cut -d' ' -f1)
   h0=$(lag_hist "$API")
   c0="$(ticks "$SYNC_PID") $(ticks "$ws_pid") $(ticks "$my_pid") $(machine_ticks)"
+  touch "$WORK/live"
   read -r tw lw <<<"$(run_pgbench "$c" "$SECONDS_EACH")"; WT[$c]+="$tw "; WL[$c]+="$lw "
   c1="$(ticks "$SYNC_PID") $(ticks "$ws_pid") $(ticks "$my_pid") $(machine_ticks)"
   wait_caught_up # the run's last commits are part of its lag
+  rm -f "$WORK/live"
   h1=$(lag_hist "$API")
   # shares of the machine's busy CPU time during the run: sluice, walsender, MariaDB
   read -r cs cw cm <<<"$(echo "$c0 $c1" | awk '{ b = $8 - $4; if (b <= 0) b = 1; printf "%.1f %.1f %.1f", 100 * ($5 - $1) / b, 100 * ($6 - $2) / b, 100 * ($7 - $3) / b }')"
@@ -316,6 +323,7 @@ rereads=$(grep -c 'SLUICE-SYNC-REREAD' "$WORK/sync.log" || true)
 cp "$WORK/sync.log" "${TMPDIR:-/tmp}/sluice-bench-sync.log" 2>/dev/null || true
 slots=$(pg postgres -Atc "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$SLOT'")
 walmax=$(cat "$WORK/walmax" 2>/dev/null || echo 0)
+walmax_live=$(cat "$WORK/walmax.live" 2>/dev/null || echo 0)
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 machine_facts
 say "   verify: $verdict; slots left: $slots"
@@ -362,7 +370,8 @@ $rows
 | copy time of the 3 tables under load (4 pgbench clients) | $copy_secs s |
 | lag while pgbench ran (source commit → target commit, every "with" run's target commits together, from the lag histogram) | p50 $(printf '%.3f' "$lag50") s, p99 $(printf '%.3f' "$lag99") s ($lagn target commits) |
 $catchup_rows
-| most WAL retained by the slot (sampled every second) | $(human_count "$walmax") bytes |
+| most WAL retained by the slot while sluice ran under load (the copy and the "with" runs; sampled every second) | $(human_count "$walmax_live") bytes |
+| most WAL retained by the slot over the whole run, sluice's stops included (the "without" and pg_recvlogical runs, the catch-up backlogs) | $(human_count "$walmax") bytes |
 | cutover write pause (lock requested → done, 4 clients writing) | ${pause_ms:-?} ms ($pause_parts) |
 | verify after cutover | $verdict |
 | chunks read again (a commit raced the low watermark) | ${rereads:-0} |
