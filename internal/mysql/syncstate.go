@@ -47,10 +47,12 @@ func (t *Target) LoadSyncState(ctx context.Context, slot string) (*SyncState, er
 	return st, nil
 }
 
-// SaveSyncState inserts or replaces the state row.
-func (t *Target) SaveSyncState(ctx context.Context, st SyncState) error {
+// CreateSyncState records a new sync on st.Slot. The applied position of
+// an existing row is kept: only the change loop moves it (StoreAppliedLSN),
+// so no other writer can set it back.
+func (t *Target) CreateSyncState(ctx context.Context, st SyncState) error {
 	_, err := t.DB.ExecContext(ctx, `INSERT INTO `+SyncTable+` (slot, publication, applied_lsn, phase) VALUES (?, ?, ?, ?)
-		ON DUPLICATE KEY UPDATE publication = VALUES(publication), applied_lsn = VALUES(applied_lsn), phase = VALUES(phase)`,
+		ON DUPLICATE KEY UPDATE publication = VALUES(publication), phase = VALUES(phase)`,
 		st.Slot, st.Publication, st.AppliedLSN, st.Phase)
 	if err != nil {
 		return fmt.Errorf("target: write %s: %w", SyncTable, err)
@@ -58,9 +60,23 @@ func (t *Target) SaveSyncState(ctx context.Context, st SyncState) error {
 	return nil
 }
 
-// StoreAppliedLSN records the applied position inside tx.
-func StoreAppliedLSN(ctx context.Context, tx *sql.Tx, slot string, lsn uint64) error {
-	if _, err := tx.ExecContext(ctx, `UPDATE `+SyncTable+` SET applied_lsn = ? WHERE slot = ?`, lsn, slot); err != nil {
+// SetSyncPhase records the phase of the sync on slot and nothing else.
+func (t *Target) SetSyncPhase(ctx context.Context, slot, phase string) error {
+	if _, err := t.DB.ExecContext(ctx, `UPDATE `+SyncTable+` SET phase = ? WHERE slot = ?`, phase, slot); err != nil {
+		return fmt.Errorf("target: record phase %s of the sync on slot %s: %w", phase, slot, err)
+	}
+	return nil
+}
+
+// Execer is what StoreAppliedLSN writes through: a transaction, so the
+// position commits with the changes it covers, or the pool.
+type Execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// StoreAppliedLSN records the applied position through db.
+func StoreAppliedLSN(ctx context.Context, db Execer, slot string, lsn uint64) error {
+	if _, err := db.ExecContext(ctx, `UPDATE `+SyncTable+` SET applied_lsn = ? WHERE slot = ?`, lsn, slot); err != nil {
 		return fmt.Errorf("target: record applied position: %w", err)
 	}
 	return nil

@@ -10,7 +10,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/sluice-db/sluice/internal/failure"
-	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/pgstream"
 	"github.com/sluice-db/sluice/internal/postgres"
 	"github.com/sluice-db/sluice/internal/typemap"
@@ -64,8 +63,7 @@ func (p *Publisher) Cutover(ctx context.Context) (*CutoverReport, error) {
 		p.log.Error("cutover failed; the fence is lifted and publishing goes on", "code", failure.Code(err), "error", err.Error())
 		return nil, err
 	}
-	if err := p.tgt.SaveSyncState(ctx, mysql.SyncState{Slot: p.opt.Slot, Publication: p.opt.Publication,
-		AppliedLSN: p.confirmedL.Load(), Phase: "cutover"}); err != nil {
+	if err := p.tgt.SetSyncPhase(ctx, p.opt.Slot, "cutover"); err != nil {
 		return nil, err
 	}
 	p.cutover.Store(report)

@@ -304,7 +304,7 @@ func (p *Publisher) prepare(ctx context.Context) error {
 		return err
 	}
 	if state == nil {
-		if err := p.tgt.SaveSyncState(ctx, mysql.SyncState{Slot: p.opt.Slot, Publication: p.opt.Publication, Phase: "publishing"}); err != nil {
+		if err := p.tgt.CreateSyncState(ctx, mysql.SyncState{Slot: p.opt.Slot, Publication: p.opt.Publication, Phase: "publishing"}); err != nil {
 			return err
 		}
 	}
@@ -512,12 +512,14 @@ func (p *Publisher) flush(ctx context.Context) error {
 		p.toMark = p.toMark[:0]
 	}
 	if p.lastCommit > p.confirmed {
+		// Stored before the slot is confirmed: a restart then never starts
+		// behind the slot's position with the target believing otherwise.
+		if err := mysql.StoreAppliedLSN(ctx, p.tgt.DB, p.opt.Slot, uint64(p.lastCommit)); err != nil {
+			return err
+		}
 		p.confirmed = p.lastCommit
 		p.confirmedL.Store(uint64(p.confirmed))
 		p.stream.Confirm(p.confirmed)
-		if _, err := p.tgt.DB.ExecContext(ctx, `UPDATE `+mysql.SyncTable+` SET applied_lsn = ? WHERE slot = ?`, uint64(p.confirmed), p.opt.Slot); err != nil {
-			return fmt.Errorf("target: record the published position: %w", err)
-		}
 	}
 	return nil
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/sluice-db/sluice/internal/failure"
-	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/pgstream"
 	"github.com/sluice-db/sluice/internal/postgres"
 	"github.com/sluice-db/sluice/internal/typemap"
@@ -109,8 +108,7 @@ func (s *Syncer) Cutover(ctx context.Context) (*CutoverReport, error) {
 	st := s.Status()
 	report.ChangesApplied, report.LagP50Seconds, report.LagP99Seconds, report.WALRetainedMaxBytes =
 		st.ChangesApplied, st.LagP50Seconds, st.LagP99Seconds, st.WALRetainedMaxBytes
-	if err := s.tgt.SaveSyncState(ctx, mysql.SyncState{Slot: s.opt.Slot, Publication: s.opt.Publication,
-		AppliedLSN: s.status.applied.Load(), Phase: "cutover"}); err != nil {
+	if err := s.tgt.SetSyncPhase(ctx, s.opt.Slot, "cutover"); err != nil {
 		return nil, err
 	}
 	s.status.cutover.Store(report)

@@ -103,7 +103,7 @@ func (s *Syncer) prepare(ctx context.Context) error {
 		return err
 	}
 	if state == nil {
-		if err := s.tgt.SaveSyncState(ctx, mysql.SyncState{Slot: s.opt.Slot, Publication: s.opt.Publication, Phase: "streaming"}); err != nil {
+		if err := s.tgt.CreateSyncState(ctx, mysql.SyncState{Slot: s.opt.Slot, Publication: s.opt.Publication, Phase: "streaming"}); err != nil {
 			return err
 		}
 	}
