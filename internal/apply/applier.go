@@ -40,10 +40,12 @@ func (a *Applier) Applied() int64 { return a.applied }
 // Commit writes the queued ops, runs within and stores the position, all in
 // one target transaction. Ops are first reduced to their net effect per row;
 // if that order trips a constraint (say a unique value moving between two
-// rows in one batch), the batch is replayed op by op in source order.
+// rows in one batch), the batch is replayed op by op in source order. Only
+// such conflicts are replayed: after a lost connection or a COMMIT with an
+// unknown outcome the caller resumes from the stored position instead.
 func (a *Applier) Commit(ctx context.Context, within func(ctx context.Context, tx *sql.Tx) error) error {
 	err := a.commit(ctx, within, false)
-	if err != nil && ctx.Err() == nil {
+	if err != nil && ctx.Err() == nil && mysql.IsOrderConflict(err) {
 		a.log.Warn("batch failed in net-effect order; replaying it change by change", "code", "SLUICE-APPLY-REPLAY", "error", err.Error(), "ops", len(a.ops))
 		err = a.commit(ctx, within, true)
 	}

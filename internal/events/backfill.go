@@ -156,7 +156,7 @@ func (s *Service) copyChunk(ctx context.Context, ts *tableState, ch mysql.Stored
 			ts.progress.AddRows(written)
 			return nil
 		}
-		if !retryable(err) || attempt >= 8 || ctx.Err() != nil {
+		if !mysql.IsTransient(err) || attempt >= 8 || ctx.Err() != nil {
 			return err
 		}
 		time.Sleep(time.Duration(attempt+1) * 50 * time.Millisecond)

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	gomysql "github.com/go-sql-driver/mysql"
-
 	"github.com/sluice-db/sluice/internal/apply"
 	"github.com/sluice-db/sluice/internal/mysql"
 )
@@ -136,7 +134,7 @@ func (s *Store) Apply(ctx context.Context, ops []Op, within Within) (Result, err
 	var err error
 	for attempt := 0; ; attempt++ {
 		res, err = s.apply(ctx, ops, within)
-		if err == nil || !retryable(err) || attempt >= 8 || ctx.Err() != nil {
+		if err == nil || !mysql.IsTransient(err) || attempt >= 8 || ctx.Err() != nil {
 			return res, err
 		}
 		time.Sleep(time.Duration(attempt+1) * 20 * time.Millisecond)
@@ -170,7 +168,7 @@ func (s *Store) Isolate(ctx context.Context, ops []Op) (Result, map[int]error, e
 				// A unique value may only be free once a later op of the batch
 				// moved it: try those ops once more at the end.
 				poison[i] = err
-				if isDuplicate(err) && pass == 0 {
+				if mysql.IsDuplicate(err) && pass == 0 {
 					retry = append(retry, i)
 				}
 			default:
@@ -355,38 +353,9 @@ func writeRows(ctx context.Context, tx *sql.Tx, t *Table, ops []Op, idx []int) e
 	return nil
 }
 
-// MySQL errors that mean "this value or row", not "this connection".
-var dataErrors = map[uint16]bool{
-	1048: true, // column cannot be null
-	1062: true, // duplicate entry (a unique secondary index)
-	1264: true, // out of range
-	1265: true, // data truncated
-	1292: true, // incorrect datetime value
-	1366: true, // incorrect value
-	1406: true, // data too long
-	1690: true, // value out of range
-	3140: true, // invalid JSON (MySQL)
-	3819: true, // check constraint (MySQL)
-	4025: true, // check constraint (MariaDB), e.g. json_valid
-	1452: true, // foreign key (checks are off, but a user may turn them on)
-}
-
 func classify(err error) error {
-	var me *gomysql.MySQLError
-	if errors.As(err, &me) && dataErrors[me.Number] {
+	if mysql.IsDataError(err) {
 		return &DataError{Err: err}
 	}
 	return err
-}
-
-func isDuplicate(err error) bool {
-	var me *gomysql.MySQLError
-	return errors.As(err, &me) && me.Number == 1062
-}
-
-// retryable: deadlocks and lock wait timeouts roll the transaction back; it
-// can simply run again.
-func retryable(err error) bool {
-	var me *gomysql.MySQLError
-	return errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205)
 }

@@ -15,8 +15,12 @@ type SyncState struct {
 	Slot        string
 	Publication string
 	AppliedLSN  uint64
-	Phase       string // streaming, cutover
+	Phase       string // preparing, streaming, cutover
 }
+
+// PhasePreparing is a sync whose slot may not exist yet: nothing has been
+// copied or streamed, so a missing slot lost no changes.
+const PhasePreparing = "preparing"
 
 // EnsureSyncTable creates the sync state table.
 func (t *Target) EnsureSyncTable(ctx context.Context) error {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sluice-db/sluice/internal/failure"
@@ -22,8 +23,9 @@ import (
 const MessagePrefix = "sluice"
 
 // Preflight checks what logical replication needs on the source and says
-// how to fix what is missing.
-func Preflight(ctx context.Context, pool *pgxpool.Pool) error {
+// how to fix what is missing. slot is the slot the run will use: when it
+// exists already (a resumed run) no free slot is needed.
+func Preflight(ctx context.Context, pool *pgxpool.Pool, slot string) error {
 	var walLevel string
 	if err := pool.QueryRow(ctx, "SHOW wal_level").Scan(&walLevel); err != nil {
 		return fmt.Errorf("source: read wal_level: %w", err)
@@ -41,10 +43,12 @@ func Preflight(ctx context.Context, pool *pgxpool.Pool) error {
 			WithHint("ALTER ROLE <user> WITH REPLICATION, and grant SELECT on the migrated tables")
 	}
 	var free int
-	if err := pool.QueryRow(ctx, `SELECT current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots)`).Scan(&free); err != nil {
+	var exists bool
+	if err := pool.QueryRow(ctx, `SELECT current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots),
+		EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, slot).Scan(&free, &exists); err != nil {
 		return fmt.Errorf("source: count replication slots: %w", err)
 	}
-	if free < 1 {
+	if free < 1 && !exists {
 		return failure.New(failure.Schema, "SLUICE-SOURCE-NOSLOT", "the source has no free replication slot (max_replication_slots is used up)").
 			WithHint("drop an unused slot (SELECT * FROM pg_replication_slots) or raise max_replication_slots and restart")
 	}
@@ -128,9 +132,12 @@ func EnsureSlot(ctx context.Context, pool *pgxpool.Pool, name string) (pglogrepl
 }
 
 // Drop removes the slot and the publication, ending a walsender that still
-// holds the slot. Missing ones are fine: Drop is safe to repeat.
+// holds the slot. Missing ones are fine: Drop is safe to repeat. A slot that
+// stays held (its walsender cannot be ended) is an error: reporting success
+// would leave it retaining WAL on the source.
 func Drop(ctx context.Context, pool *pgxpool.Pool, slot, publication string) error {
-	for attempt := 0; attempt < 20; attempt++ {
+	const attempts = 25
+	for attempt := 1; ; attempt++ {
 		var pid *int32
 		err := pool.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&pid)
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -139,15 +146,32 @@ func Drop(ctx context.Context, pool *pgxpool.Pool, slot, publication string) err
 		if err != nil {
 			return fmt.Errorf("source: look up replication slot %s: %w", slot, err)
 		}
-		if pid != nil {
-			pool.Exec(ctx, `SELECT pg_terminate_backend($1)`, *pid)
-			time.Sleep(200 * time.Millisecond)
-			continue
+		if pid == nil {
+			_, err := pool.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot)
+			if err == nil {
+				break
+			}
+			// the walsender may have taken the slot again between the two
+			// statements (a sluice sync restarting); look again
+			if attempt >= attempts {
+				return fmt.Errorf("source: drop replication slot %s: %w", slot, err)
+			}
+		} else {
+			if attempt >= attempts {
+				return failure.New(failure.Schema, "SLUICE-SYNC-SLOTBUSY",
+					"replication slot %s is still held by process %d after %d attempts to end it", slot, *pid, attempts).
+					WithHint("stop the sluice sync using it, or run SELECT pg_terminate_backend(%d); SELECT pg_drop_replication_slot('%s'); on the source", *pid, slot)
+			}
+			var ended bool
+			if err := pool.QueryRow(ctx, `SELECT pg_terminate_backend($1)`, *pid).Scan(&ended); err != nil {
+				return fmt.Errorf("source: end process %d holding replication slot %s (needs superuser or pg_signal_backend): %w", *pid, slot, err)
+			}
 		}
-		if _, err := pool.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot); err != nil {
-			return fmt.Errorf("source: drop replication slot %s: %w", slot, err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
 		}
-		break
 	}
 	if _, err := pool.Exec(ctx, "DROP PUBLICATION IF EXISTS "+postgres.Ident(publication)); err != nil {
 		return fmt.Errorf("source: drop publication %s: %w", publication, err)
@@ -195,4 +219,33 @@ func Emit(ctx context.Context, q interface {
 		return 0, fmt.Errorf("source: write a %s message into the WAL: %w", MessagePrefix, err)
 	}
 	return pglogrepl.ParseLSN(lsn)
+}
+
+// slotLost reports a source error that means the slot can never deliver
+// again: it was dropped, invalidated (max_slot_wal_keep_size), or the WAL
+// it needs was removed.
+func slotLost(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return false
+	}
+	switch pe.Code {
+	case "42704", "55000": // undefined_object; object_not_in_prerequisite_state (invalidated)
+		return strings.Contains(pe.Message, "replication slot")
+	case "58P01": // undefined_file: requested WAL segment has already been removed
+		return true
+	}
+	return false
+}
+
+// StreamError classifies an error from opening or reading the change
+// stream: a lost slot stops the run (retrying cannot bring the changes
+// back), anything else is a connection problem that resumes by itself.
+func StreamError(err error, slot, doing, hint string) error {
+	if slotLost(err) {
+		return failure.Wrap(err, failure.Schema, "SLUICE-SYNC-SLOTLOST", "source: %s: replication slot %s is lost, and the changes it held with it", doing, slot).
+			With("slot", slot).
+			WithHint("the target misses changes and cannot catch up: run sluice abort, empty the target tables and start again; raise max_slot_wal_keep_size or watch SLUICE-ALERT-WAL-KEEP so it does not happen again")
+	}
+	return failure.Wrap(err, failure.Connection, "SLUICE-SYNC-STREAM", "source: %s", doing).WithHint("%s", hint)
 }

@@ -3,7 +3,6 @@ package publish
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -11,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	gomysql "github.com/go-sql-driver/mysql"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
@@ -379,14 +377,18 @@ func (a *Applier) commit(ctx context.Context) error {
 		if err == nil {
 			return nil
 		}
-		var me *gomysql.MySQLError
-		transient := errors.As(err, &me) && (me.Number == 1062 || me.Number == 1213 || me.Number == 1205)
+		transient := mysql.IsDuplicate(err) || mysql.IsTransient(err)
 		if !transient || time.Now().After(deadline) || ctx.Err() != nil {
-			hint := "run the applier again once the target is reachable: it resumes from its last committed batch"
-			if errors.As(err, &me) && me.Number == 1062 {
-				hint = "a unique index refused a value that another partition should have freed; check that every partition's applier runs (a value swapped between rows of different partitions in one transaction cannot be applied by partitions)"
+			if mysql.IsDuplicate(err) {
+				return failure.Wrap(err, failure.BadRow, "SLUICE-APPLY-COMMIT", "partition %d: apply a batch", a.opt.Partition).
+					WithHint("a unique index refused a value that another partition should have freed; check that every partition's applier runs (a value swapped between rows of different partitions in one transaction cannot be applied by partitions)")
 			}
-			return failure.Wrap(err, failure.Connection, "SLUICE-APPLY-COMMIT", "partition %d: apply a batch", a.opt.Partition).WithHint("%s", hint)
+			kind := failure.Connection
+			if mysql.IsDataError(err) {
+				kind = failure.BadRow
+			}
+			return failure.Wrap(err, kind, "SLUICE-APPLY-COMMIT", "partition %d: apply a batch", a.opt.Partition).
+				WithHint("run the applier again once the target is reachable (or the refused value is fixed): it resumes from its last committed batch")
 		}
 		if attempt == 0 {
 			a.log.Warn("batch refused for now; retrying", "code", "SLUICE-APPLY-RETRY", "error", err.Error())

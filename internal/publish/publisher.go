@@ -213,8 +213,8 @@ func (p *Publisher) Run(ctx context.Context) error {
 	}
 	stream, err := pgstream.Open(ctx, p.srcConn, p.opt.Slot, p.opt.Publication, pglogrepl.LSN(state.AppliedLSN))
 	if err != nil {
-		return failure.Wrap(err, failure.Connection, "SLUICE-SYNC-STREAM", "source: open the change stream").
-			WithHint("check that the source allows replication connections (pg_hba.conf) for this user")
+		return pgstream.StreamError(err, p.opt.Slot, "open the change stream",
+			"check that the source allows replication connections (pg_hba.conf) for this user")
 	}
 	p.stream = stream
 	defer stream.Close()
@@ -259,7 +259,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 var errStopped = errors.New("publisher stopped")
 
 func (p *Publisher) prepare(ctx context.Context) error {
-	if err := pgstream.Preflight(ctx, p.src.Pool); err != nil {
+	if err := pgstream.Preflight(ctx, p.src.Pool, p.opt.Slot); err != nil {
 		return err
 	}
 	for _, t := range p.tables {
@@ -356,8 +356,8 @@ func (p *Publisher) read(ctx context.Context, out chan<- []pgstream.Event) error
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	return failure.Wrap(err, failure.Connection, "SLUICE-SYNC-STREAM", "source: change stream broken").
-		WithHint("run the publisher again: it resumes from the last position JetStream stored")
+	return pgstream.StreamError(err, p.opt.Slot, "change stream broken",
+		"run the publisher again: it resumes from the last position JetStream stored")
 }
 
 // loop publishes the stream in commit order.

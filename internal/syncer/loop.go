@@ -70,9 +70,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 			return nil
 		})
 		if err != nil {
-			return failure.Wrap(err, failure.Connection, "SLUICE-SYNC-APPLY", "target: apply changes up to %s", lastCommit).
-				With("source_position", lastCommit.String()).
-				WithHint("run sync again once the target is reachable: it resumes from the last applied change")
+			return applyError(err, lastCommit)
 		}
 		applied = max(lastCommit, quietEnd)
 		s.status.applied.Store(uint64(applied))
@@ -417,4 +415,18 @@ func (s *Syncer) copyDone() bool {
 		}
 	}
 	return true
+}
+
+// applyError tells a target that refuses the data (stop: a person must fix
+// the target table, and retrying would fail the same way forever) from one
+// that cannot be reached (resume by itself).
+func applyError(err error, upTo pglogrepl.LSN) error {
+	if mysql.IsDataError(err) {
+		return failure.Wrap(err, failure.BadRow, "SLUICE-SYNC-REFUSED", "target: refused the changes up to %s", upTo).
+			With("source_position", upTo.String()).
+			WithHint("the target table differs from the source (a unique index, a narrower column, a check): fix it to accept the source's rows and run sync again; it resumes from the last applied change")
+	}
+	return failure.Wrap(err, failure.Connection, "SLUICE-SYNC-APPLY", "target: apply changes up to %s", upTo).
+		With("source_position", upTo.String()).
+		WithHint("sluice retries by itself; if it gave up, run sync again once the target is reachable: it resumes from the last applied change")
 }

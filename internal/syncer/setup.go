@@ -53,7 +53,7 @@ func SlotName(targetDB string) string {
 }
 
 func (s *Syncer) prepare(ctx context.Context) error {
-	if err := pgstream.Preflight(ctx, s.src.Pool); err != nil {
+	if err := pgstream.Preflight(ctx, s.src.Pool, s.opt.Slot); err != nil {
 		return err
 	}
 	for _, t := range s.tables {
@@ -83,17 +83,34 @@ func (s *Syncer) prepare(ctx context.Context) error {
 					With("table", t.plan.Target).
 					WithHint("drop the target table (and sluice's _sluice_* tables) and let sync copy it, or keep it and run sluice verify --repair after the sync has caught up")
 			}
-			// Refused before the slot exists, so a bad start leaves nothing on the source.
+			// Refused before anything is recorded, so a bad start leaves nothing behind.
 			if err := copier.CheckTargetEmpty(ctx, s.tgt, t.plan); err != nil {
 				return err
 			}
 		}
-	} else if exists, err := pgstream.SlotExists(ctx, s.src.Pool, s.opt.Slot); err != nil {
-		return err
-	} else if !exists {
-		return failure.New(failure.Schema, "SLUICE-SYNC-SLOTLOST",
-			"the target records a sync on replication slot %s, but the source no longer has that slot: changes since then are lost", s.opt.Slot).
-			WithHint("run sluice abort, drop the target tables, and start the sync again")
+		// Recorded before anything else, so a run that fails below is
+		// resumed by the next one rather than refused as someone else's.
+		state = &mysql.SyncState{Slot: s.opt.Slot, Publication: s.opt.Publication, Phase: mysql.PhasePreparing}
+		if err := s.tgt.CreateSyncState(ctx, *state); err != nil {
+			return err
+		}
+	} else if state.Phase != mysql.PhasePreparing {
+		if exists, err := pgstream.SlotExists(ctx, s.src.Pool, s.opt.Slot); err != nil {
+			return err
+		} else if !exists {
+			return failure.New(failure.Schema, "SLUICE-SYNC-SLOTLOST",
+				"the target records a sync on replication slot %s, but the source no longer has that slot: changes since then are lost", s.opt.Slot).
+				WithHint("run sluice abort, drop the target tables, and start the sync again")
+		}
+	}
+	// Target tables and chunk plans come before the slot: what fails here
+	// (a table the target refuses) then leaves no slot retaining WAL. The
+	// chunks cover the whole key space and are read only once the slot
+	// exists, so rows written in between are not missed.
+	for _, t := range s.tables {
+		if err := s.prepareTable(ctx, t); err != nil {
+			return err
+		}
 	}
 	names := make([]schema.TableName, len(s.tables))
 	for i, t := range s.tables {
@@ -102,15 +119,8 @@ func (s *Syncer) prepare(ctx context.Context) error {
 	if err := pgstream.EnsureCapture(ctx, s.src.Pool, s.opt.Publication, s.opt.Slot, names, s.log); err != nil {
 		return err
 	}
-	if state == nil {
-		if err := s.tgt.CreateSyncState(ctx, mysql.SyncState{Slot: s.opt.Slot, Publication: s.opt.Publication, Phase: "streaming"}); err != nil {
-			return err
-		}
-	}
-	for _, t := range s.tables {
-		if err := s.prepareTable(ctx, t); err != nil {
-			return err
-		}
+	if state.Phase == mysql.PhasePreparing {
+		return s.tgt.SetSyncPhase(ctx, s.opt.Slot, "streaming")
 	}
 	return nil
 }

@@ -152,6 +152,7 @@ func (s *Syncer) Run(ctx context.Context) (*CutoverReport, error) {
 		return nil, err
 	}
 	backoff := time.Second
+	unknown := 0 // unclassified errors in a row
 	for {
 		began := time.Now()
 		report, err := s.runOnce(ctx)
@@ -159,7 +160,15 @@ func (s *Syncer) Run(ctx context.Context) (*CutoverReport, error) {
 			return report, err
 		}
 		if time.Since(began) > time.Minute {
-			backoff = time.Second
+			backoff, unknown = time.Second, 0
+		}
+		// A connection that breaks is retried for as long as it takes (an
+		// outage ends); an error nobody classified is retried a few times
+		// in case it was transient, then reported instead of looping.
+		if failure.Code(err) == "SLUICE-INTERNAL" {
+			if unknown++; unknown > maxUnknownRetries {
+				return report, fmt.Errorf("sync gave up after %d attempts failed the same way: %w", unknown, err)
+			}
 		}
 		s.log.Warn("sync interrupted; it resumes by itself from the last applied change", "code", failure.Code(err),
 			"error", err.Error(), "retry_in", backoff.String())
@@ -179,6 +188,10 @@ func (s *Syncer) Run(ctx context.Context) (*CutoverReport, error) {
 		}
 	}
 }
+
+// maxUnknownRetries bounds the retries of errors that are not known to be a
+// connection problem.
+const maxUnknownRetries = 5
 
 // retryable tells a broken connection (resume by itself) from a problem a
 // person has to fix (schema change, bad value, configuration).
@@ -220,8 +233,8 @@ func (s *Syncer) runOnce(ctx context.Context) (*CutoverReport, error) {
 	s.status.applied.Store(state.AppliedLSN)
 	stream, err := pgstream.Open(ctx, s.srcConnStr, s.opt.Slot, s.opt.Publication, pglogrepl.LSN(state.AppliedLSN))
 	if err != nil {
-		return nil, failure.Wrap(err, failure.Connection, "SLUICE-SYNC-STREAM", "source: open the change stream").
-			WithHint("check that the source is up and allows replication connections (pg_hba.conf) for this user")
+		return nil, pgstream.StreamError(err, s.opt.Slot, "open the change stream",
+			"check that the source is up and allows replication connections (pg_hba.conf) for this user")
 	}
 	s.stream = stream
 	defer stream.Close()
@@ -269,8 +282,8 @@ func (s *Syncer) read(ctx context.Context, out chan<- []pgstream.Event) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	return failure.Wrap(err, failure.Connection, "SLUICE-SYNC-STREAM", "source: change stream broken").
-		WithHint("sluice retries by itself; if it gave up, run sync again: it resumes from the last applied change")
+	return pgstream.StreamError(err, s.opt.Slot, "change stream broken",
+		"sluice retries by itself; if it gave up, run sync again: it resumes from the last applied change")
 }
 
 // heartbeat writes a small WAL message now and then, so a slot on an idle

@@ -1,6 +1,8 @@
 package synctest
 
 import (
+	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -90,4 +92,65 @@ func TestSyncRefusesFilledTarget(t *testing.T) {
 		t.Fatalf("sluice cutover: exit %d\n%s%s", r.Exit, r.Stdout, r.Stderr)
 	}
 	s.finish()
+}
+
+// TestSyncStopsWhenSlotIsLost: a slot dropped under a running sync (an
+// operator, or max_slot_wal_keep_size invalidating it) has taken changes
+// with it. Retrying cannot bring them back, so the sync stops with exit 4
+// and SLUICE-SYNC-SLOTLOST instead of retrying forever.
+func TestSyncStopsWhenSlotIsLost(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	createOrders(t, p, 500)
+	s := newSync(t, p.SourceURL, p.TargetURL)
+	proc := s.start()
+	s.waitCaughtUp(60 * time.Second)
+
+	admin := connect(t, adminURL(p.SourceURL))
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		pgExec(t, admin, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL`, s.slot)
+		if _, err := admin.Exec(context.Background(), `SELECT pg_drop_replication_slot($1)`, s.slot); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("could not drop the sync's slot: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	p.PG(t, `INSERT INTO orders (customer, amount) VALUES (7, 7)`) // a change only the lost slot could have carried
+
+	exit, ok := proc.Wait(90 * time.Second)
+	if !ok {
+		t.Fatalf("sluice sync kept running (retrying) after its slot was dropped:\n%s", testenv.Tail(proc.Output(), 20))
+	}
+	if exit != 4 || !strings.Contains(proc.Output(), "SLUICE-SYNC-SLOTLOST") {
+		t.Fatalf("exit %d after the slot was dropped; want 4 with SLUICE-SYNC-SLOTLOST:\n%s", exit, testenv.Tail(proc.Output(), 20))
+	}
+}
+
+// TestSyncFailedSetupLeavesNoSlot: a table the target refuses to create
+// (here a row wider than MariaDB's 65,535-byte limit) stops the sync before
+// a replication slot exists, so the failed start retains no WAL while
+// someone looks into it.
+func TestSyncFailedSetupLeavesNoSlot(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	cols := make([]string, 20)
+	for i := range cols {
+		cols[i] = fmt.Sprintf("c%d varchar(1000)", i)
+	}
+	p.PG(t, `CREATE TABLE wide (id bigint PRIMARY KEY, `+strings.Join(cols, ", ")+`)`)
+	p.PG(t, `INSERT INTO wide (id, c0) VALUES (1, 'x')`)
+	s := newSync(t, p.SourceURL, p.TargetURL, "--tables", "wide")
+	proc := s.start()
+	exit, ok := proc.Wait(60 * time.Second)
+	if !ok {
+		t.Fatal("sluice sync kept running although the target cannot create table wide")
+	}
+	if exit != 4 || !strings.Contains(proc.Output(), "wide") {
+		t.Fatalf("exit %d; want 4 naming table wide:\n%s", exit, testenv.Tail(proc.Output(), 20))
+	}
+	if slot, _ := testenv.SlotAndPublication(t, p.SourceURL, s.slot); slot {
+		t.Fatalf("the failed start left replication slot %s on the source", s.slot)
+	}
 }

@@ -1,0 +1,59 @@
+package mysql
+
+import (
+	"errors"
+
+	gomysql "github.com/go-sql-driver/mysql"
+)
+
+// errorNumber is the server's error number inside err, or 0.
+func errorNumber(err error) uint16 {
+	var me *gomysql.MySQLError
+	if errors.As(err, &me) {
+		return me.Number
+	}
+	return 0
+}
+
+// dataErrors are server errors that mean "this value or row", not "this
+// connection": running the same statement again fails the same way.
+var dataErrors = map[uint16]bool{
+	1048: true, // column cannot be null
+	1062: true, // duplicate entry (a unique secondary index)
+	1264: true, // out of range
+	1265: true, // data truncated
+	1292: true, // incorrect datetime value
+	1366: true, // incorrect value
+	1406: true, // data too long
+	1451: true, // a foreign key refuses the delete (checks are off, but a user may turn them on)
+	1452: true, // a foreign key refuses the row
+	1690: true, // value out of range
+	3140: true, // invalid JSON (MySQL)
+	3819: true, // check constraint (MySQL)
+	4025: true, // check constraint (MariaDB), e.g. json_valid
+}
+
+// IsDataError reports whether the target refused a value or a row.
+func IsDataError(err error) bool { return dataErrors[errorNumber(err)] }
+
+// IsDuplicate reports whether a unique index refused a row.
+func IsDuplicate(err error) bool { return errorNumber(err) == 1062 }
+
+// IsTransient reports a deadlock or lock wait timeout: the server rolled the
+// transaction back and running it again can succeed.
+func IsTransient(err error) bool {
+	n := errorNumber(err)
+	return n == 1213 || n == 1205
+}
+
+// IsOrderConflict reports an error that applying the same changes in
+// another order can avoid: a unique or foreign key refusing an intermediate
+// state, or a deadlock. Any other error (a lost connection, a COMMIT whose
+// outcome is unknown) must not be answered by writing the batch again.
+func IsOrderConflict(err error) bool {
+	switch errorNumber(err) {
+	case 1062, 1451, 1452, 1213:
+		return true
+	}
+	return false
+}

@@ -1,0 +1,34 @@
+package mysql
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	gomysql "github.com/go-sql-driver/mysql"
+)
+
+func TestErrorClasses(t *testing.T) {
+	wrap := func(n uint16) error {
+		return fmt.Errorf("target: write to t: %w", &gomysql.MySQLError{Number: n, Message: "x"})
+	}
+	cases := []struct {
+		err                                 error
+		data, dup, transient, orderConflict bool
+	}{
+		{wrap(1062), true, true, false, true},
+		{wrap(1406), true, false, false, false},
+		{wrap(1452), true, false, false, true},
+		{wrap(1213), false, false, true, true},
+		{wrap(1205), false, false, true, false},
+		{wrap(2013), false, false, false, false}, // lost connection: not the data's fault
+		{errors.New("driver: bad connection"), false, false, false, false},
+	}
+	for _, c := range cases {
+		if IsDataError(c.err) != c.data || IsDuplicate(c.err) != c.dup || IsTransient(c.err) != c.transient || IsOrderConflict(c.err) != c.orderConflict {
+			t.Errorf("%v: data %v dup %v transient %v order %v; want %v %v %v %v", c.err,
+				IsDataError(c.err), IsDuplicate(c.err), IsTransient(c.err), IsOrderConflict(c.err),
+				c.data, c.dup, c.transient, c.orderConflict)
+		}
+	}
+}
