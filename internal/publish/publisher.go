@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/sluice-db/sluice/internal/capture"
 	"github.com/sluice-db/sluice/internal/chunk"
 	"github.com/sluice-db/sluice/internal/copier"
 	"github.com/sluice-db/sluice/internal/events"
@@ -26,7 +27,6 @@ import (
 	"github.com/sluice-db/sluice/internal/plan"
 	"github.com/sluice-db/sluice/internal/postgres"
 	"github.com/sluice-db/sluice/internal/progress"
-	"github.com/sluice-db/sluice/internal/schema"
 	pubevents "github.com/sluice-db/sluice/pkg/events"
 )
 
@@ -259,61 +259,16 @@ func (p *Publisher) Run(ctx context.Context) error {
 var errStopped = errors.New("publisher stopped")
 
 func (p *Publisher) prepare(ctx context.Context) error {
-	if err := pgstream.Preflight(ctx, p.src.Pool, p.opt.Slot); err != nil {
-		return err
-	}
-	for _, t := range p.tables {
-		if err := checkStreamable(t.rt.Plan); err != nil {
-			return err
-		}
-	}
-	if err := p.tgt.EnsureProgressTables(ctx); err != nil {
-		return err
-	}
-	if err := p.tgt.EnsureSyncTable(ctx); err != nil {
-		return err
-	}
 	if err := p.tgt.EnsurePartitionsTable(ctx); err != nil {
 		return err
 	}
-	state, err := p.tgt.LoadSyncState(ctx, p.opt.Slot)
-	if err != nil {
-		return err
+	plans := make([]*plan.Table, len(p.tables))
+	for i, t := range p.tables {
+		plans[i] = t.rt.Plan
 	}
-	if state == nil {
-		for _, t := range p.tables {
-			phase, err := p.tgt.Phase(ctx, t.rt.Plan.Target)
-			if err != nil {
-				return err
-			}
-			if phase != "" {
-				return failure.New(failure.Schema, "SLUICE-SYNC-COPIED",
-					"target table %s was filled by sluice without this change stream: changes made since then are not in it", t.rt.Plan.Target).
-					With("table", t.rt.Plan.Target).
-					WithHint("drop the target table (and sluice's _sluice_* tables) and let the publisher copy it")
-			}
-		}
-	} else if exists, err := pgstream.SlotExists(ctx, p.src.Pool, p.opt.Slot); err != nil {
-		return err
-	} else if !exists {
-		return failure.New(failure.Schema, "SLUICE-SYNC-SLOTLOST",
-			"the target records a publisher on replication slot %s, but the source no longer has that slot: changes since then are lost", p.opt.Slot).
-			WithHint("run sluice abort --slot %s, drop the target tables and the stream, and start again", p.opt.Slot)
-	}
-	if err := pgstream.EnsureCapture(ctx, p.src.Pool, p.opt.Publication, p.opt.Slot, schemaNames(p.plan), p.log); err != nil {
-		return err
-	}
-	if state == nil {
-		if err := p.tgt.CreateSyncState(ctx, mysql.SyncState{Slot: p.opt.Slot, Publication: p.opt.Publication, Phase: "publishing"}); err != nil {
-			return err
-		}
-	}
-	for _, t := range p.tables {
-		if err := p.prepareTable(ctx, t); err != nil {
-			return err
-		}
-	}
-	return nil
+	start := capture.Start{Source: p.src, Target: p.tgt, Slot: p.opt.Slot, Publication: p.opt.Publication,
+		Tables: plans, Phase: "publishing", Log: p.log}
+	return start.Prepare(ctx, func(ctx context.Context, i int) error { return p.prepareTable(ctx, p.tables[i]) })
 }
 
 func (p *Publisher) prepareTable(ctx context.Context, t *pubTable) error {
@@ -330,23 +285,6 @@ func (p *Publisher) prepareTable(ctx context.Context, t *pubTable) error {
 		t.progress.SetPhase("streaming")
 	} else {
 		t.progress.SetPhase("copying")
-	}
-	return nil
-}
-
-// checkStreamable refuses what the change stream cannot carry exactly.
-func checkStreamable(t *plan.Table) error {
-	st := t.Source
-	name := postgres.Ident(st.Name.Schema, st.Name.Name)
-	switch st.ReplicaIdentity {
-	case "nothing":
-		return failure.New(failure.Schema, "SLUICE-SYNC-IDENTITY", "table %s has REPLICA IDENTITY NOTHING: its updates and deletes are not streamed", st.Name).
-			With("table", st.Name.String()).WithHint("ALTER TABLE %s REPLICA IDENTITY DEFAULT (it has a primary key) or FULL", name)
-	case "default":
-		if len(st.PrimaryKey) == 0 {
-			return failure.New(failure.Schema, "SLUICE-SYNC-IDENTITY", "table %s has no primary key, so PostgreSQL does not stream which row an update or delete touched", st.Name).
-				With("table", st.Name.String()).WithHint("add a primary key, or ALTER TABLE %s REPLICA IDENTITY FULL", name)
-		}
 	}
 	return nil
 }
@@ -975,14 +913,6 @@ func (p *Publisher) copyDone() bool {
 		}
 	}
 	return true
-}
-
-func schemaNames(p *plan.Plan) []schema.TableName {
-	out := make([]schema.TableName, len(p.Tables))
-	for i, t := range p.Tables {
-		out[i] = t.Source.Name
-	}
-	return out
 }
 
 // chunkQuery selects the plain source columns of range r, in key order.

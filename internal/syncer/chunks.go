@@ -69,12 +69,12 @@ func (s *Syncer) copyChunks(ctx context.Context) error {
 }
 
 func (s *Syncer) copyChunk(ctx context.Context, t *table, ch mysql.StoredChunk, attempt int) error {
-	id := fmt.Sprintf("%s:%s:%d:%d", s.runID, t.plan.Target, ch.No, attempt)
-	w := &window{id: id, table: t, chunk: ch, attempt: attempt}
 	if attempt > 0 && !pgstream.RereadPause(ctx, attempt) {
 		return nil
 	}
 	s.windowsMu.Lock()
+	id := fmt.Sprintf("%s:%s:%d:%d", s.runID, t.plan.Target, ch.No, attempt)
+	w := &window{id: id, table: t, chunk: ch, attempt: attempt}
 	s.windows[id] = w
 	s.windowsMu.Unlock()
 	if _, err := pgstream.Emit(ctx, s.src.Pool, true, "L:"+id); err != nil {

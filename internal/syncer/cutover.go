@@ -168,7 +168,9 @@ func (s *Syncer) fencedCutover(ctx context.Context, preDiffs map[*table][]string
 			WithHint("long transactions on the source hold the tables; try again, or raise the lock timeout")
 	}
 	fenced := time.Now()
+	s.windowsMu.Lock()
 	fw := &fenceWait{id: fmt.Sprintf("F:%s:%d", s.runID, fenced.UnixNano()), reached: make(chan struct{})}
+	s.windowsMu.Unlock()
 	s.fence.Store(fw)
 	defer s.fence.Store(nil)
 	// The fence is a transactional message committed after the lock was

@@ -25,7 +25,7 @@ type atomicCounter struct{ atomic.Int64 }
 func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error {
 	byRel := map[uint32]*table{}
 	for _, t := range s.tables {
-		if t.left == 0 && !t.copied { // resumed after its last chunk, before its indexes
+		if t.left == 0 && !t.copied.Load() { // resumed after its last chunk, before its indexes
 			if err := s.finishTable(ctx, t); err != nil {
 				return err
 			}
@@ -75,7 +75,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 		applied = max(lastCommit, quietEnd)
 		s.status.applied.Store(uint64(applied))
 		s.status.appliedChanges.Add(int64(n))
-		s.stream.Confirm(applied)
+		s.stream.Load().Confirm(applied)
 		if !oldest.IsZero() {
 			s.status.recordLag(sinceSource(oldest))
 		}
@@ -86,7 +86,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 		for _, c := range chunks {
 			c.table.left--
 			<-s.inflight
-			if c.table.left == 0 && !c.table.copied {
+			if c.table.left == 0 && !c.table.copied.Load() {
 				if err := s.finishTable(ctx, c.table); err != nil {
 					return err
 				}
@@ -181,7 +181,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 				continue
 			}
 			for _, rel := range ev.Truncated {
-				if t := byRel[rel.ID]; t != nil && (t.copied || t.readStarted || !t.plan.Keyless) {
+				if t := byRel[rel.ID]; t != nil && (t.copied.Load() || t.readStarted || !t.plan.Keyless) {
 					s.addOp(t, apply.Op{Kind: apply.Truncate, Table: t.apply})
 				}
 			}
@@ -212,7 +212,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 			if s.applier.Pending() == 0 && len(doneChunks) == 0 && lastCommit <= applied && ev.WALEnd > applied {
 				applied = ev.WALEnd
 				s.status.applied.Store(uint64(applied))
-				s.stream.Confirm(applied)
+				s.stream.Load().Confirm(applied)
 			}
 		}
 		if s.opt.AutoCutover && !inTx && s.copyDone() && s.lag() < s.opt.LagBound && !s.status.autoTried.Load() {
@@ -272,7 +272,7 @@ func (s *Syncer) change(t *table, ev pgstream.Event) error {
 // keylessChange handles a table without a key: REPLICA IDENTITY FULL sends
 // the whole old row, which identifies the row to change.
 func (s *Syncer) keylessChange(t *table, ev pgstream.Event) error {
-	if !t.copied && !t.readStarted {
+	if !t.copied.Load() && !t.readStarted {
 		return nil // the table's one chunk, read later, already holds this change
 	}
 	var row, old apply.Row
@@ -385,7 +385,7 @@ func (s *Syncer) finishTable(ctx context.Context, t *table) error {
 	if err := s.tgt.SetPhase(ctx, t.plan.Target, t.plan.Source.Name.String(), mysql.PhaseDone); err != nil {
 		return err
 	}
-	t.copied = true
+	t.copied.Store(true)
 	t.progress.SetPhase("streaming")
 	s.log.Info("table copied; streaming changes", "table", t.plan.Source.Name.String())
 	if s.copyDone() {
@@ -410,7 +410,7 @@ func (s *Syncer) narrowProcs() {
 
 func (s *Syncer) copyDone() bool {
 	for _, t := range s.tables {
-		if !t.copied {
+		if !t.copied.Load() {
 			return false
 		}
 	}

@@ -122,8 +122,8 @@ func (s *Syncer) compareKeys(ctx context.Context, t *table, keys []string) ([]ve
 func (s *Syncer) waitApplied(ctx context.Context, limit time.Duration) {
 	deadline := time.Now().Add(limit)
 	target := s.status.currentLSN.Load()
-	if s.stream != nil && uint64(s.stream.Received()) > target {
-		target = uint64(s.stream.Received())
+	if stream := s.stream.Load(); stream != nil && uint64(stream.Received()) > target {
+		target = uint64(stream.Received())
 	}
 	for time.Now().Before(deadline) {
 		if s.status.applied.Load() >= target && s.lag() == 0 {

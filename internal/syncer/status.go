@@ -127,8 +127,8 @@ func (s *Syncer) Status() Status {
 	applied := pglogrepl.LSN(s.status.applied.Load())
 	st.AppliedLSN = applied.String()
 	srcLSN := pglogrepl.LSN(s.status.currentLSN.Load())
-	if s.stream != nil && s.stream.Received() > srcLSN {
-		srcLSN = s.stream.Received()
+	if stream := s.stream.Load(); stream != nil && stream.Received() > srcLSN {
+		srcLSN = stream.Received()
 	}
 	st.SourceLSN = srcLSN.String()
 	if srcLSN > applied {
@@ -138,13 +138,13 @@ func (s *Syncer) Status() Status {
 	p50, p99, hist := s.status.lagSnapshot()
 	st.LagP50Seconds, st.LagP99Seconds, st.LagHistogram = p50.Seconds(), p99.Seconds(), hist
 	st.Phase = "streaming"
+	if !s.prepared.Load() { // the tables' progress is not set up yet
+		st.Phase = "starting"
+		return st
+	}
 	for _, t := range s.tables {
-		if t.progress == nil {
-			st.Phase = "starting"
-			continue
-		}
 		snap := t.progress.Snapshot()
-		if !t.copied && st.Phase != "starting" {
+		if !t.copied.Load() {
 			st.Phase = "copying"
 		}
 		eta := -1.0

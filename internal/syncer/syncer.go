@@ -90,8 +90,9 @@ type Syncer struct {
 	opt        Options
 	log        *slog.Logger
 	tables     []*table
-	byName     map[string]*table // source "schema.name"
-	stream     *pgstream.Stream
+	byName     map[string]*table               // source "schema.name"
+	stream     atomic.Pointer[pgstream.Stream] // set per run, read by the status API
+	prepared   atomic.Bool                     // prepare is done: every table has its progress
 	applier    *apply.Applier
 	limiter    *rate.Limiter
 
@@ -101,7 +102,7 @@ type Syncer struct {
 	reread    func(t *table, ch mysql.StoredChunk, attempt int)
 	rereads   atomic.Int64  // chunks read again (see commitLog)
 	inflight  chan struct{} // chunks read but not yet applied
-	runID     string
+	runID     string        // guarded by windowsMu: watermark ids of this attempt
 
 	paused    atomic.Bool
 	throttle  throttleState
@@ -236,7 +237,7 @@ func (s *Syncer) runOnce(ctx context.Context) (*CutoverReport, error) {
 		return nil, pgstream.StreamError(err, s.opt.Slot, "open the change stream",
 			"check that the source is up and allows replication connections (pg_hba.conf) for this user")
 	}
-	s.stream = stream
+	s.stream.Store(stream)
 	defer stream.Close()
 	stream.WarnSmallSocketBuffer(s.log)
 	s.applier = apply.New(s.tgt.DB, s.log, func(ctx context.Context, tx *sql.Tx) error {
@@ -278,7 +279,7 @@ var errDone = fmt.Errorf("sync finished")
 // read moves stream events into the channel; a broken stream ends the run
 // (run sync again to resume from the stored position).
 func (s *Syncer) read(ctx context.Context, out chan<- []pgstream.Event) error {
-	err := s.stream.Pump(ctx, out)
+	err := s.stream.Load().Pump(ctx, out)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}

@@ -166,7 +166,8 @@ var (
 	buildErr  error
 )
 
-// Binary builds cmd/sluice once per test process and returns its path.
+// Binary builds cmd/sluice once per test process and returns its path
+// (with -race when SLUICE_TEST_RACE is set).
 func Binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -178,7 +179,13 @@ func Binary(t testing.TB) string {
 			return
 		}
 		binPath = filepath.Join(dir, "sluice")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/sluice")
+		args := []string{"build", "-o", binPath}
+		if os.Getenv("SLUICE_TEST_RACE") != "" {
+			// the race detector in the binary: a race prints a report and
+			// makes sluice exit 66, which the tests see
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, "./cmd/sluice")...)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)

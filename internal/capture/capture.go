@@ -1,0 +1,132 @@
+// Package capture starts a run that copies tables while streaming their
+// changes (sluice sync, the publisher): it records the run on the target and
+// makes the source capture every change, in an order that leaves nothing on
+// the source when a step fails.
+package capture
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/sluice-db/sluice/internal/copier"
+	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/mysql"
+	"github.com/sluice-db/sluice/internal/pgstream"
+	"github.com/sluice-db/sluice/internal/plan"
+	"github.com/sluice-db/sluice/internal/postgres"
+	"github.com/sluice-db/sluice/internal/schema"
+)
+
+// Start is what a run needs to begin or resume capturing changes.
+type Start struct {
+	Source      *postgres.Source
+	Target      *mysql.Target
+	Slot        string
+	Publication string
+	Tables      []*plan.Table
+	Phase       string // recorded once the slot exists: streaming, publishing
+	Log         *slog.Logger
+}
+
+// Prepare checks the source and the tables, records the run on the target,
+// runs prepareTable on every table (by its index in Tables) (create it on the target, plan its
+// chunks), and only then creates the publication and the slot. A failure
+// before the slot exists thus retains no WAL; the chunks cover the whole key
+// space and are read once the slot exists, so nothing written in between is
+// missed. A resumed run reuses its slot, and stops if the slot is gone.
+func (st Start) Prepare(ctx context.Context, prepareTable func(ctx context.Context, i int) error) error {
+	if err := pgstream.Preflight(ctx, st.Source.Pool, st.Slot); err != nil {
+		return err
+	}
+	for _, t := range st.Tables {
+		if err := CheckIdentity(t); err != nil {
+			return err
+		}
+	}
+	if err := st.Target.EnsureProgressTables(ctx); err != nil {
+		return err
+	}
+	if err := st.Target.EnsureSyncTable(ctx); err != nil {
+		return err
+	}
+	state, err := st.Target.LoadSyncState(ctx, st.Slot)
+	if err != nil {
+		return err
+	}
+	if state == nil {
+		if err := st.checkFresh(ctx); err != nil {
+			return err
+		}
+		// Recorded before anything else, so a run that fails below is
+		// resumed by the next one rather than refused as someone else's.
+		state = &mysql.SyncState{Slot: st.Slot, Publication: st.Publication, Phase: mysql.PhasePreparing}
+		if err := st.Target.CreateSyncState(ctx, *state); err != nil {
+			return err
+		}
+	} else if state.Phase != mysql.PhasePreparing {
+		if exists, err := pgstream.SlotExists(ctx, st.Source.Pool, st.Slot); err != nil {
+			return err
+		} else if !exists {
+			return failure.New(failure.Schema, "SLUICE-SYNC-SLOTLOST",
+				"the target records a run on replication slot %s, but the source no longer has that slot: changes since then are lost", st.Slot).
+				With("slot", st.Slot).
+				WithHint("run sluice abort --slot %s, empty the target tables (and a publisher's JetStream stream), and start again", st.Slot)
+		}
+	}
+	for i := range st.Tables {
+		if err := prepareTable(ctx, i); err != nil {
+			return err
+		}
+	}
+	names := make([]schema.TableName, len(st.Tables))
+	for i, t := range st.Tables {
+		names[i] = t.Source.Name
+	}
+	if err := pgstream.EnsureCapture(ctx, st.Source.Pool, st.Publication, st.Slot, names, st.Log); err != nil {
+		return err
+	}
+	if state.Phase == mysql.PhasePreparing {
+		return st.Target.SetSyncPhase(ctx, st.Slot, st.Phase)
+	}
+	return nil
+}
+
+// checkFresh refuses, before anything is recorded, target tables a new run
+// must not write into: ones sluice copy filled without a change stream, and
+// ones holding rows sluice did not copy.
+func (st Start) checkFresh(ctx context.Context) error {
+	for _, t := range st.Tables {
+		phase, err := st.Target.Phase(ctx, t.Target)
+		if err != nil {
+			return err
+		}
+		if phase != "" {
+			return failure.New(failure.Schema, "SLUICE-SYNC-COPIED",
+				"target table %s was filled by sluice without this change stream: changes made since then are not in it", t.Target).
+				With("table", t.Target).
+				WithHint("drop the target table (and sluice's _sluice_* tables) and let the run copy it, or keep it and run sluice verify --repair once the sync has caught up")
+		}
+		if err := copier.CheckTargetEmpty(ctx, st.Target, t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CheckIdentity refuses a table whose updates and deletes PostgreSQL does
+// not stream with the row they touched.
+func CheckIdentity(t *plan.Table) error {
+	st := t.Source
+	name := postgres.Ident(st.Name.Schema, st.Name.Name)
+	switch st.ReplicaIdentity {
+	case "nothing":
+		return failure.New(failure.Schema, "SLUICE-SYNC-IDENTITY", "table %s has REPLICA IDENTITY NOTHING: its updates and deletes are not streamed", st.Name).
+			With("table", st.Name.String()).WithHint("ALTER TABLE %s REPLICA IDENTITY DEFAULT (it has a primary key) or FULL", name)
+	case "default":
+		if len(st.PrimaryKey) == 0 {
+			return failure.New(failure.Schema, "SLUICE-SYNC-IDENTITY", "table %s has no primary key, so PostgreSQL does not stream which row an update or delete touched", st.Name).
+				With("table", st.Name.String()).WithHint("add a primary key, or ALTER TABLE %s REPLICA IDENTITY FULL", name)
+		}
+	}
+	return nil
+}
