@@ -135,12 +135,14 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 			}
 		case pgstream.Commit:
 			inTx = false
+			if !skipTx {
+				lastCommit = ev.LSN
+			}
+			if stopping { // a stop waits for the transaction, applied or skipped
+				return flush()
+			}
 			if skipTx {
 				continue
-			}
-			lastCommit = ev.LSN
-			if stopping {
-				return flush()
 			}
 			if s.applier.Pending() >= s.opt.BatchRows {
 				if err := flush(); err != nil {

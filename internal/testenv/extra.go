@@ -594,9 +594,14 @@ func StartWorkload(t testing.TB, connString string, opt WorkloadOptions, step fu
 					continue
 				}
 			}
+			// The step is never cut off by Stop: a statement abandoned
+			// mid-flight can still commit on the server after Stop returned,
+			// and a test then compares against a source still changing.
+			sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 			w.gate.Lock()
-			err := step(ctx, c, rng)
+			err := step(sctx, c, rng)
 			w.gate.Unlock()
+			scancel()
 			if err != nil {
 				if ctx.Err() != nil {
 					return

@@ -101,12 +101,21 @@ func TestCutoverUnderWorkload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if pauseMS <= 0 || pauseMS >= float64(timeout.Milliseconds()) {
-		t.Errorf("write pause %.1f ms, want above 0 and below the cutover timeout %s", pauseMS, timeout)
+	// The pause is what production pays: a second is ten times the
+	// benchmark's goal, room enough for a busy test machine.
+	if pauseMS <= 0 || pauseMS >= 1000 {
+		t.Errorf("write pause %.1f ms, want above 0 and below 1000 ms (the cutover timeout is %s)", pauseMS, timeout)
 	}
+	// The report must not hide a longer pause: no write the workload made
+	// during the cutover can have waited much longer than the reported pause
+	// (the slack covers the write's own time on a loaded machine).
 	longest := lat.max(cutStart, cutEnd)
 	t.Logf("cutover under load: write pause %.1f ms reported; the longest write the workload saw during the cutover took %.1f ms",
 		pauseMS, float64(longest.Microseconds())/1000)
+	const slack = 300 * time.Millisecond
+	if longest > time.Duration(pauseMS*float64(time.Millisecond))+slack {
+		t.Errorf("a write waited %s during the cutover, more than the reported pause %.1f ms + %s: the report understates the pause", longest, pauseMS, slack)
+	}
 	if m := autoIncRe.FindStringSubmatch(r.Stdout); m == nil {
 		t.Errorf("sluice cutover does not say it set AUTO_INCREMENT of orders:\n%s", r.Stdout)
 	} else if n, _ := strconv.ParseInt(m[1], 10, 64); n < seqBefore+1 {
