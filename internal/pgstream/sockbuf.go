@@ -46,7 +46,7 @@ func (s *Stream) WarnSmallSocketBuffer(log *slog.Logger) {
 		return
 	}
 	smallBufferWarned.Do(func() {
-		log.Warn("the change stream comes over a Unix socket with a small send buffer: catching up after a stop runs at about half speed",
+		log.Warn("the change stream comes over a Unix socket with a small send buffer: catching up after a stop runs at a third to half the speed",
 			"code", "SLUICE-SOCKET-BUFFER", "net.core.wmem_default", s.socketBuffer,
 			"fix", "on the source host: sysctl -w net.core.wmem_default="+strconv.Itoa(WantSocketBuffer)+", then restart sync (it resumes); see docs/OPERATIONS.md")
 	})

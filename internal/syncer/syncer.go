@@ -14,7 +14,6 @@ package syncer
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -166,7 +165,7 @@ func (s *Syncer) Run(ctx context.Context) (*CutoverReport, error) {
 		// A connection that breaks is retried for as long as it takes (an
 		// outage ends); an error nobody classified is retried a few times
 		// in case it was transient, then reported instead of looping.
-		if failure.Code(err) == "SLUICE-INTERNAL" {
+		if failure.Code(err) == "SLUICE-INTERNAL" && !connectionLost(err) {
 			if unknown++; unknown > maxUnknownRetries {
 				return report, fmt.Errorf("sync gave up after %d attempts failed the same way: %w", unknown, err)
 			}
@@ -188,20 +187,6 @@ func (s *Syncer) Run(ctx context.Context) (*CutoverReport, error) {
 			s.log.Warn("cannot resume yet", "code", failure.Code(err), "error", err.Error())
 		}
 	}
-}
-
-// maxUnknownRetries bounds the retries of errors that are not known to be a
-// connection problem.
-const maxUnknownRetries = 5
-
-// retryable tells a broken connection (resume by itself) from a problem a
-// person has to fix (schema change, bad value, configuration).
-func retryable(err error) bool {
-	var fe *failure.Error
-	if errors.As(err, &fe) {
-		return fe.Kind == failure.Connection
-	}
-	return true
 }
 
 // reload forgets in-flight chunks and reads the progress committed on the
