@@ -180,17 +180,25 @@ func applyNet(ctx context.Context, tx *sql.Tx, ops []Op) error {
 	return applySegment(ctx, tx, ops[start:])
 }
 
-func applySegment(ctx context.Context, tx *sql.Tx, ops []Op) error {
-	if len(ops) == 0 {
-		return nil
-	}
+// netTable is the net effect of a run of ops on one keyed table: what to
+// delete, patch, upsert and load, each row once, in first-touched order.
+type netTable struct {
+	table   *Table
+	deletes []Row
+	patches []Row
+	upserts []Row
+	loads   []Row
+}
+
+// netEffect reduces ops (a run without barriers) to one state per row and
+// table; ops on keyless tables are returned apart, in order.
+func netEffect(ops []Op) (tables []*netTable, keyless []Op) {
 	type tableState struct {
 		order []string
 		rows  map[string]*netState
 	}
-	var tables []*Table
+	var order []*Table
 	states := map[*Table]*tableState{}
-	var keyless []Op
 	for _, op := range ops {
 		if op.Table.Plan.Keyless {
 			keyless = append(keyless, op)
@@ -200,7 +208,7 @@ func applySegment(ctx context.Context, tx *sql.Tx, ops []Op) error {
 		if ts == nil {
 			ts = &tableState{rows: map[string]*netState{}}
 			states[op.Table] = ts
-			tables = append(tables, op.Table)
+			order = append(order, op.Table)
 		}
 		cur := ts.rows[op.Key]
 		if cur == nil {
@@ -222,35 +230,53 @@ func applySegment(ctx context.Context, tx *sql.Tx, ops []Op) error {
 			}
 		}
 	}
-	for _, t := range tables {
+	for _, t := range order {
 		ts := states[t]
-		var deletes [][]any
-		var upserts, loads []Row
+		nt := &netTable{table: t}
 		for _, k := range ts.order {
 			st := ts.rows[k]
 			switch st.kind {
 			case Delete:
-				deletes = append(deletes, t.KeyArgs(st.row))
+				nt.deletes = append(nt.deletes, st.row)
+			case Patch:
+				nt.patches = append(nt.patches, st.row)
 			case Upsert:
-				upserts = append(upserts, st.row)
+				nt.upserts = append(nt.upserts, st.row)
 			case Load:
-				loads = append(loads, st.row)
+				nt.loads = append(nt.loads, st.row)
 			}
+		}
+		tables = append(tables, nt)
+	}
+	return tables, keyless
+}
+
+// applySegment writes the net effect of ops: per table deletes first (a
+// unique value a deleted row held is free for the rows written next), then
+// patches, upserts and loads.
+func applySegment(ctx context.Context, tx *sql.Tx, ops []Op) error {
+	if len(ops) == 0 {
+		return nil
+	}
+	tables, keyless := netEffect(ops)
+	for _, nt := range tables {
+		t := nt.table
+		deletes := make([][]any, len(nt.deletes))
+		for i, r := range nt.deletes {
+			deletes[i] = t.KeyArgs(r)
 		}
 		if err := deleteKeys(ctx, tx, t, deletes); err != nil {
 			return err
 		}
-		for _, k := range ts.order {
-			if st := ts.rows[k]; st.kind == Patch {
-				if err := patch(ctx, tx, t, st.row, st.row); err != nil {
-					return err
-				}
+		for _, r := range nt.patches {
+			if err := patch(ctx, tx, t, r, r); err != nil {
+				return err
 			}
 		}
-		if err := upsert(ctx, tx, t, upserts); err != nil {
+		if err := upsert(ctx, tx, t, nt.upserts); err != nil {
 			return err
 		}
-		if err := load(ctx, tx, t, loads); err != nil {
+		if err := load(ctx, tx, t, nt.loads); err != nil {
 			return err
 		}
 	}
