@@ -52,13 +52,7 @@ func TestSourceRestartWhileStreaming(t *testing.T) {
 		t.Fatalf("workload did too little to prove anything")
 	}
 
-	st := s.waitCaughtUp(90 * time.Second) // fails if the sync exited
-	r := retries(s.current().Output())
-	if r == 0 {
-		t.Errorf("the sync logged no retry: did the source restart reach it at all?\n%s", testenv.Tail(s.current().Output(), 30))
-	}
-	t.Logf("resumed by itself: the sync kept running through the source restart, retrying %d time(s); caught up %.1f s after the restart (%d changes applied)",
-		r, time.Since(restartedAt).Seconds(), st.ChangesApplied)
+	s.assertResumedByItself("the source restart", restartedAt)
 	verifyEqual(t, src, p.TargetURL, "orders")
 	s.abort()
 }
@@ -100,13 +94,7 @@ func TestTargetUnreachableWhileStreaming(t *testing.T) {
 	}
 	t.Logf("workload: %d transactions", ops)
 
-	st := s.waitCaughtUp(90 * time.Second) // fails if the sync exited
-	r := retries(s.current().Output())
-	if r == 0 {
-		t.Errorf("the sync logged no retry: did the target outage reach it at all?\n%s", testenv.Tail(s.current().Output(), 30))
-	}
-	t.Logf("resumed by itself: the sync kept running through the target outage, retrying %d time(s); caught up %.1f s after the target came back (%d changes applied)",
-		r, time.Since(restoredAt).Seconds(), st.ChangesApplied)
+	s.assertResumedByItself("the target outage", restoredAt)
 	verifyEqual(t, p.SourceURL, p.TargetURL, "orders")
 	s.abort()
 }
@@ -213,6 +201,19 @@ func TestTargetUnreachableDuringCopy(t *testing.T) {
 	}
 	verifyEqual(t, p.SourceURL, p.TargetURL, "orders")
 	s.abort()
+}
+
+// assertResumedByItself waits until the sync, still the same process, has
+// caught up after an outage (what, ended at since) and logged a retry.
+func (s *syncRun) assertResumedByItself(what string, since time.Time) {
+	s.t.Helper()
+	st := s.waitCaughtUp(90 * time.Second) // fails if the sync exited
+	r := retries(s.current().Output())
+	if r == 0 {
+		s.t.Errorf("the sync logged no retry: did %s reach it at all?\n%s", what, testenv.Tail(s.current().Output(), 30))
+	}
+	s.t.Logf("resumed by itself: the sync kept running through %s, retrying %d time(s); caught up %.1f s after it ended (%d changes applied)",
+		what, r, time.Since(since).Seconds(), st.ChangesApplied)
 }
 
 // retries counts the warnings in which a running sync says it lost a
