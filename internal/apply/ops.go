@@ -72,26 +72,48 @@ type Table struct {
 // NewTable prepares the SQL fragments for t.
 func NewTable(t *plan.Table) *Table {
 	at := &Table{Plan: t, quoted: typemap.QuoteIdent(t.Target)}
-	isKey := map[int]bool{}
 	for _, k := range t.Key {
-		isKey[k] = true
 		at.keyCols = append(at.keyCols, typemap.QuoteIdent(t.Columns[k].Target))
 	}
-	var sets []string
-	for i, c := range t.Columns {
-		q := typemap.QuoteIdent(c.Target)
-		at.cols = append(at.cols, q)
+	for _, c := range t.Columns {
+		at.cols = append(at.cols, typemap.QuoteIdent(c.Target))
 		at.bytesCol = append(at.bytesCol, strings.Contains(c.SQLType, "BLOB") || strings.Contains(c.SQLType, "BINARY"))
+	}
+	at.upsertTail = UpsertTail(t)
+	return at
+}
+
+// UpsertTail is the ON DUPLICATE KEY UPDATE clause that writes a row of t
+// over the row with its key.
+//
+// The guard comes first: ON DUPLICATE KEY UPDATE also fires when only a
+// unique secondary index matches, and would then overwrite that other row
+// and drop the incoming one without a word. When the matched row's key is
+// not the incoming one, the guard divides by zero, which the session's
+// strict mode (ERROR_FOR_DIVISION_BY_ZERO) turns into error 1365 for any key
+// type (NULL would not do: an AUTO_INCREMENT key takes it as 0). The batch
+// is then replayed change by change in source order, where a unique value
+// always leaves its old row before it reaches the new one.
+func UpsertTail(t *plan.Table) string {
+	if len(t.Key) == 0 { // keyless tables are written row by row, never upserted
+		return ""
+	}
+	isKey := map[int]bool{}
+	same := make([]string, len(t.Key))
+	for i, k := range t.Key {
+		isKey[k] = true
+		q := typemap.QuoteIdent(t.Columns[k].Target)
+		same[i] = q + " <=> VALUES(" + q + ")"
+	}
+	first := typemap.QuoteIdent(t.Columns[t.Key[0]].Target)
+	sets := []string{first + " = IF(" + strings.Join(same, " AND ") + ", " + first + ", LENGTH(" + first + ") / 0)"}
+	for i, c := range t.Columns {
 		if !isKey[i] {
+			q := typemap.QuoteIdent(c.Target)
 			sets = append(sets, q+" = VALUES("+q+")")
 		}
 	}
-	if len(sets) == 0 { // every column is part of the key
-		k := at.keyCols[0]
-		sets = append(sets, k+" = "+k)
-	}
-	at.upsertTail = " ON DUPLICATE KEY UPDATE " + strings.Join(sets, ", ")
-	return at
+	return " ON DUPLICATE KEY UPDATE " + strings.Join(sets, ", ")
 }
 
 func (t *Table) arg(i int, v Val) any {

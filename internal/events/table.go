@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/sluice-db/sluice/internal/apply"
 	"github.com/sluice-db/sluice/internal/plan"
 	"github.com/sluice-db/sluice/internal/postgres"
 	"github.com/sluice-db/sluice/internal/typemap"
@@ -57,24 +58,14 @@ func NewTable(t *plan.Table, castTypes []string) *Table {
 	for _, k := range t.Key {
 		rt.keySrc = append(rt.keySrc, rt.colSrc[k])
 	}
-	isKey := map[int]bool{}
 	for _, k := range t.Key {
-		isKey[k] = true
 		rt.keyCols = append(rt.keyCols, typemap.QuoteIdent(t.Columns[k].Target))
 	}
-	var sets []string
-	for i, c := range t.Columns {
-		q := typemap.QuoteIdent(c.Target)
-		rt.cols = append(rt.cols, q)
+	for _, c := range t.Columns {
+		rt.cols = append(rt.cols, typemap.QuoteIdent(c.Target))
 		rt.bytesCol = append(rt.bytesCol, strings.Contains(c.SQLType, "BLOB") || strings.Contains(c.SQLType, "BINARY"))
-		if !isKey[i] {
-			sets = append(sets, q+" = VALUES("+q+")")
-		}
 	}
-	if len(sets) == 0 {
-		sets = append(sets, rt.keyCols[0]+" = "+rt.keyCols[0])
-	}
-	rt.upsertTail = " ON DUPLICATE KEY UPDATE " + strings.Join(sets, ", ")
+	rt.upsertTail = apply.UpsertTail(t)
 	return rt
 }
 

@@ -24,6 +24,7 @@ var dataErrors = map[uint16]bool{
 	1265: true, // data truncated
 	1292: true, // incorrect datetime value
 	1366: true, // incorrect value
+	1365: true, // division by 0: apply's upsert guard, a unique value held by another row
 	1406: true, // data too long
 	1451: true, // a foreign key refuses the delete (checks are off, but a user may turn them on)
 	1452: true, // a foreign key refuses the row
@@ -36,8 +37,12 @@ var dataErrors = map[uint16]bool{
 // IsDataError reports whether the target refused a value or a row.
 func IsDataError(err error) bool { return dataErrors[errorNumber(err)] }
 
-// IsDuplicate reports whether a unique index refused a row.
-func IsDuplicate(err error) bool { return errorNumber(err) == 1062 }
+// IsDuplicate reports whether a unique index refused a row, directly (1062)
+// or through the upsert guard (1365, see apply.UpsertTail).
+func IsDuplicate(err error) bool {
+	n := errorNumber(err)
+	return n == 1062 || n == 1365
+}
 
 // IsTransient reports a deadlock or lock wait timeout: the server rolled the
 // transaction back and running it again can succeed.
@@ -48,12 +53,18 @@ func IsTransient(err error) bool {
 
 // IsOrderConflict reports an error that applying the same changes in
 // another order can avoid: a unique or foreign key refusing an intermediate
-// state, or a deadlock. Any other error (a lost connection, a COMMIT whose
-// outcome is unknown) must not be answered by writing the batch again.
+// state (1365 is the apply package's guard against an upsert meeting a
+// unique value held by another row), or a deadlock. Any other error (a lost
+// connection, a COMMIT whose outcome is unknown) must not be answered by
+// writing the batch again.
 func IsOrderConflict(err error) bool {
 	switch errorNumber(err) {
-	case 1062, 1451, 1452, 1213:
+	case 1062, 1365, 1451, 1452, 1213:
 		return true
 	}
 	return false
 }
+
+// IsUpsertGuard reports the error of apply's upsert guard: an upsert met a
+// unique value held by a row with another key (see apply.UpsertTail).
+func IsUpsertGuard(err error) bool { return errorNumber(err) == 1365 }

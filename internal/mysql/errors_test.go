@@ -18,6 +18,8 @@ func TestErrorClasses(t *testing.T) {
 	}{
 		{wrap(1062), true, true, false, true},
 		{wrap(1406), true, false, false, false},
+		{wrap(1365), true, true, false, true}, // the upsert guard: a unique value held by another row
+		{wrap(1048), true, false, false, false},
 		{wrap(1452), true, false, false, true},
 		{wrap(1213), false, false, true, true},
 		{wrap(1205), false, false, true, false},

@@ -232,3 +232,37 @@ func itemsMix(newKeys int64) func(ctx context.Context, c *pgx.Conn, rng *rand.Ra
 		return err
 	}
 }
+
+// TestUniqueValueMovesBetweenRows: within one batch a unique value leaves
+// one row and goes to another that the batch inserted first. Written as net
+// effects in first-touched order, the new row's upsert meets the old holder
+// of the value: MariaDB's ON DUPLICATE KEY UPDATE would then update that
+// other row and drop the new one without an error. The target must end as
+// the source, swap included.
+func TestUniqueValueMovesBetweenRows(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	p.PG(t, `CREATE TABLE users (id int PRIMARY KEY, email text NOT NULL UNIQUE, name text NOT NULL)`)
+	p.PG(t, `INSERT INTO users VALUES (1, 'x@example.com', 'Ann'), (3, 'p@example.com', 'Cy'), (4, 'q@example.com', 'Di')`)
+	s := newSync(t, p.SourceURL, p.TargetURL)
+	s.start()
+	s.waitCaughtUp(60 * time.Second)
+
+	// one transaction, so one batch: user 2 is touched first, then takes
+	// user 1's address after user 1 gave it up
+	p.PG(t, `BEGIN;
+		INSERT INTO users VALUES (2, 'w@example.com', 'Bo');
+		UPDATE users SET email = 'y@example.com' WHERE id = 1;
+		UPDATE users SET email = 'x@example.com' WHERE id = 2;
+		COMMIT`)
+	s.waitCaughtUp(60 * time.Second)
+	verifyEqual(t, p.SourceURL, p.TargetURL, "users")
+	// and a swap between two existing rows, through a third value
+	p.PG(t, `BEGIN;
+		UPDATE users SET email = 'tmp@example.com' WHERE id = 3;
+		UPDATE users SET email = 'p@example.com' WHERE id = 4;
+		UPDATE users SET email = 'q@example.com' WHERE id = 3;
+		COMMIT`)
+	s.waitCaughtUp(60 * time.Second)
+	verifyEqual(t, p.SourceURL, p.TargetURL, "users")
+}

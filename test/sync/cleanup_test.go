@@ -154,3 +154,47 @@ func TestSyncFailedSetupLeavesNoSlot(t *testing.T) {
 		t.Fatalf("the failed start left replication slot %s on the source", s.slot)
 	}
 }
+
+// TestSyncStopsWhenTargetRefusesRows: a target table that cannot hold the
+// source's rows (here someone added a unique index on the target) makes the
+// sync stop with exit 5 and SLUICE-SYNC-REFUSED, with nothing of the refused
+// batch applied, instead of retrying forever. Once the target is fixed the
+// same command resumes and ends equal.
+func TestSyncStopsWhenTargetRefusesRows(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	createOrders(t, p, 100) // customers 1..99 and 0, once each
+	s := newSync(t, p.SourceURL, p.TargetURL)
+	proc := s.start()
+	s.waitCaughtUp(60 * time.Second)
+	p.My(t, `CREATE UNIQUE INDEX one_order_per_customer ON orders (customer)`)
+
+	p.PG(t, `INSERT INTO orders (customer, amount) VALUES (1000, 1)`)      // fine on its own
+	p.PG(t, `INSERT INTO orders (customer, amount) VALUES (7, 2), (8, 3)`) // customers that have an order already
+	exit, ok := proc.Wait(60 * time.Second)
+	if !ok {
+		t.Fatalf("sluice sync kept running (retrying) although the target refuses the rows:\n%s", testenv.Tail(proc.Output(), 20))
+	}
+	if exit != 5 || !strings.Contains(proc.Output(), "SLUICE-SYNC-REFUSED") || !strings.Contains(proc.Output(), "a unique index of the target holds a value") {
+		t.Fatalf("exit %d; want 5 with SLUICE-SYNC-REFUSED saying a unique index refused the row:\n%s", exit, testenv.Tail(proc.Output(), 20))
+	}
+	var kept int
+	if err := p.Target.QueryRow(`SELECT COUNT(*) FROM orders WHERE id IN (7, 8) AND amount < 1`).Scan(&kept); err != nil {
+		t.Fatal(err)
+	}
+	if kept != 2 {
+		t.Errorf("the target's orders 7 and 8 were overwritten by the refused rows (%d of 2 kept)", kept)
+	}
+	var refused int
+	if err := p.Target.QueryRow(`SELECT COUNT(*) FROM orders WHERE customer IN (7, 8) AND amount > 1`).Scan(&refused); err != nil {
+		t.Fatal(err)
+	}
+	if refused != 0 {
+		t.Errorf("%d rows of the refused transaction reached the target", refused)
+	}
+
+	p.My(t, `DROP INDEX one_order_per_customer ON orders`)
+	s.start()
+	s.waitCaughtUp(60 * time.Second)
+	verifyEqual(t, p.SourceURL, p.TargetURL, "orders")
+}
