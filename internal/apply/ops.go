@@ -106,7 +106,9 @@ func UpsertTail(t *plan.Table) string {
 		same[i] = q + " <=> VALUES(" + q + ")"
 	}
 	first := typemap.QuoteIdent(t.Columns[t.Key[0]].Target)
-	sets := []string{first + " = IF(" + strings.Join(same, " AND ") + ", " + first + ", LENGTH(" + first + ") / 0)"}
+	// the failing branch keeps the key's type (IF(uuid, decimal) is refused)
+	fail := "IF(LENGTH(" + first + ") / 0, " + first + ", " + first + ")"
+	sets := []string{first + " = IF(" + strings.Join(same, " AND ") + ", " + first + ", " + fail + ")"}
 	for i, c := range t.Columns {
 		if !isKey[i] {
 			q := typemap.QuoteIdent(c.Target)

@@ -229,11 +229,17 @@ func slotLost(err error) bool {
 	if !errors.As(err, &pe) {
 		return false
 	}
+	// Matched on the message too: the same codes also mean a slot of
+	// another database (a wrong connection string) or a spill file error,
+	// which a retry or a fix of the URL gets past.
 	switch pe.Code {
-	case "42704", "55000": // undefined_object; object_not_in_prerequisite_state (invalidated)
-		return strings.Contains(pe.Message, "replication slot")
-	case "58P01": // undefined_file: requested WAL segment has already been removed
-		return true
+	case "42704": // undefined_object
+		return strings.Contains(pe.Message, "replication slot") && strings.Contains(pe.Message, "does not exist")
+	case "55000": // object_not_in_prerequisite_state: invalidated
+		return strings.Contains(pe.Message, "can no longer get changes") ||
+			strings.Contains(pe.Detail, "invalidated") || strings.Contains(pe.Message, "invalidated")
+	case "58P01": // undefined_file
+		return strings.Contains(pe.Message, "WAL segment") && strings.Contains(pe.Message, "removed")
 	}
 	return false
 }

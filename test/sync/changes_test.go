@@ -244,6 +244,9 @@ func TestUniqueValueMovesBetweenRows(t *testing.T) {
 	p := newPair(t)
 	p.PG(t, `CREATE TABLE users (id int PRIMARY KEY, email text NOT NULL UNIQUE, name text NOT NULL)`)
 	p.PG(t, `INSERT INTO users VALUES (1, 'x@example.com', 'Ann'), (3, 'p@example.com', 'Cy'), (4, 'q@example.com', 'Di')`)
+	// a uuid key becomes MariaDB's UUID type, which the upsert's guard must accept
+	p.PG(t, `CREATE TABLE tokens (id uuid PRIMARY KEY, code text NOT NULL UNIQUE)`)
+	p.PG(t, `INSERT INTO tokens VALUES ('00000000-0000-0000-0000-000000000001', 'a')`)
 	s := newSync(t, p.SourceURL, p.TargetURL)
 	s.start()
 	s.waitCaughtUp(60 * time.Second)
@@ -255,8 +258,14 @@ func TestUniqueValueMovesBetweenRows(t *testing.T) {
 		UPDATE users SET email = 'y@example.com' WHERE id = 1;
 		UPDATE users SET email = 'x@example.com' WHERE id = 2;
 		COMMIT`)
+	p.PG(t, `BEGIN;
+		INSERT INTO tokens VALUES ('00000000-0000-0000-0000-000000000002', 'b');
+		UPDATE tokens SET code = 'c' WHERE code = 'a';
+		UPDATE tokens SET code = 'a' WHERE code = 'b';
+		INSERT INTO tokens VALUES ('00000000-0000-0000-0000-000000000003', 'd');
+		COMMIT`)
 	s.waitCaughtUp(60 * time.Second)
-	verifyEqual(t, p.SourceURL, p.TargetURL, "users")
+	verifyEqual(t, p.SourceURL, p.TargetURL, "users", "tokens")
 	// and a swap between two existing rows, through a third value
 	p.PG(t, `BEGIN;
 		UPDATE users SET email = 'tmp@example.com' WHERE id = 3;
@@ -264,5 +273,5 @@ func TestUniqueValueMovesBetweenRows(t *testing.T) {
 		UPDATE users SET email = 'q@example.com' WHERE id = 3;
 		COMMIT`)
 	s.waitCaughtUp(60 * time.Second)
-	verifyEqual(t, p.SourceURL, p.TargetURL, "users")
+	verifyEqual(t, p.SourceURL, p.TargetURL, "users", "tokens")
 }
