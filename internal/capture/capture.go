@@ -53,10 +53,12 @@ func (st Start) Prepare(ctx context.Context, prepareTable func(ctx context.Conte
 	if err != nil {
 		return err
 	}
-	if state == nil {
-		if err := st.checkFresh(ctx); err != nil {
+	if state == nil || state.Phase == mysql.PhasePreparing {
+		if err := st.checkFresh(ctx, state != nil); err != nil {
 			return err
 		}
+	}
+	if state == nil {
 		// Recorded before anything else, so a run that fails below is
 		// resumed by the next one rather than refused as someone else's.
 		state = &mysql.SyncState{Slot: st.Slot, Publication: st.Publication, Phase: mysql.PhasePreparing}
@@ -91,16 +93,17 @@ func (st Start) Prepare(ctx context.Context, prepareTable func(ctx context.Conte
 	return nil
 }
 
-// checkFresh refuses, before anything is recorded, target tables a new run
-// must not write into: ones sluice copy filled without a change stream, and
-// ones holding rows sluice did not copy.
-func (st Start) checkFresh(ctx context.Context) error {
+// checkFresh refuses target tables a new run must not write into: ones
+// sluice copy filled without a change stream, and ones holding rows sluice
+// did not copy. A run still preparing (resumed) may find the tables it
+// started itself: planned, never copied, so still empty.
+func (st Start) checkFresh(ctx context.Context, preparing bool) error {
 	for _, t := range st.Tables {
 		phase, err := st.Target.Phase(ctx, t.Target)
 		if err != nil {
 			return err
 		}
-		if phase != "" {
+		if phase != "" && !(preparing && phase == mysql.PhaseCopying) {
 			return failure.New(failure.Schema, "SLUICE-SYNC-COPIED",
 				"target table %s was filled by sluice without this change stream: changes made since then are not in it", t.Target).
 				With("table", t.Target).

@@ -68,3 +68,30 @@ func IsOrderConflict(err error) bool {
 // IsUpsertGuard reports the error of apply's upsert guard: an upsert met a
 // unique value held by a row with another key (see apply.UpsertTail).
 func IsUpsertGuard(err error) bool { return errorNumber(err) == 1365 }
+
+// serverStates are server errors about the server's state, not the
+// statement: they pass (a failover ends, connections free up).
+var serverStates = map[uint16]bool{
+	1040: true, // too many connections
+	1053: true, // server shutdown in progress
+	1152: true, // aborted connection
+	1158: true, // network read error
+	1159: true, // network read timeout
+	1160: true, // network write error
+	1161: true, // network write timeout
+	1205: true, // lock wait timeout
+	1213: true, // deadlock
+	1290: true, // --read-only (a failover in progress)
+	1317: true, // query interrupted (KILL QUERY)
+	1836: true, // read-only mode
+	1927: true, // connection killed
+	4031: true, // disconnected for inactivity
+}
+
+// IsStatementRefused reports a server error about the statement itself (an
+// unknown table or column, a missing privilege): running it again fails the
+// same way until someone changes the target.
+func IsStatementRefused(err error) bool {
+	n := errorNumber(err)
+	return n != 0 && !serverStates[n] && !dataErrors[n]
+}

@@ -34,3 +34,22 @@ func TestErrorClasses(t *testing.T) {
 		}
 	}
 }
+
+func TestStatementRefused(t *testing.T) {
+	refused := func(n uint16) bool {
+		return IsStatementRefused(fmt.Errorf("target: write: %w", &gomysql.MySQLError{Number: n}))
+	}
+	for _, n := range []uint16{1146, 1054, 1142, 1364} { // no table, no column, no privilege, no default
+		if !refused(n) {
+			t.Errorf("error %d is not seen as a refused statement: the sync would retry it forever", n)
+		}
+	}
+	for _, n := range []uint16{1213, 1205, 1290, 1927, 1062, 1406} { // passing states, and data errors (classified apart)
+		if refused(n) {
+			t.Errorf("error %d is seen as a refused statement", n)
+		}
+	}
+	if IsStatementRefused(errors.New("driver: bad connection")) {
+		t.Error("a lost connection is seen as a refused statement")
+	}
+}

@@ -42,7 +42,7 @@ func (t *Target) LoadSyncState(ctx context.Context, slot string) (*SyncState, er
 	st := &SyncState{Slot: slot}
 	err := t.DB.QueryRowContext(ctx, `SELECT publication, applied_lsn, phase FROM `+SyncTable+` WHERE slot = ?`, slot).
 		Scan(&st.Publication, &st.AppliedLSN, &st.Phase)
-	if err == sql.ErrNoRows {
+	if err == sql.ErrNoRows || errorNumber(err) == 1146 { // no row, or no table: sluice finish or abort ran
 		return nil, nil
 	}
 	if err != nil {

@@ -419,14 +419,19 @@ func (s *Syncer) copyDone() bool {
 	return true
 }
 
-// applyError tells a target that refuses the data (stop: a person must fix
-// the target table, and retrying would fail the same way forever) from one
-// that cannot be reached (resume by itself).
+// applyError tells a target that refuses the data or the statement (stop: a
+// person must fix the target, and retrying would fail the same way forever)
+// from one that cannot be reached or is busy (resume by itself).
 func applyError(err error, upTo pglogrepl.LSN) error {
 	if mysql.IsDataError(err) {
 		return failure.Wrap(err, failure.BadRow, "SLUICE-SYNC-REFUSED", "target: refused the changes up to %s", upTo).
 			With("source_position", upTo.String()).
 			WithHint("the target table differs from the source (a unique index, a narrower column, a check): fix it to accept the source's rows and run sync again; it resumes from the last applied change")
+	}
+	if mysql.IsStatementRefused(err) {
+		return failure.Wrap(err, failure.Schema, "SLUICE-SYNC-TARGET", "target: cannot apply the changes up to %s", upTo).
+			With("source_position", upTo.String()).
+			WithHint("the target refuses the statement itself (the server's error says why: a table, column or privilege dropped during the sync, a full disk): fix that and run sync again; it resumes from the last applied change")
 	}
 	return failure.Wrap(err, failure.Connection, "SLUICE-SYNC-APPLY", "target: apply changes up to %s", upTo).
 		With("source_position", upTo.String()).
