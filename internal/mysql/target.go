@@ -248,3 +248,24 @@ func QueryError(err error, format string, args ...any) error {
 	return failure.Wrap(err, failure.Connection, "SLUICE-TARGET-CONNECTION", format, args...).
 		WithHint("check that MySQL/MariaDB is reachable, then run the command again")
 }
+
+// UniqueIndexes returns the columns of each unique index of table other
+// than its primary key.
+func (t *Target) UniqueIndexes(ctx context.Context, table string) (map[string][]string, error) {
+	rows, err := t.DB.QueryContext(ctx, `SELECT index_name, column_name FROM information_schema.statistics
+		WHERE table_schema = DATABASE() AND table_name = ? AND non_unique = 0 AND index_name <> 'PRIMARY'
+		ORDER BY index_name, seq_in_index`, table)
+	if err != nil {
+		return nil, fmt.Errorf("target: read the unique indexes of %s: %w", table, err)
+	}
+	defer rows.Close()
+	out := map[string][]string{}
+	for rows.Next() {
+		var name, col string
+		if err := rows.Scan(&name, &col); err != nil {
+			return nil, fmt.Errorf("target: read the unique indexes of %s: %w", table, err)
+		}
+		out[name] = append(out[name], col)
+	}
+	return out, rows.Err()
+}

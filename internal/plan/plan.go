@@ -499,6 +499,45 @@ func quoteTargets(cols []string, targetCol map[string]string) string {
 	return strings.Join(q, ", ")
 }
 
+// EnforcedUnique reports whether the source keeps the target columns cols
+// unique: they include the row key or a unique index of the source (every
+// column of it migrated).
+func (t *Table) EnforcedUnique(cols []string) bool {
+	have := map[string]bool{}
+	for _, c := range cols {
+		have[c] = true
+	}
+	targetOf := map[string]string{}
+	for _, c := range t.Columns {
+		if c.Source != "" {
+			targetOf[c.Source] = c.Target
+		}
+	}
+	covers := func(source []string) bool {
+		for _, c := range source {
+			if tc, ok := targetOf[c]; !ok || !have[tc] {
+				return false
+			}
+		}
+		return len(source) > 0
+	}
+	if len(t.Key) > 0 {
+		key := make([]string, len(t.Key))
+		for i, k := range t.Key {
+			key[i] = t.Columns[k].Source
+		}
+		if covers(key) {
+			return true
+		}
+	}
+	for _, ix := range t.Source.Indexes {
+		if ix.Unique && ix.Unsupported == "" && covers(ix.Columns) {
+			return true
+		}
+	}
+	return false
+}
+
 func sameColumns(a, b []string) bool {
 	if len(a) != len(b) {
 		return false

@@ -198,3 +198,28 @@ func TestSyncStopsWhenTargetRefusesRows(t *testing.T) {
 	s.waitCaughtUp(60 * time.Second)
 	verifyEqual(t, p.SourceURL, p.TargetURL, "orders")
 }
+
+// TestSyncRefusesTargetUniqueIndexSourceLacks: an empty target table made
+// by hand with a unique index the source does not enforce is refused (exit
+// 4, SLUICE-TARGET-UNIQUE, naming table and index) before a slot exists:
+// the copy's bulk loads would otherwise delete the rows it matches.
+func TestSyncRefusesTargetUniqueIndexSourceLacks(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	createOrders(t, p, 300)
+	p.My(t, `CREATE TABLE orders (id bigint PRIMARY KEY, customer int NOT NULL, amount decimal(12,2) NOT NULL,
+		status longtext NOT NULL, placed datetime(6) NOT NULL, UNIQUE KEY one_per_customer (customer))`)
+	s := newSync(t, p.SourceURL, p.TargetURL)
+	proc := s.start()
+	exit, ok := proc.Wait(60 * time.Second)
+	if !ok {
+		t.Fatal("sluice sync kept running on a target table with a unique index the source lacks")
+	}
+	out := proc.Output()
+	if exit != 4 || !strings.Contains(out, "SLUICE-TARGET-UNIQUE") || !strings.Contains(out, "one_per_customer") {
+		t.Fatalf("exit %d; want 4 with SLUICE-TARGET-UNIQUE naming one_per_customer:\n%s", exit, testenv.Tail(out, 20))
+	}
+	if slot, _ := testenv.SlotAndPublication(t, p.SourceURL, s.slot); slot {
+		t.Errorf("the refused start left replication slot %s on the source", s.slot)
+	}
+}
