@@ -33,6 +33,12 @@ func main() {
 	}
 	cmd, err := root.ExecuteContextC(ctx)
 	pprof.StopCPUProfile()
+	if path := os.Getenv("SLUICE_MEMPROFILE"); path != "" { // allocations since start
+		if f, ferr := os.Create(path); ferr == nil {
+			pprof.Lookup("allocs").WriteTo(f, 0)
+			f.Close()
+		}
+	}
 	if err == nil {
 		os.Exit(app.exitStatus)
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -92,7 +93,8 @@ type Stream struct {
 	watched   context.Context
 	unwatch   func() bool
 
-	socketBuffer int // over a Unix socket: the walsender's send buffer (bytes); 0 otherwise
+	socketBuffer int      // over a Unix socket: the walsender's send buffer (bytes); 0 otherwise
+	dialed       net.Conn // the socket as dialed (a pacedConn where available), under TLS if any
 }
 
 // statusInterval is how often the client reports its position even when
@@ -115,7 +117,8 @@ func Open(ctx context.Context, connString, slot, publication string, startLSN pg
 	}
 	cfg.ConnectTimeout = 10 * time.Second
 	dial := cfg.DialFunc
-	unixBuffer := 0 // the walsender's send buffer when it comes over a Unix socket
+	unixBuffer := 0     // the walsender's send buffer when it comes over a Unix socket
+	var dialed net.Conn // under TLS, if any
 	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := dial(ctx, network, addr)
 		if err != nil {
@@ -124,7 +127,9 @@ func Open(ctx context.Context, connString, slot, publication string, startLSN pg
 		if network == "unix" {
 			unixBuffer = socketBuffer()
 		}
-		return newPacedConn(c)
+		pc, err := newPacedConn(c)
+		dialed = pc
+		return pc, err
 	}
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
@@ -139,7 +144,7 @@ func Open(ctx context.Context, connString, slot, publication string, startLSN pg
 		conn.Close(context.Background())
 		return nil, fmt.Errorf("start replication on slot %s: %w", slot, err)
 	}
-	s := &Stream{conn: conn, relations: map[uint32]*Relation{}, nextReply: time.Now().Add(statusInterval), socketBuffer: unixBuffer}
+	s := &Stream{conn: conn, relations: map[uint32]*Relation{}, nextReply: time.Now().Add(statusInterval), socketBuffer: unixBuffer, dialed: dialed}
 	s.confirmed.Store(uint64(startLSN))
 	return s, nil
 }
@@ -238,26 +243,58 @@ func (s *Stream) watch(ctx context.Context) {
 	s.unwatch = context.AfterFunc(ctx, func() { s.conn.Conn().SetReadDeadline(time.Now()) })
 }
 
-// Pump reads the stream into out until ctx ends or the stream breaks, a
-// transaction at a time (up to pumpBatch events per send): one hand-off
-// between goroutines per transaction rather than per change.
+// Pump reads the stream into out until ctx ends or the stream breaks. What
+// was decoded is handed over when the connection is about to wait for the
+// server (or at pumpBatch events): one hand-off between goroutines per read
+// of the socket, not per transaction, which under a busy source saves
+// thousands of goroutine switches a second. Over a connection that cannot
+// tell (not a pacedConn) it is handed over at each commit and keepalive.
+// Return each batch with Recycle once its events are copied out.
 func (s *Stream) Pump(ctx context.Context, out chan<- []Event) error {
-	var batch []Event
+	batch := newBatch()
+	send := func() bool {
+		if len(batch) == 0 {
+			return true
+		}
+		select {
+		case out <- batch:
+			batch = newBatch()
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	waits := setBeforeWait(s.dialed, func() { send() })
+	defer setBeforeWait(s.dialed, nil)
 	for {
 		ev, err := s.Next(ctx)
 		if err != nil {
 			return err
 		}
 		batch = append(batch, ev)
-		if ev.Kind == Commit || ev.Kind == Keepalive || len(batch) >= pumpBatch {
-			select {
-			case out <- batch:
-			case <-ctx.Done():
+		if len(batch) >= pumpBatch || !waits && (ev.Kind == Commit || ev.Kind == Keepalive) {
+			if !send() {
 				return ctx.Err()
 			}
-			batch = make([]Event, 0, 8)
 		}
 	}
+}
+
+// batches recycles the slices Pump hands out: a new one per hand-off was
+// most of what a busy stream allocated (and the GC's work).
+var batches = sync.Pool{New: func() any { b := make([]Event, 0, 64); return &b }}
+
+func newBatch() []Event { return (*batches.Get().(*[]Event))[:0] }
+
+// Recycle takes back a batch from Pump whose events the caller has copied
+// out (an Event is copied by value; nothing may keep a pointer into b).
+func Recycle(b []Event) {
+	if cap(b) == 0 {
+		return
+	}
+	clear(b) // drop the rows they point to
+	b = b[:0]
+	batches.Put(&b)
 }
 
 const pumpBatch = 256

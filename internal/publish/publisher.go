@@ -311,7 +311,8 @@ func (p *Publisher) loop(ctx context.Context, evs <-chan []pgstream.Event) error
 	defer tick.Stop()
 	stopCh, stopping := p.stop, false
 	next := func() uint32 { n++; return n - 1 }
-	var pending []pgstream.Event // the rest of the last batch received
+	var pending, received []pgstream.Event // the rest of the last batch received; all of it
+	defer func() { pgstream.Recycle(received) }()
 	for {
 		if len(pending) == 0 {
 			select {
@@ -331,7 +332,9 @@ func (p *Publisher) loop(ctx context.Context, evs <-chan []pgstream.Event) error
 					unflushed = time.Time{}
 				}
 				continue
-			case pending = <-evs:
+			case b := <-evs:
+				pgstream.Recycle(received) // its events were copied out
+				received, pending = b, b
 			}
 			continue
 		}

@@ -95,7 +95,8 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 		return nil
 	}
 
-	var pending []pgstream.Event // the rest of the last batch received
+	var pending, received []pgstream.Event // the rest of the last batch received; all of it
+	defer func() { pgstream.Recycle(received) }()
 	for {
 		if len(pending) == 0 {
 			select {
@@ -118,7 +119,9 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 					return err
 				}
 				continue
-			case pending = <-events:
+			case b := <-events:
+				pgstream.Recycle(received) // its events were copied out
+				received, pending = b, b
 			}
 			continue
 		}
