@@ -6,7 +6,9 @@ package capture
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"time"
 
 	"github.com/sluice-db/sluice/internal/copier"
 	"github.com/sluice-db/sluice/internal/failure"
@@ -88,9 +90,31 @@ func (st Start) Prepare(ctx context.Context, prepareTable func(ctx context.Conte
 		return err
 	}
 	if state.Phase == mysql.PhasePreparing {
-		return st.Target.SetSyncPhase(ctx, st.Slot, st.Phase)
+		if err := st.Target.SetSyncPhase(ctx, st.Slot, st.Phase); err != nil {
+			st.dropNewCapture()
+			if errors.Is(err, mysql.ErrNoSyncState) {
+				return failure.Wrap(err, failure.Schema, "SLUICE-SYNC-NOSTATE", "the run was aborted while it started").
+					With("slot", st.Slot).
+					WithHint("run sync again to start afresh; its replication slot was dropped")
+			}
+			return err
+		}
 	}
 	return nil
+}
+
+// dropNewCapture drops the slot and publication of a run still preparing
+// when recording that they exist failed. Nothing was copied or streamed, so
+// the slot holds nothing to lose, and left behind it would retain WAL: a
+// sluice abort that ran meanwhile (and removed the run's state) could not
+// have seen it, and the next run starts a new one anyway.
+func (st Start) dropNewCapture() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // ctx may be what ended
+	defer cancel()
+	if err := pgstream.Drop(ctx, st.Source.Pool, st.Slot, st.Publication); err != nil {
+		st.Log.Warn("could not drop the replication slot of the run that failed to start; run sluice abort to drop it",
+			"code", "SLUICE-SYNC-SLOTLEFT", "slot", st.Slot, "error", err.Error())
+	}
 }
 
 // checkFresh refuses target tables a new run must not write into: ones

@@ -3,6 +3,7 @@ package mysql
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 )
 
@@ -64,10 +65,25 @@ func (t *Target) CreateSyncState(ctx context.Context, st SyncState) error {
 	return nil
 }
 
+// ErrNoSyncState is SetSyncPhase's error when the sync's state row is gone:
+// sluice finish or abort removed it while the run was going.
+var ErrNoSyncState = errors.New("the sync state on the target was removed (sluice finish or abort ran?)")
+
 // SetSyncPhase records the phase of the sync on slot and nothing else.
 func (t *Target) SetSyncPhase(ctx context.Context, slot, phase string) error {
-	if _, err := t.DB.ExecContext(ctx, `UPDATE `+SyncTable+` SET phase = ? WHERE slot = ?`, phase, slot); err != nil {
+	res, err := t.DB.ExecContext(ctx, `UPDATE `+SyncTable+` SET phase = ? WHERE slot = ?`, phase, slot)
+	if errorNumber(err) == 1146 {
+		return fmt.Errorf("record phase %s of the sync on slot %s: %w", phase, slot, ErrNoSyncState)
+	}
+	if err != nil {
 		return fmt.Errorf("target: record phase %s of the sync on slot %s: %w", phase, slot, err)
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 0 { // the row is gone, or already had this phase
+		if st, err := t.LoadSyncState(ctx, slot); err != nil {
+			return err
+		} else if st == nil {
+			return fmt.Errorf("record phase %s of the sync on slot %s: %w", phase, slot, ErrNoSyncState)
+		}
 	}
 	return nil
 }
