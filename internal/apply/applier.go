@@ -394,7 +394,7 @@ func bulkUpsert(ctx context.Context, tx *sql.Tx, t *Table, rows []Row) error {
 		}
 		pw.Close()
 	}()
-	_, err := mysql.LoadData(ctx, tx, t.Plan.Target, t.Plan.LoadColumns(), pr, true)
+	_, err := mysql.LoadData(ctx, tx, t.Plan.Target, t.Plan.LoadColumns(), pr, t.replace)
 	pr.CloseWithError(errors.New("load stopped"))
 	if err != nil {
 		return fmt.Errorf("target: load %d rows into %s: %w", len(rows), t.Plan.Target, err)

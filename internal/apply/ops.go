@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/plan"
 	"github.com/sluice-db/sluice/internal/typemap"
 )
@@ -67,11 +68,12 @@ type Table struct {
 	keyCols    []string
 	upsertTail string // ON DUPLICATE KEY UPDATE …
 	bytesCol   []bool // pass as []byte (binary) rather than string
+	replace    *mysql.Replace
 }
 
 // NewTable prepares the SQL fragments for t.
 func NewTable(t *plan.Table) *Table {
-	at := &Table{Plan: t, quoted: typemap.QuoteIdent(t.Target)}
+	at := &Table{Plan: t, quoted: typemap.QuoteIdent(t.Target), replace: t.Replace()}
 	for _, k := range t.Key {
 		at.keyCols = append(at.keyCols, typemap.QuoteIdent(t.Columns[k].Target))
 	}

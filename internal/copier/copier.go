@@ -247,29 +247,10 @@ func CreateTargetTable(ctx context.Context, tgt *mysql.Target, t *plan.Table) er
 		if err := refuseRows(ctx, tgt, t); err != nil {
 			return err
 		}
-		return refuseExtraUnique(ctx, tgt, t)
+		return t.Replace().RefuseExtraUnique(ctx, tgt.DB, t.Target)
 	}
 	if _, err := tgt.DB.ExecContext(ctx, t.CreateTable); err != nil {
 		return failure.Wrap(err, failure.Schema, "SLUICE-TARGET-DDL", "target: create table %s", t.Target).With("table", t.Target)
-	}
-	return nil
-}
-
-// refuseExtraUnique refuses an existing target table with a unique index
-// the source does not enforce: the source may hold rows it refuses, and
-// bulk loads (REPLACE) would delete the rows it matches without a word.
-func refuseExtraUnique(ctx context.Context, tgt *mysql.Target, t *plan.Table) error {
-	indexes, err := tgt.UniqueIndexes(ctx, t.Target)
-	if err != nil {
-		return err
-	}
-	for name, cols := range indexes {
-		if !t.EnforcedUnique(cols) {
-			return failure.New(failure.Schema, "SLUICE-TARGET-UNIQUE",
-				"target table %s has unique index %s on (%s), which the source table %s does not enforce", t.Target, name, strings.Join(cols, ", "), t.Source.Name).
-				With("table", t.Target).With("index", name).
-				WithHint("rows the source allows would be refused or overwrite each other: drop the index for the migration (ALTER TABLE %s DROP INDEX %s) and add it after the cutover, or make the source enforce it first", t.Target, name)
-		}
 	}
 	return nil
 }
@@ -584,7 +565,11 @@ func streamRows(ctx context.Context, src *postgres.Source, tx *sql.Tx, t *plan.T
 		pw.CloseWithError(err) // nil: the loader sees EOF
 		readErr <- err
 	}()
-	loaded, loadErr := mysql.LoadData(ctx, tx, t.Target, t.LoadColumns(), pr, replace)
+	var mode *mysql.Replace
+	if replace {
+		mode = t.Replace()
+	}
+	loaded, loadErr := mysql.LoadData(ctx, tx, t.Target, t.LoadColumns(), pr, mode)
 	pr.CloseWithError(errLoadStopped) // unblocks the reader if the load failed first
 	if err := <-readErr; err != nil {
 		return tr, err

@@ -216,7 +216,7 @@ func (s *Service) writeChunk(ctx context.Context, ts *tableState, ch mysql.Store
 	}
 	if written > 0 {
 		// REPLACE: a row without a version can only be the copy's own.
-		if _, err := mysql.LoadData(ctx, tx, t.Target, t.LoadColumns(), bytes.NewReader(out), true); err != nil {
+		if _, err := mysql.LoadData(ctx, tx, t.Target, t.LoadColumns(), bytes.NewReader(out), t.Replace()); err != nil {
 			var warn *mysql.ValueWarning
 			if errors.As(err, &warn) {
 				return 0, failure.Wrap(err, failure.BadRow, "SLUICE-COPY-TARGETWARN", "table %s, chunk %d", ts.rt.Name, ch.No).With("table", ts.rt.Name)

@@ -166,7 +166,18 @@ var readerSeq atomic.Int64
 // NULL, backslash escapes, raw bytes) into table within tx, and fails if the
 // server changed or refused any value: with LOCAL, MySQL downgrades data
 // errors to warnings, so every warning is treated as an error here.
-func LoadData(ctx context.Context, tx *sql.Tx, table string, columns []LoadColumn, rows io.Reader, replace bool) (int64, error) {
+//
+// With replace, rows replace those with the same key. REPLACE also deletes
+// every row one of them matches on a unique index; an index the source does
+// not enforce (Replace.Enforced) could thus delete rows the source still
+// has, so one is refused, checked under the table's metadata lock, which
+// the transaction then holds: no index is added before it commits.
+func LoadData(ctx context.Context, tx *sql.Tx, table string, columns []LoadColumn, rows io.Reader, replace *Replace) (int64, error) {
+	if replace != nil {
+		if err := replace.guard(ctx, tx, table); err != nil {
+			return 0, err
+		}
+	}
 	name := fmt.Sprintf("sluice-%d", readerSeq.Add(1))
 	gomysql.RegisterReaderHandler(name, func() io.Reader { return rows })
 	defer gomysql.DeregisterReaderHandler(name)
@@ -181,7 +192,7 @@ func LoadData(ctx context.Context, tx *sql.Tx, table string, columns []LoadColum
 		}
 	}
 	mode := ""
-	if replace {
+	if replace != nil {
 		mode = "REPLACE "
 	}
 	stmt := fmt.Sprintf("LOAD DATA LOCAL INFILE 'Reader::%s' %sINTO TABLE %s CHARACTER SET binary "+
@@ -249,10 +260,15 @@ func QueryError(err error, format string, args ...any) error {
 		WithHint("check that MySQL/MariaDB is reachable, then run the command again")
 }
 
-// UniqueIndexes returns the columns of each unique index of table other
+// Querier is what reads the catalog: the pool or a transaction.
+type Querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// uniqueIndexes returns the columns of each unique index of table other
 // than its primary key.
-func (t *Target) UniqueIndexes(ctx context.Context, table string) (map[string][]string, error) {
-	rows, err := t.DB.QueryContext(ctx, `SELECT index_name, column_name FROM information_schema.statistics
+func uniqueIndexes(ctx context.Context, q Querier, table string) (map[string][]string, error) {
+	rows, err := q.QueryContext(ctx, `SELECT index_name, column_name FROM information_schema.statistics
 		WHERE table_schema = DATABASE() AND table_name = ? AND non_unique = 0 AND index_name <> 'PRIMARY'
 		ORDER BY index_name, seq_in_index`, table)
 	if err != nil {
@@ -268,4 +284,38 @@ func (t *Target) UniqueIndexes(ctx context.Context, table string) (map[string][]
 		out[name] = append(out[name], col)
 	}
 	return out, rows.Err()
+}
+
+// Replace is LoadData's REPLACE mode for a table copied from Source.
+type Replace struct {
+	Source   string                   // the source table, for messages
+	Enforced func(cols []string) bool // the source enforces a unique index on these target columns
+}
+
+// RefuseExtraUnique refuses a unique index of table (read through q) that
+// the source does not enforce: the source may hold rows it refuses, and
+// bulk loads (REPLACE) would delete the rows it matches without a word.
+func (r *Replace) RefuseExtraUnique(ctx context.Context, q Querier, table string) error {
+	indexes, err := uniqueIndexes(ctx, q, table)
+	if err != nil {
+		return err
+	}
+	for name, cols := range indexes {
+		if !r.Enforced(cols) {
+			return failure.New(failure.Schema, "SLUICE-TARGET-UNIQUE",
+				"target table %s has unique index %s on (%s), which the source table %s does not enforce", table, name, strings.Join(cols, ", "), r.Source).
+				With("table", table).With("index", name).
+				WithHint("rows the source allows would be refused or overwrite each other: drop the index for the migration (ALTER TABLE %s DROP INDEX %s) and add it after the cutover, or make the source enforce it first", table, name)
+		}
+	}
+	return nil
+}
+
+// guard takes table's metadata lock for tx (held until it ends, so no
+// index can be added meanwhile), then refuses an index REPLACE must not meet.
+func (r *Replace) guard(ctx context.Context, tx *sql.Tx, table string) error {
+	if _, err := tx.ExecContext(ctx, "SELECT 1 FROM "+typemap.QuoteIdent(table)+" LIMIT 0"); err != nil {
+		return fmt.Errorf("target: open %s: %w", table, err)
+	}
+	return r.RefuseExtraUnique(ctx, tx, table)
 }

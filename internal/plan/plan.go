@@ -14,6 +14,7 @@ import (
 	"github.com/sluice-db/sluice/internal/canonical"
 	"github.com/sluice-db/sluice/internal/config"
 	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/postgres"
 	"github.com/sluice-db/sluice/internal/schema"
 	"github.com/sluice-db/sluice/internal/typemap"
@@ -497,6 +498,12 @@ func quoteTargets(cols []string, targetCol map[string]string) string {
 		q[i] = typemap.QuoteIdent(targetCol[c])
 	}
 	return strings.Join(q, ", ")
+}
+
+// Replace is LoadData's REPLACE mode for t's target table: it refuses a
+// unique index the source does not enforce.
+func (t *Table) Replace() *mysql.Replace {
+	return &mysql.Replace{Source: t.Source.Name.String(), Enforced: t.EnforcedUnique}
 }
 
 // EnforcedUnique reports whether the source keeps the target columns cols

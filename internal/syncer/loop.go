@@ -2,6 +2,7 @@ package syncer
 
 import (
 	"context"
+	"errors"
 	"database/sql"
 	"fmt"
 	"runtime"
@@ -426,6 +427,10 @@ func (s *Syncer) copyDone() bool {
 // person must fix the target, and retrying would fail the same way forever)
 // from one that cannot be reached or is busy (resume by itself).
 func applyError(err error, upTo pglogrepl.LSN) error {
+	var fe *failure.Error
+	if errors.As(err, &fe) { // classified where it was found
+		return err
+	}
 	if mysql.IsDataError(err) {
 		return failure.Wrap(err, failure.BadRow, "SLUICE-SYNC-REFUSED", "target: refused the changes up to %s", upTo).
 			With("source_position", upTo.String()).

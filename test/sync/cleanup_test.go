@@ -199,6 +199,39 @@ func TestSyncStopsWhenTargetRefusesRows(t *testing.T) {
 	verifyEqual(t, p.SourceURL, p.TargetURL, "orders")
 }
 
+// TestSyncStopsWhenUniqueIndexAddedDuringCopy: a unique index the source
+// does not enforce, added on the target while chunks are being copied, stops
+// the sync (exit 4, SLUICE-TARGET-UNIQUE) at the next chunk instead of
+// letting the chunk's bulk load (REPLACE) delete the rows the index matches.
+// Dropping the index lets the run resume and finish equal.
+func TestSyncStopsWhenUniqueIndexAddedDuringCopy(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	// code is not unique: the last chunk's rows share the codes of the first
+	// chunk's, which the source allows
+	p.PG(t, `CREATE TABLE items (id bigint PRIMARY KEY, code text NOT NULL)`)
+	p.PG(t, `INSERT INTO items SELECT g, 'c' || CASE WHEN g > 19000 THEN g - 19000 ELSE g END FROM generate_series(1, 20000) g`)
+	p.PG(t, `ANALYZE items`)
+	// chunks of 2000 rows go in bulk (REPLACE); throttled so the index comes mid-copy
+	s := newSync(t, p.SourceURL, p.TargetURL, "--chunk-rows", "2000", "--max-rows-per-sec", "4000")
+	proc := s.start()
+	s.waitCopying(60*time.Second, "items", 2000)
+	p.My(t, `CREATE UNIQUE INDEX one_per_code ON items (code)`) // the rows copied so far have distinct codes
+	exit, ok := proc.Wait(60 * time.Second)
+	if !ok {
+		t.Fatalf("sluice sync kept running after a unique index the source lacks was added to the target:\n%s", testenv.Tail(proc.Output(), 20))
+	}
+	out := proc.Output()
+	if exit != 4 || !strings.Contains(out, "SLUICE-TARGET-UNIQUE") || !strings.Contains(out, "one_per_code") {
+		t.Fatalf("exit %d; want 4 with SLUICE-TARGET-UNIQUE naming one_per_code:\n%s", exit, testenv.Tail(out, 20))
+	}
+	// Resumed without the index, the run ends equal: no chunk deleted rows of another.
+	p.My(t, `DROP INDEX one_per_code ON items`)
+	s.start()
+	s.waitCaughtUp(120 * time.Second)
+	verifyEqual(t, p.SourceURL, p.TargetURL, "items")
+}
+
 // TestSyncRefusesTargetUniqueIndexSourceLacks: an empty target table made
 // by hand with a unique index the source does not enforce is refused (exit
 // 4, SLUICE-TARGET-UNIQUE, naming table and index) before a slot exists:
