@@ -90,7 +90,23 @@ func (a *app) buildPlan(ctx context.Context, src *postgres.Source, tgt *mysql.Ta
 
 // buildPlanWith is buildPlan; keyless takes tables without a key whose
 // REPLICA IDENTITY is FULL (sync and verify can match them on all columns).
+// Every mapping that is not exact is logged before the run starts (sluice
+// plan prints the same list).
 func (a *app) buildPlanWith(ctx context.Context, src *postgres.Source, tgt *mysql.Target, tables string, keyless bool) (*plan.Plan, error) {
+	p, err := a.planTables(ctx, src, tgt, tables, keyless)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range p.Tables {
+		for _, warn := range t.Warnings {
+			a.log.Warn(warn, "code", "SLUICE-PLAN-WARNING", "table", t.Source.Name.String())
+		}
+	}
+	return p, nil
+}
+
+// planTables plans the selected tables.
+func (a *app) planTables(ctx context.Context, src *postgres.Source, tgt *mysql.Target, tables string, keyless bool) (*plan.Plan, error) {
 	opt := plan.Options{Schema: a.flags.schema, Flavor: tgt.Flavor, AllowKeyless: keyless}
 	if tables != "" {
 		opt.Tables = strings.Split(tables, ",")

@@ -31,7 +31,7 @@ func (a *app) planCommand() *cobra.Command {
 			}
 			defer src.Close()
 			defer tgt.Close()
-			p, err := a.buildPlan(ctx, src, tgt, tables)
+			p, err := a.planTables(ctx, src, tgt, tables, false) // printed below, warnings included
 			if err != nil {
 				return err
 			}

@@ -413,7 +413,13 @@ func secondaryIndexes(t *Table, targetCol map[string]string) []Statement {
 			continue
 		}
 		kind := "INDEX"
-		if ix.Unique {
+		switch {
+		case ix.Unique && ix.Deferrable:
+			// MySQL checks uniqueness row by row: a transaction that swaps
+			// or shifts values (why a constraint is made DEFERRABLE) would be
+			// refused when replayed, so the target gets a plain index
+			t.Warnings = append(t.Warnings, fmt.Sprintf("%s: unique constraint %s is DEFERRABLE (checked at commit), which MySQL cannot do; the target gets a plain index during the migration: add UNIQUE on (%s) after the cutover, once the application no longer relies on deferred checks", t.Source.Name, ix.Name, strings.Join(cols, ", ")))
+		case ix.Unique:
 			kind = "UNIQUE INDEX"
 		}
 		if first == "" {

@@ -55,6 +55,9 @@ type Index struct {
 	Columns []string
 	Unique  bool
 	Primary bool
+	// Deferrable: a unique constraint checked at commit (DEFERRABLE), not
+	// row by row as MySQL does.
+	Deferrable bool
 	// Unsupported says why the index cannot be recreated (expression or
 	// partial index, non-btree method); empty when it can.
 	Unsupported string

@@ -275,3 +275,39 @@ func TestUniqueValueMovesBetweenRows(t *testing.T) {
 	s.waitCaughtUp(60 * time.Second)
 	verifyEqual(t, p.SourceURL, p.TargetURL, "users", "tokens")
 }
+
+// TestDeferrableUniqueConstraint: a unique constraint the source checks at
+// commit (DEFERRABLE) lets one statement shift every value by one and one
+// transaction swap two. MySQL checks uniqueness row by row and would refuse
+// both when replayed, so the target gets a plain index, with a warning
+// logged before the run, and the sync applies them and ends equal.
+func TestDeferrableUniqueConstraint(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	p.PG(t, `CREATE TABLE slots (id int PRIMARY KEY, pos int NOT NULL, CONSTRAINT one_per_pos UNIQUE (pos) DEFERRABLE)`)
+	p.PG(t, `INSERT INTO slots SELECT g, g FROM generate_series(1, 3000) g`)
+	s := newSync(t, p.SourceURL, p.TargetURL)
+	proc := s.start()
+	s.waitCaughtUp(60 * time.Second)
+
+	p.PG(t, `UPDATE slots SET pos = pos + 1`) // checked at the statement's end: fine on the source
+	p.PG(t, `BEGIN; SET CONSTRAINTS one_per_pos DEFERRED;
+		UPDATE slots SET pos = 3 WHERE id = 1; UPDATE slots SET pos = 2 WHERE id = 2; COMMIT`)
+	s.waitCaughtUp(60 * time.Second)
+	if err := s.alive(); err != nil {
+		t.Fatal(err)
+	}
+	out := proc.Output()
+	if !strings.Contains(out, "SLUICE-PLAN-WARNING") || !strings.Contains(out, "one_per_pos is DEFERRABLE") {
+		t.Errorf("no warning about the DEFERRABLE constraint before the run:\n%s", testenv.Tail(out, 20))
+	}
+	var nonUnique int
+	if err := p.Target.QueryRow(`SELECT non_unique FROM information_schema.statistics
+		WHERE table_schema = DATABASE() AND table_name = 'slots' AND index_name = 'one_per_pos'`).Scan(&nonUnique); err != nil {
+		t.Fatalf("index one_per_pos on the target: %v", err)
+	}
+	if nonUnique != 1 {
+		t.Errorf("target index one_per_pos is unique; want a plain index for a DEFERRABLE constraint")
+	}
+	verifyEqual(t, p.SourceURL, p.TargetURL, "slots")
+}
