@@ -2,8 +2,8 @@ package syncer
 
 import (
 	"context"
-	"errors"
 	"database/sql"
+	"errors"
 	"fmt"
 	"runtime"
 	"strings"
