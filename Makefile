@@ -18,6 +18,7 @@ demo: build services
 # The whole suite: unit tests and the integration tests against real
 # PostgreSQL, MariaDB and NATS.
 test: services
+	@unformatted=$$("$$($(GO) env GOROOT)/bin/gofmt" -l .) || exit 1; if [ -n "$$unformatted" ]; then echo "not gofmt-formatted (run gofmt -w):"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 60m ./...
 
