@@ -33,7 +33,6 @@ type pacedConn struct {
 	wait          time.Duration // before the next read: 0 after a full one
 	pace          time.Duration // the pause once the socket is drained: readWait, less when it fills
 	drained       int           // bytes read since the last pause
-	beforeWait    func()        // called, by the reading goroutine, before each pause
 
 	readDeadline, writeDeadline atomic.Int64 // UnixNano; 0: none
 
@@ -104,9 +103,6 @@ func (c *pacedConn) Read(b []byte) (int, error) {
 	defer c.use.RUnlock()
 	for {
 		if c.wait > 0 {
-			if c.beforeWait != nil {
-				c.beforeWait()
-			}
 			time.Sleep(c.wait)
 		}
 		if err := c.check(&c.readDeadline); err != nil {
@@ -145,17 +141,6 @@ func nextPace(pace time.Duration, drained int) time.Duration {
 		return min(pace*2, readWait)
 	}
 	return pace
-}
-
-// setBeforeWait has f called before each pause of a pacedConn's reads (nil:
-// no more); it reports whether c is one. Set and called by the goroutine
-// that reads c.
-func setBeforeWait(c net.Conn, f func()) bool {
-	pc, ok := c.(*pacedConn)
-	if ok {
-		pc.beforeWait = f
-	}
-	return ok
 }
 
 func (c *pacedConn) Write(b []byte) (int, error) {

@@ -7,6 +7,3 @@ import "net"
 // newPacedConn keeps the connection as it is where raw socket reads are not
 // available (see pacedconn.go).
 func newPacedConn(c net.Conn) (net.Conn, error) { return c, nil }
-
-// setBeforeWait: without a pacedConn there is no pause to hook.
-func setBeforeWait(net.Conn, func()) bool { return false }
