@@ -91,7 +91,7 @@ func (st Start) Prepare(ctx context.Context, prepareTable func(ctx context.Conte
 	}
 	if state.Phase == mysql.PhasePreparing {
 		if err := st.Target.SetSyncPhase(ctx, st.Slot, st.Phase); err != nil {
-			st.dropNewCapture()
+			st.dropUnrecordedCapture()
 			if errors.Is(err, mysql.ErrNoSyncState) {
 				return failure.Wrap(err, failure.Schema, "SLUICE-SYNC-NOSTATE", "the run was aborted while it started").
 					With("slot", st.Slot).
@@ -103,14 +103,20 @@ func (st Start) Prepare(ctx context.Context, prepareTable func(ctx context.Conte
 	return nil
 }
 
-// dropNewCapture drops the slot and publication of a run still preparing
-// when recording that they exist failed. Nothing was copied or streamed, so
-// the slot holds nothing to lose, and left behind it would retain WAL: a
-// sluice abort that ran meanwhile (and removed the run's state) could not
-// have seen it, and the next run starts a new one anyway.
-func (st Start) dropNewCapture() {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // ctx may be what ended
+// dropUnrecordedCapture drops the slot and publication of a run still
+// preparing when recording that they exist failed, and the target confirms
+// it did not record them: its state is gone (a sluice abort that ran
+// meanwhile could not see the new slot) or still "preparing". Nothing was
+// copied or streamed, so the slot holds nothing to lose, and the next run
+// makes a new one. When the state cannot be read (the phase may have been
+// recorded after all) the slot stays, for the next run to reuse.
+func (st Start) dropUnrecordedCapture() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // the run's ctx may be what ended
 	defer cancel()
+	state, err := st.Target.LoadSyncState(ctx, st.Slot)
+	if err != nil || state != nil && state.Phase != mysql.PhasePreparing {
+		return
+	}
 	if err := pgstream.Drop(ctx, st.Source.Pool, st.Slot, st.Publication); err != nil {
 		st.Log.Warn("could not drop the replication slot of the run that failed to start; run sluice abort to drop it",
 			"code", "SLUICE-SYNC-SLOTLEFT", "slot", st.Slot, "error", err.Error())

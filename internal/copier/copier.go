@@ -571,7 +571,7 @@ func streamRows(ctx context.Context, src *postgres.Source, tx *sql.Tx, t *plan.T
 	}
 	loaded, loadErr := mysql.LoadData(ctx, tx, t.Target, t.LoadColumns(), pr, mode)
 	pr.CloseWithError(errLoadStopped) // unblocks the reader if the load failed first
-	if err := <-readErr; err != nil {
+	if err := <-readErr; err != nil && !(loadErr != nil && errors.Is(err, errLoadStopped)) {
 		return tr, err
 	}
 	if loadErr != nil {

@@ -313,8 +313,10 @@ func (r *Replace) RefuseExtraUnique(ctx context.Context, q Querier, table string
 
 // guard takes table's metadata lock for tx (held until it ends, so no
 // index can be added meanwhile), then refuses an index REPLACE must not meet.
+// FOR UPDATE takes the write lock the load needs anyway: a read lock first
+// could deadlock with an ALTER waiting between the two. LIMIT 0 locks no row.
 func (r *Replace) guard(ctx context.Context, tx *sql.Tx, table string) error {
-	if _, err := tx.ExecContext(ctx, "SELECT 1 FROM "+typemap.QuoteIdent(table)+" LIMIT 0"); err != nil {
+	if _, err := tx.ExecContext(ctx, "SELECT 1 FROM "+typemap.QuoteIdent(table)+" LIMIT 0 FOR UPDATE"); err != nil {
 		return fmt.Errorf("target: open %s: %w", table, err)
 	}
 	return r.RefuseExtraUnique(ctx, tx, table)
