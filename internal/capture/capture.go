@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/sluice-db/sluice/internal/copier"
@@ -160,6 +161,15 @@ func CheckIdentity(t *plan.Table) error {
 			return failure.New(failure.Schema, "SLUICE-SYNC-IDENTITY", "table %s has no primary key, so PostgreSQL does not stream which row an update or delete touched", st.Name).
 				With("table", st.Name.String()).WithHint("add a primary key, or ALTER TABLE %s REPLICA IDENTITY FULL", name)
 		}
+	}
+	// Changes are reduced per key value, which needs each value held by one
+	// row at a time: a DEFERRABLE key lets a transaction give a value to a
+	// row before taking it from another (UPDATE … SET id = id + 1), and the
+	// reduction would then delete rows.
+	if !t.Keyless && st.RowKeyDeferrable() {
+		return failure.New(failure.Schema, "SLUICE-SYNC-DEFERRABLE", "the key (%s) of table %s is DEFERRABLE: a transaction may hand a key value to one row before another gives it up, which cannot be replayed key by key", strings.Join(st.RowKey(), ", "), st.Name).
+			With("table", st.Name.String()).
+			WithHint("make the key immediate for the migration: drop the constraint and add it again without DEFERRABLE")
 	}
 	return nil
 }

@@ -203,7 +203,7 @@ func (s *Source) readIndexes(ctx context.Context, oid uint32, t *schema.Table) e
 			ix.Unsupported = "its method " + method + " has no MySQL equivalent"
 		}
 		if ix.Primary {
-			t.PrimaryKey = ix.Columns
+			t.PrimaryKey, t.PrimaryKeyDeferrable = ix.Columns, ix.Deferrable
 			continue
 		}
 		t.Indexes = append(t.Indexes, ix)

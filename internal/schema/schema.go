@@ -3,7 +3,10 @@
 // talks to a database.
 package schema
 
-import "strings"
+import (
+	"slices"
+	"strings"
+)
 
 // TableName is a schema-qualified table name on the source.
 type TableName struct {
@@ -75,13 +78,15 @@ type ForeignKey struct {
 
 // Table is one source table.
 type Table struct {
-	Name            TableName
-	Columns         []Column
-	PrimaryKey      []string // empty when the table has none
-	Indexes         []Index  // secondary indexes and unique constraints (not the primary key)
-	ForeignKeys     []ForeignKey
-	ReplicaIdentity string // default, full, nothing, index
-	EstimatedRows   int64
+	Name       TableName
+	Columns    []Column
+	PrimaryKey []string // empty when the table has none
+	// PrimaryKeyDeferrable: the primary key is checked at commit (DEFERRABLE)
+	PrimaryKeyDeferrable bool
+	Indexes              []Index // secondary indexes and unique constraints (not the primary key)
+	ForeignKeys          []ForeignKey
+	ReplicaIdentity      string // default, full, nothing, index
+	EstimatedRows        int64
 }
 
 // Column returns the named column, or nil.
@@ -96,6 +101,22 @@ func (t *Table) Column(name string) *Column {
 
 // RowKey returns the columns that identify a row: the primary key, else the
 // first unique index whose columns are all NOT NULL. Nil when there is none.
+// RowKeyDeferrable reports whether the constraint behind RowKey is checked
+// at commit (DEFERRABLE): within a transaction two rows may then hold one
+// key value for a while.
+func (t *Table) RowKeyDeferrable() bool {
+	if len(t.PrimaryKey) > 0 {
+		return t.PrimaryKeyDeferrable
+	}
+	key := t.RowKey()
+	for _, ix := range t.Indexes {
+		if ix.Unique && ix.Unsupported == "" && slices.Equal(ix.Columns, key) {
+			return ix.Deferrable
+		}
+	}
+	return false
+}
+
 func (t *Table) RowKey() []string {
 	if len(t.PrimaryKey) > 0 {
 		return t.PrimaryKey

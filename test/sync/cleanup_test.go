@@ -232,6 +232,31 @@ func TestSyncStopsWhenUniqueIndexAddedDuringCopy(t *testing.T) {
 	verifyEqual(t, p.SourceURL, p.TargetURL, "items")
 }
 
+// TestSyncRefusesDeferrableKey: a DEFERRABLE primary key lets one statement
+// shift every key by one, handing each value to a row before another gives
+// it up; applied key by key that would delete rows. The sync refuses such a
+// table at start (exit 4, SLUICE-SYNC-DEFERRABLE, naming it) with no slot.
+func TestSyncRefusesDeferrableKey(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	p.PG(t, `CREATE TABLE queue (id int PRIMARY KEY DEFERRABLE, item text NOT NULL)`)
+	p.PG(t, `INSERT INTO queue SELECT g, 'item ' || g FROM generate_series(1, 100) g`)
+	p.PG(t, `UPDATE queue SET id = id + 1`) // what the constraint allows
+	s := newSync(t, p.SourceURL, p.TargetURL)
+	proc := s.start()
+	exit, ok := proc.Wait(60 * time.Second)
+	if !ok {
+		t.Fatal("sluice sync kept running on a table whose primary key is DEFERRABLE")
+	}
+	out := proc.Output()
+	if exit != 4 || !strings.Contains(out, "SLUICE-SYNC-DEFERRABLE") || !strings.Contains(out, "queue") {
+		t.Fatalf("exit %d; want 4 with SLUICE-SYNC-DEFERRABLE naming queue:\n%s", exit, testenv.Tail(out, 20))
+	}
+	if slot, _ := testenv.SlotAndPublication(t, p.SourceURL, s.slot); slot {
+		t.Errorf("the refused start left replication slot %s on the source", s.slot)
+	}
+}
+
 // TestSyncRefusesTargetUniqueIndexSourceLacks: an empty target table made
 // by hand with a unique index the source does not enforce is refused (exit
 // 4, SLUICE-TARGET-UNIQUE, naming table and index) before a slot exists:
