@@ -217,14 +217,7 @@ func TestSyncStopsWhenUniqueIndexAddedDuringCopy(t *testing.T) {
 	proc := s.start()
 	s.waitCopying(60*time.Second, "items", 2000)
 	p.My(t, `CREATE UNIQUE INDEX one_per_code ON items (code)`) // the rows copied so far have distinct codes
-	exit, ok := proc.Wait(60 * time.Second)
-	if !ok {
-		t.Fatalf("sluice sync kept running after a unique index the source lacks was added to the target:\n%s", testenv.Tail(proc.Output(), 20))
-	}
-	out := proc.Output()
-	if exit != 4 || !strings.Contains(out, "SLUICE-TARGET-UNIQUE") || !strings.Contains(out, "one_per_code") {
-		t.Fatalf("exit %d; want 4 with SLUICE-TARGET-UNIQUE naming one_per_code:\n%s", exit, testenv.Tail(out, 20))
-	}
+	waitStopped(t, proc, 4, "SLUICE-TARGET-UNIQUE", "one_per_code")
 	// Resumed without the index, the run ends equal: no chunk deleted rows of another.
 	p.My(t, `DROP INDEX one_per_code ON items`)
 	s.start()
@@ -244,14 +237,7 @@ func TestSyncRefusesDeferrableKey(t *testing.T) {
 	p.PG(t, `UPDATE queue SET id = id + 1`) // what the constraint allows
 	s := newSync(t, p.SourceURL, p.TargetURL)
 	proc := s.start()
-	exit, ok := proc.Wait(60 * time.Second)
-	if !ok {
-		t.Fatal("sluice sync kept running on a table whose primary key is DEFERRABLE")
-	}
-	out := proc.Output()
-	if exit != 4 || !strings.Contains(out, "SLUICE-SYNC-DEFERRABLE") || !strings.Contains(out, "queue") {
-		t.Fatalf("exit %d; want 4 with SLUICE-SYNC-DEFERRABLE naming queue:\n%s", exit, testenv.Tail(out, 20))
-	}
+	waitStopped(t, proc, 4, "SLUICE-SYNC-DEFERRABLE", "queue")
 	if slot, _ := testenv.SlotAndPublication(t, p.SourceURL, s.slot); slot {
 		t.Errorf("the refused start left replication slot %s on the source", s.slot)
 	}
@@ -269,14 +255,7 @@ func TestSyncRefusesTargetUniqueIndexSourceLacks(t *testing.T) {
 		status longtext NOT NULL, placed datetime(6) NOT NULL, UNIQUE KEY one_per_customer (customer))`)
 	s := newSync(t, p.SourceURL, p.TargetURL)
 	proc := s.start()
-	exit, ok := proc.Wait(60 * time.Second)
-	if !ok {
-		t.Fatal("sluice sync kept running on a target table with a unique index the source lacks")
-	}
-	out := proc.Output()
-	if exit != 4 || !strings.Contains(out, "SLUICE-TARGET-UNIQUE") || !strings.Contains(out, "one_per_customer") {
-		t.Fatalf("exit %d; want 4 with SLUICE-TARGET-UNIQUE naming one_per_customer:\n%s", exit, testenv.Tail(out, 20))
-	}
+	waitStopped(t, proc, 4, "SLUICE-TARGET-UNIQUE", "one_per_customer")
 	if slot, _ := testenv.SlotAndPublication(t, p.SourceURL, s.slot); slot {
 		t.Errorf("the refused start left replication slot %s on the source", s.slot)
 	}

@@ -318,3 +318,21 @@ func exitSummary(out string) string {
 	}
 	return testenv.Tail(out, 3)
 }
+
+// waitStopped waits for a sync that must stop by itself and fails the test
+// unless it exited with exit and its log names code and every one of names.
+func waitStopped(t *testing.T, proc *testenv.Proc, exit int, code string, names ...string) {
+	t.Helper()
+	got, ok := proc.Wait(60 * time.Second)
+	if !ok {
+		t.Fatalf("sluice sync kept running; want it to stop with %s:\n%s", code, testenv.Tail(proc.Output(), 20))
+	}
+	out := proc.Output()
+	named := strings.Contains(out, code)
+	for _, n := range names {
+		named = named && strings.Contains(out, n)
+	}
+	if got != exit || !named {
+		t.Fatalf("exit %d; want %d with %s naming %s:\n%s", got, exit, code, strings.Join(names, ", "), testenv.Tail(out, 20))
+	}
+}
