@@ -3,10 +3,7 @@
 // talks to a database.
 package schema
 
-import (
-	"slices"
-	"strings"
-)
+import "strings"
 
 // TableName is a schema-qualified table name on the source.
 type TableName struct {
@@ -101,6 +98,16 @@ func (t *Table) Column(name string) *Column {
 
 // RowKey returns the columns that identify a row: the primary key, else the
 // first unique index whose columns are all NOT NULL. Nil when there is none.
+func (t *Table) RowKey() []string {
+	if len(t.PrimaryKey) > 0 {
+		return t.PrimaryKey
+	}
+	if ix := t.rowKeyIndex(); ix != nil {
+		return ix.Columns
+	}
+	return nil
+}
+
 // RowKeyDeferrable reports whether the constraint behind RowKey is checked
 // at commit (DEFERRABLE): within a transaction two rows may then hold one
 // key value for a while.
@@ -108,20 +115,14 @@ func (t *Table) RowKeyDeferrable() bool {
 	if len(t.PrimaryKey) > 0 {
 		return t.PrimaryKeyDeferrable
 	}
-	key := t.RowKey()
-	for _, ix := range t.Indexes {
-		if ix.Unique && ix.Unsupported == "" && slices.Equal(ix.Columns, key) {
-			return ix.Deferrable
-		}
-	}
-	return false
+	ix := t.rowKeyIndex()
+	return ix != nil && ix.Deferrable
 }
 
-func (t *Table) RowKey() []string {
-	if len(t.PrimaryKey) > 0 {
-		return t.PrimaryKey
-	}
-	for _, ix := range t.Indexes {
+// rowKeyIndex is the unique index RowKey uses when there is no primary key:
+// the first whose columns are all NOT NULL.
+func (t *Table) rowKeyIndex() *Index {
+	for i, ix := range t.Indexes {
 		if !ix.Unique || ix.Unsupported != "" {
 			continue
 		}
@@ -132,7 +133,7 @@ func (t *Table) RowKey() []string {
 			}
 		}
 		if allNotNull {
-			return ix.Columns
+			return &t.Indexes[i]
 		}
 	}
 	return nil
