@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+
+	"github.com/sluice-db/sluice/internal/failure"
 )
 
 // SyncTable holds one row per sync: where the change stream has been
@@ -86,6 +88,25 @@ func (t *Target) SetSyncPhase(ctx context.Context, slot, phase string) error {
 		}
 	}
 	return nil
+}
+
+// RecordCutover marks the sync on slot as cut over, once the fenced
+// cutover has succeeded. A failure here says so: the source and target are
+// already in step, only the record is missing, and running cutover again
+// (which fences and verifies once more) records it.
+func (t *Target) RecordCutover(ctx context.Context, slot string) error {
+	err := t.SetSyncPhase(ctx, slot, "cutover")
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrNoSyncState):
+		return failure.Wrap(err, failure.Schema, "SLUICE-SYNC-NOSTATE", "the cutover completed, but the sync was finished or aborted meanwhile").
+			With("slot", slot).
+			WithHint("nothing is left to record: check sluice status and the target's rows before switching the application")
+	}
+	return failure.Wrap(err, failure.Connection, "SLUICE-CUTOVER-RECORD", "the cutover completed, but the target did not record it").
+		With("slot", slot).
+		WithHint("once the target is reachable, run sluice cutover again: it fences and verifies once more, then records the cutover")
 }
 
 // Execer is what StoreAppliedLSN writes through: a transaction, so the

@@ -63,7 +63,7 @@ func (p *Publisher) Cutover(ctx context.Context) (*CutoverReport, error) {
 		p.log.Error("cutover failed; the fence is lifted and publishing goes on", "code", failure.Code(err), "error", err.Error())
 		return nil, err
 	}
-	if err := p.tgt.SetSyncPhase(ctx, p.opt.Slot, "cutover"); err != nil {
+	if err := p.tgt.RecordCutover(ctx, p.opt.Slot); err != nil {
 		return nil, err
 	}
 	p.cutover.Store(report)

@@ -108,7 +108,7 @@ func (s *Syncer) Cutover(ctx context.Context) (*CutoverReport, error) {
 	st := s.Status()
 	report.ChangesApplied, report.LagP50Seconds, report.LagP99Seconds, report.WALRetainedMaxBytes =
 		st.ChangesApplied, st.LagP50Seconds, st.LagP99Seconds, st.WALRetainedMaxBytes
-	if err := s.tgt.SetSyncPhase(ctx, s.opt.Slot, "cutover"); err != nil {
+	if err := s.tgt.RecordCutover(ctx, s.opt.Slot); err != nil {
 		return nil, err
 	}
 	s.status.cutover.Store(report)

@@ -36,15 +36,11 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 		s.narrowProcs()
 	}
 	var (
-		inTx       bool
-		skipTx     bool
-		lastCommit pglogrepl.LSN
-		quietEnd   pglogrepl.LSN // WAL end of a keepalive received after the last Begin: all before it was sent
-		oldest     time.Time     // source commit time of the oldest unapplied transaction
-		streamOps  int           // changes from the stream (not chunk rows) in the batch
+		pos        = position{applied: pglogrepl.LSN(s.status.applied.Load())}
+		oldest     time.Time // source commit time of the oldest unapplied transaction
+		streamOps  int       // changes from the stream (not chunk rows) in the batch
 		doneChunks []doneChunk
 	)
-	applied := pglogrepl.LSN(s.status.applied.Load())
 	stopCh, stopping := s.stop, false
 	// A batch is written when it holds BatchRows changes or BatchDelay after
 	// its first commit, whichever comes first. (The walsender sends a
@@ -56,10 +52,10 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 	timerArmed := false
 
 	flush := func() error {
-		if lastCommit <= applied && len(doneChunks) == 0 {
+		if !pos.unwritten() && len(doneChunks) == 0 {
 			return nil
 		}
-		s.status.pendingLSN = uint64(lastCommit)
+		s.status.pendingLSN = uint64(pos.lastCommit)
 		chunks := doneChunks
 		n := streamOps
 		err := s.applier.Commit(ctx, func(ctx context.Context, tx *sql.Tx) error {
@@ -71,9 +67,9 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 			return nil
 		})
 		if err != nil {
-			return applyError(err, lastCommit)
+			return applyError(err, pos.lastCommit)
 		}
-		applied = max(lastCommit, quietEnd)
+		applied := pos.written()
 		s.status.applied.Store(uint64(applied))
 		s.status.appliedChanges.Add(int64(n))
 		s.stream.Load().Confirm(applied)
@@ -105,13 +101,13 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 				return ctx.Err()
 			case <-stopCh:
 				stopCh, stopping = nil, true
-				if !inTx { // else finish the transaction being received first
+				if !pos.inTx { // else finish the transaction being received first
 					return flush()
 				}
 				continue
 			case <-flushTimer.C:
 				timerArmed = false
-				if inTx { // finish the transaction being received; its commit writes
+				if pos.inTx { // finish the transaction being received; its commit writes
 					flushTimer.Reset(s.opt.BatchDelay / 10)
 					timerArmed = true
 					continue
@@ -131,21 +127,17 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 		switch ev.Kind {
 		case pgstream.Begin:
 			s.commits.Add(ev.Xid)
-			inTx, quietEnd = true, 0
-			skipTx = ev.LSN < applied // replayed after a restart: already applied
-			if oldest.IsZero() && !skipTx {
+			skip := pos.begin(ev.LSN)
+			if oldest.IsZero() && !skip {
 				oldest = ev.CommitTime
 				s.status.oldestPending.Store(oldest.UnixNano())
 			}
 		case pgstream.Commit:
-			inTx = false
-			if !skipTx {
-				lastCommit = ev.LSN
-			}
+			applies := pos.commit(ev.LSN)
 			if stopping { // a stop waits for the transaction, applied or skipped
 				return flush()
 			}
-			if skipTx {
+			if !applies {
 				continue
 			}
 			if s.applier.Pending() >= s.opt.BatchRows {
@@ -171,7 +163,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 			}
 			byRel[ev.Relation.ID] = t
 		case pgstream.Change:
-			if skipTx {
+			if pos.skipTx {
 				continue
 			}
 			t := byRel[ev.Relation.ID]
@@ -183,7 +175,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 			}
 			streamOps++
 		case pgstream.Truncate:
-			if skipTx {
+			if pos.skipTx {
 				continue
 			}
 			for _, rel := range ev.Truncated {
@@ -192,7 +184,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 				}
 			}
 		case pgstream.Message:
-			if ev.Prefix != pgstream.MessagePrefix || skipTx {
+			if ev.Prefix != pgstream.MessagePrefix || pos.skipTx {
 				continue
 			}
 			if dc, ok := s.watermark(string(ev.Content)); ok {
@@ -207,21 +199,14 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 				}
 			}
 		case pgstream.Keepalive:
-			// Nothing pending: the source has nothing for us before its WAL
-			// end, so confirm it and let the slot release WAL. With a batch
-			// pending, its flush confirms that far (else, caught up, the lag
-			// would read a few bytes until the next keepalive, seconds later).
-			if inTx {
-				break
-			}
-			quietEnd = ev.WALEnd
-			if s.applier.Pending() == 0 && len(doneChunks) == 0 && lastCommit <= applied && ev.WALEnd > applied {
-				applied = ev.WALEnd
-				s.status.applied.Store(uint64(applied))
-				s.stream.Load().Confirm(applied)
+			// With a batch pending, its flush confirms this far (else, caught
+			// up, the lag would read a few bytes until the next keepalive).
+			if lsn, ok := pos.keepalive(ev.WALEnd, s.applier.Pending() == 0 && len(doneChunks) == 0); ok {
+				s.status.applied.Store(uint64(lsn))
+				s.stream.Load().Confirm(lsn)
 			}
 		}
-		if s.opt.AutoCutover && !inTx && s.copyDone() && s.lag() < s.opt.LagBound && !s.status.autoTried.Load() {
+		if s.opt.AutoCutover && !pos.inTx && s.copyDone() && s.lag() < s.opt.LagBound && !s.status.autoTried.Load() {
 			s.status.autoTried.Store(true)
 			go s.requestAutoCutover(ctx)
 		}
