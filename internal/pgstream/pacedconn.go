@@ -110,7 +110,11 @@ func (c *pacedConn) Read(b []byte) (int, error) {
 		}
 		n, err := c.syscall(syscall.SYS_READ, b)
 		switch {
-		case err == syscall.EAGAIN: // nothing yet
+		case err == syscall.EAGAIN && c.drained > 0: // the last read emptied the socket to the byte
+			c.pace = nextPace(c.pace, c.drained)
+			c.wait, c.drained = c.pace, 0
+			continue
+		case err == syscall.EAGAIN: // nothing came during a whole pause
 			c.pace = readWait
 			c.wait = min(max(2*c.wait, readWait), idleWait)
 			continue
@@ -218,11 +222,4 @@ func (c *pacedConn) SetReadDeadline(t time.Time) error {
 func (c *pacedConn) SetWriteDeadline(t time.Time) error {
 	c.writeDeadline.Store(unixNano(t))
 	return nil
-}
-
-func unixNano(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixNano()
 }

@@ -12,8 +12,9 @@ import (
 // connection should have. PostgreSQL does not set SO_SNDBUF, so that end gets
 // the kernel's default, net.core.wmem_default: 208 KiB on Linux, which holds
 // only about 200 of the walsender's one-message packets. Working off a
-// backlog, the walsender then waits on every read sluice makes; with 4 MiB it
-// runs ahead, and a catch-up here ran about twice as fast (docs/DESIGN-NOTES.md).
+// backlog, the walsender then waits whenever sluice has not emptied it yet
+// (prefetchConn keeps that short); with 4 MiB it runs ahead, and a catch-up
+// here ran about half as fast again (docs/DESIGN-NOTES.md).
 const WantSocketBuffer = 4 << 20
 
 // wmemDefaultPath is where Linux shows net.core.wmem_default.
@@ -46,7 +47,7 @@ func (s *Stream) WarnSmallSocketBuffer(log *slog.Logger) {
 		return
 	}
 	smallBufferWarned.Do(func() {
-		log.Warn("the change stream comes over a Unix socket with a small send buffer: catching up after a stop runs at a third to half the speed",
+		log.Warn("the change stream comes over a Unix socket with a small send buffer: catching up after a stop runs at about two thirds of the speed",
 			"code", "SLUICE-SOCKET-BUFFER", "net.core.wmem_default", s.socketBuffer,
 			"fix", "on the source host: sysctl -w net.core.wmem_default="+strconv.Itoa(WantSocketBuffer)+", then restart sync (it resumes); see docs/OPERATIONS.md")
 	})

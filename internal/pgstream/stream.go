@@ -125,7 +125,11 @@ func Open(ctx context.Context, connString, slot, publication string, startLSN pg
 		if network == "unix" {
 			unixBuffer = socketBuffer()
 		}
-		return newPacedConn(c)
+		pc, err := newPacedConn(c)
+		if err != nil {
+			return nil, err
+		}
+		return newPrefetchConn(pc), nil
 	}
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
