@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/sluice-db/sluice/internal/config"
 	"github.com/sluice-db/sluice/internal/failure"
@@ -123,4 +124,20 @@ func (a *app) copySettings() config.CopySettings {
 		return config.CopySettings{}
 	}
 	return a.file.Copy
+}
+
+// copyPace takes the config file's copy: parallel, chunk_rows and
+// max_rows_per_sec where the flag was not given: copy and sync read the
+// tables alike, and a limit set to spare production must hold for both.
+func (a *app) copyPace(f *pflag.FlagSet, parallel, chunkRows *int, maxRate *float64) {
+	cs := a.copySettings()
+	if !f.Changed("parallel") && cs.Parallel > 0 {
+		*parallel = cs.Parallel
+	}
+	if !f.Changed("chunk-rows") && cs.ChunkRows > 0 {
+		*chunkRows = cs.ChunkRows
+	}
+	if !f.Changed("max-rows-per-sec") && cs.MaxRowsPerSec > 0 {
+		*maxRate = cs.MaxRowsPerSec
+	}
 }

@@ -103,17 +103,7 @@ func (a *app) copyCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cs := a.copySettings()
 			f := cmd.Flags()
-			pick := func(name string, flagVal, fileVal int) int {
-				if !f.Changed(name) && fileVal > 0 {
-					return fileVal
-				}
-				return flagVal
-			}
-			parallel = pick("parallel", parallel, cs.Parallel)
-			chunkRows = pick("chunk-rows", chunkRows, cs.ChunkRows)
-			if !f.Changed("max-rows-per-sec") && cs.MaxRowsPerSec > 0 {
-				maxRate = cs.MaxRowsPerSec
-			}
+			a.copyPace(f, &parallel, &chunkRows, &maxRate)
 			if !f.Changed("on-bad-row") && cs.OnBadRow != "" {
 				onBadRow = cs.OnBadRow
 			}

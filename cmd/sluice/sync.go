@@ -37,6 +37,7 @@ and serves status and control on --listen. --cutover=auto cuts over by itself on
 done and the lag is under --lag-bound; otherwise run sluice cutover. Ctrl-C stops cleanly;
 running sync again resumes.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			a.copyPace(cmd.Flags(), &opt.Parallel, &opt.ChunkRows, &opt.MaxRowsPerSec)
 			if cutover != "manual" && cutover != "auto" {
 				return failure.New(failure.Usage, "SLUICE-USAGE-CUTOVER", "--cutover %q is not a choice", cutover).WithHint("use manual or auto")
 			}

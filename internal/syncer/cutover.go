@@ -101,6 +101,7 @@ func (s *Syncer) Cutover(ctx context.Context) (*CutoverReport, error) {
 	}
 	report, err := s.fencedCutover(ctx, recheck)
 	if err != nil {
+		s.changed.restore(recheck) // rows that differed before the fence: a later cutover checks them again
 		s.log.Error("cutover failed; the fence is lifted and the sync goes on", "code", failure.Code(err), "error", err.Error())
 		return nil, err
 	}
@@ -126,9 +127,16 @@ const (
 
 func (s *Syncer) waitCaughtUp(ctx context.Context) error {
 	deadline := time.Now().Add(s.opt.Cutover.CatchUpLimit)
+	// Twice in a row: between a batch's write and the next transaction the
+	// lag reads zero for a moment even when a backlog waits.
+	underBound := 0
 	for {
 		if s.copyDone() && s.lag() < s.opt.LagBound {
-			return nil
+			if underBound++; underBound == 2 {
+				return nil
+			}
+		} else {
+			underBound = 0
 		}
 		if time.Now().After(deadline) {
 			return failure.New(failure.Internal, "SLUICE-CUTOVER-LAG", "cutover gave up: the copy is not done or the lag stayed above %s for %s",
@@ -243,6 +251,7 @@ func (s *Syncer) verifyChanged(ctx context.Context, recheck map[*table][]string,
 		}
 		diffs, err := verify.CompareKeys(ctx, s.src, s.tgt, t.plan, split)
 		if err != nil {
+			s.changed.restore(byTable) // not all of them compared: a later cutover checks them again
 			return nil, 0, err
 		}
 		verified += len(keys)
@@ -250,6 +259,7 @@ func (s *Syncer) verifyChanged(ctx context.Context, recheck map[*table][]string,
 			continue
 		}
 		if fenced {
+			s.changed.restore(byTable)
 			d := diffs[0]
 			return nil, 0, failure.New(failure.Internal, "SLUICE-CUTOVER-VERIFY", "cutover: %d changed rows of %s differ after the stream drained (first: %s key %s)",
 				len(diffs), t.plan.Source.Name, d.Kind, d.Key).With("table", t.plan.Source.Name.String()).
@@ -342,6 +352,16 @@ func (c *changedKeys) add(t *table, key string) {
 		c.n++
 		if c.n > maxChangedKeys {
 			c.overflow, c.keys, c.n = true, nil, 0
+		}
+	}
+}
+
+// restore gives back keys taken but not confirmed equal, so that a failed
+// cutover does not lose them.
+func (c *changedKeys) restore(keys map[*table][]string) {
+	for t, ks := range keys {
+		for _, k := range ks {
+			c.add(t, k)
 		}
 	}
 }

@@ -194,7 +194,9 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 				if err := flush(); err != nil {
 					return err
 				}
-				if f := s.fence.Load(); f != nil && f.id == string(ev.Content) {
+				// Swapped out so that the fence, replayed after the stream
+				// broke during the cutover, cannot close the channel twice.
+				if f := s.fence.Load(); f != nil && f.id == string(ev.Content) && s.fence.CompareAndSwap(f, nil) {
 					close(f.reached)
 				}
 			}
@@ -206,7 +208,10 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 				s.stream.Load().Confirm(lsn)
 			}
 		}
-		if s.opt.AutoCutover && !pos.inTx && s.copyDone() && s.lag() < s.opt.LagBound && !s.status.autoTried.Load() {
+		// Only with nothing more received: right after a flush the lag reads
+		// zero until the next transaction's Begin, however long the backlog.
+		if s.opt.AutoCutover && !pos.inTx && len(pending) == 0 && len(events) == 0 &&
+			s.copyDone() && s.lag() < s.opt.LagBound && !s.status.autoTried.Load() {
 			s.status.autoTried.Store(true)
 			go s.requestAutoCutover(ctx)
 		}

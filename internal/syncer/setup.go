@@ -55,7 +55,7 @@ func SlotName(targetDB string) string {
 func (s *Syncer) prepare(ctx context.Context) error {
 	plans := make([]*plan.Table, len(s.tables))
 	for i, t := range s.tables {
-		if err := checkComputed(t.plan); err != nil {
+		if err := checkStreamable(t.plan); err != nil {
 			return err
 		}
 		plans[i] = t.plan
@@ -101,9 +101,16 @@ func (s *Syncer) setChunkPlan(t *table, state copier.State) {
 	t.readStarted = false
 }
 
-// checkComputed refuses computed columns: the change stream carries the
-// source's columns, not expressions over them.
-func checkComputed(t *plan.Table) error {
+// checkStreamable refuses what the stream cannot keep: computed columns
+// (it carries the source's columns, not expressions over them) and a row
+// filter (it carries every row's changes, and a row can move in or out of
+// the filter).
+func checkStreamable(t *plan.Table) error {
+	if t.Filter != "" {
+		return failure.New(failure.Schema, "SLUICE-SYNC-FILTER", "table %s: a row filter (where: %s) cannot be kept in sync from the change stream", t.Source.Name, t.Filter).
+			With("table", t.Source.Name.String()).
+			WithHint("remove where: from the table's configuration for the sync (and delete the rows after the cutover), or use sluice copy for a filtered snapshot")
+	}
 	for _, c := range t.Columns {
 		if c.Source == "" {
 			return failure.New(failure.Schema, "SLUICE-SYNC-COMPUTED", "table %s: computed column %s cannot be kept in sync from the change stream yet", t.Source.Name, c.Target).

@@ -3,6 +3,8 @@ package synctest
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -256,6 +258,26 @@ func TestSyncRefusesTargetUniqueIndexSourceLacks(t *testing.T) {
 	s := newSync(t, p.SourceURL, p.TargetURL)
 	proc := s.start()
 	waitStopped(t, proc, 4, "SLUICE-TARGET-UNIQUE", "one_per_customer")
+	if slot, _ := testenv.SlotAndPublication(t, p.SourceURL, s.slot); slot {
+		t.Errorf("the refused start left replication slot %s on the source", s.slot)
+	}
+}
+
+// TestSyncRefusesRowFilter: the stream carries every row's changes, and an
+// update can move a row into or out of a where: filter, so a filtered table
+// is refused at start (exit 4, SLUICE-SYNC-FILTER, naming it) with no slot,
+// rather than copied filtered and then filled with the rows left behind.
+func TestSyncRefusesRowFilter(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	createOrders(t, p, 300)
+	cfg := filepath.Join(t.TempDir(), "sluice.yaml")
+	if err := os.WriteFile(cfg, []byte("tables:\n  orders:\n    where: \"status <> 'cancelled'\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := newSync(t, p.SourceURL, p.TargetURL, "--config", cfg)
+	proc := s.start()
+	waitStopped(t, proc, 4, "SLUICE-SYNC-FILTER", "orders")
 	if slot, _ := testenv.SlotAndPublication(t, p.SourceURL, s.slot); slot {
 		t.Errorf("the refused start left replication slot %s on the source", s.slot)
 	}
