@@ -135,6 +135,13 @@ func (s *Syncer) watermark(content string) (doneChunk, bool) {
 		w.before = s.commits.Recent()
 		w.table.readStarted = true
 		s.windowsMu.Unlock()
+		if w.table.plan.Keyless {
+			// Its one chunk is read from here, changes the stream applied
+			// after an earlier low watermark included (a run that broke, or a
+			// read again): empty the target first, or they would go in twice.
+			// Not shown to the window: it is not a change of the source.
+			s.applier.Add(apply.Op{Kind: apply.Truncate, Table: w.table.apply})
+		}
 		return doneChunk{}, false
 	}
 	if !w.ready {

@@ -172,19 +172,26 @@ func (s *Syncer) Run(ctx context.Context) (*CutoverReport, error) {
 		}
 		s.log.Warn("sync interrupted; it resumes by itself from the last applied change", "code", failure.Code(err),
 			"error", err.Error(), "retry_in", backoff.String())
-		select {
-		case <-ctx.Done():
-			return report, ctx.Err()
-		case <-s.stop:
-			return report, nil
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 30*time.Second)
-		if err := s.reload(ctx); err != nil {
+		// Resume only from progress read back whole: a table left with the
+		// chunk list of the attempt that failed would copy chunks again and
+		// count itself done early.
+		for {
+			select {
+			case <-ctx.Done():
+				return report, ctx.Err()
+			case <-s.stop:
+				return report, nil
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 30*time.Second)
+			err := s.reload(ctx)
+			if err == nil {
+				break
+			}
 			if !retryable(err) {
 				return report, err
 			}
-			s.log.Warn("cannot resume yet", "code", failure.Code(err), "error", err.Error())
+			s.log.Warn("cannot resume yet", "code", failure.Code(err), "error", err.Error(), "retry_in", backoff.String())
 		}
 	}
 }

@@ -58,14 +58,25 @@ func TestTableWithoutKey(t *testing.T) {
 		// key ranges), so "under way" is the copying phase with its window
 		// open: the throttle holds the chunk's end for ~10 s.
 		before := s.waitCopying(60*time.Second, "history", 0)
+		updated := pgInt(t, p.Source, `SELECT count(*) FROM history WHERE aid % 97 = 0`)
+		deleted := pgInt(t, p.Source, `SELECT count(*) FROM history WHERE aid BETWEEN 15000 AND 15050`)
 		p.PG(t, `INSERT INTO history SELECT 2, 2, g, 1, timestamp '2024-03-01', 'during copy' FROM generate_series(1, 200) g`)
 		p.PG(t, `INSERT INTO history SELECT 1, 1, 7, 7, timestamp '2024-03-02', 'same' FROM generate_series(1, 3) g`)
 		p.PG(t, `UPDATE history SET delta = delta + 1 WHERE aid % 97 = 0`)
 		p.PG(t, `DELETE FROM history WHERE aid BETWEEN 15000 AND 15050`)
+		// Killed once the stream has applied them, with the chunk's window
+		// still open: the restarted run reads the chunk again, and the rows
+		// it reads include those changes, which must not go in twice.
+		s.wait(30*time.Second, "the mid-copy changes applied", func(st testenv.SyncStatus) bool {
+			return st.ChangesApplied >= 203+updated+deleted
+		})
 		if st, err := s.status(); err != nil || st.Phase != "copying" {
 			t.Fatalf("the copy ended before the changes were made (status %+v, %v); the test needs them mid-copy", st, err)
 		}
 		t.Logf("changes made mid-copy, %d rows copied before", before.RowsCopied("history"))
+		proc.Kill()
+		<-proc.Done()
+		proc = s.start()
 		s.wait(90*time.Second, "the copy to finish", func(st testenv.SyncStatus) bool { return st.Phase == "streaming" })
 		// After the copy: duplicates are legal here; updates and deletes
 		// must hit one copy each.
