@@ -97,9 +97,14 @@ func applyOne(ctx context.Context, tx *sql.Tx, op Op) error {
 	case Delete:
 		return deleteKeys(ctx, tx, t, [][]any{t.KeyArgs(op.Row)})
 	case Patch:
-		return patch(ctx, tx, t, op.Row, op.Row)
+		_, err := patch(ctx, tx, t, op.Row, op.Row)
+		return err
 	case Move:
-		return patch(ctx, tx, t, op.Row, op.OldKey)
+		moved, err := patch(ctx, tx, t, op.Row, op.OldKey)
+		if err != nil || moved > 0 || t.Refetch == nil {
+			return err
+		}
+		return t.Refetch(ctx, tx, op.Key)
 	case Truncate:
 		if _, err := tx.ExecContext(ctx, "DELETE FROM "+t.quoted); err != nil {
 			return fmt.Errorf("target: empty %s for a TRUNCATE: %w", t.Plan.Target, err)
@@ -271,7 +276,7 @@ func applySegment(ctx context.Context, tx *sql.Tx, ops []Op) error {
 			return err
 		}
 		for _, r := range nt.patches {
-			if err := patch(ctx, tx, t, r, r); err != nil {
+			if _, err := patch(ctx, tx, t, r, r); err != nil {
 				return err
 			}
 		}
@@ -357,15 +362,20 @@ func deleteKeys(ctx context.Context, tx *sql.Tx, t *Table, keys [][]any) error {
 	return nil
 }
 
-// patch updates the sent columns of the row whose key is keyRow's. A row
-// the target does not have yet (its chunk is not copied) is left alone:
-// the chunk brings it with these values.
-func patch(ctx context.Context, tx *sql.Tx, t *Table, r, keyRow Row) error {
+// patch updates the sent columns of the row whose key is keyRow's and
+// returns how many rows changed. A row the target does not have yet (its
+// chunk is not copied) is left alone: the chunk brings it with these values.
+func patch(ctx context.Context, tx *sql.Tx, t *Table, r, keyRow Row) (int64, error) {
 	q, args := t.patchSQL(r, keyRow)
-	if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-		return fmt.Errorf("target: update %s: %w", t.Plan.Target, err)
+	res, err := tx.ExecContext(ctx, q, args...)
+	if err != nil {
+		return 0, fmt.Errorf("target: update %s: %w", t.Plan.Target, err)
 	}
-	return nil
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("target: update %s: %w", t.Plan.Target, err)
+	}
+	return n, nil
 }
 
 // bulkUpsert writes full rows with LOAD DATA … REPLACE. REPLACE may remove

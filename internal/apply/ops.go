@@ -5,6 +5,8 @@
 package apply
 
 import (
+	"context"
+	"database/sql"
 	"fmt"
 	"strings"
 
@@ -69,6 +71,15 @@ type Table struct {
 	upsertTail string // ON DUPLICATE KEY UPDATE …
 	bytesCol   []bool // pass as []byte (binary) rather than string
 	replace    *mysql.Replace
+
+	// Refetch, when set, copies the source's current row with key (source
+	// text, columns joined by NUL) into the target within tx. A key move
+	// that finds no row on the target calls it: the row was in a chunk not
+	// copied yet and moved into one already done, and an update that left
+	// its TOASTed values out cannot be written from the stream alone.
+	// Changes after this one, older than what it reads, are applied on top
+	// as they come, so the row ends as the source has it.
+	Refetch func(ctx context.Context, tx *sql.Tx, key string) error
 }
 
 // NewTable prepares the SQL fragments for t.

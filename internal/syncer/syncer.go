@@ -16,6 +16,7 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +26,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/sluice-db/sluice/internal/apply"
+	"github.com/sluice-db/sluice/internal/copier"
 	"github.com/sluice-db/sluice/internal/failure"
 	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/pgstream"
@@ -126,6 +128,12 @@ func New(src *postgres.Source, srcConnString string, tgt *mysql.Target, p *plan.
 	s.status.started = time.Now()
 	for _, t := range p.Tables {
 		tt := &table{plan: t, apply: apply.NewTable(t)}
+		tt.apply.Refetch = func(ctx context.Context, tx *sql.Tx, key string) error {
+			if _, err := copier.CopyKeys(ctx, s.src, tx, t, [][]string{strings.Split(key, "\x00")}); err != nil {
+				return fmt.Errorf("table %s: read the row a key moved to from the source: %w", t.Source.Name, err)
+			}
+			return nil
+		}
 		s.tables = append(s.tables, tt)
 		s.byName[t.Source.Name.String()] = tt
 	}
