@@ -51,7 +51,7 @@ else
 fi
 # Over a Unix socket the walsender's end buffers net.core.wmem_default (PostgreSQL sets
 # no SO_SNDBUF): the kernel's 208 KiB holds about 200 of its one-message packets, and a
-# catch-up waits on sluice's every read. docs/OPERATIONS.md has the host raise it to
+# catch-up waits whenever sluice has not emptied it. docs/OPERATIONS.md has the host raise it to
 # 4 MiB, and so does the bench (BENCH_WMEM; restored on exit). Read when a socket is
 # created: set before sluice connects.
 WMEM_PATH=/proc/sys/net/core/wmem_default
@@ -413,8 +413,9 @@ which no deployment charges to the source: \`BENCH_VIA=tcp\` measures that way, 
 docs/DESIGN-NOTES.md gives both. Catching up is measured over TCP, as deployed, and over
 the Unix socket: a Unix socket holds only what the walsender's send buffer does, the
 host's net.core.wmem_default (PostgreSQL sets none); at the kernel's default, about 200
-of its one-message packets, the walsender waits on sluice's every read and catching up
-is slower; see docs/OPERATIONS.md. "Without sluice" is the sync stopped, its slot kept.
+of its one-message packets, the walsender waits whenever sluice has not emptied it yet
+(sluice reads it ahead into memory to keep that short) and catching up is slower; see
+docs/OPERATIONS.md. "Without sluice" is the sync stopped, its slot kept.
 <!-- bench:sync:end -->
 EOF
 [ -z "$DOC" ] || write_section sync "$WORK/section.md" "$DOC"

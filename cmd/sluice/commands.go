@@ -224,6 +224,12 @@ func (a *app) verifyCommand() *cobra.Command {
 				return err
 			}
 			equal := printVerifyReport(cmd.OutOrStdout(), results, time.Since(start))
+			for _, r := range results {
+				if r.Err != nil { // a table that could not be compared: the report names it
+					return failure.Wrap(r.Err, failure.Schema, "SLUICE-VERIFY-TABLE", "verify %s", r.Source).With("table", r.Source).
+						WithHint("create and fill the target table (sluice plan --apply, then copy or sync), or leave it out with --tables")
+				}
+			}
 			if !equal {
 				a.exitStatus = failure.ExitDifferences
 			}

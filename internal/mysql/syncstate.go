@@ -123,9 +123,11 @@ func StoreAppliedLSN(ctx context.Context, db Execer, slot string, lsn uint64) er
 	return nil
 }
 
-// DropMetadata removes every sluice bookkeeping table from the target.
+// DropMetadata removes the bookkeeping of copy, sync and the partitioned
+// topology from the target. The events path's two tables are dropped by
+// hand after its switch (docs/EVENTS.md).
 func (t *Target) DropMetadata(ctx context.Context) error {
-	for _, tbl := range []string{ChunksTable, TablesTable, SyncTable} {
+	for _, tbl := range []string{ChunksTable, TablesTable, SyncTable, PartitionsTable} {
 		if _, err := t.DB.ExecContext(ctx, "DROP TABLE IF EXISTS "+tbl); err != nil {
 			return fmt.Errorf("target: drop %s: %w", tbl, err)
 		}

@@ -62,6 +62,7 @@ func (p *prefetchConn) fill() {
 			select {
 			case p.chunks <- buf:
 			case <-p.done:
+				p.err = net.ErrClosed
 				return
 			}
 		} else {

@@ -205,3 +205,20 @@ func TestVerifyTargetDrift(t *testing.T) {
 		t.Errorf("verify blames the command line for a target schema problem:\n%s", output(r))
 	}
 }
+
+// TestVerifyMissingTargetTable: a table the target lacks is a schema problem
+// (exit 4, SLUICE-VERIFY-TABLE naming it), not a difference; the tables that
+// exist are still compared and reported.
+func TestVerifyMissingTargetTable(t *testing.T) {
+	t.Parallel()
+	p := testenv.NewPair(t)
+	p.PG(t, `CREATE TABLE kept (id integer PRIMARY KEY, name text NOT NULL)`)
+	p.PG(t, `INSERT INTO kept SELECT g, 'row ' || g FROM generate_series(1, 50) g`)
+	p.PG(t, `CREATE TABLE lost (id integer PRIMARY KEY)`)
+	testenv.MustRun(t, 0, args(p, "copy")...)
+	p.My(t, `DROP TABLE lost`)
+
+	r := testenv.MustRun(t, 4, args(p, "verify")...)
+	mustContain(t, "verify output", r.Stdout+r.Stderr,
+		"kept → kept: 50 rows compared, equal", "lost", "SLUICE-VERIFY-TABLE", "does not exist")
+}
