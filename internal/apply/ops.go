@@ -74,9 +74,11 @@ type Table struct {
 
 	// Refetch, when set, copies the source's current row with key (source
 	// text, columns joined by NUL) into the target within tx. A key move
-	// that finds no row on the target calls it: the row was in a chunk not
-	// copied yet and moved into one already done, and an update that left
-	// its TOASTed values out cannot be written from the stream alone.
+	// that changes no row on the target calls it: the row may have been in
+	// a chunk not copied yet and moved into one already done, and an update
+	// that left its TOASTed values out cannot be written from the stream
+	// alone. (No row changed can also mean the new key equals the old one
+	// on the target, 1.5 and 1.50 say: then the copy rewrites the row.)
 	// Changes after this one, older than what it reads, are applied on top
 	// as they come, so the row ends as the source has it.
 	Refetch func(ctx context.Context, tx *sql.Tx, key string) error

@@ -77,6 +77,11 @@ func (p *prefetchConn) fill() {
 
 // Read returns prefetched bytes, waiting for them until the read deadline.
 func (p *prefetchConn) Read(b []byte) (int, error) {
+	select {
+	case <-p.done:
+		return 0, net.ErrClosed
+	default:
+	}
 	for p.cur == nil {
 		if err := p.next(); err != nil {
 			return 0, err
