@@ -106,6 +106,21 @@ func (s *Service) copyAll(ctx context.Context) error {
 		s.copyErr.Store(err.Error())
 		return err
 	}
+	if !s.tablesCopied() { // stopped before the last chunk
+		return nil
+	}
+	// Once every table is in (a key may point at any of them), and on every
+	// run until they exist: a run that ended after its last table was marked
+	// done must still build them. The copy counts as done only then.
+	if err := copier.CreateForeignKeys(ctx, s.tgt, s.plan); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.copyErr.Store(err.Error())
+		return err
+	}
+	s.keysBuilt.Store(true)
+	s.log.Info("copy complete; every table is kept in sync by events", "tables", len(s.tables))
 	return nil
 }
 
@@ -165,7 +180,7 @@ func (s *Service) copyChunk(ctx context.Context, ts *tableState, ch mysql.Stored
 
 func (s *Service) writeChunk(ctx context.Context, ts *tableState, ch mysql.StoredChunk, buf []byte, rows []copiedRow) (int64, error) {
 	t := ts.rt.Plan
-	tx, err := s.tgt.DB.BeginTx(ctx, nil)
+	tx, err := s.tgt.DB.BeginTx(ctx, interlock)
 	if err != nil {
 		return 0, fmt.Errorf("target: begin: %w", err)
 	}
@@ -246,11 +261,5 @@ func (s *Service) finishTable(ctx context.Context, ts *tableState) error {
 	ts.copied.Store(true)
 	ts.progress.SetPhase("streaming")
 	s.log.Info("table copied; applying events", "table", ts.rt.Name)
-	if s.copyDone() {
-		if err := copier.CreateForeignKeys(ctx, s.tgt, s.plan); err != nil {
-			return err
-		}
-		s.log.Info("copy complete; every table is kept in sync by events", "tables", len(s.tables))
-	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -66,7 +67,7 @@ func (s *Service) consume(ctx context.Context) error {
 	}
 	s.log.Info("consuming events", "stream", ep.Stream, "subjects", ep.EventsFilter(), "consumer", s.opt.Consumer,
 		"dead_letter", ep.DeadLetterSubject(), "last_applied_seq", s.cstate.LastSeq)
-	msgs, stopFetch, err := FetchLoop(cons, batch, s.log.Warn)
+	msgs, stopFetch, fetchEnded, err := FetchLoop(cons, batch, s.log.Warn)
 	if err != nil {
 		return err
 	}
@@ -102,7 +103,7 @@ func (s *Service) consume(ctx context.Context) error {
 				}
 			}
 			if done {
-				return nil
+				return fetchEnded()
 			}
 		}
 	})
@@ -129,6 +130,10 @@ func StartConsumer(ctx context.Context, js jetstream.JetStream, stream jetstream
 		if err != nil {
 			return nil, failure.Wrap(err, failure.Connection, "SLUICE-NATS-STREAM", "JetStream stream %s", name)
 		}
+		if info.State.LastSeq < applied {
+			return nil, failure.New(failure.Schema, "SLUICE-NATS-STREAMCHANGED", "stream %s ends at sequence %d, but the target has applied up to %d from it: the stream was deleted and made again, and the events sluice has not applied are not in it",
+				name, info.State.LastSeq, applied).WithHint("to start over, drop the target tables and sluice's _sluice_* tables (docs/EVENTS.md), then run sync again")
+		}
 		if info.State.FirstSeq > applied+1 && info.State.Msgs > 0 {
 			return nil, failure.New(failure.Schema, "SLUICE-NATS-GAP", "stream %s starts at sequence %d, but the target has applied only up to %d: messages were removed (stream limits) before sluice applied them",
 				name, info.State.FirstSeq, applied).WithHint("raise the stream's limits (max age, bytes, messages); to start over, drop the target tables and sluice's _sluice_* tables")
@@ -142,20 +147,31 @@ func StartConsumer(ctx context.Context, js jetstream.JetStream, stream jetstream
 }
 
 // FetchLoop pulls messages continuously (overlapping pull requests) into a
-// channel, so the next batch arrives while one is applied.
-func FetchLoop(cons jetstream.Consumer, batch int, warn func(string, ...any)) (<-chan jetstream.Msg, func(), error) {
+// channel, so the next batch arrives while one is applied. The channel
+// closes when stop is called or the pull ends by itself; ended then says
+// why: nil after stop, an error when the consumer was deleted under the run
+// (by hand, or by a second sync with the same consumer name), which must not
+// pass for a clean stop.
+func FetchLoop(cons jetstream.Consumer, batch int, warn func(string, ...any)) (msgs <-chan jetstream.Msg, stop func(), ended func() error, err error) {
 	iter, err := cons.Messages(jetstream.PullMaxMessages(2 * batch))
 	if err != nil {
-		return nil, nil, failure.Wrap(err, failure.Connection, "SLUICE-NATS-CONSUMER", "pull from JetStream")
+		return nil, nil, nil, failure.Wrap(err, failure.Connection, "SLUICE-NATS-CONSUMER", "pull from JetStream")
 	}
 	out := make(chan jetstream.Msg, batch)
 	done := make(chan struct{})
+	var lost atomic.Pointer[failure.Error]
 	go func() {
 		defer close(out)
 		for {
 			m, err := iter.Next()
 			if err != nil {
-				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				if errors.Is(err, jetstream.ErrMsgIteratorClosed) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+					select {
+					case <-done:
+					default:
+						lost.Store(failure.Wrap(err, failure.Connection, "SLUICE-NATS-CONSUMER", "JetStream: the consumer stopped delivering").
+							WithHint("was it deleted, or did another sync start with the same consumer name? give each sync its own --consumer, then run it again: it resumes from the last applied event"))
+					}
 					return
 				}
 				warn("JetStream pull failed; retrying", "code", "SLUICE-NATS-PULL", "error", err.Error())
@@ -174,7 +190,14 @@ func FetchLoop(cons jetstream.Consumer, batch int, warn func(string, ...any)) (<
 		}
 	}()
 	var once sync.Once
-	return out, func() { once.Do(func() { close(done); iter.Stop() }) }, nil
+	stop = func() { once.Do(func() { close(done); iter.Stop() }) }
+	ended = func() error {
+		if e := lost.Load(); e != nil {
+			return e
+		}
+		return nil
+	}
+	return out, stop, ended, nil
 }
 
 // Gather waits for a first message, then takes more until the batch is full

@@ -80,8 +80,9 @@ type Service struct {
 	norm  *Normalizer
 	store *Store
 
-	tables []*tableState
-	byRT   map[*Table]*tableState
+	tables    []*tableState
+	byRT      map[*Table]*tableState
+	keysBuilt atomic.Bool // the foreign keys exist: set once every table is copied
 
 	applyMu  sync.Mutex          // one apply at a time (JetStream or HTTP)
 	cstate   mysql.ConsumerState // JetStream consumer progress (under applyMu)
@@ -225,6 +226,11 @@ func (s *Service) prepare(ctx context.Context) error {
 	if s.cstate, err = s.tgt.LoadConsumerState(ctx, s.opt.Consumer, stream); err != nil {
 		return err
 	}
+	if s.cstate.Stream != stream && s.cstate.LastSeq > 0 { // its sequence numbers mean nothing on another stream
+		return failure.New(failure.Usage, "SLUICE-NATS-STREAMCHANGED", "consumer %s applied events from stream %s up to sequence %d, not from %s",
+			s.opt.Consumer, s.cstate.Stream, s.cstate.LastSeq, stream).
+			WithHint("run with --events pointing at %s, or give this stream its own --consumer", s.cstate.Stream)
+	}
 	if s.hstate, err = s.tgt.LoadConsumerState(ctx, s.opt.Consumer+":http", "http"); err != nil {
 		return err
 	}
@@ -318,7 +324,10 @@ func (s *Service) Status() Status {
 	return st
 }
 
-func (s *Service) copyDone() bool {
+// copyDone: every table copied, with its indexes and the foreign keys.
+func (s *Service) copyDone() bool { return s.tablesCopied() && s.keysBuilt.Load() }
+
+func (s *Service) tablesCopied() bool {
 	for _, ts := range s.tables {
 		if !ts.copied.Load() {
 			return false

@@ -179,9 +179,17 @@ func (s *Store) Isolate(ctx context.Context, ops []Op) (Result, map[int]error, e
 	return res, poison, nil
 }
 
+// interlock is the isolation of event and chunk transactions. Copy and
+// events meet on the version rows: a chunk locks the versions of its keys
+// (LOCK IN SHARE MODE), including the gaps of keys with none, so an event
+// for one of them waits for the chunk or the chunk for the event. Only
+// REPEATABLE READ takes gap locks; a server whose default is READ COMMITTED
+// would let an event's row be overwritten by the chunk's older one.
+var interlock = &sql.TxOptions{Isolation: sql.LevelRepeatableRead}
+
 func (s *Store) apply(ctx context.Context, ops []Op, within Within) (Result, error) {
 	res := Result{Applied: make([]bool, len(ops))}
-	tx, err := s.DB.BeginTx(ctx, nil)
+	tx, err := s.DB.BeginTx(ctx, interlock)
 	if err != nil {
 		return res, fmt.Errorf("target: begin: %w", err)
 	}

@@ -152,7 +152,7 @@ func (a *Applier) Run(ctx context.Context) error {
 	}
 	a.log.Info("applying partition", "stream", ep.Stream, "partition", a.opt.Partition, "partitions", a.opt.Partitions,
 		"subject", ep.PartitionSubject(a.opt.Partition), "last_applied_seq", st.LastSeq, "position", Pos{st.PosLSN, st.PosN}.String())
-	msgs, stopFetch, err := events.FetchLoop(cons, max(a.opt.BatchRows/16, 64), a.log.Warn)
+	msgs, stopFetch, fetchEnded, err := events.FetchLoop(cons, max(a.opt.BatchRows/16, 64), a.log.Warn)
 	if err != nil {
 		return err
 	}
@@ -188,7 +188,7 @@ func (a *Applier) Run(ctx context.Context) error {
 				}
 			}
 			if done {
-				return nil
+				return fetchEnded()
 			}
 		}
 	})
