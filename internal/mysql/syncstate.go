@@ -123,11 +123,12 @@ func StoreAppliedLSN(ctx context.Context, db Execer, slot string, lsn uint64) er
 	return nil
 }
 
-// DropMetadata removes the bookkeeping of copy, sync and the partitioned
-// topology from the target. The events path's two tables are dropped by
-// hand after its switch (docs/EVENTS.md).
+// DropMetadata removes every sluice bookkeeping table from the target: of
+// copy, sync, the partitioned topology and the events path. The event
+// versions go too: a run started again over emptied tables would otherwise
+// skip copying every key they name.
 func (t *Target) DropMetadata(ctx context.Context) error {
-	for _, tbl := range []string{ChunksTable, TablesTable, SyncTable, PartitionsTable} {
+	for _, tbl := range []string{ChunksTable, TablesTable, SyncTable, PartitionsTable, EventVersionsTable, EventConsumersTable} {
 		if _, err := t.DB.ExecContext(ctx, "DROP TABLE IF EXISTS "+tbl); err != nil {
 			return fmt.Errorf("target: drop %s: %w", tbl, err)
 		}

@@ -12,7 +12,8 @@ import (
 // TestConsumerDeletedStopsTheSync: when the durable consumer is deleted
 // under a running sync (by hand, or by a second sync with the same name),
 // events no longer arrive. The sync must say so and exit 3, not carry on
-// copying and later stop with exit 0 as if it were done.
+// copying and later stop with exit 0 as if it were done. sluice abort then
+// clears the target of sluice's tables, so the sync can start over.
 func TestConsumerDeletedStopsTheSync(t *testing.T) {
 	p := testenv.NewPair(t)
 	s := newStream(t)
@@ -34,5 +35,13 @@ func TestConsumerDeletedStopsTheSync(t *testing.T) {
 	}
 	if !strings.Contains(run.out.String(), "SLUICE-NATS-CONSUMER") {
 		t.Errorf("the exit does not name SLUICE-NATS-CONSUMER:\n%s", run.out)
+	}
+
+	// Starting over: abort leaves none of sluice's tables, the event
+	// versions included (a new copy would skip every key they name).
+	testenv.MustRun(t, 0, append([]string{"abort"}, p.Args()...)...)
+	if n := count(t, p.Target, `SELECT COUNT(*) FROM information_schema.tables
+		WHERE table_schema = DATABASE() AND table_name LIKE '\\_sluice\\_%'`); n != 0 {
+		t.Errorf("after sluice abort the target still has %d of sluice's tables", n)
 	}
 }
