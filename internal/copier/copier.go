@@ -109,6 +109,11 @@ func Run(ctx context.Context, src *postgres.Source, tgt *mysql.Target, p *plan.P
 		opt.Tracker = &progress.Tracker{}
 	}
 	c := &copier{src: src, tgt: tgt, opt: opt}
+	if opt.SkipBadRows {
+		if err := c.openRejects(); err != nil { // before any chunk: an unusable path is a usage error, found at once
+			return nil, err
+		}
+	}
 	if opt.MaxRowsPerSec > 0 {
 		c.limiter = rate.NewLimiter(rate.Limit(opt.MaxRowsPerSec), max(1, min(int(opt.MaxRowsPerSec), 10000)))
 	}
@@ -385,6 +390,9 @@ func (c *copier) runJob(ctx context.Context, j job) error {
 			st.progress.SetPhase("failed")
 			return nil // other tables go on
 		}
+		if fe != nil { // classified where it was found (a reject file that cannot be written: usage)
+			return err
+		}
 		return failure.Wrap(err, failure.Internal, "SLUICE-COPY-CHUNK", "table %s, chunk %d (%s)",
 			st.plan.Source.Name, j.chunk.No, describeRange(j.chunk.Range)).
 			With("table", st.plan.Source.Name.String()).With("chunk", fmt.Sprint(j.chunk.No)).
@@ -436,6 +444,16 @@ func (c *copier) copyChunk(ctx context.Context, st *tableState, ch mysql.StoredC
 		st.progress.AddRows(-tr.rows)
 		return err
 	}
+	// The rejected rows are written (and synced) before the chunk commits:
+	// once it has, a run resumed after a failure here would never see them
+	// again. A chunk that then fails to commit is read again and writes
+	// them a second time, which the file can stand.
+	if len(tr.rejects) > 0 {
+		if err := c.writeRejects(tr.rejects); err != nil {
+			st.progress.AddRows(-tr.rows)
+			return err
+		}
+	}
 	if err := tx.Commit(); err != nil {
 		st.progress.AddRows(-tr.rows)
 		return fmt.Errorf("target: commit chunk %d of %s: %w", ch.No, t.Target, err)
@@ -445,29 +463,38 @@ func (c *copier) copyChunk(ctx context.Context, st *tableState, ch mysql.StoredC
 	st.rows += tr.rows
 	st.rejected += int64(len(tr.rejects))
 	c.mu.Unlock()
-	if len(tr.rejects) > 0 {
-		st.progress.AddRejected(int64(len(tr.rejects)))
-		return c.writeRejects(tr.rejects)
+	st.progress.AddRejected(int64(len(tr.rejects)))
+	return nil
+}
+
+// openRejects opens the reject file for appending, once.
+func (c *copier) openRejects() error {
+	if c.rejects != nil {
+		return nil
 	}
+	f, err := os.OpenFile(c.opt.RejectFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return failure.Wrap(err, failure.Usage, "SLUICE-REJECTFILE", "cannot open reject file %s", c.opt.RejectFile).
+			WithHint("give a writable path with --reject-file")
+	}
+	c.rejects = f
 	return nil
 }
 
 func (c *copier) writeRejects(rejects []Reject) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.rejects == nil {
-		f, err := os.OpenFile(c.opt.RejectFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-		if err != nil {
-			return failure.Wrap(err, failure.Usage, "SLUICE-REJECTFILE", "cannot open reject file %s", c.opt.RejectFile).
-				WithHint("give a writable path with --reject-file")
-		}
-		c.rejects = f
+	if err := c.openRejects(); err != nil {
+		return err
 	}
 	enc := json.NewEncoder(c.rejects)
 	for _, r := range rejects {
 		if err := enc.Encode(r); err != nil {
 			return fmt.Errorf("write reject file %s: %w", c.opt.RejectFile, err)
 		}
+	}
+	if err := c.rejects.Sync(); err != nil {
+		return fmt.Errorf("write reject file %s: %w", c.opt.RejectFile, err)
 	}
 	return nil
 }

@@ -132,6 +132,14 @@ func Map(t schema.Type, opt Options) Mapping {
 		return mapText(t, opt, text)
 	case "bpchar", "char":
 		n := t.Length
+		if t.Name == "bpchar" && n < 1 {
+			// bpchar without a length holds any length (character, written
+			// as such, is char(1) and has one); trailing spaces do not count
+			m := mapText(t, opt, text)
+			m.Kind, m.BulkSafe = canonical.PaddedChar, false
+			m.Convert = chainConv(append([]Converter{trimPadding}, nonNil(m.Convert)...)...)
+			return m
+		}
 		if n < 1 {
 			n = 1
 		}
@@ -248,4 +256,12 @@ func QuoteIdent(name string) string { return "`" + strings.ReplaceAll(name, "`",
 func QuoteString(s string) string {
 	s = strings.ReplaceAll(s, `\`, `\\`)
 	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+}
+
+// nonNil is c as a list, empty when c is nil.
+func nonNil(c Converter) []Converter {
+	if c == nil {
+		return nil
+	}
+	return []Converter{c}
 }

@@ -153,6 +153,15 @@ func TestBadRowFailThenSkip(t *testing.T) {
 	r := testenv.MustRun(t, 5, args(p, "copy")...)
 	mustContain(t, "copy output", output(r), "prices", "id=2", "column amount", "NaN")
 
+	// A reject file that cannot be written is a usage error found before any
+	// chunk commits (else the rejected row would be counted and never kept).
+	missingDir := filepath.Join(t.TempDir(), "no", "such", "dir", "rejects.jsonl")
+	r = testenv.MustRun(t, 2, args(p, "copy", "--on-bad-row=skip", "--reject-file", missingDir)...)
+	mustContain(t, "copy output", output(r), "SLUICE-REJECTFILE")
+	if rows := queryRows(t, p.Target, "SELECT id FROM prices"); len(rows) != 0 {
+		t.Errorf("copy with an unwritable reject file wrote rows %v; want none", rows)
+	}
+
 	rejects := filepath.Join(t.TempDir(), "rejects.jsonl")
 	r = testenv.MustRun(t, 0, args(p, "copy", "--on-bad-row=skip", "--reject-file", rejects)...)
 	mustContain(t, "copy output", r.Stdout, "1 rows rejected", rejects)
