@@ -324,6 +324,25 @@ func setKeyExprs(c *Column, flavor typemap.Flavor) {
 	c.KeyExprSource, c.KeyExprTarget = src, tgt
 }
 
+// KeyOrderAgrees reports whether t's key sorts the same way on both sides
+// (after setKeyExprs), so that a key range selects the same rows from each.
+// Not so for types the target keeps as text (inet, interval, …) or compares
+// as text (an enum against a string), nor for citext, which PostgreSQL
+// compares ignoring case even under COLLATE "C".
+func (t *Table) KeyOrderAgrees() bool {
+	for _, k := range t.Key {
+		typ := t.Columns[k].SourceType
+		if len(typ.EnumLabels) > 0 {
+			return false
+		}
+		switch typ.Name {
+		case "citext", "inet", "cidr", "interval", "timetz", "macaddr", "macaddr8", "bit", "varbit", "money":
+			return false
+		}
+	}
+	return true
+}
+
 func planComputed(ctx context.Context, src *postgres.Source, st *schema.Table, cc config.ComputedColumn, flavor typemap.Flavor) (Column, error) {
 	typ, err := src.DescribeExpr(ctx, st.Name, cc.Expr)
 	if err != nil {

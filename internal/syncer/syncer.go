@@ -187,27 +187,35 @@ func (s *Syncer) Run(ctx context.Context) (*CutoverReport, error) {
 		}
 		s.log.Warn("sync interrupted; it resumes by itself from the last applied change", "code", failure.Code(err),
 			"error", err.Error(), "retry_in", backoff.String())
-		// Resume only from progress read back whole: a table left with the
-		// chunk list of the attempt that failed would copy chunks again and
-		// count itself done early.
-		for {
-			select {
-			case <-ctx.Done():
-				return report, ctx.Err()
-			case <-s.stop:
-				return report, nil
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, 30*time.Second)
-			err := s.reload(ctx)
-			if err == nil {
-				break
-			}
-			if !retryable(err) {
-				return report, err
-			}
-			s.log.Warn("cannot resume yet", "code", failure.Code(err), "error", err.Error(), "retry_in", backoff.String())
+		if stopped, err := s.resume(ctx, &backoff); stopped || err != nil {
+			return report, err
 		}
+	}
+}
+
+// resume waits out the back-off and reads the progress committed on the
+// target again, as often as it takes: only progress read back whole will
+// do, since a table left with the chunk list of the attempt that failed
+// would copy chunks again and count itself done early. It reports a stop
+// (Stop, or ctx's end with its error) that came meanwhile.
+func (s *Syncer) resume(ctx context.Context, backoff *time.Duration) (stopped bool, err error) {
+	for {
+		select {
+		case <-ctx.Done():
+			return true, ctx.Err()
+		case <-s.stop:
+			return true, nil
+		case <-time.After(*backoff):
+		}
+		*backoff = min(2**backoff, 30*time.Second)
+		err := s.reload(ctx)
+		if err == nil {
+			return false, nil
+		}
+		if !retryable(err) {
+			return false, err
+		}
+		s.log.Warn("cannot resume yet", "code", failure.Code(err), "error", err.Error(), "retry_in", backoff.String())
 	}
 }
 

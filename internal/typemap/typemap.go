@@ -136,8 +136,12 @@ func Map(t schema.Type, opt Options) Mapping {
 			// bpchar without a length holds any length (character, written
 			// as such, is char(1) and has one); trailing spaces do not count
 			m := mapText(t, opt, text)
+			conv := m.Convert
 			m.Kind, m.BulkSafe = canonical.PaddedChar, false
-			m.Convert = chainConv(append([]Converter{trimPadding}, nonNil(m.Convert)...)...)
+			m.Convert = trimPadding
+			if conv != nil { // a key's length limit
+				m.Convert = chainConv(trimPadding, conv)
+			}
 			return m
 		}
 		if n < 1 {
@@ -256,12 +260,4 @@ func QuoteIdent(name string) string { return "`" + strings.ReplaceAll(name, "`",
 func QuoteString(s string) string {
 	s = strings.ReplaceAll(s, `\`, `\\`)
 	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
-}
-
-// nonNil is c as a list, empty when c is nil.
-func nonNil(c Converter) []Converter {
-	if c == nil {
-		return nil
-	}
-	return []Converter{c}
 }

@@ -160,7 +160,7 @@ func verifyTable(ctx context.Context, src *postgres.Source, tgt *mysql.Target, t
 		return v.res, nil
 	}
 	ranges := []chunk.Range{{}}
-	if orderAgrees(t) {
+	if t.KeyOrderAgrees() {
 		bounds, err := src.KeyBoundaries(ctx, t.Source.Name, t.KeyExprsSource(), opt.ChunkRows)
 		if err != nil {
 			return nil, err
@@ -571,23 +571,4 @@ func repair(ctx context.Context, src *postgres.Source, tgt *mysql.Target, t *pla
 	}
 	// rows rewritten from the source plus extra rows deleted
 	return repaired + res.Extra, nil
-}
-
-// orderAgrees reports whether t's key sorts the same way on both sides, so
-// that a key range selects the same rows from each. Not so for types the
-// target keeps as text (inet, interval, …) or compares as text (an enum
-// against a string), nor for citext, which PostgreSQL compares ignoring
-// case even under COLLATE "C".
-func orderAgrees(t *plan.Table) bool {
-	for _, k := range t.Key {
-		typ := t.Columns[k].SourceType
-		if len(typ.EnumLabels) > 0 {
-			return false
-		}
-		switch typ.Name {
-		case "citext", "inet", "cidr", "interval", "timetz", "macaddr", "macaddr8", "bit", "varbit", "money":
-			return false
-		}
-	}
-	return true
 }

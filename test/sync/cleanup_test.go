@@ -238,11 +238,7 @@ func TestSyncRefusesDeferrableKey(t *testing.T) {
 	p.PG(t, `INSERT INTO queue SELECT g, 'item ' || g FROM generate_series(1, 100) g`)
 	p.PG(t, `UPDATE queue SET id = id + 1`) // what the constraint allows
 	s := newSync(t, p.SourceURL, p.TargetURL)
-	proc := s.start()
-	waitStopped(t, proc, 4, "SLUICE-SYNC-DEFERRABLE", "queue")
-	if slot, _ := testenv.SlotAndPublication(t, p.SourceURL, s.slot); slot {
-		t.Errorf("the refused start left replication slot %s on the source", s.slot)
-	}
+	s.refusedAtStart("SLUICE-SYNC-DEFERRABLE", "queue")
 }
 
 // TestSyncRefusesTargetUniqueIndexSourceLacks: an empty target table made
@@ -256,11 +252,7 @@ func TestSyncRefusesTargetUniqueIndexSourceLacks(t *testing.T) {
 	p.My(t, `CREATE TABLE orders (id bigint PRIMARY KEY, customer int NOT NULL, amount decimal(12,2) NOT NULL,
 		status longtext NOT NULL, placed datetime(6) NOT NULL, UNIQUE KEY one_per_customer (customer))`)
 	s := newSync(t, p.SourceURL, p.TargetURL)
-	proc := s.start()
-	waitStopped(t, proc, 4, "SLUICE-TARGET-UNIQUE", "one_per_customer")
-	if slot, _ := testenv.SlotAndPublication(t, p.SourceURL, s.slot); slot {
-		t.Errorf("the refused start left replication slot %s on the source", s.slot)
-	}
+	s.refusedAtStart("SLUICE-TARGET-UNIQUE", "one_per_customer")
 }
 
 // TestSyncRefusesRowFilter: the stream carries every row's changes, and an
@@ -276,9 +268,5 @@ func TestSyncRefusesRowFilter(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := newSync(t, p.SourceURL, p.TargetURL, "--config", cfg)
-	proc := s.start()
-	waitStopped(t, proc, 4, "SLUICE-SYNC-FILTER", "orders")
-	if slot, _ := testenv.SlotAndPublication(t, p.SourceURL, s.slot); slot {
-		t.Errorf("the refused start left replication slot %s on the source", s.slot)
-	}
+	s.refusedAtStart("SLUICE-SYNC-FILTER", "orders")
 }

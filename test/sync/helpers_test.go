@@ -336,3 +336,13 @@ func waitStopped(t *testing.T, proc *testenv.Proc, exit int, code string, names 
 		t.Fatalf("exit %d; want %d with %s naming %s:\n%s", got, exit, code, strings.Join(names, ", "), testenv.Tail(out, 20))
 	}
 }
+
+// refusedAtStart starts the sync, which must refuse to run (exit 4 with
+// code, naming every one of names) before it creates a replication slot.
+func (s *syncRun) refusedAtStart(code string, names ...string) {
+	s.t.Helper()
+	waitStopped(s.t, s.start(), 4, code, names...)
+	if slot, _ := testenv.SlotAndPublication(s.t, s.src, s.slot); slot {
+		s.t.Errorf("the refused start left replication slot %s on the source", s.slot)
+	}
+}
