@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 )
@@ -40,12 +41,13 @@ const (
 	Timestamp              // "YYYY-MM-DD HH:MM:SS[.ffffff]"; also 'T' and a UTC suffix "Z"/"+00"/"+00:00"
 	JSON                   // compact, object keys sorted, numbers normalised, strings unescaped
 	Lower                  // ASCII case-insensitive (uuid text): lowercased
+	Number                 // a Decimal, or a FLOAT/DOUBLE's text ("1e20"): an integer or decimal mapped to a float type compares at the source's precision
 	numKinds
 )
 
 var kindNames = [numKinds]string{
 	"Exact", "Integer", "Decimal", "Float32", "Float64", "Bool", "PaddedChar",
-	"Bytes", "Date", "Time", "Timestamp", "JSON", "Lower",
+	"Bytes", "Date", "Time", "Timestamp", "JSON", "Lower", "Number",
 }
 
 // String returns the constant's name, e.g. "Timestamp".
@@ -126,6 +128,8 @@ func Append(dst []byte, k Kind, v []byte) ([]byte, error) {
 		dst, err = appendJSON(dst, v)
 	case Lower:
 		dst = appendLower(dst, v)
+	case Number:
+		dst, err = appendNumber(dst, v)
 	}
 	if err != nil {
 		return dst[:start], err
@@ -212,6 +216,25 @@ func appendDecimal(dst, v []byte) ([]byte, error) {
 // cannot expand to a megabyte; the choice depends only on the value, so it
 // stays canonical. Decimal passes sci=false: its input has no exponent, so
 // plain output is never longer than the input.
+// appendNumber reads exponent notation, which only a float column prints, as
+// the float64 it is and writes that plainly: the shortest decimal that reads
+// back as the same float. A decimal value that did not survive the trip to
+// the float column (9007199254740993 stored as 9007199254740992) differs.
+func appendNumber(dst, v []byte) ([]byte, error) {
+	if bytes.ContainsAny(v, "eE") {
+		f, err := strconv.ParseFloat(string(v), 64)
+		if err != nil || math.IsInf(f, 0) {
+			return dst, valueErr(Number, v, "is not a number")
+		}
+		v = strconv.AppendFloat(nil, f, 'f', -1, 64)
+	}
+	out, err := appendDecimal(dst, v)
+	if err != nil {
+		return dst, valueErr(Number, v, "is not a number")
+	}
+	return out, nil
+}
+
 func appendDigits(dst []byte, neg bool, intPart, frac []byte, point int, sci bool) []byte {
 	// Trim leading zeros (they shift the point) and trailing zeros.
 	for len(intPart) > 0 && intPart[0] == '0' {

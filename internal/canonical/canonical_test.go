@@ -34,6 +34,12 @@ func TestEqualAndDiffer(t *testing.T) {
 			{"-0.05", "-.050", "-0.0500"},
 			{"100", "100.00"},
 		}, []string{"1.5", "1.05", "15", "0.15", "-1.5", "10", "1", "100", "0", "0.001", null}},
+		// An integer or decimal source value against what a DOUBLE column printed.
+		{Number, [][]string{
+			{"9007199254740992", "9.007199254740992e15", "9007199254740992.0"},
+			{"0.0000001", "1e-7", "1E-07"},
+			{"100000000000000000000", "1e20"},
+		}, []string{"9007199254740993", "9007199254740992", "0.1", "0.10000000000000001", "1e21", null}},
 		{Float32, [][]string{
 			{"0.1", "0.10000000149011612", "1e-1", "0.100000001"},
 			{"0", "-0", "0.0", "-0.0"},
@@ -194,6 +200,8 @@ func TestErrors(t *testing.T) {
 		{Integer, "1.0", `canonical: "1.0" is not an integer`},
 		{Integer, "-", `canonical: "-" is not an integer`},
 		{Decimal, "1e5", `canonical: "1e5" is not a decimal`},
+		{Number, "1e999", `canonical: "1e999" is not a number`},
+		{Number, "abc", `canonical: "abc" is not a number`},
 		{Decimal, ".", `canonical: "." is not a decimal`},
 		{Decimal, "NaN", `canonical: "NaN" is not a decimal`},
 		{Decimal, "1.2.3", `canonical: "1.2.3" is not a decimal`},

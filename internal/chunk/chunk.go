@@ -4,6 +4,7 @@
 package chunk
 
 import (
+	"encoding/json"
 	"math/big"
 	"strings"
 )
@@ -86,8 +87,9 @@ func compare(keys []string, op string, vals []string, literal func(int, string) 
 }
 
 // Encode and Decode store a key in one text column of the progress table.
-// Values are joined with a unit separator, which key text never contains in
-// practice; a NUL-free, separator-free encoding is checked by Decode.
+// The values are a JSON array behind a unit separator: key text may hold any
+// character PostgreSQL allows, the separator included. Bounds stored before
+// (the values joined by the separator, no JSON) still decode.
 const sep = "\x1f"
 
 // Encode returns the stored form of a key bound; nil encodes as "".
@@ -95,7 +97,11 @@ func Encode(key []string) (string, bool) {
 	if key == nil {
 		return "", false
 	}
-	return strings.Join(key, sep), true
+	b, err := json.Marshal(key)
+	if err != nil { // []string always marshals
+		panic(err)
+	}
+	return sep + string(b), true
 }
 
 // Decode is the inverse of Encode; ok=false means an unbounded key.
@@ -103,5 +109,11 @@ func Decode(s string, ok bool) []string {
 	if !ok {
 		return nil
 	}
-	return strings.Split(s, sep)
+	if rest, isJSON := strings.CutPrefix(s, sep); isJSON {
+		var key []string
+		if json.Unmarshal([]byte(rest), &key) == nil && key != nil {
+			return key
+		}
+	}
+	return strings.Split(s, sep) // stored by an earlier version
 }

@@ -55,7 +55,8 @@ func TestPredicate(t *testing.T) {
 }
 
 func TestEncodeDecode(t *testing.T) {
-	for _, k := range [][]string{nil, {"1"}, {"a b", "ü", ""}} {
+	// A key may hold the separator itself, or look like JSON.
+	for _, k := range [][]string{nil, {"1"}, {"a b", "ü", ""}, {"a\x1fb"}, {"\x1f", ""}, {`["x"]`}, {""}} {
 		s, ok := Encode(k)
 		back := Decode(s, ok)
 		if len(back) != len(k) || (k == nil) != (back == nil) {
@@ -66,5 +67,12 @@ func TestEncodeDecode(t *testing.T) {
 				t.Fatalf("%q → %q", k, back)
 			}
 		}
+	}
+}
+
+func TestDecodeReadsTheEarlierForm(t *testing.T) {
+	got := Decode("a\x1f17", true)
+	if len(got) != 2 || got[0] != "a" || got[1] != "17" {
+		t.Fatalf("bound stored by an earlier version: got %q, want [a 17]", got)
 	}
 }

@@ -252,9 +252,14 @@ func planTable(ctx context.Context, src *postgres.Source, st *schema.Table, tm c
 		}
 		if cm.Type != "" {
 			c.SQLType = cm.Type
-			c.Kind = KindOfSQLType(cm.Type, c.Kind)
+			kind, narrows := userTypeKind(c.Kind, cm.Type)
+			c.Kind = kind
 			c.Convert, c.LoadExpr, c.BulkSafe = nil, "", false // the target converts; sluice refuses any conversion warning it reports
-			t.Warnings = append(t.Warnings, fmt.Sprintf("%s.%s: type set to %s by the mapping (was %s); a value the target cannot convert exactly stops the copy", st.Name, col.Name, cm.Type, col.Type.Display))
+			note := "a value the target cannot convert exactly stops the copy"
+			if narrows {
+				note = "the target may round or trim values without a warning; verify compares at the source's precision and reports every value that changed"
+			}
+			t.Warnings = append(t.Warnings, fmt.Sprintf("%s.%s: type set to %s by the mapping (was %s); %s", st.Name, col.Name, cm.Type, col.Type.Display, note))
 		}
 		if clause, ok, note := typemap.Default(col, m); ok {
 			c.Default = clause
@@ -361,7 +366,8 @@ func planComputed(ctx context.Context, src *postgres.Source, st *schema.Table, c
 		c.TargetExpr = m.TargetExpr(c.TargetExpr)
 	}
 	if cc.Type != "" {
-		c.SQLType, c.Kind, c.Convert, c.LoadExpr = cc.Type, KindOfSQLType(cc.Type, m.Kind), nil, ""
+		c.Kind, _ = userTypeKind(m.Kind, cc.Type)
+		c.SQLType, c.Convert, c.LoadExpr = cc.Type, nil, ""
 	}
 	return c, nil
 }
@@ -589,6 +595,25 @@ func truncate(name string) string {
 		return name
 	}
 	return name[:maxIdentifier]
+}
+
+// userTypeKind is how verify compares a column whose target type the user
+// set, given how it compares the column's source type. Where the target type
+// holds less than the source's (bigint or numeric in a DOUBLE, double in a
+// FLOAT, text in a CHAR that drops trailing spaces) MariaDB converts without
+// a warning, and comparing at the target's precision would call the rounded
+// copy equal: the source's kind is kept, and narrows says so.
+func userTypeKind(source canonical.Kind, sqlType string) (kind canonical.Kind, narrows bool) {
+	target := KindOfSQLType(sqlType, source)
+	switch {
+	case (target == canonical.Float32 || target == canonical.Float64) && (source == canonical.Integer || source == canonical.Decimal):
+		return canonical.Number, true
+	case target == canonical.Float32 && source == canonical.Float64,
+		target == canonical.PaddedChar && source == canonical.Exact,
+		target == canonical.Integer && (source == canonical.Decimal || source == canonical.Float32 || source == canonical.Float64):
+		return source, true
+	}
+	return target, false
 }
 
 // KindOfSQLType guesses how verify compares a column whose target type the

@@ -185,3 +185,44 @@ func TestConfigRenamedKeys(t *testing.T) {
 		t.Errorf("after verify --repair the target holds %v", rows)
 	}
 }
+
+const narrowingConfig = `
+tables:
+  readings:
+    columns:
+      counter:
+        type: DOUBLE
+      amount:
+        type: DOUBLE
+      label:
+        type: CHAR(8)
+`
+
+// TestNarrowingTypeIsVerifiedAtTheSourcesPrecision: MariaDB rounds a bigint
+// into a DOUBLE and trims a text's trailing spaces into a CHAR without a
+// warning, so the copy succeeds; verify must still see the values that
+// changed (it compared at the target's precision and said EQUAL).
+func TestNarrowingTypeIsVerifiedAtTheSourcesPrecision(t *testing.T) {
+	t.Parallel()
+	p := testenv.NewPair(t)
+	p.PG(t, `CREATE TABLE readings (id integer PRIMARY KEY, counter bigint, amount numeric(30,10), label text)`)
+	p.PG(t, `INSERT INTO readings VALUES
+		(1, 42, 19.99, 'plain'),
+		(2, 9007199254740993, 0.0000001, 'ok'),
+		(3, 7, 0.1000000000, 'spaced  '),
+		(4, 100000000000000000, 12345678901234567890.5, 'x')`)
+	cfg := filepath.Join(t.TempDir(), "sluice.yaml")
+	if err := os.WriteFile(cfg, []byte(narrowingConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	plan := testenv.MustRun(t, 0, args(p, "plan", "--config", cfg)...).Stdout
+	mustContain(t, "plan output", plan,
+		"readings.counter: type set to DOUBLE by the mapping (was bigint); the target may round or trim values without a warning",
+		"readings.label: type set to CHAR(8) by the mapping (was text); the target may round or trim values without a warning")
+
+	testenv.MustRun(t, 0, args(p, "copy", "--config", cfg)...)
+	r := testenv.MustRun(t, 1, args(p, "verify", "--config", cfg)...)
+	// Rows 1 (19.99, 42, plain) and the exact 1e17 and 1e-7 survive; 2 loses
+	// its counter's last digit, 3 its label's spaces, 4 its amount's digits.
+	mustContain(t, "verify output", r.Stdout, "readings → readings: 4 rows compared, DIFFERENT: 3 changed")
+}
