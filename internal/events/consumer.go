@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"sort"
 	"sync"
@@ -96,6 +97,11 @@ func (s *Service) consume(ctx context.Context) error {
 				if err != nil {
 					return err
 				}
+				if pb.gapFrom > 0 {
+					if err := checkGap(gctx, stream, pb.gapFrom); err != nil {
+						return err
+					}
+				}
 				select {
 				case ready <- pb:
 				case <-gctx.Done():
@@ -111,6 +117,29 @@ func (s *Service) consume(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// gapError says whether the stream, holding messages from first on, lost
+// some after applied, the last sequence sluice has seen: removed by the
+// stream's limits before sluice read them.
+func gapError(stream string, first, applied uint64) error {
+	if first <= applied+1 {
+		return nil
+	}
+	return failure.New(failure.Schema, "SLUICE-NATS-GAP", "stream %s starts at sequence %d, but sluice has read only up to %d: messages were removed (stream limits) before sluice applied them",
+		stream, first, applied).WithHint("raise the stream's limits (max age, bytes, messages); to start over, drop the target tables and sluice's _sluice_* tables")
+}
+
+// checkGap runs when a batch skipped sequences after from-1. Other subjects
+// of the stream (dead letters, a publisher's changes) leave such holes too;
+// only when the stream no longer starts at or before from were messages
+// removed unread. Asked once per batch, not per message.
+func checkGap(ctx context.Context, stream jetstream.Stream, from uint64) error {
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return failure.Wrap(err, failure.Connection, "SLUICE-NATS-STREAM", "JetStream stream %s", stream.CachedInfo().Config.Name)
+	}
+	return gapError(info.Config.Name, info.State.FirstSeq, from-1)
 }
 
 // StartConsumer (re)creates the durable consumer so that it delivers from
@@ -134,9 +163,10 @@ func StartConsumer(ctx context.Context, js jetstream.JetStream, stream jetstream
 			return nil, failure.New(failure.Schema, "SLUICE-NATS-STREAMCHANGED", "stream %s ends at sequence %d, but the target has applied up to %d from it: the stream was deleted and made again, and the events sluice has not applied are not in it",
 				name, info.State.LastSeq, applied).WithHint("to start over, drop the target tables and sluice's _sluice_* tables (docs/EVENTS.md), then run sync again")
 		}
-		if info.State.FirstSeq > applied+1 && info.State.Msgs > 0 {
-			return nil, failure.New(failure.Schema, "SLUICE-NATS-GAP", "stream %s starts at sequence %d, but the target has applied only up to %d: messages were removed (stream limits) before sluice applied them",
-				name, info.State.FirstSeq, applied).WithHint("raise the stream's limits (max age, bytes, messages); to start over, drop the target tables and sluice's _sluice_* tables")
+		if info.State.Msgs > 0 {
+			if err := gapError(name, info.State.FirstSeq, applied); err != nil {
+				return nil, err
+			}
 		}
 	}
 	cons, err := js.CreateConsumer(ctx, name, cfg)
@@ -271,6 +301,7 @@ type preparedBatch struct {
 	poisoned    map[int]*Poison
 	redelivered int
 	lastSeq     uint64
+	gapFrom     uint64 // the first sequence the batch skipped, 0 if none
 }
 
 // prepareBatch decodes and converts a batch. seen is the highest stream
@@ -288,6 +319,9 @@ func (s *Service) prepareBatch(ctx context.Context, msgs []jetstream.Msg, seen *
 		if pb.seqs[i] <= *seen {
 			pb.redelivered++
 			continue
+		}
+		if *seen > 0 && pb.seqs[i] > *seen+1 && pb.gapFrom == 0 {
+			pb.gapFrom = *seen + 1
 		}
 		*seen = pb.seqs[i]
 		ev, p := s.cat.Decode(m.Data())
@@ -318,11 +352,11 @@ func (s *Service) applyBatch(ctx context.Context, js jetstream.JetStream, pb *pr
 	msgs, seqs, evs, ops, poisoned, redelivered := pb.msgs, pb.seqs, pb.evs, pb.ops, pb.poisoned, pb.redelivered
 	st := s.cstate
 	st.LastSeq = max(st.LastSeq, pb.lastSeq)
-	// Dead letters go out before the commit that records them: a crash in
-	// between sends them again (JetStream drops the duplicate by its id).
-	if err := s.deadLetter(ctx, js, msgs, seqs, poisoned); err != nil {
-		return err
-	}
+	// Dead letters go out before the commit that records them, all of a
+	// batch in one call in stream order (lastDeadLettered relies on it). A
+	// crash in between sends them again unless the restart finds them on the
+	// dead-letter subject (or JetStream drops the duplicate by its id).
+	var dlErr error
 	base := st
 	newDead := len(poisoned)
 	var applied, ignored int
@@ -339,22 +373,31 @@ func (s *Service) applyBatch(ctx context.Context, js jetstream.JetStream, pb *pr
 		}
 	}
 	res, err := s.store.Apply(ctx, ops, func(ctx context.Context, tx *sql.Tx, res Result) error {
+		if dlErr = s.deadLetter(ctx, js, msgs, seqs, poisoned); dlErr != nil {
+			return dlErr
+		}
 		a, i := res.Count()
 		return record(a, i)(ctx, tx, res)
 	})
+	if dlErr != nil {
+		return dlErr
+	}
 	var de *DataError
 	if errors.As(err, &de) {
 		// The target refused some row: apply the ops one by one, send the
 		// refused ones to the dead-letter subject, then record the progress.
 		var refused map[int]error
 		if res, refused, err = s.store.Isolate(ctx, ops); err == nil {
-			more := map[int]*Poison{}
+			more := maps.Clone(poisoned) // none was sent: the failed transaction came first
+			if more == nil {
+				more = map[int]*Poison{}
+			}
 			for j, e := range refused {
 				op := ops[j]
 				more[op.Ref] = &Poison{Code: "SLUICE-EVENT-TARGET", Reason: fmt.Sprintf("table %s: the target refused the row: %v", op.Table.Name, e),
 					ID: evs[op.Ref].ID, Table: op.Table.Name}
 			}
-			newDead += len(more)
+			newDead = len(more)
 			if err = s.deadLetter(ctx, js, msgs, seqs, more); err == nil {
 				a, _ := res.Count()
 				_, err = s.store.Apply(ctx, nil, record(a, len(ops)-a-len(refused)))
@@ -396,7 +439,17 @@ func (s *Service) deadLetter(ctx context.Context, js jetstream.JetStream, msgs [
 		idx = append(idx, i)
 	}
 	sort.Ints(idx) // in stream order
+	if !s.dlSentRead {
+		sent, err := lastDeadLettered(ctx, js, ep.Stream, ep.DeadLetterSubject(), s.opt.Consumer)
+		if err != nil {
+			return err
+		}
+		s.dlSent, s.dlSentRead = sent, true
+	}
 	for _, i := range idx {
+		if seqs[i] <= s.dlSent {
+			continue // sent before a crash, not recorded; beyond JetStream's duplicate window
+		}
 		p, m := poisoned[i], msgs[i]
 		dl := DeadLetter{Error: p.Reason, Code: p.Code, EventID: p.ID, Table: p.Table, Stream: ep.Stream, StreamSeq: seqs[i],
 			Subject: m.Subject(), Consumer: s.opt.Consumer, At: time.Now().UTC()}
@@ -411,8 +464,38 @@ func (s *Service) deadLetter(ctx context.Context, js jetstream.JetStream, msgs [
 		}
 		s.log.Warn("event sent to the dead-letter subject", "code", p.Code, "error", p.Reason, "event_id", p.ID, "table", p.Table,
 			"stream_seq", seqs[i], "subject", ep.DeadLetterSubject())
+		s.dlSent = seqs[i]
+	}
+	if s.crashAfterDL && len(idx) > 0 {
+		s.log.Error("test hook: exiting after dead letters, before the commit that records them", "code", "SLUICE-TEST-CRASH")
+		os.Exit(99)
 	}
 	return nil
+}
+
+// lastDeadLettered is the stream sequence of the newest dead letter this
+// consumer sent from stream, read back from the dead-letter subject. Dead
+// letters go out in stream order before the commit that records them, so a
+// restart after a crash in between skips those at or below it: JetStream's
+// duplicate window (2 minutes) may be over by then. 0 when there is none
+// (or the stream's limits removed it).
+func lastDeadLettered(ctx context.Context, js jetstream.JetStream, stream, subject, consumer string) (uint64, error) {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return 0, failure.Wrap(err, failure.Connection, "SLUICE-NATS-STREAM", "JetStream stream %s", stream)
+	}
+	m, err := st.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, failure.Wrap(err, failure.Connection, "SLUICE-EVENTS-DEADLETTER", "read the last dead letter on %s", subject)
+	}
+	var dl DeadLetter
+	if json.Unmarshal(m.Data, &dl) != nil || dl.Stream != stream || dl.Consumer != consumer {
+		return 0, nil // not one of this consumer's: JetStream's duplicate window is all there is
+	}
+	return dl.StreamSeq, nil
 }
 
 // backlog asks JetStream (now, not from a sample) how many events are not
@@ -429,9 +512,14 @@ func (s *Service) backlog() (pending int64, caughtUp, ok bool) {
 	if err != nil {
 		return -1, false, false
 	}
-	pending = int64(info.NumPending)
-	if applied := s.counts.lastSeq.Load(); info.Delivered.Stream > applied {
-		pending += int64(info.Delivered.Stream - applied) // delivered, not applied yet (an upper bound)
+	// Delivered, not applied yet: sluice acknowledges a batch once it is
+	// committed. Delivered.Stream alone is no measure: past the last event
+	// the server moves it over messages of other subjects (a dead letter),
+	// which the consumer never delivers.
+	var unapplied uint64
+	if applied := s.counts.lastSeq.Load(); info.NumAckPending > 0 && info.Delivered.Stream > applied {
+		unapplied = min(uint64(info.NumAckPending), info.Delivered.Stream-applied)
 	}
-	return pending, info.NumPending == 0 && s.counts.lastSeq.Load() >= info.Delivered.Stream, true
+	pending = int64(info.NumPending) + int64(unapplied)
+	return pending, info.NumPending == 0 && unapplied == 0, true
 }

@@ -6,7 +6,9 @@ package events
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"os"
@@ -84,21 +86,24 @@ type Service struct {
 	byRT      map[*Table]*tableState
 	keysBuilt atomic.Bool // the foreign keys exist: set once every table is copied
 
-	applyMu  sync.Mutex          // one apply at a time (JetStream or HTTP)
-	cstate   mysql.ConsumerState // JetStream consumer progress (under applyMu)
-	hstate   mysql.ConsumerState // HTTP progress (under applyMu)
-	ready    chan struct{}       // closed once the tables are prepared
-	stop     chan struct{}       // closed by Stop
-	stopped  sync.Once
-	paused   atomic.Bool
-	counts   counters
-	commits  atomic.Int64
-	crashAt  int64                              // test hook: exit right after this many commits, before the ack
-	dropAcks bool                               // test hook: never acknowledge
-	cons     atomic.Pointer[jetstream.Consumer] // the JetStream consumer, once created
-	started  time.Time
-	copyErr  atomic.Value // error
-	lockConn *sql.Conn    // holds the events lock for the run
+	applyMu      sync.Mutex          // one apply at a time (JetStream or HTTP)
+	cstate       mysql.ConsumerState // JetStream consumer progress (under applyMu)
+	hstate       mysql.ConsumerState // HTTP progress (under applyMu)
+	ready        chan struct{}       // closed once the tables are prepared
+	stop         chan struct{}       // closed by Stop
+	stopped      sync.Once
+	paused       atomic.Bool
+	counts       counters
+	commits      atomic.Int64
+	crashAt      int64  // test hook: exit right after this many commits, before the ack
+	dropAcks     bool   // test hook: never acknowledge
+	crashAfterDL bool   // test hook: exit after sending dead letters, before their commit
+	dlSent       uint64 // the newest stream sequence dead-lettered (see lastDeadLettered)
+	dlSentRead   bool
+	cons         atomic.Pointer[jetstream.Consumer] // the JetStream consumer, once created
+	started      time.Time
+	copyErr      atomic.Value // error
+	lockConn     *sql.Conn    // holds the events lock for the run
 }
 
 type counters struct {
@@ -145,6 +150,7 @@ func New(ctx context.Context, src *postgres.Source, tgt *mysql.Target, p *plan.P
 	if v := os.Getenv("SLUICE_TEST_CRASH_AFTER_COMMITS"); v != "" {
 		s.crashAt, _ = strconv.ParseInt(v, 10, 64)
 	}
+	s.crashAfterDL = os.Getenv("SLUICE_TEST_CRASH_AFTER_DEADLETTER") != ""
 	if os.Getenv("SLUICE_TEST_DROP_ACKS") != "" {
 		s.dropAcks = true
 		s.opt.AckWait = 2 * time.Second
@@ -188,21 +194,48 @@ func (s *Service) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-func (s *Service) prepare(ctx context.Context) error {
-	// One events sync per target and consumer: the version checks rely on it.
+// lockWriters makes this run the one events sync writing each of its
+// target tables (the version checks keep a table's versions in memory and
+// trust them) and the one using its consumer name in this database (its
+// progress row). The named locks are server-wide, so their names hold the
+// database; they are hashed to fit GET_LOCK's 64 characters. The returned
+// connection holds them until it closes.
+func (s *Service) lockWriters(ctx context.Context) (*sql.Conn, error) {
 	conn, err := s.tgt.DB.Conn(ctx)
 	if err != nil {
+		return nil, err
+	}
+	var db string
+	if err := conn.QueryRowContext(ctx, "SELECT DATABASE()").Scan(&db); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("target: read the database name: %w", err)
+	}
+	type claim struct{ what, busy string }
+	claims := []claim{{"consumer\x00" + s.opt.Consumer, fmt.Sprintf("another sluice applies events with consumer %s to this target", s.opt.Consumer)}}
+	for _, ts := range s.tables {
+		target := ts.rt.Plan.Target
+		claims = append(claims, claim{"table\x00" + target, fmt.Sprintf("another sluice applies events to target table %s", target)})
+	}
+	for _, c := range claims {
+		sum := sha256.Sum256([]byte(db + "\x00" + c.what))
+		var got sql.NullInt64
+		if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, 0)", "sluice_events:"+hex.EncodeToString(sum[:20])).Scan(&got); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("target: take the events lock: %w", err)
+		}
+		if got.Int64 != 1 {
+			conn.Close()
+			return nil, failure.New(failure.Usage, "SLUICE-EVENTS-BUSY", "%s", c.busy).
+				WithHint("stop the other sync first (sluice status shows it): one events sync writes a table at a time")
+		}
+	}
+	return conn, nil
+}
+
+func (s *Service) prepare(ctx context.Context) error {
+	conn, err := s.lockWriters(ctx)
+	if err != nil {
 		return err
-	}
-	var got sql.NullInt64
-	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, 0)", "sluice_events:"+s.opt.Consumer).Scan(&got); err != nil {
-		conn.Close()
-		return fmt.Errorf("target: take the events lock: %w", err)
-	}
-	if got.Int64 != 1 {
-		conn.Close()
-		return failure.New(failure.Usage, "SLUICE-EVENTS-BUSY", "another sluice applies events with consumer %s to this target", s.opt.Consumer).
-			WithHint("stop the other sync first (sluice status shows it)")
 	}
 	s.lockConn = conn
 	if err := s.tgt.EnsureProgressTables(ctx); err != nil {

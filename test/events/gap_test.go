@@ -1,0 +1,62 @@
+package events
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-db/sluice/internal/testenv"
+)
+
+// TestEventsRemovedUnreadStopTheSync: a stream whose limits are too low for
+// the target's pace removes events before sluice reads them. While the sync
+// runs, the consumer would step over them without a sign; sluice must stop
+// with SLUICE-NATS-GAP (exit 4) instead of carrying on without them.
+func TestEventsRemovedUnreadStopTheSync(t *testing.T) {
+	p := testenv.NewPair(t)
+	s := newStream(t)
+	ctx := context.Background()
+	st, err := s.JS.Stream(ctx, s.EP.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	limited := st.CachedInfo().Config
+	limited.MaxMsgs = 5
+	if _, err := s.JS.UpdateStream(ctx, limited); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeConfig(t, likesConfig)
+	p.PG(t, likesDDL)
+	p.PG(t, `INSERT INTO likes VALUES (1, 1, '2024-05-01 10:00:00+00', 'a')`)
+	s.emit(t, like(1, 1, "2024-05-01T10:00:00Z", "a", 1))
+
+	run := start(t, append([]string{"sync", "--changes=events", "--events", s.URL, "--batch-rows", "1", "--config", cfg}, p.Args()...)...)
+	run.waitFor(t, "caught up", 60*time.Second, caughtUp)
+
+	// The target stalls (a session holds the table) while the application
+	// emits more events than the stream keeps.
+	conn, err := p.Target.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "LOCK TABLES post_likes WRITE"); err != nil {
+		t.Fatal(err)
+	}
+	for i := int64(2); i <= 40; i++ {
+		s.emit(t, like(i, 1, "2024-05-01T10:00:00Z", fmt.Sprint(i), 1))
+	}
+	time.Sleep(500 * time.Millisecond) // the consumer takes what it can hold
+	if _, err := conn.ExecContext(ctx, "UNLOCK TABLES"); err != nil {
+		t.Fatal(err)
+	}
+
+	if code := run.wait(t, 60*time.Second); code != 4 {
+		t.Fatalf("sluice sync exited %d after the stream removed unread events; want 4:\n%s", code, run.out)
+	}
+	if !strings.Contains(run.out.String(), "SLUICE-NATS-GAP") {
+		t.Errorf("the exit does not name SLUICE-NATS-GAP:\n%s", run.out)
+	}
+}
