@@ -375,7 +375,7 @@ Written by \`scripts/bench-sync.sh\` (run by \`$cmd\`); rerun it to refresh this
 
 - Date: $started; load average $load_before before, $load_after after
 - Machine: $(nproc) CPUs ($cpu), $mem RAM; PostgreSQL $pg_ver, MariaDB $my_ver on the same machine; pgbench connects over TCP (127.0.0.1), sluice and pg_recvlogical $VIA_TEXT (\`BENCH_VIA=$VIA\`); $WMEM_TEXT
-- sluice commit $commit; \`sluice sync\` defaults (batch of up to 5000 changes or 100 ms)
+- sluice commit $commit; \`sluice sync\` defaults (batch of up to 5000 changes or 500 ms)
 - Data: \`pgbench -i -s $SCALE\`; workload: pgbench's default TPC-B-like script (with its pre-run vacuum); $RUNS rounds of ${SECONDS_EACH} s per client count, each round running without sluice, with sluice and with pg_recvlogical back to back in an order that rotates between rounds, a CHECKPOINT before every run; medians
 
 | pgbench clients | TPS without sluice | latency ms | TPS with sluice streaming | latency ms | with sluice / without (median of the rounds' ratios) | TPS with pg_recvlogical to /dev/null | pg_recvlogical / without | % of busy CPU while sluice streams: sluice / walsender / MariaDB |

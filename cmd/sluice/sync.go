@@ -130,7 +130,7 @@ running sync again resumes.`,
 	f.IntVar(&opt.ChunkRows, "chunk-rows", 20000, "rows per chunk")
 	f.Float64Var(&opt.MaxRowsPerSec, "max-rows-per-sec", 0, "limit the copy to this many rows per second (0: no limit)")
 	f.IntVar(&opt.BatchRows, "batch-rows", 5000, "changes per target transaction, at most")
-	f.DurationVar(&opt.BatchDelay, "batch-delay", 100*time.Millisecond, "longest a change waits for its batch")
+	f.DurationVar(&opt.BatchDelay, "batch-delay", 0, "longest a change waits for its batch (default 500ms; 100ms with --changes=events or --publish)")
 	f.IntVar(&opt.StreamProcs, "stream-procs", 1, "CPU cores sluice uses once the copy is done (0: all; GOMAXPROCS in the environment wins)")
 	f.DurationVar(&opt.LagBound, "lag-bound", time.Second, "cutover waits until the lag is under this")
 	f.DurationVar(&opt.Cutover.LockTimeout, "lock-timeout", 5*time.Second, "cutover gives up if the write fence is not granted in this time")
