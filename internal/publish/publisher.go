@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/jackc/pgx/v5"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -673,6 +674,47 @@ func (t *pubTable) row(vals, old []pgstream.Value, full bool) (cols map[string]*
 	return cols, key, partial, nil
 }
 
+// refetch fills in the columns an update left out (TOASTed values it did
+// not change) from the source row at key, when the update also moved the
+// row to that key: the applier has no row under the new key to merge them
+// into. The row is read as it is now, which may be later than the change;
+// the changes after it follow in the stream and bring it to the same end.
+// found is false when no row holds the key any more.
+func (p *Publisher) refetch(ctx context.Context, t *pubTable, cols map[string]*string, key []string) (found bool, err error) {
+	var missing, sel []string
+	for _, name := range t.cols {
+		if _, ok := cols[name]; !ok {
+			missing = append(missing, name)
+			sel = append(sel, postgres.Ident(name)+"::text")
+		}
+	}
+	var where []string
+	args := []any{pgx.QueryExecModeSimpleProtocol} // key text as literals, typed by their columns
+	for i, si := range t.rt.KeySourceIndexes() {
+		where = append(where, fmt.Sprintf("%s = $%d", postgres.Ident(t.cols[si]), i+1))
+		args = append(args, key[i])
+	}
+	q := fmt.Sprintf("SELECT %s FROM %s WHERE %s", strings.Join(sel, ", "),
+		postgres.Ident(t.rt.Plan.Source.Name.Schema, t.rt.Plan.Source.Name.Name), strings.Join(where, " AND "))
+	vals := make([]*string, len(missing))
+	ptrs := make([]any, len(missing))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	err = p.src.Pool.QueryRow(ctx, q, args...).Scan(ptrs...)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, failure.Wrap(err, failure.Connection, "SLUICE-PUBLISH-REFETCH", "table %s: read the row an update moved to another key", t.rt.Name).
+			With("table", t.rt.Name).WithHint("run the sync again once the source answers: it resumes from the last change published")
+	}
+	for i, name := range missing {
+		cols[name] = vals[i]
+	}
+	return true, nil
+}
+
 func keyOnly(t *pubTable, cols map[string]*string) map[string]*string {
 	out := make(map[string]*string, len(t.rt.KeySourceIndexes()))
 	for _, si := range t.rt.KeySourceIndexes() {
@@ -711,12 +753,17 @@ func (p *Publisher) change(ctx context.Context, t *pubTable, ev pgstream.Event, 
 		if ev.Old != nil {
 			oldCols, oldKey, _, err := t.row(ev.Old, nil, false)
 			if err == nil && strings.Join(oldKey, "\x00") != strings.Join(key, "\x00") {
+				found := true
 				if partial {
-					return failure.New(failure.Schema, "SLUICE-PUBLISH-MOVE", "table %s: an update changed a row's key and left large (TOASTed) columns unchanged, so the new row cannot be published whole", t.rt.Name).
-						With("table", t.rt.Name).WithHint("ALTER TABLE %s REPLICA IDENTITY FULL, then run the publisher again", postgres.Ident(t.rt.Plan.Source.Name.Schema, t.rt.Plan.Source.Name.Name))
+					if found, err = p.refetch(ctx, t, cols, key); err != nil {
+						return err
+					}
 				}
 				if err := emit(OpDelete, keyOnly(t, oldCols), oldKey); err != nil {
 					return err
+				}
+				if !found { // gone since: a later change in the stream says where
+					return nil
 				}
 				return emit(OpUpsert, cols, key)
 			}
