@@ -1,9 +1,10 @@
 package events
 
 import (
-	"context"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-db/sluice/internal/testenv"
 )
@@ -15,16 +16,8 @@ import (
 func TestDeadLetterNotSentTwiceAfterACrash(t *testing.T) {
 	p := testenv.NewPair(t)
 	s := newStream(t)
-	ctx := context.Background()
-	st, err := s.JS.Stream(ctx, s.EP.Stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	short := st.CachedInfo().Config
-	short.Duplicates = time.Second // the window runs out while sluice is down
-	if _, err := s.JS.UpdateStream(ctx, short); err != nil {
-		t.Fatal(err)
-	}
+	// the duplicate window runs out while sluice is down
+	s.reconfigure(t, func(c *jetstream.StreamConfig) { c.Duplicates = time.Second })
 	cfg := writeConfig(t, likesConfig)
 	p.PG(t, likesDDL)
 	args := append([]string{"sync", "--changes=events", "--events", s.URL, "--config", cfg}, p.Args()...)

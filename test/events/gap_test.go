@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/sluice-db/sluice/internal/testenv"
 )
 
@@ -17,16 +19,8 @@ import (
 func TestEventsRemovedUnreadStopTheSync(t *testing.T) {
 	p := testenv.NewPair(t)
 	s := newStream(t)
+	s.reconfigure(t, func(c *jetstream.StreamConfig) { c.MaxMsgs = 5 })
 	ctx := context.Background()
-	st, err := s.JS.Stream(ctx, s.EP.Stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	limited := st.CachedInfo().Config
-	limited.MaxMsgs = 5
-	if _, err := s.JS.UpdateStream(ctx, limited); err != nil {
-		t.Fatal(err)
-	}
 	cfg := writeConfig(t, likesConfig)
 	p.PG(t, likesDDL)
 	p.PG(t, `INSERT INTO likes VALUES (1, 1, '2024-05-01 10:00:00+00', 'a')`)

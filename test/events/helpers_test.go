@@ -103,6 +103,21 @@ func (s *stream) emit(t *testing.T, ev pubevents.Event) {
 	}
 }
 
+// reconfigure changes the stream's configuration (its limits, say).
+func (s *stream) reconfigure(t *testing.T, change func(*jetstream.StreamConfig)) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := s.JS.Stream(ctx, s.EP.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	change(&cfg)
+	if _, err := s.JS.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // deadLetters reads every message on the dead-letter subject.
 func (s *stream) deadLetters(t *testing.T) []map[string]any {
 	t.Helper()
