@@ -209,18 +209,17 @@ func appendDecimal(dst, v []byte) ([]byte, error) {
 	return appendDigits(dst, neg, intPart, frac, len(intPart), false), nil
 }
 
-// appendDigits writes the number whose digits are intPart followed by frac,
-// with the decimal point after the first point digits (point may lie outside
-// the digits), in plain notation without redundant zeros. With sci set,
-// far-out points use d.ddde±N instead, so a tiny JSON text like 1e999999
-// cannot expand to a megabyte; the choice depends only on the value, so it
-// stays canonical. Decimal passes sci=false: its input has no exponent, so
-// plain output is never longer than the input.
 // appendNumber reads exponent notation, which only a float column prints, as
 // the float64 it is and writes that plainly: the shortest decimal that reads
 // back as the same float. A decimal value that did not survive the trip to
 // the float column (9007199254740993 stored as 9007199254740992) differs.
+// PostgreSQL's numeric NaN and ±Infinity (which no MariaDB column holds)
+// keep their own forms, so such a source row shows as a difference.
 func appendNumber(dst, v []byte) ([]byte, error) {
+	switch string(v) {
+	case "NaN", "Infinity", "-Infinity":
+		return append(dst, v...), nil
+	}
 	if bytes.ContainsAny(v, "eE") {
 		f, err := strconv.ParseFloat(string(v), 64)
 		if err != nil || math.IsInf(f, 0) {
@@ -235,6 +234,13 @@ func appendNumber(dst, v []byte) ([]byte, error) {
 	return out, nil
 }
 
+// appendDigits writes the number whose digits are intPart followed by frac,
+// with the decimal point after the first point digits (point may lie outside
+// the digits), in plain notation without redundant zeros. With sci set,
+// far-out points use d.ddde±N instead, so a tiny JSON text like 1e999999
+// cannot expand to a megabyte; the choice depends only on the value, so it
+// stays canonical. Decimal passes sci=false: its input has no exponent, so
+// plain output is never longer than the input.
 func appendDigits(dst []byte, neg bool, intPart, frac []byte, point int, sci bool) []byte {
 	// Trim leading zeros (they shift the point) and trailing zeros.
 	for len(intPart) > 0 && intPart[0] == '0' {

@@ -98,7 +98,10 @@ func (s *Service) consume(ctx context.Context) error {
 					return err
 				}
 				if pb.gapFrom > 0 {
-					if err := checkGap(gctx, stream, pb.gapFrom); err != nil {
+					s.applyMu.Lock() // ownMsgs is written by the applying stage
+					err := checkGap(gctx, stream, pb.gapFrom, s.ownMsgs)
+					s.applyMu.Unlock()
+					if err != nil {
 						return err
 					}
 				}
@@ -133,13 +136,35 @@ func gapError(stream string, first, applied uint64) error {
 // checkGap runs when a batch skipped sequences after from-1. Other subjects
 // of the stream (dead letters, a publisher's changes) leave such holes too;
 // only when the stream no longer starts at or before from were messages
-// removed unread. Asked once per batch, not per message.
-func checkGap(ctx context.Context, stream jetstream.Stream, from uint64) error {
-	info, err := stream.Info(ctx)
+// removed unread, unless all of those were dead letters this run sent
+// (own). Asked once per batch, not per message; a failed ask is retried.
+func checkGap(ctx context.Context, stream jetstream.Stream, from uint64, own map[uint64]bool) error {
+	var info *jetstream.StreamInfo
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if info, err = stream.Info(ctx); err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
+		}
+	}
 	if err != nil {
 		return failure.Wrap(err, failure.Connection, "SLUICE-NATS-STREAM", "JetStream stream %s", stream.CachedInfo().Config.Name)
 	}
-	return gapError(info.Config.Name, info.State.FirstSeq, from-1)
+	first := info.State.FirstSeq
+	if first > from && first-from <= uint64(len(own)) {
+		removed := from
+		for removed < first && own[removed] {
+			removed++
+		}
+		if removed == first { // only our own dead letters went
+			return nil
+		}
+	}
+	return gapError(info.Config.Name, first, from-1)
 }
 
 // StartConsumer (re)creates the durable consumer so that it delivers from
@@ -287,6 +312,7 @@ type DeadLetter struct {
 	StreamSeq uint64          `json:"stream_seq"`
 	Subject   string          `json:"subject"`
 	Consumer  string          `json:"consumer"`
+	Target    string          `json:"target,omitempty"` // the target database
 	At        time.Time       `json:"at"`
 	Event     json.RawMessage `json:"event,omitempty"` // the event as received, when it is JSON
 	Raw       string          `json:"raw,omitempty"`   // the event as received, when it is not
@@ -352,10 +378,10 @@ func (s *Service) applyBatch(ctx context.Context, js jetstream.JetStream, pb *pr
 	msgs, seqs, evs, ops, poisoned, redelivered := pb.msgs, pb.seqs, pb.evs, pb.ops, pb.poisoned, pb.redelivered
 	st := s.cstate
 	st.LastSeq = max(st.LastSeq, pb.lastSeq)
-	// Dead letters go out before the commit that records them, all of a
-	// batch in one call in stream order (lastDeadLettered relies on it). A
-	// crash in between sends them again unless the restart finds them on the
-	// dead-letter subject (or JetStream drops the duplicate by its id).
+	// Dead letters go out before the commit that records them. A crash in
+	// between delivers the batch again; the restart finds them on the
+	// dead-letter subject and does not send them twice
+	// (unrecordedDeadLetters; JetStream drops a duplicate by its id too).
 	var dlErr error
 	base := st
 	newDead := len(poisoned)
@@ -388,7 +414,7 @@ func (s *Service) applyBatch(ctx context.Context, js jetstream.JetStream, pb *pr
 		// refused ones to the dead-letter subject, then record the progress.
 		var refused map[int]error
 		if res, refused, err = s.store.Isolate(ctx, ops); err == nil {
-			more := maps.Clone(poisoned) // none was sent: the failed transaction came first
+			more := maps.Clone(poisoned) // those sent already are skipped
 			if more == nil {
 				more = map[int]*Poison{}
 			}
@@ -414,6 +440,16 @@ func (s *Service) applyBatch(ctx context.Context, js jetstream.JetStream, pb *pr
 		os.Exit(99)
 	}
 	s.cstate = st
+	for seq := range s.dlSent { // recorded now: never delivered again
+		if seq <= st.LastSeq {
+			delete(s.dlSent, seq)
+		}
+	}
+	for seq := range s.ownMsgs { // behind every event read: no later hole reaches them
+		if seq < st.LastSeq {
+			delete(s.ownMsgs, seq)
+		}
+	}
 	s.noteApplied(ops, res)
 	c := &s.counts
 	c.received.Add(int64(len(msgs) - redelivered))
@@ -439,32 +475,34 @@ func (s *Service) deadLetter(ctx context.Context, js jetstream.JetStream, msgs [
 		idx = append(idx, i)
 	}
 	sort.Ints(idx) // in stream order
-	if !s.dlSentRead {
-		sent, err := lastDeadLettered(ctx, js, ep.Stream, ep.DeadLetterSubject(), s.opt.Consumer)
+	if s.dlSent == nil {
+		sent, err := s.unrecordedDeadLetters(ctx, js)
 		if err != nil {
 			return err
 		}
-		s.dlSent, s.dlSentRead = sent, true
+		s.dlSent = sent
 	}
 	for _, i := range idx {
-		if seqs[i] <= s.dlSent {
-			continue // sent before a crash, not recorded; beyond JetStream's duplicate window
+		if s.dlSent[seqs[i]] {
+			continue // already on the subject: sent before a crash (or a retried transaction), not recorded yet
 		}
 		p, m := poisoned[i], msgs[i]
 		dl := DeadLetter{Error: p.Reason, Code: p.Code, EventID: p.ID, Table: p.Table, Stream: ep.Stream, StreamSeq: seqs[i],
-			Subject: m.Subject(), Consumer: s.opt.Consumer, At: time.Now().UTC()}
+			Subject: m.Subject(), Consumer: s.opt.Consumer, Target: s.targetDB, At: time.Now().UTC()}
 		if json.Valid(m.Data()) {
 			dl.Event = m.Data()
 		} else {
 			dl.Raw = string(m.Data())
 		}
 		data, _ := json.Marshal(dl)
-		if _, err := js.Publish(ctx, ep.DeadLetterSubject(), data, jetstream.WithMsgID(fmt.Sprintf("sluice-dl:%s:%d", ep.Stream, seqs[i]))); err != nil {
+		ack, err := js.Publish(ctx, ep.DeadLetterSubject(), data, jetstream.WithMsgID(fmt.Sprintf("sluice-dl:%s:%s:%d", ep.Stream, s.opt.Consumer, seqs[i])))
+		if err != nil {
 			return failure.Wrap(err, failure.Connection, "SLUICE-EVENTS-DEADLETTER", "publish a dead letter to %s", ep.DeadLetterSubject())
 		}
 		s.log.Warn("event sent to the dead-letter subject", "code", p.Code, "error", p.Reason, "event_id", p.ID, "table", p.Table,
 			"stream_seq", seqs[i], "subject", ep.DeadLetterSubject())
-		s.dlSent = seqs[i]
+		s.dlSent[seqs[i]] = true
+		s.ownMsgs[ack.Sequence] = true
 	}
 	if s.crashAfterDL && len(idx) > 0 {
 		s.log.Error("test hook: exiting after dead letters, before the commit that records them", "code", "SLUICE-TEST-CRASH")
@@ -473,29 +511,55 @@ func (s *Service) deadLetter(ctx context.Context, js jetstream.JetStream, msgs [
 	return nil
 }
 
-// lastDeadLettered is the stream sequence of the newest dead letter this
-// consumer sent from stream, read back from the dead-letter subject. Dead
-// letters go out in stream order before the commit that records them, so a
-// restart after a crash in between skips those at or below it: JetStream's
-// duplicate window (2 minutes) may be over by then. 0 when there is none
-// (or the stream's limits removed it).
-func lastDeadLettered(ctx context.Context, js jetstream.JetStream, stream, subject, consumer string) (uint64, error) {
-	st, err := js.Stream(ctx, stream)
-	if err != nil {
-		return 0, failure.Wrap(err, failure.Connection, "SLUICE-NATS-STREAM", "JetStream stream %s", stream)
+// unrecordedDeadLetters reads back the dead letters this consumer sent for
+// events after the last one the target recorded: they went out before a
+// commit that a crash prevented, and the batch comes again. JetStream's
+// duplicate window (2 minutes) may be over by then, so sluice skips exactly
+// these. A dead letter is published after its event, so reading the subject
+// from the sequence after the last recorded one finds them all.
+func (s *Service) unrecordedDeadLetters(ctx context.Context, js jetstream.JetStream) (map[uint64]bool, error) {
+	ep := s.opt.Endpoint
+	sent := map[uint64]bool{}
+	fail := func(err error) (map[uint64]bool, error) {
+		return nil, failure.Wrap(err, failure.Connection, "SLUICE-EVENTS-DEADLETTER", "read back the dead letters on %s", ep.DeadLetterSubject())
 	}
-	m, err := st.GetLastMsgForSubject(ctx, subject)
+	st, err := js.Stream(ctx, ep.Stream)
+	if err != nil {
+		return fail(err)
+	}
+	last, err := st.GetLastMsgForSubject(ctx, ep.DeadLetterSubject())
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return 0, nil
+		return sent, nil
 	}
 	if err != nil {
-		return 0, failure.Wrap(err, failure.Connection, "SLUICE-EVENTS-DEADLETTER", "read the last dead letter on %s", subject)
+		return fail(err)
 	}
-	var dl DeadLetter
-	if json.Unmarshal(m.Data, &dl) != nil || dl.Stream != stream || dl.Consumer != consumer {
-		return 0, nil // not one of this consumer's: JetStream's duplicate window is all there is
+	from := s.cstate.LastSeq + 1
+	if last.Sequence < from {
+		return sent, nil
 	}
-	return dl.StreamSeq, nil
+	cons, err := js.OrderedConsumer(ctx, ep.Stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{ep.DeadLetterSubject()}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from})
+	if err != nil {
+		return fail(err)
+	}
+	for {
+		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			return fail(err)
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return fail(err)
+		}
+		var dl DeadLetter
+		if json.Unmarshal(m.Data(), &dl) == nil && dl.Stream == ep.Stream && dl.Consumer == s.opt.Consumer && dl.Target == s.targetDB {
+			sent[dl.StreamSeq] = true
+		}
+		if md.Sequence.Stream >= last.Sequence {
+			return sent, nil
+		}
+	}
 }
 
 // backlog asks JetStream (now, not from a sample) how many events are not

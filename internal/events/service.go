@@ -95,11 +95,12 @@ type Service struct {
 	paused       atomic.Bool
 	counts       counters
 	commits      atomic.Int64
-	crashAt      int64  // test hook: exit right after this many commits, before the ack
-	dropAcks     bool   // test hook: never acknowledge
-	crashAfterDL bool   // test hook: exit after sending dead letters, before their commit
-	dlSent       uint64 // the newest stream sequence dead-lettered (see lastDeadLettered)
-	dlSentRead   bool
+	crashAt      int64                              // test hook: exit right after this many commits, before the ack
+	dropAcks     bool                               // test hook: never acknowledge
+	crashAfterDL bool                               // test hook: exit after sending dead letters, before their commit
+	dlSent       map[uint64]bool                    // events dead-lettered, not recorded yet (see unrecordedDeadLetters)
+	ownMsgs      map[uint64]bool                    // stream sequences of the dead letters this run sent (see checkGap)
+	targetDB     string                             // the target database, named in dead letters
 	cons         atomic.Pointer[jetstream.Consumer] // the JetStream consumer, once created
 	started      time.Time
 	copyErr      atomic.Value // error
@@ -138,7 +139,7 @@ func New(ctx context.Context, src *postgres.Source, tgt *mysql.Target, p *plan.P
 		return nil, err
 	}
 	s := &Service{src: src, tgt: tgt, plan: p, opt: opt, log: opt.Log, cat: NewCatalog(rts), norm: &Normalizer{Src: src},
-		store: &Store{DB: tgt.DB, CacheRows: max(opt.VersionCache, 0)}, byRT: map[*Table]*tableState{}, ready: make(chan struct{}), stop: make(chan struct{}), started: time.Now()}
+		store: &Store{DB: tgt.DB, CacheRows: max(opt.VersionCache, 0)}, ownMsgs: map[uint64]bool{}, byRT: map[*Table]*tableState{}, ready: make(chan struct{}), stop: make(chan struct{}), started: time.Now()}
 	for _, rt := range rts {
 		ts := &tableState{rt: rt}
 		s.tables = append(s.tables, ts)
@@ -210,14 +211,21 @@ func (s *Service) lockWriters(ctx context.Context) (*sql.Conn, error) {
 		conn.Close()
 		return nil, fmt.Errorf("target: read the database name: %w", err)
 	}
-	type claim struct{ what, busy string }
-	claims := []claim{{"consumer\x00" + s.opt.Consumer, fmt.Sprintf("another sluice applies events with consumer %s to this target", s.opt.Consumer)}}
+	s.targetDB = db
+	// A JetStream durable belongs to its stream, the progress row to the
+	// database: the consumer name is claimed for both.
+	type claim struct{ scope, what, busy string }
+	busyConsumer := fmt.Sprintf("another sluice applies events with consumer %s", s.opt.Consumer)
+	claims := []claim{{db, "consumer\x00" + s.opt.Consumer, busyConsumer + " to this target"}}
+	if s.opt.Endpoint != nil {
+		claims = append(claims, claim{"stream\x00" + s.opt.Endpoint.Stream, "consumer\x00" + s.opt.Consumer, busyConsumer + " from stream " + s.opt.Endpoint.Stream})
+	}
 	for _, ts := range s.tables {
 		target := ts.rt.Plan.Target
-		claims = append(claims, claim{"table\x00" + target, fmt.Sprintf("another sluice applies events to target table %s", target)})
+		claims = append(claims, claim{db, "table\x00" + target, fmt.Sprintf("another sluice applies events to target table %s", target)})
 	}
 	for _, c := range claims {
-		sum := sha256.Sum256([]byte(db + "\x00" + c.what))
+		sum := sha256.Sum256([]byte(c.scope + "\x00" + c.what))
 		var got sql.NullInt64
 		if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, 0)", "sluice_events:"+hex.EncodeToString(sum[:20])).Scan(&got); err != nil {
 			conn.Close()

@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/sluice-db/sluice/internal/canonical"
@@ -251,10 +252,7 @@ func planTable(ctx context.Context, src *postgres.Source, st *schema.Table, tm c
 			t.Warnings = append(t.Warnings, fmt.Sprintf("%s.%s: identity/serial column does not lead the primary key, so it gets no AUTO_INCREMENT", st.Name, col.Name))
 		}
 		if cm.Type != "" {
-			c.SQLType = cm.Type
-			kind, narrows := userTypeKind(c.Kind, cm.Type)
-			c.Kind = kind
-			c.Convert, c.LoadExpr, c.BulkSafe = nil, "", false // the target converts; sluice refuses any conversion warning it reports
+			narrows := c.setUserType(cm.Type)
 			note := "a value the target cannot convert exactly stops the copy"
 			if narrows {
 				note = "the target may round or trim values without a warning; verify compares at the source's precision and reports every value that changed"
@@ -366,8 +364,7 @@ func planComputed(ctx context.Context, src *postgres.Source, st *schema.Table, c
 		c.TargetExpr = m.TargetExpr(c.TargetExpr)
 	}
 	if cc.Type != "" {
-		c.Kind, _ = userTypeKind(m.Kind, cc.Type)
-		c.SQLType, c.Convert, c.LoadExpr = cc.Type, nil, ""
+		c.setUserType(cc.Type)
 	}
 	return c, nil
 }
@@ -597,6 +594,21 @@ func truncate(name string) string {
 	return name[:maxIdentifier]
 }
 
+// setUserType gives the column the target type the user set: the target
+// converts the source's text (sluice refuses any conversion warning it
+// reports), and verify compares as userTypeKind says. narrows reports a type
+// that holds less than the source's.
+func (c *Column) setUserType(sqlType string) (narrows bool) {
+	c.SQLType = sqlType
+	c.Kind, narrows = userTypeKind(c.Kind, sqlType)
+	c.Convert, c.LoadExpr, c.BulkSafe = nil, "", false
+	if KindOfSQLType(sqlType, c.Kind) == canonical.Float32 {
+		// MariaDB prints a FLOAT to 6 digits; read as DOUBLE, its value shows whole
+		c.TargetExpr = "CAST(" + typemap.QuoteIdent(c.Target) + " AS DOUBLE)"
+	}
+	return narrows
+}
+
 // userTypeKind is how verify compares a column whose target type the user
 // set, given how it compares the column's source type. Where the target type
 // holds less than the source's (bigint or numeric in a DOUBLE, double in a
@@ -620,6 +632,13 @@ func userTypeKind(source canonical.Kind, sqlType string) (kind canonical.Kind, n
 // user set; fallback is used when the type says nothing more specific.
 func KindOfSQLType(sqlType string, fallback canonical.Kind) canonical.Kind {
 	u := strings.ToUpper(strings.TrimSpace(sqlType))
+	if p, ok := strings.CutPrefix(u, "FLOAT("); ok { // FLOAT(p) with p > 24 is a DOUBLE; FLOAT(M,D) a FLOAT
+		if digits, _, _ := strings.Cut(p, ")"); !strings.Contains(digits, ",") {
+			if n, err := strconv.Atoi(strings.TrimSpace(digits)); err == nil && n > 24 {
+				return canonical.Float64
+			}
+		}
+	}
 	prefixes := []struct {
 		p string
 		k canonical.Kind
@@ -628,7 +647,7 @@ func KindOfSQLType(sqlType string, fallback canonical.Kind) canonical.Kind {
 		{"TINYINT", canonical.Integer}, {"SMALLINT", canonical.Integer}, {"MEDIUMINT", canonical.Integer},
 		{"INT", canonical.Integer}, {"BIGINT", canonical.Integer},
 		{"DECIMAL", canonical.Decimal}, {"NUMERIC", canonical.Decimal},
-		{"FLOAT", canonical.Float32}, {"DOUBLE", canonical.Float64},
+		{"FLOAT", canonical.Float32}, {"DOUBLE", canonical.Float64}, {"REAL", canonical.Float64},
 		{"DATETIME", canonical.Timestamp}, {"TIMESTAMP", canonical.Timestamp}, {"DATE", canonical.Date}, {"TIME", canonical.Time},
 		{"CHAR", canonical.PaddedChar}, {"VARCHAR", canonical.Exact}, {"TEXT", canonical.Exact}, {"LONGTEXT", canonical.Exact},
 		{"JSON", canonical.JSON}, {"BLOB", canonical.Bytes}, {"LONGBLOB", canonical.Bytes}, {"VARBINARY", canonical.Bytes},

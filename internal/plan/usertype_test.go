@@ -25,6 +25,10 @@ func TestUserTypeKind(t *testing.T) {
 		{canonical.Exact, "VARCHAR(200)", canonical.Exact, false},
 		{canonical.PaddedChar, "CHAR(20)", canonical.PaddedChar, false},
 		{canonical.Exact, "MEDIUMTEXT", canonical.Exact, false},
+		{canonical.Integer, "REAL", canonical.Number, true},
+		{canonical.Float64, "FLOAT(53)", canonical.Float64, false},
+		{canonical.Float64, "FLOAT(7,4)", canonical.Float64, true},
+		{canonical.Float32, "FLOAT", canonical.Float32, false},
 	}
 	for _, tt := range tests {
 		got, narrows := userTypeKind(tt.source, tt.sqlType)

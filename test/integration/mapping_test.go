@@ -196,6 +196,8 @@ tables:
         type: DOUBLE
       label:
         type: CHAR(8)
+      small:
+        type: FLOAT
 `
 
 // TestNarrowingTypeIsVerifiedAtTheSourcesPrecision: MariaDB rounds a bigint
@@ -205,12 +207,14 @@ tables:
 func TestNarrowingTypeIsVerifiedAtTheSourcesPrecision(t *testing.T) {
 	t.Parallel()
 	p := testenv.NewPair(t)
-	p.PG(t, `CREATE TABLE readings (id integer PRIMARY KEY, counter bigint, amount numeric(30,10), label text)`)
+	p.PG(t, `CREATE TABLE readings (id integer PRIMARY KEY, counter bigint, amount numeric(30,10), label text, small integer)`)
+	// small: 1234567 is exact in a FLOAT, which MariaDB prints as 1234570;
+	// 16777217 is not (2^24 + 1).
 	p.PG(t, `INSERT INTO readings VALUES
-		(1, 42, 19.99, 'plain'),
-		(2, 9007199254740993, 0.0000001, 'ok'),
-		(3, 7, 0.1000000000, 'spaced  '),
-		(4, 100000000000000000, 12345678901234567890.5, 'x')`)
+		(1, 42, 19.99, 'plain', 1234567),
+		(2, 9007199254740993, 0.0000001, 'ok', 5),
+		(3, 7, 0.1000000000, 'spaced  ', 16777216),
+		(4, 100000000000000000, 12345678901234567890.5, 'x', 16777217)`)
 	cfg := filepath.Join(t.TempDir(), "sluice.yaml")
 	if err := os.WriteFile(cfg, []byte(narrowingConfig), 0o600); err != nil {
 		t.Fatal(err)
@@ -222,7 +226,8 @@ func TestNarrowingTypeIsVerifiedAtTheSourcesPrecision(t *testing.T) {
 
 	testenv.MustRun(t, 0, args(p, "copy", "--config", cfg)...)
 	r := testenv.MustRun(t, 1, args(p, "verify", "--config", cfg)...)
-	// Rows 1 (19.99, 42, plain) and the exact 1e17 and 1e-7 survive; 2 loses
-	// its counter's last digit, 3 its label's spaces, 4 its amount's digits.
+	// Rows 1 (19.99, 42, plain, 1234567) and the exact 1e17, 1e-7 and 2^24
+	// survive; 2 loses its counter's last digit, 3 its label's spaces, 4 its
+	// amount's digits and its small's last unit.
 	mustContain(t, "verify output", r.Stdout, "readings → readings: 4 rows compared, DIFFERENT: 3 changed")
 }
