@@ -54,3 +54,28 @@ func TestEventsRemovedUnreadStopTheSync(t *testing.T) {
 		t.Errorf("the exit does not name SLUICE-NATS-GAP:\n%s", run.out)
 	}
 }
+
+// TestDeadLettersAgedOutAreNoGap: the stream's limits removing only a dead
+// letter this sync sent (it sits in the same stream, after the last event)
+// loses no event: the sync goes on when the next event arrives.
+func TestDeadLettersAgedOutAreNoGap(t *testing.T) {
+	p := testenv.NewPair(t)
+	s := newStream(t)
+	s.reconfigure(t, func(c *jetstream.StreamConfig) { c.MaxAge, c.Duplicates = 2*time.Second, time.Second })
+	cfg := writeConfig(t, likesConfig)
+	p.PG(t, likesDDL)
+	run := start(t, append([]string{"sync", "--changes=events", "--events", s.URL, "--config", cfg}, p.Args()...)...)
+	run.waitFor(t, "the copy", 60*time.Second, func(st eventsStatus) bool { return st.Events.CopyDone })
+
+	s.publishRaw(t, "likes", []byte(`this is not JSON`))
+	run.waitFor(t, "the dead letter", 30*time.Second, func(st eventsStatus) bool { return st.Events.DeadLettered == 1 })
+	time.Sleep(4 * time.Second) // the event and its dead letter age out
+
+	p.PG(t, `INSERT INTO likes VALUES (7, 7, '2024-06-01 00:00:00+00', 'ok')`)
+	s.emit(t, like(7, 7, "2024-06-01T00:00:00Z", "ok", 1))
+	run.waitFor(t, "the next event", 30*time.Second, func(st eventsStatus) bool { return st.Events.Applied >= 1 })
+	if !run.running() {
+		t.Fatalf("the sync stopped:\n%s", run.out)
+	}
+	run.stop(t)
+}
