@@ -62,12 +62,20 @@ func (s *Service) consume(ctx context.Context) error {
 		AckWait:       s.opt.AckWait,
 		MaxDeliver:    -1,
 		MaxAckPending: max(20*batch, 100000),
-	}, s.cstate.LastSeq)
+	}, s.cstate.LastSeq, s.cstate.OwnUntil)
 	if err != nil {
 		return err
 	}
 	s.log.Info("consuming events", "stream", ep.Stream, "subjects", ep.EventsFilter(), "consumer", s.opt.Consumer,
 		"dead_letter", ep.DeadLetterSubject(), "last_applied_seq", s.cstate.LastSeq)
+	// Read back before any target transaction: the dead letters a crash
+	// left unrecorded.
+	if s.dlSent, err = s.unrecordedDeadLetters(ctx, js); err != nil {
+		return err
+	}
+	for seq := s.cstate.LastSeq + 1; seq <= s.cstate.OwnUntil; seq++ {
+		s.ownMsgs[seq] = true // an earlier run's dead letters right after the last event
+	}
 	msgs, stopFetch, fetchEnded, err := FetchLoop(cons, batch, s.log.Warn)
 	if err != nil {
 		return err
@@ -98,10 +106,7 @@ func (s *Service) consume(ctx context.Context) error {
 					return err
 				}
 				if pb.gapFrom > 0 {
-					s.applyMu.Lock() // ownMsgs is written by the applying stage
-					err := checkGap(gctx, stream, pb.gapFrom, s.ownMsgs)
-					s.applyMu.Unlock()
-					if err != nil {
+					if err := s.checkGap(gctx, stream, pb.gapFrom, pb.seqs); err != nil {
 						return err
 					}
 				}
@@ -136,9 +141,10 @@ func gapError(stream string, first, applied uint64) error {
 // checkGap runs when a batch skipped sequences after from-1. Other subjects
 // of the stream (dead letters, a publisher's changes) leave such holes too;
 // only when the stream no longer starts at or before from were messages
-// removed unread, unless all of those were dead letters this run sent
-// (own). Asked once per batch, not per message; a failed ask is retried.
-func checkGap(ctx context.Context, stream jetstream.Stream, from uint64, own map[uint64]bool) error {
+// removed unread, unless all of those were dead letters this run sent or
+// messages of the batch itself (read, then removed). Asked once per batch,
+// not per message; a failed ask is retried.
+func (s *Service) checkGap(ctx context.Context, stream jetstream.Stream, from uint64, batch []uint64) error {
 	var info *jetstream.StreamInfo
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
@@ -155,12 +161,23 @@ func checkGap(ctx context.Context, stream jetstream.Stream, from uint64, own map
 		return failure.Wrap(err, failure.Connection, "SLUICE-NATS-STREAM", "JetStream stream %s", stream.CachedInfo().Config.Name)
 	}
 	first := info.State.FirstSeq
-	if first > from && first-from <= uint64(len(own)) {
+	if first <= from {
+		return nil
+	}
+	read := make(map[uint64]bool, len(batch))
+	for _, seq := range batch {
+		read[seq] = true
+	}
+	// Taking the lock waits for the batch being applied: its dead letters
+	// are in ownMsgs by then.
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	if first-from <= uint64(len(s.ownMsgs)+len(read)) {
 		removed := from
-		for removed < first && own[removed] {
+		for removed < first && (s.ownMsgs[removed] || read[removed]) {
 			removed++
 		}
-		if removed == first { // only our own dead letters went
+		if removed == first {
 			return nil
 		}
 	}
@@ -168,11 +185,13 @@ func checkGap(ctx context.Context, stream jetstream.Stream, from uint64, own map
 }
 
 // StartConsumer (re)creates the durable consumer so that it delivers from
-// the message after applied, the last stream sequence the target holds.
+// the message after applied, the last stream sequence the target holds;
+// up to known (at least applied) the stream holds nothing unapplied, so the
+// stream's limits may have removed that much.
 // The target's record is the truth: whatever the server remembers of an
 // earlier run (messages delivered to a process that died, pull requests
 // still open for it) would otherwise hold them back until AckWait.
-func StartConsumer(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, cfg jetstream.ConsumerConfig, applied uint64) (jetstream.Consumer, error) {
+func StartConsumer(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, cfg jetstream.ConsumerConfig, applied, known uint64) (jetstream.Consumer, error) {
 	name := stream.CachedInfo().Config.Name
 	if err := js.DeleteConsumer(ctx, name, cfg.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, failure.Wrap(err, failure.Connection, "SLUICE-NATS-CONSUMER", "JetStream: reset consumer %s on stream %s", cfg.Durable, name)
@@ -189,7 +208,7 @@ func StartConsumer(ctx context.Context, js jetstream.JetStream, stream jetstream
 				name, info.State.LastSeq, applied).WithHint("to start over, drop the target tables and sluice's _sluice_* tables (docs/EVENTS.md), then run sync again")
 		}
 		if info.State.Msgs > 0 {
-			if err := gapError(name, info.State.FirstSeq, applied); err != nil {
+			if err := gapError(name, info.State.FirstSeq, max(applied, known)); err != nil {
 				return nil, err
 			}
 		}
@@ -394,6 +413,10 @@ func (s *Service) applyBatch(ctx context.Context, js jetstream.JetStream, pb *pr
 			st.Applied += int64(a)
 			st.Ignored += int64(i)
 			st.DeadLettered += int64(newDead)
+			st.OwnUntil = st.LastSeq
+			for s.ownMsgs[st.OwnUntil+1] {
+				st.OwnUntil++
+			}
 			applied, ignored = a, i
 			return mysql.StoreConsumerState(ctx, tx, st)
 		}
@@ -527,38 +550,22 @@ func (s *Service) unrecordedDeadLetters(ctx context.Context, js jetstream.JetStr
 	if err != nil {
 		return fail(err)
 	}
-	last, err := st.GetLastMsgForSubject(ctx, ep.DeadLetterSubject())
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return sent, nil
-	}
-	if err != nil {
-		return fail(err)
-	}
-	from := s.cstate.LastSeq + 1
-	if last.Sequence < from {
-		return sent, nil
-	}
-	cons, err := js.OrderedConsumer(ctx, ep.Stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{ep.DeadLetterSubject()}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from})
-	if err != nil {
-		return fail(err)
-	}
-	for {
-		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
-		if err != nil {
-			return fail(err)
+	// One get per dead letter: the server returns the first message at or
+	// after seq on the subject, so events in between cost nothing.
+	for seq := s.cstate.LastSeq + 1; ; {
+		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(ep.DeadLetterSubject()))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return sent, nil
 		}
-		md, err := m.Metadata()
 		if err != nil {
 			return fail(err)
 		}
 		var dl DeadLetter
-		if json.Unmarshal(m.Data(), &dl) == nil && dl.Stream == ep.Stream && dl.Consumer == s.opt.Consumer && dl.Target == s.targetDB {
+		// Target is empty in dead letters of versions before it was added.
+		if json.Unmarshal(m.Data, &dl) == nil && dl.Stream == ep.Stream && dl.Consumer == s.opt.Consumer && (dl.Target == s.targetDB || dl.Target == "") {
 			sent[dl.StreamSeq] = true
 		}
-		if md.Sequence.Stream >= last.Sequence {
-			return sent, nil
-		}
+		seq = m.Sequence + 1
 	}
 }
 

@@ -40,11 +40,23 @@ func (t *Target) EnsureEventTables(ctx context.Context) error {
 			applied BIGINT NOT NULL DEFAULT 0,
 			ignored BIGINT NOT NULL DEFAULT 0,
 			dead_lettered BIGINT NOT NULL DEFAULT 0,
+			own_until BIGINT UNSIGNED NOT NULL DEFAULT 0,
 			updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)
 		) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
 	} {
 		if _, err := t.DB.ExecContext(ctx, ddl); err != nil {
 			return fmt.Errorf("target: create sluice event tables: %w", err)
+		}
+	}
+	// own_until came later: a table made by an earlier version gets it.
+	var has int
+	if err := t.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.columns
+		WHERE table_schema = DATABASE() AND table_name = ? AND column_name = 'own_until'`, EventConsumersTable).Scan(&has); err != nil {
+		return fmt.Errorf("target: read the columns of %s: %w", EventConsumersTable, err)
+	}
+	if has == 0 {
+		if _, err := t.DB.ExecContext(ctx, `ALTER TABLE `+EventConsumersTable+` ADD COLUMN own_until BIGINT UNSIGNED NOT NULL DEFAULT 0 AFTER dead_lettered`); err != nil {
+			return fmt.Errorf("target: add own_until to %s: %w", EventConsumersTable, err)
 		}
 	}
 	return nil
@@ -58,6 +70,10 @@ type ConsumerState struct {
 	Applied      int64
 	Ignored      int64
 	DeadLettered int64
+	// OwnUntil: the stream sequences after LastSeq up to this one are dead
+	// letters this consumer sent, no events (a removal of them by the
+	// stream's limits loses nothing).
+	OwnUntil uint64
 }
 
 // LoadConsumerState reads a consumer's row, creating it when missing.
@@ -66,8 +82,8 @@ func (t *Target) LoadConsumerState(ctx context.Context, name, stream string) (Co
 	if _, err := t.DB.ExecContext(ctx, `INSERT IGNORE INTO `+EventConsumersTable+` (name, stream) VALUES (?, ?)`, name, stream); err != nil {
 		return st, fmt.Errorf("target: record consumer %s: %w", name, err)
 	}
-	err := t.DB.QueryRowContext(ctx, `SELECT stream, last_seq, applied, ignored, dead_lettered FROM `+EventConsumersTable+` WHERE name = ?`, name).
-		Scan(&st.Stream, &st.LastSeq, &st.Applied, &st.Ignored, &st.DeadLettered)
+	err := t.DB.QueryRowContext(ctx, `SELECT stream, last_seq, applied, ignored, dead_lettered, own_until FROM `+EventConsumersTable+` WHERE name = ?`, name).
+		Scan(&st.Stream, &st.LastSeq, &st.Applied, &st.Ignored, &st.DeadLettered, &st.OwnUntil)
 	if err != nil {
 		return st, fmt.Errorf("target: read consumer %s: %w", name, err)
 	}
@@ -76,8 +92,8 @@ func (t *Target) LoadConsumerState(ctx context.Context, name, stream string) (Co
 
 // StoreConsumerState records a consumer's progress inside tx.
 func StoreConsumerState(ctx context.Context, tx *sql.Tx, st ConsumerState) error {
-	_, err := tx.ExecContext(ctx, `UPDATE `+EventConsumersTable+` SET last_seq = ?, applied = ?, ignored = ?, dead_lettered = ? WHERE name = ?`,
-		st.LastSeq, st.Applied, st.Ignored, st.DeadLettered, st.Name)
+	_, err := tx.ExecContext(ctx, `UPDATE `+EventConsumersTable+` SET last_seq = ?, applied = ?, ignored = ?, dead_lettered = ?, own_until = ? WHERE name = ?`,
+		st.LastSeq, st.Applied, st.Ignored, st.DeadLettered, st.OwnUntil, st.Name)
 	if err != nil {
 		return fmt.Errorf("target: record progress of consumer %s: %w", st.Name, err)
 	}

@@ -57,7 +57,8 @@ func TestEventsRemovedUnreadStopTheSync(t *testing.T) {
 
 // TestDeadLettersAgedOutAreNoGap: the stream's limits removing only a dead
 // letter this sync sent (it sits in the same stream, after the last event)
-// loses no event: the sync goes on when the next event arrives.
+// loses no event: the sync goes on when the next event arrives, and starts
+// again after a stop.
 func TestDeadLettersAgedOutAreNoGap(t *testing.T) {
 	p := testenv.NewPair(t)
 	s := newStream(t)
@@ -74,8 +75,16 @@ func TestDeadLettersAgedOutAreNoGap(t *testing.T) {
 	p.PG(t, `INSERT INTO likes VALUES (7, 7, '2024-06-01 00:00:00+00', 'ok')`)
 	s.emit(t, like(7, 7, "2024-06-01T00:00:00Z", "ok", 1))
 	run.waitFor(t, "the next event", 30*time.Second, func(st eventsStatus) bool { return st.Events.Applied >= 1 })
-	if !run.running() {
-		t.Fatalf("the sync stopped:\n%s", run.out)
-	}
+
+	// The same across a restart: the target records that the sequences
+	// after the last event are its own dead letters.
+	s.publishRaw(t, "likes", []byte(`not JSON either`))
+	run.waitFor(t, "the second dead letter", 30*time.Second, func(st eventsStatus) bool { return st.Events.DeadLettered == 2 })
 	run.stop(t)
+	time.Sleep(4 * time.Second)
+	p.PG(t, `INSERT INTO likes VALUES (8, 8, '2024-06-01 00:00:00+00', 'ok')`)
+	s.emit(t, like(8, 8, "2024-06-01T00:00:00Z", "ok", 1))
+	again := start(t, append([]string{"sync", "--changes=events", "--events", s.URL, "--config", cfg}, p.Args()...)...)
+	again.waitFor(t, "the event after the restart", 30*time.Second, func(st eventsStatus) bool { return st.Events.Applied >= 2 })
+	again.stop(t)
 }
