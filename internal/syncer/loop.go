@@ -134,6 +134,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 			}
 		case pgstream.Commit:
 			applies := pos.commit(ev.LSN)
+			s.endDeferred(nil)
 			if stopping { // a stop waits for the transaction, applied or skipped
 				return flush()
 			}
@@ -180,6 +181,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 			}
 			for _, rel := range ev.Truncated {
 				if t := byRel[rel.ID]; t != nil && (t.copied.Load() || t.readStarted || !t.plan.Keyless) {
+					s.endDeferred(t) // what the transaction did before
 					s.addOp(t, apply.Op{Kind: apply.Truncate, Table: t.apply})
 				}
 			}
@@ -222,6 +224,9 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 func (s *Syncer) change(t *table, ev pgstream.Event) error {
 	if t.plan.Keyless {
 		return s.keylessChange(t, ev)
+	}
+	if t.deferred != nil {
+		return s.deferredChange(t, ev)
 	}
 	switch ev.Op {
 	case pgstream.Insert:

@@ -31,6 +31,7 @@ type table struct {
 	readStarted bool
 	progress    *progress.Table
 	changes     atomicCounter
+	deferred    *deferredTx // the key is DEFERRABLE: a transaction is replayed whole
 }
 
 // SlotName derives the default slot (and publication) name from the target
@@ -60,7 +61,7 @@ func (s *Syncer) prepare(ctx context.Context) error {
 		}
 		plans[i] = t.plan
 	}
-	start := capture.Start{Source: s.src, Target: s.tgt, Slot: s.opt.Slot, Publication: s.opt.Publication,
+	start := capture.Start{Source: s.src, Target: s.tgt, Slot: s.opt.Slot, Publication: s.opt.Publication, ReplaysDeferrable: true,
 		Tables: plans, Phase: "streaming", Log: s.log}
 	if err := start.Prepare(ctx, func(ctx context.Context, i int) error { return s.prepareTable(ctx, s.tables[i]) }); err != nil {
 		return err
@@ -143,6 +144,11 @@ func (t *table) bindRelation(rel *pgstream.Relation) error {
 	}
 	for name := range byName {
 		problems = append(problems, fmt.Sprintf("column %s was added", name))
+	}
+	// A keyless table and one with a DEFERRABLE key match rows on the whole
+	// old row, which only REPLICA IDENTITY FULL sends.
+	if (t.plan.Keyless || t.deferred != nil) && src.ReplicaIdentity == "full" && rel.ReplicaIdentity != 'f' {
+		problems = append(problems, "REPLICA IDENTITY is no longer FULL")
 	}
 	if len(problems) > 0 {
 		return failure.New(failure.Schema, "SLUICE-SYNC-SCHEMACHANGE", "source table %s changed while syncing: %s", src.Name, strings.Join(problems, "; ")).

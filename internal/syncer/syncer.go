@@ -132,6 +132,9 @@ func New(src *postgres.Source, srcConnString string, tgt *mysql.Target, p *plan.
 	s.status.started = time.Now()
 	for _, t := range p.Tables {
 		tt := &table{plan: t, apply: apply.NewTable(t)}
+		if !t.Keyless && t.Source.RowKeyDeferrable() { // REPLICA IDENTITY FULL (capture checks)
+			tt.deferred = newDeferredTx()
+		}
 		tt.apply.Refetch = func(ctx context.Context, tx *sql.Tx, key string) error {
 			// Only while the table is copied: then the row can be missing for
 			// that reason, and the target has no secondary unique index yet

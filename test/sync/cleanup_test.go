@@ -227,18 +227,41 @@ func TestSyncStopsWhenUniqueIndexAddedDuringCopy(t *testing.T) {
 	verifyEqual(t, p.SourceURL, p.TargetURL, "items")
 }
 
-// TestSyncRefusesDeferrableKey: a DEFERRABLE primary key lets one statement
-// shift every key by one, handing each value to a row before another gives
-// it up; applied key by key that would delete rows. The sync refuses such a
-// table at start (exit 4, SLUICE-SYNC-DEFERRABLE, naming it) with no slot.
-func TestSyncRefusesDeferrableKey(t *testing.T) {
+// TestDeferrableKey: a DEFERRABLE primary key lets one statement shift
+// every key by one, handing each value to a row before another gives it up;
+// applied key by key that would delete rows. Without REPLICA IDENTITY FULL
+// the sync refuses such a table at start (exit 4, SLUICE-SYNC-DEFERRABLE,
+// naming it and the fix) with no slot. With it, each transaction is replayed
+// whole: shifts in both directions, a swap and a freed key reused, while
+// copying and while streaming, end equal.
+func TestDeferrableKey(t *testing.T) {
 	t.Parallel()
 	p := newPair(t)
 	p.PG(t, `CREATE TABLE queue (id int PRIMARY KEY DEFERRABLE, item text NOT NULL)`)
-	p.PG(t, `INSERT INTO queue SELECT g, 'item ' || g FROM generate_series(1, 100) g`)
+	p.PG(t, `INSERT INTO queue SELECT g, 'item ' || g FROM generate_series(1, 20000) g`)
 	p.PG(t, `UPDATE queue SET id = id + 1`) // what the constraint allows
-	s := newSync(t, p.SourceURL, p.TargetURL)
-	s.refusedAtStart("SLUICE-SYNC-DEFERRABLE", "queue")
+	s := newSync(t, p.SourceURL, p.TargetURL, "--chunk-rows", "1000", "--max-rows-per-sec", "20000")
+	s.refusedAtStart("SLUICE-SYNC-DEFERRABLE", "queue", "REPLICA IDENTITY FULL")
+
+	p.PG(t, `ALTER TABLE queue REPLICA IDENTITY FULL`)
+	s.start()
+	s.waitCopying(60*time.Second, "queue", 1000)
+	p.PG(t, `UPDATE queue SET id = id + 1`) // while copying
+	s.waitCaughtUp(120 * time.Second)
+	verifyEqual(t, p.SourceURL, p.TargetURL, "queue")
+	p.PG(t, `UPDATE queue SET id = id + 1`) // while streaming
+	s.waitCaughtUp(60 * time.Second)
+	verifyEqual(t, p.SourceURL, p.TargetURL, "queue") // (a later shift down would rewrite every row)
+	p.PG(t, `UPDATE queue SET id = id - 1`)
+	p.PG(t, `BEGIN; SET CONSTRAINTS ALL DEFERRED;
+		UPDATE queue SET id = 0 WHERE id = 10; UPDATE queue SET id = 10 WHERE id = 11; UPDATE queue SET id = 11 WHERE id = 0;
+		DELETE FROM queue WHERE id = 20; INSERT INTO queue VALUES (20, 'reused');
+		UPDATE queue SET item = item || ' (edited)' WHERE id BETWEEN 100 AND 105; COMMIT`)
+	s.waitCaughtUp(60 * time.Second)
+	if err := s.alive(); err != nil {
+		t.Fatal(err)
+	}
+	verifyEqual(t, p.SourceURL, p.TargetURL, "queue")
 }
 
 // TestSyncRefusesTargetUniqueIndexSourceLacks: an empty target table made
