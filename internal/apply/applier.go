@@ -66,10 +66,18 @@ func (a *Applier) commit(ctx context.Context, within func(ctx context.Context, t
 	}
 	defer tx.Rollback()
 	if sequential {
-		for _, op := range a.ops {
-			if err := applyOne(ctx, tx, op); err != nil {
+		for i := 0; i < len(a.ops); {
+			if end := rewriteRun(a.ops, i); end > i {
+				if err := rewrite(ctx, tx, a.ops[i:end]); err != nil {
+					return err
+				}
+				i = end
+				continue
+			}
+			if err := applyOne(ctx, tx, a.ops[i]); err != nil {
 				return err
 			}
+			i++
 		}
 	} else if err := applyNet(ctx, tx, a.ops); err != nil {
 		return err
@@ -105,6 +113,8 @@ func applyOne(ctx context.Context, tx *sql.Tx, op Op) error {
 			return err
 		}
 		return t.Refetch(ctx, tx, op.Key)
+	case Rewrite:
+		return rewrite(ctx, tx, []Op{op})
 	case Truncate:
 		if _, err := tx.ExecContext(ctx, "DELETE FROM "+t.quoted); err != nil {
 			return fmt.Errorf("target: empty %s for a TRUNCATE: %w", t.Plan.Target, err)
@@ -173,18 +183,69 @@ type netState struct {
 // to one state per row and writes deletes, patches and upserts in bulk.
 func applyNet(ctx context.Context, tx *sql.Tx, ops []Op) error {
 	start := 0
-	for i, op := range ops {
-		if op.Kind == Truncate || op.Kind == Move {
-			if err := applySegment(ctx, tx, ops[start:i]); err != nil {
+	for i := 0; i < len(ops); {
+		op := ops[i]
+		end := rewriteRun(ops, i)
+		if end == i && op.Kind != Truncate && op.Kind != Move {
+			i++
+			continue
+		}
+		if err := applySegment(ctx, tx, ops[start:i]); err != nil {
+			return err
+		}
+		if end > i {
+			if err := rewrite(ctx, tx, ops[i:end]); err != nil {
 				return err
 			}
+			i = end
+		} else {
 			if err := applyOne(ctx, tx, op); err != nil {
 				return err
 			}
-			start = i + 1
+			i++
 		}
+		start = i
 	}
 	return applySegment(ctx, tx, ops[start:])
+}
+
+// rewriteRun returns the end of the run of Rewrite ops on one table that
+// starts at i (i when ops[i] is not one).
+func rewriteRun(ops []Op, i int) int {
+	end := i
+	for end < len(ops) && ops[end].Kind == Rewrite && ops[end].Table == ops[i].Table {
+		end++
+	}
+	return end
+}
+
+// rewrite writes a run of Rewrite ops: each key's last end state, every key
+// deleted first so that rows trading keys or unique values (a swap) do not
+// meet. Between source transactions every key and unique value is held once,
+// so the last state per key is the run's end state.
+func rewrite(ctx context.Context, tx *sql.Tx, ops []Op) error {
+	t := ops[0].Table
+	last := make(map[string]int, len(ops))
+	var order []string
+	for i, op := range ops {
+		if _, seen := last[op.Key]; !seen {
+			order = append(order, op.Key)
+		}
+		last[op.Key] = i
+	}
+	keys := make([][]any, len(order))
+	var rows []Row
+	for n, k := range order {
+		op := ops[last[k]]
+		keys[n] = t.KeyArgs(op.OldKey)
+		if op.Row != nil {
+			rows = append(rows, op.Row)
+		}
+	}
+	if err := deleteKeys(ctx, tx, t, keys); err != nil {
+		return err
+	}
+	return upsert(ctx, tx, t, rows)
 }
 
 // netTable is the net effect of a run of ops on one keyed table: what to

@@ -45,6 +45,11 @@ const (
 	Patch                      // set the sent columns of the row with Key (unchanged TOAST left out)
 	Move                       // a key change with unchanged TOAST: UPDATE … WHERE OldKey
 	Truncate                   // remove every row of the table
+	// Rewrite: the end state of Key after a transaction on a table whose key
+	// is DEFERRABLE: Row, or no row when Row is nil; OldKey holds the key
+	// columns. A run of them is written as a whole: every key deleted, then
+	// the end rows inserted, since one key by one a swap could not be.
+	Rewrite
 	// Tables without a key (REPLICA IDENTITY FULL) match rows on all columns
 	// and are applied in order, one op at a time.
 	Append    // insert the row
@@ -57,8 +62,8 @@ type Op struct {
 	Kind     OpKind
 	Table    *Table
 	Key      string // identity of the row within the table (source key text)
-	Row      Row    // Upsert, Patch, Move
-	OldKey   Row    // Move: the row's key columns before the change (target form)
+	Row      Row    // Upsert, Patch, Move, Rewrite
+	OldKey   Row    // Move: the row's key columns before the change (target form); Rewrite: the key's
 	OldKeyID string // Move: Key before the change
 }
 

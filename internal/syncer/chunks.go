@@ -196,7 +196,7 @@ func replayWindow(rows []bufRow, ops []apply.Op) []bufRow {
 			for i := range dropped {
 				dropped[i] = true
 			}
-		case apply.Upsert, apply.Delete:
+		case apply.Upsert, apply.Delete, apply.Rewrite:
 			if i, ok := idx[op.Key]; ok {
 				dropped[i] = true
 			}

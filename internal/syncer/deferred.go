@@ -54,22 +54,36 @@ func (d *deferredTx) remove(key string, old apply.Row) {
 	d.gone[key] = true
 }
 
-// ops returns the transaction's end state as ops and starts over.
+// ops returns the transaction's end state as Rewrite ops (written as one
+// piece: see apply.Rewrite) and starts over.
 func (d *deferredTx) ops(t *table) []apply.Op {
 	var out []apply.Op
 	for _, key := range d.order {
 		switch imgs := d.images[key]; {
 		case len(imgs) > 0:
-			out = append(out, apply.Op{Kind: apply.Upsert, Table: t.apply, Key: key, Row: imgs[len(imgs)-1]})
+			out = append(out, apply.Op{Kind: apply.Rewrite, Table: t.apply, Key: key, Row: imgs[len(imgs)-1], OldKey: d.keyRow[key]})
 		case d.gone[key]:
-			out = append(out, apply.Op{Kind: apply.Delete, Table: t.apply, Key: key, Row: d.keyRow[key]})
+			out = append(out, apply.Op{Kind: apply.Rewrite, Table: t.apply, Key: key, OldKey: d.keyRow[key]})
 		}
+	}
+	d.reset()
+	return out
+}
+
+// reset forgets a transaction: after its commit, or when its start comes
+// again (the stream broke in it and resumed before it).
+func (d *deferredTx) reset() {
+	if len(d.order) == 0 {
+		return
+	}
+	if len(d.order) > 10000 { // a big transaction: let its memory go
+		*d = *newDeferredTx()
+		return
 	}
 	clear(d.images)
 	clear(d.gone)
 	clear(d.keyRow)
 	d.order = d.order[:0]
-	return out
 }
 
 // deferredChange plays a change of a table with a DEFERRABLE key on the
@@ -95,6 +109,15 @@ func (s *Syncer) deferredChange(t *table, ev pgstream.Event) error {
 	}
 	t.changes.Add(1)
 	return nil
+}
+
+// beginDeferred forgets what a transaction the stream broke in left behind.
+func (s *Syncer) beginDeferred() {
+	for _, t := range s.tables {
+		if t.deferred != nil {
+			t.deferred.reset()
+		}
+	}
 }
 
 // endDeferred writes the end state of the transaction's changes to tables

@@ -61,11 +61,16 @@ func TestDeferredTxEndState(t *testing.T) {
 		}
 		var got []string
 		for _, op := range d.ops(tbl) {
-			switch op.Kind {
-			case apply.Upsert:
+			switch {
+			case op.Kind != apply.Rewrite:
+				t.Fatalf("%s: op kind %v, want Rewrite", tt.name, op.Kind)
+			case op.Row != nil:
 				got = append(got, "upsert "+op.Key+" "+string(op.Row[1].Data))
-			case apply.Delete:
+			default:
 				got = append(got, "delete "+op.Key)
+			}
+			if string(op.OldKey[0].Data) != op.Key {
+				t.Errorf("%s: the op for key %s holds key columns of %s", tt.name, op.Key, op.OldKey[0].Data)
 			}
 		}
 		if len(got) != len(tt.want) {
@@ -81,5 +86,23 @@ func TestDeferredTxEndState(t *testing.T) {
 		if len(d.order) != 0 || len(d.images) != 0 {
 			t.Errorf("%s: the state is not reset after ops", tt.name)
 		}
+	}
+}
+
+// The stream broke inside a transaction and resumed before it: what the
+// broken attempt left is forgotten at the transaction's start again, or a
+// row updated then deleted would come back (two images, one removed).
+func TestDeferredTxForgetsABrokenAttempt(t *testing.T) {
+	s := &Syncer{tables: []*table{{deferred: newDeferredTx()}}}
+	d := s.tables[0].deferred
+	d.remove("5", drow("5", "x"))
+	d.add("5", drow("5", "y")) // the stream breaks here
+	s.beginDeferred()          // the transaction again, whole
+	d.remove("5", drow("5", "x"))
+	d.add("5", drow("5", "y"))
+	d.remove("5", drow("5", "y"))
+	ops := d.ops(s.tables[0])
+	if len(ops) != 1 || ops[0].Row != nil {
+		t.Fatalf("ops %v; want one delete of key 5", ops)
 	}
 }

@@ -126,6 +126,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 		pending = pending[1:]
 		switch ev.Kind {
 		case pgstream.Begin:
+			s.beginDeferred()
 			s.commits.Add(ev.Xid)
 			skip := pos.begin(ev.LSN)
 			if oldest.IsZero() && !skip {
