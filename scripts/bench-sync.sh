@@ -352,8 +352,10 @@ for c in $CLIENTS; do
   ratio=$(median ${RATIOS[$c]}) # pair by pair: each round's two runs saw the same machine
   worst_ratio=$(awk -v a="${worst_ratio:-$ratio}" -v b="$ratio" 'BEGIN { print (b < a) ? b : a }')
   # shellcheck disable=SC2086
-  floor_ratio=$(printf '%.2f' "$(median ${FLOOR_RATIOS[$c]})")
-  [ "$floor_ratio" = 0.00 ] && floor_ratio=$(printf '%s' "-") || worst_floor=$(awk -v a="${worst_floor:-$floor_ratio}" -v b="$floor_ratio" 'BEGIN { print (b < a) ? b : a }')
+  # shellcheck disable=SC2086
+  floor_raw=$(median ${FLOOR_RATIOS[$c]})
+  floor_ratio=$(printf '%.2f' "$floor_raw")
+  [ "$floor_ratio" = 0.00 ] && floor_ratio=$(printf '%s' "-") || worst_floor=$(awk -v a="${worst_floor:-$floor_raw}" -v b="$floor_raw" 'BEGIN { print (b < a) ? b : a }')
   # shellcheck disable=SC2086
   rows+=$(printf '| %s | %.0f | %.2f | %.0f | %.2f | %.2f | %.0f | %s | %s / %s / %s |\n' "$c" "${BASE_TPS[$c]}" "${BASE_LAT[$c]}" "${WITH_TPS[$c]}" "${WITH_LAT[$c]}" "$ratio" \
     "$(median ${FT[$c]})" "$floor_ratio" \
@@ -397,7 +399,7 @@ $catchup_rows
 | lag p99 under 1 s at the rate pgbench reaches | $(printf '%.3f' "$lag99") s | $(met "$g_lag") |
 | catch-up at 50,000 changes/s or more | $catchup_goal | $(met "$g_catch") over TCP${socket_rate:+; $(met "$g_catch_socket") over the Unix socket}${default_rate:+; $(met "$g_catch_default") over it at the kernel default} |
 | write pause under 100 ms | ${pause_ms:-?} ms | $(met "$g_pause") |
-| pgbench TPS with sluice ≥ 90% of without | worst ratio $(printf '%.2f' "$worst_ratio") (pg_recvlogical to /dev/null: ${worst_floor:-not measured}) | $(met "$g_tps") |
+| pgbench TPS with sluice ≥ 90% of without | worst ratio $(printf '%.3f' "$worst_ratio") (pg_recvlogical to /dev/null: $([ -n "${worst_floor:-}" ] && printf '%.3f' "$worst_floor" || echo "not measured")) | $(met "$g_tps") |
 
 A "change" is one row change applied (pgbench's transaction updates three rows and
 inserts into pgbench_history, which is not migrated). The machine has 2 cores shared by
