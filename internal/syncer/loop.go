@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -402,11 +404,22 @@ func (s *Syncer) finishTable(ctx context.Context, t *table) error {
 
 // narrowProcs limits sluice to StreamProcs cores once only the stream is
 // left: it needs little CPU then, and fewer threads handing work to each
-// other means fewer context switches taken from a shared source host.
+// other means fewer context switches taken from a shared source host. The
+// garbage collector runs less often too: streaming keeps little alive (the
+// read-ahead buffers, one batch), so a heap five times that costs little
+// memory, and GC was a steady share of sluice's CPU (A/B at 8 pgbench
+// clients: 0.888 of pgbench's TPS kept against 0.881, better in 4 of 5
+// rounds). The soft limit of 2 GiB keeps GC no more frequent than Go's
+// default while less than 1 GiB is alive (a huge source transaction held
+// for one batch); GOGC and GOMEMLIMIT in the environment win.
 func (s *Syncer) narrowProcs() {
 	if s.opt.StreamProcs > 0 && s.opt.StreamProcs < runtime.GOMAXPROCS(0) {
 		runtime.GOMAXPROCS(s.opt.StreamProcs)
 		s.log.Debug("streaming only: GOMAXPROCS lowered", "procs", s.opt.StreamProcs)
+	}
+	if os.Getenv("GOGC") == "" && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetGCPercent(400)
+		debug.SetMemoryLimit(2 << 30)
 	}
 }
 
