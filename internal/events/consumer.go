@@ -438,9 +438,6 @@ func (s *Service) applyBatch(ctx context.Context, js jetstream.JetStream, pb *pr
 		var refused map[int]error
 		if res, refused, err = s.store.Isolate(ctx, ops); err == nil {
 			more := maps.Clone(poisoned) // those sent already are skipped
-			if more == nil {
-				more = map[int]*Poison{}
-			}
 			for j, e := range refused {
 				op := ops[j]
 				more[op.Ref] = &Poison{Code: "SLUICE-EVENT-TARGET", Reason: fmt.Sprintf("table %s: the target refused the row: %v", op.Table.Name, e),
@@ -498,13 +495,6 @@ func (s *Service) deadLetter(ctx context.Context, js jetstream.JetStream, msgs [
 		idx = append(idx, i)
 	}
 	sort.Ints(idx) // in stream order
-	if s.dlSent == nil {
-		sent, err := s.unrecordedDeadLetters(ctx, js)
-		if err != nil {
-			return err
-		}
-		s.dlSent = sent
-	}
 	for _, i := range idx {
 		if s.dlSent[seqs[i]] {
 			continue // already on the subject: sent before a crash (or a retried transaction), not recorded yet

@@ -113,18 +113,16 @@ func (s *Syncer) deferredChange(t *table, ev pgstream.Event) error {
 
 // beginDeferred forgets what a transaction the stream broke in left behind.
 func (s *Syncer) beginDeferred() {
-	for _, t := range s.tables {
-		if t.deferred != nil {
-			t.deferred.reset()
-		}
+	for _, t := range s.deferredTables {
+		t.deferred.reset()
 	}
 }
 
 // endDeferred writes the end state of the transaction's changes to tables
 // with a DEFERRABLE key (at its commit, or before a TRUNCATE in it).
 func (s *Syncer) endDeferred(only *table) {
-	for _, t := range s.tables {
-		if t.deferred == nil || (only != nil && t != only) {
+	for _, t := range s.deferredTables {
+		if only != nil && t != only {
 			continue
 		}
 		for _, op := range t.deferred.ops(t) {

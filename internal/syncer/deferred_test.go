@@ -93,7 +93,8 @@ func TestDeferredTxEndState(t *testing.T) {
 // broken attempt left is forgotten at the transaction's start again, or a
 // row updated then deleted would come back (two images, one removed).
 func TestDeferredTxForgetsABrokenAttempt(t *testing.T) {
-	s := &Syncer{tables: []*table{{deferred: newDeferredTx()}}}
+	tbl := &table{deferred: newDeferredTx()}
+	s := &Syncer{tables: []*table{tbl}, deferredTables: []*table{tbl}}
 	d := s.tables[0].deferred
 	d.remove("5", drow("5", "x"))
 	d.add("5", drow("5", "y")) // the stream breaks here

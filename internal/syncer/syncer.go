@@ -88,18 +88,19 @@ func (o *Options) defaults() {
 
 // Syncer is one running sync.
 type Syncer struct {
-	src        *postgres.Source
-	srcConnStr string
-	tgt        *mysql.Target
-	plan       *plan.Plan
-	opt        Options
-	log        *slog.Logger
-	tables     []*table
-	byName     map[string]*table               // source "schema.name"
-	stream     atomic.Pointer[pgstream.Stream] // set per run, read by the status API
-	prepared   atomic.Bool                     // prepare is done: every table has its progress
-	applier    *apply.Applier
-	limiter    *rate.Limiter
+	src            *postgres.Source
+	srcConnStr     string
+	tgt            *mysql.Target
+	plan           *plan.Plan
+	opt            Options
+	log            *slog.Logger
+	tables         []*table
+	deferredTables []*table                        // those of tables whose key is DEFERRABLE (see deferredTx)
+	byName         map[string]*table               // source "schema.name"
+	stream         atomic.Pointer[pgstream.Stream] // set per run, read by the status API
+	prepared       atomic.Bool                     // prepare is done: every table has its progress
+	applier        *apply.Applier
+	limiter        *rate.Limiter
 
 	windowsMu sync.Mutex
 	windows   map[string]*window // open watermark windows by id
@@ -134,6 +135,7 @@ func New(src *postgres.Source, srcConnString string, tgt *mysql.Target, p *plan.
 		tt := &table{plan: t, apply: apply.NewTable(t)}
 		if !t.Keyless && t.Source.RowKeyDeferrable() { // REPLICA IDENTITY FULL (capture checks)
 			tt.deferred = newDeferredTx()
+			s.deferredTables = append(s.deferredTables, tt)
 		}
 		tt.apply.Refetch = func(ctx context.Context, tx *sql.Tx, key string) error {
 			// Only while the table is copied: then the row can be missing for

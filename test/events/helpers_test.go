@@ -325,6 +325,21 @@ func (p *proc) post(t *testing.T, auth string, body string) (int, map[string]any
 	return resp.StatusCode, m
 }
 
+// cutover asks the sync for a cutover and returns the status and body of
+// the answer (the cutover's report, or what went wrong).
+func (p *proc) cutover(t *testing.T) (int, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, p.api+"/api/v1/cutover", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := (&http.Client{Timeout: 5 * time.Minute}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, body
+}
+
 // writeConfig writes a sluice.yaml for the test and returns its path.
 func writeConfig(t *testing.T, yaml string) string {
 	t.Helper()

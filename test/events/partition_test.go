@@ -2,7 +2,6 @@ package events
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -49,19 +48,11 @@ func TestPartitionedAppliersWithKill(t *testing.T) {
 	t.Logf("the application made %d changes", app.changes.Load())
 
 	// Cutover: fence the source, broadcast the fence, wait for all three.
-	req, _ := http.NewRequest(http.MethodPost, pub.api+"/api/v1/cutover", nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	client := &http.Client{Timeout: 5 * time.Minute}
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	if code, body := pub.cutover(t); code != http.StatusOK {
+		t.Fatalf("cutover: %d %s\npublisher:\n%s\napplier 1:\n%s", code, body, pub.out, appliers[1].out)
+	} else {
+		t.Logf("cutover: %s", body)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("cutover: %d %s\npublisher:\n%s\napplier 1:\n%s", resp.StatusCode, body, pub.out, appliers[1].out)
-	}
-	t.Logf("cutover: %s", body)
 	var fenced int64
 	if err := p.Target.QueryRow("SELECT COUNT(DISTINCT fence) FROM _sluice_partitions WHERE fence <> '' AND partitions = 3").Scan(&fenced); err != nil || fenced != 1 {
 		t.Errorf("the partitions do not all show the same fence (%d distinct, %v)", fenced, err)
@@ -116,16 +107,8 @@ func TestPublisherKeyMoveWithToastedColumn(t *testing.T) {
 	p.PG(t, `UPDATE docs SET id = 300 WHERE id = 6`)
 	p.PG(t, `DELETE FROM docs WHERE id = 300`)
 
-	req, _ := http.NewRequest(http.MethodPost, pub.api+"/api/v1/cutover", nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := (&http.Client{Timeout: 2 * time.Minute}).Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("cutover: %d %s\npublisher:\n%s", resp.StatusCode, body, pub.out)
+	if code, body := pub.cutover(t); code != http.StatusOK {
+		t.Fatalf("cutover: %d %s\npublisher:\n%s", code, body, pub.out)
 	}
 	if n := count(t, p.Target, "SELECT COUNT(*) FROM docs WHERE id IN (102, 103, 104, 105, 200) AND LENGTH(body) = 9600"); n != 5 {
 		t.Errorf("%d of the 5 moved rows hold their whole body on the target, want 5", n)
