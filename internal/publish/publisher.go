@@ -21,6 +21,7 @@ import (
 	"github.com/sluice-db/sluice/internal/capture"
 	"github.com/sluice-db/sluice/internal/chunk"
 	"github.com/sluice-db/sluice/internal/copier"
+	"github.com/sluice-db/sluice/internal/deferred"
 	"github.com/sluice-db/sluice/internal/events"
 	"github.com/sluice-db/sluice/internal/failure"
 	"github.com/sluice-db/sluice/internal/mysql"
@@ -76,16 +77,17 @@ func (o *Options) defaults() {
 
 // Publisher reads the change stream and publishes it to partitions.
 type Publisher struct {
-	src     *postgres.Source
-	srcConn string
-	tgt     *mysql.Target
-	plan    *plan.Plan
-	opt     Options
-	log     *slog.Logger
-	tables  []*pubTable
-	byName  map[string]*pubTable
-	runID   string
-	started time.Time
+	src            *postgres.Source
+	srcConn        string
+	tgt            *mysql.Target
+	plan           *plan.Plan
+	opt            Options
+	log            *slog.Logger
+	tables         []*pubTable
+	byName         map[string]*pubTable
+	deferredTables []*pubTable // those whose key is DEFERRABLE (see package deferred)
+	runID          string
+	started        time.Time
 
 	nc     *nats.Conn
 	js     jetstream.JetStream
@@ -138,6 +140,7 @@ type pubTable struct {
 	copied   atomic.Bool
 	progress *progress.Table
 	changes  atomic.Int64
+	deferred *deferred.Tx[pubRow] // the key is DEFERRABLE: a transaction is published as its end state
 }
 
 type doneChunk struct {
@@ -178,6 +181,10 @@ func New(ctx context.Context, src *postgres.Source, srcConnString string, tgt *m
 		}
 		scan.Key = rt.KeySourceIndexes()
 		t.scan = &scan
+		if rt.Plan.Source.RowKeyDeferrable() { // REPLICA IDENTITY FULL (capture checks)
+			t.deferred = t.newDeferredTx()
+			pb.deferredTables = append(pb.deferredTables, t)
+		}
 		pb.tables = append(pb.tables, t)
 		pb.byName[rt.Name] = t
 	}
@@ -268,7 +275,7 @@ func (p *Publisher) prepare(ctx context.Context) error {
 		plans[i] = t.rt.Plan
 	}
 	start := capture.Start{Source: p.src, Target: p.tgt, Slot: p.opt.Slot, Publication: p.opt.Publication,
-		Tables: plans, Phase: "publishing", Log: p.log}
+		ReplaysDeferrable: true, Tables: plans, Phase: "publishing", Log: p.log}
 	return start.Prepare(ctx, func(ctx context.Context, i int) error { return p.prepareTable(ctx, p.tables[i]) })
 }
 
@@ -346,10 +353,14 @@ func (p *Publisher) loop(ctx context.Context, evs <-chan []pgstream.Event) error
 			p.commits.Add(ev.Xid)
 			inTx, n, txLSN = true, 0, uint64(ev.LSN)
 			skipTx = ev.LSN < p.confirmed // replayed after a restart: already stored
+			p.beginDeferred()
 		case pgstream.Commit:
 			inTx = false
 			if skipTx {
 				continue
+			}
+			if err := p.endDeferred(ctx, txLSN, next); err != nil {
+				return err
 			}
 			p.lastCommit = ev.LSN
 			p.toMark = append(p.toMark, p.txChunks...)
@@ -626,6 +637,9 @@ func (t *pubTable) bind(rel *pgstream.Relation) error {
 	for name := range pos {
 		problems = append(problems, fmt.Sprintf("column %s was added", name))
 	}
+	if t.deferred != nil && rel.ReplicaIdentity != 'f' {
+		problems = append(problems, "REPLICA IDENTITY is no longer FULL (its DEFERRABLE key needs every change's whole old row)")
+	}
 	if len(problems) > 0 {
 		return failure.New(failure.Schema, "SLUICE-SYNC-SCHEMACHANGE", "source table %s changed while publishing: %s", t.rt.Name, strings.Join(problems, "; ")).
 			With("table", t.rt.Name).
@@ -725,11 +739,12 @@ func keyOnly(t *pubTable, cols map[string]*string) map[string]*string {
 
 // change publishes one row change.
 func (p *Publisher) change(ctx context.Context, t *pubTable, ev pgstream.Event, lsn uint64, next func() uint32) error {
+	if t.deferred != nil {
+		return p.deferredChange(t, ev)
+	}
 	full := t.rt.Plan.Source.ReplicaIdentity == "full"
 	emit := func(op string, cols map[string]*string, key []string) error {
-		p.seen(t, op, cols, strings.Join(key, "\x00"))
-		m := &Message{Table: t.rt.Name, Op: op, Cols: cols, LSN: lsn, N: next()}
-		return p.sendRow(ctx, Partition(t.rt.Name, key, p.opt.Partitions), m)
+		return p.emit(ctx, t, op, cols, key, lsn, next)
 	}
 	t.changes.Add(1)
 	switch ev.Op {
@@ -774,6 +789,13 @@ func (p *Publisher) change(ctx context.Context, t *pubTable, ev pgstream.Event, 
 		return emit(OpUpsert, cols, key)
 	}
 	return nil
+}
+
+// emit publishes one row's message to the key's partition.
+func (p *Publisher) emit(ctx context.Context, t *pubTable, op string, cols map[string]*string, key []string, lsn uint64, next func() uint32) error {
+	p.seen(t, op, cols, strings.Join(key, "\x00"))
+	m := &Message{Table: t.rt.Name, Op: op, Cols: cols, LSN: lsn, N: next()}
+	return p.sendRow(ctx, Partition(t.rt.Name, key, p.opt.Partitions), m)
 }
 
 // message handles sluice's own WAL messages: watermarks, fences and

@@ -9,6 +9,7 @@ import (
 	"github.com/sluice-db/sluice/internal/apply"
 	"github.com/sluice-db/sluice/internal/capture"
 	"github.com/sluice-db/sluice/internal/copier"
+	"github.com/sluice-db/sluice/internal/deferred"
 	"github.com/sluice-db/sluice/internal/failure"
 	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/pgstream"
@@ -31,7 +32,7 @@ type table struct {
 	readStarted bool
 	progress    *progress.Table
 	changes     atomicCounter
-	deferred    *deferredTx // the key is DEFERRABLE: a transaction is replayed whole
+	deferred    *deferred.Tx[apply.Row] // the key is DEFERRABLE: a transaction is replayed whole
 }
 
 // SlotName derives the default slot (and publication) name from the target

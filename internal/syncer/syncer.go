@@ -95,7 +95,7 @@ type Syncer struct {
 	opt            Options
 	log            *slog.Logger
 	tables         []*table
-	deferredTables []*table                        // those of tables whose key is DEFERRABLE (see deferredTx)
+	deferredTables []*table                        // those of tables whose key is DEFERRABLE (see package deferred)
 	byName         map[string]*table               // source "schema.name"
 	stream         atomic.Pointer[pgstream.Stream] // set per run, read by the status API
 	prepared       atomic.Bool                     // prepare is done: every table has its progress
