@@ -84,20 +84,7 @@ func TestPublisherKeyMoveWithToastedColumn(t *testing.T) {
 	p.PG(t, `CREATE TABLE docs (id integer PRIMARY KEY, title text, body text)`)
 	p.PG(t, `INSERT INTO docs SELECT i, 'doc ' || i, (SELECT string_agg(md5(i::text || '-' || g::text), '') FROM generate_series(1, 300) g)
 		FROM generate_series(1, 20) i`)
-	slot := "sluice_t_move_" + fmt.Sprint(time.Now().UnixNano()%1_000_000)
-	pub := start(t, append([]string{"sync", "--publish", s.URL, "--partitions", "2", "--slot", slot, "--tables", "docs"}, p.Args()...)...)
-	t.Cleanup(func() {
-		testenv.Run(t, nil, append([]string{"abort", "--slot", slot, "--api", "http://127.0.0.1:1"}, p.Args()...)...)
-	})
-	var appliers []*proc
-	for i := range 2 {
-		appliers = append(appliers, start(t, append([]string{"apply", "--from", s.URL, "--partition", fmt.Sprintf("%d/2", i), "--tables", "docs"}, p.Args()...)...))
-	}
-	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(pub.out.String(), "copy complete"); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) || !pub.running() {
-			t.Fatalf("the publisher did not finish the copy:\n%s", pub.out)
-		}
-	}
+	pub, appliers := startTwoPartitions(t, p, publishArgs(t, p, s, "docs"), s, "docs")
 
 	// Keys move; the body stays as it was, so the change leaves it out. One
 	// row moves twice and one moves and is deleted before the publisher
@@ -107,13 +94,44 @@ func TestPublisherKeyMoveWithToastedColumn(t *testing.T) {
 	p.PG(t, `UPDATE docs SET id = 300 WHERE id = 6`)
 	p.PG(t, `DELETE FROM docs WHERE id = 300`)
 
-	if code, body := pub.cutover(t); code != http.StatusOK {
-		t.Fatalf("cutover: %d %s\npublisher:\n%s", code, body, pub.out)
-	}
+	cutoverTwoPartitions(t, p, pub, appliers, "docs")
 	if n := count(t, p.Target, "SELECT COUNT(*) FROM docs WHERE id IN (102, 103, 104, 105, 200) AND LENGTH(body) = 9600"); n != 5 {
 		t.Errorf("%d of the 5 moved rows hold their whole body on the target, want 5", n)
 	}
-	mustVerify(t, append(p.Args(), "--tables", "docs")...)
+}
+
+// publishArgs is `sync --publish` of table into s with two partitions, on a
+// slot of its own that the test aborts at its end.
+func publishArgs(t *testing.T, p *testenv.Pair, s *stream, table string) []string {
+	slot := "sluice_t_pub_" + fmt.Sprint(time.Now().UnixNano()%1_000_000)
+	t.Cleanup(func() {
+		testenv.Run(t, nil, append([]string{"abort", "--slot", slot, "--api", "http://127.0.0.1:1"}, p.Args()...)...)
+	})
+	return append([]string{"sync", "--publish", s.URL, "--partitions", "2", "--slot", slot, "--tables", table}, p.Args()...)
+}
+
+// startTwoPartitions starts the publisher and an applier per partition and
+// waits until the copy is complete.
+func startTwoPartitions(t *testing.T, p *testenv.Pair, args []string, s *stream, table string) (*proc, []*proc) {
+	pub := start(t, args...)
+	var appliers []*proc
+	for i := range 2 {
+		appliers = append(appliers, start(t, append([]string{"apply", "--from", s.URL, "--partition", fmt.Sprintf("%d/2", i), "--tables", table}, p.Args()...)...))
+	}
+	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(pub.out.String(), "copy complete"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) || !pub.running() {
+			t.Fatalf("the publisher did not finish the copy:\n%s", pub.out)
+		}
+	}
+	return pub, appliers
+}
+
+// cutoverTwoPartitions cuts over, verifies table and stops every process.
+func cutoverTwoPartitions(t *testing.T, p *testenv.Pair, pub *proc, appliers []*proc, table string) {
+	if code, body := pub.cutover(t); code != http.StatusOK {
+		t.Fatalf("cutover: %d %s\npublisher:\n%s", code, body, pub.out)
+	}
+	mustVerify(t, append(p.Args(), "--tables", table)...)
 	for _, a := range appliers {
 		a.stop(t)
 	}
@@ -130,42 +148,22 @@ func TestPublisherDeferrableKey(t *testing.T) {
 	s := newStream(t)
 	p.PG(t, `CREATE TABLE queue (id integer PRIMARY KEY DEFERRABLE, item text NOT NULL)`)
 	p.PG(t, `INSERT INTO queue SELECT g, 'item ' || g FROM generate_series(1, 3000) g`)
-	slot := "sluice_t_defer_" + fmt.Sprint(time.Now().UnixNano()%1_000_000)
-	args := append([]string{"sync", "--publish", s.URL, "--partitions", "2", "--slot", slot, "--tables", "queue"}, p.Args()...)
-	t.Cleanup(func() {
-		testenv.Run(t, nil, append([]string{"abort", "--slot", slot, "--api", "http://127.0.0.1:1"}, p.Args()...)...)
-	})
+	args := publishArgs(t, p, s, "queue")
 	refused := testenv.Run(t, nil, append(append([]string{}, args...), "--listen", freePort(t), "--api-token", token)...)
 	if refused.Exit == 0 || !strings.Contains(refused.Stderr, "SLUICE-SYNC-DEFERRABLE") || !strings.Contains(refused.Stderr, "REPLICA IDENTITY FULL") {
 		t.Fatalf("a DEFERRABLE key without REPLICA IDENTITY FULL: exit %d, want a refusal naming REPLICA IDENTITY FULL:\n%s", refused.Exit, refused.Stderr)
 	}
 
 	p.PG(t, `ALTER TABLE queue REPLICA IDENTITY FULL`)
-	pub := start(t, args...)
-	var appliers []*proc
-	for i := range 2 {
-		appliers = append(appliers, start(t, append([]string{"apply", "--from", s.URL, "--partition", fmt.Sprintf("%d/2", i), "--tables", "queue"}, p.Args()...)...))
-	}
-	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(pub.out.String(), "copy complete"); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) || !pub.running() {
-			t.Fatalf("the publisher did not finish the copy:\n%s", pub.out)
-		}
-	}
+	pub, appliers := startTwoPartitions(t, p, args, s, "queue")
 	p.PG(t, `UPDATE queue SET id = id + 1`) // (a shift down after it would mend what key-by-key lost)
 	p.PG(t, `BEGIN; SET CONSTRAINTS ALL DEFERRED;
 		UPDATE queue SET id = 0 WHERE id = 10; UPDATE queue SET id = 10 WHERE id = 11; UPDATE queue SET id = 11 WHERE id = 0;
 		DELETE FROM queue WHERE id = 20; INSERT INTO queue VALUES (20, 'reused');
 		UPDATE queue SET item = item || ' (edited)' WHERE id BETWEEN 100 AND 105; COMMIT`)
 
-	if code, body := pub.cutover(t); code != http.StatusOK {
-		t.Fatalf("cutover: %d %s\npublisher:\n%s", code, body, pub.out)
-	}
+	cutoverTwoPartitions(t, p, pub, appliers, "queue")
 	if n := count(t, p.Target, "SELECT COUNT(*) FROM queue WHERE (id = 10 AND item = 'item 10') OR (id = 11 AND item = 'item 9') OR (id = 20 AND item = 'reused')"); n != 3 {
 		t.Errorf("%d of the 3 swapped or reused keys hold their row on the target, want 3", n)
 	}
-	mustVerify(t, append(p.Args(), "--tables", "queue")...)
-	for _, a := range appliers {
-		a.stop(t)
-	}
-	pub.stop(t)
 }
