@@ -84,7 +84,7 @@ func TestPublisherKeyMoveWithToastedColumn(t *testing.T) {
 	p.PG(t, `CREATE TABLE docs (id integer PRIMARY KEY, title text, body text)`)
 	p.PG(t, `INSERT INTO docs SELECT i, 'doc ' || i, (SELECT string_agg(md5(i::text || '-' || g::text), '') FROM generate_series(1, 300) g)
 		FROM generate_series(1, 20) i`)
-	pub, appliers := startTwoPartitions(t, p, publishArgs(t, p, s, "docs"), s, "docs")
+	pub, appliers := startTwoPartitions(t, p, publishArgs(t, p, s, "docs"), s, "docs", nil)
 
 	// Keys move; the body stays as it was, so the change leaves it out. One
 	// row moves twice and one moves and is deleted before the publisher
@@ -110,13 +110,16 @@ func publishArgs(t *testing.T, p *testenv.Pair, s *stream, table string) []strin
 	return append([]string{"sync", "--publish", s.URL, "--partitions", "2", "--slot", slot, "--tables", table}, p.Args()...)
 }
 
-// startTwoPartitions starts the publisher and an applier per partition and
-// waits until the copy is complete.
-func startTwoPartitions(t *testing.T, p *testenv.Pair, args []string, s *stream, table string) (*proc, []*proc) {
+// startTwoPartitions starts the publisher and an applier per partition,
+// runs duringCopy (when not nil) and waits until the copy is complete.
+func startTwoPartitions(t *testing.T, p *testenv.Pair, args []string, s *stream, table string, duringCopy func(pub *proc)) (*proc, []*proc) {
 	pub := start(t, args...)
 	var appliers []*proc
 	for i := range 2 {
 		appliers = append(appliers, start(t, append([]string{"apply", "--from", s.URL, "--partition", fmt.Sprintf("%d/2", i), "--tables", table}, p.Args()...)...))
+	}
+	if duringCopy != nil {
+		duringCopy(pub)
 	}
 	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(pub.out.String(), "copy complete"); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) || !pub.running() {
@@ -147,7 +150,8 @@ func TestPublisherDeferrableKey(t *testing.T) {
 	p := testenv.NewPair(t)
 	s := newStream(t)
 	p.PG(t, `CREATE TABLE queue (id integer PRIMARY KEY DEFERRABLE, item text NOT NULL)`)
-	p.PG(t, `INSERT INTO queue SELECT g, 'item ' || g FROM generate_series(1, 3000) g`)
+	p.PG(t, `INSERT INTO queue SELECT g, 'item ' || g FROM generate_series(1, 6000) g`)
+	p.PG(t, `UPDATE queue SET id = id + 1`) // what the deferred check allows
 	args := publishArgs(t, p, s, "queue")
 	refused := testenv.Run(t, nil, append(append([]string{}, args...), "--listen", freePort(t), "--api-token", token)...)
 	if refused.Exit == 0 || !strings.Contains(refused.Stderr, "SLUICE-SYNC-DEFERRABLE") || !strings.Contains(refused.Stderr, "REPLICA IDENTITY FULL") {
@@ -155,15 +159,26 @@ func TestPublisherDeferrableKey(t *testing.T) {
 	}
 
 	p.PG(t, `ALTER TABLE queue REPLICA IDENTITY FULL`)
-	pub, appliers := startTwoPartitions(t, p, args, s, "queue")
-	p.PG(t, `UPDATE queue SET id = id + 1`) // (a shift down after it would mend what key-by-key lost)
+	slow := append(append([]string{}, args...), "--chunk-rows", "500", "--max-rows-per-sec", "3000") // a copy of 2 s
+	pub, appliers := startTwoPartitions(t, p, slow, s, "queue", func(pub *proc) {
+		// once the first chunks are on the target: a shift while copying
+		var n int64
+		for deadline := time.Now().Add(30 * time.Second); n == 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			p.Target.QueryRow("SELECT COUNT(*) FROM queue").Scan(&n) // an error: not created yet
+		}
+		p.PG(t, `UPDATE queue SET id = id + 1`)
+		if strings.Contains(pub.out.String(), "copy complete") {
+			t.Errorf("the copy was complete before the shift meant for it (%d rows on the target)", n)
+		}
+	})
+	p.PG(t, `UPDATE queue SET id = id + 1`) // while streaming (a shift down after it would mend what key-by-key lost)
 	p.PG(t, `BEGIN; SET CONSTRAINTS ALL DEFERRED;
 		UPDATE queue SET id = 0 WHERE id = 10; UPDATE queue SET id = 10 WHERE id = 11; UPDATE queue SET id = 11 WHERE id = 0;
 		DELETE FROM queue WHERE id = 20; INSERT INTO queue VALUES (20, 'reused');
 		UPDATE queue SET item = item || ' (edited)' WHERE id BETWEEN 100 AND 105; COMMIT`)
 
 	cutoverTwoPartitions(t, p, pub, appliers, "queue")
-	if n := count(t, p.Target, "SELECT COUNT(*) FROM queue WHERE (id = 10 AND item = 'item 10') OR (id = 11 AND item = 'item 9') OR (id = 20 AND item = 'reused')"); n != 3 {
+	if n := count(t, p.Target, "SELECT COUNT(*) FROM queue WHERE (id = 10 AND item = 'item 8') OR (id = 11 AND item = 'item 7') OR (id = 20 AND item = 'reused')"); n != 3 {
 		t.Errorf("%d of the 3 swapped or reused keys hold their row on the target, want 3", n)
 	}
 }
