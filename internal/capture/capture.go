@@ -7,7 +7,6 @@ package capture
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -30,9 +29,6 @@ type Start struct {
 	Tables      []*plan.Table
 	Phase       string // recorded once the slot exists: streaming, publishing
 	Log         *slog.Logger
-	// ReplaysDeferrable: the caller replays a transaction on a table with a
-	// DEFERRABLE key whole, given REPLICA IDENTITY FULL (the sync does).
-	ReplaysDeferrable bool
 }
 
 // Prepare checks the source and the tables, records the run on the target,
@@ -46,7 +42,7 @@ func (st Start) Prepare(ctx context.Context, prepareTable func(ctx context.Conte
 		return err
 	}
 	for _, t := range st.Tables {
-		if err := CheckIdentity(t, st.ReplaysDeferrable); err != nil {
+		if err := CheckIdentity(t); err != nil {
 			return err
 		}
 	}
@@ -153,7 +149,7 @@ func (st Start) checkFresh(ctx context.Context, preparing bool) error {
 
 // CheckIdentity refuses a table whose updates and deletes PostgreSQL does
 // not stream with the row they touched.
-func CheckIdentity(t *plan.Table, replaysDeferrable bool) error {
+func CheckIdentity(t *plan.Table) error {
 	st := t.Source
 	name := postgres.Ident(st.Name.Schema, st.Name.Name)
 	switch st.ReplicaIdentity {
@@ -170,15 +166,12 @@ func CheckIdentity(t *plan.Table, replaysDeferrable bool) error {
 	// row at a time: a DEFERRABLE key lets a transaction give a value to a
 	// row before taking it from another (UPDATE … SET id = id + 1), and the
 	// reduction would then delete rows.
-	// With the whole old row (REPLICA IDENTITY FULL) the sync replays such a
-	// transaction whole instead (syncer.deferredTx); the publisher cannot.
-	if !t.Keyless && st.RowKeyDeferrable() && !(replaysDeferrable && st.ReplicaIdentity == "full") {
-		hint := "make the key immediate for the migration: drop the constraint and add it again without DEFERRABLE"
-		if replaysDeferrable {
-			hint = fmt.Sprintf("ALTER TABLE %s REPLICA IDENTITY FULL (every change then names the whole row it touched), or make the key immediate: drop the constraint and add it again without DEFERRABLE", name)
-		}
+	// With the whole old row (REPLICA IDENTITY FULL) the sync and the
+	// publisher replay such a transaction whole instead (package deferred).
+	if !t.Keyless && st.RowKeyDeferrable() && st.ReplicaIdentity != "full" {
 		return failure.New(failure.Schema, "SLUICE-SYNC-DEFERRABLE", "the key (%s) of table %s is DEFERRABLE: a transaction may hand a key value to one row before another gives it up, which cannot be replayed key by key", strings.Join(st.RowKey(), ", "), st.Name).
-			With("table", st.Name.String()).WithHint("%s", hint)
+			With("table", st.Name.String()).
+			WithHint("ALTER TABLE %s REPLICA IDENTITY FULL (every change then names the whole row it touched), or make the key immediate: drop the constraint and add it again without DEFERRABLE", name)
 	}
 	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/jackc/pgx/v5"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
@@ -275,7 +275,7 @@ func (p *Publisher) prepare(ctx context.Context) error {
 		plans[i] = t.rt.Plan
 	}
 	start := capture.Start{Source: p.src, Target: p.tgt, Slot: p.opt.Slot, Publication: p.opt.Publication,
-		ReplaysDeferrable: true, Tables: plans, Phase: "publishing", Log: p.log}
+		Tables: plans, Phase: "publishing", Log: p.log}
 	return start.Prepare(ctx, func(ctx context.Context, i int) error { return p.prepareTable(ctx, p.tables[i]) })
 }
 

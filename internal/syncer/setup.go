@@ -62,7 +62,7 @@ func (s *Syncer) prepare(ctx context.Context) error {
 		}
 		plans[i] = t.plan
 	}
-	start := capture.Start{Source: s.src, Target: s.tgt, Slot: s.opt.Slot, Publication: s.opt.Publication, ReplaysDeferrable: true,
+	start := capture.Start{Source: s.src, Target: s.tgt, Slot: s.opt.Slot, Publication: s.opt.Publication,
 		Tables: plans, Phase: "streaming", Log: s.log}
 	if err := start.Prepare(ctx, func(ctx context.Context, i int) error { return s.prepareTable(ctx, s.tables[i]) }); err != nil {
 		return err
