@@ -332,6 +332,13 @@ func (c *copier) run(ctx context.Context, states []*tableState, jobs []job) erro
 		}
 		return nil
 	})
+	// Tables with nothing left to copy (resumed after their last chunk) still
+	// need their indexes. (Read before the workers start: they count remaining down.)
+	for _, st := range states {
+		if st.remaining == 0 && st.progress.Snapshot().Phase != "done" {
+			g.Go(func() error { return c.finishTable(gctx, st) })
+		}
+	}
 	for i := 0; i < c.opt.Parallel; i++ {
 		g.Go(func() error {
 			for j := range queue {
@@ -341,13 +348,6 @@ func (c *copier) run(ctx context.Context, states []*tableState, jobs []job) erro
 			}
 			return nil
 		})
-	}
-	// Tables with nothing left to copy (resumed after their last chunk) still
-	// need their indexes.
-	for _, st := range states {
-		if st.remaining == 0 && st.progress.Snapshot().Phase != "done" {
-			g.Go(func() error { return c.finishTable(gctx, st) })
-		}
 	}
 	return g.Wait()
 }
