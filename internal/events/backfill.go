@@ -34,12 +34,13 @@ func (s *Service) prepareTable(ctx context.Context, ts *tableState) error {
 	ts.pending = state.Pending
 	ts.left.Store(int64(len(ts.pending)))
 	ts.copied.Store(state.Done)
-	ts.progress = s.opt.Tracker.Add(t.Source.Name.String(), max(t.Source.EstimatedRows, state.RowsDone), state.RowsDone)
+	prog := s.opt.Tracker.Add(t.Source.Name.String(), max(t.Source.EstimatedRows, state.RowsDone), state.RowsDone)
 	if state.Done {
-		ts.progress.SetPhase("streaming")
+		prog.SetPhase("streaming")
 	} else {
-		ts.progress.SetPhase("copying")
+		prog.SetPhase("copying")
 	}
+	ts.progress.Store(prog)
 	return nil
 }
 
@@ -168,7 +169,7 @@ func (s *Service) copyChunk(ctx context.Context, ts *tableState, ch mysql.Stored
 	for attempt := 0; ; attempt++ {
 		written, err := s.writeChunk(ctx, ts, ch, buf, rows)
 		if err == nil {
-			ts.progress.AddRows(written)
+			ts.progress.Load().AddRows(written)
 			return nil
 		}
 		if !mysql.IsTransient(err) || attempt >= 8 || ctx.Err() != nil {
@@ -251,7 +252,7 @@ func (s *Service) writeChunk(ctx context.Context, ts *tableState, ch mysql.Store
 // finishTable builds the secondary indexes once a table's chunks are in.
 func (s *Service) finishTable(ctx context.Context, ts *tableState) error {
 	t := ts.rt.Plan
-	ts.progress.SetPhase("indexing")
+	ts.progress.Load().SetPhase("indexing")
 	if err := copier.BuildIndexes(ctx, s.tgt, t, s.log); err != nil {
 		return err
 	}
@@ -259,7 +260,7 @@ func (s *Service) finishTable(ctx context.Context, ts *tableState) error {
 		return err
 	}
 	ts.copied.Store(true)
-	ts.progress.SetPhase("streaming")
+	ts.progress.Load().SetPhase("streaming")
 	s.log.Info("table copied; applying events", "table", ts.rt.Name)
 	return nil
 }

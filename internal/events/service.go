@@ -127,7 +127,7 @@ type tableState struct {
 	pending  []mysql.StoredChunk
 	left     atomic.Int64
 	copied   atomic.Bool
-	progress *progress.Table
+	progress atomic.Pointer[progress.Table] // set once the table is prepared; the status reads it meanwhile
 	events   atomic.Int64
 }
 
@@ -343,10 +343,11 @@ func (s *Service) Status() Status {
 	}
 	st.Phase = "streaming"
 	for _, ts := range s.tables {
-		if ts.progress == nil {
+		prog := ts.progress.Load()
+		if prog == nil {
 			continue
 		}
-		snap := ts.progress.Snapshot()
+		snap := prog.Snapshot()
 		if !ts.copied.Load() {
 			st.Phase = "copying"
 		}

@@ -46,19 +46,20 @@ func FreeAddr(t testing.TB) string {
 	return fmt.Sprintf("127.0.0.1:%d", FreePort(t))
 }
 
-// syncBuffer is a bytes.Buffer safe for one writer and many readers.
-type syncBuffer struct {
+// Output collects a process's output: a bytes.Buffer safe for one writer
+// and many readers, so a test can read it while the process runs.
+type Output struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *Output) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *Output) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
@@ -67,7 +68,7 @@ func (b *syncBuffer) String() string {
 // Proc is a sluice process started in the background.
 type Proc struct {
 	Cmd  *exec.Cmd
-	out  syncBuffer
+	out  Output
 	done chan struct{}
 	exit int
 }

@@ -230,15 +230,15 @@ func MustRun(t testing.TB, want int, args ...string) Result {
 }
 
 // Start starts sluice without waiting (for kill tests).
-func Start(t testing.TB, args ...string) (*exec.Cmd, *bytes.Buffer) {
+func Start(t testing.TB, args ...string) (*exec.Cmd, *Output) {
 	t.Helper()
 	cmd := exec.Command(Binary(t), args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	out := &Output{}
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	return cmd, &out
+	return cmd, out
 }
 
 // FixturesDir finds ../shared/fixtures from the repository root.

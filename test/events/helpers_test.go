@@ -4,7 +4,6 @@
 package events
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -160,7 +159,7 @@ func freePort(t *testing.T) string {
 // proc is a sluice process started by a test.
 type proc struct {
 	cmd    *exec.Cmd
-	out    *bytes.Buffer
+	out    *testenv.Output
 	api    string
 	exited chan struct{} // closed once the process has exited
 }
