@@ -17,10 +17,12 @@ demo: build services
 
 # The whole suite: unit tests and the integration tests against real
 # PostgreSQL, MariaDB and NATS.
+# The race detector runs in the tests and in the sluice binary they start
+# (SLUICE_TEST_RACE): a data race fails the suite.
 test: services
 	@unformatted=$$("$$($(GO) env GOROOT)/bin/gofmt" -l .) || exit 1; if [ -n "$$unformatted" ]; then echo "not gofmt-formatted (run gofmt -w):"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 60m ./...
+	SLUICE_TEST_RACE=1 $(GO) test -race -count=1 -timeout 60m ./...
 
 unit:
 	$(GO) test -count=1 -short ./...
