@@ -28,6 +28,12 @@ func TestLagHistogramIsCumulative(t *testing.T) {
 	if got := at(0.15); got != 3 {
 		t.Errorf("commits with lag <= 150 ms = %d, want 3", got)
 	}
+	if got := at(0.8); got != 3 { // the bench's lags sit between 0.5 and 1 s: they need buckets there
+		t.Errorf("commits with lag <= 800 ms = %d, want 3", got)
+	}
+	if got := at(0.9); got != 4 {
+		t.Errorf("commits with lag <= 900 ms = %d, want 4", got)
+	}
 	if got := at(1); got != 4 {
 		t.Errorf("commits with lag <= 1 s = %d, want 4", got)
 	}

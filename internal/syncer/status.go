@@ -30,7 +30,10 @@ type statusState struct {
 const lagWindow = 4096
 
 // LagBuckets are the upper bounds, in seconds, of the apply-lag histogram.
-var LagBuckets = []float64{0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10, 30, 60, 300}
+// Finest from 0.5 to 1 s: the default batch delay (500 ms) puts a busy
+// stream's lags there, and a quantile read off the histogram is only as
+// precise as the bucket it falls in.
+var LagBuckets = []float64{0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9, 1, 1.5, 2, 5, 10, 30, 60, 300}
 
 // LagHistogram counts target commits by their lag, Prometheus style: Counts[i]
 // is how many had a lag of at most Bounds[i] seconds (cumulative). Two
