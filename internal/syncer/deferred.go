@@ -52,10 +52,8 @@ func (s *Syncer) endDeferred(only *table) {
 		if only != nil && t != only {
 			continue
 		}
-		_ = t.deferred.End(func(key string, row apply.Row, exists bool, keyRow apply.Row) error {
-			if !exists {
-				row = nil
-			}
+		// row is nil for a key to delete: End hands over a zero row then.
+		_ = t.deferred.End(func(key string, row apply.Row, _ bool, keyRow apply.Row) error {
 			s.addOp(t, apply.Op{Kind: apply.Rewrite, Table: t.apply, Key: key, Row: row, OldKey: keyRow})
 			return nil
 		})
