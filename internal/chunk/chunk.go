@@ -5,6 +5,7 @@ package chunk
 
 import (
 	"encoding/json"
+	"fmt"
 	"math/big"
 	"strings"
 )
@@ -88,8 +89,11 @@ func compare(keys []string, op string, vals []string, literal func(int, string) 
 
 // Encode and Decode store a key in one text column of the progress table.
 // The values are a JSON array behind a unit separator: key text may hold any
-// character PostgreSQL allows, the separator included. Bounds stored before
-// (the values joined by the separator, no JSON) still decode.
+// character PostgreSQL allows, the separator included. Bounds stored by
+// earlier versions (the values joined by the separator, no JSON) are read by
+// DecodeJoined: any text is a valid joined bound (a first value "" then
+// `["a","b"]` reads as JSON too), so the progress table records which form a
+// row holds rather than guessing from the text.
 const sep = "\x1f"
 
 // Encode returns the stored form of a key bound; nil encodes as "".
@@ -105,15 +109,22 @@ func Encode(key []string) (string, bool) {
 }
 
 // Decode is the inverse of Encode; ok=false means an unbounded key.
-func Decode(s string, ok bool) []string {
+func Decode(s string, ok bool) ([]string, error) {
+	if !ok {
+		return nil, nil
+	}
+	rest, found := strings.CutPrefix(s, sep)
+	var key []string
+	if !found || json.Unmarshal([]byte(rest), &key) != nil || key == nil {
+		return nil, fmt.Errorf("stored chunk bound %q is not in sluice's form", s)
+	}
+	return key, nil
+}
+
+// DecodeJoined reads a bound stored by an earlier version of sluice.
+func DecodeJoined(s string, ok bool) []string {
 	if !ok {
 		return nil
 	}
-	if rest, isJSON := strings.CutPrefix(s, sep); isJSON {
-		var key []string
-		if json.Unmarshal([]byte(rest), &key) == nil && key != nil {
-			return key
-		}
-	}
-	return strings.Split(s, sep) // stored by an earlier version
+	return strings.Split(s, sep)
 }

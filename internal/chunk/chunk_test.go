@@ -56,11 +56,11 @@ func TestPredicate(t *testing.T) {
 
 func TestEncodeDecode(t *testing.T) {
 	// A key may hold the separator itself, or look like JSON.
-	for _, k := range [][]string{nil, {"1"}, {"a b", "ü", ""}, {"a\x1fb"}, {"\x1f", ""}, {`["x"]`}, {""}} {
+	for _, k := range [][]string{nil, {"1"}, {"a b", "ü", ""}, {"a\x1fb"}, {"\x1f", ""}, {`["x"]`}, {""}, {"", `["a","b"]`}} {
 		s, ok := Encode(k)
-		back := Decode(s, ok)
-		if len(back) != len(k) || (k == nil) != (back == nil) {
-			t.Fatalf("%q → %q", k, back)
+		back, err := Decode(s, ok)
+		if err != nil || len(back) != len(k) || (k == nil) != (back == nil) {
+			t.Fatalf("%q → %q, %v", k, back, err)
 		}
 		for i := range k {
 			if back[i] != k[i] {
@@ -70,9 +70,36 @@ func TestEncodeDecode(t *testing.T) {
 	}
 }
 
-func TestDecodeReadsTheEarlierForm(t *testing.T) {
-	got := Decode("a\x1f17", true)
-	if len(got) != 2 || got[0] != "a" || got[1] != "17" {
-		t.Fatalf("bound stored by an earlier version: got %q, want [a 17]", got)
+// A bound that is not in Encode's form is an error, not a guess: read as
+// something else it would move the chunk's edge and skip rows.
+func TestDecodeRefusesOtherText(t *testing.T) {
+	for _, s := range []string{"a\x1f17", "", "\x1f", "\x1f{}", "\x1fnull", `["a"]`} {
+		if got, err := Decode(s, true); err == nil {
+			t.Errorf("Decode(%q) = %q; want an error", s, got)
+		}
+	}
+}
+
+// The form of earlier versions: values joined by the separator. The second
+// case is the one that also reads as JSON after the separator; the progress
+// table's bound_format column, not the text, says which form a row holds.
+func TestDecodeJoinedReadsTheEarlierForm(t *testing.T) {
+	for s, want := range map[string][]string{
+		"a\x1f17":           {"a", "17"},
+		"\x1f[\"a\",\"b\"]": {"", `["a","b"]`},
+		"":                  {""},
+	} {
+		got := DecodeJoined(s, true)
+		if len(got) != len(want) {
+			t.Fatalf("DecodeJoined(%q) = %q; want %q", s, got, want)
+		}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("DecodeJoined(%q) = %q; want %q", s, got, want)
+			}
+		}
+	}
+	if DecodeJoined("x", false) != nil {
+		t.Fatal("an unbounded side must stay nil")
 	}
 }

@@ -3,6 +3,7 @@ package mysql
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -44,6 +45,7 @@ func (t *Target) EnsureProgressTables(ctx context.Context) error {
 			rows_copied BIGINT NOT NULL DEFAULT 0,
 			rows_rejected BIGINT NOT NULL DEFAULT 0,
 			finished_at DATETIME(6) NULL,
+			bound_format TINYINT NOT NULL DEFAULT 0,
 			PRIMARY KEY (table_name, chunk_no)
 		) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
 		`CREATE TABLE IF NOT EXISTS ` + TablesTable + ` (
@@ -56,6 +58,31 @@ func (t *Target) EnsureProgressTables(ctx context.Context) error {
 		if _, err := t.DB.ExecContext(ctx, ddl); err != nil {
 			return fmt.Errorf("target: create sluice progress tables: %w", err)
 		}
+	}
+	return t.addBoundFormat(ctx)
+}
+
+// Chunk bounds are stored as chunk.Encode writes them (boundEncoded); a
+// table made by an earlier version lacks the column, and its rows, given the
+// default, read as joined values (boundJoined). The text alone cannot say
+// which form a row holds.
+const (
+	boundJoined  = 0
+	boundEncoded = 1
+)
+
+func (t *Target) addBoundFormat(ctx context.Context) error {
+	var n int
+	err := t.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.COLUMNS
+		WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = 'bound_format'`, ChunksTable).Scan(&n)
+	if err != nil {
+		return fmt.Errorf("target: read the columns of %s: %w", ChunksTable, err)
+	}
+	if n > 0 {
+		return nil
+	}
+	if _, err := t.DB.ExecContext(ctx, `ALTER TABLE `+ChunksTable+` ADD COLUMN bound_format TINYINT NOT NULL DEFAULT 0`); err != nil {
+		return fmt.Errorf("target: add bound_format to %s (made by an earlier sluice): %w", ChunksTable, err)
 	}
 	return nil
 }
@@ -98,15 +125,15 @@ func (t *Target) StartTable(ctx context.Context, table, source string, ranges []
 	for start := 0; start < len(ranges); start += batch {
 		end := min(start+batch, len(ranges))
 		var sb strings.Builder
-		args := make([]any, 0, (end-start)*4)
+		args := make([]any, 0, (end-start)*5)
 		for i := start; i < end; i++ {
 			if i > start {
 				sb.WriteString(",")
 			}
-			sb.WriteString("(?, ?, ?, ?)")
-			args = append(args, table, i, nullable(chunk.Encode(ranges[i].Lo)), nullable(chunk.Encode(ranges[i].Hi)))
+			sb.WriteString("(?, ?, ?, ?, ?)")
+			args = append(args, table, i, nullable(chunk.Encode(ranges[i].Lo)), nullable(chunk.Encode(ranges[i].Hi)), boundEncoded)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO `+ChunksTable+` (table_name, chunk_no, lo, hi) VALUES `+sb.String(), args...); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO `+ChunksTable+` (table_name, chunk_no, lo, hi, bound_format) VALUES `+sb.String(), args...); err != nil {
 			return fmt.Errorf("target: store chunk plan of %s: %w", table, err)
 		}
 	}
@@ -124,7 +151,7 @@ func nullable(s string, ok bool) sql.NullString { return sql.NullString{String: 
 
 // Chunks returns a table's stored chunk plan in order.
 func (t *Target) Chunks(ctx context.Context, table string) ([]StoredChunk, error) {
-	rows, err := t.DB.QueryContext(ctx, `SELECT chunk_no, lo, hi, done, rows_copied, rows_rejected FROM `+ChunksTable+` WHERE table_name = ? ORDER BY chunk_no`, table)
+	rows, err := t.DB.QueryContext(ctx, `SELECT chunk_no, lo, hi, bound_format, done, rows_copied, rows_rejected FROM `+ChunksTable+` WHERE table_name = ? ORDER BY chunk_no`, table)
 	if err != nil {
 		return nil, fmt.Errorf("target: read chunk plan of %s: %w", table, err)
 	}
@@ -133,10 +160,20 @@ func (t *Target) Chunks(ctx context.Context, table string) ([]StoredChunk, error
 	for rows.Next() {
 		var c StoredChunk
 		var lo, hi sql.NullString
-		if err := rows.Scan(&c.No, &lo, &hi, &c.Done, &c.Rows, &c.Rejected); err != nil {
+		var format int
+		if err := rows.Scan(&c.No, &lo, &hi, &format, &c.Done, &c.Rows, &c.Rejected); err != nil {
 			return nil, fmt.Errorf("target: read chunk plan of %s: %w", table, err)
 		}
-		c.Range = chunk.Range{Lo: chunk.Decode(lo.String, lo.Valid), Hi: chunk.Decode(hi.String, hi.Valid)}
+		if format == boundJoined {
+			c.Range = chunk.Range{Lo: chunk.DecodeJoined(lo.String, lo.Valid), Hi: chunk.DecodeJoined(hi.String, hi.Valid)}
+		} else {
+			var errLo, errHi error
+			c.Range.Lo, errLo = chunk.Decode(lo.String, lo.Valid)
+			c.Range.Hi, errHi = chunk.Decode(hi.String, hi.Valid)
+			if err := errors.Join(errLo, errHi); err != nil {
+				return nil, fmt.Errorf("target: chunk %d of %s in %s: %w; to start over run sluice abort, empty the target tables, then copy or sync again", c.No, table, ChunksTable, err)
+			}
+		}
 		out = append(out, c)
 	}
 	return out, rows.Err()
