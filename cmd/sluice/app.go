@@ -84,7 +84,9 @@ func (a *app) resolve() (config.Source, config.Target, error) {
 	return srcCfg, tgtCfg, nil
 }
 
-// buildPlan plans the tables named by --tables (or the whole schema).
+// buildPlan plans the tables named by --tables (or the whole schema) for a
+// run; a plan with a table that cannot be migrated is printed to stderr and
+// its error returned.
 func (a *app) buildPlan(ctx context.Context, src *postgres.Source, tgt *mysql.Target, tables string) (*plan.Plan, error) {
 	return a.buildPlanWith(ctx, src, tgt, tables, false)
 }
@@ -102,6 +104,10 @@ func (a *app) buildPlanWith(ctx context.Context, src *postgres.Source, tgt *mysq
 		for _, warn := range t.Warnings {
 			a.log.Warn(warn, "code", "SLUICE-PLAN-WARNING", "table", t.Source.Name.String())
 		}
+	}
+	if err := p.Err(); err != nil { // a table that cannot be migrated: show the whole plan
+		printPlan(os.Stderr, p)
+		return nil, err
 	}
 	return p, nil
 }

@@ -127,10 +127,6 @@ func (a *app) copyCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := p.Err(); err != nil {
-				printPlan(os.Stderr, p)
-				return err
-			}
 			tracker := &progress.Tracker{}
 			stopShow := a.showProgress(ctx, tracker)
 			res, err := copier.Run(ctx, src, tgt, p, copier.Options{Parallel: parallel, ChunkRows: chunkRows, MaxRowsPerSec: maxRate,
@@ -153,6 +149,28 @@ func (a *app) copyCommand() *cobra.Command {
 	f.StringVar(&onBadRow, "on-bad-row", "fail", "a value the target cannot hold: fail (stop that table) or skip (write the row to --reject-file)")
 	f.StringVar(&rejectFile, "reject-file", "sluice-rejects.jsonl", "where --on-bad-row=skip writes rejected rows (JSON lines)")
 	return cmd
+}
+
+// stopGracefully gives a long run (sync, publisher, applier) a context of
+// its own: when ctx ends (Ctrl-C, SIGTERM) it logs stopping (if not ""),
+// calls stop so the run finishes what it holds (applies what was received,
+// stores its position) and returns, and cancels the run's context 30 s later
+// so a stuck target cannot hang the exit. Call cancel when the run is over.
+func (a *app) stopGracefully(ctx context.Context, stopping string, stop func()) (runCtx context.Context, cancel func()) {
+	runCtx, cancel = context.WithCancel(context.WithoutCancel(ctx))
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-runCtx.Done():
+			return
+		}
+		if stopping != "" {
+			a.log.Info(stopping)
+		}
+		stop()
+		time.AfterFunc(30*time.Second, cancel)
+	}()
+	return runCtx, cancel
 }
 
 // showProgress draws progress on a terminal, or logs it every 10 s.
@@ -211,10 +229,6 @@ func (a *app) verifyCommand() *cobra.Command {
 			defer tgt.Close()
 			p, err := a.buildPlanWith(ctx, src, tgt, tables, true)
 			if err != nil {
-				return err
-			}
-			if err := p.Err(); err != nil {
-				printPlan(os.Stderr, p)
 				return err
 			}
 			start := time.Now()

@@ -225,10 +225,6 @@ func (a *app) runEventsSync(cmd *cobra.Command, ef *eventsFlags, tables, listen,
 	if err != nil {
 		return err
 	}
-	if err := p.Err(); err != nil {
-		printPlan(os.Stderr, p)
-		return err
-	}
 	consumer := ef.consumer
 	if consumer == "" {
 		consumer = "sluice_events_" + strings.TrimPrefix(syncer.SlotName(tgt.Name), "sluice_")
@@ -255,14 +251,8 @@ func (a *app) runEventsSync(cmd *cobra.Command, ef *eventsFlags, tables, listen,
 		fmt.Fprintf(os.Stderr, "sluice: API token for this sync (needed by POST /api/v1/events, sluice cutover/pause): %s\n", token)
 	}
 	stopShow := a.showProgress(ctx, tracker)
-	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
+	runCtx, cancelRun := a.stopGracefully(ctx, "stopping: committing the batch being applied; run sync again to resume", svc.Stop)
 	defer cancelRun()
-	go func() {
-		<-ctx.Done()
-		a.log.Info("stopping: committing the batch being applied; run sync again to resume")
-		svc.Stop()
-		time.AfterFunc(30*time.Second, cancelRun)
-	}()
 	err = svc.Run(runCtx)
 	stopShow()
 	if err != nil {
@@ -336,10 +326,6 @@ func (a *app) runPublish(cmd *cobra.Command, ef *eventsFlags, tables, listen, to
 	if err != nil {
 		return err
 	}
-	if err := p.Err(); err != nil {
-		printPlan(os.Stderr, p)
-		return err
-	}
 	slot, _ := cmd.Flags().GetString("slot")
 	if slot == "" {
 		slot = syncer.SlotName(tgt.Name)
@@ -363,14 +349,8 @@ func (a *app) runPublish(cmd *cobra.Command, ef *eventsFlags, tables, listen, to
 		fmt.Fprintf(os.Stderr, "sluice: API token for this sync (needed by sluice cutover/pause): %s\n", token)
 	}
 	stopShow := a.showProgress(ctx, tracker)
-	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
+	runCtx, cancelRun := a.stopGracefully(ctx, "stopping: confirming what JetStream stored; run the publisher again to resume", pub.Stop)
 	defer cancelRun()
-	go func() {
-		<-ctx.Done()
-		a.log.Info("stopping: confirming what JetStream stored; run the publisher again to resume")
-		pub.Stop()
-		time.AfterFunc(30*time.Second, cancelRun)
-	}()
 	err = pub.Run(runCtx)
 	stopShow()
 	if err != nil {
@@ -422,10 +402,6 @@ cleanly; running it again resumes.`,
 			if err != nil {
 				return err
 			}
-			if err := p.Err(); err != nil {
-				printPlan(os.Stderr, p)
-				return err
-			}
 			ap := publish.NewApplier(src, tgt, p, publish.ApplierOptions{Endpoint: ep, Partition: i, Partitions: n,
 				BatchRows: batchRows, BatchDelay: batchDelay, Log: a.log})
 			if listen != "" {
@@ -440,13 +416,8 @@ cleanly; running it again resumes.`,
 				}
 				a.log.Info("status listening", "url", "http://"+addr.String()+"/api/v1/status")
 			}
-			runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
+			runCtx, cancelRun := a.stopGracefully(ctx, "stopping: committing the batch being applied; run the applier again to resume", ap.Stop)
 			defer cancelRun()
-			go func() {
-				<-ctx.Done()
-				ap.Stop()
-				time.AfterFunc(30*time.Second, cancelRun)
-			}()
 			if err := ap.Run(runCtx); err != nil {
 				return err
 			}

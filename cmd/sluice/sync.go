@@ -69,10 +69,6 @@ running sync again resumes.`,
 			if err != nil {
 				return err
 			}
-			if err := p.Err(); err != nil {
-				printPlan(os.Stderr, p)
-				return err
-			}
 			if slot == "" {
 				slot = syncer.SlotName(tgt.Name)
 			}
@@ -99,14 +95,8 @@ running sync again resumes.`,
 			stopShow := a.showProgress(ctx, tracker)
 			// Ctrl-C or SIGTERM stops cleanly: what was received is applied
 			// and its position stored, and the process exits 0.
-			runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
+			runCtx, cancelRun := a.stopGracefully(ctx, "stopping: applying what was received; run sync again to resume", s.Stop)
 			defer cancelRun()
-			go func() {
-				<-ctx.Done()
-				a.log.Info("stopping: applying what was received; run sync again to resume")
-				s.Stop()
-				time.AfterFunc(30*time.Second, cancelRun) // a stuck target must not hang the exit
-			}()
 			report, err := s.Run(runCtx)
 			stopShow()
 			if err = run.finish(err); err != nil {
