@@ -8,12 +8,9 @@ import (
 	"testing"
 
 	"github.com/sluice-db/sluice/internal/capture"
-	"github.com/sluice-db/sluice/internal/config"
 	"github.com/sluice-db/sluice/internal/failure"
-	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/pgstream"
 	"github.com/sluice-db/sluice/internal/plan"
-	"github.com/sluice-db/sluice/internal/postgres"
 	"github.com/sluice-db/sluice/internal/testenv"
 )
 
@@ -26,20 +23,7 @@ func TestAbortDuringStartLeavesNoSlot(t *testing.T) {
 	ctx := context.Background()
 	p.PG(t, `CREATE TABLE items (id int PRIMARY KEY, name text)`)
 	p.PG(t, `INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 10) g`)
-	src, err := postgres.Connect(ctx, p.SourceURL, "source", 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(src.Close) // after the slot's clean-up below (clean-ups run last first)
-	cfg, err := config.ParseTarget("--target", p.TargetURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tgt, err := mysql.Connect(ctx, cfg, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tgt.DB.Close()
+	src, tgt := p.Handles(t) // closed after the slot's clean-up below (clean-ups run last first)
 	pl, err := plan.Build(ctx, src, plan.Options{Tables: []string{"items"}, Flavor: tgt.Flavor})
 	if err != nil || pl.Err() != nil {
 		t.Fatalf("plan: %v %v", err, pl.Err())

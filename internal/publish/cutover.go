@@ -3,16 +3,14 @@ package publish
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/fence"
 	"github.com/sluice-db/sluice/internal/pgstream"
-	"github.com/sluice-db/sluice/internal/postgres"
-	"github.com/sluice-db/sluice/internal/typemap"
+	"github.com/sluice-db/sluice/internal/plan"
 )
 
 // CutoverReport says what a cutover of the partitioned topology did.
@@ -21,7 +19,8 @@ type CutoverReport struct {
 	FenceID       string           `json:"fence_id"`
 	FenceLSN      string           `json:"fence_lsn"`
 	Partitions    int              `json:"partitions"`
-	WritePauseMS  float64          `json:"write_pause_ms"` // from the fence to done
+	WritePauseMS  float64          `json:"write_pause_ms"` // from the lock request to done: what writers see
+	LockWaitMS    float64          `json:"lock_wait_ms"`   // lock request until granted
 	DrainMS       float64          `json:"drain_ms"`       // until every partition had applied the fence
 	AutoIncrement map[string]int64 `json:"auto_increment,omitempty"`
 	FinishedAt    time.Time        `json:"finished_at"`
@@ -90,28 +89,12 @@ func (p *Publisher) waitFor(ctx context.Context, limit time.Duration, what strin
 func (p *Publisher) fenced(ctx context.Context) (*CutoverReport, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.opt.CutoverTimeout+p.opt.LockTimeout)
 	defer cancel()
-	conn, err := p.src.Pool.Acquire(ctx)
+	lock, err := fence.Take(ctx, p.src, p.tablePlans(), p.opt.LockTimeout)
 	if err != nil {
 		return nil, err
 	}
-	defer conn.Release()
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer tx.Rollback(context.Background()) // lifts the fence on every failure
-	if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = '%dms'", p.opt.LockTimeout.Milliseconds())); err != nil {
-		return nil, err
-	}
-	names := make([]string, len(p.tables))
-	for i, t := range p.tables {
-		names[i] = postgres.Ident(t.rt.Plan.Source.Name.Schema, t.rt.Plan.Source.Name.Name)
-	}
-	if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(names, ", ")+" IN EXCLUSIVE MODE"); err != nil {
-		return nil, failure.Wrap(err, failure.Internal, "SLUICE-CUTOVER-LOCK", "cutover: could not fence writes within %s", p.opt.LockTimeout).
-			WithHint("long transactions on the source hold the tables; try again, or raise --lock-timeout")
-	}
-	fenced := time.Now()
+	defer lock.Release() // lifts the fence on every failure
+	fenced := lock.Granted
 	fw := &fenceWait{id: fmt.Sprintf("F:%s:%d", p.runID, fenced.UnixNano()), reached: make(chan Pos, 1)}
 	p.fence.Store(fw)
 	defer p.fence.Store(nil)
@@ -154,51 +137,28 @@ func (p *Publisher) fenced(ctx context.Context) (*CutoverReport, error) {
 		}
 	}
 	drained := time.Since(fenced)
-	autoInc, err := p.syncAutoIncrement(ctx, tx)
+	autoInc, err := lock.SyncAutoIncrement(ctx, p.tgt, p.tablePlans())
 	if err != nil {
 		return nil, err
 	}
-	pause := time.Since(fenced)
-	if err := tx.Commit(ctx); err != nil {
+	// Writers queue behind the lock from the moment it is requested, so
+	// the pause they see starts there, not when it is granted.
+	pause := time.Since(lock.Requested)
+	if err := lock.Commit(ctx); err != nil {
 		return nil, err
 	}
 	return &CutoverReport{Fence: "lock", FenceID: fw.id, FenceLSN: pglogrepl.LSN(lsn).String(), Partitions: p.opt.Partitions,
-		WritePauseMS: float64(pause.Microseconds()) / 1000, DrainMS: float64(drained.Microseconds()) / 1000,
+		WritePauseMS: float64(pause.Microseconds()) / 1000, LockWaitMS: float64(fenced.Sub(lock.Requested).Microseconds()) / 1000, DrainMS: float64(drained.Microseconds()) / 1000,
 		AutoIncrement: autoInc, FinishedAt: time.Now(), Published: p.published.Load()}, nil
 }
 
-// syncAutoIncrement moves each AUTO_INCREMENT past its source sequence.
-func (p *Publisher) syncAutoIncrement(ctx context.Context, tx pgx.Tx) (map[string]int64, error) {
-	out := map[string]int64{}
-	for _, t := range p.tables {
-		pt := t.rt.Plan
-		for _, c := range pt.Columns {
-			if !strings.Contains(c.SQLType, "AUTO_INCREMENT") {
-				continue
-			}
-			var seq *string
-			if err := tx.QueryRow(ctx, "SELECT pg_get_serial_sequence($1, $2)", postgres.Ident(pt.Source.Name.Schema, pt.Source.Name.Name), c.Source).Scan(&seq); err != nil {
-				return nil, fmt.Errorf("cutover: sequence of %s.%s: %w", pt.Source.Name, c.Source, err)
-			}
-			if seq == nil {
-				continue
-			}
-			var last int64
-			var called bool
-			if err := tx.QueryRow(ctx, "SELECT last_value, is_called FROM "+*seq).Scan(&last, &called); err != nil {
-				return nil, fmt.Errorf("cutover: read sequence %s: %w", *seq, err)
-			}
-			next := last
-			if called {
-				next++
-			}
-			if _, err := p.tgt.DB.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s AUTO_INCREMENT = %d", typemap.QuoteIdent(pt.Target), next)); err != nil {
-				return nil, fmt.Errorf("cutover: set AUTO_INCREMENT of %s: %w", pt.Target, err)
-			}
-			out[pt.Target] = next
-		}
+// tablePlans lists the published tables' plans.
+func (p *Publisher) tablePlans() []*plan.Table {
+	out := make([]*plan.Table, len(p.tables))
+	for i, t := range p.tables {
+		out[i] = t.rt.Plan
 	}
-	return out, nil
+	return out
 }
 
 // Status is what the publisher reports.

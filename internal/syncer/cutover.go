@@ -7,12 +7,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/fence"
 	"github.com/sluice-db/sluice/internal/pgstream"
-	"github.com/sluice-db/sluice/internal/postgres"
-	"github.com/sluice-db/sluice/internal/typemap"
+	"github.com/sluice-db/sluice/internal/plan"
 	"github.com/sluice-db/sluice/internal/verify"
 )
 
@@ -153,29 +151,12 @@ func (s *Syncer) waitCaughtUp(ctx context.Context) error {
 func (s *Syncer) fencedCutover(ctx context.Context, preDiffs map[*table][]string) (*CutoverReport, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opt.Cutover.Timeout+s.opt.Cutover.LockTimeout)
 	defer cancel()
-	conn, err := s.src.Pool.Acquire(ctx)
+	lock, err := fence.Take(ctx, s.src, s.tablePlans(), s.opt.Cutover.LockTimeout)
 	if err != nil {
 		return nil, err
 	}
-	defer conn.Release()
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer tx.Rollback(context.Background()) // lifts the fence on every failure
-	if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = '%dms'", s.opt.Cutover.LockTimeout.Milliseconds())); err != nil {
-		return nil, err
-	}
-	names := make([]string, len(s.tables))
-	for i, t := range s.tables {
-		names[i] = postgres.Ident(t.plan.Source.Name.Schema, t.plan.Source.Name.Name)
-	}
-	lockStart := time.Now()
-	if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(names, ", ")+" IN EXCLUSIVE MODE"); err != nil {
-		return nil, failure.Wrap(err, failure.Internal, "SLUICE-CUTOVER-LOCK", "cutover: could not fence writes within %s", s.opt.Cutover.LockTimeout).
-			WithHint("long transactions on the source hold the tables; try again, or raise the lock timeout")
-	}
-	fenced := time.Now()
+	defer lock.Release() // lifts the fence on every failure
+	lockStart, fenced := lock.Requested, lock.Granted
 	s.windowsMu.Lock()
 	fw := &fenceWait{id: fmt.Sprintf("F:%s:%d", s.runID, fenced.UnixNano()), reached: make(chan struct{})}
 	s.windowsMu.Unlock()
@@ -202,7 +183,7 @@ func (s *Syncer) fencedCutover(ctx context.Context, preDiffs map[*table][]string
 		return nil, err
 	}
 	verified := time.Since(fenced)
-	autoInc, err := s.syncAutoIncrement(ctx, tx)
+	autoInc, err := lock.SyncAutoIncrement(ctx, s.tgt, s.tablePlans())
 	if err != nil {
 		return nil, err
 	}
@@ -215,7 +196,7 @@ func (s *Syncer) fencedCutover(ctx context.Context, preDiffs map[*table][]string
 	if pause > s.opt.Cutover.Timeout {
 		return nil, failure.New(failure.Internal, "SLUICE-CUTOVER-TIMEOUT", "cutover took %s, more than its %s timeout", pause, s.opt.Cutover.Timeout)
 	}
-	if err := tx.Commit(ctx); err != nil {
+	if err := lock.Commit(ctx); err != nil {
 		return nil, err
 	}
 	return &CutoverReport{Fence: s.opt.Cutover.Fence, WritePauseMS: ms(pause), LockWaitMS: ms(lockWait), DrainMS: ms(drained),
@@ -290,37 +271,13 @@ func countKeys(m map[*table][]string) int {
 }
 
 // syncAutoIncrement moves each AUTO_INCREMENT past its source sequence, so
-// ids the application gets from the target never collide with copied ones.
-func (s *Syncer) syncAutoIncrement(ctx context.Context, tx pgx.Tx) (map[string]int64, error) {
-	out := map[string]int64{}
-	for _, t := range s.tables {
-		for _, c := range t.plan.Columns {
-			if !strings.Contains(c.SQLType, "AUTO_INCREMENT") {
-				continue
-			}
-			var seq *string
-			if err := tx.QueryRow(ctx, "SELECT pg_get_serial_sequence($1, $2)", postgres.Ident(t.plan.Source.Name.Schema, t.plan.Source.Name.Name), c.Source).Scan(&seq); err != nil {
-				return nil, fmt.Errorf("cutover: sequence of %s.%s: %w", t.plan.Source.Name, c.Source, err)
-			}
-			if seq == nil {
-				continue
-			}
-			var last int64
-			var called bool
-			if err := tx.QueryRow(ctx, "SELECT last_value, is_called FROM "+*seq).Scan(&last, &called); err != nil {
-				return nil, fmt.Errorf("cutover: read sequence %s: %w", *seq, err)
-			}
-			next := last
-			if called {
-				next++
-			}
-			if _, err := s.tgt.DB.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s AUTO_INCREMENT = %d", typemap.QuoteIdent(t.plan.Target), next)); err != nil {
-				return nil, fmt.Errorf("cutover: set AUTO_INCREMENT of %s: %w", t.plan.Target, err)
-			}
-			out[t.plan.Target] = next
-		}
+// tablePlans lists the synced tables' plans.
+func (s *Syncer) tablePlans() []*plan.Table {
+	out := make([]*plan.Table, len(s.tables))
+	for i, t := range s.tables {
+		out[i] = t.plan
 	}
-	return out, nil
+	return out
 }
 
 // changedKeys remembers which rows changed, per table, up to a bound.

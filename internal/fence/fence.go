@@ -1,0 +1,111 @@
+// Package fence is the source side of a cutover, shared by the sync and the
+// publisher: the lock that stops writes to the migrated tables while the
+// last changes drain, and the AUTO_INCREMENT step done under it.
+package fence
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/mysql"
+	"github.com/sluice-db/sluice/internal/plan"
+	"github.com/sluice-db/sluice/internal/postgres"
+	"github.com/sluice-db/sluice/internal/typemap"
+)
+
+// Lock holds LOCK TABLE … IN EXCLUSIVE MODE on the source tables inside an
+// open transaction: reads go on, writes wait. Release (deferred right after
+// Take) lifts it on every path; Commit ends it once the cutover is done.
+type Lock struct {
+	Tx        pgx.Tx
+	conn      *pgxpool.Conn
+	Requested time.Time // writers queue behind the lock from here
+	Granted   time.Time
+}
+
+// Take requests the lock on tables and waits at most lockTimeout for it
+// (transactions already writing to them must end first).
+func Take(ctx context.Context, src *postgres.Source, tables []*plan.Table, lockTimeout time.Duration) (*Lock, error) {
+	conn, err := src.Pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("cutover: source connection for the fence: %w", err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		conn.Release()
+		return nil, fmt.Errorf("cutover: begin the fence: %w", err)
+	}
+	l := &Lock{Tx: tx, conn: conn}
+	if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = '%dms'", lockTimeout.Milliseconds())); err != nil {
+		l.Release()
+		return nil, fmt.Errorf("cutover: set lock_timeout for the fence: %w", err)
+	}
+	names := make([]string, len(tables))
+	for i, t := range tables {
+		names[i] = postgres.Ident(t.Source.Name.Schema, t.Source.Name.Name)
+	}
+	l.Requested = time.Now()
+	if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(names, ", ")+" IN EXCLUSIVE MODE"); err != nil {
+		l.Release()
+		return nil, failure.Wrap(err, failure.Internal, "SLUICE-CUTOVER-LOCK", "cutover: could not fence writes within %s", lockTimeout).
+			WithHint("long transactions on the source hold the tables; try again, or raise the lock timeout (--lock-timeout)")
+	}
+	l.Granted = time.Now()
+	return l, nil
+}
+
+// Release rolls the fence's transaction back (a no-op after Commit) and
+// returns its connection: the source is writable as before.
+func (l *Lock) Release() {
+	l.Tx.Rollback(context.Background())
+	l.conn.Release()
+}
+
+// Commit ends the fence after a successful cutover.
+func (l *Lock) Commit(ctx context.Context) error {
+	if err := l.Tx.Commit(ctx); err != nil {
+		return fmt.Errorf("cutover: end the fence: %w", err)
+	}
+	return nil
+}
+
+// SyncAutoIncrement moves each target AUTO_INCREMENT past its source
+// sequence, read inside the fence so no writer can take a value after it.
+// It returns the value set per target table.
+func (l *Lock) SyncAutoIncrement(ctx context.Context, tgt *mysql.Target, tables []*plan.Table) (map[string]int64, error) {
+	out := map[string]int64{}
+	for _, t := range tables {
+		for _, c := range t.Columns {
+			if !strings.Contains(c.SQLType, "AUTO_INCREMENT") {
+				continue
+			}
+			var seq *string
+			if err := l.Tx.QueryRow(ctx, "SELECT pg_get_serial_sequence($1, $2)", postgres.Ident(t.Source.Name.Schema, t.Source.Name.Name), c.Source).Scan(&seq); err != nil {
+				return nil, fmt.Errorf("cutover: sequence of %s.%s: %w", t.Source.Name, c.Source, err)
+			}
+			if seq == nil {
+				continue
+			}
+			var last int64
+			var called bool
+			if err := l.Tx.QueryRow(ctx, "SELECT last_value, is_called FROM "+*seq).Scan(&last, &called); err != nil {
+				return nil, fmt.Errorf("cutover: read sequence %s: %w", *seq, err)
+			}
+			next := last
+			if called {
+				next++
+			}
+			if _, err := tgt.DB.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s AUTO_INCREMENT = %d", typemap.QuoteIdent(t.Target), next)); err != nil {
+				return nil, fmt.Errorf("cutover: set AUTO_INCREMENT of %s: %w", t.Target, err)
+			}
+			out[t.Target] = next
+		}
+	}
+	return out, nil
+}

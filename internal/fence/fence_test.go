@@ -1,0 +1,102 @@
+package fence_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/fence"
+	"github.com/sluice-db/sluice/internal/plan"
+	"github.com/sluice-db/sluice/internal/testenv"
+)
+
+// The fence stops writes to the tables (reads go on) until it is released,
+// and released after a failed cutover the source takes writes as before.
+func TestFenceStopsWritesUntilReleased(t *testing.T) {
+	p := testenv.NewPair(t)
+	ctx := context.Background()
+	p.PG(t, `CREATE TABLE likes (id bigserial PRIMARY KEY, post int NOT NULL)`)
+	p.PG(t, `INSERT INTO likes (post) SELECT g FROM generate_series(1, 41) g`)
+	src, tgt := p.Handles(t)
+	pl, err := plan.Build(ctx, src, plan.Options{Tables: []string{"likes"}, Flavor: tgt.Flavor})
+	if err != nil || pl.Err() != nil {
+		t.Fatalf("plan: %v %v", err, pl.Err())
+	}
+	p.My(t, pl.Tables[0].CreateTable)
+
+	lock, err := fence.Take(ctx, src, pl.Tables, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lock.Granted.Before(lock.Requested) {
+		t.Fatalf("granted %v before requested %v", lock.Granted, lock.Requested)
+	}
+	var n int
+	if err := src.Pool.QueryRow(ctx, `SELECT count(*) FROM likes`).Scan(&n); err != nil || n != 41 {
+		t.Fatalf("a read under the fence: %d rows, %v; want 41", n, err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err = src.Pool.Exec(wctx, `INSERT INTO likes (post) VALUES (42)`)
+	cancel()
+	if err == nil {
+		t.Fatal("an insert went through the fence")
+	}
+
+	// Under the fence the target's AUTO_INCREMENT moves past the sequence:
+	// the next id the new service hands out is one the source never used.
+	got, err := lock.SyncAutoIncrement(ctx, tgt, pl.Tables)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[pl.Tables[0].Target] != 42 {
+		t.Fatalf("AUTO_INCREMENT set to %v; want likes: 42", got)
+	}
+	var ai int64
+	if err := tgt.DB.QueryRowContext(ctx, `SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'likes'`).Scan(&ai); err != nil || ai != 42 {
+		t.Fatalf("target AUTO_INCREMENT = %d, %v; want 42", ai, err)
+	}
+
+	lock.Release()
+	if _, err := src.Pool.Exec(ctx, `INSERT INTO likes (post) VALUES (43)`); err != nil {
+		t.Fatalf("insert after the fence was lifted: %v", err)
+	}
+}
+
+// A transaction writing to a table keeps the fence from being granted: Take
+// gives up after the lock timeout with SLUICE-CUTOVER-LOCK, and the source
+// is left as it was.
+func TestFenceGivesUpAfterLockTimeout(t *testing.T) {
+	p := testenv.NewPair(t)
+	ctx := context.Background()
+	p.PG(t, `CREATE TABLE likes (id int PRIMARY KEY)`)
+	src, tgt := p.Handles(t)
+	pl, err := plan.Build(ctx, src, plan.Options{Tables: []string{"likes"}, Flavor: tgt.Flavor})
+	if err != nil || pl.Err() != nil {
+		t.Fatalf("plan: %v %v", err, pl.Err())
+	}
+	writer, err := src.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Rollback(ctx)
+	if _, err := writer.Exec(ctx, `INSERT INTO likes VALUES (1)`); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = fence.Take(ctx, src, pl.Tables, 200*time.Millisecond)
+	var fe *failure.Error
+	if !errors.As(err, &fe) || fe.Code != "SLUICE-CUTOVER-LOCK" {
+		t.Fatalf("Take while a writer holds the table = %v; want SLUICE-CUTOVER-LOCK", err)
+	}
+	if waited := time.Since(start); waited > 5*time.Second {
+		t.Fatalf("Take gave up after %s; the lock timeout was 200ms", waited)
+	}
+	if _, err := writer.Exec(ctx, `INSERT INTO likes VALUES (2)`); err != nil {
+		t.Fatalf("the writer after the failed fence: %v", err)
+	}
+	if err := writer.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
