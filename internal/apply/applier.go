@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 
 	"github.com/sluice-db/sluice/internal/codec"
 	"github.com/sluice-db/sluice/internal/mysql"
@@ -122,33 +121,33 @@ func applyOne(ctx context.Context, tx *sql.Tx, op Op) error {
 	case Append:
 		return insertRows(ctx, tx, t, []Row{op.Row})
 	case DeleteOne:
-		where, args := t.matchAll(op.Row)
-		if _, err := tx.ExecContext(ctx, "DELETE FROM "+t.quoted+" WHERE "+where+" LIMIT 1", args...); err != nil {
-			return fmt.Errorf("target: delete from %s: %w", t.Plan.Target, err)
-		}
+		return deleteOne(ctx, tx, t, op.Row)
 	case UpdateOne:
 		return updateOne(ctx, tx, t, op.OldKey, op.Row)
 	}
 	return nil
 }
 
-// updateOne changes one row equal to old into r; when the target has no
-// such row yet (its chunk is still to come), r is inserted: the chunk then
-// leaves both out, as the stream has written them.
+// updateOne changes one row equal to old into r: it deletes one such row
+// and inserts r. When the target has no such row yet (its chunk is still to
+// come), r is inserted all the same: the chunk then leaves both out, as the
+// stream has written them. (An UPDATE … LIMIT 1 would not do: MariaDB counts
+// the rows an UPDATE changed, not those it matched, so an update that
+// changes nothing, such as SET x = x, looked like a missing row and added a
+// second copy.)
 func updateOne(ctx context.Context, tx *sql.Tx, t *Table, old, r Row) error {
-	sets := make([]string, len(t.cols))
-	args := make([]any, 0, 2*len(t.cols))
-	for i, c := range t.cols {
-		sets[i] = c + " = ?"
-		args = append(args, t.arg(i, r[i]))
+	if err := deleteOne(ctx, tx, t, old); err != nil {
+		return err
 	}
-	where, wargs := t.matchAll(old)
-	res, err := tx.ExecContext(ctx, "UPDATE "+t.quoted+" SET "+strings.Join(sets, ", ")+" WHERE "+where+" LIMIT 1", append(args, wargs...)...)
-	if err != nil {
-		return fmt.Errorf("target: update %s: %w", t.Plan.Target, err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return insertRows(ctx, tx, t, []Row{r})
+	return insertRows(ctx, tx, t, []Row{r})
+}
+
+// deleteOne deletes one row equal to r (a table without a key may hold
+// several).
+func deleteOne(ctx context.Context, tx *sql.Tx, t *Table, r Row) error {
+	where, args := t.matchAll(r)
+	if _, err := tx.ExecContext(ctx, "DELETE FROM "+t.quoted+" WHERE "+where+" LIMIT 1", args...); err != nil {
+		return fmt.Errorf("target: delete from %s: %w", t.Plan.Target, err)
 	}
 	return nil
 }

@@ -21,16 +21,16 @@ func ScanRows(ctx context.Context, src *postgres.Source, t *plan.Table, query st
 	return scanRows(t, visit, func(w io.Writer) error { return src.CopyOut(ctx, query, w) })
 }
 
-// ScanRowsRunning is ScanRows that also returns the transactions still
-// running for the read's snapshot (see postgres.Source.CopyOutRunning): a
-// watermark copy needs them to tell whether the read missed a commit.
-func ScanRowsRunning(ctx context.Context, src *postgres.Source, t *plan.Table, query string, visit func(key []string, row [][]byte) error) ([]uint32, error) {
-	var running []uint32
+// ScanRowsRunning is ScanRows that also returns the read's snapshot (see
+// postgres.Source.CopyOutRunning): a watermark copy needs it to tell whether
+// the read missed a commit, and which changes in its window the rows hold.
+func ScanRowsRunning(ctx context.Context, src *postgres.Source, t *plan.Table, query string, visit func(key []string, row [][]byte) error) (postgres.Snapshot, error) {
+	var snap postgres.Snapshot
 	err := scanRows(t, visit, func(w io.Writer) (err error) {
-		running, err = src.CopyOutRunning(ctx, query, w)
+		snap, err = src.CopyOutRunning(ctx, query, w)
 		return err
 	})
-	return running, err
+	return snap, err
 }
 
 func scanRows(t *plan.Table, visit func(key []string, row [][]byte) error, copyOut func(io.Writer) error) error {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"net"
 	"strings"
 	"time"
@@ -129,35 +130,51 @@ func (s *Source) CopyOut(ctx context.Context, query string, w io.Writer) error {
 	return nil
 }
 
+// Snapshot is what a chunk read's snapshot could see, in the replication
+// stream's terms (xids, low 32 bits): a transaction is visible if it began
+// before Xmax and was not still running.
+type Snapshot struct {
+	Xmax    uint32
+	Running []uint32
+}
+
+// Sees reports whether the snapshot saw xid's changes (committed before it).
+// Xids compare modulo 2^32, as PostgreSQL's do: a window is a few seconds.
+func (s Snapshot) Sees(xid uint32) bool {
+	return int32(xid-s.Xmax) < 0 && !slices.Contains(s.Running, xid)
+}
+
 // CopyOutRunning is CopyOut in a short read-only REPEATABLE READ transaction
-// that also returns the transactions its snapshot saw as still running
-// (their xids, low 32 bits, as the replication stream gives them): their
-// changes are not in the rows, whatever their commit's place in the WAL.
-func (s *Source) CopyOutRunning(ctx context.Context, query string, w io.Writer) ([]uint32, error) {
+// that also returns its snapshot: the transactions still running for it are
+// not in the rows, whatever their commit's place in the WAL.
+func (s *Source) CopyOutRunning(ctx context.Context, query string, w io.Writer) (Snapshot, error) {
 	conn, err := s.Pool.Acquire(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("source: acquire connection: %w", err)
+		return Snapshot{}, fmt.Errorf("source: acquire connection: %w", err)
 	}
 	defer conn.Release()
 	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
-		return nil, fmt.Errorf("source: begin the chunk read: %w", err)
+		return Snapshot{}, fmt.Errorf("source: begin the chunk read: %w", err)
 	}
 	defer tx.Rollback(context.Background())
 	// The first statement takes the transaction's snapshot; COPY reads with it.
+	var xmax int64
 	var running []int64
-	if err := tx.QueryRow(ctx, `SELECT coalesce(array_agg((x::text::bigint % 4294967296)), '{}') FROM pg_snapshot_xip(pg_current_snapshot()) x`).Scan(&running); err != nil {
-		return nil, fmt.Errorf("source: running transactions of the chunk read: %w", err)
+	if err := tx.QueryRow(ctx, `SELECT pg_snapshot_xmax(s)::text::bigint % 4294967296,
+		coalesce((SELECT array_agg(x::text::bigint % 4294967296) FROM pg_snapshot_xip(s) x), '{}')
+		FROM pg_current_snapshot() s`).Scan(&xmax, &running); err != nil {
+		return Snapshot{}, fmt.Errorf("source: snapshot of the chunk read: %w", err)
 	}
 	if _, err := tx.Conn().PgConn().CopyTo(ctx, w, "COPY ("+query+") TO STDOUT"); err != nil {
-		return nil, fmt.Errorf("source: %w", err)
+		return Snapshot{}, fmt.Errorf("source: %w", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return nil, fmt.Errorf("source: end the chunk read: %w", err)
+		return Snapshot{}, fmt.Errorf("source: end the chunk read: %w", err)
 	}
-	xids := make([]uint32, len(running))
+	snap := Snapshot{Xmax: uint32(xmax), Running: make([]uint32, len(running))}
 	for i, x := range running {
-		xids[i] = uint32(x)
+		snap.Running[i] = uint32(x)
 	}
-	return xids, nil
+	return snap, nil
 }

@@ -105,7 +105,7 @@ func (p *Publisher) copyChunk(ctx context.Context, t *pubTable, ch mysql.StoredC
 		return err
 	}
 	var rows []chunkRow
-	running, err := copier.ScanRowsRunning(ctx, p.src, t.scan, t.chunkQuery(ch.Range), func(key []string, vals [][]byte) error {
+	snap, err := copier.ScanRowsRunning(ctx, p.src, t.scan, t.chunkQuery(ch.Range), func(key []string, vals [][]byte) error {
 		cols := make(map[string]*string, len(vals))
 		for i, v := range vals {
 			if v == nil {
@@ -122,7 +122,7 @@ func (p *Publisher) copyChunk(ctx context.Context, t *pubTable, ch mysql.StoredC
 		return failure.Wrap(err, failure.Connection, "SLUICE-PUBLISH-CHUNK", "table %s, chunk %d", t.rt.Name, ch.No).With("table", t.rt.Name)
 	}
 	p.windowsMu.Lock()
-	w.rows, w.running, w.ready = rows, running, true
+	w.rows, w.running, w.ready = rows, snap.Running, true
 	p.windowsMu.Unlock()
 	_, err = pgstream.Emit(ctx, p.src.Pool, true, "H:"+id)
 	return err

@@ -12,6 +12,7 @@ import (
 	"github.com/sluice-db/sluice/internal/failure"
 	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/pgstream"
+	"github.com/sluice-db/sluice/internal/postgres"
 	"github.com/sluice-db/sluice/internal/typemap"
 )
 
@@ -24,8 +25,9 @@ type window struct {
 	open    bool       // the low watermark has come through the stream
 	before  []uint32   // the transactions streamed just before the low watermark
 	ops     []apply.Op // changes to the table seen since then, in order
+	opXids  []uint32   // the transaction of each op
 	rows    []bufRow   // the chunk as read; set before the high watermark is written
-	running []uint32   // transactions the read's snapshot saw as running
+	snap    postgres.Snapshot
 	ready   bool
 }
 
@@ -81,7 +83,7 @@ func (s *Syncer) copyChunk(ctx context.Context, t *table, ch mysql.StoredChunk, 
 		return err
 	}
 	var rows []bufRow
-	running, err := copier.ScanRowsRunning(ctx, s.src, t.plan, t.plan.SourceQuery(ch.Range), func(key []string, vals [][]byte) error {
+	snap, err := copier.ScanRowsRunning(ctx, s.src, t.plan, t.plan.SourceQuery(ch.Range), func(key []string, vals [][]byte) error {
 		row := make(apply.Row, len(vals))
 		for i, v := range vals {
 			if v != nil {
@@ -105,7 +107,7 @@ func (s *Syncer) copyChunk(ctx context.Context, t *table, ch mysql.StoredChunk, 
 		return fmt.Errorf("table %s, chunk %d: %w", t.plan.Source.Name, ch.No, err)
 	}
 	s.windowsMu.Lock()
-	w.rows, w.running, w.ready = rows, running, true
+	w.rows, w.snap, w.ready = rows, snap, true
 	s.windowsMu.Unlock()
 	if s.limiter != nil {
 		if err := copier.WaitRows(ctx, s.limiter, int64(len(rows))); err != nil {
@@ -153,7 +155,7 @@ func (s *Syncer) watermark(content string) (doneChunk, bool) {
 	}
 	delete(s.windows, id)
 	s.windowsMu.Unlock()
-	if pgstream.MissedCommit(w.running, w.before) {
+	if pgstream.MissedCommit(w.snap.Running, w.before) {
 		// The read missed a commit that came before the low watermark: its
 		// rows may be older than what the stream has written. Read again.
 		s.log.Info("reading a chunk again: a commit raced its low watermark", "code", "SLUICE-SYNC-REREAD",
@@ -165,7 +167,11 @@ func (s *Syncer) watermark(content string) (doneChunk, bool) {
 	opKind := apply.Load
 	var rows []bufRow
 	if w.table.plan.Keyless {
-		opKind, rows = apply.Append, replayKeyless(w.rows, w.ops)
+		seen := make([]bool, len(w.ops))
+		for i, xid := range w.opXids {
+			seen[i] = w.snap.Sees(xid)
+		}
+		opKind, rows = apply.Append, replayKeyless(w.rows, w.ops, seen)
 	} else {
 		rows = replayWindow(w.rows, w.ops)
 	}
@@ -222,43 +228,66 @@ func replayWindow(rows []bufRow, ops []apply.Op) []bufRow {
 }
 
 // replayKeyless is replayWindow for a table without a key, where rows are
-// identified by all their values and equal rows are interchangeable: each
-// row the stream inserted, deleted or updated (old and new image) in the
-// window takes one equal row out of the chunk.
-func replayKeyless(rows []bufRow, ops []apply.Op) []bufRow {
+// identified by all their values and equal rows are interchangeable, so what
+// matters is how many copies of each row the target ends with. seen[i] says
+// whether the chunk's snapshot saw ops[i].
+//
+// At the low watermark the target was emptied; since then the stream has
+// applied every op of the window to it (a delete or an update's old side
+// removing a copy only if the stream itself put one there). The source,
+// from the chunk's snapshot on, adds only the ops the snapshot did not see.
+// So of each row the chunk keeps
+//
+//	copies in the chunk + unseen ops' net count − copies the stream wrote
+//
+// and drops the rest. (Dropping one copy per op in the window lost rows:
+// an insert after the read took out an older equal row the chunk held.)
+func replayKeyless(rows []bufRow, ops []apply.Op, seen []bool) []bufRow {
 	if len(ops) == 0 {
 		return rows
 	}
-	byID := map[string][]int{}
-	for i, r := range rows {
-		byID[r.key] = append(byID[r.key], i)
-	}
-	dropped := make([]bool, len(rows))
-	dropOne := func(id string) {
-		if list := byID[id]; len(list) > 0 {
-			dropped[list[0]] = true
-			byID[id] = list[1:]
+	type count struct{ target, unseen int }
+	counts := map[string]*count{}
+	step := func(id string, delta int, seen bool) {
+		c := counts[id]
+		if c == nil {
+			c = &count{}
+			counts[id] = c
+		}
+		c.target = max(c.target+delta, 0)
+		if !seen {
+			c.unseen += delta
 		}
 	}
-	for _, op := range ops {
+	for i, op := range ops {
 		switch op.Kind {
 		case apply.Truncate:
-			for i := range dropped {
-				dropped[i] = true
+			if !seen[i] { // the source emptied the table after the read
+				return rows[:0]
 			}
-			byID = map[string][]int{}
-		case apply.Append, apply.DeleteOne:
-			dropOne(op.Key)
+			counts = map[string]*count{} // before the read: the chunk is what came after
+		case apply.Append:
+			step(op.Key, +1, seen[i])
+		case apply.DeleteOne:
+			step(op.Key, -1, seen[i])
 		case apply.UpdateOne:
-			dropOne(op.OldKeyID)
-			dropOne(op.Key)
+			step(op.OldKeyID, -1, seen[i])
+			step(op.Key, +1, seen[i])
+		}
+	}
+	drop := make(map[string]int, len(counts))
+	for id, c := range counts {
+		if n := c.target - c.unseen; n > 0 {
+			drop[id] = n
 		}
 	}
 	out := rows[:0]
-	for i, r := range rows {
-		if !dropped[i] {
-			out = append(out, r)
+	for _, r := range rows {
+		if drop[r.key] > 0 {
+			drop[r.key]--
+			continue
 		}
+		out = append(out, r)
 	}
 	return out
 }

@@ -130,6 +130,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 		case pgstream.Begin:
 			s.beginDeferred()
 			s.commits.Add(ev.Xid)
+			s.txXid = ev.Xid
 			skip := pos.begin(ev.LSN)
 			if oldest.IsZero() && !skip {
 				oldest = ev.CommitTime
@@ -320,6 +321,7 @@ func (s *Syncer) addOp(t *table, op apply.Op) {
 	for _, w := range s.windows {
 		if w.table == t && w.open {
 			w.ops = append(w.ops, op)
+			w.opXids = append(w.opXids, s.txXid)
 		}
 	}
 	s.windowsMu.Unlock()

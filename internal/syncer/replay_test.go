@@ -1,6 +1,9 @@
 package syncer
 
 import (
+	"maps"
+	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/sluice-db/sluice/internal/apply"
@@ -12,6 +15,14 @@ func keys(rows []bufRow) []string {
 	out := make([]string, len(rows))
 	for i, r := range rows {
 		out[i] = r.key + "=" + string(r.row[1].Data)
+	}
+	return out
+}
+
+func ids(rows []bufRow) []string {
+	out := make([]string, len(rows))
+	for i, r := range rows {
+		out[i] = r.key
 	}
 	return out
 }
@@ -48,23 +59,128 @@ func TestReplayWindow(t *testing.T) {
 	}
 }
 
-// Without a key, equal rows are interchangeable: each streamed insert,
-// delete or update (both images) takes exactly one equal row out.
+// Without a key, equal rows are interchangeable: the chunk keeps as many
+// copies of each row as the source has at the high watermark minus those the
+// stream wrote to the target in the window. Whether the read saw an op decides
+// it: an insert after the read must not take out an older equal row.
 func TestReplayKeyless(t *testing.T) {
-	rows := []bufRow{
-		{key: "x", row: apply.Row{val("x"), val("1")}},
-		{key: "x", row: apply.Row{val("x"), val("2")}},
-		{key: "y", row: apply.Row{val("y"), val("3")}},
-		{key: "z", row: apply.Row{val("z"), val("4")}},
+	chunk := func() []bufRow {
+		return []bufRow{{key: "x"}, {key: "x"}, {key: "y"}, {key: "z"}}
 	}
-	ops := []apply.Op{
-		{Kind: apply.Append, Key: "x"},
-		{Kind: apply.UpdateOne, OldKeyID: "y", Key: "w"},
-		{Kind: apply.DeleteOne, Key: "q"}, // not in the chunk: nothing to take
+	for _, tc := range []struct {
+		name string
+		ops  []apply.Op
+		seen []bool
+		want string
+	}{
+		{"insert the read saw: the stream wrote it", []apply.Op{{Kind: apply.Append, Key: "x"}}, []bool{true}, "x y z"},
+		{"insert after the read: the chunk keeps its copies", []apply.Op{{Kind: apply.Append, Key: "x"}}, []bool{false}, "x x y z"},
+		{"delete the read saw: nothing of the chunk's", []apply.Op{{Kind: apply.DeleteOne, Key: "x"}}, []bool{true}, "x x y z"},
+		{"delete after the read: one copy goes", []apply.Op{{Kind: apply.DeleteOne, Key: "x"}}, []bool{false}, "x y z"},
+		{"update the read saw: its new row was written", []apply.Op{{Kind: apply.UpdateOne, OldKeyID: "w", Key: "y"}}, []bool{true}, "x x z"},
+		{"update after the read: its old row goes", []apply.Op{{Kind: apply.UpdateOne, OldKeyID: "y", Key: "x"}}, []bool{false}, "x x z"},
+		{"truncate after the read: nothing", []apply.Op{{Kind: apply.Truncate}, {Kind: apply.Append, Key: "x"}}, []bool{false, false}, ""},
+		{"truncate the read saw: only later inserts count", []apply.Op{{Kind: apply.Append, Key: "y"}, {Kind: apply.Truncate}, {Kind: apply.Append, Key: "x"}}, []bool{true, true, true}, "x y z"},
+	} {
+		got := strings.Join(ids(replayKeyless(chunk(), tc.ops, tc.seen)), " ")
+		if got != tc.want {
+			t.Errorf("%s: chunk keeps [%s], want [%s]", tc.name, got, tc.want)
+		}
 	}
-	got := keys(replayKeyless(rows, ops))
-	if len(got) != 2 || got[0] != "x=2" || got[1] != "z=4" {
-		t.Fatalf("got %v, want [x=2 z=4]", got)
+}
+
+// The whole window at random: a source table of a few equal rows changes by
+// inserts, deletes and updates; the read sees a prefix of them; the stream
+// plays all of them on the emptied target. Target plus what the chunk keeps
+// must be the source at the high watermark, copy for copy.
+func TestReplayKeylessMatchesTheSource(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	values := []string{"a", "b", "c"}
+	for round := 0; round < 5000; round++ {
+		source := map[string]int{}
+		for range r.IntN(5) {
+			source[values[r.IntN(3)]]++
+		}
+		n := r.IntN(8)
+		ops := make([]apply.Op, 0, n)
+		for range n {
+			v, w := values[r.IntN(3)], values[r.IntN(3)]
+			switch k := r.IntN(3); {
+			case k == 0:
+				ops = append(ops, apply.Op{Kind: apply.Append, Key: v})
+			case k == 1 && source[v] > 0:
+				ops = append(ops, apply.Op{Kind: apply.DeleteOne, Key: v})
+			case k == 2 && source[v] > 0:
+				ops = append(ops, apply.Op{Kind: apply.UpdateOne, OldKeyID: v, Key: w})
+			default:
+				continue
+			}
+			play(source, ops[len(ops)-1], false)
+		}
+		// replay from the start, with the read taken after the first `cut` ops
+		cut := r.IntN(len(ops) + 1)
+		atRead, final, target := map[string]int{}, map[string]int{}, map[string]int{}
+		for v, c := range source { // undo the ops to get the table at the low watermark
+			final[v] = c
+		}
+		start := maps.Clone(final)
+		for i := len(ops) - 1; i >= 0; i-- {
+			unplay(start, ops[i])
+		}
+		maps.Copy(atRead, start)
+		seen := make([]bool, len(ops))
+		for i, op := range ops {
+			seen[i] = i < cut
+			if seen[i] {
+				play(atRead, op, false)
+			}
+			play(target, op, true)
+		}
+		var chunk []bufRow
+		for _, v := range values {
+			for range atRead[v] {
+				chunk = append(chunk, bufRow{key: v})
+			}
+		}
+		for _, k := range ids(replayKeyless(chunk, ops, seen)) {
+			target[k]++
+		}
+		for _, v := range values {
+			if target[v] != final[v] {
+				t.Fatalf("round %d: ops %v, read after %d: target has %d of %q, source %d", round, ops, cut, target[v], v, final[v])
+			}
+		}
+	}
+}
+
+// play applies op to a table's row counts; onTarget, a delete of a row the
+// table lacks does nothing (the stream's DELETE … LIMIT 1 on the target).
+func play(counts map[string]int, op apply.Op, onTarget bool) {
+	sub := func(v string) {
+		if counts[v] > 0 || !onTarget {
+			counts[v]--
+		}
+	}
+	switch op.Kind {
+	case apply.Append:
+		counts[op.Key]++
+	case apply.DeleteOne:
+		sub(op.Key)
+	case apply.UpdateOne:
+		sub(op.OldKeyID)
+		counts[op.Key]++
+	}
+}
+
+func unplay(counts map[string]int, op apply.Op) {
+	switch op.Kind {
+	case apply.Append:
+		counts[op.Key]--
+	case apply.DeleteOne:
+		counts[op.Key]++
+	case apply.UpdateOne:
+		counts[op.Key]--
+		counts[op.OldKeyID]++
 	}
 }
 

@@ -105,6 +105,7 @@ type Syncer struct {
 	windowsMu sync.Mutex
 	windows   map[string]*window // open watermark windows by id
 	commits   pgstream.CommitLog // the stream's recent transactions (loop only)
+	txXid     uint32             // the transaction being received (loop only)
 	reread    func(t *table, ch mysql.StoredChunk, attempt int)
 	rereads   atomic.Int64  // chunks read again (see commitLog)
 	inflight  chan struct{} // chunks read but not yet applied
