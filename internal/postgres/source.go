@@ -7,8 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
