@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -160,6 +161,16 @@ func CheckIdentity(t *plan.Table) error {
 		if len(st.PrimaryKey) == 0 {
 			return failure.New(failure.Schema, "SLUICE-SYNC-IDENTITY", "table %s has no primary key, so PostgreSQL does not stream which row an update or delete touched", st.Name).
 				With("table", st.Name.String()).WithHint("add a primary key, or ALTER TABLE %s REPLICA IDENTITY FULL", name)
+		}
+	case "index":
+		// The stream names a changed row by the identity index's columns;
+		// sluice matches rows on the row key, so the two must be the same.
+		for _, ix := range st.Indexes {
+			if ix.ReplicaIdentity && !slices.Equal(ix.Columns, st.RowKey()) {
+				return failure.New(failure.Schema, "SLUICE-SYNC-IDENTITY", "table %s has REPLICA IDENTITY USING INDEX %s (%s), but sluice matches its rows on the key (%s): a delete or a key change would name a row sluice cannot find",
+					st.Name, ix.Name, strings.Join(ix.Columns, ", "), strings.Join(st.RowKey(), ", ")).
+					With("table", st.Name.String()).WithHint("ALTER TABLE %s REPLICA IDENTITY DEFAULT (its primary key) or FULL", name)
+			}
 		}
 	}
 	// Changes are reduced per key value, which needs each value held by one

@@ -173,7 +173,7 @@ func decodeTypmod(typ *schema.Type, typmod int32) {
 
 func (s *Source) readIndexes(ctx context.Context, oid uint32, t *schema.Table) error {
 	rows, err := s.Pool.Query(ctx, `
-		SELECT i.relname, ix.indisunique, ix.indisprimary, NOT ix.indimmediate, am.amname,
+		SELECT i.relname, ix.indisunique, ix.indisprimary, NOT ix.indimmediate, ix.indisreplident, am.amname,
 		       ix.indexprs IS NOT NULL, ix.indpred IS NOT NULL,
 		       array(SELECT a.attname FROM unnest(ix.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
 		             JOIN pg_attribute a ON a.attrelid = ix.indrelid AND a.attnum = k.attnum
@@ -191,7 +191,7 @@ func (s *Source) readIndexes(ctx context.Context, oid uint32, t *schema.Table) e
 		var ix schema.Index
 		var method string
 		var hasExprs, partial bool
-		if err := rows.Scan(&ix.Name, &ix.Unique, &ix.Primary, &ix.Deferrable, &method, &hasExprs, &partial, &ix.Columns); err != nil {
+		if err := rows.Scan(&ix.Name, &ix.Unique, &ix.Primary, &ix.Deferrable, &ix.ReplicaIdentity, &method, &hasExprs, &partial, &ix.Columns); err != nil {
 			return fmt.Errorf("source: read indexes of %s: %w", t.Name, err)
 		}
 		switch {

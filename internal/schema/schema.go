@@ -58,6 +58,8 @@ type Index struct {
 	// Deferrable: a unique constraint checked at commit (DEFERRABLE), not
 	// row by row as MySQL does.
 	Deferrable bool
+	// ReplicaIdentity: the index REPLICA IDENTITY USING INDEX names.
+	ReplicaIdentity bool
 	// Unsupported says why the index cannot be recreated (expression or
 	// partial index, non-btree method); empty when it can.
 	Unsupported string

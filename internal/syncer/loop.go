@@ -329,7 +329,9 @@ func (s *Syncer) addOp(t *table, op apply.Op) {
 
 // row converts streamed values to the target's form and returns the row's
 // key (source text). Unchanged TOAST values are taken from old when the
-// table streams full old rows (REPLICA IDENTITY FULL).
+// relation streams full old rows (REPLICA IDENTITY FULL now, not when
+// planned: other old rows hold the key alone, the other columns null), and
+// an unchanged TOASTed key column always (the old key holds it).
 func (s *Syncer) row(t *table, vals, old []pgstream.Value) (apply.Row, string, error) {
 	if t.relIdx == nil {
 		return nil, "", fmt.Errorf("table %s: change before its relation was described", t.plan.Source.Name)
@@ -348,7 +350,7 @@ func (s *Syncer) row(t *table, vals, old []pgstream.Value) (apply.Row, string, e
 	}
 	for i, c := range t.plan.Columns {
 		v := vals[t.relIdx[i]]
-		if v.Unchanged && old != nil && !old[t.relIdx[i]].Unchanged && t.plan.Source.ReplicaIdentity == "full" {
+		if v.Unchanged && old != nil && !old[t.relIdx[i]].Unchanged && (t.fullOld || t.relCols[t.relIdx[i]].Key) {
 			v = old[t.relIdx[i]]
 		}
 		if v.Unchanged {

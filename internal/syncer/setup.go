@@ -23,6 +23,7 @@ type table struct {
 	apply   *apply.Table
 	relIdx  []int // plan column → position in the stream's relation, -1 for computed
 	relCols []pgstream.RelationColumn
+	fullOld bool // the relation's REPLICA IDENTITY is FULL: old rows come whole
 	pending []mysql.StoredChunk
 	left    int         // chunks not yet applied
 	copied  atomic.Bool // read by the status API
@@ -151,6 +152,15 @@ func (t *table) bindRelation(rel *pgstream.Relation) error {
 	if (t.plan.Keyless || t.deferred != nil) && src.ReplicaIdentity == "full" && rel.ReplicaIdentity != 'f' {
 		problems = append(problems, "REPLICA IDENTITY is no longer FULL")
 	}
+	// Otherwise a delete or a key change names its row by the replica
+	// identity's columns, which must hold the whole row key.
+	if !t.plan.Keyless && rel.ReplicaIdentity != 'f' {
+		for _, k := range t.plan.Key {
+			if i, ok := byNamePos(rel, t.plan.Columns[k].Source); !ok || !rel.Columns[i].Key {
+				problems = append(problems, fmt.Sprintf("REPLICA IDENTITY no longer holds key column %s", t.plan.Columns[k].Source))
+			}
+		}
+	}
 	if len(problems) > 0 {
 		return failure.New(failure.Schema, "SLUICE-SYNC-SCHEMACHANGE", "source table %s changed while syncing: %s", src.Name, strings.Join(problems, "; ")).
 			With("table", src.Name.String()).
@@ -165,5 +175,16 @@ func (t *table) bindRelation(rel *pgstream.Relation) error {
 		t.relIdx[i] = pos[c.Source]
 	}
 	t.relCols = rel.Columns
+	t.fullOld = rel.ReplicaIdentity == 'f'
 	return nil
+}
+
+// byNamePos finds a column of rel by name.
+func byNamePos(rel *pgstream.Relation, name string) (int, bool) {
+	for i, c := range rel.Columns {
+		if c.Name == name {
+			return i, true
+		}
+	}
+	return 0, false
 }
