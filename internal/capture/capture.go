@@ -7,6 +7,7 @@ package capture
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -185,4 +186,45 @@ func CheckIdentity(t *plan.Table) error {
 			WithHint("ALTER TABLE %s REPLICA IDENTITY FULL (every change then names the whole row it touched), or make the key immediate: drop the constraint and add it again without DEFERRABLE", name)
 	}
 	return nil
+}
+
+// RelationChanges compares a Relation message of the stream with the table
+// as planned: the columns (dropped, renamed, retyped, added) and the replica
+// identity. keyColumns are the source columns rows are matched on (none for
+// a table without a key); wholeOld says the table needs every change's whole
+// old row (REPLICA IDENTITY FULL). Each problem is a phrase for a message.
+func RelationChanges(src *schema.Table, rel *pgstream.Relation, keyColumns []string, wholeOld bool) []string {
+	byName := make(map[string]int, len(rel.Columns))
+	for i, c := range rel.Columns {
+		byName[c.Name] = i
+	}
+	var problems []string
+	for _, c := range src.Columns {
+		i, ok := byName[c.Name]
+		switch {
+		case !ok:
+			problems = append(problems, fmt.Sprintf("column %s was dropped or renamed", c.Name))
+		case rel.Columns[i].TypeOID != c.Type.OID && c.Type.Domain == "": // the stream names a domain, the plan its base type
+			problems = append(problems, fmt.Sprintf("column %s changed type", c.Name))
+		}
+	}
+	for _, c := range rel.Columns {
+		if !slices.ContainsFunc(src.Columns, func(sc schema.Column) bool { return sc.Name == c.Name }) {
+			problems = append(problems, fmt.Sprintf("column %s was added", c.Name))
+		}
+	}
+	switch {
+	case rel.ReplicaIdentity == 'f':
+	case wholeOld:
+		problems = append(problems, "REPLICA IDENTITY is no longer FULL")
+	default:
+		// A delete or a key change names its row by the replica identity's
+		// columns, which must hold the whole row key.
+		for _, k := range keyColumns {
+			if i, ok := byName[k]; ok && !rel.Columns[i].Key {
+				problems = append(problems, fmt.Sprintf("REPLICA IDENTITY no longer holds key column %s", k))
+			}
+		}
+	}
+	return problems
 }

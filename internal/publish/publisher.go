@@ -135,6 +135,7 @@ type pubTable struct {
 	scan     *plan.Table // the copy reads the plain source columns
 	cols     []string    // source column names
 	relIdx   []int       // source column → column of the stream's relation
+	fullOld  bool        // the relation's REPLICA IDENTITY is FULL: old rows come whole
 	pending  []mysql.StoredChunk
 	left     atomic.Int64
 	copied   atomic.Bool
@@ -621,25 +622,14 @@ func (t *pubTable) bind(rel *pgstream.Relation) error {
 	for i, c := range rel.Columns {
 		pos[c.Name] = i
 	}
-	var problems []string
+	src := t.rt.Plan.Source
+	// A DEFERRABLE key needs every change's whole old row.
+	problems := capture.RelationChanges(src, rel, src.RowKey(), t.deferred != nil)
 	t.relIdx = make([]int, len(t.cols))
-	for i, c := range t.rt.Plan.Source.Columns {
-		j, ok := pos[c.Name]
-		switch {
-		case !ok:
-			problems = append(problems, fmt.Sprintf("column %s was dropped or renamed", c.Name))
-		case rel.Columns[j].TypeOID != c.Type.OID && c.Type.Domain == "":
-			problems = append(problems, fmt.Sprintf("column %s changed type", c.Name))
-		}
-		t.relIdx[i] = j
-		delete(pos, c.Name)
+	for i, c := range src.Columns {
+		t.relIdx[i] = pos[c.Name]
 	}
-	for name := range pos {
-		problems = append(problems, fmt.Sprintf("column %s was added", name))
-	}
-	if t.deferred != nil && rel.ReplicaIdentity != 'f' {
-		problems = append(problems, "REPLICA IDENTITY is no longer FULL (its DEFERRABLE key needs every change's whole old row)")
-	}
+	t.fullOld = rel.ReplicaIdentity == 'f'
 	if len(problems) > 0 {
 		return failure.New(failure.Schema, "SLUICE-SYNC-SCHEMACHANGE", "source table %s changed while publishing: %s", t.rt.Name, strings.Join(problems, "; ")).
 			With("table", t.rt.Name).
@@ -742,7 +732,7 @@ func (p *Publisher) change(ctx context.Context, t *pubTable, ev pgstream.Event, 
 	if t.deferred != nil {
 		return p.deferredChange(t, ev)
 	}
-	full := t.rt.Plan.Source.ReplicaIdentity == "full"
+	full := t.fullOld
 	emit := func(op string, cols map[string]*string, key []string) error {
 		return p.emit(ctx, t, op, cols, key, lsn, next)
 	}

@@ -2,7 +2,6 @@ package syncer
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"sync/atomic"
 
@@ -129,38 +128,9 @@ func checkStreamable(t *plan.Table) error {
 // than write wrong data.
 func (t *table) bindRelation(rel *pgstream.Relation) error {
 	src := t.plan.Source
-	byName := map[string]int{}
-	for i, c := range rel.Columns {
-		byName[c.Name] = i
-	}
-	var problems []string
-	for _, c := range src.Columns {
-		i, ok := byName[c.Name]
-		switch {
-		case !ok:
-			problems = append(problems, fmt.Sprintf("column %s was dropped or renamed", c.Name))
-		case rel.Columns[i].TypeOID != c.Type.OID && c.Type.Domain == "": // the stream names a domain, the plan its base type
-			problems = append(problems, fmt.Sprintf("column %s changed type", c.Name))
-		}
-		delete(byName, c.Name)
-	}
-	for name := range byName {
-		problems = append(problems, fmt.Sprintf("column %s was added", name))
-	}
 	// A keyless table and one with a DEFERRABLE key match rows on the whole
 	// old row, which only REPLICA IDENTITY FULL sends.
-	if (t.plan.Keyless || t.deferred != nil) && src.ReplicaIdentity == "full" && rel.ReplicaIdentity != 'f' {
-		problems = append(problems, "REPLICA IDENTITY is no longer FULL")
-	}
-	// Otherwise a delete or a key change names its row by the replica
-	// identity's columns, which must hold the whole row key.
-	if !t.plan.Keyless && rel.ReplicaIdentity != 'f' {
-		for _, k := range t.plan.Key {
-			if i, ok := byNamePos(rel, t.plan.Columns[k].Source); !ok || !rel.Columns[i].Key {
-				problems = append(problems, fmt.Sprintf("REPLICA IDENTITY no longer holds key column %s", t.plan.Columns[k].Source))
-			}
-		}
-	}
+	problems := capture.RelationChanges(src, rel, src.RowKey(), t.plan.Keyless || t.deferred != nil)
 	if len(problems) > 0 {
 		return failure.New(failure.Schema, "SLUICE-SYNC-SCHEMACHANGE", "source table %s changed while syncing: %s", src.Name, strings.Join(problems, "; ")).
 			With("table", src.Name.String()).
@@ -177,14 +147,4 @@ func (t *table) bindRelation(rel *pgstream.Relation) error {
 	t.relCols = rel.Columns
 	t.fullOld = rel.ReplicaIdentity == 'f'
 	return nil
-}
-
-// byNamePos finds a column of rel by name.
-func byNamePos(rel *pgstream.Relation, name string) (int, bool) {
-	for i, c := range rel.Columns {
-		if c.Name == name {
-			return i, true
-		}
-	}
-	return 0, false
 }
