@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -93,11 +94,13 @@ type Stream struct {
 	watched   context.Context
 	unwatch   func() bool
 
-	socketBuffer int // over a Unix socket: the walsender's send buffer (bytes); 0 otherwise
+	socketBuffer int           // over a Unix socket: the walsender's send buffer (bytes); 0 otherwise
+	interval     time.Duration // between status updates
 }
 
 // statusInterval is how often the client reports its position even when
 // the server does not ask; well under wal_sender_timeout (60 s default).
+// A server with a shorter timeout gets updates at a third of it.
 const statusInterval = 5 * time.Second
 
 // Open starts streaming slot from startLSN (0: from the slot's confirmed
@@ -135,6 +138,11 @@ func Open(ctx context.Context, connString, slot, publication string, startLSN pg
 	if err != nil {
 		return nil, fmt.Errorf("replication connection: %w", err)
 	}
+	interval, err := statusEvery(ctx, conn)
+	if err != nil {
+		conn.Close(context.Background())
+		return nil, err
+	}
 	args := []string{
 		"proto_version '1'",
 		"publication_names '" + strings.ReplaceAll(publication, "'", "''") + "'",
@@ -144,9 +152,46 @@ func Open(ctx context.Context, connString, slot, publication string, startLSN pg
 		conn.Close(context.Background())
 		return nil, fmt.Errorf("start replication on slot %s: %w", slot, err)
 	}
-	s := &Stream{conn: conn, relations: map[uint32]*Relation{}, nextReply: time.Now().Add(statusInterval), socketBuffer: unixBuffer}
+	s := &Stream{conn: conn, relations: map[uint32]*Relation{}, nextReply: time.Now().Add(interval), socketBuffer: unixBuffer, interval: interval}
 	s.confirmed.Store(uint64(startLSN))
 	return s, nil
+}
+
+// statusEvery returns how often to send status updates on conn: every
+// statusInterval, or a third of the server's wal_sender_timeout if shorter.
+func statusEvery(ctx context.Context, conn *pgconn.PgConn) (time.Duration, error) {
+	res, err := conn.Exec(ctx, "SHOW wal_sender_timeout").ReadAll()
+	if err != nil {
+		return 0, fmt.Errorf("replication connection: read wal_sender_timeout: %w", err)
+	}
+	if len(res) == 0 || len(res[0].Rows) == 0 || len(res[0].Rows[0]) == 0 {
+		return statusInterval, nil
+	}
+	timeout, ok := parseSetting(string(res[0].Rows[0][0]))
+	if !ok || timeout <= 0 { // 0 turns the timeout off
+		return statusInterval, nil
+	}
+	return min(statusInterval, max(timeout/3, 10*time.Millisecond)), nil
+}
+
+// parseSetting reads a time setting as SHOW prints it ("60s", "500ms",
+// "2min"); a bare number is in milliseconds, wal_sender_timeout's unit.
+func parseSetting(v string) (time.Duration, bool) {
+	i := strings.IndexFunc(v, func(r rune) bool { return r < '0' || r > '9' })
+	if i == 0 {
+		return 0, false
+	}
+	num, unit := v, "ms"
+	if i > 0 {
+		num, unit = v[:i], strings.TrimSpace(v[i:])
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	units := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second, "min": time.Minute, "h": time.Hour, "d": 24 * time.Hour}
+	u, ok := units[unit]
+	return time.Duration(n) * u, ok
 }
 
 // Close reports the confirmed position one last time, so the slot holds no
@@ -183,7 +228,7 @@ func (s *Stream) sendStatus(ctx context.Context) error {
 	lsn := s.Confirmed()
 	err := pglogrepl.SendStandbyStatusUpdate(ctx, s.conn, pglogrepl.StandbyStatusUpdate{
 		WALWritePosition: lsn, WALFlushPosition: lsn, WALApplyPosition: lsn})
-	s.nextReply = time.Now().Add(statusInterval)
+	s.nextReply = time.Now().Add(s.interval)
 	return err
 }
 
@@ -260,12 +305,37 @@ func (s *Stream) Pump(ctx context.Context, out chan<- []Event) error {
 		}
 		batch = append(batch, ev)
 		if ev.Kind == Commit || ev.Kind == Keepalive || len(batch) >= pumpBatch {
-			select {
-			case out <- batch:
-			case <-ctx.Done():
-				return ctx.Err()
+			if err := s.handOver(ctx, out, batch); err != nil {
+				return err
 			}
 			batch = newBatch()
+		}
+	}
+}
+
+// handOver sends batch to out. While the receiver is busy (a table's
+// indexes being built, a slow target) nothing reads the stream, so the
+// status updates go on from here: without them the server would end the
+// connection after wal_sender_timeout.
+func (s *Stream) handOver(ctx context.Context, out chan<- []Event, batch []Event) error {
+	select {
+	case out <- batch:
+		return nil
+	default:
+	}
+	t := time.NewTimer(time.Until(s.nextReply))
+	defer t.Stop()
+	for {
+		select {
+		case out <- batch:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			if err := s.sendStatus(ctx); err != nil {
+				return fmt.Errorf("replication status update: %w", err)
+			}
+			t.Reset(s.interval)
 		}
 	}
 }
