@@ -158,8 +158,10 @@ func insertRows(ctx context.Context, tx *sql.Tx, t *Table, rows []Row) error {
 
 // writeRows runs statement (for n rows) over rows in pieces.
 func writeRows(ctx context.Context, tx *sql.Tx, t *Table, rows []Row, statement func(n int) string, what string) error {
-	for start := 0; start < len(rows); start += rowsPerStatement {
-		part := rows[start:min(start+rowsPerStatement, len(rows))]
+	for start := 0; start < len(rows); {
+		end := partEnd(rows, start, len(t.cols))
+		part := rows[start:end]
+		start = end
 		args := make([]any, 0, len(part)*len(t.cols))
 		for _, r := range part {
 			for i, v := range r {
@@ -387,8 +389,35 @@ func Merge(base, patch Row) Row {
 	return out
 }
 
-// rowsPerStatement keeps statements well under max_allowed_packet.
-const rowsPerStatement = 500
+// A multi-row statement holds up to rowsPerStatement rows, as long as its
+// values stay under statementBytes (wide rows: MariaDB refuses a statement
+// over max_allowed_packet, 16 MiB by default, and a value may take twice its
+// size escaped) and its placeholders under the protocol's 65,535. A row
+// larger than that goes alone.
+const (
+	rowsPerStatement = 500
+	statementBytes   = 4 << 20
+	maxPlaceholders  = 65535
+)
+
+// partEnd returns where the statement starting at rows[start] ends.
+func partEnd(rows []Row, start, cols int) int {
+	maxRows := min(rowsPerStatement, max(maxPlaceholders/max(cols, 1), 1))
+	size := 0
+	end := start
+	for end < len(rows) && end-start < maxRows {
+		n := 0
+		for _, v := range rows[end] {
+			n += len(v.Data)
+		}
+		if end > start && size+n > statementBytes {
+			break
+		}
+		size += n
+		end++
+	}
+	return end
+}
 
 // bulkRows is where LOAD DATA … REPLACE beats multi-row INSERTs for rows
 // that are mostly new (chunks of the initial copy).

@@ -314,3 +314,27 @@ func TestDeferrableUniqueConstraint(t *testing.T) {
 	}
 	verifyEqual(t, p.SourceURL, p.TargetURL, "slots")
 }
+
+// One source transaction writing 300 rows of 60 kB reaches the target in
+// statements of at most 4 MiB of values: as one statement (18 MB) it would
+// be over MariaDB's default max_allowed_packet of 16 MiB. (The test server
+// allows 256 MiB; TestPartEnd checks where statements are cut.)
+func TestWideRowsStream(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	p.PG(t, `CREATE TABLE pages (id int PRIMARY KEY, body text)`)
+	s := newSync(t, p.SourceURL, p.TargetURL, "--tables", "pages")
+	s.start()
+	s.waitCaughtUp(60 * time.Second)
+	p.PG(t, `INSERT INTO pages SELECT g, repeat(md5(g::text), 1875) FROM generate_series(1, 300) g`)
+	s.waitCaughtUp(90 * time.Second)
+	var n, size int64
+	if err := p.Target.QueryRow(`SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM pages`).Scan(&n, &size); err != nil {
+		t.Fatal(err)
+	}
+	if n != 300 || size != 300*60000 {
+		t.Fatalf("target has %d rows, %d bytes of body; want 300 rows of 60,000", n, size)
+	}
+	verifyEqual(t, p.SourceURL, p.TargetURL, "pages")
+	s.abort()
+}
