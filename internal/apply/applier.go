@@ -402,18 +402,26 @@ const (
 
 // partEnd returns where the statement starting at rows[start] ends.
 func partEnd(rows []Row, start, cols int) int {
-	maxRows := min(rowsPerStatement, max(maxPlaceholders/max(cols, 1), 1))
+	return StatementEnd(len(rows), start, cols, rowsPerStatement, func(i int) Row { return rows[i] })
+}
+
+// StatementEnd returns where a multi-row statement of cols values a row,
+// over rows start… of n (row(i) gives each), ends: at maxRows rows,
+// statementBytes of values or maxPlaceholders, whichever comes first, and
+// never before one row.
+func StatementEnd(n, start, cols, maxRows int, row func(i int) Row) int {
+	maxRows = min(maxRows, max(maxPlaceholders/max(cols, 1), 1))
 	size := 0
 	end := start
-	for end < len(rows) && end-start < maxRows {
-		n := 0
-		for _, v := range rows[end] {
-			n += len(v.Data)
+	for end < n && end-start < maxRows {
+		b := 0
+		for _, v := range row(end) {
+			b += len(v.Data)
 		}
-		if end > start && size+n > statementBytes {
+		if end > start && size+b > statementBytes {
 			break
 		}
-		size += n
+		size += b
 		end++
 	}
 	return end

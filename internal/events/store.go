@@ -265,7 +265,8 @@ func (s *Store) apply(ctx context.Context, ops []Op, within Within) (Result, err
 	return res, nil
 }
 
-// Rows per statement: well under max_allowed_packet, few round trips.
+// Rows per statement: few round trips (row writes are also cut by size, see
+// apply.StatementEnd).
 const (
 	perStatement = 1000
 	perRead      = 2000
@@ -346,8 +347,10 @@ func writeRows(ctx context.Context, tx *sql.Tx, t *Table, ops []Op, idx []int) e
 			return classify(fmt.Errorf("target: delete %d rows from %s: %w", len(part), t.Plan.Target, err))
 		}
 	}
-	for start := 0; start < len(ups); start += perStatement {
-		part := ups[start:min(start+perStatement, len(ups))]
+	for start := 0; start < len(ups); {
+		end := apply.StatementEnd(len(ups), start, len(t.cols), perStatement, func(i int) apply.Row { return ops[ups[i]].Row })
+		part := ups[start:end]
+		start = end
 		args := make([]any, 0, len(part)*len(t.cols))
 		for _, i := range part {
 			for c, v := range ops[i].Row {
