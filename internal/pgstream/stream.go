@@ -249,6 +249,9 @@ func (s *Stream) Next(ctx context.Context) (Event, error) {
 		if !s.deadline.Equal(s.nextReply) {
 			s.deadline = s.nextReply
 			s.conn.Conn().SetReadDeadline(s.deadline)
+			if err := ctx.Err(); err != nil { // ended meanwhile: its wake-up was just overwritten
+				return Event{}, err
+			}
 		}
 		// Not ctx: with a cancellable context pgconn starts a watcher per
 		// message, which at thousands of messages a second costs more than
