@@ -2,6 +2,7 @@ package syncer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -149,14 +150,23 @@ func (s *Syncer) waitCaughtUp(ctx context.Context) error {
 }
 
 func (s *Syncer) fencedCutover(ctx context.Context, preDiffs map[*table][]string) (*CutoverReport, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.opt.Cutover.Timeout+s.opt.Cutover.LockTimeout)
-	defer cancel()
 	lock, err := fence.Take(ctx, s.src, s.tablePlans(), s.opt.Cutover.LockTimeout)
 	if err != nil {
 		return nil, err
 	}
 	defer lock.Release() // lifts the fence on every failure
 	lockStart, fenced := lock.Requested, lock.Granted
+	// The fence stays up for Timeout at most, counted from the lock request
+	// (writers queue from there): every step under it runs in fctx.
+	fctx, cancel := context.WithDeadline(ctx, lockStart.Add(s.opt.Cutover.Timeout))
+	defer cancel()
+	overtime := func(step string, err error) error {
+		if ctx.Err() == nil && errors.Is(fctx.Err(), context.DeadlineExceeded) {
+			return failure.New(failure.Internal, "SLUICE-CUTOVER-TIMEOUT", "cutover: %s did not end within the %s the fence may stay up", step, s.opt.Cutover.Timeout).
+				WithHint("the fence is lifted; check the lag in sluice status and try again, or raise --cutover-timeout")
+		}
+		return err
+	}
 	s.windowsMu.Lock()
 	fw := &fenceWait{id: fmt.Sprintf("F:%s:%d", s.runID, fenced.UnixNano()), reached: make(chan struct{})}
 	s.windowsMu.Unlock()
@@ -165,40 +175,35 @@ func (s *Syncer) fencedCutover(ctx context.Context, preDiffs map[*table][]string
 	// The fence is a transactional message committed after the lock was
 	// granted: every write to the tables committed before it, and its commit
 	// flushes the WAL so the stream delivers it at once.
-	lsn, err := pgstream.Emit(ctx, s.src.Pool, true, fw.id)
+	lsn, err := pgstream.Emit(fctx, s.src.Pool, true, fw.id)
 	if err != nil {
-		return nil, err
+		return nil, overtime("writing the fence", err)
 	}
 	select {
 	case <-fw.reached:
-	case <-time.After(s.opt.Cutover.Timeout):
-		return nil, failure.New(failure.Internal, "SLUICE-CUTOVER-DRAIN", "cutover: the stream did not reach the fence within %s", s.opt.Cutover.Timeout).
-			WithHint("the fence is lifted; check the lag in sluice status and try again")
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	case <-fctx.Done():
+		return nil, overtime("draining the stream to the fence", fctx.Err())
 	}
 	drained := time.Since(fenced)
-	_, post, err := s.verifyChanged(ctx, preDiffs, true)
+	_, post, err := s.verifyChanged(fctx, preDiffs, true)
 	if err != nil {
-		return nil, err
+		return nil, overtime("verifying the changed rows", err)
 	}
 	verified := time.Since(fenced)
-	autoInc, err := lock.SyncAutoIncrement(ctx, s.tgt, s.tablePlans())
+	autoInc, err := lock.SyncAutoIncrement(fctx, s.tgt, s.tablePlans())
 	if err != nil {
-		return nil, err
+		return nil, overtime("setting AUTO_INCREMENT", err)
+	}
+	if err := lock.Commit(fctx); err != nil {
+		return nil, overtime("lifting the fence", err)
 	}
 	// Writers queue behind the lock from the moment it is requested, so
-	// the pause they see starts there, not when it is granted.
+	// the pause they see starts there, not when it is granted, and ends
+	// when the fence's transaction has committed.
 	lockWait := fenced.Sub(lockStart)
 	pause := time.Since(lockStart)
 	s.log.Info("cutover fenced section", "lock_wait_ms", ms(lockWait), "drain_ms", ms(drained),
-		"verify_ms", ms(verified-drained), "auto_increment_ms", ms(pause-lockWait-verified), "rows_verified", post)
-	if pause > s.opt.Cutover.Timeout {
-		return nil, failure.New(failure.Internal, "SLUICE-CUTOVER-TIMEOUT", "cutover took %s, more than its %s timeout", pause, s.opt.Cutover.Timeout)
-	}
-	if err := lock.Commit(ctx); err != nil {
-		return nil, err
-	}
+		"verify_ms", ms(verified-drained), "auto_increment_and_commit_ms", ms(pause-lockWait-verified), "rows_verified", post)
 	return &CutoverReport{Fence: s.opt.Cutover.Fence, WritePauseMS: ms(pause), LockWaitMS: ms(lockWait), DrainMS: ms(drained),
 		RowsVerified: post, AutoIncrement: autoInc, FenceLSN: lsn.String(), FinishedAt: time.Now()}, nil
 }
@@ -340,11 +345,15 @@ func (c *changedKeys) take() (map[*table]map[string]struct{}, bool) {
 }
 
 // requestAutoCutover runs a cutover for --cutover=auto; a failed attempt is
-// retried after a pause.
+// retried after a pause, one the run's end cut short (a broken stream: the
+// sync resumes) by the resumed run.
 func (s *Syncer) requestAutoCutover(ctx context.Context) {
 	s.log.Info("copy done and lag under the bound: cutting over", "lag_bound", s.opt.LagBound.String())
-	if _, err := s.Cutover(ctx); err != nil && ctx.Err() == nil {
-		time.Sleep(5 * time.Second)
+	if _, err := s.Cutover(ctx); err != nil {
+		select {
+		case <-ctx.Done():
+		case <-time.After(5 * time.Second):
+		}
 		s.status.autoTried.Store(false)
 	}
 }

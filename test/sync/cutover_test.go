@@ -285,3 +285,53 @@ func (l *latencies) max(from, to time.Time) time.Duration {
 	}
 	return longest
 }
+
+// TestCutoverTimeoutLiftsFence: a step under the fence stalls (a session
+// holds the target table with LOCK TABLES … READ: reads go on, so the
+// cutover gets as far as the fence, but its AUTO_INCREMENT change waits).
+// The fence must come down once --cutover-timeout has passed since the lock
+// request, with SLUICE-CUTOVER-TIMEOUT; the source takes writes at once; and
+// once the target is free the sync carries on and a later cutover succeeds.
+func TestCutoverTimeoutLiftsFence(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	createOrders(t, p, 2000)
+	s := newSync(t, p.SourceURL, p.TargetURL, "--cutover-timeout", "3s")
+	s.start()
+	s.waitCaughtUp(60 * time.Second)
+
+	ctx := context.Background()
+	conn, err := p.Target.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `LOCK TABLES orders READ`); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	r := s.cutover()
+	took := time.Since(began)
+	if r.Exit == 0 || !strings.Contains(r.Stdout+r.Stderr, "SLUICE-CUTOVER-TIMEOUT") || !strings.Contains(r.Stdout+r.Stderr, "AUTO_INCREMENT") {
+		t.Fatalf("cutover with a stalled target: exit %d; want a failure with SLUICE-CUTOVER-TIMEOUT naming the AUTO_INCREMENT step\n%s%s", r.Exit, r.Stdout, r.Stderr)
+	}
+	if took > 15*time.Second {
+		t.Errorf("the cutover gave up after %s with --cutover-timeout 3s", took)
+	}
+	c := connect(t, p.SourceURL)
+	pgExec(t, c, `SET statement_timeout = '5s'`)
+	w := time.Now()
+	pgExec(t, c, `UPDATE orders SET status = 'after timeout' WHERE id = 20`)
+	if d := time.Since(w); d > time.Second {
+		t.Errorf("an UPDATE on the source took %s after the cutover timed out; want it immediate", d)
+	}
+	if _, err := conn.ExecContext(ctx, `UNLOCK TABLES`); err != nil {
+		t.Fatal(err)
+	}
+	s.waitCaughtUp(60 * time.Second)
+	if r := s.cutover(); r.Exit != 0 {
+		t.Fatalf("cutover once the target is free: exit %d\n%s%s", r.Exit, r.Stdout, r.Stderr)
+	}
+	verifyEqual(t, p.SourceURL, p.TargetURL, "orders")
+	s.finish()
+}
