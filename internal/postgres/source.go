@@ -21,13 +21,14 @@ import (
 
 // SessionParams pin how the source formats values in text, so the rest of
 // sluice can rely on one form: UTC timestamps, ISO dates and intervals, hex
-// bytea and shortest-exact floats.
+// bytea and exact floats (shortest form on PostgreSQL 12 and later; before
+// 12 only 3 prints every digit, 1 rounded float8 to 16).
 var SessionParams = map[string]string{
 	"application_name":   "sluice",
 	"TimeZone":           "UTC",
 	"DateStyle":          "ISO, YMD",
 	"IntervalStyle":      "iso_8601",
-	"extra_float_digits": "1",
+	"extra_float_digits": "3",
 	"bytea_output":       "hex",
 	"client_encoding":    "UTF8",
 }
