@@ -85,8 +85,16 @@ func (l *Lock) SyncAutoIncrement(ctx context.Context, tgt *mysql.Target, tables 
 			if !strings.Contains(c.SQLType, "AUTO_INCREMENT") {
 				continue
 			}
+			// The sequence the column owns, or else the one its default
+			// calls (nextval of a sequence made by hand or shared).
 			var seq *string
-			if err := l.Tx.QueryRow(ctx, "SELECT pg_get_serial_sequence($1, $2)", postgres.Ident(t.Source.Name.Schema, t.Source.Name.Name), c.Source).Scan(&seq); err != nil {
+			if err := l.Tx.QueryRow(ctx, `SELECT coalesce(pg_get_serial_sequence($1, $2), (
+				SELECT d.refobjid::regclass::text FROM pg_attrdef ad
+				JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
+				JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid AND d.refclassid = 'pg_class'::regclass
+				JOIN pg_class s ON s.oid = d.refobjid AND s.relkind = 'S'
+				WHERE ad.adrelid = $1::regclass AND a.attname = $2 LIMIT 1))`,
+				postgres.Ident(t.Source.Name.Schema, t.Source.Name.Name), c.Source).Scan(&seq); err != nil {
 				return nil, fmt.Errorf("cutover: sequence of %s.%s: %w", t.Source.Name, c.Source, err)
 			}
 			if seq == nil {

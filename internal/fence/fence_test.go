@@ -100,3 +100,34 @@ func TestFenceGivesUpAfterLockTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A column whose default takes values from a sequence it does not own (made
+// by hand, or shared between tables) gets its AUTO_INCREMENT past that
+// sequence too: the target must never hand out an id the source has used.
+func TestAutoIncrementFromASequenceMadeByHand(t *testing.T) {
+	p := testenv.NewPair(t)
+	ctx := context.Background()
+	p.PG(t, `CREATE SEQUENCE shared_ids START 1000`)
+	p.PG(t, `CREATE TABLE orders (id bigint PRIMARY KEY DEFAULT nextval('shared_ids'), note text)`)
+	p.PG(t, `CREATE TABLE invoices (id bigint PRIMARY KEY DEFAULT nextval('shared_ids'), note text)`)
+	p.PG(t, `INSERT INTO orders (note) VALUES ('a'), ('b')`)
+	p.PG(t, `INSERT INTO invoices (note) VALUES ('c')`) // takes 1002 from the shared sequence
+	src, tgt := p.Handles(t)
+	pl, err := plan.Build(ctx, src, plan.Options{Tables: []string{"orders"}, Flavor: tgt.Flavor})
+	if err != nil || pl.Err() != nil {
+		t.Fatalf("plan: %v %v", err, pl.Err())
+	}
+	p.My(t, pl.Tables[0].CreateTable)
+	lock, err := fence.Take(ctx, src, pl.Tables, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Release()
+	got, err := lock.SyncAutoIncrement(ctx, tgt, pl.Tables)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["orders"] != 1003 {
+		t.Fatalf("AUTO_INCREMENT set to %v; want orders: 1003 (past the shared sequence's 1002)", got)
+	}
+}
