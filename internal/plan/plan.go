@@ -596,12 +596,14 @@ func truncate(name string) string {
 
 // setUserType gives the column the target type the user set: the target
 // converts the source's text (sluice refuses any conversion warning it
-// reports), and verify compares as userTypeKind says. narrows reports a type
-// that holds less than the source's.
+// reports), and verify compares as userTypeKind says. The text keeps the
+// form the target reads as the same value (bytea as bytes, typemap.TextForm);
+// the range checks of the type sluice chose go. narrows reports a type that
+// holds less than the source's.
 func (c *Column) setUserType(sqlType string) (narrows bool) {
 	c.SQLType = sqlType
 	c.Kind, narrows = userTypeKind(c.Kind, sqlType)
-	c.Convert, c.LoadExpr, c.BulkSafe = nil, "", false
+	c.Convert, c.LoadExpr, c.BulkSafe = typemap.TextForm(c.SourceType), "", false
 	if KindOfSQLType(sqlType, c.Kind) == canonical.Float32 {
 		// MariaDB prints a FLOAT to 6 digits; read as DOUBLE, its value shows whole
 		c.TargetExpr = "CAST(" + typemap.QuoteIdent(c.Target) + " AS DOUBLE)"

@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/sluice-db/sluice/internal/schema"
 )
 
 var (
@@ -150,11 +152,39 @@ func convertTimestamp(withZone bool) Converter {
 		if !withZone {
 			return v, nil
 		}
-		if bytes.HasSuffix(v, []byte("+00")) {
-			return v[:len(v)-3], nil
-		}
-		return nil, bad("timestamp %s is not in UTC; the source session time zone must be UTC", v)
+		return stripUTC(v)
 	}
+}
+
+// stripUTC leaves out a timestamptz's zone, which the session pins to UTC.
+func stripUTC(v []byte) ([]byte, error) {
+	if bytes.HasSuffix(v, []byte("+00")) {
+		return v[:len(v)-3], nil
+	}
+	return nil, bad("timestamp %s is not in UTC; the source session time zone must be UTC", v)
+}
+
+// TextForm is the conversion a value of type t needs, whatever the target
+// type, for MySQL to read PostgreSQL's text as the same value: bytea's hex
+// as its bytes, a boolean's t/f as 1/0, a timestamptz without its zone,
+// char(n) without its padding. A column whose target type the user sets
+// keeps it and drops the range checks of the type sluice would have chosen.
+// nil when the text needs no change.
+func TextForm(t schema.Type) Converter {
+	if t.Array {
+		return nil
+	}
+	switch t.Name {
+	case "bytea":
+		return decodeHexBytea
+	case "bool":
+		return convertBool
+	case "timestamptz":
+		return stripUTC
+	case "bpchar", "char":
+		return trimPadding
+	}
+	return nil
 }
 
 // moneyToNumeric reads money's text form ($1,234.56 or -$1,234.56 in the

@@ -231,3 +231,34 @@ func TestNarrowingTypeIsVerifiedAtTheSourcesPrecision(t *testing.T) {
 	// amount's digits and its small's last unit.
 	mustContain(t, "verify output", r.Stdout, "readings → readings: 4 rows compared, DIFFERENT: 3 changed")
 }
+
+const userTypedBytesConfig = `
+tables:
+  files:
+    columns:
+      data:
+        type: MEDIUMBLOB
+      seen:
+        type: TINYINT
+`
+
+// TestUserTypeKeepsTheValue: a bytea column given another binary type by the
+// mapping still arrives as its bytes (it arrived as the text of its hex
+// form, which verify, reading the same text, called equal), and a boolean
+// given TINYINT as 1 and 0.
+func TestUserTypeKeepsTheValue(t *testing.T) {
+	t.Parallel()
+	p := testenv.NewPair(t)
+	p.PG(t, `CREATE TABLE files (id integer PRIMARY KEY, data bytea, seen boolean)`)
+	p.PG(t, `INSERT INTO files VALUES (1, '\x0102ff', true), (2, '', false), (3, NULL, NULL)`)
+	cfg := filepath.Join(t.TempDir(), "sluice.yaml")
+	if err := os.WriteFile(cfg, []byte(userTypedBytesConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	testenv.MustRun(t, 0, args(p, "copy", "--config", cfg)...)
+	rows := queryRows(t, p.Target, "SELECT id, COALESCE(HEX(data), 'NULL'), COALESCE(seen, 'NULL') FROM files ORDER BY id")
+	if !equalRows(rows, [][]string{{"1", "0102FF", "1"}, {"2", "", "0"}, {"3", "NULL", "NULL"}}) {
+		t.Errorf("target holds %v; want the bytes 0102FF, empty and NULL, and seen 1, 0, NULL", rows)
+	}
+	testenv.MustRun(t, 0, args(p, "verify", "--config", cfg)...)
+}
