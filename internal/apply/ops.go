@@ -166,9 +166,7 @@ func (t *Table) upsertSQL(n int) string {
 
 // deleteSQL removes n keys.
 func (t *Table) deleteSQL(n int) string {
-	tuple := "(" + strings.TrimSuffix(strings.Repeat("?, ", len(t.keyCols)), ", ") + ")"
-	return fmt.Sprintf("DELETE FROM %s WHERE (%s) IN (%s)", t.quoted, strings.Join(t.keyCols, ", "),
-		strings.TrimSuffix(strings.Repeat(tuple+", ", n), ", "))
+	return fmt.Sprintf("DELETE FROM %s WHERE %s", t.quoted, t.Plan.KeyIn(n))
 }
 
 // insertSQL inserts n rows as they are (keyless tables).

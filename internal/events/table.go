@@ -140,7 +140,5 @@ func (t *Table) upsertSQL(n int) string {
 }
 
 func (t *Table) deleteSQL(n int) string {
-	tuple := "(" + strings.TrimSuffix(strings.Repeat("?, ", len(t.keyCols)), ", ") + ")"
-	return fmt.Sprintf("DELETE FROM %s WHERE (%s) IN (%s)", t.quoted, strings.Join(t.keyCols, ", "),
-		strings.TrimSuffix(strings.Repeat(tuple+", ", n), ", "))
+	return fmt.Sprintf("DELETE FROM %s WHERE %s", t.quoted, t.Plan.KeyIn(n))
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/sluice-db/sluice/internal/canonical"
 	"github.com/sluice-db/sluice/internal/chunk"
 	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/postgres"
@@ -109,11 +110,6 @@ func (t *Table) TargetKeysQuery(keys [][]string) (string, []any, error) {
 	for i, c := range t.Columns {
 		exprs[i] = c.TargetExpr
 	}
-	keyCols := make([]string, len(t.Key))
-	for i, k := range t.Key {
-		keyCols[i] = typemap.QuoteIdent(t.Columns[k].Target)
-	}
-	tuple := "(" + strings.TrimSuffix(strings.Repeat("?, ", len(t.Key)), ", ") + ")"
 	var args []any
 	for _, key := range keys {
 		for i, v := range key {
@@ -127,8 +123,7 @@ func (t *Table) TargetKeysQuery(keys [][]string) (string, []any, error) {
 			args = append(args, string(conv))
 		}
 	}
-	q := fmt.Sprintf("SELECT %s FROM %s WHERE (%s) IN (%s)", strings.Join(exprs, ", "), typemap.QuoteIdent(t.Target),
-		strings.Join(keyCols, ", "), strings.TrimSuffix(strings.Repeat(tuple+", ", len(keys)), ", "))
+	q := fmt.Sprintf("SELECT %s FROM %s WHERE %s", strings.Join(exprs, ", "), typemap.QuoteIdent(t.Target), t.KeyIn(len(keys)))
 	return q, args, nil
 }
 
@@ -151,13 +146,28 @@ func (t *Table) TargetColumns() []string {
 	return out
 }
 
+// KeyIn is a WHERE condition matching n keys on the target, one tuple of
+// placeholders each: (k1, k2) IN ((?, ?), …).
+//
+// A DECIMAL key's placeholder is cast to its type: MariaDB compares a
+// DECIMAL column with a list of strings as doubles, so id IN ('…890', '1')
+// also matched …891 and every key within a double's precision.
+func (t *Table) KeyIn(n int) string {
+	cols := make([]string, len(t.Key))
+	params := make([]string, len(t.Key))
+	for i, k := range t.Key {
+		c := t.Columns[k]
+		cols[i] = typemap.QuoteIdent(c.Target)
+		params[i] = "?"
+		if c.Kind == canonical.Decimal && strings.HasPrefix(strings.ToUpper(c.SQLType), "DECIMAL") {
+			params[i] = "CAST(? AS " + c.SQLType + ")"
+		}
+	}
+	tuple := "(" + strings.Join(params, ", ") + ")"
+	return "(" + strings.Join(cols, ", ") + ") IN (" + strings.TrimSuffix(strings.Repeat(tuple+", ", n), ", ") + ")"
+}
+
 // DeleteKeysTarget deletes the listed keys (already in target form).
 func (t *Table) DeleteKeysTarget(n int) string {
-	keyCols := make([]string, len(t.Key))
-	for i, k := range t.Key {
-		keyCols[i] = typemap.QuoteIdent(t.Columns[k].Target)
-	}
-	tuple := "(" + strings.TrimSuffix(strings.Repeat("?, ", len(t.Key)), ", ") + ")"
-	tuples := strings.TrimSuffix(strings.Repeat(tuple+", ", n), ", ")
-	return fmt.Sprintf("DELETE FROM %s WHERE (%s) IN (%s)", typemap.QuoteIdent(t.Target), strings.Join(keyCols, ", "), tuples)
+	return fmt.Sprintf("DELETE FROM %s WHERE %s", typemap.QuoteIdent(t.Target), t.KeyIn(n))
 }
