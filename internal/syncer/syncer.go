@@ -218,6 +218,11 @@ func (s *Syncer) resume(ctx context.Context, backoff *time.Duration) (stopped bo
 		case <-time.After(*backoff):
 		}
 		*backoff = min(2**backoff, 30*time.Second)
+		// sluice finish or abort (from another host, or one whose stop
+		// request this process never got) removed the run: stop, for good.
+		if state, err := s.tgt.LoadSyncState(ctx, s.opt.Slot); err == nil && state == nil {
+			return false, errNoState()
+		}
 		err := s.reload(ctx)
 		if err == nil {
 			return false, nil
@@ -247,6 +252,10 @@ func (s *Syncer) reload(ctx context.Context) error {
 	return nil
 }
 
+func errNoState() error {
+	return failure.New(failure.Schema, "SLUICE-SYNC-NOSTATE", "the sync state on the target was removed (sluice finish or abort ran?)")
+}
+
 // runOnce streams from the stored position until the loop ends.
 func (s *Syncer) runOnce(ctx context.Context) (*CutoverReport, error) {
 	state, err := s.tgt.LoadSyncState(ctx, s.opt.Slot)
@@ -254,7 +263,7 @@ func (s *Syncer) runOnce(ctx context.Context) (*CutoverReport, error) {
 		return nil, failure.Wrap(err, failure.Connection, "SLUICE-SYNC-STATE", "target: read the sync position")
 	}
 	if state == nil {
-		return nil, failure.New(failure.Schema, "SLUICE-SYNC-NOSTATE", "the sync state on the target was removed (sluice finish or abort ran?)")
+		return nil, errNoState()
 	}
 	s.status.applied.Store(state.AppliedLSN)
 	stream, err := pgstream.Open(ctx, s.srcConnStr, s.opt.Slot, s.opt.Publication, pglogrepl.LSN(state.AppliedLSN))

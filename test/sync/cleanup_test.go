@@ -38,6 +38,32 @@ func TestAbortMidCopy(t *testing.T) {
 	}
 }
 
+// TestAbortFromElsewhere: sluice abort that cannot reach the running sync
+// (another host, no API token) still removes the slot and the metadata; the
+// sync, its stream cut, must then stop for good (exit 4, SLUICE-SYNC-NOSTATE)
+// rather than retry forever, and leave no slot behind.
+func TestAbortFromElsewhere(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	createOrders(t, p, 2000)
+	s := newSync(t, p.SourceURL, p.TargetURL)
+	proc := s.start()
+	s.waitCaughtUp(60 * time.Second)
+	r := testenv.MustRun(t, 0, s.args("abort", "--slot", s.slot, "--api", "http://127.0.0.1:1")...)
+	if !strings.Contains(r.Stdout, "dropped replication slot and publication "+s.slot) {
+		t.Errorf("sluice abort output does not say it dropped %s:\n%s%s", s.slot, r.Stdout, r.Stderr)
+	}
+	code, ok := proc.Wait(90 * time.Second)
+	if !ok {
+		proc.Kill()
+		t.Fatalf("the sync still runs 90 s after its state was removed:\n%s", testenv.Tail(proc.Output(), 20))
+	}
+	if out := proc.Output(); code != 4 || !strings.Contains(out, "SLUICE-SYNC-NOSTATE") {
+		t.Errorf("the sync exited %d; want 4 with SLUICE-SYNC-NOSTATE\n%s", code, testenv.Tail(out, 20))
+	}
+	s.assertNoSlot()
+}
+
 // TestFinishAfterCutover: finish refuses to run before a cutover; after
 // one it stops the running sync (exit 0) and leaves no slot or publication.
 func TestFinishAfterCutover(t *testing.T) {
