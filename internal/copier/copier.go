@@ -365,6 +365,23 @@ func (c *copier) runJob(ctx context.Context, j job) error {
 	}
 	var err error
 	for attempt := 1; attempt <= 3; attempt++ {
+		if attempt > 1 {
+			// The failure may have been a commit that went through with
+			// its answer lost: copying the chunk again would load its rows
+			// twice.
+			done, rows, rejected, derr := c.tgt.ChunkDone(ctx, st.plan.Target, j.chunk.No)
+			if derr == nil && done {
+				c.mu.Lock()
+				st.copied += rows
+				st.rows += rows
+				st.rejected += rejected
+				c.mu.Unlock()
+				st.progress.AddRows(rows)
+				st.progress.AddRejected(rejected)
+				err = nil
+				break
+			}
+		}
 		err = c.copyChunk(ctx, st, j.chunk)
 		if err == nil || ctx.Err() != nil {
 			break

@@ -179,6 +179,21 @@ func (t *Target) Chunks(ctx context.Context, table string) ([]StoredChunk, error
 	return out, rows.Err()
 }
 
+// ChunkDone reports whether chunk no of table is marked copied, and with how
+// many rows and rejects: after a commit whose outcome was lost, whether the
+// chunk is in.
+func (t *Target) ChunkDone(ctx context.Context, table string, no int) (done bool, rows, rejected int64, err error) {
+	err = t.DB.QueryRowContext(ctx, `SELECT done, rows_copied, rows_rejected FROM `+ChunksTable+` WHERE table_name = ? AND chunk_no = ?`, table, no).
+		Scan(&done, &rows, &rejected)
+	if err == sql.ErrNoRows {
+		return false, 0, 0, nil
+	}
+	if err != nil {
+		return false, 0, 0, fmt.Errorf("target: read chunk %d of %s: %w", no, table, err)
+	}
+	return done, rows, rejected, nil
+}
+
 // MarkChunkDone records a copied chunk inside the transaction that wrote it.
 func MarkChunkDone(ctx context.Context, tx *sql.Tx, table string, no int, rows, rejected int64) error {
 	_, err := tx.ExecContext(ctx, `UPDATE `+ChunksTable+` SET done = 1, rows_copied = ?, rows_rejected = ?, finished_at = NOW(6)

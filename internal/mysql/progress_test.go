@@ -66,3 +66,36 @@ func TestChunkPlanOfAnEarlierVersionResumesWithItsBounds(t *testing.T) {
 		t.Fatalf("corrupt bound: err = %v; want one naming chunk 1 of likes", err)
 	}
 }
+
+// ChunkDone tells a retried chunk whether its earlier commit went in (its
+// answer may have been lost with the connection).
+func TestChunkDone(t *testing.T) {
+	p := testenv.NewPair(t)
+	ctx := context.Background()
+	tgt := &mysql.Target{DB: p.Target}
+	if err := tgt.EnsureProgressTables(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := tgt.StartTable(ctx, "likes", "public.likes", []chunk.Range{{Hi: []string{"100"}}, {Lo: []string{"100"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if done, _, _, err := tgt.ChunkDone(ctx, "likes", 1); err != nil || done {
+		t.Fatalf("a chunk not copied: done %v, %v", done, err)
+	}
+	tx, err := p.Target.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mysql.MarkChunkDone(ctx, tx, "likes", 1, 70, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if done, rows, rejected, err := tgt.ChunkDone(ctx, "likes", 1); err != nil || !done || rows != 70 || rejected != 2 {
+		t.Fatalf("a committed chunk: done %v, %d rows, %d rejected, %v; want done, 70, 2", done, rows, rejected, err)
+	}
+	if done, _, _, err := tgt.ChunkDone(ctx, "likes", 9); err != nil || done {
+		t.Fatalf("a chunk that does not exist: done %v, %v", done, err)
+	}
+}
