@@ -275,6 +275,18 @@ func (a *app) cleanupCommand(name string) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if name == "finish" && state == nil {
+				// Finished already (or never started): nothing to do if no
+				// slot is left either.
+				exists, err := pgstream.SlotExists(ctx, src.Pool, slot)
+				if err != nil {
+					return err
+				}
+				if !exists {
+					fmt.Fprintf(cmd.OutOrStdout(), "nothing to finish: no sync state on the target and no replication slot %s on the source (finished or aborted already)\n", slot)
+					return nil
+				}
+			}
 			if name == "finish" && (state == nil || state.Phase != "cutover") {
 				return failure.New(failure.Usage, "SLUICE-FINISH-NOCUTOVER", "no cutover is recorded for slot %s", slot).
 					WithHint("run sluice cutover first, or sluice abort to stop without cutting over")

@@ -91,6 +91,11 @@ func TestFinishAfterCutover(t *testing.T) {
 	}
 	s.finish() // the sync exits 0, slot and publication are gone
 	verifyEqual(t, p.SourceURL, p.TargetURL, "orders")
+	// run again (a script retried it): nothing left to do, and it says so
+	again := testenv.MustRun(t, 0, s.args("finish", "--slot", s.slot)...)
+	if !strings.Contains(again.Stdout, "nothing to finish") {
+		t.Errorf("a second sluice finish:\n%s", again.Stdout)
+	}
 }
 
 // TestSyncRefusesFilledTarget: a target table holding rows sluice did not
