@@ -172,10 +172,21 @@ func (s *Syncer) Stop() { s.stopOnce.Do(func() { close(s.stop) }) }
 // streams until Stop is called or ctx ends. It keeps streaming after a
 // cutover, so writes that still reach the source while the application
 // switches over are not lost; it returns the cutover report if there was one.
-func (s *Syncer) Run(ctx context.Context) (*CutoverReport, error) {
+func (s *Syncer) Run(ctx context.Context) (report *CutoverReport, err error) {
 	if err := s.prepare(ctx); err != nil {
 		return nil, err
 	}
+	defer func() {
+		if failure.Code(err) == "SLUICE-SYNC-NOSTATE" {
+			// finish or abort removed the run; had it dropped the slot
+			// before this run made it, the slot would hold WAL for nobody.
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			if derr := pgstream.Drop(dctx, s.src.Pool, s.opt.Slot, s.opt.Publication); derr != nil {
+				s.log.Warn("could not drop the replication slot of the removed run; run sluice abort", "slot", s.opt.Slot, "error", derr.Error())
+			}
+		}
+	}()
 	backoff := time.Second
 	unknown := 0 // unclassified errors in a row
 	for {
