@@ -5,6 +5,7 @@ package fence
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -58,6 +59,22 @@ func Take(ctx context.Context, src *postgres.Source, tables []*plan.Table, lockT
 	}
 	l.Granted = time.Now()
 	return l, nil
+}
+
+// Within gives the steps under the fence a context that ends timeout after
+// the lock request (writers queue from there, so that is how long the fence
+// may hold them), and overtime, which turns the error of a step that ran out
+// of that time into SLUICE-CUTOVER-TIMEOUT naming the step.
+func (l *Lock) Within(ctx context.Context, timeout time.Duration) (fctx context.Context, cancel context.CancelFunc, overtime func(step string, err error) error) {
+	fctx, cancel = context.WithDeadline(ctx, l.Requested.Add(timeout))
+	overtime = func(step string, err error) error {
+		if ctx.Err() == nil && errors.Is(fctx.Err(), context.DeadlineExceeded) {
+			return failure.New(failure.Internal, "SLUICE-CUTOVER-TIMEOUT", "cutover: %s did not end within the %s the fence may stay up", step, timeout).
+				WithHint("the fence is lifted; check sluice status and try again, or raise --cutover-timeout")
+		}
+		return err
+	}
+	return fctx, cancel, overtime
 }
 
 // Release rolls the fence's transaction back (a no-op after Commit) and

@@ -87,36 +87,34 @@ func (p *Publisher) waitFor(ctx context.Context, limit time.Duration, what strin
 }
 
 func (p *Publisher) fenced(ctx context.Context) (*CutoverReport, error) {
-	ctx, cancel := context.WithTimeout(ctx, p.opt.CutoverTimeout+p.opt.LockTimeout)
-	defer cancel()
 	lock, err := fence.Take(ctx, p.src, p.tablePlans(), p.opt.LockTimeout)
 	if err != nil {
 		return nil, err
 	}
 	defer lock.Release() // lifts the fence on every failure
 	fenced := lock.Granted
+	// The fence stays up for CutoverTimeout at most: every step under it
+	// runs in fctx.
+	fctx, cancel, overtime := lock.Within(ctx, p.opt.CutoverTimeout)
+	defer cancel()
 	fw := &fenceWait{id: fmt.Sprintf("F:%s:%d", p.runID, fenced.UnixNano()), reached: make(chan Pos, 1)}
 	p.fence.Store(fw)
 	defer p.fence.Store(nil)
 	// Committed after the lock was granted: every write to the tables is
 	// before it in the WAL.
-	lsn, err := pgstream.Emit(ctx, p.src.Pool, true, fw.id)
+	lsn, err := pgstream.Emit(fctx, p.src.Pool, true, fw.id)
 	if err != nil {
-		return nil, err
+		return nil, overtime("writing the fence", err)
 	}
-	timeout := time.After(p.opt.CutoverTimeout)
 	select {
 	case <-fw.reached:
-	case <-timeout:
-		return nil, failure.New(failure.Internal, "SLUICE-CUTOVER-DRAIN", "cutover: the publisher did not reach the fence within %s", p.opt.CutoverTimeout).
-			WithHint("the fence is lifted; check sluice status and try again")
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	case <-fctx.Done():
+		return nil, overtime("publishing up to the fence", fctx.Err())
 	}
 	for {
-		parts, err := p.tgt.Partitions(ctx, p.opt.Endpoint.Stream)
+		parts, err := p.tgt.Partitions(fctx, p.opt.Endpoint.Stream)
 		if err != nil {
-			return nil, err
+			return nil, overtime("waiting for the partitions", err)
 		}
 		reached := 0
 		for _, st := range parts {
@@ -128,25 +126,27 @@ func (p *Publisher) fenced(ctx context.Context) (*CutoverReport, error) {
 			break
 		}
 		select {
-		case <-timeout:
+		case <-fctx.Done():
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
 			return nil, failure.New(failure.Internal, "SLUICE-CUTOVER-DRAIN", "cutover: %d of %d partitions applied the fence within %s", reached, p.opt.Partitions, p.opt.CutoverTimeout).
 				WithHint("the fence is lifted; check that every applier runs (sluice apply --partition i/%d) and try again", p.opt.Partitions)
-		case <-ctx.Done():
-			return nil, ctx.Err()
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
 	drained := time.Since(fenced)
-	autoInc, err := lock.SyncAutoIncrement(ctx, p.tgt, p.tablePlans())
+	autoInc, err := lock.SyncAutoIncrement(fctx, p.tgt, p.tablePlans())
 	if err != nil {
-		return nil, err
+		return nil, overtime("setting AUTO_INCREMENT", err)
+	}
+	if err := lock.Commit(fctx); err != nil {
+		return nil, overtime("lifting the fence", err)
 	}
 	// Writers queue behind the lock from the moment it is requested, so
-	// the pause they see starts there, not when it is granted.
+	// the pause they see starts there, not when it is granted, and ends
+	// when the fence's transaction has committed.
 	pause := time.Since(lock.Requested)
-	if err := lock.Commit(ctx); err != nil {
-		return nil, err
-	}
 	return &CutoverReport{Fence: "lock", FenceID: fw.id, FenceLSN: pglogrepl.LSN(lsn).String(), Partitions: p.opt.Partitions,
 		WritePauseMS: float64(pause.Microseconds()) / 1000, LockWaitMS: float64(fenced.Sub(lock.Requested).Microseconds()) / 1000, DrainMS: float64(drained.Microseconds()) / 1000,
 		AutoIncrement: autoInc, FinishedAt: time.Now(), Published: p.published.Load()}, nil

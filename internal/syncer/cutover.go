@@ -2,7 +2,6 @@ package syncer
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -156,17 +155,9 @@ func (s *Syncer) fencedCutover(ctx context.Context, preDiffs map[*table][]string
 	}
 	defer lock.Release() // lifts the fence on every failure
 	lockStart, fenced := lock.Requested, lock.Granted
-	// The fence stays up for Timeout at most, counted from the lock request
-	// (writers queue from there): every step under it runs in fctx.
-	fctx, cancel := context.WithDeadline(ctx, lockStart.Add(s.opt.Cutover.Timeout))
+	// The fence stays up for Timeout at most: every step under it runs in fctx.
+	fctx, cancel, overtime := lock.Within(ctx, s.opt.Cutover.Timeout)
 	defer cancel()
-	overtime := func(step string, err error) error {
-		if ctx.Err() == nil && errors.Is(fctx.Err(), context.DeadlineExceeded) {
-			return failure.New(failure.Internal, "SLUICE-CUTOVER-TIMEOUT", "cutover: %s did not end within the %s the fence may stay up", step, s.opt.Cutover.Timeout).
-				WithHint("the fence is lifted; check the lag in sluice status and try again, or raise --cutover-timeout")
-		}
-		return err
-	}
 	s.windowsMu.Lock()
 	fw := &fenceWait{id: fmt.Sprintf("F:%s:%d", s.runID, fenced.UnixNano()), reached: make(chan struct{})}
 	s.windowsMu.Unlock()
