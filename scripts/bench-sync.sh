@@ -319,7 +319,7 @@ pause_parts=$(grep '"cutover fenced section"' "$WORK/sync.log" | tail -1 | pytho
 import json, sys
 line = sys.stdin.read().strip()
 r = json.loads(line) if line else {}
-names = {"lock_wait_ms": "lock wait", "drain_ms": "drain", "verify_ms": "verify", "auto_increment_ms": "AUTO_INCREMENT"}
+names = {"lock_wait_ms": "lock wait", "drain_ms": "drain", "verify_ms": "verify", "auto_increment_and_commit_ms": "AUTO_INCREMENT and commit"}
 parts = ["%s %s ms" % (names[k], r[k]) for k in names if k in r]
 if "rows_verified" in r:
     parts.append("%s rows verified under the fence" % r["rows_verified"])
