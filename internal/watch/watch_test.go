@@ -27,6 +27,7 @@ type buf struct {
 
 func (l *buf) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
 func (l *buf) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+func (l *buf) Reset()                      { l.mu.Lock(); defer l.mu.Unlock(); l.b.Reset() }
 
 func (l *buf) lines(t *testing.T) []map[string]any {
 	var out []map[string]any
@@ -154,13 +155,18 @@ func TestWebhook(t *testing.T) {
 		t.Fatalf("resolved body %v", bodies[1])
 	}
 
-	// a dead webhook is logged with a code, without its secret URL
-	dead := NewWebhook("http://127.0.0.1:1/hooks/SECRET-PATH", 200*time.Millisecond, nil, log)
-	dead.backoff = time.Millisecond
-	dead.Notify(Event{Alert: Alert{Code: CodeLag}, State: "firing"})
-	dead.Close(ctx)
-	if !strings.Contains(logs.String(), CodeWebhook) || strings.Contains(logs.String(), "SECRET-PATH") {
-		t.Fatalf("dead webhook log: %s", logs.String())
+	// a dead webhook is logged with a code, without its secret URL, also
+	// when Go spells the URL otherwise than the configuration (the scheme
+	// in capitals, a password)
+	for _, u := range []string{"http://127.0.0.1:1/hooks/SECRET-PATH", "HTTP://127.0.0.1:1/hooks/SECRET-PATH", "http://user:pw@127.0.0.1:1/hooks/SECRET-PATH"} {
+		logs.Reset()
+		dead := NewWebhook(u, 200*time.Millisecond, nil, log)
+		dead.backoff = time.Millisecond
+		dead.Notify(Event{Alert: Alert{Code: CodeLag}, State: "firing"})
+		dead.Close(ctx)
+		if !strings.Contains(logs.String(), CodeWebhook) || strings.Contains(logs.String(), "SECRET-PATH") {
+			t.Fatalf("dead webhook %s log: %s", u, logs.String())
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -117,6 +118,12 @@ func (w *Webhook) send(ev Event) {
 		req.Header.Set("User-Agent", "sluice-alerts")
 		resp, err := w.client.Do(req)
 		if err != nil {
+			// url.Error quotes the URL (as Go rewrote it: the configured
+			// text could not be masked), which is a secret: keep the cause.
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err
+			}
 			lastErr = err
 			continue
 		}
@@ -130,8 +137,7 @@ func (w *Webhook) send(ev Event) {
 			break // the request is wrong; repeating it will not help
 		}
 	}
-	msg := lastErr.Error()
-	msg = strings.ReplaceAll(msg, w.url, w.host) // url.Error quotes the URL, which is a secret
+	msg := strings.ReplaceAll(lastErr.Error(), w.url, w.host) // in case a cause quotes it too
 	w.log.Error("alert webhook failed", "code", CodeWebhook, "webhook_host", w.host, "alert", ev.Code,
 		"state", ev.State, "subject", ev.Subject, "error", msg)
 }
