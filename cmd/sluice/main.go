@@ -57,8 +57,12 @@ func main() {
 		}
 	}
 	log := app.log
-	if log == nil {
-		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if log == nil { // the command line failed before setup: still mask what looks like a secret
+		if l, lerr := logging.New(os.Stderr, "text", false); lerr == nil {
+			log = l
+		} else {
+			log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+		}
 	}
 	if cmd != nil && cmd != root {
 		log = log.With("command", cmd.Name()) // context for errors that carry none of their own

@@ -116,6 +116,14 @@ func TestPasswordNotPrinted(t *testing.T) {
 	if got := queryOne(t, p.Target, "SELECT GROUP_CONCAT(v ORDER BY id) FROM a"); got != "one,two" {
 		t.Errorf("target a.v = %q, want one,two", got)
 	}
+	// a command line refused before sluice sets up its logging: a URL
+	// typed in the wrong place is still masked
+	for _, args := range [][]string{{target}, {"copy", "--parallel", target}} {
+		r := testenv.MustRun(t, 2, args...)
+		if strings.Contains(output(r), pw) || !strings.Contains(output(r), "sluice_t_pwok") {
+			t.Errorf("sluice %v (a usage error) shows the password, or not the URL masked:\n%s", args[:len(args)-1], output(r))
+		}
+	}
 }
 
 // TestSchemaProblems: a table that does not exist, or has no key, stops the
