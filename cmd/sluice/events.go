@@ -192,7 +192,7 @@ func (c eventsCollector) Describe(ch chan<- *prometheus.Desc) { prometheus.Descr
 func (c eventsCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.svc.Status()
 	counter := func(v int64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(mEvents, prometheus.CounterValue, float64(v), labels...)
+		ch <- metrics.Const(mEvents, prometheus.CounterValue, float64(v), labels...)
 	}
 	counter(st.Applied, "applied", "jetstream")
 	counter(st.Ignored, "ignored", "jetstream")
@@ -200,9 +200,9 @@ func (c eventsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(st.DeadLettered, "dead_lettered", "jetstream")
 	counter(st.HTTPApplied, "applied", "http")
 	counter(st.HTTPIgnored, "ignored", "http")
-	ch <- prometheus.MustNewConstMetric(mPending, prometheus.GaugeValue, float64(st.Pending))
-	ch <- prometheus.MustNewConstMetric(mEventsRate, prometheus.GaugeValue, st.EventsPerSecond)
-	ch <- prometheus.MustNewConstMetric(mHTTPRefused, prometheus.CounterValue, float64(st.HTTPRefused))
+	ch <- metrics.Const(mPending, prometheus.GaugeValue, float64(st.Pending))
+	ch <- metrics.Const(mEventsRate, prometheus.GaugeValue, st.EventsPerSecond)
+	ch <- metrics.Const(mHTTPRefused, prometheus.CounterValue, float64(st.HTTPRefused))
 }
 
 func (a *app) runEventsSync(cmd *cobra.Command, ef *eventsFlags, tables, listen, token string, generated bool, opt syncer.Options) error {

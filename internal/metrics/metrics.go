@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sort"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -112,12 +113,29 @@ func b2f(b bool) float64 {
 	return 0
 }
 
+// Const is prometheus.MustNewConstMetric without the panic: a collection
+// runs on the scrape's goroutine, where a panic ends the whole process, and
+// label values come from the databases (a table name of a SQL_ASCII
+// database need not be UTF-8, which Prometheus requires). Such a value is
+// repaired; any other error becomes an invalid metric, which the scrape
+// reports.
+func Const(d *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string) prometheus.Metric {
+	for i, l := range labels {
+		labels[i] = strings.ToValidUTF8(l, "\uFFFD")
+	}
+	m, err := prometheus.NewConstMetric(d, t, v, labels...)
+	if err != nil {
+		return prometheus.NewInvalidMetric(d, err)
+	}
+	return m
+}
+
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+		ch <- Const(d, prometheus.GaugeValue, v, labels...)
 	}
 	counter := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+		ch <- Const(d, prometheus.CounterValue, v, labels...)
 	}
 	if c.src.Status != nil {
 		st := c.src.Status()

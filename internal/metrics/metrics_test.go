@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/sluice-db/sluice/internal/config"
 	"github.com/sluice-db/sluice/internal/syncer"
 	"github.com/sluice-db/sluice/internal/watch"
@@ -72,5 +75,19 @@ func TestScrape(t *testing.T) {
 	rows = 20
 	if !strings.Contains(scrape(), `sluice_rows_copied_total{table="public.t"} 20`) {
 		t.Error("value did not move")
+	}
+}
+
+// A label value that is not UTF-8 (a table name from a SQL_ASCII database)
+// must not panic the scrape, which would end the whole sync.
+func TestConstRepairsLabels(t *testing.T) {
+	d := prometheus.NewDesc("sluice_test", "test", []string{"table"}, nil)
+	m := Const(d, prometheus.GaugeValue, 1, "caf\xe9")
+	var out dto.Metric
+	if err := m.Write(&out); err != nil {
+		t.Fatalf("a metric with a repaired label: %v", err)
+	}
+	if got := out.GetLabel()[0].GetValue(); got != "caf\uFFFD" {
+		t.Fatalf("label %q, want %q", got, "caf\uFFFD")
 	}
 }
