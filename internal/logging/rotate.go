@@ -64,8 +64,10 @@ func (r *Rotating) Write(p []byte) (int, error) {
 	}
 	if r.size > 0 && r.size+int64(len(p)) > r.maxSize {
 		if err := r.rotate(); err != nil {
-			// keep logging to the old file rather than lose records
+			// keep logging to the old file rather than lose records, and
+			// try again after another maxSize, not at every record
 			fmt.Fprintf(os.Stderr, "sluice: cannot rotate log file %s: %v\n", r.path, err)
+			r.size = 0
 		}
 	}
 	n, err := r.f.Write(p)
@@ -73,20 +75,23 @@ func (r *Rotating) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// rotate shifts the backups and starts a new file. The old file stays open
+// until the new one is: if it cannot be made (a full disk, a directory
+// turned read-only), records go on to the old one, now FILE.1, rather than
+// nowhere.
 func (r *Rotating) rotate() error {
-	if err := r.f.Close(); err != nil {
-		return err
-	}
-	r.f = nil
 	os.Remove(fmt.Sprintf("%s.%d", r.path, r.maxBackups))
 	for i := r.maxBackups - 1; i >= 1; i-- {
 		os.Rename(fmt.Sprintf("%s.%d", r.path, i), fmt.Sprintf("%s.%d", r.path, i+1))
 	}
-	renameErr := os.Rename(r.path, r.path+".1")
+	if err := os.Rename(r.path, r.path+".1"); err != nil {
+		return err // still writing to r.path: nothing moved
+	}
+	old := r.f
 	if err := r.open(); err != nil {
 		return err
 	}
-	return renameErr
+	return old.Close()
 }
 
 // Close closes the file.
