@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -260,6 +261,24 @@ func TestAuth(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "SLUICE-API-ORIGIN") || strings.Count(logs.String(), "SLUICE-API-AUTH") < 3 {
 		t.Errorf("refusals not logged: %s", logs.String())
+	}
+	// a proxy on this host passes requests on from 127.0.0.1 for anyone:
+	// then reads need the token too
+	for _, h := range []string{"X-Forwarded-For", "Forwarded", "X-Real-IP"} {
+		if r := do(t, "GET", srv.URL+"/api/v1/status", map[string]string{h: "203.0.113.9"}, ""); r.StatusCode != 401 {
+			t.Errorf("a read passed on by a proxy (%s) without the token: %d", h, r.StatusCode)
+		}
+	}
+	if r := do(t, "GET", srv.URL+"/api/v1/status", map[string]string{"X-Forwarded-For": "203.0.113.9", "Authorization": "Bearer " + tok}, ""); r.StatusCode != 200 {
+		t.Errorf("a read passed on by a proxy with the token: %d", r.StatusCode)
+	}
+	// a client varying the headers its refusals quote is still logged once
+	before := strings.Count(logs.String(), "SLUICE-API-ORIGIN")
+	for i := range 20 {
+		do(t, "POST", srv.URL+"/api/v1/pause", map[string]string{"Authorization": "Bearer " + tok, "Origin": fmt.Sprintf("https://evil%d.example", i)}, "")
+	}
+	if n := strings.Count(logs.String(), "SLUICE-API-ORIGIN") - before; n > 1 {
+		t.Errorf("20 refusals with varied origins from one client logged %d times; want at most once a minute", n)
 	}
 }
 

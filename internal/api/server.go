@@ -17,6 +17,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -190,7 +191,9 @@ func (s *server) read(h http.HandlerFunc) http.HandlerFunc {
 			h(w, r)
 			return
 		}
-		if isLoopback(r.RemoteAddr) && loopbackHost(r.Host) && !hasAuth(r) {
+		// Loopback reads need no token, unless a proxy on this host passed
+		// the request on: it comes from 127.0.0.1 on behalf of anyone.
+		if isLoopback(r.RemoteAddr) && loopbackHost(r.Host) && !hasAuth(r) && !proxied(r) {
 			h(w, r)
 			return
 		}
@@ -199,6 +202,9 @@ func (s *server) read(h http.HandlerFunc) http.HandlerFunc {
 		case hasAuth(r):
 			err = failure.New(failure.Usage, "SLUICE-API-AUTH", "wrong API token for %s %s", r.Method, r.URL.Path).
 				WithHint("send the token printed when the sync started, or given with --api-token")
+		case isLoopback(r.RemoteAddr) && proxied(r):
+			err = failure.New(failure.Usage, "SLUICE-API-AUTH", "reads passed on by a proxy need the API token").
+				WithHint("send Authorization: Bearer <token>")
 		case isLoopback(r.RemoteAddr):
 			err = failure.New(failure.Usage, "SLUICE-API-AUTH", "reads addressed to host %q need the API token", r.Host).
 				WithHint("open http://127.0.0.1:PORT or http://localhost:PORT, or send Authorization: Bearer <token>")
@@ -236,6 +242,17 @@ func (s *server) write(h http.HandlerFunc) http.HandlerFunc {
 
 func hasAuth(r *http.Request) bool { return r.Header.Get("Authorization") != "" }
 
+// proxied reports a request a reverse proxy passed on (the headers nginx,
+// Caddy, HAProxy and others add).
+func proxied(r *http.Request) bool {
+	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Real-Ip"} {
+		if r.Header.Get(h) != "" {
+			return true
+		}
+	}
+	return false
+}
+
 func (s *server) authorized(r *http.Request) bool {
 	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	return ok && s.opt.Token != "" && subtle.ConstantTimeCompare([]byte(got), []byte(s.opt.Token)) == 1
@@ -246,7 +263,9 @@ func (s *server) authorized(r *http.Request) bool {
 func (s *server) fail(w http.ResponseWriter, r *http.Request, status int, err error) {
 	writeError(w, status, err)
 	host, _, _ := net.SplitHostPort(r.RemoteAddr)
-	key := failure.Code(err) + " " + host + " " + r.Method + " " + r.URL.Path + " " + err.Error()
+	// Not the message: it quotes headers the client chooses (Origin, Host),
+	// and a client could vary them to flood the log.
+	key := fmt.Sprint(failure.Code(err), " ", host, " ", r.Method, " ", r.URL.Path, " ", hasAuth(r))
 	s.logMu.Lock()
 	last, seen := s.logged[key]
 	now := time.Now()
