@@ -240,7 +240,10 @@ func (t *Table) fromFields(fields [][]byte, keyOnly bool) Output {
 				out.Err = fmt.Errorf("key column %s is null", cols[k].Source)
 				return out
 			}
-			out.Key[p] = string(fields[p])
+			if out.Key[p], out.Err = cols[k].PadKey(string(fields[p])); out.Err != nil {
+				out.Err = columnErr(cols[k], out.Err)
+				return out
+			}
 			if err := set(k, fields[p]); err != nil {
 				out.Err = err
 				return out
@@ -253,7 +256,11 @@ func (t *Table) fromFields(fields [][]byte, keyOnly bool) Output {
 			out.Err = fmt.Errorf("key column %s is null", cols[k].Source)
 			return out
 		}
-		out.Key[p] = string(fields[k])
+		var err error
+		if out.Key[p], err = cols[k].PadKey(string(fields[k])); err != nil {
+			out.Err = columnErr(cols[k], err)
+			return out
+		}
 	}
 	for i := range cols {
 		if err := set(i, fields[i]); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/sluice-db/sluice/internal/postgres"
 )
@@ -32,11 +33,14 @@ const evalOrd = `"sluice#ord"`
 // text literal is cast to for EvalQuery. Character and bit types are cast
 // without their length, because an explicit cast would silently cut a value
 // that the column itself refuses; the target checks the length instead.
+// (Without a length means typmod -1: format_type with a NULL typmod names
+// bpchar "character", which is character(1), and cut every value to one
+// character. A char(n) key is padded back to n by PadKey.)
 func CastTypes(ctx context.Context, src *postgres.Source, t *Table) ([]string, error) {
 	rows, err := src.Pool.Query(ctx, `
 		SELECT a.attname,
 		       CASE WHEN bt.typname IN ('varchar', 'bpchar', 'bit', 'varbit') AND t.typtype <> 'd'
-		            THEN format_type(a.atttypid, NULL) ELSE format_type(a.atttypid, a.atttypmod) END
+		            THEN format_type(a.atttypid, -1) ELSE format_type(a.atttypid, a.atttypmod) END
 		FROM pg_attribute a
 		JOIN pg_type t ON t.oid = a.atttypid
 		JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
@@ -144,4 +148,27 @@ func (t *Table) NeedsSourceEval() bool {
 		}
 	}
 	return false
+}
+
+// PadKey gives a char(n) key value evaluated without its length (see
+// CastTypes) the form the copy reads, padded to n: key texts must match for
+// an event and a copied row of the same key. A value longer than n is an
+// error, as PostgreSQL's own insert would be, unless what is over is spaces.
+func (c Column) PadKey(v string) (string, error) {
+	n := c.SourceType.Length
+	if c.SourceType.Name != "bpchar" || n < 1 {
+		return v, nil
+	}
+	runes := utf8.RuneCountInString(v)
+	if runes > n {
+		cut := v
+		for utf8.RuneCountInString(cut) > n && strings.HasSuffix(cut, " ") {
+			cut = cut[:len(cut)-1]
+		}
+		if utf8.RuneCountInString(cut) > n {
+			return "", fmt.Errorf("value too long for %s", c.SourceType.Display)
+		}
+		return cut, nil
+	}
+	return v + strings.Repeat(" ", n-runes), nil
 }
