@@ -207,10 +207,10 @@ func StartConsumer(ctx context.Context, js jetstream.JetStream, stream jetstream
 			return nil, failure.New(failure.Schema, "SLUICE-NATS-STREAMCHANGED", "stream %s ends at sequence %d, but the target has applied up to %d from it: the stream was deleted and made again, and the events sluice has not applied are not in it",
 				name, info.State.LastSeq, applied).WithHint("to start over, drop the target tables and sluice's _sluice_* tables (docs/EVENTS.md), then run sync again")
 		}
-		if info.State.Msgs > 0 {
-			if err := gapError(name, info.State.FirstSeq, max(applied, known)); err != nil {
-				return nil, err
-			}
+		// Also when the stream is empty: its FirstSeq is then LastSeq+1, so
+		// events that aged out or were purged unread still show as a gap.
+		if err := gapError(name, info.State.FirstSeq, max(applied, known)); err != nil {
+			return nil, err
 		}
 	}
 	cons, err := js.CreateConsumer(ctx, name, cfg)

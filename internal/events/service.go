@@ -272,6 +272,7 @@ func (s *Service) prepare(ctx context.Context) error {
 			s.opt.Consumer, s.cstate.Stream, s.cstate.LastSeq, stream).
 			WithHint("run with --events pointing at %s, or give this stream its own --consumer", s.cstate.Stream)
 	}
+	s.cstate.Stream = stream // stored with the first batch: the sequences are this stream's from now on
 	if s.hstate, err = s.tgt.LoadConsumerState(ctx, s.opt.Consumer+":http", "http"); err != nil {
 		return err
 	}

@@ -92,8 +92,8 @@ func (t *Target) LoadConsumerState(ctx context.Context, name, stream string) (Co
 
 // StoreConsumerState records a consumer's progress inside tx.
 func StoreConsumerState(ctx context.Context, tx *sql.Tx, st ConsumerState) error {
-	_, err := tx.ExecContext(ctx, `UPDATE `+EventConsumersTable+` SET last_seq = ?, applied = ?, ignored = ?, dead_lettered = ?, own_until = ? WHERE name = ?`,
-		st.LastSeq, st.Applied, st.Ignored, st.DeadLettered, st.OwnUntil, st.Name)
+	_, err := tx.ExecContext(ctx, `UPDATE `+EventConsumersTable+` SET stream = ?, last_seq = ?, applied = ?, ignored = ?, dead_lettered = ?, own_until = ? WHERE name = ?`,
+		st.Stream, st.LastSeq, st.Applied, st.Ignored, st.DeadLettered, st.OwnUntil, st.Name)
 	if err != nil {
 		return fmt.Errorf("target: record progress of consumer %s: %w", st.Name, err)
 	}

@@ -55,6 +55,36 @@ func TestEventsRemovedUnreadStopTheSync(t *testing.T) {
 	}
 }
 
+// TestEmptiedStreamIsAGap: the sync stops; meanwhile events are emitted and
+// then all removed from the stream unread (purged, or aged out). Started
+// again, the sync must see the gap at once (exit 4, SLUICE-NATS-GAP), not
+// wait for an event that may never come (a cutover after V1 stopped).
+func TestEmptiedStreamIsAGap(t *testing.T) {
+	p := testenv.NewPair(t)
+	s := newStream(t)
+	cfg := writeConfig(t, likesConfig)
+	p.PG(t, likesDDL)
+	s.emit(t, like(1, 1, "2024-05-01T10:00:00Z", "a", 1))
+	args := append([]string{"sync", "--changes=events", "--events", s.URL, "--config", cfg}, p.Args()...)
+	run := start(t, args...)
+	run.waitFor(t, "caught up", 60*time.Second, caughtUp)
+	run.stop(t)
+	for i := int64(2); i <= 5; i++ {
+		s.emit(t, like(i, 1, "2024-05-01T10:00:00Z", fmt.Sprint(i), 1))
+	}
+	st, err := s.JS.Stream(context.Background(), s.EP.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	again := start(t, args...)
+	if code := again.wait(t, 60*time.Second); code != 4 || !strings.Contains(again.out.String(), "SLUICE-NATS-GAP") {
+		t.Fatalf("sluice sync on a stream emptied of unread events exited %d; want 4 with SLUICE-NATS-GAP:\n%s", code, again.out)
+	}
+}
+
 // TestDeadLettersAgedOutAreNoGap: the stream's limits removing only a dead
 // letter this sync sent (it sits in the same stream, after the last event)
 // loses no event: the sync goes on when the next event arrives, and starts
