@@ -18,8 +18,10 @@ package events
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"strings"
 )
@@ -54,6 +56,37 @@ type Event struct {
 	// in the changing transaction, or its commit time in microseconds from
 	// one clock).
 	Version int64 `json:"version"`
+}
+
+// MarshalJSON writes []byte values of Key and Row as PostgreSQL's bytea
+// text (\x and hex), which is how sluice reads a bytea column's value:
+// encoding/json would write base64, which a bytea column takes as the
+// literal characters.
+func (e Event) MarshalJSON() ([]byte, error) {
+	type plain Event // the same fields, without this method
+	p := plain(e)
+	p.Key, p.Row = byteaText(e.Key), byteaText(e.Row)
+	return json.Marshal(p)
+}
+
+// byteaText returns m with its []byte values as bytea text (a copy, only
+// when there are any).
+func byteaText(m map[string]any) map[string]any {
+	var out map[string]any
+	for k, v := range m {
+		b, ok := v.([]byte)
+		if !ok {
+			continue
+		}
+		if out == nil {
+			out = maps.Clone(m)
+		}
+		out[k] = `\x` + hex.EncodeToString(b)
+	}
+	if out == nil {
+		return m
+	}
+	return out
 }
 
 // Validate checks what can be checked without the source schema.
