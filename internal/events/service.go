@@ -211,6 +211,13 @@ func (s *Service) lockWriters(ctx context.Context) (*sql.Conn, error) {
 		conn.Close()
 		return nil, fmt.Errorf("target: read the database name: %w", err)
 	}
+	// The connection sits idle while it holds the locks: the server's
+	// wait_timeout (8 hours by default) would close it and let a second
+	// sync in beside this one.
+	if _, err := conn.ExecContext(ctx, "SET SESSION wait_timeout = 31536000"); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("target: keep the events lock's connection open: %w", err)
+	}
 	s.targetDB = db
 	// A JetStream durable belongs to its stream, the progress row to the
 	// database: the consumer name is claimed for both.
