@@ -8,7 +8,9 @@ import (
 
 	"github.com/sluice-db/sluice/internal/failure"
 	"github.com/sluice-db/sluice/internal/fence"
+	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/plan"
+	"github.com/sluice-db/sluice/internal/postgres"
 	"github.com/sluice-db/sluice/internal/testenv"
 )
 
@@ -19,12 +21,7 @@ func TestFenceStopsWritesUntilReleased(t *testing.T) {
 	ctx := context.Background()
 	p.PG(t, `CREATE TABLE likes (id bigserial PRIMARY KEY, post int NOT NULL)`)
 	p.PG(t, `INSERT INTO likes (post) SELECT g FROM generate_series(1, 41) g`)
-	src, tgt := p.Handles(t)
-	pl, err := plan.Build(ctx, src, plan.Options{Tables: []string{"likes"}, Flavor: tgt.Flavor})
-	if err != nil || pl.Err() != nil {
-		t.Fatalf("plan: %v %v", err, pl.Err())
-	}
-	p.My(t, pl.Tables[0].CreateTable)
+	src, tgt, pl := planned(t, p, "likes", true)
 
 	lock, err := fence.Take(ctx, src, pl.Tables, time.Second)
 	if err != nil {
@@ -71,11 +68,7 @@ func TestFenceGivesUpAfterLockTimeout(t *testing.T) {
 	p := testenv.NewPair(t)
 	ctx := context.Background()
 	p.PG(t, `CREATE TABLE likes (id int PRIMARY KEY)`)
-	src, tgt := p.Handles(t)
-	pl, err := plan.Build(ctx, src, plan.Options{Tables: []string{"likes"}, Flavor: tgt.Flavor})
-	if err != nil || pl.Err() != nil {
-		t.Fatalf("plan: %v %v", err, pl.Err())
-	}
+	src, _, pl := planned(t, p, "likes", false)
 	writer, err := src.Pool.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -112,12 +105,7 @@ func TestAutoIncrementFromASequenceMadeByHand(t *testing.T) {
 	p.PG(t, `CREATE TABLE invoices (id bigint PRIMARY KEY DEFAULT nextval('shared_ids'), note text)`)
 	p.PG(t, `INSERT INTO orders (note) VALUES ('a'), ('b')`)
 	p.PG(t, `INSERT INTO invoices (note) VALUES ('c')`) // takes 1002 from the shared sequence
-	src, tgt := p.Handles(t)
-	pl, err := plan.Build(ctx, src, plan.Options{Tables: []string{"orders"}, Flavor: tgt.Flavor})
-	if err != nil || pl.Err() != nil {
-		t.Fatalf("plan: %v %v", err, pl.Err())
-	}
-	p.My(t, pl.Tables[0].CreateTable)
+	src, tgt, pl := planned(t, p, "orders", true)
 	lock, err := fence.Take(ctx, src, pl.Tables, time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -130,4 +118,19 @@ func TestAutoIncrementFromASequenceMadeByHand(t *testing.T) {
 	if got["orders"] != 1003 {
 		t.Fatalf("AUTO_INCREMENT set to %v; want orders: 1003 (past the shared sequence's 1002)", got)
 	}
+}
+
+// planned opens sluice's connections to the pair and plans table; create
+// makes its target table.
+func planned(t *testing.T, p *testenv.Pair, table string, create bool) (*postgres.Source, *mysql.Target, *plan.Plan) {
+	t.Helper()
+	src, tgt := p.Handles(t)
+	pl, err := plan.Build(context.Background(), src, plan.Options{Tables: []string{table}, Flavor: tgt.Flavor})
+	if err != nil || pl.Err() != nil {
+		t.Fatalf("plan: %v %v", err, pl.Err())
+	}
+	if create {
+		p.My(t, pl.Tables[0].CreateTable)
+	}
+	return src, tgt, pl
 }
