@@ -254,6 +254,15 @@ func (s *Store) apply(ctx context.Context, ops []Op, within Within) (Result, err
 		}
 	}
 	if err := tx.Commit(); err != nil {
+		// The commit may have gone through with its answer lost: forget what
+		// the cache says of these rows and read their versions when next
+		// needed, or an older event could pass the check against a stale one.
+		for _, t := range tables {
+			for _, i := range byTable[t] {
+				delete(s.cache, ops[i].Hash)
+			}
+		}
+		s.complete = false
 		return res, classify(fmt.Errorf("target: commit: %w", err))
 	}
 	for _, t := range tables {
