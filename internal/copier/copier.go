@@ -371,13 +371,8 @@ func (c *copier) runJob(ctx context.Context, j job) error {
 			// twice.
 			done, rows, rejected, derr := c.tgt.ChunkDone(ctx, st.plan.Target, j.chunk.No)
 			if derr == nil && done {
-				c.mu.Lock()
-				st.copied += rows
-				st.rows += rows
-				st.rejected += rejected
-				c.mu.Unlock()
-				st.progress.AddRows(rows)
-				st.progress.AddRejected(rejected)
+				st.progress.AddRows(rows) // counted while streaming, taken back on the failure
+				c.chunkIn(st, rows, rejected)
 				err = nil
 				break
 			}
@@ -475,13 +470,19 @@ func (c *copier) copyChunk(ctx context.Context, st *tableState, ch mysql.StoredC
 		st.progress.AddRows(-tr.rows)
 		return fmt.Errorf("target: commit chunk %d of %s: %w", ch.No, t.Target, err)
 	}
-	c.mu.Lock()
-	st.copied += tr.rows
-	st.rows += tr.rows
-	st.rejected += int64(len(tr.rejects))
-	c.mu.Unlock()
-	st.progress.AddRejected(int64(len(tr.rejects)))
+	c.chunkIn(st, tr.rows, int64(len(tr.rejects)))
 	return nil
+}
+
+// chunkIn counts a chunk committed on the target with its rows and rejects
+// (the progress counted its rows as they streamed).
+func (c *copier) chunkIn(st *tableState, rows, rejected int64) {
+	c.mu.Lock()
+	st.copied += rows
+	st.rows += rows
+	st.rejected += rejected
+	c.mu.Unlock()
+	st.progress.AddRejected(rejected)
 }
 
 // openRejects opens the reject file for appending, once.

@@ -233,15 +233,21 @@ func (t *Table) fromFields(fields [][]byte, keyOnly bool) Output {
 		out.Row[i].Data = d
 		return nil
 	}
+	// key sets key column p (plan column k) from v, in the copy's form.
+	key := func(p, k int, v []byte) error {
+		if v == nil {
+			return fmt.Errorf("key column %s is null", cols[k].Source)
+		}
+		var err error
+		if out.Key[p], err = cols[k].PadKey(string(v)); err != nil {
+			return columnErr(cols[k], err)
+		}
+		return nil
+	}
 	if keyOnly {
 		out.InFilter = true
 		for p, k := range t.Plan.Key {
-			if fields[p] == nil {
-				out.Err = fmt.Errorf("key column %s is null", cols[k].Source)
-				return out
-			}
-			if out.Key[p], out.Err = cols[k].PadKey(string(fields[p])); out.Err != nil {
-				out.Err = columnErr(cols[k], out.Err)
+			if out.Err = key(p, k, fields[p]); out.Err != nil {
 				return out
 			}
 			if err := set(k, fields[p]); err != nil {
@@ -252,13 +258,7 @@ func (t *Table) fromFields(fields [][]byte, keyOnly bool) Output {
 		return out
 	}
 	for p, k := range t.Plan.Key {
-		if fields[k] == nil {
-			out.Err = fmt.Errorf("key column %s is null", cols[k].Source)
-			return out
-		}
-		var err error
-		if out.Key[p], err = cols[k].PadKey(string(fields[k])); err != nil {
-			out.Err = columnErr(cols[k], err)
+		if out.Err = key(p, k, fields[k]); out.Err != nil {
 			return out
 		}
 	}

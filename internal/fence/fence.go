@@ -26,6 +26,7 @@ import (
 type Lock struct {
 	Tx        pgx.Tx
 	conn      *pgxpool.Conn
+	tables    []*plan.Table
 	Requested time.Time // writers queue behind the lock from here
 	Granted   time.Time
 }
@@ -42,7 +43,7 @@ func Take(ctx context.Context, src *postgres.Source, tables []*plan.Table, lockT
 		conn.Release()
 		return nil, fmt.Errorf("cutover: begin the fence: %w", err)
 	}
-	l := &Lock{Tx: tx, conn: conn}
+	l := &Lock{Tx: tx, conn: conn, tables: tables}
 	if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = '%dms'", lockTimeout.Milliseconds())); err != nil {
 		l.Release()
 		return nil, fmt.Errorf("cutover: set lock_timeout for the fence: %w", err)
@@ -95,9 +96,9 @@ func (l *Lock) Commit(ctx context.Context) error {
 // SyncAutoIncrement moves each target AUTO_INCREMENT past its source
 // sequence, read inside the fence so no writer can take a value after it.
 // It returns the value set per target table.
-func (l *Lock) SyncAutoIncrement(ctx context.Context, tgt *mysql.Target, tables []*plan.Table) (map[string]int64, error) {
+func (l *Lock) SyncAutoIncrement(ctx context.Context, tgt *mysql.Target) (map[string]int64, error) {
 	out := map[string]int64{}
-	for _, t := range tables {
+	for _, t := range l.tables {
 		for _, c := range t.Columns {
 			if !strings.Contains(c.SQLType, "AUTO_INCREMENT") {
 				continue

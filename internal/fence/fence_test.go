@@ -43,7 +43,7 @@ func TestFenceStopsWritesUntilReleased(t *testing.T) {
 
 	// Under the fence the target's AUTO_INCREMENT moves past the sequence:
 	// the next id the new service hands out is one the source never used.
-	got, err := lock.SyncAutoIncrement(ctx, tgt, pl.Tables)
+	got, err := lock.SyncAutoIncrement(ctx, tgt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func TestAutoIncrementFromASequenceMadeByHand(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lock.Release()
-	got, err := lock.SyncAutoIncrement(ctx, tgt, pl.Tables)
+	got, err := lock.SyncAutoIncrement(ctx, tgt)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -136,7 +136,7 @@ func (p *Publisher) fenced(ctx context.Context) (*CutoverReport, error) {
 		}
 	}
 	drained := time.Since(fenced)
-	autoInc, err := lock.SyncAutoIncrement(fctx, p.tgt, p.tablePlans())
+	autoInc, err := lock.SyncAutoIncrement(fctx, p.tgt)
 	if err != nil {
 		return nil, overtime("setting AUTO_INCREMENT", err)
 	}

@@ -135,7 +135,6 @@ type pubTable struct {
 	scan     *plan.Table // the copy reads the plain source columns
 	cols     []string    // source column names
 	relIdx   []int       // source column → column of the stream's relation
-	fullOld  bool        // the relation's REPLICA IDENTITY is FULL: old rows come whole
 	pending  []mysql.StoredChunk
 	left     atomic.Int64
 	copied   atomic.Bool
@@ -629,7 +628,6 @@ func (t *pubTable) bind(rel *pgstream.Relation) error {
 	for i, c := range src.Columns {
 		t.relIdx[i] = pos[c.Name]
 	}
-	t.fullOld = rel.ReplicaIdentity == 'f'
 	if len(problems) > 0 {
 		return failure.New(failure.Schema, "SLUICE-SYNC-SCHEMACHANGE", "source table %s changed while publishing: %s", t.rt.Name, strings.Join(problems, "; ")).
 			With("table", t.rt.Name).
@@ -732,7 +730,7 @@ func (p *Publisher) change(ctx context.Context, t *pubTable, ev pgstream.Event, 
 	if t.deferred != nil {
 		return p.deferredChange(t, ev)
 	}
-	full := t.fullOld
+	full := ev.Relation.ReplicaIdentity == 'f' // whole old rows, as the relation streams now
 	emit := func(op string, cols map[string]*string, key []string) error {
 		return p.emit(ctx, t, op, cols, key, lsn, next)
 	}

@@ -25,7 +25,7 @@ type window struct {
 	open    bool       // the low watermark has come through the stream
 	before  []uint32   // the transactions streamed just before the low watermark
 	ops     []apply.Op // changes to the table seen since then, in order
-	opXids  []uint32   // the transaction of each op
+	opXids  []uint32   // the transaction of each op (tables without a key)
 	rows    []bufRow   // the chunk as read; set before the high watermark is written
 	snap    postgres.Snapshot
 	ready   bool

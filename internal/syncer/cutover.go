@@ -181,7 +181,7 @@ func (s *Syncer) fencedCutover(ctx context.Context, preDiffs map[*table][]string
 		return nil, overtime("verifying the changed rows", err)
 	}
 	verified := time.Since(fenced)
-	autoInc, err := lock.SyncAutoIncrement(fctx, s.tgt, s.tablePlans())
+	autoInc, err := lock.SyncAutoIncrement(fctx, s.tgt)
 	if err != nil {
 		return nil, overtime("setting AUTO_INCREMENT", err)
 	}

@@ -321,7 +321,9 @@ func (s *Syncer) addOp(t *table, op apply.Op) {
 	for _, w := range s.windows {
 		if w.table == t && w.open {
 			w.ops = append(w.ops, op)
-			w.opXids = append(w.opXids, s.txXid)
+			if t.plan.Keyless { // only a keyless chunk asks which ops its read saw
+				w.opXids = append(w.opXids, s.txXid)
+			}
 		}
 	}
 	s.windowsMu.Unlock()
@@ -350,7 +352,7 @@ func (s *Syncer) row(t *table, vals, old []pgstream.Value) (apply.Row, string, e
 	}
 	for i, c := range t.plan.Columns {
 		v := vals[t.relIdx[i]]
-		if v.Unchanged && old != nil && !old[t.relIdx[i]].Unchanged && (t.fullOld || t.relCols[t.relIdx[i]].Key) {
+		if v.Unchanged && old != nil && !old[t.relIdx[i]].Unchanged && (t.rel.ReplicaIdentity == 'f' || t.rel.Columns[t.relIdx[i]].Key) {
 			v = old[t.relIdx[i]]
 		}
 		if v.Unchanged {

@@ -20,9 +20,8 @@ import (
 type table struct {
 	plan    *plan.Table
 	apply   *apply.Table
-	relIdx  []int // plan column → position in the stream's relation, -1 for computed
-	relCols []pgstream.RelationColumn
-	fullOld bool // the relation's REPLICA IDENTITY is FULL: old rows come whole
+	relIdx  []int              // plan column → position in the stream's relation, -1 for computed
+	rel     *pgstream.Relation // as the stream last described it
 	pending []mysql.StoredChunk
 	left    int         // chunks not yet applied
 	copied  atomic.Bool // read by the status API
@@ -144,7 +143,6 @@ func (t *table) bindRelation(rel *pgstream.Relation) error {
 	for i, c := range t.plan.Columns {
 		t.relIdx[i] = pos[c.Source]
 	}
-	t.relCols = rel.Columns
-	t.fullOld = rel.ReplicaIdentity == 'f'
+	t.rel = rel
 	return nil
 }
