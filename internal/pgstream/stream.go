@@ -89,8 +89,10 @@ type Stream struct {
 	relations map[uint32]*Relation
 	confirmed atomic.Uint64 // LSN durable on the target: reported to the server
 	received  atomic.Uint64 // highest WAL position seen from the server
-	nextReply time.Time
-	deadline  time.Time // the connection's read deadline
+	nextReply time.Time     // the next status update, whatever happens
+	sent      pglogrepl.LSN // the confirmed position the last status update reported
+	sentAt    time.Time     // when that update went out
+	deadline  time.Time     // the connection's read deadline
 	watched   context.Context
 	unwatch   func() bool
 
@@ -102,6 +104,17 @@ type Stream struct {
 // the server does not ask; well under wal_sender_timeout (60 s default).
 // A server with a shorter timeout gets updates at a third of it.
 const statusInterval = 5 * time.Second
+
+// confirmGap is the least time between status updates that report a newer
+// confirmed position. The server frees WAL on such an update, so one goes
+// out as soon as the target has made changes durable (after each target
+// commit under a steady load), not only every statusInterval: a slot
+// moves its restart point only when a confirmation passes the candidate it
+// noted at a running-transactions record, and holds one candidate at a
+// time, so a late confirmation keeps WAL for another such record (up to
+// 15 s of it) and, after a backlog, for many. Catching up, when target
+// commits come milliseconds apart, updates go out at most this often.
+const confirmGap = 100 * time.Millisecond
 
 // Open starts streaming slot from startLSN (0: from the slot's confirmed
 // position). connString is a normal source URL; the replication=database
@@ -208,11 +221,16 @@ func (s *Stream) Close() {
 }
 
 // Confirm records that everything up to lsn is durable on the target, so
-// the server may recycle the WAL before it. Sent with the next status update.
+// the server may recycle the WAL before it. The reader sends it within
+// confirmGap: Confirm wakes a read waiting for data.
 func (s *Stream) Confirm(lsn pglogrepl.LSN) {
 	for {
 		cur := s.confirmed.Load()
-		if uint64(lsn) <= cur || s.confirmed.CompareAndSwap(cur, uint64(lsn)) {
+		if uint64(lsn) <= cur {
+			return
+		}
+		if s.confirmed.CompareAndSwap(cur, uint64(lsn)) {
+			s.conn.Conn().SetReadDeadline(time.Now())
 			return
 		}
 	}
@@ -228,8 +246,21 @@ func (s *Stream) sendStatus(ctx context.Context) error {
 	lsn := s.Confirmed()
 	err := pglogrepl.SendStandbyStatusUpdate(ctx, s.conn, pglogrepl.StandbyStatusUpdate{
 		WALWritePosition: lsn, WALFlushPosition: lsn, WALApplyPosition: lsn})
-	s.nextReply = time.Now().Add(s.interval)
+	s.sentAt = time.Now()
+	s.sent = lsn
+	s.nextReply = s.sentAt.Add(s.interval)
 	return err
+}
+
+// statusDue is when the next status update is to go out: at nextReply, or
+// confirmGap after the last one when there is a newer position to confirm.
+func (s *Stream) statusDue() time.Time {
+	if s.Confirmed() > s.sent {
+		if t := s.sentAt.Add(confirmGap); t.Before(s.nextReply) {
+			return t
+		}
+	}
+	return s.nextReply
 }
 
 // Next returns the next event, answering keepalives and sending status
@@ -241,16 +272,21 @@ func (s *Stream) Next(ctx context.Context) (Event, error) {
 		if err := ctx.Err(); err != nil {
 			return Event{}, err
 		}
-		if time.Now().After(s.nextReply) {
+		due := s.statusDue()
+		if !time.Now().Before(due) {
 			if err := s.sendStatus(ctx); err != nil {
 				return Event{}, fmt.Errorf("replication status update: %w", err)
 			}
+			due = s.statusDue()
 		}
-		if !s.deadline.Equal(s.nextReply) {
-			s.deadline = s.nextReply
-			s.conn.Conn().SetReadDeadline(s.deadline)
+		if !s.deadline.Equal(due) {
+			s.deadline = due
+			s.conn.Conn().SetReadDeadline(due)
 			if err := ctx.Err(); err != nil { // ended meanwhile: its wake-up was just overwritten
 				return Event{}, err
+			}
+			if s.statusDue().Before(due) { // confirmed meanwhile: the same
+				continue
 			}
 		}
 		// Not ctx: with a cancellable context pgconn starts a watcher per
@@ -263,6 +299,8 @@ func (s *Stream) Next(ctx context.Context) (Event, error) {
 				return Event{}, ctx.Err()
 			}
 			if pgconn.Timeout(err) {
+				// Set again on the next turn: Confirm may have moved it.
+				s.deadline = time.Time{}
 				continue
 			}
 			return Event{}, fmt.Errorf("replication stream: %w", err)
@@ -326,7 +364,7 @@ func (s *Stream) handOver(ctx context.Context, out chan<- []Event, batch []Event
 		return nil
 	default:
 	}
-	t := time.NewTimer(time.Until(s.nextReply))
+	t := time.NewTimer(time.Until(s.statusDue()))
 	defer t.Stop()
 	for {
 		select {

@@ -1,0 +1,98 @@
+package pgstream_test
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sluice-db/sluice/internal/pgstream"
+	"github.com/sluice-db/sluice/internal/schema"
+	"github.com/sluice-db/sluice/internal/testenv"
+)
+
+// A confirmed position reaches the slot at once, not with the next periodic
+// status update (every 5 s at the default wal_sender_timeout): the server
+// frees WAL only on it. Twice: right after the stream opened, and right after
+// an earlier confirmation went out.
+func TestConfirmReachesTheSlotPromptly(t *testing.T) {
+	p := testenv.NewPair(t)
+	ctx := context.Background()
+	p.PG(t, `CREATE TABLE likes (id int PRIMARY KEY)`)
+	pool, err := pgxpool.New(ctx, p.SourceURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	slot := p.Name
+	if err := pgstream.EnsureCapture(ctx, pool, slot, slot, []schema.TableName{{Schema: "public", Name: "likes"}}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pgstream.Drop(context.Background(), pool, slot, slot) })
+	st, err := pgstream.Open(ctx, p.SourceURL, slot, slot, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pctx, stop := context.WithCancel(ctx)
+	out := make(chan []pgstream.Event, 16)
+	pumped := make(chan error, 1)
+	go func() { pumped <- st.Pump(pctx, out) }()
+	defer func() { // the pump ends before the stream closes
+		stop()
+		select {
+		case <-pumped:
+		case <-time.After(5 * time.Second): // it ended already, its error taken
+		}
+		st.Close()
+	}()
+
+	for i := 1; i <= 2; i++ {
+		p.PG(t, `INSERT INTO likes VALUES ($1)`, i)
+		commit := nextCommit(t, out, pumped)
+		confirmedAt := time.Now()
+		st.Confirm(commit)
+		for {
+			var onSlot pglogrepl.LSN
+			var text string
+			if err := pool.QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&text); err != nil {
+				t.Fatal(err)
+			}
+			if onSlot, err = pglogrepl.ParseLSN(text); err != nil {
+				t.Fatal(err)
+			}
+			if onSlot >= commit {
+				break
+			}
+			if waited := time.Since(confirmedAt); waited > 2*time.Second {
+				t.Fatalf("confirmation %d: the slot shows %s %v after sluice confirmed %s", i, onSlot, waited.Round(time.Millisecond), commit)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// nextCommit returns the end LSN of the next transaction on the stream.
+func nextCommit(t *testing.T, out <-chan []pgstream.Event, pumped <-chan error) pglogrepl.LSN {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	for {
+		select {
+		case b := <-out:
+			for _, ev := range b {
+				if ev.Kind == pgstream.Commit {
+					lsn := ev.LSN
+					pgstream.Recycle(b)
+					return lsn
+				}
+			}
+			pgstream.Recycle(b)
+		case err := <-pumped:
+			t.Fatalf("the stream ended: %v", err)
+		case <-deadline:
+			t.Fatal("no transaction came through in 30 s")
+		}
+	}
+}
