@@ -7,7 +7,6 @@ package events
 import (
 	"context"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
@@ -103,8 +102,8 @@ type Service struct {
 	targetDB     string                             // the target database, named in dead letters
 	cons         atomic.Pointer[jetstream.Consumer] // the JetStream consumer, once created
 	started      time.Time
-	copyErr      atomic.Value // error
-	lockConn     *sql.Conn    // holds the events lock for the run
+	copyErr      atomic.Value     // error
+	locks        *mysql.HeldLocks // the events locks, held for the run
 }
 
 type counters struct {
@@ -172,12 +171,16 @@ func (s *Service) Resume() { s.paused.Store(false) }
 // Run prepares the target, then copies and consumes until Stop or ctx ends.
 func (s *Service) Run(ctx context.Context) error {
 	err := s.prepare(ctx)
-	if s.lockConn != nil {
-		defer s.lockConn.Close()
+	if s.locks != nil {
+		defer s.locks.Close()
 	}
 	if err != nil {
 		return err
 	}
+	// Losing the locks (the target restarted) ends the run: another may
+	// have taken them, and this one's cached versions are no longer the
+	// only writer's.
+	ctx, lockLost := s.locks.Guard(ctx)
 	close(s.ready)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.copyAll(gctx) })
@@ -192,31 +195,22 @@ func (s *Service) Run(ctx context.Context) error {
 			return nil
 		})
 	}
-	return g.Wait()
+	err = g.Wait()
+	if lost := lockLost(); lost != nil {
+		return lost
+	}
+	return err
 }
 
 // lockWriters makes this run the one events sync writing each of its
 // target tables (the version checks keep a table's versions in memory and
 // trust them) and the one using its consumer name in this database (its
 // progress row). The named locks are server-wide, so their names hold the
-// database; they are hashed to fit GET_LOCK's 64 characters. The returned
-// connection holds them until it closes.
-func (s *Service) lockWriters(ctx context.Context) (*sql.Conn, error) {
-	conn, err := s.tgt.DB.Conn(ctx)
-	if err != nil {
-		return nil, err
-	}
+// database; they are hashed to fit GET_LOCK's 64 characters.
+func (s *Service) lockWriters(ctx context.Context) (*mysql.HeldLocks, error) {
 	var db string
-	if err := conn.QueryRowContext(ctx, "SELECT DATABASE()").Scan(&db); err != nil {
-		conn.Close()
+	if err := s.tgt.DB.QueryRowContext(ctx, "SELECT DATABASE()").Scan(&db); err != nil {
 		return nil, fmt.Errorf("target: read the database name: %w", err)
-	}
-	// The connection sits idle while it holds the locks: the server's
-	// wait_timeout (8 hours by default) would close it and let a second
-	// sync in beside this one.
-	if _, err := conn.ExecContext(ctx, "SET SESSION wait_timeout = 31536000"); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("target: keep the events lock's connection open: %w", err)
 	}
 	s.targetDB = db
 	// A JetStream durable belongs to its stream, the progress row to the
@@ -231,28 +225,22 @@ func (s *Service) lockWriters(ctx context.Context) (*sql.Conn, error) {
 		target := ts.rt.Plan.Target
 		claims = append(claims, claim{db, "table\x00" + target, fmt.Sprintf("another sluice applies events to target table %s", target)})
 	}
-	for _, c := range claims {
+	locks := make([]mysql.Claim, len(claims))
+	for i, c := range claims {
 		sum := sha256.Sum256([]byte(c.scope + "\x00" + c.what))
-		var got sql.NullInt64
-		if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, 0)", "sluice_events:"+hex.EncodeToString(sum[:20])).Scan(&got); err != nil {
-			conn.Close()
-			return nil, fmt.Errorf("target: take the events lock: %w", err)
-		}
-		if got.Int64 != 1 {
-			conn.Close()
-			return nil, failure.New(failure.Usage, "SLUICE-EVENTS-BUSY", "%s", c.busy).
-				WithHint("stop the other sync first (sluice status shows it): one events sync writes a table at a time")
-		}
+		locks[i] = mysql.Claim{Name: "sluice_events:" + hex.EncodeToString(sum[:20]),
+			Busy: failure.New(failure.Usage, "SLUICE-EVENTS-BUSY", "%s", c.busy).
+				WithHint("stop the other sync first (sluice status shows it): one events sync writes a table at a time")}
 	}
-	return conn, nil
+	return mysql.TakeLocks(ctx, s.tgt.DB, locks)
 }
 
 func (s *Service) prepare(ctx context.Context) error {
-	conn, err := s.lockWriters(ctx)
+	locks, err := s.lockWriters(ctx)
 	if err != nil {
 		return err
 	}
-	s.lockConn = conn
+	s.locks = locks
 	if err := s.tgt.EnsureProgressTables(ctx); err != nil {
 		return err
 	}

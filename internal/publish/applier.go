@@ -91,20 +91,14 @@ func (a *Applier) Run(ctx context.Context) error {
 		return err
 	}
 	// One applier per partition: a named lock held for the whole run.
-	conn, err := a.tgt.DB.Conn(ctx)
+	locks, err := mysql.TakeLocks(ctx, a.tgt.DB, []mysql.Claim{{Name: fmt.Sprintf("sluice_apply:%s:%d", ep.Stream, a.opt.Partition),
+		Busy: failure.New(failure.Usage, "SLUICE-APPLY-BUSY", "another applier runs partition %d of stream %s", a.opt.Partition, ep.Stream).
+			WithHint("each partition has exactly one applier; stop the other one first")}})
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	var got sql.NullInt64
-	lock := fmt.Sprintf("sluice_apply:%s:%d", ep.Stream, a.opt.Partition)
-	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, 0)", lock).Scan(&got); err != nil {
-		return fmt.Errorf("target: lock partition %d: %w", a.opt.Partition, err)
-	}
-	if got.Int64 != 1 {
-		return failure.New(failure.Usage, "SLUICE-APPLY-BUSY", "another applier runs partition %d of stream %s", a.opt.Partition, ep.Stream).
-			WithHint("each partition has exactly one applier; stop the other one first")
-	}
+	defer locks.Close()
+	ctx, lockLost := locks.Guard(ctx)
 	st, err := a.tgt.LoadPartition(ctx, ep.Stream, a.opt.Partition, a.opt.Partitions)
 	if err != nil {
 		return err
@@ -192,7 +186,11 @@ func (a *Applier) Run(ctx context.Context) error {
 			}
 		}
 	})
-	if err := g.Wait(); err != nil && ctx.Err() == nil {
+	err = g.Wait()
+	if lost := lockLost(); lost != nil {
+		return lost
+	}
+	if err != nil && ctx.Err() == nil {
 		return err
 	}
 	return nil

@@ -1,6 +1,10 @@
 package events
 
 import (
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -47,4 +51,37 @@ func TestOneEventsSyncPerTargetTable(t *testing.T) {
 	}
 	first.stop(t)
 	other.stop(t)
+}
+
+// TestLostLockStopsTheSync: the named lock dies with its session (a target
+// restart, a KILL). The sync then stops with a code that says so instead of
+// writing on beside a second sync that may have taken the lock; started
+// again, it resumes.
+func TestLostLockStopsTheSync(t *testing.T) {
+	p := testenv.NewPair(t)
+	s := newStream(t)
+	cfg := writeConfig(t, likesConfig)
+	p.PG(t, likesDDL)
+	p.PG(t, `INSERT INTO likes VALUES (1, 1, '2024-05-01 10:00:00+00', 'a')`)
+	args := append([]string{"sync", "--changes=events", "--events", s.URL, "--config", cfg}, p.Args()...)
+	first := start(t, args...)
+	first.waitFor(t, "caught up", 60*time.Second, caughtUp)
+
+	// The lock on the target table, named as sluice names it.
+	sum := sha256.Sum256([]byte(p.Name + "\x00table\x00post_likes"))
+	var holder sql.NullInt64
+	if err := p.Target.QueryRow("SELECT IS_USED_LOCK(?)", "sluice_events:"+hex.EncodeToString(sum[:20])).Scan(&holder); err != nil || !holder.Valid {
+		t.Fatalf("no session holds the events lock of post_likes (%v)", err)
+	}
+	p.My(t, fmt.Sprintf("KILL %d", holder.Int64))
+	if code := first.wait(t, 30*time.Second); code != 3 {
+		t.Fatalf("the sync whose lock was killed exited %d; want 3:\n%s", code, first.out)
+	}
+	if out := first.out.String(); !strings.Contains(out, "SLUICE-TARGET-LOCK-LOST") {
+		t.Fatalf("the sync did not say SLUICE-TARGET-LOCK-LOST:\n%s", out)
+	}
+
+	again := start(t, args...)
+	again.waitFor(t, "caught up", 60*time.Second, caughtUp)
+	again.stop(t)
 }

@@ -1,0 +1,80 @@
+package mysql_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-db/sluice/internal/config"
+	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/mysql"
+	"github.com/sluice-db/sluice/internal/testenv"
+)
+
+// A run's named lock is what keeps a second run from writing beside it. It
+// must hold while the run sits idle for longer than the server's
+// wait_timeout, refuse a second taker with the claim's own error, and, when
+// it is lost anyway (its session killed, the target restarted), end the
+// run's context with an error that names the lock.
+func TestHeldLocks(t *testing.T) {
+	p := testenv.NewPair(t)
+	ctx := context.Background()
+	_, cfg, err := config.Resolve(p.SourceURL, p.TargetURL, nil, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	tgt, err := mysql.Connect(ctx, cfg, 4) // a pool as a run has it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tgt.Close()
+	name := "sluice_test_lock:" + p.Name
+	busy := errors.New("another run holds it")
+	claims := []mysql.Claim{{Name: name, Busy: busy}}
+
+	locks, err := mysql.TakeLocks(ctx, tgt.DB, claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locks.Close()
+	var timeout, id int64
+	if err := locks.Conn().QueryRowContext(ctx, "SELECT @@session.wait_timeout, CONNECTION_ID()").Scan(&timeout, &id); err != nil {
+		t.Fatal(err)
+	}
+	if timeout < 365*24*3600 {
+		t.Errorf("the lock's session has wait_timeout %d s: an idle run would lose its lock after that", timeout)
+	}
+	if _, err := mysql.TakeLocks(ctx, tgt.DB, claims); !errors.Is(err, busy) {
+		t.Fatalf("a second TakeLocks of a held lock: %v, want the claim's busy error", err)
+	}
+
+	guarded, lost := locks.Guard(ctx)
+	time.Sleep(3 * time.Second) // a check or more while held
+	if err := lost(); err != nil || guarded.Err() != nil {
+		t.Fatalf("with the lock held: lost() = %v, context %v", err, guarded.Err())
+	}
+	if _, err := tgt.DB.ExecContext(ctx, "KILL ?", id); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-guarded.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the guarded context did not end within 10 s of the lock's session being killed")
+	}
+	err = lost()
+	var fe *failure.Error
+	if !errors.As(err, &fe) || fe.Code != "SLUICE-TARGET-LOCK-LOST" || !strings.Contains(err.Error(), name) {
+		t.Fatalf("lost() = %v; want SLUICE-TARGET-LOCK-LOST naming %s", err, name)
+	}
+	if failure.ExitCode(err) != failure.ExitConnection {
+		t.Errorf("exit code %d, want %d (connection)", failure.ExitCode(err), failure.ExitConnection)
+	}
+	// Released with the session: the next run takes it.
+	again, err := mysql.TakeLocks(ctx, tgt.DB, claims)
+	if err != nil {
+		t.Fatalf("taking the lock after it was lost: %v", err)
+	}
+	again.Close()
+}
