@@ -42,6 +42,7 @@ func (a *app) setup(cmd *cobra.Command) error {
 		return err
 	}
 	a.log = log
+	mysql.LogDriverTo(log)
 	if a.flags.configPath != "" {
 		f, err := config.LoadFile(a.flags.configPath)
 		if err != nil {

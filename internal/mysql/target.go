@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -320,4 +321,17 @@ func (r *Replace) guard(ctx context.Context, tx *sql.Tx, table string) error {
 		return fmt.Errorf("target: open %s: %w", table, err)
 	}
 	return r.RefuseExtraUnique(ctx, tx, table)
+}
+
+// LogDriverTo sends what the MySQL driver reports on its own (a connection
+// the server dropped, found when it is next used) to log, as structured
+// warnings; otherwise the driver prints bare lines to stderr.
+func LogDriverTo(log *slog.Logger) {
+	gomysql.SetLogger(driverLog{log})
+}
+
+type driverLog struct{ log *slog.Logger }
+
+func (d driverLog) Print(v ...any) {
+	d.log.Warn("target driver", "code", "SLUICE-TARGET-DRIVER", "message", strings.TrimSpace(fmt.Sprint(v...)))
 }
