@@ -129,11 +129,13 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 started=$(date -u '+%Y-%m-%d %H:%M UTC')
 
 # WAL retained by the slot, sampled every second (bytes; the most kept in walmax, and in
-# walmax.live while $WORK/live exists: sluice streaming under load).
+# walmax.live while $WORK/live exists: sluice streaming under load; those samples also go
+# to wal.live, for the typical figure).
 ( max=0; live=0; while :; do
     v=$(pg postgres -Atc "SELECT coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn))::bigint, 0) FROM pg_replication_slots WHERE slot_name = '$SLOT'" 2>/dev/null || echo 0)
     [ "${v:-0}" -gt "$max" ] && max=$v && echo "$max" >"$WORK/walmax"
     [ -e "$WORK/live" ] && [ "${v:-0}" -gt "$live" ] && live=$v && echo "$live" >"$WORK/walmax.live"
+    [ -e "$WORK/live" ] && echo "${v:-0}" >>"$WORK/wal.live"
     sleep 1
   done ) &
 SAMPLER_PID=$!
@@ -339,6 +341,9 @@ cp "$WORK/sync.log" "${TMPDIR:-/tmp}/sluice-bench-sync.log" 2>/dev/null || true
 slots=$(pg postgres -Atc "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$SLOT'")
 walmax=$(cat "$WORK/walmax" 2>/dev/null || echo 0)
 walmax_live=$(cat "$WORK/walmax.live" 2>/dev/null || echo 0)
+# shellcheck disable=SC2046
+wal_live_median=$(median $(cat "$WORK/wal.live" 2>/dev/null || echo 0))
+wal_live_samples=$(wc -l <"$WORK/wal.live" 2>/dev/null || echo 0)
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 machine_facts
 say "   verify: $verdict; slots left: $slots"
@@ -389,6 +394,7 @@ $rows
 | lag while pgbench ran (source commit → target commit, every "with" run's target commits together, from the lag histogram) | p50 $(printf '%.3f' "$lag50") s, p99 $(printf '%.3f' "$lag99") s ($lagn target commits) |
 $catchup_rows
 | most WAL retained by the slot while sluice ran under load (the copy and the "with" runs; sampled every second) | $(human_count "$walmax_live") bytes |
+| WAL the slot typically retained then (median of those $wal_live_samples samples; the most is at the start of a run, after sluice was stopped for the others) | $(human_count "$(printf '%.0f' "$wal_live_median")") bytes |
 | most WAL retained by the slot over the whole run, sluice's stops included (the "without" and pg_recvlogical runs, the catch-up backlogs) | $(human_count "$walmax") bytes |
 | cutover write pause (lock requested → done, 4 clients writing) | ${pause_ms:-?} ms ($pause_parts) |
 | verify after cutover | $verdict |
