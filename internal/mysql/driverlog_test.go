@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"testing"
 
-	"github.com/sluice-db/sluice/internal/config"
 	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/testenv"
 )
@@ -20,15 +19,7 @@ func TestDriverLogsAreStructured(t *testing.T) {
 	var buf bytes.Buffer
 	mysql.LogDriverTo(slog.New(slog.NewJSONHandler(&buf, nil)))
 	defer mysql.LogDriverTo(slog.New(slog.DiscardHandler))
-	_, cfg, err := config.Resolve(p.SourceURL, p.TargetURL, nil, func(string) string { return "" })
-	if err != nil {
-		t.Fatal(err)
-	}
-	tgt, err := mysql.Connect(ctx, cfg, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tgt.Close()
+	tgt := connectTarget(t, p)
 	conn, err := tgt.DB.Conn(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -21,15 +21,7 @@ import (
 func TestHeldLocks(t *testing.T) {
 	p := testenv.NewPair(t)
 	ctx := context.Background()
-	_, cfg, err := config.Resolve(p.SourceURL, p.TargetURL, nil, func(string) string { return "" })
-	if err != nil {
-		t.Fatal(err)
-	}
-	tgt, err := mysql.Connect(ctx, cfg, 4) // a pool as a run has it
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tgt.Close()
+	tgt := connectTarget(t, p)
 	name := "sluice_test_lock:" + p.Name
 	busy := errors.New("another run holds it")
 	claims := []mysql.Claim{{Name: name, Busy: busy}}
@@ -77,4 +69,20 @@ func TestHeldLocks(t *testing.T) {
 		t.Fatalf("taking the lock after it was lost: %v", err)
 	}
 	again.Close()
+}
+
+// connectTarget opens p's target the way a run does (a pool, the session
+// settings), closed by the test's cleanup.
+func connectTarget(t *testing.T, p *testenv.Pair) *mysql.Target {
+	t.Helper()
+	_, cfg, err := config.Resolve(p.SourceURL, p.TargetURL, nil, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	tgt, err := mysql.Connect(context.Background(), cfg, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tgt.Close() })
+	return tgt
 }

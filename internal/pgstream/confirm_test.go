@@ -2,16 +2,12 @@ package pgstream_test
 
 import (
 	"context"
-	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sluice-db/sluice/internal/pgstream"
-	"github.com/sluice-db/sluice/internal/schema"
-	"github.com/sluice-db/sluice/internal/testenv"
 )
 
 // A confirmed position reaches the slot at once, not with the next periodic
@@ -19,23 +15,9 @@ import (
 // frees WAL only on it. Twice: right after the stream opened, and right after
 // an earlier confirmation went out.
 func TestConfirmReachesTheSlotPromptly(t *testing.T) {
-	p := testenv.NewPair(t)
+	p, pool, st := openLikesStream(t, "")
 	ctx := context.Background()
-	p.PG(t, `CREATE TABLE likes (id int PRIMARY KEY)`)
-	pool, err := pgxpool.New(ctx, p.SourceURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
 	slot := p.Name
-	if err := pgstream.EnsureCapture(ctx, pool, slot, slot, []schema.TableName{{Schema: "public", Name: "likes"}}, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pgstream.Drop(context.Background(), pool, slot, slot) })
-	st, err := pgstream.Open(ctx, p.SourceURL, slot, slot, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	pctx, stop := context.WithCancel(ctx)
 	out := make(chan []pgstream.Event, 16)
 	pumped := make(chan error, 1)
@@ -55,12 +37,12 @@ func TestConfirmReachesTheSlotPromptly(t *testing.T) {
 		confirmedAt := time.Now()
 		st.Confirm(commit)
 		for {
-			var onSlot pglogrepl.LSN
 			var text string
 			if err := pool.QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&text); err != nil {
 				t.Fatal(err)
 			}
-			if onSlot, err = pglogrepl.ParseLSN(text); err != nil {
+			onSlot, err := pglogrepl.ParseLSN(text)
+			if err != nil {
 				t.Fatal(err)
 			}
 			if onSlot >= commit {

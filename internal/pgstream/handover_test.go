@@ -18,24 +18,9 @@ import (
 // the server ends the connection after wal_sender_timeout. Here the timeout
 // is 1 s and the receiver looks away for 4 s.
 func TestStreamLivesThroughABusyReceiver(t *testing.T) {
-	p := testenv.NewPair(t)
-	ctx := context.Background()
-	p.PG(t, `CREATE TABLE likes (id int PRIMARY KEY)`)
-	pool, err := pgxpool.New(ctx, p.SourceURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	slot := p.Name
-	if err := pgstream.EnsureCapture(ctx, pool, slot, slot, []schema.TableName{{Schema: "public", Name: "likes"}}, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pgstream.Drop(context.Background(), pool, slot, slot) })
-	st, err := pgstream.Open(ctx, p.SourceURL+"?wal_sender_timeout=1000", slot, slot, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, _, st := openLikesStream(t, "?wal_sender_timeout=1000")
 	defer st.Close()
+	ctx := context.Background()
 	pctx, stop := context.WithCancel(ctx)
 	defer stop()
 	out := make(chan []pgstream.Event) // unbuffered: the pump waits on the receiver
@@ -62,4 +47,29 @@ func TestStreamLivesThroughABusyReceiver(t *testing.T) {
 			t.Fatalf("%d of 2 inserts came through in 30 s", inserts)
 		}
 	}
+}
+
+// openLikesStream makes table likes (id int PRIMARY KEY) in a new source
+// database, a slot and a publication for it (dropped by the test's
+// cleanup), and opens the stream; urlSuffix is added to the source URL.
+func openLikesStream(t *testing.T, urlSuffix string) (*testenv.Pair, *pgxpool.Pool, *pgstream.Stream) {
+	t.Helper()
+	p := testenv.NewPair(t)
+	ctx := context.Background()
+	p.PG(t, `CREATE TABLE likes (id int PRIMARY KEY)`)
+	pool, err := pgxpool.New(ctx, p.SourceURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	slot := p.Name
+	if err := pgstream.EnsureCapture(ctx, pool, slot, slot, []schema.TableName{{Schema: "public", Name: "likes"}}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pgstream.Drop(context.Background(), pool, slot, slot) })
+	st, err := pgstream.Open(ctx, p.SourceURL+urlSuffix, slot, slot, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, pool, st
 }
