@@ -134,6 +134,10 @@ func (s *Service) ApplyBatch(ctx context.Context, body []byte) (*BatchResult, er
 	}
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
+	if lost := s.lockLost(); lost != nil { // the run is stopping: another may write the tables now
+		return nil, &HTTPError{Status: http.StatusServiceUnavailable, Code: "SLUICE-TARGET-LOCK-LOST",
+			Msg: "this sync lost its lock on the target tables and is stopping; send the batch again once it is restarted"}
+	}
 	base := s.hstate
 	var st mysql.ConsumerState
 	res, err := s.store.Apply(ctx, ops, func(ctx context.Context, tx *sql.Tx, res Result) error {

@@ -104,6 +104,7 @@ type Service struct {
 	started      time.Time
 	copyErr      atomic.Value     // error
 	locks        *mysql.HeldLocks // the events locks, held for the run
+	lockLost     func() error     // why the locks were lost; nil while held (set before ready)
 }
 
 type counters struct {
@@ -180,7 +181,7 @@ func (s *Service) Run(ctx context.Context) error {
 	// Losing the locks (the target restarted) ends the run: another may
 	// have taken them, and this one's cached versions are no longer the
 	// only writer's.
-	ctx, lockLost := s.locks.Guard(ctx)
+	ctx, s.lockLost = s.locks.Guard(ctx)
 	close(s.ready)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.copyAll(gctx) })
@@ -196,7 +197,7 @@ func (s *Service) Run(ctx context.Context) error {
 		})
 	}
 	err = g.Wait()
-	if lost := lockLost(); lost != nil {
+	if lost := s.lockLost(); lost != nil {
 		return lost
 	}
 	return err

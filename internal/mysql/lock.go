@@ -3,6 +3,7 @@ package mysql
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -42,7 +43,7 @@ func TakeLocks(ctx context.Context, db *sql.DB, claims []Claim) (*HeldLocks, err
 		return nil, fmt.Errorf("target: connect for the run's locks: %w", err)
 	}
 	if _, err := conn.ExecContext(ctx, fmt.Sprintf("SET SESSION wait_timeout = %d", lockSessionTimeout)); err != nil {
-		conn.Close()
+		endSession(conn)
 		return nil, fmt.Errorf("target: keep the locks' connection open: %w", err)
 	}
 	l := &HeldLocks{conn: conn, stop: make(chan struct{}), done: make(chan struct{})}
@@ -50,11 +51,11 @@ func TakeLocks(ctx context.Context, db *sql.DB, claims []Claim) (*HeldLocks, err
 	for _, c := range claims {
 		var got sql.NullInt64
 		if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, 0)", c.Name).Scan(&got); err != nil {
-			conn.Close()
+			endSession(conn)
 			return nil, fmt.Errorf("target: take the lock %s: %w", c.Name, err)
 		}
 		if got.Int64 != 1 {
-			conn.Close()
+			endSession(conn) // the claims taken before this one go with it
 			return nil, c.Busy
 		}
 		l.names = append(l.names, c.Name)
@@ -132,6 +133,14 @@ func (l *HeldLocks) Close() {
 	l.closed.Do(func() {
 		close(l.stop)
 		<-l.done
-		l.conn.Close()
+		endSession(l.conn)
 	})
+}
+
+// endSession closes conn's session on the server, which releases its named
+// locks. (Closing a *sql.Conn only hands it back to the pool, where the
+// session lives on, locks and all.)
+func endSession(conn *sql.Conn) {
+	conn.Raw(func(any) error { return driver.ErrBadConn }) // the pool discards it
+	conn.Close()
 }

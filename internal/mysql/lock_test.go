@@ -68,7 +68,36 @@ func TestHeldLocks(t *testing.T) {
 	if err != nil {
 		t.Fatalf("taking the lock after it was lost: %v", err)
 	}
+	if err := again.Conn().QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	// A second claim that is busy: the first, taken already, is not kept.
+	other := mysql.Claim{Name: "sluice_test_lock2:" + p.Name, Busy: errors.New("second claim busy")}
+	if _, err := mysql.TakeLocks(ctx, tgt.DB, []mysql.Claim{other, claims[0]}); err == nil {
+		t.Fatal("TakeLocks with a busy second claim succeeded")
+	}
+	assertFree(t, tgt, other.Name)
+	// Close ends the session, not just hands it back to the pool with its locks.
 	again.Close()
+	assertFree(t, tgt, name)
+	var sessions int
+	if err := tgt.DB.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ?", id).Scan(&sessions); err != nil {
+		t.Fatal(err)
+	}
+	if sessions != 0 {
+		t.Errorf("the locks' session %d lives on after Close", id)
+	}
+}
+
+func assertFree(t *testing.T, tgt *mysql.Target, name string) {
+	t.Helper()
+	var free int
+	if err := tgt.DB.QueryRow("SELECT IS_FREE_LOCK(?)", name).Scan(&free); err != nil {
+		t.Fatal(err)
+	}
+	if free != 1 {
+		t.Errorf("lock %s is still held", name)
+	}
 }
 
 // connectTarget opens p's target the way a run does (a pool, the session

@@ -12,14 +12,16 @@ import (
 
 // A confirmed position reaches the slot at once, not with the next periodic
 // status update (every 5 s at the default wal_sender_timeout): the server
-// frees WAL only on it. Twice: right after the stream opened, and right after
-// an earlier confirmation went out.
+// frees WAL only on it. Three times: right after the stream opened, right
+// after an earlier confirmation went out, and while the reader waits to hand
+// the next transaction to a receiver that is busy (as the sync is while it
+// builds a table's indexes).
 func TestConfirmReachesTheSlotPromptly(t *testing.T) {
 	p, pool, st := openLikesStream(t, "")
 	ctx := context.Background()
 	slot := p.Name
 	pctx, stop := context.WithCancel(ctx)
-	out := make(chan []pgstream.Event, 16)
+	out := make(chan []pgstream.Event) // unbuffered: the pump waits while the test does not read
 	pumped := make(chan error, 1)
 	go func() { pumped <- st.Pump(pctx, out) }()
 	defer func() { // the pump ends before the stream closes
@@ -31,9 +33,13 @@ func TestConfirmReachesTheSlotPromptly(t *testing.T) {
 		st.Close()
 	}()
 
-	for i := 1; i <= 2; i++ {
+	for i := 1; i <= 3; i++ {
 		p.PG(t, `INSERT INTO likes VALUES ($1)`, i)
 		commit := nextCommit(t, out, pumped)
+		if i == 3 { // another transaction, which the pump holds until the receiver takes it
+			p.PG(t, `INSERT INTO likes VALUES (4)`)
+			time.Sleep(300 * time.Millisecond)
+		}
 		confirmedAt := time.Now()
 		st.Confirm(commit)
 		for {

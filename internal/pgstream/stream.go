@@ -85,16 +85,17 @@ const (
 
 // Stream is an open replication connection.
 type Stream struct {
-	conn      *pgconn.PgConn
-	relations map[uint32]*Relation
-	confirmed atomic.Uint64 // LSN durable on the target: reported to the server
-	received  atomic.Uint64 // highest WAL position seen from the server
-	nextReply time.Time     // the next status update, whatever happens
-	sent      pglogrepl.LSN // the confirmed position the last status update reported
-	sentAt    time.Time     // when that update went out
-	deadline  time.Time     // the connection's read deadline
-	watched   context.Context
-	unwatch   func() bool
+	conn        *pgconn.PgConn
+	relations   map[uint32]*Relation
+	confirmed   atomic.Uint64 // LSN durable on the target: reported to the server
+	received    atomic.Uint64 // highest WAL position seen from the server
+	nextReply   time.Time     // the next status update, whatever happens
+	sent        pglogrepl.LSN // the confirmed position the last status update reported
+	sentAt      time.Time     // when that update went out
+	deadline    time.Time     // the connection's read deadline
+	confirmWake chan struct{} // Confirm's wake-up for handOver (1-buffered)
+	watched     context.Context
+	unwatch     func() bool
 
 	socketBuffer int           // over a Unix socket: the walsender's send buffer (bytes); 0 otherwise
 	interval     time.Duration // between status updates
@@ -165,7 +166,8 @@ func Open(ctx context.Context, connString, slot, publication string, startLSN pg
 		conn.Close(context.Background())
 		return nil, fmt.Errorf("start replication on slot %s: %w", slot, err)
 	}
-	s := &Stream{conn: conn, relations: map[uint32]*Relation{}, nextReply: time.Now().Add(interval), socketBuffer: unixBuffer, interval: interval}
+	s := &Stream{conn: conn, relations: map[uint32]*Relation{}, nextReply: time.Now().Add(interval), socketBuffer: unixBuffer, interval: interval,
+		confirmWake: make(chan struct{}, 1)}
 	s.confirmed.Store(uint64(startLSN))
 	return s, nil
 }
@@ -230,7 +232,11 @@ func (s *Stream) Confirm(lsn pglogrepl.LSN) {
 			return
 		}
 		if s.confirmed.CompareAndSwap(cur, uint64(lsn)) {
-			s.conn.Conn().SetReadDeadline(time.Now())
+			s.conn.Conn().SetReadDeadline(time.Now()) // a read waiting for data
+			select {
+			case s.confirmWake <- struct{}{}: // a hand-over waiting for the receiver
+			default:
+			}
 			return
 		}
 	}
@@ -372,12 +378,15 @@ func (s *Stream) handOver(ctx context.Context, out chan<- []Event, batch []Event
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-s.confirmWake:
 		case <-t.C:
+		}
+		if !time.Now().Before(s.statusDue()) {
 			if err := s.sendStatus(ctx); err != nil {
 				return fmt.Errorf("replication status update: %w", err)
 			}
-			t.Reset(s.interval)
 		}
+		t.Reset(time.Until(s.statusDue()))
 	}
 }
 

@@ -85,7 +85,7 @@ func (a *Applier) name() string {
 }
 
 // Run applies the partition until Stop or ctx ends.
-func (a *Applier) Run(ctx context.Context) error {
+func (a *Applier) Run(ctx context.Context) (err error) {
 	ep := a.opt.Endpoint
 	if err := a.tgt.EnsurePartitionsTable(ctx); err != nil {
 		return err
@@ -99,6 +99,11 @@ func (a *Applier) Run(ctx context.Context) error {
 	}
 	defer locks.Close()
 	ctx, lockLost := locks.Guard(ctx)
+	defer func() { // whatever step the loss interrupted, it is the reason
+		if lost := lockLost(); lost != nil {
+			err = lost
+		}
+	}()
 	st, err := a.tgt.LoadPartition(ctx, ep.Stream, a.opt.Partition, a.opt.Partitions)
 	if err != nil {
 		return err
@@ -187,9 +192,6 @@ func (a *Applier) Run(ctx context.Context) error {
 		}
 	})
 	err = g.Wait()
-	if lost := lockLost(); lost != nil {
-		return lost
-	}
 	if err != nil && ctx.Err() == nil {
 		return err
 	}
