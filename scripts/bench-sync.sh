@@ -394,7 +394,7 @@ $rows
 | lag while pgbench ran (source commit → target commit, every "with" run's target commits together, from the lag histogram) | p50 $(printf '%.3f' "$lag50") s, p99 $(printf '%.3f' "$lag99") s ($lagn target commits) |
 $catchup_rows
 | most WAL retained by the slot while sluice ran under load (the copy and the "with" runs; sampled every second) | $(human_count "$walmax_live") bytes |
-| WAL the slot typically retained then (median of those $wal_live_samples samples; the most is at the start of a run, after sluice was stopped for the others) | $(human_count "$(printf '%.0f' "$wal_live_median")") bytes |
+| WAL the slot typically retained then (median of those $wal_live_samples samples. PostgreSQL frees a logical slot's WAL only up to its last running-transactions record, logged every 15 s and at a CHECKPOINT, so the slot holds up to 15 s of WAL whoever reads it, and after each run's CHECKPOINT full-page writes make that much; the most is at the start of a run, after sluice was stopped for the others) | $(human_count "$(printf '%.0f' "$wal_live_median")") bytes |
 | most WAL retained by the slot over the whole run, sluice's stops included (the "without" and pg_recvlogical runs, the catch-up backlogs) | $(human_count "$walmax") bytes |
 | cutover write pause (lock requested → done, 4 clients writing) | ${pause_ms:-?} ms ($pause_parts) |
 | verify after cutover | $verdict |
