@@ -34,7 +34,7 @@ type pacedConn struct {
 	pace          time.Duration // the pause once the socket is drained: readWait, less when it fills
 	drained       int           // bytes read since the last pause
 
-	readDeadline, writeDeadline atomic.Int64 // UnixNano; 0: none
+	readDeadline, writeDeadline deadline
 
 	// use is held (shared) during each system call and (exclusive) by Close,
 	// so the descriptor is never closed under a read and then reused.
@@ -186,11 +186,11 @@ func (c *pacedConn) syscall(trap uintptr, b []byte) (int, error) {
 }
 
 // check reports a closed connection or a passed deadline.
-func (c *pacedConn) check(deadline *atomic.Int64) error {
+func (c *pacedConn) check(d *deadline) error {
 	if c.closed.Load() {
 		return net.ErrClosed
 	}
-	if d := deadline.Load(); d != 0 && time.Now().UnixNano() >= d {
+	if d.passed() {
 		return os.ErrDeadlineExceeded
 	}
 	return nil
@@ -215,11 +215,11 @@ func (c *pacedConn) SetDeadline(t time.Time) error {
 }
 
 func (c *pacedConn) SetReadDeadline(t time.Time) error {
-	c.readDeadline.Store(unixNano(t))
+	c.readDeadline.set(t)
 	return nil
 }
 
 func (c *pacedConn) SetWriteDeadline(t time.Time) error {
-	c.writeDeadline.Store(unixNano(t))
+	c.writeDeadline.set(t)
 	return nil
 }

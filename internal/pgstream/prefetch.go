@@ -4,7 +4,6 @@ import (
 	"net"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -30,7 +29,7 @@ type prefetchConn struct {
 	off    int          // how much of cur was read
 	err    error        // why fill stopped; read after chunks is closed
 
-	readDeadline atomic.Int64  // UnixNano; 0: none
+	readDeadline deadline
 	kick         chan struct{} // wakes a Read waiting when the deadline moves
 	done         chan struct{} // closed by Close: fill stops
 	closeOnce    sync.Once
@@ -105,8 +104,7 @@ func (p *prefetchConn) next() error {
 	default:
 	}
 	var timeout <-chan time.Time
-	if d := p.readDeadline.Load(); d != 0 {
-		wait := time.Until(time.Unix(0, d))
+	if wait, ok := p.readDeadline.left(); ok {
 		if wait <= 0 {
 			return os.ErrDeadlineExceeded
 		}
@@ -137,7 +135,7 @@ func (p *prefetchConn) SetDeadline(t time.Time) error {
 }
 
 func (p *prefetchConn) SetReadDeadline(t time.Time) error {
-	p.readDeadline.Store(unixNano(t))
+	p.readDeadline.set(t)
 	select {
 	case p.kick <- struct{}{}:
 	default: // a wake-up is already pending
@@ -149,11 +147,4 @@ func (p *prefetchConn) SetReadDeadline(t time.Time) error {
 func (p *prefetchConn) Close() error {
 	p.closeOnce.Do(func() { close(p.done) })
 	return p.Conn.Close()
-}
-
-func unixNano(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixNano()
 }
