@@ -26,7 +26,7 @@ type HeldLocks struct {
 	conn   *sql.Conn
 	names  []string
 	stop   chan struct{}
-	done   chan struct{}
+	done   chan struct{} // closed when Guard's watch has ended; nil without Guard
 	closed sync.Once
 }
 
@@ -46,8 +46,7 @@ func TakeLocks(ctx context.Context, db *sql.DB, claims []Claim) (*HeldLocks, err
 		endSession(conn)
 		return nil, fmt.Errorf("target: keep the locks' connection open: %w", err)
 	}
-	l := &HeldLocks{conn: conn, stop: make(chan struct{}), done: make(chan struct{})}
-	close(l.done) // no watch yet
+	l := &HeldLocks{conn: conn, stop: make(chan struct{})}
 	for _, c := range claims {
 		var got sql.NullInt64
 		if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, 0)", c.Name).Scan(&got); err != nil {
@@ -132,7 +131,9 @@ func (l *HeldLocks) check() error {
 func (l *HeldLocks) Close() {
 	l.closed.Do(func() {
 		close(l.stop)
-		<-l.done
+		if l.done != nil {
+			<-l.done
+		}
 		endSession(l.conn)
 	})
 }

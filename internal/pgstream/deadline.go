@@ -5,12 +5,12 @@ import (
 	"time"
 )
 
-// deadline is a connection's read or write deadline, safe to set from any
+// connDeadline is a connection's read or write deadline, safe to set from any
 // goroutine. It is kept on the monotonic clock: stored as wall-clock time, a
 // step of the system clock (NTP on a VM) made a deadline pass at once, and
 // the stream spin on timeouts until the status update was really due, or
 // hold it back by as much as the clock went back.
-type deadline struct {
+type connDeadline struct {
 	at atomic.Int64 // since monoBase, in ns, shifted so 0 means none (see set)
 }
 
@@ -20,7 +20,7 @@ var monoBase = time.Now()
 // set makes t the deadline; the zero time removes it. t from time.Now().Add
 // (pgconn's, context deadlines) carries a monotonic reading; a t without one
 // is taken by its wall-clock time.
-func (d *deadline) set(t time.Time) {
+func (d *connDeadline) set(t time.Time) {
 	if t.IsZero() {
 		d.at.Store(0)
 		return
@@ -34,7 +34,7 @@ func (d *deadline) set(t time.Time) {
 
 // left returns the time until the deadline (≤ 0: passed), and false when
 // there is none.
-func (d *deadline) left() (time.Duration, bool) {
+func (d *connDeadline) left() (time.Duration, bool) {
 	v := d.at.Load()
 	if v == 0 {
 		return 0, false
@@ -46,7 +46,7 @@ func (d *deadline) left() (time.Duration, bool) {
 }
 
 // passed reports a deadline that has passed.
-func (d *deadline) passed() bool {
+func (d *connDeadline) passed() bool {
 	left, ok := d.left()
 	return ok && left <= 0
 }

@@ -11,7 +11,7 @@ import (
 // time.Now is the monotonic clock's doing: Sub uses it when both times have
 // one.)
 func TestDeadline(t *testing.T) {
-	var d deadline
+	var d connDeadline
 	if _, ok := d.left(); ok || d.passed() {
 		t.Fatal("a new deadline is set")
 	}

@@ -34,7 +34,7 @@ type pacedConn struct {
 	pace          time.Duration // the pause once the socket is drained: readWait, less when it fills
 	drained       int           // bytes read since the last pause
 
-	readDeadline, writeDeadline deadline
+	readDeadline, writeDeadline connDeadline
 
 	// use is held (shared) during each system call and (exclusive) by Close,
 	// so the descriptor is never closed under a read and then reused.
@@ -186,7 +186,7 @@ func (c *pacedConn) syscall(trap uintptr, b []byte) (int, error) {
 }
 
 // check reports a closed connection or a passed deadline.
-func (c *pacedConn) check(d *deadline) error {
+func (c *pacedConn) check(d *connDeadline) error {
 	if c.closed.Load() {
 		return net.ErrClosed
 	}

@@ -29,7 +29,7 @@ type prefetchConn struct {
 	off    int          // how much of cur was read
 	err    error        // why fill stopped; read after chunks is closed
 
-	readDeadline deadline
+	readDeadline connDeadline
 	kick         chan struct{} // wakes a Read waiting when the deadline moves
 	done         chan struct{} // closed by Close: fill stops
 	closeOnce    sync.Once
