@@ -69,7 +69,11 @@ SLOT=sluice_bench_sync
 TABLES=pgbench_accounts,pgbench_branches,pgbench_tellers
 WORK=$(mktemp -d -t sluice-bench-sync.XXXXXX)
 SYNC_PID=""; SAMPLER_PID=""; LOAD_PID=""
+# The target's page flushing settings, which checkpoint() changes for a moment.
+read -r MY_IO MY_IO_MAX MY_DIRTY <<<"$(my -Nse "SELECT @@innodb_io_capacity, @@innodb_io_capacity_max, @@innodb_max_dirty_pages_pct")"
+my_flush_settings() { my -e "SET GLOBAL innodb_io_capacity_max = GREATEST($2, @@innodb_io_capacity); SET GLOBAL innodb_io_capacity = $1; SET GLOBAL innodb_io_capacity_max = $2; SET GLOBAL innodb_max_dirty_pages_pct = $3"; }
 cleanup() {
+  my_flush_settings "$MY_IO" "$MY_IO_MAX" "$MY_DIRTY" 2>/dev/null || true
   for p in $LOAD_PID $SAMPLER_PID; do kill "$p" 2>/dev/null || true; done
   [ -n "$SYNC_PID" ] && kill "$SYNC_PID" 2>/dev/null && wait "$SYNC_PID" 2>/dev/null
   "$SLUICE" abort --source "$SRC" --target "$TGT" --slot "$SLOT" --api "$API" >/dev/null 2>&1 || true
@@ -112,6 +116,19 @@ stop_sync() {
 # machine's busy ticks (all CPUs).
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat; }
+# checkpoint: both servers write their dirty pages out before a run, so that no run pays
+# for another's: PostgreSQL's CHECKPOINT, and InnoDB's page cleaner made to flush every
+# dirty page at once (it otherwise writes a catch-up's pages lazily, at 200 pages a
+# second, for minutes: a random share of them in whichever runs follow).
+checkpoint() {
+  pg "$DB" -qc "CHECKPOINT"
+  my_flush_settings 100000 100000 0
+  for _ in $(seq 1 300); do
+    [ "$(my -Nse "SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_pages_dirty'" | cut -f2)" -lt 50 ] && break
+    sleep 0.2
+  done
+  my_flush_settings "$MY_IO" "$MY_IO_MAX" "$MY_DIRTY"
+}
 # run_pgbench CLIENTS SECONDS: prints "tps latency_ms" (pgbench as it runs by default:
 # its pre-run vacuum of the branches and tellers, pgbench_history emptied)
 run_pgbench() {
@@ -165,7 +182,7 @@ rm -f "$WORK/live"
 # replication client, writing the stream to /dev/null: what decoding alone costs,
 # the floor for any consumer of the slot). The order rotates between rounds so
 # that drift over the run (table growth, autovacuum) favours none. Before every
-# run a CHECKPOINT (no run pays for another's dirty pages) and pgbench's own
+# run a checkpoint on both servers (no run pays for another's dirty pages) and pgbench's own
 # pre-run vacuum. A warm-up run first.
 declare -A BASE_TPS BASE_LAT WITH_TPS WITH_LAT BT BL WT WL FT RATIOS FLOOR_RATIOS CPU_S CPU_W CPU_M
 say "== 2. pgbench without sluice / with sluice / with pg_recvlogical: clients $CLIENTS, ${SECONDS_EACH}s each, $RUNS rounds"
@@ -180,14 +197,14 @@ HIST_ALL=()
 # without C: pgbench with the sync stopped (its slot kept).
 without() {
   [ -n "$SYNC_PID" ] && stop_sync
-  pg "$DB" -qc "CHECKPOINT"
+  checkpoint
   read -r tp la <<<"$(run_pgbench "$1" "$SECONDS_EACH")"; BT[$1]+="$tp "; BL[$1]+="$la "
 }
 # with C: pgbench while sluice streams; CPU shares and the lag histogram over the run.
 with() {
   local c=$1
   [ -n "$SYNC_PID" ] || { start_sync; wait_caught_up; }
-  pg "$DB" -qc "CHECKPOINT"
+  checkpoint
   local ws_pid my_pid c0 c1 h0 h1
   ws_pid=$(pg postgres -Atc "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$SLOT'")
   my_pid=$(pidof mariadbd | cut -d' ' -f1)
@@ -195,6 +212,7 @@ with() {
   c0="$(ticks "$SYNC_PID") $(ticks "$ws_pid") $(ticks "$my_pid") $(machine_ticks)"
   touch "$WORK/live"
   read -r tw lw <<<"$(run_pgbench "$c" "$SECONDS_EACH")"; WT[$c]+="$tw "; WL[$c]+="$lw "
+  SLUICE_NICE=$(awk '{ print $19 }' "/proc/$SYNC_PID/stat")
   c1="$(ticks "$SYNC_PID") $(ticks "$ws_pid") $(ticks "$my_pid") $(machine_ticks)"
   wait_caught_up # the run's last commits are part of its lag
   rm -f "$WORK/live"
@@ -215,7 +233,7 @@ floor() {
     [ "$(pg postgres -Atc "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn) < 1000000 FROM pg_replication_slots WHERE slot_name = '$FLOOR_SLOT'")" = t ] && break
     sleep 0.2
   done
-  pg "$DB" -qc "CHECKPOINT"
+  checkpoint
   read -r tf _ <<<"$(run_pgbench "$1" "$SECONDS_EACH")"; FT[$1]+="$tf "
   kill "$rp"; wait "$rp" 2>/dev/null || true
 }
@@ -382,8 +400,8 @@ Written by \`scripts/bench-sync.sh\` (run by \`$cmd\`); rerun it to refresh this
 
 - Date: $started; load average $load_before before, $load_after after
 - Machine: $(nproc) CPUs ($cpu), $mem RAM; PostgreSQL $pg_ver, MariaDB $my_ver on the same machine; pgbench connects over TCP (127.0.0.1), sluice and pg_recvlogical $VIA_TEXT (\`BENCH_VIA=$VIA\`); $WMEM_TEXT
-- sluice commit $commit; \`sluice sync\` defaults (batch of up to 5000 changes or 500 ms)
-- Data: \`pgbench -i -s $SCALE\`; workload: pgbench's default TPC-B-like script (with its pre-run vacuum); $RUNS rounds of ${SECONDS_EACH} s per client count, each round running without sluice, with sluice and with pg_recvlogical back to back in an order that rotates between rounds, a CHECKPOINT before every run; medians
+- sluice commit $commit; \`sluice sync\` defaults (batch of up to 5000 changes or 500 ms; once streaming, one core and nice $SLUICE_NICE as read from /proc during the runs)
+- Data: \`pgbench -i -s $SCALE\`; workload: pgbench's default TPC-B-like script (with its pre-run vacuum); $RUNS rounds of ${SECONDS_EACH} s per client count, each round running without sluice, with sluice and with pg_recvlogical back to back in an order that rotates between rounds, a CHECKPOINT before every run (and the target's dirty pages flushed); medians
 
 | pgbench clients | TPS without sluice | latency ms | TPS with sluice streaming | latency ms | with sluice / without (median of the rounds' ratios) | TPS with pg_recvlogical to /dev/null | pg_recvlogical / without | % of busy CPU while sluice streams: sluice / walsender / MariaDB |
 |---:|---:|---:|---:|---:|---:|---:|---:|---:|

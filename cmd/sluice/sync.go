@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sluice-db/sluice/internal/api"
+	"github.com/sluice-db/sluice/internal/cpuprio"
 	"github.com/sluice-db/sluice/internal/failure"
 	"github.com/sluice-db/sluice/internal/pgstream"
 	"github.com/sluice-db/sluice/internal/progress"
@@ -40,6 +41,10 @@ running sync again resumes.`,
 			a.copyPace(cmd.Flags(), &opt.Parallel, &opt.ChunkRows, &opt.MaxRowsPerSec)
 			if cutover != "manual" && cutover != "auto" {
 				return failure.New(failure.Usage, "SLUICE-USAGE-CUTOVER", "--cutover %q is not a choice", cutover).WithHint("use manual or auto")
+			}
+			if opt.StreamNice < 0 || opt.StreamNice > cpuprio.MaxNice {
+				return failure.New(failure.Usage, "SLUICE-USAGE-NICE", "--stream-nice %d is out of range", opt.StreamNice).
+					WithHint("use 0 to keep the priority sluice started with, or up to %d for the lowest", cpuprio.MaxNice)
 			}
 			if token == "" {
 				token = os.Getenv("SLUICE_API_TOKEN")
@@ -122,6 +127,7 @@ running sync again resumes.`,
 	f.IntVar(&opt.BatchRows, "batch-rows", 5000, "changes per target transaction, at most")
 	f.DurationVar(&opt.BatchDelay, "batch-delay", 0, "longest a change waits for its batch (default 500ms; 100ms with --changes=events or --publish)")
 	f.IntVar(&opt.StreamProcs, "stream-procs", 1, "CPU cores sluice uses once the copy is done (0: all; GOMAXPROCS in the environment wins)")
+	f.IntVar(&opt.StreamNice, "stream-nice", 10, "nice value sluice takes once the copy is done, so a source database on the same host wins the CPU (0: keep the priority it started with; Linux)")
 	f.DurationVar(&opt.LagBound, "lag-bound", time.Second, "cutover waits until the lag is under this")
 	f.DurationVar(&opt.Cutover.LockTimeout, "lock-timeout", 5*time.Second, "cutover gives up if the write fence is not granted in this time")
 	f.DurationVar(&opt.Cutover.Timeout, "cutover-timeout", 30*time.Second, "longest the write fence may stay up before cutover gives up and lifts it")

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sluice-db/sluice/internal/apply"
 	"github.com/sluice-db/sluice/internal/copier"
+	"github.com/sluice-db/sluice/internal/cpuprio"
 	"github.com/sluice-db/sluice/internal/failure"
 	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/pgstream"
@@ -417,7 +418,11 @@ func (s *Syncer) finishTable(ctx context.Context, t *table) error {
 // clients: 0.888 of pgbench's TPS kept against 0.881, better in 4 of 5
 // rounds). The soft limit of 2 GiB keeps GC no more frequent than Go's
 // default while less than 1 GiB is alive (a huge source transaction held
-// for one batch); GOGC and GOMEMLIMIT in the environment win.
+// for one batch); GOGC and GOMEMLIMIT in the environment win. It also takes
+// nice StreamNice, so that on a host shared with the source the database's
+// backends run first (A/B at 8 pgbench clients, two runs of 6 and 9 rounds:
+// 0.931 and 0.925 of pgbench's TPS kept against 0.921 and 0.920 at nice 0,
+// better in 11 of 15 rounds; lag p99 0.67 s against 0.61-0.65 s).
 func (s *Syncer) narrowProcs() {
 	if s.opt.StreamProcs > 0 && s.opt.StreamProcs < runtime.GOMAXPROCS(0) {
 		runtime.GOMAXPROCS(s.opt.StreamProcs)
@@ -426,6 +431,13 @@ func (s *Syncer) narrowProcs() {
 	if os.Getenv("GOGC") == "" && os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetGCPercent(400)
 		debug.SetMemoryLimit(2 << 30)
+	}
+	if s.opt.StreamNice > 0 {
+		if nice, err := cpuprio.Lower(s.opt.StreamNice); err != nil {
+			s.log.Warn("streaming only: could not lower sluice's CPU priority", "code", "SLUICE-SYNC-NICE", "err", err)
+		} else {
+			s.log.Debug("streaming only: CPU priority lowered", "nice", nice)
+		}
 	}
 }
 

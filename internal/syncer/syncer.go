@@ -52,9 +52,13 @@ type Options struct {
 	// idle processors spinning for work cost CPU that, on a machine shared
 	// with the source, the source could use.
 	StreamProcs int
-	Cutover     CutoverOptions
-	Tracker     *progress.Tracker
-	Log         *slog.Logger
+	// StreamNice, when above 0, is the nice value sluice takes once every
+	// table is copied, so that on a host shared with the source the
+	// database's own processes win the processors whenever both want them.
+	StreamNice int
+	Cutover    CutoverOptions
+	Tracker    *progress.Tracker
+	Log        *slog.Logger
 }
 
 func (o *Options) defaults() {
