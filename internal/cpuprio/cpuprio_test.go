@@ -1,38 +1,23 @@
 package cpuprio
 
 import (
-	"os"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/sluice-db/sluice/internal/testenv"
 )
 
-// threadNices reads the nice value of every thread of the process from
-// /proc (field 19 of stat), as top and ps show it.
+// threadNices is every thread's nice value, as /proc shows it.
 func threadNices(t *testing.T) map[int]int {
 	t.Helper()
-	tasks, err := os.ReadDir("/proc/self/task")
+	nices, err := testenv.ThreadNices(0)
 	if err != nil {
 		t.Skipf("no /proc here: %v", err)
 	}
-	out := map[int]int{}
-	for _, task := range tasks {
-		raw, err := os.ReadFile("/proc/self/task/" + task.Name() + "/stat")
-		if err != nil {
-			continue // exited
-		}
-		// the command name, in parentheses, may hold spaces: count from after it
-		fields := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
-		nice, err := strconv.Atoi(fields[16])
-		if err != nil {
-			t.Fatalf("stat of thread %s: %v", task.Name(), err)
-		}
-		tid, _ := strconv.Atoi(task.Name())
-		out[tid] = nice
-	}
-	return out
+	return nices
 }
 
 // startThreads makes the runtime start n more threads (each goroutine holds

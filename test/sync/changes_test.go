@@ -75,6 +75,9 @@ func TestEveryKindOfChange(t *testing.T) {
 	t.Logf("mid-copy changes made while %d..%d of 20000 rows were copied", before.RowsCopied("items"), after.RowsCopied("items"))
 
 	s.wait(90*time.Second, "the copy to finish", func(st testenv.SyncStatus) bool { return st.Phase == "streaming" })
+	// Only the stream is left: sluice yields the processors to a source on
+	// its host (--stream-nice, 10 by default), every thread of it.
+	s.waitNice(10*time.Second, 10)
 	ops, errs, first := mix.Stop()
 	if first != nil {
 		t.Fatalf("workload: %v", first)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -134,6 +135,32 @@ func (s *syncRun) current() *testenv.Proc {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.proc
+}
+
+// waitNice waits until every thread of the sync process runs at nice want.
+func (s *syncRun) waitNice(timeout time.Duration, want int) {
+	s.t.Helper()
+	if runtime.GOOS != "linux" {
+		return // --stream-nice is Linux's
+	}
+	pid := s.current().Cmd.Process.Pid
+	var nices map[int]int
+	for end := time.Now().Add(timeout); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		var err error
+		if nices, err = testenv.ThreadNices(pid); err != nil {
+			s.t.Fatal(err)
+		}
+		off := 0
+		for _, n := range nices {
+			if n != want {
+				off++
+			}
+		}
+		if off == 0 && len(nices) > 0 {
+			return
+		}
+	}
+	s.t.Fatalf("sluice sync (pid %d) streams with threads at nice %v (thread → nice), want all at %d", pid, nices, want)
 }
 
 // alive returns an error if the sync process has exited (and no supervisor
