@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -154,6 +155,11 @@ type Proxy struct {
 	mu    sync.Mutex
 	ln    net.Listener
 	conns map[net.Conn]struct{}
+
+	// commit answers to lose (LoseCommitAnswer): one per entry, on the
+	// next COMMIT of a connection that sent a query holding its text
+	loseAfter []string
+	lost      int
 }
 
 // NewProxy starts a proxy to target ("host:port") on a free local port.
@@ -210,20 +216,129 @@ func (p *Proxy) forward(client net.Conn) {
 		return
 	}
 	var wg sync.WaitGroup
+	var swallow atomic.Bool // the server's answers no longer reach the client
 	pipe := func(dst, src net.Conn) {
 		defer wg.Done()
 		io.Copy(dst, src)
 		dst.Close()
 		src.Close()
 	}
+	toClient := func() {
+		defer wg.Done()
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := server.Read(buf)
+			if swallow.Load() || (n > 0 && writeAll(client, buf[:n]) != nil) || err != nil {
+				break
+			}
+		}
+		client.Close()
+		server.Close()
+	}
 	wg.Add(2)
-	go pipe(server, client)
-	go pipe(client, server)
+	if p.losesCommits() {
+		go p.toServerLosingCommits(server, client, &swallow, &wg)
+	} else {
+		go pipe(server, client)
+	}
+	go toClient()
 	wg.Wait()
 	p.mu.Lock()
 	delete(p.conns, client)
 	delete(p.conns, server)
 	p.mu.Unlock()
+}
+
+// comQueryCommit is a MySQL client's COMMIT: a COM_QUERY packet (length 7,
+// sequence 0, command 3) with the text COMMIT, as database/sql's Tx.Commit
+// sends it through go-sql-driver/mysql.
+var comQueryCommit = []byte("\x07\x00\x00\x00\x03COMMIT")
+
+// LoseCommitAnswer makes the proxy lose the server's answer to one COMMIT:
+// the next one a connection sends after a query that holds after ("" for
+// any). The COMMIT reaches the server, which commits; 300 ms later the
+// connection is closed with the answer held back, so the client cannot
+// know whether its transaction committed. Arm it before the client
+// connects: only connections made after the first call are watched.
+func (p *Proxy) LoseCommitAnswer(after string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.loseAfter = append(p.loseAfter, after)
+}
+
+// CommitAnswersLost is how many COMMIT answers the proxy has lost so far.
+func (p *Proxy) CommitAnswersLost() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lost
+}
+
+func (p *Proxy) losesCommits() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.loseAfter != nil
+}
+
+// takeLoss claims the first armed loss whose text the connection sent
+// since its last COMMIT (seen), if any.
+func (p *Proxy) takeLoss(seen map[string]bool) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, after := range p.loseAfter {
+		if after == "" || seen[after] {
+			p.loseAfter = append(p.loseAfter[:i:i], p.loseAfter[i+1:]...)
+			p.lost++
+			return true
+		}
+	}
+	return false
+}
+
+// armedTexts are the texts armed losses wait for.
+func (p *Proxy) armedTexts() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.loseAfter...)
+}
+
+// toServerLosingCommits forwards what the client sends, watching for a
+// COMMIT whose answer an armed LoseCommitAnswer wants lost.
+func (p *Proxy) toServerLosingCommits(server, client net.Conn, swallow *atomic.Bool, wg *sync.WaitGroup) {
+	defer wg.Done()
+	defer server.Close()
+	defer client.Close()
+	seen := map[string]bool{} // armed texts sent since the last COMMIT
+	var tail []byte           // the end of the previous read: a text may span two
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := client.Read(buf)
+		chunk := buf[:n]
+		window := append(tail, chunk...)
+		for _, text := range p.armedTexts() {
+			if text != "" && bytes.Contains(window, []byte(text)) {
+				seen[text] = true
+			}
+		}
+		if bytes.Contains(window, comQueryCommit) {
+			if p.takeLoss(seen) {
+				swallow.Store(true) // before the server can answer
+				writeAll(server, chunk)
+				time.Sleep(300 * time.Millisecond) // the server commits
+				return
+			}
+			clear(seen)
+			window = window[:0] // this COMMIT must not match again in the next read's window
+		}
+		tail = append(tail[:0], window[max(0, len(window)-64):]...)
+		if (n > 0 && writeAll(server, chunk) != nil) || err != nil {
+			return
+		}
+	}
+}
+
+func writeAll(dst net.Conn, b []byte) error {
+	_, err := dst.Write(b)
+	return err
 }
 
 // Cut closes the listener and every open connection: new connections are

@@ -203,6 +203,53 @@ func TestTargetUnreachableDuringCopy(t *testing.T) {
 	s.abort()
 }
 
+// TestLostCommitAnswers loses MariaDB's answer to COMMITs of the sync under
+// write load: the transaction commits, but sluice cannot know it did. Twice
+// for a batch that holds a copied chunk, twice for batches of streamed
+// changes. Copying such a chunk again would write rows read before changes
+// that were applied since, and replaying such a batch would apply its
+// changes twice: sluice must learn what committed from the position and
+// chunk list stored in the same transactions, resume by itself, and end equal.
+func TestLostCommitAnswers(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	createOrders(t, p, 40000)
+	u, err := url.Parse(p.TargetURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := testenv.NewProxy(t, u.Host)
+	const chunkLoad = "LOAD DATA LOCAL INFILE" // how a copied chunk reaches the target
+	proxy.LoseCommitAnswer(chunkLoad)
+	proxy.LoseCommitAnswer(chunkLoad)
+	s := newSync(t, p.SourceURL, testenv.ViaProxy(p.TargetURL, proxy.Addr()), "--chunk-rows", "5000", "--max-rows-per-sec", "5000")
+	s.start()
+	w := testenv.StartWorkload(t, p.SourceURL, testenv.WorkloadOptions{Pause: 5 * time.Millisecond}, ordersWorkload(40000))
+	s.wait(60*time.Second, "the answers to two chunks' commits lost", func(testenv.SyncStatus) bool { return proxy.CommitAnswersLost() >= 2 })
+	if st, err := s.status(); err != nil || st.Phase != "copying" {
+		t.Fatalf("the chunks' commit answers were lost, yet the phase is %q (error %v)", st.Phase, err)
+	}
+	s.wait(120*time.Second, "the copy to finish", func(st testenv.SyncStatus) bool { return st.Phase == "streaming" })
+
+	proxy.LoseCommitAnswer("")
+	proxy.LoseCommitAnswer("")
+	s.wait(60*time.Second, "the answers to two stream batches' commits lost", func(testenv.SyncStatus) bool { return proxy.CommitAnswersLost() >= 4 })
+	lastLoss := time.Now()
+	time.Sleep(2 * time.Second)
+	ops, _, first := w.Stop()
+	if first != nil {
+		t.Fatalf("workload: %v", first)
+	}
+	t.Logf("workload: %d transactions", ops)
+	s.assertResumedByItself("four lost commit answers", lastLoss)
+	if r := retries(s.current().Output()); r < 4 {
+		t.Errorf("the sync retried %d time(s) for 4 lost commit answers: did it take a commit it could not confirm for done?\n%s",
+			r, testenv.Tail(s.current().Output(), 30))
+	}
+	verifyEqual(t, p.SourceURL, p.TargetURL, "orders")
+	s.abort()
+}
+
 // assertResumedByItself waits until the sync, still the same process, has
 // caught up after an outage (what, ended at since) and logged a retry.
 func (s *syncRun) assertResumedByItself(what string, since time.Time) {
