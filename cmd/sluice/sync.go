@@ -141,8 +141,8 @@ func printCutoverReport(w io.Writer, r *syncer.CutoverReport) {
 	for t, v := range r.AutoIncrement {
 		fmt.Fprintf(w, "  %s AUTO_INCREMENT set to %d\n", t, v)
 	}
-	fmt.Fprintf(w, "changes applied: %d; lag p50 %.3f s, p99 %.3f s; most WAL retained by the slot: %d bytes\n",
-		r.ChangesApplied, r.LagP50Seconds, r.LagP99Seconds, r.WALRetainedMaxBytes)
+	fmt.Fprintf(w, "changes applied: %d; lag p50 %.3f s, p99 %.3f s over the last %d target commits (the copy's too, when that recent); most WAL retained by the slot: %d bytes\n",
+		r.ChangesApplied, r.LagP50Seconds, r.LagP99Seconds, syncer.LagWindow, r.WALRetainedMaxBytes)
 	fmt.Fprintln(w, "the sync goes on streaming writes that still reach the source; once the application writes to the target, run sluice finish")
 }
 

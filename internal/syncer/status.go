@@ -27,7 +27,8 @@ type statusState struct {
 	lagHist    LagHistogram // every apply lag since the start
 }
 
-const lagWindow = 4096
+// LagWindow is how many recent target commits the lag quantiles cover.
+const LagWindow = 4096
 
 // LagBuckets are the upper bounds, in seconds, of the apply-lag histogram.
 // Finest from 0.5 to 1 s: the default batch delay (500 ms) puts a busy
@@ -63,12 +64,12 @@ func (st *statusState) recordLag(d time.Duration) {
 	st.lagMu.Lock()
 	defer st.lagMu.Unlock()
 	st.lagHist.observe(d)
-	if len(st.lagSamples) < lagWindow {
+	if len(st.lagSamples) < LagWindow {
 		st.lagSamples = append(st.lagSamples, d)
 		return
 	}
 	st.lagSamples[st.lagNext] = d
-	st.lagNext = (st.lagNext + 1) % lagWindow
+	st.lagNext = (st.lagNext + 1) % LagWindow
 }
 
 // lagSnapshot returns the p50 and p99 of the recent lags and a copy of the
