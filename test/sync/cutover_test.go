@@ -126,11 +126,7 @@ func TestCutoverUnderWorkload(t *testing.T) {
 	}
 
 	time.Sleep(time.Second) // writes that still reach the source are streamed
-	ops, _, first := w.Stop()
-	if first != nil {
-		t.Fatalf("workload: %v", first)
-	}
-	t.Logf("workload: %d transactions", ops)
+	stopWorkload(t, w)
 	s.waitCaughtUp(60 * time.Second)
 	verifyEqual(t, p.SourceURL, p.TargetURL, "orders")
 

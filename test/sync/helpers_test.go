@@ -292,6 +292,16 @@ func (s *syncRun) restarts() (int, []string) {
 	return s.starts - 1, append([]string(nil), s.exits...)
 }
 
+// stopWorkload stops w and fails the test if it failed.
+func stopWorkload(t *testing.T, w *testenv.Workload) {
+	t.Helper()
+	ops, _, first := w.Stop()
+	if first != nil {
+		t.Fatalf("workload: %v", first)
+	}
+	t.Logf("workload: %d transactions", ops)
+}
+
 // verifyEqual runs sluice verify and fails unless it exits 0 with every
 // table equal; it returns the output.
 func verifyEqual(t *testing.T, src, tgt string, tables ...string) string {

@@ -88,11 +88,7 @@ func TestTargetUnreachableWhileStreaming(t *testing.T) {
 	restoredAt := time.Now()
 	t.Log("target reachable again")
 	time.Sleep(3 * time.Second)
-	ops, _, first := w.Stop()
-	if first != nil {
-		t.Fatalf("workload: %v", first)
-	}
-	t.Logf("workload: %d transactions", ops)
+	stopWorkload(t, w)
 
 	s.assertResumedByItself("the target outage", restoredAt)
 	verifyEqual(t, p.SourceURL, p.TargetURL, "orders")
@@ -122,13 +118,7 @@ func ordersWorkload(initial int64) func(ctx context.Context, c *pgx.Conn, rng *r
 // position while chunks it had read are read again.
 func TestTargetUnreachableDuringCopy(t *testing.T) {
 	t.Parallel()
-	p := newPair(t)
-	createOrders(t, p, 60000)
-	u, err := url.Parse(p.TargetURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := testenv.NewProxy(t, u.Host)
+	p, proxy := ordersBehindProxy(t, 60000)
 	// chunks at least --batch-rows (as with the defaults, 20000 and 5000):
 	// each high watermark's rows fill a batch of their own
 	s := newSync(t, p.SourceURL, testenv.ViaProxy(p.TargetURL, proxy.Addr()), "--chunk-rows", "5000", "--batch-rows", "5000", "--max-rows-per-sec", "5000")
@@ -185,11 +175,7 @@ func TestTargetUnreachableDuringCopy(t *testing.T) {
 		t.Fatalf("the copy ended after %d cuts; the test needs more", cuts)
 	}
 	s.wait(120*time.Second, "the copy to finish", func(st testenv.SyncStatus) bool { return st.Phase == "streaming" })
-	ops, _, first := w.Stop()
-	if first != nil {
-		t.Fatalf("workload: %v", first)
-	}
-	t.Logf("workload: %d transactions", ops)
+	stopWorkload(t, w)
 	s.waitCaughtUp(90 * time.Second)
 	s.stopSupervisor()
 	// The supervisor only keeps the test going to show what went wrong:
@@ -212,13 +198,7 @@ func TestTargetUnreachableDuringCopy(t *testing.T) {
 // chunk list stored in the same transactions, resume by itself, and end equal.
 func TestLostCommitAnswers(t *testing.T) {
 	t.Parallel()
-	p := newPair(t)
-	createOrders(t, p, 40000)
-	u, err := url.Parse(p.TargetURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := testenv.NewProxy(t, u.Host)
+	p, proxy := ordersBehindProxy(t, 40000)
 	const chunkLoad = "LOAD DATA LOCAL INFILE" // how a copied chunk reaches the target
 	proxy.LoseCommitAnswer(chunkLoad)
 	proxy.LoseCommitAnswer(chunkLoad)
@@ -236,11 +216,7 @@ func TestLostCommitAnswers(t *testing.T) {
 	s.wait(60*time.Second, "the answers to two stream batches' commits lost", func(testenv.SyncStatus) bool { return proxy.CommitAnswersLost() >= 4 })
 	lastLoss := time.Now()
 	time.Sleep(2 * time.Second)
-	ops, _, first := w.Stop()
-	if first != nil {
-		t.Fatalf("workload: %v", first)
-	}
-	t.Logf("workload: %d transactions", ops)
+	stopWorkload(t, w)
 	s.assertResumedByItself("four lost commit answers", lastLoss)
 	if r := retries(s.current().Output()); r < 4 {
 		t.Errorf("the sync retried %d time(s) for 4 lost commit answers: did it take a commit it could not confirm for done?\n%s",
@@ -248,6 +224,19 @@ func TestLostCommitAnswers(t *testing.T) {
 	}
 	verifyEqual(t, p.SourceURL, p.TargetURL, "orders")
 	s.abort()
+}
+
+// ordersBehindProxy is a pair whose source has an orders table of rows rows,
+// and a proxy to its target that the test can cut or make lose answers.
+func ordersBehindProxy(t *testing.T, rows int) (*testenv.Pair, *testenv.Proxy) {
+	t.Helper()
+	p := newPair(t)
+	createOrders(t, p, rows)
+	u, err := url.Parse(p.TargetURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, testenv.NewProxy(t, u.Host)
 }
 
 // assertResumedByItself waits until the sync, still the same process, has
