@@ -223,12 +223,12 @@ func (p *Proxy) forward(client net.Conn) {
 		dst.Close()
 		src.Close()
 	}
-	toClient := func() {
+	toClient := func() { // pipe(client, server), until swallow is set
 		defer wg.Done()
 		buf := make([]byte, 64<<10)
 		for {
 			n, err := server.Read(buf)
-			if swallow.Load() || (n > 0 && writeAll(client, buf[:n]) != nil) || err != nil {
+			if swallow.Load() || (n > 0 && write(client, buf[:n]) != nil) || err != nil {
 				break
 			}
 		}
@@ -238,10 +238,11 @@ func (p *Proxy) forward(client net.Conn) {
 	wg.Add(2)
 	if p.losesCommits() {
 		go p.toServerLosingCommits(server, client, &swallow, &wg)
+		go toClient()
 	} else {
 		go pipe(server, client)
+		go pipe(client, server)
 	}
-	go toClient()
 	wg.Wait()
 	p.mu.Lock()
 	delete(p.conns, client)
@@ -322,7 +323,7 @@ func (p *Proxy) toServerLosingCommits(server, client net.Conn, swallow *atomic.B
 		if bytes.Contains(window, comQueryCommit) {
 			if p.takeLoss(seen) {
 				swallow.Store(true) // before the server can answer
-				writeAll(server, chunk)
+				server.Write(chunk)
 				time.Sleep(300 * time.Millisecond) // the server commits
 				return
 			}
@@ -330,13 +331,14 @@ func (p *Proxy) toServerLosingCommits(server, client net.Conn, swallow *atomic.B
 			window = window[:0] // this COMMIT must not match again in the next read's window
 		}
 		tail = append(tail[:0], window[max(0, len(window)-64):]...)
-		if (n > 0 && writeAll(server, chunk) != nil) || err != nil {
+		if (n > 0 && write(server, chunk) != nil) || err != nil {
 			return
 		}
 	}
 }
 
-func writeAll(dst net.Conn, b []byte) error {
+// write is dst.Write for a condition: a net.Conn writes all of b or fails.
+func write(dst net.Conn, b []byte) error {
 	_, err := dst.Write(b)
 	return err
 }
