@@ -20,18 +20,7 @@ func TestConfirmReachesTheSlotPromptly(t *testing.T) {
 	p, pool, st := openLikesStream(t, "")
 	ctx := context.Background()
 	slot := p.Name
-	pctx, stop := context.WithCancel(ctx)
-	out := make(chan []pgstream.Event) // unbuffered: the pump waits while the test does not read
-	pumped := make(chan error, 1)
-	go func() { pumped <- st.Pump(pctx, out) }()
-	defer func() { // the pump ends before the stream closes
-		stop()
-		select {
-		case <-pumped:
-		case <-time.After(5 * time.Second): // it ended already, its error taken
-		}
-		st.Close()
-	}()
+	out, pumped := pump(t, st)
 
 	for i := 1; i <= 3; i++ {
 		p.PG(t, `INSERT INTO likes VALUES ($1)`, i)

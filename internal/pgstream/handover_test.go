@@ -19,13 +19,7 @@ import (
 // is 1 s and the receiver looks away for 4 s.
 func TestStreamLivesThroughABusyReceiver(t *testing.T) {
 	p, _, st := openLikesStream(t, "?wal_sender_timeout=1000")
-	defer st.Close()
-	ctx := context.Background()
-	pctx, stop := context.WithCancel(ctx)
-	defer stop()
-	out := make(chan []pgstream.Event) // unbuffered: the pump waits on the receiver
-	pumped := make(chan error, 1)
-	go func() { pumped <- st.Pump(pctx, out) }()
+	out, pumped := pump(t, st)
 
 	p.PG(t, `INSERT INTO likes VALUES (1)`)
 	time.Sleep(4 * time.Second) // the receiver is busy
@@ -72,4 +66,24 @@ func openLikesStream(t *testing.T, urlSuffix string) (*testenv.Pair, *pgxpool.Po
 		t.Fatal(err)
 	}
 	return p, pool, st
+}
+
+// pump runs st.Pump into an unbuffered channel (the pump waits while the
+// test does not read) until the test ends, and then closes the stream once
+// the pump has returned, as a Stream needs. pumped gets Pump's error.
+func pump(t *testing.T, st *pgstream.Stream) (out chan []pgstream.Event, pumped chan error) {
+	ctx, stop := context.WithCancel(context.Background())
+	out = make(chan []pgstream.Event)
+	pumped = make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pumped <- st.Pump(ctx, out)
+	}()
+	t.Cleanup(func() {
+		stop()
+		<-done
+		st.Close()
+	})
+	return out, pumped
 }
