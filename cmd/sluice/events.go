@@ -14,6 +14,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -82,7 +83,8 @@ func parseEndpoint(flag, raw string) (pubevents.Endpoint, error) {
 // same settings as the log-based sync (listen address and CORS from flags or
 // the config file, the token kept out of logs, warnings counted in
 // /metrics), plus extra routes.
-func (a *app) serveAPI(cmd *cobra.Command, listen, token string, ctrl api.Controller, extra func(*prometheus.Registry), wrap func(http.Handler) http.Handler) (string, error) {
+func (a *app) serveAPI(cmd *cobra.Command, listen, token string, ctrl api.Controller, extra func(*prometheus.Registry),
+	writes map[string]http.Handler, wrap func(http.Handler) http.Handler) (string, error) {
 	origins, _ := cmd.Flags().GetStringArray("allow-origin")
 	st, err := a.opsSettings(listen, cmd.Flags().Changed("listen"), origins)
 	if err != nil {
@@ -95,7 +97,7 @@ func (a *app) serveAPI(cmd *cobra.Command, listen, token string, ctrl api.Contro
 		extra(m.Registry)
 	}
 	h, err := api.New(ctrl, api.Options{Token: token, Log: a.log, AllowOrigins: st.origins, AllowCredentials: st.credentials,
-		Metrics: m.Handler(), Version: version})
+		Metrics: m.Handler(), Version: version, WriteRoutes: writes})
 	if err != nil {
 		return "", err
 	}
@@ -237,11 +239,9 @@ func (a *app) runEventsSync(cmd *cobra.Command, ef *eventsFlags, tables, listen,
 	}
 	ctrl := eventsController{svc}
 	url, err := a.serveAPI(cmd, listen, token, ctrl, func(r *prometheus.Registry) { r.MustRegister(eventsCollector{svc}) },
+		map[string]http.Handler{"POST /api/v1/events": events.Handler(svc, token)},
 		func(h http.Handler) http.Handler {
-			mux := http.NewServeMux()
-			mux.Handle("/", withStatusExtra(h, "events", func() any { return svc.Status() }))
-			mux.Handle("POST /api/v1/events", events.Handler(svc, token))
-			return mux
+			return withStatusExtra(h, "events", func() any { return svc.Status() })
 		})
 	if err != nil {
 		return err
@@ -338,7 +338,7 @@ func (a *app) runPublish(cmd *cobra.Command, ef *eventsFlags, tables, listen, to
 		return err
 	}
 	ctrl := publishController{pub}
-	url, err := a.serveAPI(cmd, listen, token, ctrl, nil, func(h http.Handler) http.Handler {
+	url, err := a.serveAPI(cmd, listen, token, ctrl, nil, nil, func(h http.Handler) http.Handler {
 		return withStatusExtra(h, "publish", func() any { return pub.Status() })
 	})
 	if err != nil {
@@ -363,6 +363,15 @@ func (a *app) runPublish(cmd *cobra.Command, ef *eventsFlags, tables, listen, to
 	fmt.Fprintf(cmd.OutOrStdout(), "publisher stopped: %d messages published to %d partitions; the slot keeps the changes since %s: run it again to resume\n",
 		st.Published, st.Partitions, st.ConfirmedLSN)
 	return nil
+}
+
+// isLoopbackHost reports a listen host that only this machine reaches.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
 }
 
 // applyCommand is `sluice apply --from nats://…/STREAM --partition i/N`.
@@ -392,6 +401,10 @@ cleanly; running it again resumes.`,
 			if _, err := fmt.Sscanf(part, "%d/%d", &i, &n); err != nil || n < 1 || i < 0 || i >= n || fmt.Sprintf("%d/%d", i, n) != part {
 				return failure.New(failure.Usage, "SLUICE-USAGE-PARTITION", "--partition %q is not i/N with 0 <= i < N", part).WithHint("e.g. --partition 0/3")
 			}
+			if host, _, err := net.SplitHostPort(listen); listen != "" && (err != nil || !isLoopbackHost(host)) {
+				return failure.New(failure.Usage, "SLUICE-API-LISTEN", "apply --listen %q: the applier's status has no token, so it is served on loopback only", listen).
+					WithHint("use --listen 127.0.0.1:PORT (or [::1]:PORT) and read it on that host, or through an SSH tunnel")
+			}
 			src, tgt, err := a.connect(ctx, 4)
 			if err != nil {
 				return err
@@ -410,7 +423,7 @@ cleanly; running it again resumes.`,
 					w.Header().Set("Content-Type", "application/json")
 					json.NewEncoder(w).Encode(ap.Status())
 				})
-				addr, err := api.Serve(ctx, listen, mux, a.log)
+				addr, err := api.Serve(ctx, listen, api.LocalReads(mux, a.log), a.log)
 				if err != nil {
 					return err
 				}

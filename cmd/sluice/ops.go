@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sluice-db/sluice/internal/api"
@@ -72,6 +73,9 @@ type opsRun struct {
 	src     *postgres.Source
 	slot    string
 	s       *syncer.Syncer
+
+	dropOnce sync.Once // protect_source's drop of the slot and publication
+	dropErr  error
 }
 
 // startOps serves the API, dashboard and metrics and starts the watchers.
@@ -96,11 +100,11 @@ func (a *app) startOps(ctx context.Context, st opsSettings, s *syncer.Syncer, sr
 	}
 	o.watcher = watch.New(s, manager, watch.Options{Config: st.alerts, Source: src.Pool, SourceHost: srcCfg.Host,
 		Target: tgt.DB, TargetHost: tgtCfg.Host, Slot: slot, Paths: paths, Log: a.log,
-		Abort: func(string) { s.Stop() }})
+		Abort: func(string) { s.Stop(); o.dropCapture() }})
 	m := metrics.New(metrics.Sources{Status: s.Status, Alerts: manager, Readings: o.watcher.Readings, Version: version})
 	logging.SetObserver(m.ObserveLog)
 	h, err := api.New(s, api.Options{Token: token, Log: a.log, AllowOrigins: st.origins, AllowCredentials: st.credentials,
-		Alerts: manager, Readings: o.watcher.Readings, Metrics: m.Handler(), Version: version,
+		Alerts: manager, Readings: o.watcher.Readings, Metrics: m.Handler(), Version: version, Context: ctx,
 		OnVerify: func(v api.VerifyState) { manager.Update("verify", verifyObservation(v)) }})
 	if err != nil {
 		return nil, err
@@ -156,16 +160,26 @@ func (o *opsRun) finish(runErr error) error {
 	if reason == "" {
 		return runErr
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
 	ferr := failure.New(failure.Interrupted, watch.CodeAbort, "protect_source: migration aborted to protect the source: %s", reason).
 		With("slot", o.slot).
 		WithHint("the replication slot and publication are dropped, so the source frees its WAL; the migration must start over: run sluice abort, empty the target tables, then sluice sync")
-	if err := pgstream.Drop(ctx, o.src.Pool, o.slot, o.slot); err != nil {
-		ferr.Err = fmt.Errorf("dropping the slot failed too: %w", err)
+	if o.dropCapture(); o.dropErr != nil {
+		ferr.Err = fmt.Errorf("dropping the slot failed too: %w", o.dropErr)
 		ferr.Hint = "drop it by hand now: SELECT pg_drop_replication_slot('" + o.slot + "'); " + ferr.Hint
 	}
 	return ferr
+}
+
+// dropCapture drops the slot and publication, once. protect_source calls
+// it the moment it aborts: the sync may be in a step that reads no stream
+// for hours (building a big table's indexes), and the WAL must be freed
+// now, not when that step ends.
+func (o *opsRun) dropCapture() {
+	o.dropOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		o.dropErr = pgstream.Drop(ctx, o.src.Pool, o.slot, o.slot)
+	})
 }
 
 // dashboardLink is the dashboard's URL with the token in the fragment,

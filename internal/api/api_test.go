@@ -26,6 +26,7 @@ type fakeSync struct {
 	paused   atomic.Bool
 	stopped  atomic.Bool
 	verifies atomic.Int32
+	failNext atomic.Bool // the next changed-rows verify fails, as when the target is lost meanwhile
 	release  chan struct{}
 }
 
@@ -43,6 +44,9 @@ func (f *fakeSync) VerifyChangedRows(ctx context.Context) (syncer.VerifyReport, 
 	f.verifies.Add(1)
 	if f.release != nil {
 		<-f.release
+	}
+	if f.failNext.CompareAndSwap(true, false) {
+		return syncer.VerifyReport{}, failure.New(failure.Connection, "SLUICE-VERIFY-COMPARE", "target lost")
 	}
 	return syncer.VerifyReport{Mode: "changed", Rows: 3, Differences: 1}, nil
 }
@@ -334,36 +338,60 @@ func TestVerifyInBackground(t *testing.T) {
 		t.Fatalf("bad mode: %d", r.StatusCode)
 	}
 	close(f.release)
+	v := waitVerify(t, srv.URL, "done")
+	if v.Verify.Report.Differences != 1 || v.Tables[0].Source != "public.t" {
+		t.Fatalf("status %+v", v)
+	}
+	calls := func() []VerifyState {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			mu.Lock()
+			n := append([]VerifyState(nil), got...)
+			mu.Unlock()
+			if len(n) > 0 || time.Now().After(deadline) {
+				return n
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if c := calls(); len(c) != 1 || c[0].Report.Rows != 3 {
+		t.Fatalf("OnVerify: %+v", c)
+	}
+
+	// A verify that fails says nothing about the rows: the differences the
+	// last one found stay on record, and the alert is not told they are gone.
+	f.failNext.Store(true)
+	if r := do(t, "POST", srv.URL+"/api/v1/verify", auth, ``); r.StatusCode != http.StatusAccepted {
+		t.Fatalf("verify again: %d", r.StatusCode)
+	}
+	v = waitVerify(t, srv.URL, "failed")
+	if v.Verify.Code != "SLUICE-VERIFY-COMPARE" || v.Verify.Report != nil || v.Verify.LastReport == nil || v.Verify.LastReport.Differences != 1 {
+		t.Fatalf("failed verify: %+v", v.Verify)
+	}
+	if c := calls(); len(c) != 1 {
+		t.Fatalf("OnVerify called for a failed verify: %+v", c)
+	}
+}
+
+// waitVerify polls the status until the verify is in state.
+func waitVerify(t *testing.T, url, state string) StatusView {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		resp, _ := http.Get(srv.URL + "/api/v1/status")
+		resp, err := http.Get(url + "/api/v1/status")
+		if err != nil {
+			t.Fatal(err)
+		}
 		var v StatusView
 		json.NewDecoder(resp.Body).Decode(&v)
 		resp.Body.Close()
-		if v.Verify.State == "done" {
-			if v.Verify.Report.Differences != 1 || v.Tables[0].Source != "public.t" {
-				t.Fatalf("status %+v", v)
-			}
-			break
+		if v.Verify.State == state {
+			return v
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("verify did not finish: %+v", v.Verify)
+			t.Fatalf("verify did not reach %s: %+v", state, v.Verify)
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-	for {
-		mu.Lock()
-		n := len(got)
-		mu.Unlock()
-		if n > 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(got) != 1 || got[0].Report.Rows != 3 {
-		t.Fatalf("OnVerify: %+v", got)
 	}
 }
 

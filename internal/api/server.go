@@ -56,7 +56,11 @@ type Options struct {
 	Readings         func() watch.Readings // nil: no disk/WAL/stress readings
 	Metrics          http.Handler          // nil: no /metrics
 	Version          string
-	OnVerify         func(VerifyState) // told when a verify started through the API ends
+	OnVerify         func(VerifyState) // told when a verify started through the API ends with a report (not when it fails)
+	Context          context.Context   // verifies started through the API end with it; nil: they run to their end
+	// WriteRoutes are more routes that change state ("POST /api/v1/events"):
+	// they get the same token, origin and header rules as the API's own.
+	WriteRoutes map[string]http.Handler
 }
 
 // NewToken makes a random token for a sync started without one.
@@ -146,6 +150,9 @@ func New(c Controller, opt Options) (http.Handler, error) {
 		}
 		io.WriteString(w, "ok\n")
 	})
+	for pattern, h := range opt.WriteRoutes {
+		mux.HandleFunc(pattern, s.write(h.ServeHTTP))
+	}
 	mux.HandleFunc("GET /{$}", serveDashboard)
 	mux.Handle("GET /assets/", assetHandler())
 	return cors.Handler(secureHeaders(mux)), nil
@@ -316,6 +323,18 @@ func loopbackHost(hostport string) bool {
 		return true
 	}
 	return net.ParseIP(host) != nil
+}
+
+// LocalReads serves h, which only reads, by the rule of the API's reads
+// without a token: to loopback clients that address the server by
+// localhost or an IP literal and come through no proxy. For servers that
+// have no token (`sluice apply --listen`).
+func LocalReads(h http.Handler, log *slog.Logger) http.Handler {
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &server{opt: Options{Log: log}, logged: map[string]time.Time{}}
+	return secureHeaders(s.read(h.ServeHTTP))
 }
 
 func secureHeaders(h http.Handler) http.Handler {

@@ -18,6 +18,10 @@ type VerifyState struct {
 	StartedAt  *time.Time           `json:"started_at,omitempty"`
 	FinishedAt *time.Time           `json:"finished_at,omitempty"`
 	Report     *syncer.VerifyReport `json:"report,omitempty"`
+	// LastReport is the report of the last verify that finished, kept
+	// while the next one runs and after it failed: the rows it named as
+	// differing are still the best knowledge there is.
+	LastReport *syncer.VerifyReport `json:"last_report,omitempty"`
 	Error      string               `json:"error,omitempty"`
 	Code       string               `json:"code,omitempty"`
 }
@@ -74,7 +78,11 @@ func (s *server) startVerify(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
-	s.verify.state = VerifyState{State: "running", Mode: req.Mode, StartedAt: &now}
+	last := s.verify.state.Report
+	if last == nil {
+		last = s.verify.state.LastReport
+	}
+	s.verify.state = VerifyState{State: "running", Mode: req.Mode, StartedAt: &now, LastReport: last}
 	st := s.verify.state
 	s.verify.mu.Unlock()
 	s.opt.Log.Info("verify started through the API", "mode", req.Mode, "remote", r.RemoteAddr)
@@ -84,7 +92,10 @@ func (s *server) startVerify(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) runVerify(v Verifier, mode string) {
-	ctx := context.Background()
+	ctx := s.opt.Context
+	if ctx == nil {
+		ctx = context.Background()
+	}
 	var rep syncer.VerifyReport
 	var err error
 	if mode == "full" {
@@ -99,7 +110,7 @@ func (s *server) runVerify(v Verifier, mode string) {
 	if err != nil {
 		st.State, st.Error, st.Code = "failed", err.Error(), failure.Code(err)
 	} else {
-		st.State, st.Report = "done", &rep
+		st.State, st.Report, st.LastReport = "done", &rep, nil
 	}
 	s.verify.state = st
 	s.verify.mu.Unlock()
@@ -112,7 +123,7 @@ func (s *server) runVerify(v Verifier, mode string) {
 	} else {
 		s.opt.Log.Info("verify done", "mode", mode, "rows_compared", rep.Rows, "differences", rep.Differences)
 	}
-	if s.opt.OnVerify != nil {
+	if s.opt.OnVerify != nil && err == nil {
 		s.opt.OnVerify(st)
 	}
 }

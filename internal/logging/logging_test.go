@@ -143,3 +143,63 @@ func TestBadFormatAndFile(t *testing.T) {
 	}
 
 }
+
+// A log file removed or moved away by someone else (an outside logrotate,
+// an operator freeing space) is started again at the next rotation; before,
+// records went on into the unlinked file for good.
+func TestLogFileRemovedFromUnderneath(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sluice.log")
+	r, err := OpenRotating(path, 500, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	record := []byte(strings.Repeat("x", 99) + "\n")
+	r.Write(record)
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		r.Write(record)
+	}
+	r.Write([]byte("newest\n"))
+	data, err := os.ReadFile(path)
+	if err != nil || !strings.Contains(string(data), "newest") {
+		t.Fatalf("no new log file after the old one was removed: %v %q", err, data)
+	}
+}
+
+// When a rotation moved the open file to FILE.1 but could not open a new
+// FILE, later rotations must not shift that open file on until the oldest
+// backup slot removes it with the records in it.
+func TestLogFileDetachedIsNotShiftedAway(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sluice.log")
+	r, err := OpenRotating(path, 500, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	// the state a failed open leaves: FILE moved to FILE.1, still written
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	r.detached = true
+	r.Write([]byte("written while detached\n"))
+	// 500-byte files of 100-byte records: the 5th rotates (FILE is opened
+	// again), the 10th shifts FILE.1 to FILE.2; before the fix the 10th
+	// removed the open file
+	for i := 0; i < 12; i++ {
+		r.Write([]byte(strings.Repeat("y", 99) + "\n"))
+	}
+	found := false
+	for _, p := range []string{path, path + ".1", path + ".2"} {
+		data, _ := os.ReadFile(p)
+		found = found || strings.Contains(string(data), "written while detached")
+	}
+	if !found {
+		t.Fatal("the records written while detached were removed by later rotations")
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("FILE not started again: %v", err)
+	}
+}

@@ -17,6 +17,11 @@ type Rotating struct {
 	maxBackups int
 	f          *os.File
 	size       int64
+	// detached: the open file was moved to FILE.1 but no new FILE could be
+	// opened, so records go to FILE.1. The next rotation only tries to open
+	// FILE again; shifting the backups would move the open file on until
+	// the oldest slot removed it.
+	detached bool
 }
 
 // Defaults for OpenRotating.
@@ -80,17 +85,24 @@ func (r *Rotating) Write(p []byte) (int, error) {
 // turned read-only), records go on to the old one, now FILE.1, rather than
 // nowhere.
 func (r *Rotating) rotate() error {
-	os.Remove(fmt.Sprintf("%s.%d", r.path, r.maxBackups))
-	for i := r.maxBackups - 1; i >= 1; i-- {
-		os.Rename(fmt.Sprintf("%s.%d", r.path, i), fmt.Sprintf("%s.%d", r.path, i+1))
-	}
-	if err := os.Rename(r.path, r.path+".1"); err != nil {
-		return err // still writing to r.path: nothing moved
+	if !r.detached {
+		os.Remove(fmt.Sprintf("%s.%d", r.path, r.maxBackups))
+		for i := r.maxBackups - 1; i >= 1; i-- {
+			os.Rename(fmt.Sprintf("%s.%d", r.path, i), fmt.Sprintf("%s.%d", r.path, i+1))
+		}
+		err := os.Rename(r.path, r.path+".1")
+		if err != nil && !os.IsNotExist(err) {
+			return err // still writing to r.path: nothing moved
+		}
+		// Moved, or gone already (removed or moved by someone else): either
+		// way the open file is no longer FILE.
+		r.detached = true
 	}
 	old := r.f
 	if err := r.open(); err != nil {
 		return err
 	}
+	r.detached = false
 	return old.Close()
 }
 

@@ -105,6 +105,9 @@ type Observation struct {
 	Unit    string
 	Limits  config.Limits
 	Context map[string]string
+	// Unmeasured says the check could not read the value this round: an
+	// alert on Subject keeps its last state instead of resolving.
+	Unmeasured bool
 }
 
 // Alert is a condition that holds now.
@@ -177,6 +180,9 @@ func (m *Manager) Update(check string, obs []Observation) {
 	for _, o := range obs {
 		key := o.Code + "|" + o.Subject
 		seen[key] = true
+		if o.Unmeasured {
+			continue
+		}
 		prev := m.firing[key]
 		sev := Of(o.Value, o.Limits)
 		if prev != nil && sev < prev.sev && o.Value >= limitOf(o.Limits, prev.sev)*(1-hysteresis) {

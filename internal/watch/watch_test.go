@@ -104,8 +104,15 @@ func TestManagerFiresOnceResolvesAndEscalates(t *testing.T) {
 	if lines[0]["level"] != "WARN" || lines[2]["level"] != "ERROR" || lines[3]["level"] != "INFO" || lines[3]["alert"] != "resolved" {
 		t.Fatalf("levels: %v", lines)
 	}
-	// a subject no longer observed resolves
+	// a disk that cannot be measured this round keeps its alert: unknown is
+	// not fine, and at critical the copy's pause depends on it
 	m.Update("disk", obs(95))
+	before := len(rec.all())
+	m.Update("disk", []Observation{{Code: CodeDisk, Subject: "/x", Unmeasured: true}})
+	if ev := rec.all(); len(ev) != before || len(m.Firing()) != 1 || m.Firing()[0].Severity != "critical" {
+		t.Fatalf("unmeasured disk changed its alert: %d events after %d, firing %+v", len(ev), before, m.Firing())
+	}
+	// a subject no longer observed resolves
 	m.Update("disk", nil)
 	if ev := rec.all(); ev[len(ev)-1].State != "resolved" {
 		t.Fatalf("not resolved when gone: %+v", ev[len(ev)-1])
@@ -142,6 +149,9 @@ func TestWebhook(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	wh.Close(ctx)
+	// a verify or a check that ends while sluice stops still reports: it
+	// must neither panic (a send on the closed queue) nor be sent
+	m.Update("disk", obs(95))
 	mu.Lock()
 	defer mu.Unlock()
 	if len(bodies) != 2 {

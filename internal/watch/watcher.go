@@ -111,9 +111,11 @@ type Watcher struct {
 	readings  Readings
 	paths     []Path
 	dirsFound bool // data directories looked up
-	failing   map[string]bool
-	abortOnce sync.Once
-	aborted   string
+	// sourceDirFound, targetDirFound: that database's data directory was read
+	sourceDirFound, targetDirFound bool
+	failing                        map[string]bool
+	abortOnce                      sync.Once
+	aborted                        string
 }
 
 // New makes a watcher; m receives the alerts.
@@ -303,32 +305,75 @@ func hasSourceRole(roles []string) bool {
 }
 
 // findDataDirectories adds the source's (and target's) data directory when
-// the database runs on this machine.
+// the database runs on this machine. A query that fails is tried again at
+// the next check; a directory sluice cannot read is said once, because its
+// disk then goes unwatched (and unprotected) unless the user lists it.
 func (w *Watcher) findDataDirectories(ctx context.Context) {
-	w.dirsFound = true
 	if !w.opt.Config.DataDirectories {
+		w.dirsFound = true
 		return
 	}
-	if w.opt.Source != nil && IsLocalHost(w.opt.SourceHost) {
+	found := true
+	if w.opt.Source != nil && IsLocalHost(w.opt.SourceHost) && !w.sourceDirFound {
 		var dir string
 		if err := w.opt.Source.QueryRow(ctx, "SHOW data_directory").Scan(&dir); err != nil {
-			w.log.Info("cannot read the source's data_directory; its disk is not watched", "error", err.Error(),
-				"hint", "grant pg_read_all_settings to the source user, or list the path under alerts.disk.paths")
-		} else if st, err := os.Stat(dir); err == nil && st.IsDir() {
-			w.paths = append(w.paths, Path{dir, RoleSourceData})
-			if walDir, err := filepath.EvalSymlinks(filepath.Join(dir, "pg_wal")); err == nil {
-				w.paths = append(w.paths, Path{walDir, RoleSourceWAL})
+			found = false
+			w.warnOnce("datadir:source", "cannot read the source's data_directory; its disk is not watched until it can be",
+				err, "", "grant pg_read_all_settings to the source user, or list the path under alerts.disk.paths")
+		} else {
+			w.sourceDirFound = true
+			if w.addDirectory(dir, RoleSourceData) {
+				// pg_wal may be a link to another filesystem; inside a data
+				// directory only its owner may read, so say so if it fails.
+				if walDir, err := filepath.EvalSymlinks(filepath.Join(dir, "pg_wal")); err == nil {
+					w.paths = append(w.paths, Path{walDir, RoleSourceWAL})
+				} else {
+					w.warnOnce("datadir:source-wal", "cannot resolve the source's pg_wal; a separate WAL filesystem is not watched",
+						err, filepath.Join(dir, "pg_wal"), "list the WAL directory under alerts.disk.paths, or run sluice as a user that may read the data directory")
+				}
 			}
 		}
 	}
-	if w.opt.Target != nil && IsLocalHost(w.opt.TargetHost) {
+	if w.opt.Target != nil && IsLocalHost(w.opt.TargetHost) && !w.targetDirFound {
 		var dir string
-		if err := w.opt.Target.QueryRowContext(ctx, "SELECT @@datadir").Scan(&dir); err == nil {
-			if st, err := os.Stat(dir); err == nil && st.IsDir() {
-				w.paths = append(w.paths, Path{filepath.Clean(dir), RoleTargetData})
-			}
+		if err := w.opt.Target.QueryRowContext(ctx, "SELECT @@datadir").Scan(&dir); err != nil {
+			found = false
+			w.warnOnce("datadir:target", "cannot read the target's datadir; its disk is not watched until it can be",
+				err, "", "list the path under alerts.disk.paths")
+		} else {
+			w.targetDirFound = true
+			w.addDirectory(filepath.Clean(dir), RoleTargetData)
 		}
 	}
+	w.dirsFound = found
+}
+
+// addDirectory watches dir's disk and reports whether dir could be read.
+func (w *Watcher) addDirectory(dir, role string) bool {
+	st, err := os.Stat(dir)
+	if err == nil && !st.IsDir() {
+		err = fmt.Errorf("not a directory")
+	}
+	if err != nil {
+		w.warnOnce("datadir:"+role, "cannot read the "+role+"; its disk is not watched", err, dir,
+			"list the path (or another on the same filesystem) under alerts.disk.paths, or let sluice's user read it")
+		return false
+	}
+	w.paths = append(w.paths, Path{dir, role})
+	return true
+}
+
+// warnOnce logs a failed lookup the first time it fails.
+func (w *Watcher) warnOnce(key, msg string, err error, path, hint string) {
+	if w.failing[key] {
+		return
+	}
+	w.failing[key] = true
+	attrs := []any{"code", CodeCheck, "check", "disk", "error", err.Error(), "hint", hint}
+	if path != "" {
+		attrs = append(attrs, "path", path)
+	}
+	w.log.Warn(msg, attrs...)
 }
 
 // IsLocalHost reports whether host (from a connection URL) is this machine:
@@ -396,24 +441,28 @@ func (w *Watcher) checkDisks() ([]DiskReading, []Observation) {
 	var obs []Observation
 	for _, key := range order {
 		f := byDev[key]
+		sort.Strings(f.roles)
+		roles := strings.Join(f.roles, ", ")
+		subject := f.path + " (" + roles + ")"
 		u, err := disk.Usage(f.path)
 		if err != nil {
 			if !w.failing["disk:"+f.path] {
 				w.failing["disk:"+f.path] = true
 				w.log.Warn("cannot measure a disk", "code", CodeCheck, "check", "disk", "path", f.path, "error", err.Error())
 			}
+			// A disk that cannot be read is not a disk that is fine: its
+			// alert, and the copy's pause at critical, stay as they were.
+			obs = append(obs, Observation{Code: CodeDisk, Subject: subject, Unmeasured: true})
 			continue
 		}
 		delete(w.failing, "disk:"+f.path)
-		sort.Strings(f.roles)
-		roles := strings.Join(f.roles, ", ")
 		readings = append(readings, DiskReading{Path: f.path, Roles: f.roles, TotalBytes: u.Total, UsedBytes: u.Used, UsedPercent: u.UsedPercent})
 		hint := "free space on this filesystem or grow it"
 		if isDatabaseDisk(roles) {
 			hint = "free space on the database's filesystem; at critical sluice pauses the copy (streaming goes on so the slot drains)"
 		}
-		obs = append(obs, Observation{Code: CodeDisk, Subject: f.path + " (" + roles + ")",
-			What:  "disk usage of " + f.path + " (" + roles + ")",
+		obs = append(obs, Observation{Code: CodeDisk, Subject: subject,
+			What:  "disk usage of " + subject,
 			Value: u.UsedPercent, Unit: UnitPercent, Limits: w.opt.Config.Disk, Hint: hint,
 			Context: map[string]string{"mount": f.path, "paths": strings.Join(f.paths, ", "), "roles": roles, "free_bytes": fmt.Sprint(u.Free)}})
 	}

@@ -27,7 +27,8 @@ type Webhook struct {
 	labels  map[string]string // added to every body: slot, host
 	queue   chan Event
 	done    chan struct{}
-	once    sync.Once
+	mu      sync.Mutex // guards closed and the queue's closing, so Notify never sends on a closed queue
+	closed  bool
 	backoff time.Duration
 }
 
@@ -44,7 +45,15 @@ func NewWebhook(rawURL string, timeout time.Duration, labels map[string]string, 
 }
 
 // Notify queues ev; when the queue is full the event is dropped and logged.
+// After Close (a check or a verify may still end while sluice stops) the
+// event is only logged.
 func (w *Webhook) Notify(ev Event) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		w.log.Info("alert event after the webhook closed; not sent", "code", CodeWebhook, "webhook_host", w.host, "alert", ev.Code, "state", ev.State)
+		return
+	}
 	select {
 	case w.queue <- ev:
 	default:
@@ -54,7 +63,12 @@ func (w *Webhook) Notify(ev Event) {
 
 // Close sends what is queued (until ctx ends) and stops.
 func (w *Webhook) Close(ctx context.Context) {
-	w.once.Do(func() { close(w.queue) })
+	w.mu.Lock()
+	if !w.closed {
+		w.closed = true
+		close(w.queue)
+	}
+	w.mu.Unlock()
 	select {
 	case <-w.done:
 	case <-ctx.Done():

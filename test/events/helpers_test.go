@@ -308,9 +308,19 @@ func caughtUp(st eventsStatus) bool { return st.Events.CaughtUp }
 // post sends a batch to POST /api/v1/events.
 func (p *proc) post(t *testing.T, auth string, body string) (int, map[string]any) {
 	t.Helper()
+	return p.postFrom(t, "", auth, body)
+}
+
+// postFrom sends a batch as a browser page on origin would (no Origin
+// header when origin is empty).
+func (p *proc) postFrom(t *testing.T, origin, auth, body string) (int, map[string]any) {
+	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, p.api+"/api/v1/events", strings.NewReader(body))
 	if auth != "" {
 		req.Header.Set("Authorization", "Bearer "+auth)
+	}
+	if origin != "" {
+		req.Header.Set("Origin", origin)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)

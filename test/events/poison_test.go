@@ -118,6 +118,11 @@ func TestEventsEndpoint(t *testing.T) {
 	if code, _ := sync.post(t, "wrong", "["+good+"]"); code != http.StatusUnauthorized {
 		t.Errorf("with a wrong token: %d", code)
 	}
+	// the events endpoint follows the API's rules for writes: a page on an
+	// origin the allow-list does not name is refused, token or not
+	if code, body := sync.postFrom(t, "https://evil.example", token, "["+good+"]"); code != http.StatusForbidden || body["code"] != "SLUICE-API-ORIGIN" {
+		t.Errorf("from a foreign origin: %d %v", code, body)
+	}
 	for _, bad := range []struct{ body, want string }{
 		{`{"events": [` + good + `, {"v":1,"id":"x","table":"likes","op":"upsert","key":{"user_id":3},"row":{},"version":1}]}`, "event 1: table public.likes: key column post_id is missing"},
 		{`[` + good + `, ` + ev(like(3, 3, "yesterday-ish", "bad time", 1)) + `]`, "event 1"},
