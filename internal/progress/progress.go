@@ -13,6 +13,11 @@ import (
 	"time"
 )
 
+// rateWindow is how far back the copy rate (and so the ETA) looks: recent
+// enough to fall to zero while the copy is paused or throttled, long enough
+// to smooth the chunks' bursts.
+const rateWindow = 30 * time.Second
+
 // Table is the progress of one table. Safe for concurrent use.
 type Table struct {
 	Name     string
@@ -21,50 +26,94 @@ type Table struct {
 	rejected atomic.Int64
 	resumed  int64 // rows already there when this run started
 	phase    atomic.Value
-	started  time.Time
-	finished atomic.Int64 // unix nanos when done, 0 before
+	firstRow atomic.Int64 // unix nanos of this run's first row, 0 before: a table may wait long for its turn
+	finished atomic.Int64 // unix nanos when its rows were all there (done, failed, streaming), 0 before
+
+	mu      sync.Mutex
+	samples []sample // (time, rows) at least a second apart, oldest first, reaching back rateWindow
+}
+
+type sample struct {
+	at   time.Time
+	rows int64
 }
 
 // AddRows counts n more rows written.
-func (t *Table) AddRows(n int64) { t.done.Add(n) }
+func (t *Table) AddRows(n int64) {
+	t.done.Add(n)
+	if t.firstRow.Load() == 0 {
+		t.firstRow.CompareAndSwap(0, time.Now().UnixNano())
+	}
+}
 
 // AddRejected counts n rows sent to the reject file.
 func (t *Table) AddRejected(n int64) { t.rejected.Add(n) }
 
-// SetPhase names what the table is doing ("copying", "indexing", "done" …).
+// SetPhase names what the table is doing ("copying", "indexing",
+// "streaming", "done" …). Done, failed and streaming end the copy's clock.
 func (t *Table) SetPhase(p string) {
 	t.phase.Store(p)
-	if p == "done" || p == "failed" {
-		t.finished.Store(time.Now().UnixNano())
+	if p == "done" || p == "failed" || p == "streaming" {
+		t.finished.CompareAndSwap(0, time.Now().UnixNano())
 	}
 }
 
 // Snapshot is a point-in-time view of a table's progress.
 type Snapshot struct {
-	Name       string
-	Phase      string
-	Rows       int64
-	Total      int64
-	Rejected   int64
+	Name     string
+	Phase    string
+	Rows     int64
+	Total    int64
+	Rejected int64
+	// RowsPerSec: while copying, the rate over the last rateWindow; once
+	// copied, the mean from the first row to the last.
 	RowsPerSec float64
 	ETA        time.Duration // -1 when unknown
 }
 
 // Snapshot reads the table's progress now.
-func (t *Table) Snapshot() Snapshot {
+func (t *Table) Snapshot() Snapshot { return t.snapshotAt(time.Now()) }
+
+func (t *Table) snapshotAt(now time.Time) Snapshot {
 	s := Snapshot{Name: t.Name, Rows: t.done.Load(), Total: t.total.Load(), Rejected: t.rejected.Load(), ETA: -1}
 	s.Phase, _ = t.phase.Load().(string)
-	end := time.Now()
+	first := t.firstRow.Load()
+	if first == 0 {
+		return s
+	}
 	if f := t.finished.Load(); f != 0 {
-		end = time.Unix(0, f)
+		if el := time.Duration(f - first).Seconds(); el > 0 {
+			s.RowsPerSec = float64(s.Rows-t.resumed) / el
+		}
+		return s
 	}
-	if el := end.Sub(t.started).Seconds(); el > 0 {
-		s.RowsPerSec = float64(s.Rows-t.resumed) / el
-	}
+	s.RowsPerSec = t.recentRate(now, time.Unix(0, first), s.Rows)
 	if s.RowsPerSec > 0 && s.Total > s.Rows {
 		s.ETA = time.Duration(float64(s.Total-s.Rows) / s.RowsPerSec * float64(time.Second))
 	}
 	return s
+}
+
+// recentRate is the rows per second over about the last rateWindow,
+// counted from the run's first row at the start.
+func (t *Table) recentRate(now, first time.Time, rows int64) float64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.samples) == 0 {
+		t.samples = append(t.samples, sample{first, t.resumed})
+	}
+	if now.Sub(t.samples[len(t.samples)-1].at) >= time.Second {
+		t.samples = append(t.samples, sample{now, rows})
+	}
+	// keep the newest sample from before the window as its base
+	for len(t.samples) > 2 && now.Sub(t.samples[1].at) >= rateWindow {
+		t.samples = t.samples[1:]
+	}
+	base := t.samples[0]
+	if el := now.Sub(base.at).Seconds(); el > 0 {
+		return float64(rows-base.rows) / el
+	}
+	return 0
 }
 
 // Tracker holds every table of a run.
@@ -76,7 +125,7 @@ type Tracker struct {
 // Add starts tracking a table with an estimate of its rows and the rows a
 // previous run already copied.
 func (tr *Tracker) Add(name string, total, alreadyDone int64) *Table {
-	t := &Table{Name: name, resumed: alreadyDone, started: time.Now()}
+	t := &Table{Name: name, resumed: alreadyDone}
 	t.total.Store(total)
 	t.done.Store(alreadyDone)
 	t.SetPhase("waiting")
