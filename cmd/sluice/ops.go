@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/sluice-db/sluice/internal/api"
@@ -73,9 +72,6 @@ type opsRun struct {
 	src     *postgres.Source
 	slot    string
 	s       *syncer.Syncer
-
-	dropOnce sync.Once // protect_source's drop of the slot and publication
-	dropErr  error
 }
 
 // startOps serves the API, dashboard and metrics and starts the watchers.
@@ -163,23 +159,22 @@ func (o *opsRun) finish(runErr error) error {
 	ferr := failure.New(failure.Interrupted, watch.CodeAbort, "protect_source: migration aborted to protect the source: %s", reason).
 		With("slot", o.slot).
 		WithHint("the replication slot and publication are dropped, so the source frees its WAL; the migration must start over: run sluice abort, empty the target tables, then sluice sync")
-	if o.dropCapture(); o.dropErr != nil {
-		ferr.Err = fmt.Errorf("dropping the slot failed too: %w", o.dropErr)
+	if err := o.dropCapture(); err != nil {
+		ferr.Err = fmt.Errorf("dropping the slot failed too: %w", err)
 		ferr.Hint = "drop it by hand now: SELECT pg_drop_replication_slot('" + o.slot + "'); " + ferr.Hint
 	}
 	return ferr
 }
 
-// dropCapture drops the slot and publication, once. protect_source calls
-// it the moment it aborts: the sync may be in a step that reads no stream
-// for hours (building a big table's indexes), and the WAL must be freed
-// now, not when that step ends.
-func (o *opsRun) dropCapture() {
-	o.dropOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		o.dropErr = pgstream.Drop(ctx, o.src.Pool, o.slot, o.slot)
-	})
+// dropCapture drops the slot and publication. protect_source calls it the
+// moment it aborts: the sync may be in a step that reads no stream for
+// hours (building a big table's indexes), and the WAL must be freed now,
+// not when that step ends. finish calls it again once the sync has
+// stopped, for a slot the sync was still creating at that moment.
+func (o *opsRun) dropCapture() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return pgstream.Drop(ctx, o.src.Pool, o.slot, o.slot)
 }
 
 // dashboardLink is the dashboard's URL with the token in the fragment,
