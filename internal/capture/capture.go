@@ -31,6 +31,9 @@ type Start struct {
 	Tables      []*plan.Table
 	Phase       string // recorded once the slot exists: streaming, publishing
 	Log         *slog.Logger
+	// AllColumns: the run streams every source column, not only the ones
+	// the mapping keeps (the publisher).
+	AllColumns bool
 }
 
 // Prepare checks the source and the tables, records the run on the target,
@@ -45,6 +48,9 @@ func (st Start) Prepare(ctx context.Context, prepareTable func(ctx context.Conte
 	}
 	for _, t := range st.Tables {
 		if err := CheckIdentity(t); err != nil {
+			return err
+		}
+		if err := CheckGenerated(t, st.AllColumns); err != nil {
 			return err
 		}
 	}
@@ -188,6 +194,27 @@ func CheckIdentity(t *plan.Table) error {
 	return nil
 }
 
+// CheckGenerated refuses a stored generated column the run would stream
+// (every source column with all, else the ones the mapping keeps): before
+// PostgreSQL 18 the change stream leaves such columns out, so an insert or
+// update would not say their value.
+func CheckGenerated(t *plan.Table, all bool) error {
+	st := t.Source
+	for _, c := range st.Columns {
+		if c.Generated == "" || !all && !slices.ContainsFunc(t.Columns, func(pc plan.Column) bool { return pc.Source == c.Name }) {
+			continue
+		}
+		name := postgres.Ident(st.Name.Schema, st.Name.Name)
+		hint := fmt.Sprintf("make it a plain column on the source (ALTER TABLE %s ALTER COLUMN %s DROP EXPRESSION; the application then writes it), or use sluice copy", name, postgres.Ident(c.Name))
+		if !all {
+			hint = fmt.Sprintf("leave it out of the sync with tables: {%s: {columns: {%s: {drop: true}}}} in the config file (and compute it on the target, e.g. as a generated column), ", st.Name, c.Name) + hint
+		}
+		return failure.New(failure.Schema, "SLUICE-SYNC-GENERATED", "table %s: column %s is generated (GENERATED ALWAYS AS %s STORED), and the change stream does not carry its values", st.Name, c.Name, c.Generated).
+			With("table", st.Name.String()).With("column", c.Name).WithHint("%s", hint)
+	}
+	return nil
+}
+
 // RelationChanges compares a Relation message of the stream with the table
 // as planned: the columns (dropped, renamed, retyped, added) and the replica
 // identity. keyColumns are the source columns rows are matched on (none for
@@ -202,6 +229,7 @@ func RelationChanges(src *schema.Table, rel *pgstream.Relation, keyColumns []str
 	for _, c := range src.Columns {
 		i, ok := byName[c.Name]
 		switch {
+		case !ok && c.Generated != "": // the stream leaves stored generated columns out
 		case !ok:
 			problems = append(problems, fmt.Sprintf("column %s was dropped or renamed", c.Name))
 		case rel.Columns[i].TypeOID != c.Type.OID && c.Type.Domain == "": // the stream names a domain, the plan its base type

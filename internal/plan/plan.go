@@ -207,7 +207,11 @@ func planTable(ctx context.Context, src *postgres.Source, st *schema.Table, tm c
 			}
 		}
 	}
-	keyChars := keyTextBudget(st, rowKey)
+	keyBytes, tooWide := keyBudget(st, rowKey, flavor)
+	for _, w := range tooWide {
+		tableErr("SLUICE-PLAN-KEYSIZE", "%s needs at least %d bytes in a MySQL index; InnoDB allows %d", w.what, w.bytes, typemap.MaxKeyBytes).
+			WithHint("narrow its columns on the source, or set narrower target types under tables: {%s: {columns: {…: {type: …}}}}", st.Name)
+	}
 	for name := range tm.Columns {
 		if st.Column(name) == nil {
 			tableErr("SLUICE-CONFIG-COLUMN", "the config maps column %q, which the source table does not have", name).
@@ -227,8 +231,15 @@ func planTable(ctx context.Context, src *postgres.Source, st *schema.Table, tm c
 			t.Warnings = append(t.Warnings, fmt.Sprintf("%s.%s: dropped by the mapping (not copied)", st.Name, col.Name))
 			continue
 		}
+		if col.Type.ElemUnsupported != "" {
+			tableErr("SLUICE-PLAN-ARRAYTYPE", "column %s (%s) cannot be carried as a JSON array: %s, so copied and streamed rows would differ", col.Name, col.Type.Display, col.Type.ElemUnsupported).
+				With("column", col.Name).
+				WithHint("change it on the source to a type sluice carries, e.g. ALTER TABLE %s ALTER COLUMN %s TYPE jsonb USING to_jsonb(%s), or leave it out with tables: {%s: {columns: {%s: {drop: true}}}}",
+					quoted, postgres.Ident(col.Name), postgres.Ident(col.Name), st.Name, col.Name)
+			continue
+		}
 		auto := col.Identity && len(st.PrimaryKey) > 0 && st.PrimaryKey[0] == col.Name && isInteger(col.Type.Name)
-		m := typemap.Map(col.Type, typemap.Options{Flavor: flavor, InKey: inKey[col.Name], AutoIncrement: auto, KeyChars: keyChars[col.Name]})
+		m := typemap.Map(col.Type, typemap.Options{Flavor: flavor, InKey: inKey[col.Name], AutoIncrement: auto, KeyBytes: keyBytes[col.Name]})
 		c := Column{Source: col.Name, Target: col.Name, SQLType: m.SQLType, Kind: m.Kind, Convert: m.Convert,
 			NotNull: col.NotNull, SourceType: col.Type, LoadExpr: m.LoadExpr, StreamConvert: m.StreamConvert, BulkSafe: m.BulkSafe}
 		if cm.Rename != "" {
@@ -248,14 +259,17 @@ func planTable(ctx context.Context, src *postgres.Source, st *schema.Table, tm c
 		if col.Type.Domain != "" {
 			t.Warnings = append(t.Warnings, fmt.Sprintf("%s.%s: domain %s becomes its base type %s; its CHECK constraints are not carried over", st.Name, col.Name, col.Type.Domain, col.Type.Name))
 		}
+		if col.Generated != "" {
+			t.Warnings = append(t.Warnings, fmt.Sprintf("%s.%s: generated column (GENERATED ALWAYS AS %s STORED) becomes a plain column holding the copied values; not computed on the target. sluice sync refuses it (the change stream leaves it out): drop it from the mapping for a sync", st.Name, col.Name, col.Generated))
+		}
 		if col.Identity && !auto {
 			t.Warnings = append(t.Warnings, fmt.Sprintf("%s.%s: identity/serial column does not lead the primary key, so it gets no AUTO_INCREMENT", st.Name, col.Name))
 		}
 		if cm.Type != "" {
 			narrows := c.setUserType(cm.Type)
-			note := "a value the target cannot convert exactly stops the copy"
+			note := "a value the target cannot convert exactly stops the copy or sync"
 			if narrows {
-				note = "the target may round or trim values without a warning; verify compares at the source's precision and reports every value that changed"
+				note = "the target may round or trim values without a warning (a value it warns about stops the copy or sync); verify compares at the source's precision and reports every value that changed"
 			}
 			t.Warnings = append(t.Warnings, fmt.Sprintf("%s.%s: type set to %s by the mapping (was %s); %s", st.Name, col.Name, cm.Type, col.Type.Display, note))
 		}
@@ -298,6 +312,10 @@ func planTable(ctx context.Context, src *postgres.Source, st *schema.Table, tm c
 				setKeyExprs(&t.Columns[i], flavor)
 			}
 		}
+	}
+	if err := fitRow(t, inKey, tm); err != nil {
+		tableErr("SLUICE-PLAN-ROWSIZE", "%s", err).
+			WithHint("map wide columns to LONGTEXT with tables: {%s: {columns: {…: {type: LONGTEXT}}}}, or leave some out with drop: true", st.Name)
 	}
 	if len(errs) > 0 {
 		return t, errs
@@ -408,30 +426,38 @@ func secondaryIndexes(t *Table, targetCol map[string]string) []Statement {
 			continue // already the table's row key
 		}
 		var cols []string
-		skip := false
+		var sizes []typemap.Size
+		skip := ""
 		for _, c := range ix.Columns {
 			tc, ok := targetCol[c]
 			if !ok {
-				skip = true
+				skip = "the mapping drops one of its columns"
 				break
 			}
-			q := typemap.QuoteIdent(tc)
-			if col := findTarget(t, tc); col != nil && (strings.HasPrefix(col.SQLType, "LONG") || col.SQLType == "JSON") {
-				if ix.Unique && !ix.Deferrable { // a deferrable one becomes a plain index, which a prefix serves
-					t.Warnings = append(t.Warnings, fmt.Sprintf("%s: unique index %s covers a column MySQL cannot index whole; not created", t.Source.Name, ix.Name))
-					skip = true
-					break
-				}
-				q += "(255)"
-				t.Warnings = append(t.Warnings, fmt.Sprintf("%s: index %s indexes the first 255 characters of %s", t.Source.Name, ix.Name, tc))
+			size := typemap.SizeOf(findTarget(t, tc).SQLType)
+			if size.Blob && ix.Unique && !ix.Deferrable { // a deferrable one becomes a plain index, which a prefix serves
+				skip = "it covers a column MySQL cannot index whole (" + tc + ")"
+				break
 			}
-			cols = append(cols, q)
+			cols, sizes = append(cols, tc), append(sizes, size)
 		}
-		if skip {
-			if _, dropped := targetCol[ix.Columns[0]]; !dropped {
-				continue
+		switch {
+		case skip != "":
+		case ix.Unique && !ix.Deferrable: // whole columns, narrowed to fit when mapped (keyBudget)
+			for i, c := range cols {
+				cols[i] = typemap.QuoteIdent(c)
 			}
-			t.Warnings = append(t.Warnings, fmt.Sprintf("%s: index %s is not created because the mapping drops one of its columns", t.Source.Name, ix.Name))
+		default:
+			var prefixes []string
+			if cols, prefixes = prefixColumns(cols, sizes); cols == nil {
+				skip = "its columns take more than InnoDB's 3072 bytes per index even with prefixes"
+			}
+			for _, p := range prefixes {
+				t.Warnings = append(t.Warnings, fmt.Sprintf("%s: index %s indexes %s", t.Source.Name, ix.Name, p))
+			}
+		}
+		if skip != "" {
+			t.Warnings = append(t.Warnings, fmt.Sprintf("%s: index %s is not created because %s", t.Source.Name, ix.Name, skip))
 			continue
 		}
 		kind := "INDEX"
@@ -454,6 +480,54 @@ func secondaryIndexes(t *Table, targetCol map[string]string) []Statement {
 	}
 	// One ALTER builds all indexes in a single pass over the table.
 	return []Statement{{Name: first, SQL: fmt.Sprintf("ALTER TABLE %s %s", typemap.QuoteIdent(t.Target), strings.Join(adds, ", "))}}
+}
+
+// prefixColumns quotes the columns of a plain index, with the prefix MySQL
+// needs: a TEXT or BLOB is indexed by its first 255 characters, and when the
+// columns would pass InnoDB's 3072 bytes the VARCHAR, VARBINARY, TEXT and
+// BLOB ones share what the others leave. prefixes says which columns took
+// one ("the first 255 characters of body"); cols is nil when even one
+// character each does not fit.
+func prefixColumns(names []string, sizes []typemap.Size) (cols, prefixes []string) {
+	fixed, total := 0, 0
+	var varying, want []int
+	for i, s := range sizes {
+		n := s.Key
+		if s.Blob {
+			n = 255 * s.CharBytes
+		}
+		total += n
+		if s.Varying {
+			varying, want = append(varying, i), append(want, n)
+		} else {
+			fixed += n
+		}
+	}
+	chars := make([]int, len(names)) // 0: the whole column
+	for _, i := range varying {
+		if sizes[i].Blob {
+			chars[i] = 255
+		}
+	}
+	if total > typemap.MaxKeyBytes {
+		if typemap.MaxKeyBytes-fixed < 4*len(varying) {
+			return nil, nil
+		}
+		for k, n := range share(typemap.MaxKeyBytes-fixed, want) {
+			if i := varying[k]; n < want[k] {
+				chars[i] = n / sizes[i].CharBytes
+			}
+		}
+	}
+	for i, name := range names {
+		q := typemap.QuoteIdent(name)
+		if chars[i] > 0 {
+			q += fmt.Sprintf("(%d)", chars[i])
+			prefixes = append(prefixes, fmt.Sprintf("the first %d characters of %s", chars[i], name))
+		}
+		cols = append(cols, q)
+	}
+	return cols, prefixes
 }
 
 func planForeignKeys(p *Plan, t *Table) {
@@ -602,7 +676,7 @@ func truncate(name string) string {
 // holds less than the source's.
 func (c *Column) setUserType(sqlType string) (narrows bool) {
 	c.SQLType = sqlType
-	c.Kind, narrows = userTypeKind(c.Kind, sqlType)
+	c.Kind, narrows = userTypeKind(c.SourceType, c.Kind, sqlType)
 	c.Convert, c.LoadExpr, c.BulkSafe = typemap.TextForm(c.SourceType), "", false
 	if KindOfSQLType(sqlType, c.Kind) == canonical.Float32 {
 		// MariaDB prints a FLOAT to 6 digits; read as DOUBLE, its value shows whole
@@ -611,23 +685,85 @@ func (c *Column) setUserType(sqlType string) (narrows bool) {
 	return narrows
 }
 
-// userTypeKind is how verify compares a column whose target type the user
-// set, given how it compares the column's source type. Where the target type
-// holds less than the source's (bigint or numeric in a DOUBLE, double in a
-// FLOAT, text in a CHAR that drops trailing spaces) MariaDB converts without
-// a warning, and comparing at the target's precision would call the rounded
-// copy equal: the source's kind is kept, and narrows says so.
-func userTypeKind(source canonical.Kind, sqlType string) (kind canonical.Kind, narrows bool) {
+// userTypeKind is how verify compares a column of source type src whose
+// target type the user set, given how it compares the source type. Where
+// the target type holds less than the source's (bigint or numeric in a
+// DOUBLE, double in a FLOAT or DECIMAL, text in a CHAR that drops trailing
+// spaces, fewer digits after the point or of a second, a timestamp in a
+// DATE or TIME) MariaDB converts with a note or without any warning, and
+// comparing at the target's precision would call the changed copy equal:
+// the source's kind is kept, and narrows says so.
+func userTypeKind(src schema.Type, source canonical.Kind, sqlType string) (kind canonical.Kind, narrows bool) {
 	target := KindOfSQLType(sqlType, source)
+	isFloat := func(k canonical.Kind) bool { return k == canonical.Float32 || k == canonical.Float64 }
 	switch {
-	case (target == canonical.Float32 || target == canonical.Float64) && (source == canonical.Integer || source == canonical.Decimal):
+	case isFloat(target) && (source == canonical.Integer || source == canonical.Decimal):
 		return canonical.Number, true
 	case target == canonical.Float32 && source == canonical.Float64,
 		target == canonical.PaddedChar && source == canonical.Exact,
-		target == canonical.Integer && (source == canonical.Decimal || source == canonical.Float32 || source == canonical.Float64):
+		target == canonical.Integer && (source == canonical.Decimal || isFloat(source)),
+		target == canonical.Decimal && isFloat(source),
+		target == canonical.Decimal && (source == canonical.Integer || source == canonical.Decimal) && fewerDecimalDigits(src, sqlType),
+		(target == canonical.Timestamp || target == canonical.Time) && (source == canonical.Timestamp || source == canonical.Time) &&
+			typeArg(sqlType, 0, 0) < secondDigits(src),
+		(target == canonical.Date || target == canonical.Time) && source == canonical.Timestamp:
 		return source, true
 	}
 	return target, false
+}
+
+// unbounded stands for the digits of a numeric without precision.
+const unbounded = 1 << 30
+
+// fewerDecimalDigits reports whether a DECIMAL(p,s) target type holds fewer
+// digits before or after the point than the integer, numeric or money
+// source type src.
+func fewerDecimalDigits(src schema.Type, sqlType string) bool {
+	before, after := unbounded, unbounded
+	switch src.Name {
+	case "int2":
+		before, after = 5, 0
+	case "int4":
+		before, after = 10, 0
+	case "int8":
+		before, after = 19, 0
+	case "money":
+		before, after = 17, 2
+	case "numeric":
+		if src.Precision > 0 {
+			before, after = src.Precision-max(src.Scale, 0), max(src.Scale, 0)
+		}
+	}
+	p, s := typeArg(sqlType, 0, 10), typeArg(sqlType, 1, 0) // MySQL's DECIMAL is DECIMAL(10,0)
+	return s < after || p-s < before
+}
+
+// secondDigits is how many digits of a second the time or timestamp type
+// src keeps.
+func secondDigits(src schema.Type) int {
+	if src.Precision >= 0 && src.Precision < 6 {
+		return src.Precision
+	}
+	return 6
+}
+
+// typeArg returns the i-th number in the parentheses of sqlType
+// (DECIMAL(12,2): 12, then 2), or def when it has none.
+func typeArg(sqlType string, i, def int) int {
+	_, rest, ok := strings.Cut(sqlType, "(")
+	if !ok {
+		return def
+	}
+	args, _, _ := strings.Cut(rest, ")")
+	parts := strings.Split(args, ",")
+	if i >= len(parts) {
+		return def
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(parts[i]))
+	if err != nil {
+		return def
+	}
+	return n
 }
 
 // KindOfSQLType guesses how verify compares a column whose target type the
@@ -663,67 +799,119 @@ func KindOfSQLType(sqlType string, fallback canonical.Kind) canonical.Kind {
 	return fallback
 }
 
-// keyTextBudget shares InnoDB's 3072 bytes per index among the long text
-// columns of the row key and each unique index: what the other columns of
-// the index take is subtracted, the rest is split evenly. It returns the
-// characters each such column may hold (the smallest over its indexes).
-func keyTextBudget(st *schema.Table, rowKey []string) map[string]int {
-	indexes := [][]string{rowKey}
+// wideIndex is a key whose fixed-width columns alone pass InnoDB's limit.
+type wideIndex struct {
+	what  string // "the primary key (a, b)", "unique index x (a, b)"
+	bytes int
+}
+
+// keyBudget shares InnoDB's 3072 bytes per index among the columns of the
+// row key and of each unique index whose mapping can narrow in a key (text,
+// bytea: typemap.Mapping.FitsKeyBytes): what the other columns take is
+// subtracted, and the rest goes to these, each keeping its whole width when
+// that is less than an even share. It returns the bytes each such column
+// may take (the least over its indexes) where that is less than its width,
+// and the keys that do not fit even so.
+func keyBudget(st *schema.Table, rowKey []string, flavor typemap.Flavor) (map[string]int, []wideIndex) {
+	type index struct {
+		what string
+		cols []string
+	}
+	what := "the primary key"
+	if len(st.PrimaryKey) == 0 {
+		what = "the row key"
+	}
+	indexes := []index{{what, rowKey}}
 	for _, ix := range st.Indexes {
-		if ix.Unique && ix.Unsupported == "" {
-			indexes = append(indexes, ix.Columns)
+		if ix.Unique && ix.Unsupported == "" && (len(st.PrimaryKey) > 0 || !sameColumns(ix.Columns, rowKey)) {
+			indexes = append(indexes, index{"unique index " + ix.Name, ix.Columns})
 		}
 	}
 	out := map[string]int{}
-	for _, cols := range indexes {
+	var tooWide []wideIndex
+	for _, ix := range indexes {
 		fixed := 0
-		var long []string
-		for _, name := range cols {
+		var narrow []string
+		var want []int
+		for _, name := range ix.cols {
 			col := st.Column(name)
 			if col == nil {
 				continue
 			}
-			switch col.Type.Name {
-			case "text", "varchar", "bpchar", "citext", "name":
-				if n := col.Type.Length; n > 0 && n <= 255 {
-					fixed += 4 * n
-				} else {
-					long = append(long, name)
-				}
-			default:
-				fixed += keyWidth(col.Type.Name)
+			m := typemap.Map(col.Type, typemap.Options{Flavor: flavor, InKey: true})
+			if n := typemap.SizeOf(m.SQLType).Key; m.FitsKeyBytes {
+				narrow, want = append(narrow, name), append(want, n)
+			} else {
+				fixed += n
 			}
 		}
-		if len(long) == 0 {
+		// a narrowed column keeps at least one utf8mb4 character
+		if typemap.MaxKeyBytes-fixed < 4*len(narrow) {
+			tooWide = append(tooWide, wideIndex{fmt.Sprintf("%s (%s)", ix.what, strings.Join(ix.cols, ", ")), fixed + 4*len(narrow)})
 			continue
 		}
-		share := (typemap.MaxKeyBytes - fixed) / (4 * len(long))
-		share = max(1, min(share, typemap.MaxKeyChars))
-		for _, name := range long {
-			if cur, ok := out[name]; !ok || share < cur {
-				out[name] = share
+		for i, n := range share(typemap.MaxKeyBytes-fixed, want) {
+			if cur, ok := out[narrow[i]]; n < want[i] && (!ok || n < cur) {
+				out[narrow[i]] = n
 			}
 		}
 	}
-	return out
+	return out, tooWide
 }
 
-// keyWidth is the bytes a non-text column takes in an InnoDB index (an
-// upper bound where it varies).
-func keyWidth(typ string) int {
-	switch typ {
-	case "bool":
-		return 1
-	case "int2":
-		return 2
-	case "date":
-		return 3
-	case "int4", "float4", "oid":
-		return 4
-	case "int8", "float8", "timestamp", "timestamptz", "time":
-		return 8
-	case "uuid":
-		return 16
+// share splits budget among columns that want want[i] each: a column that
+// wants no more than an even share of what is left gets what it wants,
+// the others split the rest evenly.
+func share(budget int, want []int) []int {
+	order := make([]int, len(want))
+	for i := range order {
+		order[i] = i
 	}
-	return 32
+	sort.SliceStable(order, func(a, b int) bool { return want[order[a]] < want[order[b]] })
+	got := make([]int, len(want))
+	for k, i := range order {
+		got[i] = min(want[i], budget/(len(order)-k))
+		budget -= got[i]
+	}
+	return got
+}
+
+// fitRow keeps t within MySQL's 65,535 bytes per row: while its columns
+// pass it, the widest VARCHAR that is in no key and has no type set by the
+// mapping becomes LONGTEXT (same character set and collation, so the same
+// values; the row then holds a 12-byte pointer). It returns an error when
+// no such column is left.
+func fitRow(t *Table, inKey map[string]bool, tm config.TableMapping) error {
+	row := 0
+	nullable := 0
+	var wide []int
+	for i, c := range t.Columns {
+		row += typemap.SizeOf(c.SQLType).Row
+		if !c.NotNull {
+			nullable++
+		}
+		_, varchar := typemap.LongText(c.SQLType)
+		if varchar && !inKey[c.Source] && (c.Source == "" || tm.Columns[c.Source].Type == "") {
+			wide = append(wide, i)
+		}
+	}
+	row += (nullable + 7) / 8
+	sort.SliceStable(wide, func(a, b int) bool {
+		return typemap.SizeOf(t.Columns[wide[a]].SQLType).Row > typemap.SizeOf(t.Columns[wide[b]].SQLType).Row
+	})
+	for _, i := range wide {
+		if row <= typemap.MaxRowBytes {
+			break
+		}
+		c := &t.Columns[i]
+		long, _ := typemap.LongText(c.SQLType)
+		row += typemap.SizeOf(long).Row - typemap.SizeOf(c.SQLType).Row
+		t.Warnings = append(t.Warnings, fmt.Sprintf("%s.%s: %s becomes %s: the table's columns would pass MySQL's %d bytes per row; it holds the same values (an index on it covers a prefix)",
+			t.Source.Name, c.Target, strings.Fields(c.SQLType)[0], strings.Fields(long)[0], typemap.MaxRowBytes))
+		c.SQLType = long
+	}
+	if row > typemap.MaxRowBytes {
+		return fmt.Errorf("its target columns take up to %d bytes per row; MySQL allows %d (a TEXT or BLOB counts 12)", row, typemap.MaxRowBytes)
+	}
+	return nil
 }

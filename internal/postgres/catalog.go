@@ -66,7 +66,7 @@ func (s *Source) ReadTable(ctx context.Context, name schema.TableName) (*schema.
 
 func (s *Source) readColumns(ctx context.Context, oid uint32, t *schema.Table) error {
 	rows, err := s.Pool.Query(ctx, `
-		SELECT a.attname, a.attnotnull, a.atttypid, a.atttypmod,
+		SELECT a.attname, a.attnotnull, a.atttypid, a.atttypmod, a.attgenerated <> '',
 		       coalesce(pg_get_expr(d.adbin, d.adrelid), ''),
 		       a.attidentity <> '' OR coalesce(pg_get_expr(d.adbin, d.adrelid), '') LIKE 'nextval(%'
 		FROM pg_attribute a
@@ -84,9 +84,13 @@ func (s *Source) readColumns(ctx context.Context, oid uint32, t *schema.Table) e
 	var raws []raw
 	for rows.Next() {
 		var r raw
-		if err := rows.Scan(&r.col.Name, &r.col.NotNull, &r.typOID, &r.typmod, &r.col.Default, &r.col.Identity); err != nil {
+		var generated bool
+		if err := rows.Scan(&r.col.Name, &r.col.NotNull, &r.typOID, &r.typmod, &generated, &r.col.Default, &r.col.Identity); err != nil {
 			rows.Close()
 			return fmt.Errorf("source: read columns of %s: %w", t.Name, err)
+		}
+		if generated { // pg_attrdef holds its expression, not a default
+			r.col.Generated, r.col.Default = r.col.Default, ""
 		}
 		raws = append(raws, r)
 	}
@@ -131,7 +135,7 @@ func (s *Source) ResolveType(ctx context.Context, oid uint32, typmod int32) (sch
 		}
 		if elem != 0 && len(name) > 0 && name[0] == '_' {
 			typ.Array = true
-			if err := s.Pool.QueryRow(ctx, `SELECT typname FROM pg_type WHERE oid = $1`, elem).Scan(&typ.Elem); err != nil {
+			if err := s.resolveElem(ctx, elem, &typ); err != nil {
 				return typ, err
 			}
 		}
@@ -152,6 +156,43 @@ func (s *Source) ResolveType(ctx context.Context, oid uint32, typmod int32) (sch
 	return typ, fmt.Errorf("domain nesting too deep at type oid %d", oid)
 }
 
+// firstNormalOID is PostgreSQL's FirstNormalObjectId: types with a lower
+// OID are built in.
+const firstNormalOID = 16384
+
+// resolveElem names an array's element type, following a domain down to its
+// base type, and says when to_json (the copy) writes the elements otherwise
+// than as the JSON form of their text (what the change stream sends): a
+// composite becomes an object, and a type that is not built in converts
+// through its own cast to json if it has one (hstore's makes an object).
+func (s *Source) resolveElem(ctx context.Context, oid uint32, typ *schema.Type) error {
+	for depth := 0; depth < 10; depth++ {
+		var name, kind string
+		var base uint32
+		var jsonCast bool
+		err := s.Pool.QueryRow(ctx, `
+			SELECT t.typname, t.typtype::text, t.typbasetype,
+			       EXISTS (SELECT FROM pg_cast c WHERE c.castsource = t.oid AND c.casttarget = 'json'::regtype)
+			FROM pg_type t WHERE t.oid = $1`, oid).Scan(&name, &kind, &base, &jsonCast)
+		if err != nil {
+			return err
+		}
+		if kind == "d" {
+			oid = base
+			continue
+		}
+		typ.Elem = name
+		switch {
+		case kind == "c":
+			typ.ElemUnsupported = "its element type " + name + " is a composite type, which the copy writes as JSON objects and the change stream as text"
+		case oid >= firstNormalOID && jsonCast:
+			typ.ElemUnsupported = "its element type " + name + " has its own cast to json, which the copy uses and the change stream does not"
+		}
+		return nil
+	}
+	return fmt.Errorf("domain nesting too deep at type oid %d", oid)
+}
+
 // decodeTypmod unpacks PostgreSQL's atttypmod for the types that use it.
 func decodeTypmod(typ *schema.Type, typmod int32) {
 	if typmod < 0 {
@@ -164,8 +205,11 @@ func decodeTypmod(typ *schema.Type, typmod int32) {
 			typ.Length = int(typmod)
 		}
 	case "numeric":
+		// the scale is an 11-bit signed number: PostgreSQL 15 allows a
+		// negative one (numeric(2,-3) rounds to thousands) and one above
+		// the precision (numeric(2,5))
 		typ.Precision = int((typmod - 4) >> 16 & 0xffff)
-		typ.Scale = int((typmod - 4) & 0xffff)
+		typ.Scale = int(((typmod-4)&0x7ff)^1024) - 1024
 	case "timestamp", "timestamptz", "time", "timetz", "interval":
 		typ.Precision = int(typmod & 0xffff)
 	}

@@ -31,13 +31,19 @@ type Type struct {
 	Name       string   // base type name as the catalog spells it: int4, varchar, timestamptz, _int4 …
 	Display    string   // how the source shows it: "numeric(10,2)", "character varying(160)"
 	Array      bool     // a one- or multi-dimensional array of Elem
-	Elem       string   // element type name of an array
+	Elem       string   // element type name of an array (a domain element: its base type)
 	Length     int      // varchar(n)/char(n)/bit(n) length, or -1
 	Precision  int      // numeric precision, or -1 when unbounded
 	Scale      int      // numeric scale, or -1
 	EnumLabels []string // labels in order, for enums
 	Domain     string   // the domain the column was declared with, if any
 	OID        uint32
+
+	// ElemUnsupported says why an array's elements cannot travel as the
+	// same JSON by the copy (to_json) and by the change stream (the array's
+	// text): a composite element type, or one with its own cast to json.
+	// Empty when they can.
+	ElemUnsupported string
 }
 
 // Column is one source column.
@@ -47,6 +53,10 @@ type Column struct {
 	NotNull  bool
 	Default  string // the source's default expression, as SQL text, or ""
 	Identity bool   // serial, bigserial or GENERATED … AS IDENTITY
+
+	// Generated is the expression of a stored generated column (GENERATED
+	// ALWAYS AS (…) STORED), which the source computes; "" for other columns.
+	Generated string
 }
 
 // Index is a primary key, unique constraint/index or plain index.

@@ -1,9 +1,12 @@
 package typemap
 
 import (
+	"encoding/hex"
+	"fmt"
 	"regexp"
 	"strings"
 
+	"github.com/sluice-db/sluice/internal/canonical"
 	"github.com/sluice-db/sluice/internal/schema"
 )
 
@@ -44,23 +47,40 @@ func Default(col schema.Column, m Mapping) (clause string, ok bool, note string)
 	if sub := castSuffix.FindStringSubmatch(expr); sub != nil {
 		expr = sub[1]
 	}
-	if numberLiteral.MatchString(expr) {
-		return strings.Trim(expr, "()"), true, ""
+	var value string
+	switch {
+	case numberLiteral.MatchString(expr):
+		value = strings.Trim(expr, "()")
+	case isDoubledQuoteLiteral(expr):
+		value = strings.ReplaceAll(expr[1:len(expr)-1], "''", "'")
+	default:
+		return "", false, "default " + col.Default + " has no MySQL translation and is left out; set it on the target if the application relies on it"
 	}
-	if isDoubledQuoteLiteral(expr) {
-		value := strings.ReplaceAll(expr[1:len(expr)-1], "''", "'")
-		switch {
-		case m.SQLType == "BOOLEAN":
-			if value == "t" || value == "true" {
-				return "1", true, ""
-			}
-			return "0", true, ""
-		case strings.HasPrefix(m.SQLType, "JSON"), strings.HasPrefix(m.SQLType, "LONGTEXT"), strings.HasPrefix(m.SQLType, "LONGBLOB"):
-			return "(" + QuoteString(value) + ")", true, ""
-		}
-		return QuoteString(value), true, ""
+	// the literal is the value's text form, as a row would carry it: it
+	// takes the same conversion (bytea's hex to bytes, an array to JSON, a
+	// timestamptz without its zone)
+	v, err := m.ConvertText([]byte(value))
+	if err != nil {
+		return "", false, fmt.Sprintf("default %s is left out: the target column cannot hold it (%v); set it on the target if the application relies on it", col.Default, err)
 	}
-	return "", false, "default " + col.Default + " has no MySQL translation and is left out; set it on the target if the application relies on it"
+	return literal(v, m), true, ""
+}
+
+// literal writes a converted value as a DEFAULT for m's column.
+func literal(v []byte, m Mapping) string {
+	var lit string
+	switch m.Kind {
+	case canonical.Integer, canonical.Decimal, canonical.Float32, canonical.Float64, canonical.Number, canonical.Bool:
+		return string(v)
+	case canonical.Bytes:
+		lit = "X'" + hex.EncodeToString(v) + "'"
+	default:
+		lit = QuoteString(string(v))
+	}
+	if strings.HasPrefix(m.SQLType, "JSON") || strings.HasPrefix(m.SQLType, "LONG") {
+		return "(" + lit + ")" // MySQL takes a BLOB, TEXT or JSON default only as an expression
+	}
+	return lit
 }
 
 // isDoubledQuoteLiteral reports a single-quoted literal whose inner quotes are

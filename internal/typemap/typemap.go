@@ -43,9 +43,10 @@ type Options struct {
 	InKey bool
 	// AutoIncrement: the column is an identity/serial column that leads a key.
 	AutoIncrement bool
-	// KeyChars is how many characters a text key column may take so that
-	// its indexes fit InnoDB's 3072 bytes (0: the single-column maximum).
-	KeyChars int
+	// KeyBytes is how many bytes of InnoDB's 3072 per index a key column
+	// may take, for the mappings that follow it (Mapping.FitsKeyBytes);
+	// 0: all of them.
+	KeyBytes int
 }
 
 // Mapping is how one column travels.
@@ -70,6 +71,24 @@ type Mapping struct {
 	BulkSafe bool
 	// Notes are lines for the plan: every mapping that is not exact says how.
 	Notes []string
+	// FitsKeyBytes: in a key, the column takes at most Options.KeyBytes of
+	// the index (a narrower VARCHAR or VARBINARY; longer values are bad rows).
+	FitsKeyBytes bool
+}
+
+// ConvertText turns a value in the column's text form (what the change
+// stream sends) into the target's input form: StreamConvert, then Convert.
+func (m Mapping) ConvertText(v []byte) ([]byte, error) {
+	var err error
+	for _, c := range []Converter{m.StreamConvert, m.Convert} {
+		if c == nil {
+			continue
+		}
+		if v, err = c(v); err != nil {
+			return nil, err
+		}
+	}
+	return v, nil
 }
 
 // TextCollation returns the collation that keeps PostgreSQL's equality for
@@ -88,6 +107,19 @@ const MaxKeyChars = 768
 // MaxKeyBytes is InnoDB's limit for one index key.
 const MaxKeyBytes = 3072
 
+// maxASCIIVarchar is the longest single-byte VARCHAR that fits MariaDB's
+// 65,535-byte row (with its 2 length bytes and a NULL bit).
+const maxASCIIVarchar = 65532
+
+// keyLimit is what a key column may take of the index, in characters of
+// charBytes bytes.
+func keyLimit(opt Options, charBytes int) int {
+	if opt.KeyBytes > 0 {
+		return max(1, opt.KeyBytes/charBytes)
+	}
+	return MaxKeyBytes / charBytes
+}
+
 // Map maps one source column type.
 func Map(t schema.Type, opt Options) Mapping {
 	text := "CHARACTER SET utf8mb4 COLLATE " + TextCollation(opt.Flavor)
@@ -97,6 +129,12 @@ func Map(t schema.Type, opt Options) Mapping {
 			Notes: []string{fmt.Sprintf("%s becomes a JSON array (MySQL has no array type)", t.Display)}}
 	}
 	if len(t.EnumLabels) > 0 {
+		if l, ok := spacedLabel(t.EnumLabels); ok {
+			// MariaDB strips trailing spaces from ENUM labels: 'b ' would be
+			// stored as 'b', and labels 'a' and 'a ' refused as duplicates
+			return Mapping{SQLType: fmt.Sprintf("VARCHAR(%d) %s", maxEnumLabel, text), Kind: canonical.Exact,
+				Notes: []string{fmt.Sprintf("enum %s becomes VARCHAR(%d) holding its labels' text: label %s ends in a space, which a MySQL ENUM drops; the target does not restrict the column to the labels", t.Display, maxEnumLabel, QuoteString(l))}}
+		}
 		labels := make([]string, len(t.EnumLabels))
 		for i, l := range t.EnumLabels {
 			labels[i] = QuoteString(l)
@@ -123,9 +161,9 @@ func Map(t schema.Type, opt Options) Mapping {
 			Convert: decimalChecker(17, 2), Notes: []string{"money becomes DECIMAL(19,2) (the currency symbol and locale formatting are not kept)"}}
 	case "float4":
 		return Mapping{SQLType: "FLOAT", Kind: canonical.Float32, Convert: checkFloat32,
-			TargetExpr: wrap("CAST(%s AS DOUBLE)")}
+			TargetExpr: wrap("CAST(%s AS DOUBLE)"), Notes: []string{negativeZero}}
 	case "float8":
-		return Mapping{SQLType: "DOUBLE", Kind: canonical.Float64, Convert: checkFloat}
+		return Mapping{SQLType: "DOUBLE", Kind: canonical.Float64, Convert: checkFloat, Notes: []string{negativeZero}}
 	case "bool":
 		return Mapping{SQLType: "BOOLEAN", Kind: canonical.Bool, Convert: convertBool}
 	case "text", "varchar", "name", "citext":
@@ -155,8 +193,9 @@ func Map(t schema.Type, opt Options) Mapping {
 			Notes: []string{fmt.Sprintf("%s becomes VARCHAR(%d): MySQL CHAR holds at most 255 characters; trailing spaces are kept as sent", t.Display, n)}}
 	case "bytea":
 		if opt.InKey {
-			return Mapping{SQLType: "VARBINARY(3072)", Kind: canonical.Bytes, Convert: chainConv(decodeHexBytea, maxBytes(3072)),
-				Notes: []string{"bytea in a key becomes VARBINARY(3072): longer values are rejected as bad rows"}}
+			n := keyLimit(opt, 1)
+			return Mapping{SQLType: fmt.Sprintf("VARBINARY(%d)", n), Kind: canonical.Bytes, Convert: chainConv(decodeHexBytea, maxBytes(n)), FitsKeyBytes: true,
+				Notes: []string{fmt.Sprintf("bytea in a key becomes VARBINARY(%d), the most its index leaves room for in InnoDB's 3072 bytes: longer values are rejected as bad rows", n)}}
 		}
 		return Mapping{SQLType: "LONGBLOB", Kind: canonical.Bytes, Convert: decodeHexBytea}
 	case "date":
@@ -196,11 +235,17 @@ func Map(t schema.Type, opt Options) Mapping {
 			Notes: []string{t.Name + " becomes text"}}
 	case "bit", "varbit":
 		n := t.Length
-		if n < 1 {
-			n = 64
+		switch {
+		case n >= 1 && n <= maxASCIIVarchar:
+			return Mapping{SQLType: fmt.Sprintf("VARCHAR(%d) %s", n, ascii), Kind: canonical.Exact,
+				Notes: []string{t.Display + " becomes a text of 0 and 1"}}
+		case opt.InKey:
+			n = keyLimit(opt, 1)
+			return Mapping{SQLType: fmt.Sprintf("VARCHAR(%d) %s", n, ascii), Kind: canonical.Exact, Convert: maxBytes(n), FitsKeyBytes: true,
+				Notes: []string{fmt.Sprintf("%s in a key becomes a text of 0 and 1 in VARCHAR(%d), the most its index leaves room for: longer values are rejected as bad rows", t.Display, n)}}
 		}
-		return Mapping{SQLType: fmt.Sprintf("VARCHAR(%d) %s", n, ascii), Kind: canonical.Exact,
-			Notes: []string{t.Display + " becomes a text of 0 and 1"}}
+		return Mapping{SQLType: "LONGTEXT " + ascii, Kind: canonical.Exact,
+			Notes: []string{t.Display + " becomes a text of 0 and 1 (LONGTEXT)"}}
 	}
 	return Mapping{SQLType: "LONGTEXT " + text, Kind: canonical.Exact, SourceExpr: wrap("%s::text"),
 		Notes: []string{fmt.Sprintf("%s has no MySQL equivalent and is stored as its text form", t.Display)}}
@@ -211,18 +256,31 @@ func mapText(t schema.Type, opt Options, text string) Mapping {
 	if t.Name == "name" {
 		n = 63
 	}
-	limit := MaxKeyChars
-	if opt.KeyChars > 0 {
-		limit = opt.KeyChars
-	}
+	limit := keyLimit(opt, 4)
 	if opt.InKey && (n < 0 || n > limit) {
-		return Mapping{SQLType: fmt.Sprintf("VARCHAR(%d) %s", limit, text), Kind: canonical.Exact, Convert: maxChars(limit),
+		return Mapping{SQLType: fmt.Sprintf("VARCHAR(%d) %s", limit, text), Kind: canonical.Exact, Convert: maxChars(limit), FitsKeyBytes: true,
 			Notes: []string{fmt.Sprintf("%s in a key becomes VARCHAR(%d), the most its index leaves room for in InnoDB's 3072 bytes: longer values are rejected as bad rows", t.Display, limit)}}
 	}
 	if n < 0 || n > 16383 { // 16383 utf8mb4 characters is the most VARCHAR holds
 		return Mapping{SQLType: "LONGTEXT " + text, Kind: canonical.Exact}
 	}
-	return Mapping{SQLType: fmt.Sprintf("VARCHAR(%d) %s", n, text), Kind: canonical.Exact}
+	return Mapping{SQLType: fmt.Sprintf("VARCHAR(%d) %s", n, text), Kind: canonical.Exact, FitsKeyBytes: opt.InKey}
+}
+
+// maxEnumLabel is the longest enum label PostgreSQL takes, in bytes.
+const maxEnumLabel = 63
+
+// negativeZero is the note of a float column.
+const negativeZero = "-0 is stored as 0 (MariaDB keeps no sign on a zero; verify counts them equal)"
+
+// spacedLabel returns a label that ends in a space.
+func spacedLabel(labels []string) (string, bool) {
+	for _, l := range labels {
+		if strings.HasSuffix(l, " ") {
+			return l, true
+		}
+	}
+	return "", false
 }
 
 // MySQL DECIMAL holds 65 digits with at most 30 after the point.
@@ -231,10 +289,17 @@ const (
 	maxDecimalScale  = 30
 )
 
+// mapNumeric keeps numeric(p,s) exact. PostgreSQL 15 also takes a scale
+// above the precision (numeric(2,5): below 0.001, five decimals) and a
+// negative one (numeric(2,-3): whole thousands up to 99,000); MySQL wants
+// 0 <= s <= p, so those get the digits before and after the point they hold.
 func mapNumeric(t schema.Type) Mapping {
 	p, s := t.Precision, t.Scale
-	if p > 0 && p <= maxDecimalDigits && s >= 0 && s <= maxDecimalScale {
-		return Mapping{SQLType: fmt.Sprintf("DECIMAL(%d,%d)", p, s), Kind: canonical.Decimal, Convert: decimalChecker(p-s, s)}
+	if p > 0 {
+		frac, whole := max(s, 0), max(p-s, 0)
+		if whole+frac <= maxDecimalDigits && frac <= maxDecimalScale {
+			return Mapping{SQLType: fmt.Sprintf("DECIMAL(%d,%d)", whole+frac, frac), Kind: canonical.Decimal, Convert: decimalChecker(whole, frac)}
+		}
 	}
 	return Mapping{SQLType: fmt.Sprintf("DECIMAL(%d,%d)", maxDecimalDigits, maxDecimalScale), Kind: canonical.Decimal,
 		Convert: decimalChecker(maxDecimalDigits-maxDecimalScale, maxDecimalScale),

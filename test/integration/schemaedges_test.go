@@ -1,0 +1,94 @@
+package integration
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/sluice-db/sluice/internal/testenv"
+)
+
+// TestSchemaEdges copies what MariaDB rejected or changed without a word
+// when planned naively: a stored generated column, an array of a domain,
+// defaults that need their value converted (bytea, an array, timestamptz),
+// numeric scales outside the precision, unbounded bit varying, enum labels
+// with trailing spaces, rows and keys past MySQL's limits, and a -0. plan
+// says how each is mapped, the target creates every table, the values and
+// the defaults land exactly, and verify finds no difference.
+func TestSchemaEdges(t *testing.T) {
+	t.Parallel()
+	p := testenv.NewPair(t)
+	p.PG(t, `CREATE DOMAIN posint AS integer CHECK (VALUE > 0)`)
+	p.PG(t, `CREATE TYPE mood AS ENUM ('a', 'a ', 'b ')`)
+	p.PG(t, `CREATE TABLE edges (
+		id int PRIMARY KEY,
+		a int,
+		g int GENERATED ALWAYS AS (a * 2) STORED,
+		ps posint[],
+		bin bytea DEFAULT '\x00ff',
+		ints integer[] DEFAULT '{1,2}',
+		at timestamptz DEFAULT '2024-01-01 10:00+02',
+		small numeric(2,5),
+		thousands numeric(2,-3),
+		bits varbit,
+		m mood,
+		f float8)`)
+	p.PG(t, `INSERT INTO edges (id, a, ps, small, thousands, bits, m, f) VALUES
+		(1, 21, '{1,2}', 0.00099, 99000, repeat('10', 100)::varbit, 'a ', '-0'),
+		(2, NULL, NULL, NULL, NULL, NULL, 'b ', NULL)`)
+	p.PG(t, `CREATE TABLE wide (id int PRIMARY KEY, a varchar(10000), b varchar(10000))`)
+	p.PG(t, `INSERT INTO wide VALUES (1, repeat('é', 10000), repeat('x', 10000))`)
+	p.PG(t, `CREATE TABLE binkey (id int, b bytea, PRIMARY KEY (id, b))`)
+	p.PG(t, `INSERT INTO binkey VALUES (1, '\x00'), (1, '\x0000'), (2, decode(repeat('ab', 3000), 'hex'))`)
+	p.PG(t, `CREATE TABLE fourkey (a varchar(255), b varchar(255), c varchar(255), d varchar(255), PRIMARY KEY (a, b, c, d))`)
+	p.PG(t, `INSERT INTO fourkey VALUES ('a', 'b', 'c', 'd'), (repeat('x', 192), 'b', 'c', 'd')`)
+
+	plan := testenv.MustRun(t, 0, args(p, "plan")...).Stdout
+	for _, w := range []struct{ column, phrase string }{
+		{"edges.g", "becomes a plain column holding the copied values; not computed on the target"},
+		{"edges.m", "becomes VARCHAR(63)"},
+		{"edges.f", "-0 is stored as 0"},
+		{"edges.bits", "LONGTEXT"},
+		{"wide.a", "becomes LONGTEXT"},
+		{"binkey.b", "VARBINARY(3068)"},
+		{"fourkey.a", "VARCHAR(192)"},
+	} {
+		if warningLine(plan, w.column, w.phrase) == "" {
+			t.Errorf("plan has no WARNING for %s saying %q:\n%s", w.column, w.phrase, plan)
+		}
+	}
+	if strings.Contains(plan, "has no MySQL translation") || strings.Contains(plan, "is left out") {
+		t.Errorf("plan leaves out a default:\n%s", plan)
+	}
+
+	r := testenv.Run(t, nil, args(p, "copy")...)
+	if r.Exit != 0 {
+		t.Fatalf("sluice copy: exit %d, want 0\n%s", r.Exit, output(r))
+	}
+	got := queryRows(t, p.Target, "SELECT g, ps, small, thousands, LENGTH(bits), CONCAT('[', m, ']'), f FROM edges ORDER BY id")
+	want := [][]string{{"42", "[1,2]", "0.00099", "99000", "200", "[a ]", "0"}, {null, null, null, null, null, "[b ]", null}}
+	if !equalRows(got, want) {
+		t.Errorf("target edges holds %v, want %v", got, want)
+	}
+	p.My(t, "INSERT INTO edges (id) VALUES (100)")
+	if got := queryRows(t, p.Target, "SELECT HEX(bin), ints, at FROM edges WHERE id = 100"); !equalRows(got, [][]string{{"00FF", "[1,2]", "2024-01-01 08:00:00.000000"}}) {
+		t.Errorf("the target's defaults give %v; want 00FF, [1,2], 2024-01-01 08:00:00 (UTC)", got)
+	}
+	p.My(t, "DELETE FROM edges WHERE id = 100")
+	if got := queryOne(t, p.Target, "SELECT COUNT(*) FROM binkey"); got != "3" {
+		t.Errorf("target binkey holds %s rows, want 3", got)
+	}
+	r = testenv.MustRun(t, 0, args(p, "verify")...)
+	mustContain(t, "verify output", r.Stdout, "verify: EQUAL")
+}
+
+// TestArrayOfCompositeRefused: to_json (the copy) writes a composite array
+// element as an object, the change stream as its text: plan refuses the
+// column, naming it and what to do.
+func TestArrayOfCompositeRefused(t *testing.T) {
+	t.Parallel()
+	p := testenv.NewPair(t)
+	p.PG(t, `CREATE TYPE pair AS (n int, s text)`)
+	p.PG(t, `CREATE TABLE pairs (id int PRIMARY KEY, ps pair[])`)
+	r := testenv.MustRun(t, 4, args(p, "plan")...)
+	mustContain(t, "plan output", output(r), "SLUICE-PLAN-ARRAYTYPE", "pairs", "ps", "composite", "drop: true")
+}
