@@ -9,6 +9,7 @@ import (
 	"log/slog"
 
 	"github.com/sluice-db/sluice/internal/codec"
+	"github.com/sluice-db/sluice/internal/failure"
 	"github.com/sluice-db/sluice/internal/mysql"
 )
 
@@ -102,7 +103,7 @@ func applyOne(ctx context.Context, tx *sql.Tx, op Op) error {
 	case Upsert, Load:
 		return upsert(ctx, tx, t, []Row{op.Row})
 	case Delete:
-		return deleteKeys(ctx, tx, t, [][]any{t.KeyArgs(op.Row)})
+		return deleteKeys(ctx, tx, t, []Row{op.Row})
 	case Patch:
 		_, err := patch(ctx, tx, t, op.Row, op.Row)
 		return err
@@ -111,7 +112,11 @@ func applyOne(ctx context.Context, tx *sql.Tx, op Op) error {
 		if err != nil || moved > 0 || t.Refetch == nil {
 			return err
 		}
-		return t.Refetch(ctx, tx, op.Key)
+		err = t.Refetch(ctx, tx, op.Key)
+		if warn := (*mysql.ValueWarning)(nil); errors.As(err, &warn) {
+			return t.valueChanged([]Row{op.Row}, warn.Warnings, warn.Count)
+		}
+		return err
 	case Rewrite:
 		return rewrite(ctx, tx, []Op{op})
 	case Truncate:
@@ -146,7 +151,7 @@ func updateOne(ctx context.Context, tx *sql.Tx, t *Table, old, r Row) error {
 // several).
 func deleteOne(ctx context.Context, tx *sql.Tx, t *Table, r Row) error {
 	where, args := t.matchAll(r)
-	if _, err := tx.ExecContext(ctx, "DELETE FROM "+t.quoted+" WHERE "+where+" LIMIT 1", args...); err != nil {
+	if _, err := t.write(ctx, tx, []Row{r}, "DELETE FROM "+t.quoted+" WHERE "+where+" LIMIT 1", args...); err != nil {
 		return fmt.Errorf("target: delete from %s: %w", t.Plan.Target, err)
 	}
 	return nil
@@ -168,7 +173,7 @@ func writeRows(ctx context.Context, tx *sql.Tx, t *Table, rows []Row, statement 
 				args = append(args, t.arg(i, v))
 			}
 		}
-		if _, err := tx.ExecContext(ctx, statement(len(part)), args...); err != nil {
+		if _, err := t.write(ctx, tx, part, statement(len(part)), args...); err != nil {
 			return fmt.Errorf("target: "+what+": %w", len(part), t.Plan.Target, err)
 		}
 	}
@@ -234,11 +239,11 @@ func rewrite(ctx context.Context, tx *sql.Tx, ops []Op) error {
 		}
 		last[op.Key] = i
 	}
-	keys := make([][]any, len(order))
+	keys := make([]Row, len(order))
 	var rows []Row
 	for n, k := range order {
 		op := ops[last[k]]
-		keys[n] = t.KeyArgs(op.OldKey)
+		keys[n] = op.OldKey
 		if op.Row != nil {
 			rows = append(rows, op.Row)
 		}
@@ -330,17 +335,11 @@ func applySegment(ctx context.Context, tx *sql.Tx, ops []Op) error {
 	tables, keyless := netEffect(ops)
 	for _, nt := range tables {
 		t := nt.table
-		deletes := make([][]any, len(nt.deletes))
-		for i, r := range nt.deletes {
-			deletes[i] = t.KeyArgs(r)
-		}
-		if err := deleteKeys(ctx, tx, t, deletes); err != nil {
+		if err := deleteKeys(ctx, tx, t, nt.deletes); err != nil {
 			return err
 		}
-		for _, r := range nt.patches {
-			if _, err := patch(ctx, tx, t, r, r); err != nil {
-				return err
-			}
+		if err := patchRows(ctx, tx, t, nt.patches); err != nil {
+			return err
 		}
 		if err := upsert(ctx, tx, t, nt.upserts); err != nil {
 			return err
@@ -445,14 +444,16 @@ func upsert(ctx context.Context, tx *sql.Tx, t *Table, rows []Row) error {
 	return writeRows(ctx, tx, t, rows, t.upsertSQL, "write %d rows to %s")
 }
 
-func deleteKeys(ctx context.Context, tx *sql.Tx, t *Table, keys [][]any) error {
-	for start := 0; start < len(keys); start += rowsPerStatement {
-		part := keys[start:min(start+rowsPerStatement, len(keys))]
+// deleteKeys deletes the rows with the keys of rows (only their key columns
+// are read).
+func deleteKeys(ctx context.Context, tx *sql.Tx, t *Table, rows []Row) error {
+	for start := 0; start < len(rows); start += rowsPerStatement {
+		part := rows[start:min(start+rowsPerStatement, len(rows))]
 		var args []any
-		for _, k := range part {
-			args = append(args, k...)
+		for _, r := range part {
+			args = append(args, t.KeyArgs(r)...)
 		}
-		if _, err := tx.ExecContext(ctx, t.deleteSQL(len(part)), args...); err != nil {
+		if _, err := t.write(ctx, tx, part, t.deleteSQL(len(part)), args...); err != nil {
 			return fmt.Errorf("target: delete %d rows from %s: %w", len(part), t.Plan.Target, err)
 		}
 	}
@@ -464,15 +465,28 @@ func deleteKeys(ctx context.Context, tx *sql.Tx, t *Table, keys [][]any) error {
 // chunk is not copied) is left alone: the chunk brings it with these values.
 func patch(ctx context.Context, tx *sql.Tx, t *Table, r, keyRow Row) (int64, error) {
 	q, args := t.patchSQL(r, keyRow)
-	res, err := tx.ExecContext(ctx, q, args...)
-	if err != nil {
-		return 0, fmt.Errorf("target: update %s: %w", t.Plan.Target, err)
-	}
-	n, err := res.RowsAffected()
+	n, err := t.write(ctx, tx, []Row{keyRow}, q, args...)
 	if err != nil {
 		return 0, fmt.Errorf("target: update %s: %w", t.Plan.Target, err)
 	}
 	return n, nil
+}
+
+// patchRows updates the sent columns of rows, many UPDATEs to a round trip.
+// (A row the target does not have yet is left alone, as by patch.)
+func patchRows(ctx context.Context, tx *sql.Tx, t *Table, rows []Row) error {
+	writes := make([]mysql.Write, len(rows))
+	for i, r := range rows {
+		writes[i].Query, writes[i].Args = t.patchSQL(r, r)
+	}
+	bad, warnings, err := mysql.ExecWrites(ctx, tx, writes)
+	if err == nil && bad >= 0 {
+		err = t.valueChanged(rows[bad:bad+1], warnings, len(warnings))
+	}
+	if err != nil {
+		return fmt.Errorf("target: update %d rows of %s: %w", len(rows), t.Plan.Target, err)
+	}
+	return nil
 }
 
 // bulkUpsert writes full rows with LOAD DATA … REPLACE. REPLACE may remove
@@ -503,8 +517,57 @@ func bulkUpsert(ctx context.Context, tx *sql.Tx, t *Table, rows []Row) error {
 	}()
 	_, err := mysql.LoadData(ctx, tx, t.Plan.Target, t.Plan.LoadColumns(), pr, t.replace)
 	pr.CloseWithError(errors.New("load stopped"))
+	if warn := (*mysql.ValueWarning)(nil); errors.As(err, &warn) {
+		err = t.valueChanged(rows, warn.Warnings, warn.Count) // a load's rows are its lines
+	}
 	if err != nil {
 		return fmt.Errorf("target: load %d rows into %s: %w", len(rows), t.Plan.Target, err)
 	}
 	return nil
+}
+
+// write runs a statement that writes rows (the statement's own, in its
+// order: a warning names one by its place) and returns how many rows it
+// changed. Strict mode refuses a value the target cannot hold, but some it
+// changes with a note only (a DECIMAL rounded to its scale): such a
+// statement is refused too, so that its transaction stores nothing changed.
+func (t *Table) write(ctx context.Context, tx *sql.Tx, rows []Row, query string, args ...any) (int64, error) {
+	changed, warnings, err := mysql.ExecWrite(ctx, tx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	if len(warnings) > 0 {
+		return 0, t.valueChanged(rows, warnings, len(warnings))
+	}
+	return changed, nil
+}
+
+// valueChanged is the error for the warnings (count in all) a write of rows
+// left: it names the table, and the key and column of the first warning.
+func (t *Table) valueChanged(rows []Row, warnings []mysql.Warning, count int) error {
+	what, column, key := fmt.Sprintf("%d warnings", count), "", ""
+	if len(warnings) > 0 {
+		what = warnings[0].String()
+		if count > 1 {
+			what += fmt.Sprintf(" (%d warnings in all)", count)
+		}
+		var n int
+		column, n = warnings[0].Where()
+		if n >= 1 && n <= len(rows) {
+			key = t.keyText(rows[n-1])
+		}
+	}
+	if key == "" && len(rows) == 1 {
+		key = t.keyText(rows[0])
+	}
+	if key == "" {
+		key = "unknown"
+	}
+	if column == "" {
+		column = "unknown"
+	}
+	return failure.New(failure.BadRow, "SLUICE-APPLY-TARGETWARN", "table %s, key %s, column %s: the target would store another value than the source's: %s",
+		t.Plan.Source.Name, key, column, what).
+		With("table", t.Plan.Source.Name.String()).With("key", key).With("column", column).
+		WithHint("the target column holds less than the source's value (a type set in the mapping, or a target table made by hand); nothing of the batch was written: widen the column or fix the value on the source, then run the command again: it resumes from the last applied change")
 }

@@ -157,6 +157,27 @@ func (t *Table) KeyArgs(r Row) []any {
 	return out
 }
 
+// keyText shows r's key for a message, column=value joined by commas; a
+// table without a key shows every column.
+func (t *Table) keyText(r Row) string {
+	cols := t.Plan.Key
+	if len(cols) == 0 {
+		cols = make([]int, len(t.cols))
+		for i := range cols {
+			cols[i] = i
+		}
+	}
+	parts := make([]string, 0, len(cols))
+	for _, k := range cols {
+		v := "NULL"
+		if k < len(r) && r[k].Data != nil {
+			v = string(r[k].Data)
+		}
+		parts = append(parts, t.Plan.Columns[k].Target+"="+v)
+	}
+	return strings.Join(parts, ",")
+}
+
 // upsertSQL writes n rows.
 func (t *Table) upsertSQL(n int) string {
 	tuple := "(" + strings.TrimSuffix(strings.Repeat("?, ", len(t.cols)), ", ") + ")"

@@ -171,6 +171,11 @@ func (f *File) Validate() error {
 			if cm.Drop && cm.Type != "" {
 				add("%s: drop and type cannot both be set; a dropped column has no target type", cw)
 			}
+			if strings.ContainsAny(cm.Type, ";`") || strings.Contains(cm.Type, "--") || strings.Contains(cm.Type, "/*") {
+				// the type goes into CREATE TABLE as written, on a
+				// connection that runs several statements in one query
+				add("%s: type %q holds a statement separator, quote or comment; give a column type such as DECIMAL(12,2)", cw, cm.Type)
+			}
 			if cm.Drop {
 				continue
 			}

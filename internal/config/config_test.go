@@ -184,6 +184,8 @@ func TestValidate(t *testing.T) {
 			[]string{"tables.orders.columns.note", "drop and rename cannot both be set"}},
 		{"drop and type", "tables:\n  public.orders:\n    columns:\n      note:\n        drop: true\n        type: TEXT\n",
 			[]string{"tables.public.orders.columns.note", "drop and type cannot both be set"}},
+		{"type with a second statement", "tables:\n  orders:\n    columns:\n      note:\n        type: 'TEXT; DROP TABLE users'\n",
+			[]string{"tables.orders.columns.note", "statement separator"}},
 		{"computed empty name", "tables:\n  orders:\n    computed:\n      - expr: now()\n",
 			[]string{"tables.orders.computed[0]", "name is empty"}},
 		{"computed empty expr", "tables:\n  orders:\n    computed:\n      - name: x\n",

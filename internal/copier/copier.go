@@ -241,8 +241,9 @@ func chunkState(ctx context.Context, tgt *mysql.Target, target, phase string) (S
 }
 
 // CreateTargetTable creates t's target table (row key only; secondary
-// indexes come after the data). An existing empty table is used as it is;
-// one with rows is refused (CheckTargetEmpty).
+// indexes come after the data). An existing table is used only when it is
+// empty (CheckTargetEmpty), has no unique index the source does not enforce,
+// and is the table sluice would create (refuseOtherShape).
 func CreateTargetTable(ctx context.Context, tgt *mysql.Target, t *plan.Table) error {
 	exists, err := tgt.TableExists(ctx, t.Target)
 	if err != nil {
@@ -252,7 +253,10 @@ func CreateTargetTable(ctx context.Context, tgt *mysql.Target, t *plan.Table) er
 		if err := refuseRows(ctx, tgt, t); err != nil {
 			return err
 		}
-		return t.Replace().RefuseExtraUnique(ctx, tgt.DB, t.Target)
+		if err := t.Replace().RefuseExtraUnique(ctx, tgt.DB, t.Target); err != nil {
+			return err
+		}
+		return refuseOtherShape(ctx, tgt, t)
 	}
 	if _, err := tgt.DB.ExecContext(ctx, t.CreateTable); err != nil {
 		return failure.Wrap(err, failure.Schema, "SLUICE-TARGET-DDL", "target: create table %s", t.Target).With("table", t.Target)

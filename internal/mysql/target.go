@@ -33,6 +33,7 @@ var sessionParams = map[string]string{
 	"sql_mode":           "'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION,ERROR_FOR_DIVISION_BY_ZERO'",
 	"foreign_key_checks": "0",
 	"interpolateParams":  "true",
+	"multiStatements":    "true", // ExecWrite reads a write's warnings in the same round trip
 	"timeout":            "10s",
 }
 
@@ -207,8 +208,8 @@ func LoadData(ctx context.Context, tx *sql.Tx, table string, columns []LoadColum
 		return 0, err
 	}
 	n, _ := res.RowsAffected()
-	if warn := firstWarning(ctx, tx); warn != "" {
-		return n, &ValueWarning{Table: table, Warning: warn}
+	if warn := loadWarnings(ctx, tx, table); warn != nil {
+		return n, warn
 	}
 	return n, nil
 }
@@ -219,29 +220,6 @@ func LoadData(ctx context.Context, tx *sql.Tx, table string, columns []LoadColum
 type LoadColumn struct {
 	Name string
 	Expr string
-}
-
-// ValueWarning means the server changed or refused a value during a load.
-type ValueWarning struct {
-	Table   string
-	Warning string
-}
-
-func (w *ValueWarning) Error() string {
-	return fmt.Sprintf("target changed or refused a value while loading %s: %s", w.Table, w.Warning)
-}
-
-func firstWarning(ctx context.Context, tx *sql.Tx) string {
-	var count int
-	if err := tx.QueryRowContext(ctx, "SELECT @@warning_count").Scan(&count); err != nil || count == 0 {
-		return ""
-	}
-	var level, msg string
-	var code int
-	if err := tx.QueryRowContext(ctx, "SHOW WARNINGS LIMIT 1").Scan(&level, &code, &msg); err != nil {
-		return fmt.Sprintf("%d warnings", count)
-	}
-	return fmt.Sprintf("%s %d: %s (%d warnings in all)", level, code, msg, count)
 }
 
 // QueryError classifies an error from a statement on the target: a table or

@@ -387,19 +387,25 @@ func planComputed(ctx context.Context, src *postgres.Source, st *schema.Table, c
 	return c, nil
 }
 
+// Definition is the column as CREATE TABLE defines it: name, type, NULL or
+// NOT NULL and default.
+func (c Column) Definition() string {
+	def := typemap.QuoteIdent(c.Target) + " " + c.SQLType
+	if c.NotNull {
+		def += " NOT NULL"
+	} else if !strings.Contains(c.SQLType, "AUTO_INCREMENT") {
+		def += " NULL"
+	}
+	if c.Default != "" {
+		def += " DEFAULT " + c.Default
+	}
+	return def
+}
+
 func createTable(t *Table, rowKey []string, targetCol map[string]string, flavor typemap.Flavor) string {
 	var lines []string
 	for _, c := range t.Columns {
-		line := "  " + typemap.QuoteIdent(c.Target) + " " + c.SQLType
-		if c.NotNull {
-			line += " NOT NULL"
-		} else if !strings.Contains(c.SQLType, "AUTO_INCREMENT") {
-			line += " NULL"
-		}
-		if c.Default != "" {
-			line += " DEFAULT " + c.Default
-		}
-		lines = append(lines, line)
+		lines = append(lines, "  "+c.Definition())
 	}
 	keyCols := quoteTargets(rowKey, targetCol)
 	switch {

@@ -3,6 +3,7 @@ package publish
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -379,6 +380,9 @@ func (a *Applier) commit(ctx context.Context) error {
 		}
 		transient := mysql.IsDuplicate(err) || mysql.IsTransient(err)
 		if !transient || time.Now().After(deadline) || ctx.Err() != nil {
+			if fe := (*failure.Error)(nil); errors.As(err, &fe) {
+				return err // classified where it was found (a value the target would change)
+			}
 			if mysql.IsDuplicate(err) {
 				return failure.Wrap(err, failure.BadRow, "SLUICE-APPLY-COMMIT", "partition %d: apply a batch", a.opt.Partition).
 					WithHint("a unique index refused a value that another partition should have freed; check that every partition's applier runs (a value swapped between rows of different partitions in one transaction cannot be applied by partitions)")

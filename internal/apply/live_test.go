@@ -1,0 +1,204 @@
+package apply_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/sluice-db/sluice/internal/apply"
+	"github.com/sluice-db/sluice/internal/config"
+	"github.com/sluice-db/sluice/internal/copier"
+	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/plan"
+	"github.com/sluice-db/sluice/internal/testenv"
+)
+
+// liveTable plans the source table name of p (with the given column
+// mappings) and creates its target table.
+func liveTable(tb testing.TB, p *testenv.Pair, name string, columns map[string]config.ColumnMapping) (*apply.Table, *sql.DB) {
+	tb.Helper()
+	ctx := context.Background()
+	src, tgt := p.Handles(tb)
+	pl, err := plan.Build(ctx, src, plan.Options{Tables: []string{name}, Flavor: tgt.Flavor,
+		Mappings: map[string]config.TableMapping{name: {Columns: columns}}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := pl.Err(); err != nil {
+		tb.Fatal(err)
+	}
+	if err := copier.CreateTargetTable(ctx, tgt, pl.Tables[0]); err != nil {
+		tb.Fatal(err)
+	}
+	return apply.NewTable(pl.Tables[0]), tgt.DB
+}
+
+func newApplier(db *sql.DB) *apply.Applier {
+	return apply.New(db, slog.New(slog.NewTextHandler(io.Discard, nil)), func(context.Context, *sql.Tx) error { return nil })
+}
+
+func row(vals ...string) apply.Row {
+	r := make(apply.Row, len(vals))
+	for i, v := range vals {
+		r[i] = apply.Val{Data: []byte(v)}
+	}
+	return r
+}
+
+// BenchmarkApply measures how many changes a second the applier writes to
+// the live target, in batches of the sync's default 5,000 changes: whole
+// rows (upserts, half of them new) and partial rows (patches, one UPDATE
+// each).
+func BenchmarkApply(b *testing.B) {
+	const batch = 5000
+	for _, kind := range []apply.OpKind{apply.Upsert, apply.Patch} {
+		name := map[apply.OpKind]string{apply.Upsert: "upserts", apply.Patch: "patches"}[kind]
+		b.Run(name, func(b *testing.B) {
+			p := testenv.NewPair(b)
+			p.PG(b, `CREATE TABLE bench (id bigint PRIMARY KEY, amount numeric(12,2), note text, at timestamptz)`)
+			t, db := liveTable(b, p, "bench", nil)
+			a := newApplier(db)
+			ctx := context.Background()
+			write := func(n, round int, kind apply.OpKind) {
+				for i := range batch {
+					id := strconv.Itoa(n*batch/2 + i)
+					r := row(id, fmt.Sprintf("%d.%02d", i, round%100), "note "+id+" round "+strconv.Itoa(round), "2024-01-02 03:04:05.123456")
+					if kind == apply.Patch {
+						r[3] = apply.Val{Unchanged: true}
+					}
+					a.Add(apply.Op{Kind: kind, Table: t, Key: id, Row: r})
+				}
+				if err := a.Commit(ctx, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if kind == apply.Patch {
+				for n := range b.N + 1 {
+					write(n, 0, apply.Upsert)
+				}
+			}
+			b.ResetTimer()
+			for n := range b.N {
+				write(n, n+1, kind)
+			}
+			b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "changes/s")
+		})
+	}
+}
+
+// TestApplyRefusesChangedValue: MariaDB rounds a value into a narrower
+// DECIMAL with only a note (1265), which strict mode lets through. Whether
+// the stream upserts, patches or bulk-loads it, the applier must stop with
+// the table, key and column named, and store nothing of the batch.
+func TestApplyRefusesChangedValue(t *testing.T) {
+	t.Parallel()
+	p := testenv.NewPair(t)
+	p.PG(t, `CREATE TABLE prices (id int PRIMARY KEY, amount numeric(10,3), label text)`)
+	tbl, db := liveTable(t, p, "prices", map[string]config.ColumnMapping{"amount": {Type: "DECIMAL(10,2)"}})
+	a := newApplier(db)
+	ctx := context.Background()
+	if _, err := db.Exec(`INSERT INTO prices VALUES (1, 1.00, 'one')`); err != nil {
+		t.Fatal(err)
+	}
+	snapshot := func() string {
+		t.Helper()
+		var s string
+		if err := db.QueryRow(`SELECT CONCAT_WS(' ', COUNT(*), SUM(amount), SUM(CRC32(CONCAT_WS(',', id, amount, label)))) FROM prices`).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	check := func(what string, wantKey string, ops ...apply.Op) {
+		t.Helper()
+		before := snapshot()
+		for _, op := range ops {
+			a.Add(op)
+		}
+		err := a.Commit(ctx, nil)
+		if code := failure.Code(err); code != "SLUICE-APPLY-TARGETWARN" || failure.ExitCode(err) != failure.ExitBadRow {
+			t.Fatalf("%s: applied with %v (code %s); want SLUICE-APPLY-TARGETWARN, exit 5", what, err, code)
+		}
+		c := failure.ContextOf(err)
+		if c["table"] != "prices" || c["key"] != wantKey || c["column"] != "amount" {
+			t.Errorf("%s: error names %v; want table prices, key %s, column amount (%v)", what, c, wantKey, err)
+		}
+		a = newApplier(db) // the failed batch stays queued in the old one
+		if after := snapshot(); after != before {
+			t.Errorf("%s: the refused batch changed the target (rows, sum, checksum: %s, was %s)", what, after, before)
+		}
+	}
+	upsert := func(id, amount string) apply.Op {
+		return apply.Op{Kind: apply.Upsert, Table: tbl, Key: id, Row: row(id, amount, "x")}
+	}
+	check("an upsert", "id=2", upsert("2", "1.005"))
+	var many []apply.Op
+	for i := 10; i < 30; i++ {
+		amount := "2.50"
+		if i == 17 {
+			amount = "2.505"
+		}
+		many = append(many, upsert(strconv.Itoa(i), amount))
+	}
+	check("the 8th row of a multi-row upsert", "id=17", many...)
+	check("an update of one row", "id=1", upsert("1", "0.125"))
+	patch := row("1", "3.333", "")
+	patch[2] = apply.Val{Unchanged: true}
+	check("a patch (unchanged TOAST)", "id=1", apply.Op{Kind: apply.Patch, Table: tbl, Key: "1", Row: patch})
+	// patches go many to a round trip: the one with the warning is named,
+	// and an error in the middle of a round trip is reported, not skipped
+	if _, err := db.Exec(`INSERT INTO prices SELECT seq, 1.00, 'x' FROM seq_1000_to_1499`); err != nil {
+		t.Fatal(err)
+	}
+	patches := func(badAt int, bad string) []apply.Op {
+		var ops []apply.Op
+		for i := 1000; i < 1500; i++ {
+			r := row(strconv.Itoa(i), "1.25", "")
+			if i == badAt {
+				r[1] = apply.Val{Data: []byte(bad)}
+			}
+			r[2] = apply.Val{Unchanged: true}
+			ops = append(ops, apply.Op{Kind: apply.Patch, Table: tbl, Key: strconv.Itoa(i), Row: r})
+		}
+		return ops
+	}
+	a.Add(apply.Op{Kind: apply.Delete, Table: tbl, Key: "1", Row: row("1", "", "")}) // a barrier-free segment: deletes, then patches
+	for _, op := range patches(1300, "not a number") {
+		a.Add(op)
+	}
+	if err := a.Commit(ctx, nil); err == nil || !strings.Contains(err.Error(), "Incorrect decimal value") {
+		t.Fatalf("a patch the target refuses, in the middle of a round trip: %v", err)
+	}
+	a = newApplier(db)
+	if _, err := db.Exec(`DELETE FROM prices WHERE id >= 1000`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`INSERT INTO prices SELECT seq, 1.00, 'x' FROM seq_1000_to_1499`); err != nil {
+		t.Fatal(err)
+	}
+	check("the 451st of 500 patches", "id=1450", patches(1450, "1.255")...)
+	if _, err := db.Exec(`DELETE FROM prices WHERE id >= 1000`); err != nil {
+		t.Fatal(err)
+	}
+
+	var load []apply.Op
+	for i := 100; i < 1600; i++ {
+		amount := "4.25"
+		if i == 1200 {
+			amount = "4.2501"
+		}
+		load = append(load, apply.Op{Kind: apply.Load, Table: tbl, Key: strconv.Itoa(i), Row: row(strconv.Itoa(i), amount, "x")})
+	}
+	check("a bulk load of a copied chunk", "id=1200", load...)
+
+	// values the column holds exactly go through, whatever the statement
+	a.Add(upsert("1", "1.50"))
+	a.Add(upsert("2", "2.000"))
+	if err := a.Commit(ctx, nil); err != nil {
+		t.Fatalf("exact values refused: %v", err)
+	}
+}

@@ -1,0 +1,138 @@
+package copier
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/mysql"
+	"github.com/sluice-db/sluice/internal/plan"
+	"github.com/sluice-db/sluice/internal/typemap"
+)
+
+// refuseOtherShape refuses an existing target table that is not the table
+// sluice would create for t: a column missing, added, or of another type,
+// length, precision, fractional digits, collation, nullability or extra
+// (AUTO_INCREMENT, ON UPDATE, generated), or no unique index on the row key.
+// Such a table changes values without a word: a MariaDB default collation
+// (utf8mb4_general_ci) makes 'Résumé' and 'resume' one key, so the stream
+// overwrites one row with the other; a DATETIME(0) drops the fraction of a
+// second. The table sluice would create is made as a temporary table and
+// described by the same server, so a table sluice created itself (a run
+// stopped before it recorded the table) matches exactly, whatever types the
+// mapping set.
+func refuseOtherShape(ctx context.Context, tgt *mysql.Target, t *plan.Table) error {
+	want, err := plannedShape(ctx, tgt, t)
+	if err != nil {
+		return err
+	}
+	have, err := mysql.ReadShape(ctx, tgt.DB, t.Target)
+	if err != nil {
+		return err
+	}
+	problems, alter, column := compareShape(t, have, want)
+	if len(problems) == 0 {
+		return nil
+	}
+	e := failure.New(failure.Schema, "SLUICE-TARGET-SHAPE",
+		"target table %s exists but is not the table sluice would create: %s", t.Target, strings.Join(problems, "; ")).
+		With("table", t.Target)
+	if column != "" {
+		e.With("column", column)
+	}
+	hint := "drop the table (it is empty) and let sluice create it; `sluice plan` shows its CREATE TABLE"
+	if len(alter) > 0 {
+		hint += ". Or align it: ALTER TABLE " + typemap.QuoteIdent(t.Target) + " " + strings.Join(alter, ", ")
+	}
+	return e.WithHint("%s", hint)
+}
+
+// probeTable is the name of the temporary table plannedShape creates.
+const probeTable = "_sluice_shape"
+
+// plannedShape creates t's table as a temporary table, on a connection of
+// its own, and returns how the target describes it.
+func plannedShape(ctx context.Context, tgt *mysql.Target, t *plan.Table) (mysql.TableShape, error) {
+	ddl, err := t.CreateTemporary(probeTable)
+	if err != nil {
+		return mysql.TableShape{}, err
+	}
+	conn, err := tgt.DB.Conn(ctx)
+	if err != nil {
+		return mysql.TableShape{}, fmt.Errorf("target: connect: %w", err)
+	}
+	defer conn.Close()
+	drop := "DROP TEMPORARY TABLE IF EXISTS " + typemap.QuoteIdent(probeTable)
+	if _, err := conn.ExecContext(ctx, drop); err != nil {
+		return mysql.TableShape{}, fmt.Errorf("target: drop temporary table %s: %w", probeTable, err)
+	}
+	if _, err := conn.ExecContext(ctx, ddl); err != nil {
+		return mysql.TableShape{}, failure.Wrap(err, failure.Schema, "SLUICE-TARGET-DDL", "target: create table %s (as a temporary table, to compare it with the existing one)", t.Target).
+			With("table", t.Target)
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), drop)
+	return mysql.ReadShape(ctx, conn, probeTable)
+}
+
+// compareShape lists how have differs from want (t's table as the target
+// defines it), the ALTER TABLE clauses that align the columns, and the first
+// column that differs.
+func compareShape(t *plan.Table, have, want mysql.TableShape) (problems, alter []string, column string) {
+	differs := func(name, problem string) {
+		problems = append(problems, problem)
+		if column == "" {
+			column = name
+		}
+	}
+	found := map[string]mysql.ColumnShape{}
+	for _, c := range have.Columns {
+		found[strings.ToLower(c.Name)] = c
+	}
+	for _, w := range want.Columns {
+		def := t.ColumnByTarget(w.Name).Definition()
+		h, ok := found[strings.ToLower(w.Name)]
+		delete(found, strings.ToLower(w.Name))
+		switch {
+		case !ok:
+			differs(w.Name, fmt.Sprintf("column %s is missing (expected %s)", w.Name, w.Describe()))
+			alter = append(alter, "ADD COLUMN "+def)
+		case h.Type != w.Type || h.Collation != w.Collation || h.Extra != w.Extra || !h.Nullable && w.Nullable:
+			differs(w.Name, fmt.Sprintf("column %s is %s, expected %s", w.Name, h.Describe(), w.Describe()))
+			alter = append(alter, "MODIFY COLUMN "+def)
+		}
+	}
+	for _, h := range have.Columns {
+		if _, extra := found[strings.ToLower(h.Name)]; extra {
+			differs(h.Name, fmt.Sprintf("column %s (%s) is not one sluice writes", h.Name, h.Describe()))
+			alter = append(alter, "DROP COLUMN "+typemap.QuoteIdent(h.Name))
+		}
+	}
+	for _, key := range want.Unique {
+		if !hasUnique(have, key) {
+			differs("", fmt.Sprintf("it has no unique index on (%s), the row key sluice matches rows on", strings.Join(key, ", ")))
+		}
+	}
+	return problems, alter, column
+}
+
+// hasUnique reports whether shape has a unique index on exactly the columns
+// of key (in any order: the same rows are unique).
+func hasUnique(shape mysql.TableShape, key []string) bool {
+	norm := func(cols []string) []string {
+		out := make([]string, len(cols))
+		for i, c := range cols {
+			out[i] = strings.ToLower(c)
+		}
+		slices.Sort(out)
+		return out
+	}
+	want := norm(key)
+	for _, cols := range shape.Unique {
+		if slices.Equal(norm(cols), want) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,222 @@
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Warning is one note or warning the server left for the last statement
+// (a line of SHOW WARNINGS). With strict mode on, what is left are the
+// changes the server made to a value without refusing it, such as a
+// DECIMAL rounded to its scale (Note 1265).
+type Warning struct {
+	Level   string
+	Code    int
+	Message string
+}
+
+func (w Warning) String() string { return fmt.Sprintf("%s %d: %s", w.Level, w.Code, w.Message) }
+
+// warningAt finds the column and row a warning names: "… for column 'c' at
+// row 3", or "… for column `db`.`t`.`c` at row 3".
+var warningAt = regexp.MustCompile("for column (?:`[^`]*`\\.)*[`']([^`']*)[`'] at row ([0-9]+)")
+
+// Where returns the column a warning names and the row it was in (1 for the
+// statement's first row or the load's first line); "" and 0 when it names
+// none.
+func (w Warning) Where() (column string, row int) {
+	m := warningAt.FindStringSubmatch(w.Message)
+	if m == nil {
+		return "", 0
+	}
+	row, _ = strconv.Atoi(m[2])
+	return m[1], row
+}
+
+// ignoredWarning says nothing about the values written: MySQL 8 marks every
+// INSERT … ON DUPLICATE KEY UPDATE that uses VALUES() as deprecated (1287).
+func ignoredWarning(code int) bool { return code == 1287 }
+
+// ReadWarnings returns the warnings the last statement run through q left
+// about values (SHOW WARNINGS, at most max_error_count of them).
+func ReadWarnings(ctx context.Context, q Querier) ([]Warning, error) {
+	rows, err := q.QueryContext(ctx, "SHOW WARNINGS")
+	if err != nil {
+		return nil, fmt.Errorf("target: read warnings: %w", err)
+	}
+	defer rows.Close()
+	return scanWarnings(rows)
+}
+
+// scanWarnings reads the rows of a SHOW WARNINGS, leaving out those that
+// say nothing about values.
+func scanWarnings(rows *sql.Rows) ([]Warning, error) {
+	var out []Warning
+	for rows.Next() {
+		var w Warning
+		if err := rows.Scan(&w.Level, &w.Code, &w.Message); err != nil {
+			return nil, fmt.Errorf("target: read warnings: %w", err)
+		}
+		if !ignoredWarning(w.Code) {
+			out = append(out, w)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("target: read warnings: %w", err)
+	}
+	return out, nil
+}
+
+// writeCheck follows a write in the same round trip (the session allows
+// several statements in one query): how many rows the write changed, and
+// whether it left warnings. The driver does not pass on the warning count
+// of the write's own answer.
+const writeCheck = "; SELECT @@warning_count, ROW_COUNT()"
+
+// ExecWrite runs a write statement in tx and returns how many rows it
+// changed (as RowsAffected would) and the warnings it left about values; a
+// statement that left none costs no extra round trip.
+func ExecWrite(ctx context.Context, tx *sql.Tx, query string, args ...any) (changed int64, warnings []Warning, err error) {
+	rows, err := tx.QueryContext(ctx, query+writeCheck, args...)
+	if err != nil {
+		return 0, nil, err
+	}
+	var count int
+	if !rows.Next() {
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return 0, nil, err
+		}
+		return 0, nil, fmt.Errorf("target: no answer to %q", writeCheck)
+	}
+	err = rows.Scan(&count, &changed)
+	rows.Close()
+	if err == nil {
+		err = rows.Err()
+	}
+	if err != nil {
+		return 0, nil, fmt.Errorf("target: read the outcome of a write: %w", err)
+	}
+	if count == 0 {
+		return changed, nil, nil
+	}
+	warnings, err = ReadWarnings(ctx, tx)
+	return changed, warnings, err
+}
+
+// Write is a statement and its arguments, for ExecWrites.
+type Write struct {
+	Query string
+	Args  []any
+}
+
+// A round trip of ExecWrites holds up to writesPerTrip statements, or
+// tripBytes of statements and arguments (the packet must stay under
+// max_allowed_packet), but always at least one.
+const (
+	writesPerTrip = 200
+	tripBytes     = 4 << 20
+)
+
+// ExecWrites runs writes in tx in order, each followed by SHOW WARNINGS,
+// several to a round trip, and returns the index of the first write that
+// left warnings about values, with them (-1 when none did). The writes
+// after that one have run too: roll the transaction back.
+func ExecWrites(ctx context.Context, tx *sql.Tx, writes []Write) (int, []Warning, error) {
+	for start := 0; start < len(writes); {
+		end, size := start, 0
+		for end < len(writes) && end-start < writesPerTrip {
+			n := len(writes[end].Query)
+			for _, a := range writes[end].Args {
+				switch v := a.(type) {
+				case string:
+					n += len(v)
+				case []byte:
+					n += 2 * len(v)
+				}
+			}
+			if end > start && size+n > tripBytes {
+				break
+			}
+			size += n
+			end++
+		}
+		bad, warnings, err := execTrip(ctx, tx, writes[start:end])
+		if err != nil {
+			return -1, nil, err
+		}
+		if bad >= 0 {
+			return start + bad, warnings, nil
+		}
+		start = end
+	}
+	return -1, nil, nil
+}
+
+// execTrip is one round trip of ExecWrites.
+func execTrip(ctx context.Context, tx *sql.Tx, writes []Write) (bad int, warnings []Warning, err error) {
+	var b strings.Builder
+	var args []any
+	for i, w := range writes {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(w.Query)
+		b.WriteString("; SHOW WARNINGS")
+		args = append(args, w.Args...)
+	}
+	rows, err := tx.QueryContext(ctx, b.String(), args...)
+	if err != nil {
+		return -1, nil, err
+	}
+	defer rows.Close()
+	bad = -1
+	for i := range writes {
+		if i > 0 && !rows.NextResultSet() {
+			if err := rows.Err(); err != nil {
+				return -1, nil, err
+			}
+			return -1, nil, fmt.Errorf("target: %d answers to %d statements", i, len(writes))
+		}
+		ws, err := scanWarnings(rows)
+		if err != nil {
+			return -1, nil, err
+		}
+		if bad < 0 && len(ws) > 0 {
+			bad, warnings = i, ws
+		}
+	}
+	return bad, warnings, rows.Err()
+}
+
+// ValueWarning means the server changed or refused a value during a load.
+type ValueWarning struct {
+	Table    string
+	Warnings []Warning // as listed by the server (the first max_error_count)
+	Count    int       // all of them
+}
+
+func (w *ValueWarning) Error() string {
+	first := fmt.Sprintf("%d warnings", w.Count)
+	if len(w.Warnings) > 0 {
+		first = fmt.Sprintf("%s (%d warnings in all)", w.Warnings[0], w.Count)
+	}
+	return fmt.Sprintf("target changed or refused a value while loading %s: %s", w.Table, first)
+}
+
+// loadWarnings returns the warnings a load into table left, or nil.
+func loadWarnings(ctx context.Context, tx *sql.Tx, table string) *ValueWarning {
+	var count int
+	if err := tx.QueryRowContext(ctx, "SELECT @@warning_count").Scan(&count); err != nil || count == 0 {
+		return nil
+	}
+	warnings, err := ReadWarnings(ctx, tx)
+	if err == nil && len(warnings) == 0 {
+		return nil // only warnings that say nothing about the values
+	}
+	return &ValueWarning{Table: table, Warnings: warnings, Count: count}
+}
