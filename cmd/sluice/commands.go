@@ -113,8 +113,8 @@ func (a *app) copyCommand() *cobra.Command {
 			if onBadRow != "fail" && onBadRow != "skip" {
 				return failure.New(failure.Usage, "SLUICE-USAGE-BADROW", "--on-bad-row %q is not a choice", onBadRow).WithHint("use fail or skip")
 			}
-			if parallel < 1 || chunkRows < 1 || maxRate < 0 {
-				return failure.New(failure.Usage, "SLUICE-USAGE-NUMBER", "--parallel and --chunk-rows must be at least 1, --max-rows-per-sec at least 0")
+			if err := checkNumbers(paceFlags(parallel, chunkRows, maxRate)...); err != nil {
+				return err
 			}
 			ctx := cmd.Context()
 			src, tgt, err := a.connect(ctx, parallel+2)
@@ -149,6 +149,35 @@ func (a *app) copyCommand() *cobra.Command {
 	f.StringVar(&onBadRow, "on-bad-row", "fail", "a value the target cannot hold: fail (stop that table) or skip (write the row to --reject-file)")
 	f.StringVar(&rejectFile, "reject-file", "sluice-rejects.jsonl", "where --on-bad-row=skip writes rejected rows (JSON lines)")
 	return cmd
+}
+
+// numberFlag is a numeric flag's value and whether it is out of range.
+type numberFlag struct {
+	name  string
+	value any
+	bad   bool
+	want  string // the range, for the hint
+}
+
+// checkNumbers refuses the first flag out of range with SLUICE-USAGE-NUMBER
+// naming it: a value is never swapped for a default behind the user's back.
+func checkNumbers(flags ...numberFlag) error {
+	for _, f := range flags {
+		if f.bad {
+			return failure.New(failure.Usage, "SLUICE-USAGE-NUMBER", "%s %v is out of range", f.name, f.value).
+				With("flag", f.name).WithHint("use %s", f.want)
+		}
+	}
+	return nil
+}
+
+// paceFlags are the copy's pace flags, which copy and sync share.
+func paceFlags(parallel, chunkRows int, maxRate float64) []numberFlag {
+	return []numberFlag{
+		{"--parallel", parallel, parallel < 1, "1 or more"},
+		{"--chunk-rows", chunkRows, chunkRows < 1, "1 or more"},
+		{"--max-rows-per-sec", maxRate, maxRate < 0, "0 (no limit) or more"},
+	}
 }
 
 // stopGracefully gives a long run (sync, publisher, applier) a context of

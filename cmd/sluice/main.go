@@ -31,7 +31,11 @@ func main() {
 			pprof.StartCPUProfile(f)
 		}
 	}
-	cmd, err := root.ExecuteContextC(ctx)
+	var cmd *cobra.Command
+	err := failure.Guard(func() (err error) { // a panic is an internal error (exit 10), not Go's status 2
+		cmd, err = root.ExecuteContextC(ctx)
+		return err
+	})
 	pprof.StopCPUProfile()
 	if path := os.Getenv("SLUICE_MEMPROFILE"); path != "" { // allocations since start
 		if f, ferr := os.Create(path); ferr == nil {

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -16,7 +20,6 @@ import (
 	"github.com/sluice-db/sluice/internal/api"
 	"github.com/sluice-db/sluice/internal/cpuprio"
 	"github.com/sluice-db/sluice/internal/failure"
-	"github.com/sluice-db/sluice/internal/pgstream"
 	"github.com/sluice-db/sluice/internal/progress"
 	"github.com/sluice-db/sluice/internal/syncer"
 )
@@ -39,6 +42,9 @@ done and the lag is under --lag-bound; otherwise run sluice cutover. Ctrl-C stop
 running sync again resumes.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			a.copyPace(cmd.Flags(), &opt.Parallel, &opt.ChunkRows, &opt.MaxRowsPerSec)
+			if err := checkSyncFlags(slot, opt); err != nil {
+				return err
+			}
 			if cutover != "manual" && cutover != "auto" {
 				return failure.New(failure.Usage, "SLUICE-USAGE-CUTOVER", "--cutover %q is not a choice", cutover).WithHint("use manual or auto")
 			}
@@ -135,6 +141,39 @@ running sync again resumes.`,
 	return cmd
 }
 
+// checkSyncFlags refuses a --slot PostgreSQL would not take and numbers
+// out of range, before anything is created.
+func checkSyncFlags(slot string, opt syncer.Options) error {
+	if slot != "" {
+		if err := checkSlot(slot); err != nil {
+			return err
+		}
+	}
+	return checkNumbers(append(paceFlags(opt.Parallel, opt.ChunkRows, opt.MaxRowsPerSec),
+		numberFlag{"--batch-rows", opt.BatchRows, opt.BatchRows < 1, "1 or more"},
+		numberFlag{"--batch-delay", opt.BatchDelay, opt.BatchDelay < 0, "0 (the default for the topology) or more"},
+		numberFlag{"--stream-procs", opt.StreamProcs, opt.StreamProcs < 0, "0 (all cores) or more"},
+		numberFlag{"--lag-bound", opt.LagBound, opt.LagBound <= 0, "a duration above 0, e.g. 1s"},
+		// PostgreSQL counts lock_timeout in milliseconds, and 0 waits forever.
+		numberFlag{"--lock-timeout", opt.Cutover.LockTimeout, opt.Cutover.LockTimeout < time.Millisecond, "1ms or more, e.g. 5s"},
+		numberFlag{"--cutover-timeout", opt.Cutover.Timeout, opt.Cutover.Timeout < time.Millisecond, "1ms or more, e.g. 30s"},
+	)...)
+}
+
+// slotName is what PostgreSQL takes as a replication slot's name.
+var slotName = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
+
+// checkSlot refuses a --slot PostgreSQL would not create (it names the
+// publication too), before sync creates anything.
+func checkSlot(slot string) error {
+	if slotName.MatchString(slot) {
+		return nil
+	}
+	return failure.New(failure.Usage, "SLUICE-USAGE-SLOT", "--slot %q is not a valid replication slot name", slot).
+		With("flag", "--slot").
+		WithHint("use 1 to 63 lower-case letters, digits and underscores, e.g. orders_mig (it names the publication too)")
+}
+
 func printCutoverReport(w io.Writer, r *syncer.CutoverReport) {
 	fmt.Fprintf(w, "cutover done: write pause %.1f ms (fence %s, granted after %.1f ms; stream drained in %.1f ms), %d changed rows verified under the fence, %d before\n",
 		r.WritePauseMS, r.Fence, r.LockWaitMS, r.DrainMS, r.RowsVerified, r.RowsVerifiedPre)
@@ -155,8 +194,29 @@ func (a *app) sourceConnString() string {
 	return src.ConnString()
 }
 
+// apiTimeout bounds one API call (a cutover waits for the copy and the
+// lag first).
+var apiTimeout = 15 * time.Minute
+
+// checkAPIURL refuses an --api that is not an http(s) URL with a host, such
+// as localhost:7070, before anything is sent.
+func checkAPIURL(base string) error {
+	u, err := url.Parse(base)
+	if err == nil && (u.Scheme != "http" && u.Scheme != "https" || u.Host == "") {
+		err = errors.New("want http://host:port or https://host:port")
+	}
+	if err != nil {
+		return failure.Wrap(err, failure.Usage, "SLUICE-API-URL", "--api %q is not the URL of a sync's API", base).
+			With("flag", "--api").WithHint("use http://host:port, as sluice sync printed it (default %s)", defaultAPI)
+	}
+	return nil
+}
+
 // apiCall sends one request to a running sync's API.
 func apiCall(ctx context.Context, method, base, path, token string, out any) error {
+	if err := checkAPIURL(base); err != nil {
+		return err
+	}
 	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(base, "/")+path, bytes.NewReader(nil))
 	if err != nil {
 		return failure.Wrap(err, failure.Usage, "SLUICE-API-URL", "--api %q", base)
@@ -164,14 +224,16 @@ func apiCall(ctx context.Context, method, base, path, token string, out any) err
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	client := &http.Client{Timeout: 15 * time.Minute}
+	client := &http.Client{Timeout: apiTimeout}
 	resp, err := client.Do(req)
 	if err != nil {
-		return failure.Wrap(err, failure.Connection, "SLUICE-API-UNREACHABLE", "no running sync answers at %s", base).
-			WithHint("start sluice sync first, or give its address with --api")
+		return apiError(ctx, err, method, base, path)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return apiError(ctx, err, method, base, path)
+	}
 	if resp.StatusCode >= 300 {
 		var e struct {
 			Error string `json:"error"`
@@ -185,6 +247,22 @@ func apiCall(ctx context.Context, method, base, path, token string, out any) err
 		return failure.New(kind, e.Code, "%s %s: %s", method, path, e.Error)
 	}
 	return json.Unmarshal(body, out)
+}
+
+// apiError says why a request got no answer: the user interrupted it, it
+// timed out, or nothing answers at base.
+func apiError(ctx context.Context, err error, method, base, path string) error {
+	var netErr net.Error
+	switch {
+	case ctx.Err() != nil:
+		return failure.Wrap(ctx.Err(), failure.Interrupted, "SLUICE-INTERRUPTED", "%s %s at %s interrupted", method, path, base).
+			WithHint("sluice status shows the sync's state (a cutover stops with its request and lifts its fence); run the command again")
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return failure.Wrap(err, failure.Connection, "SLUICE-API-TIMEOUT", "the sync at %s did not answer %s %s within %s", base, method, path, apiTimeout).
+			WithHint("check sluice status and the sync's log; the request may still be running in the sync")
+	}
+	return failure.Wrap(err, failure.Connection, "SLUICE-API-UNREACHABLE", "no running sync answers at %s", base).
+		WithHint("start sluice sync first, or give its address with --api")
 }
 
 func (a *app) statusCommand() *cobra.Command {
@@ -248,73 +326,6 @@ func (a *app) cutoverCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&apiURL, "api", defaultAPI, "URL of the running sync's API")
-	cmd.Flags().StringVar(&token, "api-token", "", "API token (or SLUICE_API_TOKEN)")
-	return cmd
-}
-
-// cleanupCommand is finish (after a cutover) and abort (instead of one):
-// both drop the slot and publication and sluice's metadata on the target.
-func (a *app) cleanupCommand(name string) *cobra.Command {
-	var slot, apiURL, token string
-	short := "Drop the replication slot, the publication and sluice's metadata after a cutover"
-	if name == "abort" {
-		short = "Stop a migration without cutting over: drop the replication slot, the publication and sluice's metadata"
-	}
-	cmd := &cobra.Command{
-		Use:   name,
-		Short: short,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			src, tgt, err := a.connect(ctx, 2)
-			if err != nil {
-				return err
-			}
-			defer src.Close()
-			defer tgt.Close()
-			if slot == "" {
-				slot = syncer.SlotName(tgt.Name)
-			}
-			if err := tgt.EnsureSyncTable(ctx); err != nil {
-				return err
-			}
-			state, err := tgt.LoadSyncState(ctx, slot)
-			if err != nil {
-				return err
-			}
-			if name == "finish" && state == nil {
-				// Finished already (or never started): nothing to do if no
-				// slot is left either.
-				exists, err := pgstream.SlotExists(ctx, src.Pool, slot)
-				if err != nil {
-					return err
-				}
-				if !exists {
-					fmt.Fprintf(cmd.OutOrStdout(), "nothing to finish: no sync state on the target and no replication slot %s on the source (finished or aborted already)\n", slot)
-					return nil
-				}
-			}
-			if name == "finish" && (state == nil || state.Phase != "cutover") {
-				return failure.New(failure.Usage, "SLUICE-FINISH-NOCUTOVER", "no cutover is recorded for slot %s", slot).
-					WithHint("run sluice cutover first, or sluice abort to stop without cutting over")
-			}
-			// A sync still running on this machine is asked to stop first;
-			// one elsewhere loses its replication connection below.
-			var stopped map[string]any
-			if apiCall(ctx, http.MethodPost, apiURL, "/api/v1/stop", tokenOr(token), &stopped) == nil {
-				time.Sleep(time.Second)
-			}
-			if err := pgstream.Drop(ctx, src.Pool, slot, slot); err != nil {
-				return err
-			}
-			if err := tgt.DropMetadata(ctx); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: dropped replication slot and publication %s on the source and sluice's metadata on the target\n", name, slot)
-			return nil
-		},
-	}
-	cmd.Flags().StringVar(&slot, "slot", "", "replication slot and publication name (default: sluice_<target database>)")
-	cmd.Flags().StringVar(&apiURL, "api", defaultAPI, "URL of a running sync to stop first")
 	cmd.Flags().StringVar(&token, "api-token", "", "API token (or SLUICE_API_TOKEN)")
 	return cmd
 }

@@ -6,6 +6,7 @@ package failure
 import (
 	"errors"
 	"fmt"
+	"runtime/debug"
 )
 
 // Exit statuses, documented in docs/CONFIGURATION.md. verify uses 0 and 1 for
@@ -126,4 +127,21 @@ func ContextOf(err error) map[string]string {
 		return fe.Context
 	}
 	return nil
+}
+
+// Guard runs fn and turns a panic in it into an internal error (exit 10,
+// SLUICE-PANIC) whose context holds the stack. Run a goroutine's body
+// through it: a panic then ends the command like any other failure, logged
+// as "sluice failed" with its exit status, instead of crashing the process
+// with Go's status 2, which reads as a usage error (and which a service
+// manager is told not to restart after).
+func Guard(fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = New(Internal, "SLUICE-PANIC", "internal error: panic: %v", r).
+				With("stack", string(debug.Stack())).
+				WithHint("please report this message with its stack; running the command again resumes")
+		}
+	}()
+	return fn()
 }

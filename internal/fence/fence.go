@@ -27,13 +27,27 @@ type Lock struct {
 	Tx        pgx.Tx
 	conn      *pgxpool.Conn
 	tables    []*plan.Table
-	Requested time.Time // writers queue behind the lock from here
+	timeout   time.Duration // most the fence may stay up
+	Requested time.Time     // writers queue behind the lock from here
 	Granted   time.Time
 }
 
+const (
+	// IdleMargin is how long past its timeout the server lets the fence's
+	// transaction sit idle before it ends the session itself
+	// (idle_in_transaction_session_timeout): the fence never outlives a
+	// sluice whose host died or froze by more than this.
+	IdleMargin = 5 * time.Second
+	// releaseTimeout bounds the rollback that lifts the fence: on a
+	// half-open connection it would hang until TCP keepalive gives up.
+	releaseTimeout = 5 * time.Second
+)
+
 // Take requests the lock on tables and waits at most lockTimeout for it
-// (transactions already writing to them must end first).
-func Take(ctx context.Context, src *postgres.Source, tables []*plan.Table, lockTimeout time.Duration) (*Lock, error) {
+// (transactions already writing to them must end first). timeout is the
+// most the fence may stay up (see Within); should sluice stop answering
+// meanwhile, the server ends the fence's session IdleMargin after that.
+func Take(ctx context.Context, src *postgres.Source, tables []*plan.Table, lockTimeout, timeout time.Duration) (*Lock, error) {
 	conn, err := src.Pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("cutover: source connection for the fence: %w", err)
@@ -43,10 +57,16 @@ func Take(ctx context.Context, src *postgres.Source, tables []*plan.Table, lockT
 		conn.Release()
 		return nil, fmt.Errorf("cutover: begin the fence: %w", err)
 	}
-	l := &Lock{Tx: tx, conn: conn, tables: tables}
-	if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = '%dms'", lockTimeout.Milliseconds())); err != nil {
+	l := &Lock{Tx: tx, conn: conn, tables: tables, timeout: timeout}
+	// Writers wait behind the fence for as long as its transaction is open,
+	// so it must end with sluice: a host that dies or freezes leaves the
+	// session idle in transaction, which the server then ends by itself
+	// (instead of when TCP keepalive notices, hours later).
+	settings := fmt.Sprintf("SET LOCAL lock_timeout = '%dms'; SET LOCAL idle_in_transaction_session_timeout = '%dms'",
+		lockTimeout.Milliseconds(), (timeout + IdleMargin).Milliseconds())
+	if _, err := tx.Exec(ctx, settings); err != nil {
 		l.Release()
-		return nil, fmt.Errorf("cutover: set lock_timeout for the fence: %w", err)
+		return nil, fmt.Errorf("cutover: set the fence's timeouts: %w", err)
 	}
 	names := make([]string, len(tables))
 	for i, t := range tables {
@@ -62,11 +82,12 @@ func Take(ctx context.Context, src *postgres.Source, tables []*plan.Table, lockT
 	return l, nil
 }
 
-// Within gives the steps under the fence a context that ends timeout after
-// the lock request (writers queue from there, so that is how long the fence
-// may hold them), and overtime, which turns the error of a step that ran out
-// of that time into SLUICE-CUTOVER-TIMEOUT naming the step.
-func (l *Lock) Within(ctx context.Context, timeout time.Duration) (fctx context.Context, cancel context.CancelFunc, overtime func(step string, err error) error) {
+// Within gives the steps under the fence a context that ends the fence's
+// timeout after the lock request (writers queue from there, so that is how
+// long the fence may hold them), and overtime, which turns the error of a
+// step that ran out of that time into SLUICE-CUTOVER-TIMEOUT naming the step.
+func (l *Lock) Within(ctx context.Context) (fctx context.Context, cancel context.CancelFunc, overtime func(step string, err error) error) {
+	timeout := l.timeout
 	fctx, cancel = context.WithDeadline(ctx, l.Requested.Add(timeout))
 	overtime = func(step string, err error) error {
 		if ctx.Err() == nil && errors.Is(fctx.Err(), context.DeadlineExceeded) {
@@ -79,9 +100,20 @@ func (l *Lock) Within(ctx context.Context, timeout time.Duration) (fctx context.
 }
 
 // Release rolls the fence's transaction back (a no-op after Commit) and
-// returns its connection: the source is writable as before.
+// returns its connection: the source is writable as before. A rollback
+// that fails or does not answer within releaseTimeout (a half-open
+// connection) closes the connection instead, so the caller is not held
+// (nor the next cutover behind it); the server then ends the transaction
+// when it notices the connection is gone, IdleMargin after the fence's
+// timeout at the latest.
 func (l *Lock) Release() {
-	l.Tx.Rollback(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+	defer cancel()
+	if err := l.Tx.Rollback(ctx); err != nil && !errors.Is(err, pgx.ErrTxClosed) {
+		cctx, ccancel := context.WithTimeout(context.Background(), time.Second)
+		l.conn.Conn().Close(cctx) // the pool then discards it
+		ccancel()
+	}
 	l.conn.Release()
 }
 
@@ -132,6 +164,66 @@ func (l *Lock) SyncAutoIncrement(ctx context.Context, tgt *mysql.Target) (map[st
 			}
 			out[t.Target] = next
 		}
+	}
+	return out, nil
+}
+
+// Blocker is a session whose transaction holds a lock on a fenced table
+// that the fence's EXCLUSIVE lock would queue behind (any write takes one).
+type Blocker struct {
+	PID     int
+	State   string // pg_stat_activity.state: "idle in transaction", "active", …
+	Backend string // client backend, autovacuum worker, …
+	Table   string
+	Mode    string
+	Age     time.Duration // since its transaction began
+	Query   string        // its last statement, shortened
+}
+
+func (b Blocker) String() string {
+	what := b.State
+	if what == "" {
+		what = b.Backend
+	}
+	return fmt.Sprintf("process %d (%s, transaction open for %s, %s on %s: %q)",
+		b.PID, what, b.Age.Round(time.Second), b.Mode, b.Table, b.Query)
+}
+
+// Blockers lists the sessions whose transaction, open longer than minAge,
+// holds a lock on tables that conflicts with the fence: ones a fence
+// requested now would most likely wait for until its lock timeout, holding
+// up every writer meanwhile. An autovacuum worker is left out unless it
+// runs to prevent wraparound: any other gives way to a lock request. Without
+// pg_monitor (or superuser) other users' sessions are not seen.
+func Blockers(ctx context.Context, src *postgres.Source, tables []*plan.Table, minAge time.Duration) ([]Blocker, error) {
+	names := make([]string, len(tables))
+	for i, t := range tables {
+		names[i] = postgres.Ident(t.Source.Name.Schema, t.Source.Name.Name)
+	}
+	rows, err := src.Pool.Query(ctx, `SELECT a.pid, coalesce(a.state, ''), coalesce(a.backend_type, ''), l.relation::regclass::text, l.mode,
+			extract(epoch FROM now() - a.xact_start)::float8, left(coalesce(a.query, ''), 200)
+		FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+		WHERE l.granted AND l.locktype = 'relation' AND l.relation = ANY($1::text[]::regclass[])
+			AND l.mode IN ('RowExclusiveLock', 'ShareUpdateExclusiveLock', 'ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
+			AND l.pid <> pg_backend_pid()
+			AND a.xact_start < now() - make_interval(secs => $2)
+			AND NOT (a.backend_type = 'autovacuum worker' AND a.query NOT LIKE '%(to prevent wraparound)%')
+		ORDER BY a.xact_start`, names, minAge.Seconds())
+	if err != nil {
+		return nil, fmt.Errorf("cutover: look for transactions holding the tables: %w", err)
+	}
+	var out []Blocker
+	for rows.Next() {
+		var b Blocker
+		var age float64
+		if err := rows.Scan(&b.PID, &b.State, &b.Backend, &b.Table, &b.Mode, &age, &b.Query); err != nil {
+			return nil, fmt.Errorf("cutover: look for transactions holding the tables: %w", err)
+		}
+		b.Age = time.Duration(age * float64(time.Second))
+		out = append(out, b)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("cutover: look for transactions holding the tables: %w", err)
 	}
 	return out, nil
 }

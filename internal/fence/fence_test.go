@@ -23,7 +23,7 @@ func TestFenceStopsWritesUntilReleased(t *testing.T) {
 	p.PG(t, `INSERT INTO likes (post) SELECT g FROM generate_series(1, 41) g`)
 	src, tgt, pl := planned(t, p, "likes", true)
 
-	lock, err := fence.Take(ctx, src, pl.Tables, time.Second)
+	lock, err := fence.Take(ctx, src, pl.Tables, time.Second, 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func TestFenceGivesUpAfterLockTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	_, err = fence.Take(ctx, src, pl.Tables, 200*time.Millisecond)
+	_, err = fence.Take(ctx, src, pl.Tables, 200*time.Millisecond, 30*time.Second)
 	var fe *failure.Error
 	if !errors.As(err, &fe) || fe.Code != "SLUICE-CUTOVER-LOCK" {
 		t.Fatalf("Take while a writer holds the table = %v; want SLUICE-CUTOVER-LOCK", err)
@@ -106,7 +106,7 @@ func TestAutoIncrementFromASequenceMadeByHand(t *testing.T) {
 	p.PG(t, `INSERT INTO orders (note) VALUES ('a'), ('b')`)
 	p.PG(t, `INSERT INTO invoices (note) VALUES ('c')`) // takes 1002 from the shared sequence
 	src, tgt, pl := planned(t, p, "orders", true)
-	lock, err := fence.Take(ctx, src, pl.Tables, time.Second)
+	lock, err := fence.Take(ctx, src, pl.Tables, time.Second, 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,6 +117,75 @@ func TestAutoIncrementFromASequenceMadeByHand(t *testing.T) {
 	}
 	if got["orders"] != 1003 {
 		t.Fatalf("AUTO_INCREMENT set to %v; want orders: 1003 (past the shared sequence's 1002)", got)
+	}
+}
+
+// A sluice that stops answering while the fence is up (its host died or
+// froze) must not hold the writers for hours, until TCP keepalive gives up:
+// the server ends the fence's idle transaction shortly after the fence's
+// timeout, and Release, called late on the dead session, returns at once
+// and leaves the pool usable.
+func TestFenceEndsWhenSluiceStopsAnswering(t *testing.T) {
+	p := testenv.NewPair(t)
+	ctx := context.Background()
+	p.PG(t, `CREATE TABLE likes (id bigserial PRIMARY KEY, post int NOT NULL)`)
+	src, _, pl := planned(t, p, "likes", false)
+	lock, err := fence.Take(ctx, src, pl.Tables, time.Second, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// sluice freezes here: nothing lifts the fence.
+	start := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := p.Source.Exec(wctx, `INSERT INTO likes (post) VALUES (1)`); err != nil {
+		lock.Release() // else closing the pool waits for its connection
+		t.Fatalf("a write still waits for the fence of a sluice that stopped answering %s ago: %v", time.Since(start).Round(time.Second), err)
+	}
+	if waited, most := time.Since(start), time.Second+fence.IdleMargin+5*time.Second; waited > most {
+		t.Errorf("the write waited %s for the abandoned fence; want at most %s", waited, most)
+	}
+	start = time.Now()
+	lock.Release()
+	if d := time.Since(start); d > 6*time.Second {
+		t.Errorf("Release on the session the server ended took %s", d)
+	}
+	var one int
+	if err := src.Pool.QueryRow(ctx, `SELECT 1`).Scan(&one); err != nil {
+		t.Errorf("the pool after releasing a dead fence: %v", err)
+	}
+}
+
+// Blockers names a transaction that holds a table longer than the given
+// age (a session idle in transaction), which a fence would queue behind;
+// a young one, or none, is no blocker.
+func TestBlockersNamesAnIdleTransaction(t *testing.T) {
+	p := testenv.NewPair(t)
+	ctx := context.Background()
+	p.PG(t, `CREATE TABLE likes (id int PRIMARY KEY)`)
+	src, _, pl := planned(t, p, "likes", false)
+	if b, err := fence.Blockers(ctx, src, pl.Tables, 0); err != nil || len(b) != 0 {
+		t.Fatalf("Blockers with no transaction = %v, %v; want none", b, err)
+	}
+	writer, err := src.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Rollback(ctx)
+	var pid int
+	if err := writer.QueryRow(ctx, `INSERT INTO likes VALUES (1) RETURNING pg_backend_pid()`).Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := fence.Blockers(ctx, src, pl.Tables, time.Hour); err != nil || len(b) != 0 {
+		t.Fatalf("Blockers older than an hour = %v, %v; want none", b, err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	b, err := fence.Blockers(ctx, src, pl.Tables, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) != 1 || b[0].PID != pid || b[0].State != "idle in transaction" || b[0].Mode != "RowExclusiveLock" {
+		t.Fatalf("Blockers = %+v; want process %d, idle in transaction, RowExclusiveLock", b, pid)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/sluice-db/sluice/internal/failure"
 )
@@ -119,6 +120,65 @@ type Execer interface {
 func StoreAppliedLSN(ctx context.Context, db Execer, slot string, lsn uint64) error {
 	if _, err := db.ExecContext(ctx, `UPDATE `+SyncTable+` SET applied_lsn = ? WHERE slot = ?`, lsn, slot); err != nil {
 		return fmt.Errorf("target: record applied position: %w", err)
+	}
+	return nil
+}
+
+// OtherSyncs returns the syncs recorded on slots other than slot (none when
+// no sync state table exists).
+func (t *Target) OtherSyncs(ctx context.Context, slot string) ([]SyncState, error) {
+	rows, err := t.DB.QueryContext(ctx, `SELECT slot, publication, applied_lsn, phase FROM `+SyncTable+` WHERE slot <> ? ORDER BY slot`, slot)
+	if errorNumber(err) == 1146 {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("target: read %s: %w", SyncTable, err)
+	}
+	defer rows.Close()
+	var out []SyncState
+	for rows.Next() {
+		var st SyncState
+		if err := rows.Scan(&st.Slot, &st.Publication, &st.AppliedLSN, &st.Phase); err != nil {
+			return nil, fmt.Errorf("target: read %s: %w", SyncTable, err)
+		}
+		out = append(out, st)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("target: read %s: %w", SyncTable, err)
+	}
+	return out, nil
+}
+
+// RemoveSync deletes what the sync on slot alone recorded, for when other
+// syncs share the bookkeeping tables: its state row, and the copy progress
+// of sourceTables (named as the progress names them, schema.TableName's
+// String). The tables themselves, and every other sync's rows, stay.
+func (t *Target) RemoveSync(ctx context.Context, slot string, sourceTables []string) error {
+	tx, err := t.DB.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("target: remove the sync on slot %s: %w", slot, err)
+	}
+	defer tx.Rollback()
+	stmts := []string{`DELETE FROM ` + SyncTable + ` WHERE slot = ?`}
+	args := [][]any{{slot}}
+	if len(sourceTables) > 0 {
+		in := strings.TrimSuffix(strings.Repeat("?, ", len(sourceTables)), ", ")
+		names := make([]any, len(sourceTables))
+		for i, n := range sourceTables {
+			names[i] = n
+		}
+		stmts = append(stmts,
+			`DELETE c FROM `+ChunksTable+` c JOIN `+TablesTable+` t ON t.table_name = c.table_name WHERE t.source_table IN (`+in+`)`,
+			`DELETE FROM `+TablesTable+` WHERE source_table IN (`+in+`)`)
+		args = append(args, names, names)
+	}
+	for i, stmt := range stmts {
+		if _, err := tx.ExecContext(ctx, stmt, args[i]...); err != nil && errorNumber(err) != 1146 {
+			return fmt.Errorf("target: remove the sync on slot %s: %w", slot, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("target: remove the sync on slot %s: %w", slot, err)
 	}
 	return nil
 }

@@ -186,6 +186,31 @@ func SlotExists(ctx context.Context, pool *pgxpool.Pool, slot string) (bool, err
 	return n > 0, err
 }
 
+// PublicationTables returns the tables publication publishes, and whether
+// it exists.
+func PublicationTables(ctx context.Context, pool *pgxpool.Pool, publication string) ([]schema.TableName, bool, error) {
+	var exists bool
+	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)`, publication).Scan(&exists); err != nil {
+		return nil, false, fmt.Errorf("source: look up publication %s: %w", publication, err)
+	}
+	if !exists {
+		return nil, false, nil
+	}
+	rows, err := pool.Query(ctx, `SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1, 2`, publication)
+	if err != nil {
+		return nil, true, fmt.Errorf("source: read the tables of publication %s: %w", publication, err)
+	}
+	tables, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (schema.TableName, error) {
+		var t schema.TableName
+		err := r.Scan(&t.Schema, &t.Name)
+		return t, err
+	})
+	if err != nil {
+		return nil, true, fmt.Errorf("source: read the tables of publication %s: %w", publication, err)
+	}
+	return tables, true, nil
+}
+
 // SlotStatus is what the source keeps for the slot.
 type SlotStatus struct {
 	RetainedBytes int64  // WAL the slot holds back from recycling

@@ -87,7 +87,7 @@ func (p *Publisher) waitFor(ctx context.Context, limit time.Duration, what strin
 }
 
 func (p *Publisher) fenced(ctx context.Context) (*CutoverReport, error) {
-	lock, err := fence.Take(ctx, p.src, p.tablePlans(), p.opt.LockTimeout)
+	lock, err := fence.Take(ctx, p.src, p.tablePlans(), p.opt.LockTimeout, p.opt.CutoverTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +95,7 @@ func (p *Publisher) fenced(ctx context.Context) (*CutoverReport, error) {
 	fenced := lock.Granted
 	// The fence stays up for CutoverTimeout at most: every step under it
 	// runs in fctx.
-	fctx, cancel, overtime := lock.Within(ctx, p.opt.CutoverTimeout)
+	fctx, cancel, overtime := lock.Within(ctx)
 	defer cancel()
 	fw := &fenceWait{id: fmt.Sprintf("F:%s:%d", p.runID, fenced.UnixNano()), reached: make(chan Pos, 1)}
 	p.fence.Store(fw)

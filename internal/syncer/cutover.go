@@ -3,6 +3,7 @@ package syncer
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -69,6 +70,12 @@ type fenceWait struct {
 // past its source sequence and lifts the fence. Any failure lifts the fence
 // and leaves the sync running.
 func (s *Syncer) Cutover(ctx context.Context) (*CutoverReport, error) {
+	return s.cutover(ctx, false)
+}
+
+// cutover is Cutover; auto (--cutover=auto) first looks for transactions
+// that would hold the fence up and does not request it while one does.
+func (s *Syncer) cutover(ctx context.Context, auto bool) (*CutoverReport, error) {
 	if !s.cutoverMu.TryLock() {
 		return nil, failure.New(failure.Usage, "SLUICE-CUTOVER-BUSY", "a cutover is already running")
 	}
@@ -97,10 +104,13 @@ func (s *Syncer) Cutover(ctx context.Context) (*CutoverReport, error) {
 			break
 		}
 	}
-	report, err := s.fencedCutover(ctx, recheck)
+	report, err := s.fencedCutover(ctx, recheck, auto)
 	if err != nil {
 		s.changed.restore(recheck) // rows that differed before the fence: a later cutover checks them again
-		s.log.Error("cutover failed; the fence is lifted and the sync goes on", "code", failure.Code(err), "error", err.Error())
+		// requestAutoCutover logs its own failures, with the next attempt
+		if !auto {
+			s.log.Error("cutover failed; the fence is lifted and the sync goes on", "code", failure.Code(err), "error", err.Error())
+		}
 		return nil, err
 	}
 	report.RowsVerifiedPre = preVerified
@@ -148,15 +158,20 @@ func (s *Syncer) waitCaughtUp(ctx context.Context) error {
 	}
 }
 
-func (s *Syncer) fencedCutover(ctx context.Context, preDiffs map[*table][]string) (*CutoverReport, error) {
-	lock, err := fence.Take(ctx, s.src, s.tablePlans(), s.opt.Cutover.LockTimeout)
+func (s *Syncer) fencedCutover(ctx context.Context, preDiffs map[*table][]string, auto bool) (*CutoverReport, error) {
+	if auto {
+		if err := s.checkBlockers(ctx); err != nil {
+			return nil, err
+		}
+	}
+	lock, err := fence.Take(ctx, s.src, s.tablePlans(), s.opt.Cutover.LockTimeout, s.opt.Cutover.Timeout)
 	if err != nil {
 		return nil, err
 	}
 	defer lock.Release() // lifts the fence on every failure
 	lockStart, fenced := lock.Requested, lock.Granted
 	// The fence stays up for Timeout at most: every step under it runs in fctx.
-	fctx, cancel, overtime := lock.Within(ctx, s.opt.Cutover.Timeout)
+	fctx, cancel, overtime := lock.Within(ctx)
 	defer cancel()
 	s.windowsMu.Lock()
 	fw := &fenceWait{id: fmt.Sprintf("F:%s:%d", s.runID, fenced.UnixNano()), reached: make(chan struct{})}
@@ -335,16 +350,66 @@ func (c *changedKeys) take() (map[*table]map[string]struct{}, bool) {
 	return k, o
 }
 
+// checkBlockers refuses to request the fence while a transaction open
+// longer than the lock timeout holds one of the tables (a session idle in
+// transaction, an anti-wraparound vacuum): the lock request would queue
+// behind it, and every writer behind the request, until the lock timeout,
+// and the fence still fail.
+func (s *Syncer) checkBlockers(ctx context.Context) error {
+	blockers, err := fence.Blockers(ctx, s.src, s.tablePlans(), s.opt.Cutover.LockTimeout)
+	if err != nil {
+		return err
+	}
+	if len(blockers) == 0 {
+		return nil
+	}
+	b := blockers[0]
+	return failure.New(failure.Internal, "SLUICE-CUTOVER-BLOCKED", "cutover not attempted: %s holds a lock the write fence would wait for (%d such sessions)",
+		b, len(blockers)).With("pid", fmt.Sprint(b.PID)).With("table", b.Table).
+		WithHint("requesting the fence would stall writes for --lock-timeout and still fail; end that transaction (SELECT pg_terminate_backend(%d) on the source) or let it finish: sluice tries again by itself", b.PID)
+}
+
+// Automatic cutover attempts that fail are retried after a pause that
+// doubles each time, up to maxAutoRetry: an attempt that requests the fence
+// stalls writers for up to --lock-timeout, and whatever made it fail (a long
+// transaction) may last.
+const (
+	firstAutoRetry = 5 * time.Second
+	maxAutoRetry   = 5 * time.Minute
+)
+
+// nextAutoRetry is the pause after an automatic attempt failed, given the
+// one before (0 after none).
+func nextAutoRetry(prev time.Duration) time.Duration {
+	if prev <= 0 {
+		return firstAutoRetry
+	}
+	return min(2*prev, maxAutoRetry)
+}
+
 // requestAutoCutover runs a cutover for --cutover=auto; a failed attempt is
-// retried after a pause, one the run's end cut short (a broken stream: the
-// sync resumes) by the resumed run.
+// retried after a growing pause (nextAutoRetry), one the run's end cut
+// short (a broken stream: the sync resumes) by the resumed run.
 func (s *Syncer) requestAutoCutover(ctx context.Context) {
 	s.log.Info("copy done and lag under the bound: cutting over", "lag_bound", s.opt.LagBound.String())
-	if _, err := s.Cutover(ctx); err != nil {
-		select {
-		case <-ctx.Done():
-		case <-time.After(5 * time.Second):
-		}
-		s.status.autoTried.Store(false)
+	_, err := s.cutover(ctx, true)
+	if err == nil {
+		return
 	}
+	if ctx.Err() != nil { // the run ended: the next one tries again
+		s.status.autoTried.Store(false)
+		return
+	}
+	s.autoRetry = nextAutoRetry(s.autoRetry)
+	level := slog.LevelError
+	if failure.Code(err) == "SLUICE-CUTOVER-BLOCKED" { // skipped: the fence was not requested
+		level = slog.LevelWarn
+	}
+	s.log.Log(ctx, level, "automatic cutover failed; the sync goes on and tries again later", "code", failure.Code(err), "error", err.Error(),
+		"retry_in", s.autoRetry.String(), "next_attempt", time.Now().Add(s.autoRetry).Format(time.RFC3339))
+	select {
+	case <-ctx.Done():
+	case <-time.After(s.autoRetry):
+	}
+	s.status.autoTried.Store(false)
 }

@@ -220,7 +220,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 		if s.opt.AutoCutover && !pos.inTx && len(pending) == 0 && len(events) == 0 &&
 			s.copyDone() && s.lag() < s.opt.LagBound && !s.status.autoTried.Load() {
 			s.status.autoTried.Store(true)
-			go s.requestAutoCutover(ctx)
+			s.goRun(func() error { s.requestAutoCutover(ctx); return nil })
 		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -119,7 +120,9 @@ type Syncer struct {
 	throttle  throttleState
 	stop      chan struct{} // closed by Stop: flush and return
 	stopOnce  sync.Once
-	cutoverMu sync.Mutex // one cutover at a time
+	cutoverMu sync.Mutex            // one cutover at a time
+	autoRetry time.Duration         // pause after the last failed automatic cutover (see nextAutoRetry)
+	goRun     func(fn func() error) // starts fn in the current run's group (see runGroup)
 	status    statusState
 	fence     atomic.Pointer[fenceWait]
 	changed   changedKeys // rows changed since the last verify, for cutover
@@ -294,7 +297,9 @@ func (s *Syncer) runOnce(ctx context.Context) (*CutoverReport, error) {
 	})
 	s.log.Info("streaming", "slot", s.opt.Slot, "publication", s.opt.Publication, "from", pglogrepl.LSN(state.AppliedLSN).String())
 
-	g, gctx := errgroup.WithContext(ctx)
+	eg, gctx := errgroup.WithContext(ctx)
+	g := runGroup{eg}
+	s.goRun = g.Go
 	events := make(chan []pgstream.Event, 1024)
 	var report *CutoverReport
 	g.Go(func() error { return s.read(gctx, events) })
@@ -325,6 +330,15 @@ func (s *Syncer) runOnce(ctx context.Context) (*CutoverReport, error) {
 
 var errDone = fmt.Errorf("sync finished")
 
+// runGroup is the errgroup of one run. Its goroutines run through
+// failure.Guard: a panic in one ends the run with an internal error (exit
+// 10, the stack logged) instead of crashing the process.
+type runGroup struct{ *errgroup.Group }
+
+func (g runGroup) Go(fn func() error) {
+	g.Group.Go(func() error { return failure.Guard(fn) })
+}
+
 // read moves stream events into the channel; a broken stream ends the run
 // (run sync again to resume from the stored position).
 func (s *Syncer) read(ctx context.Context, out chan<- []pgstream.Event) error {
@@ -340,6 +354,9 @@ func (s *Syncer) read(ctx context.Context, out chan<- []pgstream.Event) error {
 // table still advances and the WAL it retains stays small, and samples the
 // slot's retained WAL for status.
 func (s *Syncer) heartbeat(ctx context.Context) error {
+	if os.Getenv("SLUICE_TEST_PANIC") == "heartbeat" { // a test hook: how a bug in a goroutine ends the run
+		panic("test hook: SLUICE_TEST_PANIC=heartbeat")
+	}
 	t := time.NewTicker(s.opt.Heartbeat)
 	defer t.Stop()
 	s.sampleSlot(ctx)

@@ -168,9 +168,12 @@ func TestSyncStopsWhenSlotIsLost(t *testing.T) {
 func TestSyncFailedSetupLeavesNoSlot(t *testing.T) {
 	t.Parallel()
 	p := newPair(t)
-	cols := make([]string, 20)
+	// 40 CHAR(60) columns: 9,600 bytes of utf8mb4 kept in the row, over
+	// InnoDB's 8,126 in a page, which plan does not size (it does the
+	// 65,535 of a row): CREATE TABLE fails on the target
+	cols := make([]string, 40)
 	for i := range cols {
-		cols[i] = fmt.Sprintf("c%d varchar(1000)", i)
+		cols[i] = fmt.Sprintf("c%d char(60)", i)
 	}
 	p.PG(t, `CREATE TABLE wide (id bigint PRIMARY KEY, `+strings.Join(cols, ", ")+`)`)
 	p.PG(t, `INSERT INTO wide (id, c0) VALUES (1, 'x')`)

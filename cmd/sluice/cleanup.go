@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/mysql"
+	"github.com/sluice-db/sluice/internal/pgstream"
+	"github.com/sluice-db/sluice/internal/postgres"
+	"github.com/sluice-db/sluice/internal/schema"
+	"github.com/sluice-db/sluice/internal/syncer"
+)
+
+// cleanupCommand is finish (after a cutover) and abort (instead of one):
+// both drop the slot and publication and sluice's metadata on the target.
+func (a *app) cleanupCommand(name string) *cobra.Command {
+	var slot, apiURL, token string
+	short := "Drop the replication slot, the publication and sluice's metadata after a cutover"
+	if name == "abort" {
+		short = "Stop a migration without cutting over: drop the replication slot, the publication and sluice's metadata"
+	}
+	cmd := &cobra.Command{
+		Use:   name,
+		Short: short,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkAPIURL(apiURL); err != nil {
+				return err
+			}
+			if slot != "" {
+				if err := checkSlot(slot); err != nil {
+					return err
+				}
+			}
+			c := cleanup{a: a, name: name, slot: slot, out: cmd.OutOrStdout()}
+			return c.run(cmd.Context(), func(ctx context.Context) {
+				// A sync still running on this machine is asked to stop
+				// first; one elsewhere loses its replication connection
+				// when the slot is dropped.
+				var stopped map[string]any
+				if apiCall(ctx, http.MethodPost, apiURL, "/api/v1/stop", tokenOr(token), &stopped) == nil {
+					time.Sleep(time.Second)
+				}
+			})
+		},
+	}
+	cmd.Flags().StringVar(&slot, "slot", "", "replication slot and publication name (default: sluice_<target database>)")
+	cmd.Flags().StringVar(&apiURL, "api", defaultAPI, "URL of a running sync to stop first")
+	cmd.Flags().StringVar(&token, "api-token", "", "API token (or SLUICE_API_TOKEN)")
+	return cmd
+}
+
+// cleanup is one finish or abort.
+type cleanup struct {
+	a    *app
+	name string // finish or abort
+	slot string // --slot; run sets the default (sluice_<target database>) when empty
+	pub  string
+	out  io.Writer
+}
+
+// run removes the sync on c.slot: the source's slot and publication first
+// (they retain WAL), then what the target records of it. abort drops the
+// source's side even when the target cannot be reached, and then fails
+// saying the target's part is left. stop asks a running sync to stop.
+func (c *cleanup) run(ctx context.Context, stop func(context.Context)) error {
+	srcCfg, tgtCfg, err := c.a.resolve()
+	if err != nil {
+		return err
+	}
+	if c.slot == "" {
+		c.slot = syncer.SlotName(tgtCfg.Database)
+	}
+	c.pub = c.slot
+	src, err := postgres.Connect(ctx, srcCfg.ConnString(), srcCfg.Redacted(), 2)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	tgt, tgtErr := mysql.Connect(ctx, tgtCfg, 2)
+	switch {
+	case tgtErr == nil:
+		defer tgt.Close()
+	case c.name == "finish": // only the target says whether the cutover happened
+		return tgtErr
+	default:
+		c.a.log.Warn("the target cannot be reached: dropping the replication slot and publication on the source only",
+			"code", "SLUICE-ABORT-TARGET", "slot", c.slot, "error", tgtErr.Error())
+	}
+	slotExists, err := pgstream.SlotExists(ctx, src.Pool, c.slot)
+	if err != nil {
+		return fmt.Errorf("source: look up replication slot %s: %w", c.slot, err)
+	}
+	var others []mysql.SyncState
+	if tgt != nil {
+		var done bool
+		if others, done, err = c.checkTarget(ctx, src, tgt, slotExists); err != nil || done {
+			return err
+		}
+	}
+	// Read before the publication goes: the tables whose copy progress is
+	// this sync's, when other syncs keep the bookkeeping tables.
+	tables, _, err := pgstream.PublicationTables(ctx, src.Pool, c.pub)
+	if err != nil {
+		return err
+	}
+	stop(ctx)
+	if err := pgstream.Drop(ctx, src.Pool, c.slot, c.pub); err != nil {
+		return c.dropFailed(ctx, err)
+	}
+	if tgt == nil {
+		fmt.Fprintf(c.out, "%s: dropped replication slot and publication %s on the source; sluice's metadata on the target is NOT removed (the target cannot be reached)\n", c.name, c.slot)
+		return failure.Wrap(tgtErr, failure.Connection, "SLUICE-ABORT-TARGET",
+			"abort: replication slot and publication %s are dropped on the source, but the target cannot be reached: sluice's metadata there is not removed", c.slot).
+			With("slot", c.slot).
+			WithHint("once the target is reachable run sluice abort --slot %s again to remove it. Keep every sluice sync of this migration stopped until then: one that starts meanwhile finds its state and may create the slot again (SELECT pg_drop_replication_slot('%s') on the source drops it)", c.slot, c.slot)
+	}
+	if len(others) == 0 {
+		if err := tgt.DropMetadata(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.out, "%s: dropped replication slot and publication %s on the source and sluice's metadata on the target\n", c.name, c.slot)
+		return nil
+	}
+	if err := tgt.RemoveSync(ctx, c.slot, c.ownTables(ctx, src, tables, others)); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.out, "%s: dropped replication slot and publication %s on the source and its state on the target; sluice's bookkeeping tables stay for the syncs on %s\n",
+		c.name, c.slot, slotList(others))
+	return nil
+}
+
+// checkTarget reads what the target records and refuses what must not be
+// dropped: a slot nothing is known of while other syncs are recorded (a
+// missing or wrong --slot would otherwise drop their state), and, for
+// finish, a sync not cut over. It returns the syncs on other slots, and
+// done when there is nothing to finish (it says so).
+func (c *cleanup) checkTarget(ctx context.Context, src *postgres.Source, tgt *mysql.Target, slotExists bool) (others []mysql.SyncState, done bool, err error) {
+	state, err := tgt.LoadSyncState(ctx, c.slot)
+	if err != nil {
+		return nil, false, err
+	}
+	if others, err = tgt.OtherSyncs(ctx, c.slot); err != nil {
+		return nil, false, err
+	}
+	if state != nil {
+		c.pub = state.Publication
+	}
+	if state == nil && len(others) > 0 && !slotExists {
+		_, pubExists, err := pgstream.PublicationTables(ctx, src.Pool, c.pub)
+		if err != nil {
+			return nil, false, err
+		}
+		if !pubExists {
+			return nil, false, failure.New(failure.Usage, "SLUICE-SLOT-UNKNOWN", "%s: no sync is recorded on slot %s, and the source has no such slot or publication; the target records syncs on %s",
+				c.name, c.slot, slotList(others)).With("slot", c.slot).
+				WithHint("name the sync with --slot, e.g. sluice %s --slot %s", c.name, others[0].Slot)
+		}
+	}
+	if c.name != "finish" {
+		return others, false, nil
+	}
+	if state == nil && !slotExists { // finished already (or never started)
+		fmt.Fprintf(c.out, "nothing to finish: no sync state on the target and no replication slot %s on the source (finished or aborted already)\n", c.slot)
+		return others, true, nil
+	}
+	if state == nil || state.Phase != "cutover" {
+		return nil, false, failure.New(failure.Usage, "SLUICE-FINISH-NOCUTOVER", "no cutover is recorded for slot %s", c.slot).
+			WithHint("run sluice cutover first, or sluice abort to stop without cutting over")
+	}
+	return others, false, nil
+}
+
+// ownTables names, as the copy progress does, the tables of this sync's
+// publication that no other recorded sync publishes.
+func (c *cleanup) ownTables(ctx context.Context, src *postgres.Source, tables []schema.TableName, others []mysql.SyncState) []string {
+	shared := map[string]bool{}
+	for _, o := range others {
+		theirs, _, err := pgstream.PublicationTables(ctx, src.Pool, o.Publication)
+		if err != nil { // keep every table's progress rather than guess
+			c.a.log.Warn("could not read another sync's publication; the copy progress of this sync's tables is kept", "publication", o.Publication, "error", err.Error())
+			return nil
+		}
+		for _, t := range theirs {
+			shared[t.String()] = true
+		}
+	}
+	var own []string
+	for _, t := range tables {
+		if !shared[t.String()] {
+			own = append(own, t.String())
+		}
+	}
+	return own
+}
+
+// dropFailed adds to a failed drop on the source how to do it by hand.
+func (c *cleanup) dropFailed(ctx context.Context, err error) error {
+	if ctx.Err() != nil || failure.Code(err) != "SLUICE-INTERNAL" {
+		return err // interrupted, or classified with its own hint (SLUICE-SYNC-SLOTBUSY names the statements)
+	}
+	return failure.Wrap(err, failure.Internal, "SLUICE-ABORT-SOURCE", "%s: could not drop replication slot and publication %s on the source", c.name, c.slot).
+		With("slot", c.slot).
+		WithHint("run sluice %s --slot %s again, or on the source: SELECT pg_drop_replication_slot('%s'); DROP PUBLICATION IF EXISTS %s;", c.name, c.slot, c.slot, c.pub)
+}
+
+// slotList names the slots of syncs for a message.
+func slotList(syncs []mysql.SyncState) string {
+	names := make([]string, len(syncs))
+	for i, s := range syncs {
+		names[i] = s.Slot
+	}
+	return "slot " + strings.Join(names, ", slot ")
+}

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-db/sluice/internal/failure"
+)
+
+// runSluice runs the command line in-process and returns its error.
+func runSluice(ctx context.Context, args ...string) error {
+	root := (&app{}).rootCommand()
+	root.SetArgs(append(args, "--log-format", "text"))
+	root.SetOut(io.Discard)
+	root.SetErr(io.Discard)
+	_, err := root.ExecuteContextC(ctx)
+	return err
+}
+
+// Servers that do not answer: a flag checked before connecting is refused
+// with its usage error, one checked too late fails to connect (exit 3).
+var nowhere = []string{"--source", "postgres://postgres@127.0.0.1:1/db", "--target", "mysql://root@127.0.0.1:1/db"}
+
+// A flag out of range, or a slot name PostgreSQL would refuse, is a usage
+// error (exit 2) naming the flag, found before anything is connected to or
+// created, never silently replaced by a default.
+func TestBadFlagsAreRefusedUpFront(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		code string
+	}{
+		{[]string{"sync", "--slot", "Orders-Mig"}, "SLUICE-USAGE-SLOT"},
+		{[]string{"sync", "--slot", strings.Repeat("a", 64)}, "SLUICE-USAGE-SLOT"},
+		{[]string{"abort", "--slot", "orders-mig"}, "SLUICE-USAGE-SLOT"},
+		{[]string{"finish", "--slot", "Orders"}, "SLUICE-USAGE-SLOT"},
+		{[]string{"sync", "--parallel", "0"}, "SLUICE-USAGE-NUMBER"},
+		{[]string{"sync", "--chunk-rows", "0"}, "SLUICE-USAGE-NUMBER"},
+		{[]string{"sync", "--max-rows-per-sec", "-5"}, "SLUICE-USAGE-NUMBER"},
+		{[]string{"sync", "--batch-rows", "0"}, "SLUICE-USAGE-NUMBER"},
+		{[]string{"sync", "--batch-delay", "-1s"}, "SLUICE-USAGE-NUMBER"},
+		{[]string{"sync", "--stream-procs", "-1"}, "SLUICE-USAGE-NUMBER"},
+		{[]string{"sync", "--lag-bound", "0s"}, "SLUICE-USAGE-NUMBER"},
+		{[]string{"sync", "--lock-timeout", "0s"}, "SLUICE-USAGE-NUMBER"},
+		{[]string{"sync", "--lock-timeout", "500us"}, "SLUICE-USAGE-NUMBER"}, // lock_timeout '0ms' would wait forever
+		{[]string{"sync", "--cutover-timeout", "-30s"}, "SLUICE-USAGE-NUMBER"},
+		{[]string{"copy", "--chunk-rows", "-1"}, "SLUICE-USAGE-NUMBER"},
+		{[]string{"abort", "--api", "localhost:7070"}, "SLUICE-API-URL"},
+	} {
+		err := runSluice(context.Background(), append(c.args, nowhere...)...)
+		if failure.Code(err) != c.code || failure.ExitCode(err) != failure.ExitUsage {
+			t.Errorf("sluice %s: %v (code %s, exit %d); want %s, exit 2", strings.Join(c.args, " "), err, failure.Code(err), failure.ExitCode(err), c.code)
+			continue
+		}
+		if flag := c.args[1]; !strings.Contains(err.Error(), flag) {
+			t.Errorf("sluice %s: %q does not name %s", strings.Join(c.args, " "), err, flag)
+		}
+	}
+	if err := checkSlot("orders_mig_2"); err != nil {
+		t.Errorf("a valid slot name refused: %v", err)
+	}
+}
+
+// sluice status and cutover say why the sync's API gave no answer: a bad
+// --api is a usage error, Ctrl-C is an interruption, a timeout says so, and
+// only a refused connection means no sync runs there.
+func TestAPICallSaysWhyThereIsNoAnswer(t *testing.T) {
+	release := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer slow.Close()
+	defer close(release)
+	gone := httptest.NewServer(http.NotFoundHandler())
+	gone.Close()
+
+	check := func(what string, err error, code string, exit int) {
+		t.Helper()
+		if failure.Code(err) != code || failure.ExitCode(err) != exit {
+			t.Errorf("%s: %v (code %s, exit %d); want %s, exit %d", what, err, failure.Code(err), failure.ExitCode(err), code, exit)
+		}
+	}
+	check("--api without a scheme", runSluice(context.Background(), "status", "--api", "localhost:7070"), "SLUICE-API-URL", failure.ExitUsage)
+	check("--api without a host", runSluice(context.Background(), "cutover", "--api", "http://"), "SLUICE-API-URL", failure.ExitUsage)
+	check("nothing listening", runSluice(context.Background(), "status", "--api", gone.URL), "SLUICE-API-UNREACHABLE", failure.ExitConnection)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(200*time.Millisecond, cancel) // Ctrl-C
+	check("Ctrl-C while waiting", runSluice(ctx, "cutover", "--api", slow.URL), "SLUICE-INTERRUPTED", failure.ExitInterrupted)
+
+	defer func(d time.Duration) { apiTimeout = d }(apiTimeout)
+	apiTimeout = 200 * time.Millisecond
+	err := runSluice(context.Background(), "cutover", "--api", slow.URL)
+	check("no answer in time", err, "SLUICE-API-TIMEOUT", failure.ExitConnection)
+	var fe *failure.Error
+	if errors.As(err, &fe) && !strings.Contains(fe.Message, "did not answer") {
+		t.Errorf("the timeout does not say so: %q", fe.Message)
+	}
+}

@@ -1,0 +1,115 @@
+package synctest
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-db/sluice/internal/testenv"
+)
+
+// TestAbortNeedsTheRightSlot: a sync runs on its own --slot; sluice abort
+// without --slot (so on the default slot, which nothing knows) must refuse,
+// naming the recorded slot and the flag, and touch nothing: the running
+// sync keeps its slot, publication and state. Aborting the right slot while
+// the target records another sync removes only this sync's rows: the
+// other's state and the shared bookkeeping tables stay.
+func TestAbortNeedsTheRightSlot(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	createOrders(t, p, 2000)
+	s := newSync(t, p.SourceURL, p.TargetURL)
+	s.start()
+	s.waitCaughtUp(60 * time.Second)
+
+	r := testenv.Run(t, nil, "abort", "--source", p.SourceURL, "--target", p.TargetURL, "--api", "http://127.0.0.1:1")
+	if out := r.Stdout + r.Stderr; r.Exit != 2 || !strings.Contains(out, "SLUICE-SLOT-UNKNOWN") || !strings.Contains(out, s.slot) || !strings.Contains(out, "--slot") {
+		t.Fatalf("sluice abort without --slot while the sync on %s runs: exit %d; want 2 with SLUICE-SLOT-UNKNOWN naming %s and --slot\n%s", s.slot, r.Exit, s.slot, out)
+	}
+	if slot, pub := testenv.SlotAndPublication(t, p.SourceURL, s.slot); !slot || !pub {
+		t.Errorf("after the refused abort the source has slot %v, publication %v; want both kept", slot, pub)
+	}
+	if n := myInt(t, p, `SELECT COUNT(*) FROM _sluice_sync_state WHERE slot = ?`, s.slot); n != 1 {
+		t.Errorf("after the refused abort the sync's state rows: %d; want 1", n)
+	}
+	if err := s.alive(); err != nil {
+		t.Fatalf("the sync died after the refused abort: %v", err)
+	}
+
+	// A second sync recorded on the same target (other tables).
+	p.My(t, `INSERT INTO _sluice_sync_state (slot, publication, phase) VALUES ('other_mig', 'other_mig', 'streaming')`)
+	p.My(t, `INSERT INTO _sluice_tables (table_name, source_table, phase) VALUES ('invoices', 'invoices', 'done')`)
+	s.abort()
+	if n := myInt(t, p, `SELECT COUNT(*) FROM _sluice_sync_state WHERE slot = 'other_mig'`); n != 1 {
+		t.Errorf("aborting %s removed the other sync's state", s.slot)
+	}
+	if n := myInt(t, p, `SELECT COUNT(*) FROM _sluice_sync_state WHERE slot = ?`, s.slot); n != 0 {
+		t.Errorf("the aborted sync's state is left: %d rows", n)
+	}
+	if n := myInt(t, p, `SELECT COUNT(*) FROM _sluice_tables WHERE table_name = 'invoices'`); n != 1 {
+		t.Errorf("aborting %s removed the other sync's copy progress", s.slot)
+	}
+	if n := myInt(t, p, `SELECT COUNT(*) FROM _sluice_tables WHERE table_name = 'orders'`) + myInt(t, p, `SELECT COUNT(*) FROM _sluice_copy_chunks WHERE table_name = 'orders'`); n != 0 {
+		t.Errorf("the aborted sync's copy progress is left: %d rows", n)
+	}
+	p.My(t, `DELETE FROM _sluice_sync_state WHERE slot = 'other_mig'`) // so the test's own cleanup abort finds nothing else
+}
+
+// TestAbortWithTargetUnreachable: the target is down, but the slot retains
+// WAL on the source: abort must drop slot and publication anyway, then say
+// (exit 3, SLUICE-ABORT-TARGET) that the target's metadata is left, and a
+// later abort once the target is back removes it.
+func TestAbortWithTargetUnreachable(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	createOrders(t, p, 2000)
+	s := newSync(t, p.SourceURL, p.TargetURL)
+	proc := s.start()
+	s.waitCaughtUp(60 * time.Second)
+
+	down := "mysql://root@127.0.0.1:1/" + p.Name
+	r := testenv.Run(t, nil, "abort", "--source", p.SourceURL, "--target", down, "--slot", s.slot, "--api", s.api, "--api-token", s.token)
+	out := r.Stdout + r.Stderr
+	if r.Exit != 3 || !strings.Contains(out, "SLUICE-ABORT-TARGET") || !strings.Contains(out, "pg_drop_replication_slot") || !strings.Contains(r.Stdout, "NOT removed") {
+		t.Errorf("sluice abort with the target down: exit %d; want 3, SLUICE-ABORT-TARGET, a hint naming pg_drop_replication_slot, and stdout saying the target's metadata is NOT removed\n%s", r.Exit, out)
+	}
+	s.assertNoSlot()
+	if _, ok := proc.Wait(20 * time.Second); !ok {
+		t.Errorf("the sync still runs after abort asked it to stop")
+	}
+	if n := myInt(t, p, `SELECT COUNT(*) FROM _sluice_sync_state WHERE slot = ?`, s.slot); n != 1 {
+		t.Errorf("the target's state rows: %d; want 1 (not reachable, so not removed)", n)
+	}
+	testenv.MustRun(t, 0, s.args("abort", "--slot", s.slot, "--api", "http://127.0.0.1:1")...)
+	if n := myInt(t, p, `SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name LIKE '\_sluice\_%'`); n != 0 {
+		t.Errorf("%d sluice metadata tables left after the second abort", n)
+	}
+}
+
+// TestPanicIsAnInternalError: a bug that panics in a goroutine of the sync
+// (here the heartbeat, through a test hook) ends sluice like any internal
+// failure: exit 10, so systemd starts it again (2, Go's status for a panic,
+// is a usage error it must not restart after), with a "sluice failed" line
+// carrying the code and the stack.
+func TestPanicIsAnInternalError(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	createOrders(t, p, 100)
+	s := newSync(t, p.SourceURL, p.TargetURL)
+	r := testenv.Run(t, []string{"SLUICE_TEST_PANIC=heartbeat"},
+		s.args("sync", "--listen", s.listen, "--slot", s.slot, "--api-token", s.token, "--log-format", "json")...)
+	if r.Exit != 10 || !strings.Contains(r.Stderr, `"msg":"sluice failed"`) || !strings.Contains(r.Stderr, "SLUICE-PANIC") ||
+		!strings.Contains(r.Stderr, `"stack":`) || !strings.Contains(r.Stderr, "heartbeat") {
+		t.Errorf("sync that panics: exit %d; want 10 and a sluice failed line with SLUICE-PANIC and the stack\n%s", r.Exit, testenv.Tail(r.Stderr, 30))
+	}
+}
+
+// myInt runs a query returning one integer on the target.
+func myInt(t *testing.T, p *testenv.Pair, q string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := p.Target.QueryRow(q, args...).Scan(&n); err != nil {
+		t.Fatalf("MariaDB: %s: %v", q, err)
+	}
+	return n
+}
