@@ -202,3 +202,28 @@ func TestApplyRefusesChangedValue(t *testing.T) {
 		t.Fatalf("exact values refused: %v", err)
 	}
 }
+
+// A server that counts a write's warnings but lists none of them
+// (max_error_count 0; on MySQL a SELECT of @@warning_count also empties the
+// list) has still changed a value: the write is refused, not taken for one
+// whose warnings were all harmless.
+func TestApplyRefusesUnlistedWarnings(t *testing.T) {
+	t.Parallel()
+	p := testenv.NewPair(t)
+	p.PG(t, `CREATE TABLE prices (id int PRIMARY KEY, amount numeric(10,3), label text)`)
+	tbl, db := liveTable(t, p, "prices", map[string]config.ColumnMapping{"amount": {Type: "DECIMAL(10,2)"}})
+	db.SetMaxOpenConns(1) // one session, so that its max_error_count holds for the applier
+	if _, err := db.Exec(`SET SESSION max_error_count = 0`); err != nil {
+		t.Fatal(err)
+	}
+	a := newApplier(db)
+	a.Add(apply.Op{Kind: apply.Upsert, Table: tbl, Key: "1", Row: row("1", "1.005", "x")})
+	err := a.Commit(context.Background(), nil)
+	if failure.Code(err) != "SLUICE-APPLY-TARGETWARN" || !strings.Contains(err.Error(), "did not list") {
+		t.Fatalf("a rounded value whose warning the server did not list: %v; want SLUICE-APPLY-TARGETWARN", err)
+	}
+	var n int
+	if err := db.QueryRow(`SELECT COUNT(*) FROM prices`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("the refused write is on the target: %d rows (%v)", n, err)
+	}
+}

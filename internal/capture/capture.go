@@ -53,6 +53,9 @@ func (st Start) Prepare(ctx context.Context, prepareTable func(ctx context.Conte
 		if err := CheckGenerated(t, st.AllColumns); err != nil {
 			return err
 		}
+		if err := CheckArrayElements(t, st.AllColumns); err != nil {
+			return err
+		}
 	}
 	if err := st.Target.EnsureProgressTables(ctx); err != nil {
 		return err
@@ -210,6 +213,27 @@ func CheckGenerated(t *plan.Table, all bool) error {
 			hint = fmt.Sprintf("leave it out of the sync with tables: {%s: {columns: {%s: {drop: true}}}} in the config file (and compute it on the target, e.g. as a generated column), ", st.Name, c.Name) + hint
 		}
 		return failure.New(failure.Schema, "SLUICE-SYNC-GENERATED", "table %s: column %s is generated (GENERATED ALWAYS AS %s STORED), and the change stream does not carry its values", st.Name, c.Name, c.Generated).
+			With("table", st.Name.String()).With("column", c.Name).WithHint("%s", hint)
+	}
+	return nil
+}
+
+// CheckArrayElements refuses an array column the run would stream whose
+// elements the stream's text of the array cannot turn into the JSON the
+// copy's to_json writes (composite elements, or a type with its own cast to
+// json): copied and streamed rows would differ.
+func CheckArrayElements(t *plan.Table, all bool) error {
+	st := t.Source
+	for _, c := range st.Columns {
+		if c.Type.ElemUnsupported == "" || !all && !slices.ContainsFunc(t.Columns, func(pc plan.Column) bool { return pc.Source == c.Name }) {
+			continue
+		}
+		hint := fmt.Sprintf("change it on the source to a type sluice carries, e.g. ALTER TABLE %s ALTER COLUMN %s TYPE jsonb USING to_jsonb(%s), or use sluice copy",
+			postgres.Ident(st.Name.Schema, st.Name.Name), postgres.Ident(c.Name), postgres.Ident(c.Name))
+		if !all {
+			hint = fmt.Sprintf("leave it out with tables: {%s: {columns: {%s: {drop: true}}}}, or ", st.Name, c.Name) + hint
+		}
+		return failure.New(failure.Schema, "SLUICE-PLAN-ARRAYTYPE", "table %s: column %s (%s) cannot be streamed as the JSON array the copy writes: %s", st.Name, c.Name, c.Type.Display, c.Type.ElemUnsupported).
 			With("table", st.Name.String()).With("column", c.Name).WithHint("%s", hint)
 	}
 	return nil

@@ -171,10 +171,8 @@ func (f *File) Validate() error {
 			if cm.Drop && cm.Type != "" {
 				add("%s: drop and type cannot both be set; a dropped column has no target type", cw)
 			}
-			if strings.ContainsAny(cm.Type, ";`") || strings.Contains(cm.Type, "--") || strings.Contains(cm.Type, "/*") {
-				// the type goes into CREATE TABLE as written, on a
-				// connection that runs several statements in one query
-				add("%s: type %q holds a statement separator, quote or comment; give a column type such as DECIMAL(12,2)", cw, cm.Type)
+			if !plainSQLType(cm.Type) {
+				add("%s: type %q is not a plain column type (it holds a statement separator, backquote, comment or unclosed quote); give one such as DECIMAL(12,2)", cw, cm.Type)
 			}
 			if cm.Drop {
 				continue
@@ -199,6 +197,9 @@ func (f *File) Validate() error {
 			}
 			if strings.TrimSpace(cc.Expr) == "" {
 				add("%s: expr is empty; set the SQL expression that computes the value", cw)
+			}
+			if !plainSQLType(cc.Type) {
+				add("%s: type %q is not a plain column type (it holds a statement separator, backquote, comment or unclosed quote); give one such as DECIMAL(12,2)", cw, cc.Type)
 			}
 			if cc.Name == "" {
 				continue
@@ -317,4 +318,27 @@ func pick(pairs ...string) (setting, value string) {
 		}
 	}
 	return "", ""
+}
+
+// plainSQLType reports whether a column type from the config holds nothing
+// but a type: no statement separator, backquote or comment outside its
+// quoted strings (ENUM('a;b') is fine). The type goes into CREATE TABLE as
+// written, on a connection that runs several statements in one query.
+func plainSQLType(t string) bool {
+	inQuote := false
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		switch {
+		case inQuote && c == '\\':
+			i++ // an escaped character
+		case c == '\'':
+			inQuote = !inQuote // '' inside a string closes and reopens it
+		case inQuote:
+		case c == ';', c == '`', c == '#':
+			return false
+		case c == '-' && i+1 < len(t) && t[i+1] == '-', c == '/' && i+1 < len(t) && t[i+1] == '*':
+			return false
+		}
+	}
+	return !inQuote
 }

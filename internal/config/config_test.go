@@ -184,8 +184,12 @@ func TestValidate(t *testing.T) {
 			[]string{"tables.orders.columns.note", "drop and rename cannot both be set"}},
 		{"drop and type", "tables:\n  public.orders:\n    columns:\n      note:\n        drop: true\n        type: TEXT\n",
 			[]string{"tables.public.orders.columns.note", "drop and type cannot both be set"}},
+		{"computed type with a comment", "tables:\n  orders:\n    computed:\n      - name: x\n        expr: 1\n        type: INT -- x\n",
+			[]string{"tables.orders.computed[0] (x)", "not a plain column type"}},
+		{"type with an open quote", "tables:\n  orders:\n    columns:\n      note:\n        type: \"ENUM('a)\"\n",
+			[]string{"tables.orders.columns.note", "not a plain column type"}},
 		{"type with a second statement", "tables:\n  orders:\n    columns:\n      note:\n        type: 'TEXT; DROP TABLE users'\n",
-			[]string{"tables.orders.columns.note", "statement separator"}},
+			[]string{"tables.orders.columns.note", "not a plain column type"}},
 		{"computed empty name", "tables:\n  orders:\n    computed:\n      - expr: now()\n",
 			[]string{"tables.orders.computed[0]", "name is empty"}},
 		{"computed empty expr", "tables:\n  orders:\n    computed:\n      - name: x\n",
@@ -226,7 +230,7 @@ func TestValidate(t *testing.T) {
 
 func TestValidateAccepts(t *testing.T) {
 	// Replacing a dropped column with a computed one of the same name is legitimate.
-	yaml := "tables:\n  t:\n    columns:\n      total: {drop: true}\n    computed:\n      - {name: total, expr: 'price * qty'}\ncopy:\n  on_bad_row: fail\n"
+	yaml := "tables:\n  t:\n    columns:\n      total: {drop: true}\n      state: {type: \"ENUM('on;off', 'it''s -- fine')\"}\n    computed:\n      - {name: total, expr: 'price * qty'}\ncopy:\n  on_bad_row: fail\n"
 	if _, err := LoadFile(writeFile(t, yaml)); err != nil {
 		t.Fatalf("LoadFile: %v", err)
 	}

@@ -177,7 +177,9 @@ type Blocker struct {
 	Table   string
 	Mode    string
 	Age     time.Duration // since its transaction began
-	Query   string        // its last statement, shortened
+	// App is its application_name and client address: who to ask. Not its
+	// last statement, which may carry values that must not reach a log.
+	App string
 }
 
 func (b Blocker) String() string {
@@ -185,8 +187,8 @@ func (b Blocker) String() string {
 	if what == "" {
 		what = b.Backend
 	}
-	return fmt.Sprintf("process %d (%s, transaction open for %s, %s on %s: %q)",
-		b.PID, what, b.Age.Round(time.Second), b.Mode, b.Table, b.Query)
+	return fmt.Sprintf("process %d (%s, transaction open for %s, %s on %s, from %s)",
+		b.PID, what, b.Age.Round(time.Second), b.Mode, b.Table, b.App)
 }
 
 // Blockers lists the sessions whose transaction, open longer than minAge,
@@ -201,10 +203,11 @@ func Blockers(ctx context.Context, src *postgres.Source, tables []*plan.Table, m
 		names[i] = postgres.Ident(t.Source.Name.Schema, t.Source.Name.Name)
 	}
 	rows, err := src.Pool.Query(ctx, `SELECT a.pid, coalesce(a.state, ''), coalesce(a.backend_type, ''), l.relation::regclass::text, l.mode,
-			extract(epoch FROM now() - a.xact_start)::float8, left(coalesce(a.query, ''), 200)
+			extract(epoch FROM now() - a.xact_start)::float8,
+			coalesce(nullif(a.application_name, ''), 'no application_name') || ' at ' || coalesce(host(a.client_addr), 'local socket')
 		FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 		WHERE l.granted AND l.locktype = 'relation' AND l.relation = ANY($1::text[]::regclass[])
-			AND l.mode IN ('RowExclusiveLock', 'ShareUpdateExclusiveLock', 'ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
+			AND l.mode IN ('RowShareLock', 'RowExclusiveLock', 'ShareUpdateExclusiveLock', 'ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
 			AND l.pid <> pg_backend_pid()
 			AND a.xact_start < now() - make_interval(secs => $2)
 			AND NOT (a.backend_type = 'autovacuum worker' AND a.query NOT LIKE '%(to prevent wraparound)%')
@@ -216,7 +219,7 @@ func Blockers(ctx context.Context, src *postgres.Source, tables []*plan.Table, m
 	for rows.Next() {
 		var b Blocker
 		var age float64
-		if err := rows.Scan(&b.PID, &b.State, &b.Backend, &b.Table, &b.Mode, &age, &b.Query); err != nil {
+		if err := rows.Scan(&b.PID, &b.State, &b.Backend, &b.Table, &b.Mode, &age, &b.App); err != nil {
 			return nil, fmt.Errorf("cutover: look for transactions holding the tables: %w", err)
 		}
 		b.Age = time.Duration(age * float64(time.Second))

@@ -208,8 +208,8 @@ func LoadData(ctx context.Context, tx *sql.Tx, table string, columns []LoadColum
 		return 0, err
 	}
 	n, _ := res.RowsAffected()
-	if warn := loadWarnings(ctx, tx, table); warn != nil {
-		return n, warn
+	if err := loadWarnings(ctx, tx, table); err != nil {
+		return n, err
 	}
 	return n, nil
 }

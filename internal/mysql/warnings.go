@@ -38,29 +38,53 @@ func (w Warning) Where() (column string, row int) {
 }
 
 // ignoredWarning says nothing about the values written: MySQL 8 marks every
-// INSERT … ON DUPLICATE KEY UPDATE that uses VALUES() as deprecated (1287).
-func ignoredWarning(code int) bool { return code == 1287 }
-
-// ReadWarnings returns the warnings the last statement run through q left
-// about values (SHOW WARNINGS, at most max_error_count of them).
-func ReadWarnings(ctx context.Context, q Querier) ([]Warning, error) {
-	rows, err := q.QueryContext(ctx, "SHOW WARNINGS")
-	if err != nil {
-		return nil, fmt.Errorf("target: read warnings: %w", err)
+// INSERT … ON DUPLICATE KEY UPDATE that uses VALUES() as deprecated (1287);
+// with binlog_format=STATEMENT an upsert on a table with two unique keys, or
+// a DELETE … LIMIT, is "unsafe" for the binlog (1592); MySQL 8 deprecates
+// integer display widths (1681) and the utf8 alias (3719, 3720).
+func ignoredWarning(code int) bool {
+	switch code {
+	case 1287, 1592, 1681, 3719, 3720:
+		return true
 	}
-	defer rows.Close()
-	return scanWarnings(rows)
+	return false
 }
 
-// scanWarnings reads the rows of a SHOW WARNINGS, leaving out those that
-// say nothing about values.
-func scanWarnings(rows *sql.Rows) ([]Warning, error) {
+// diagnostics reads the last statement's warnings without clearing them:
+// SHOW statements are diagnostic, where a SELECT (of @@warning_count) would
+// empty the list on MySQL. The count comes first because the list holds at
+// most max_error_count of them.
+const diagnostics = "SHOW COUNT(*) WARNINGS; SHOW WARNINGS"
+
+// scanDiagnostics reads the two answers of diagnostics from rows, which
+// stands at the first, and returns the warnings about values. Warnings the
+// server counted but did not list are not taken for harmless ones: they
+// come back as one warning saying how many.
+func scanDiagnostics(rows *sql.Rows) ([]Warning, error) {
+	var count int
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("target: count warnings: %w", err)
+		}
+		return nil, fmt.Errorf("target: no answer to SHOW COUNT(*) WARNINGS")
+	}
+	if err := rows.Scan(&count); err != nil {
+		return nil, fmt.Errorf("target: count warnings: %w", err)
+	}
+	if !rows.NextResultSet() {
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("target: read warnings: %w", err)
+		}
+		return nil, fmt.Errorf("target: no answer to SHOW WARNINGS")
+	}
 	var out []Warning
+	listed := 0
 	for rows.Next() {
 		var w Warning
 		if err := rows.Scan(&w.Level, &w.Code, &w.Message); err != nil {
 			return nil, fmt.Errorf("target: read warnings: %w", err)
 		}
+		listed++
 		if !ignoredWarning(w.Code) {
 			out = append(out, w)
 		}
@@ -68,44 +92,52 @@ func scanWarnings(rows *sql.Rows) ([]Warning, error) {
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("target: read warnings: %w", err)
 	}
+	if count > listed {
+		out = append(out, Warning{Level: "Warning", Message: fmt.Sprintf("%d more warnings the server did not list (max_error_count)", count-listed)})
+	}
 	return out, nil
 }
 
+// ReadWarnings returns the warnings about values the last statement run
+// through q left.
+func ReadWarnings(ctx context.Context, q Querier) ([]Warning, error) {
+	rows, err := q.QueryContext(ctx, diagnostics)
+	if err != nil {
+		return nil, fmt.Errorf("target: read warnings: %w", err)
+	}
+	defer rows.Close()
+	return scanDiagnostics(rows)
+}
+
 // writeCheck follows a write in the same round trip (the session allows
-// several statements in one query): how many rows the write changed, and
-// whether it left warnings. The driver does not pass on the warning count
-// of the write's own answer.
-const writeCheck = "; SELECT @@warning_count, ROW_COUNT()"
+// several statements in one query), with diagnostic statements only until
+// the warnings are read: the write's row count kept aside, its warnings,
+// then the row count. The driver does not pass on the warning count of the
+// write's own answer.
+const writeCheck = "; GET DIAGNOSTICS @sluice_rows = ROW_COUNT; " + diagnostics + "; SELECT @sluice_rows"
 
 // ExecWrite runs a write statement in tx and returns how many rows it
-// changed (as RowsAffected would) and the warnings it left about values; a
-// statement that left none costs no extra round trip.
+// changed (as RowsAffected would) and the warnings it left about values,
+// in one round trip.
 func ExecWrite(ctx context.Context, tx *sql.Tx, query string, args ...any) (changed int64, warnings []Warning, err error) {
 	rows, err := tx.QueryContext(ctx, query+writeCheck, args...)
 	if err != nil {
 		return 0, nil, err
 	}
-	var count int
-	if !rows.Next() {
-		rows.Close()
+	defer rows.Close()
+	if warnings, err = scanDiagnostics(rows); err != nil {
+		return 0, nil, err
+	}
+	if !rows.NextResultSet() || !rows.Next() {
 		if err := rows.Err(); err != nil {
 			return 0, nil, err
 		}
-		return 0, nil, fmt.Errorf("target: no answer to %q", writeCheck)
+		return 0, nil, fmt.Errorf("target: no answer to SELECT @sluice_rows")
 	}
-	err = rows.Scan(&count, &changed)
-	rows.Close()
-	if err == nil {
-		err = rows.Err()
-	}
-	if err != nil {
+	if err := rows.Scan(&changed); err != nil {
 		return 0, nil, fmt.Errorf("target: read the outcome of a write: %w", err)
 	}
-	if count == 0 {
-		return changed, nil, nil
-	}
-	warnings, err = ReadWarnings(ctx, tx)
-	return changed, warnings, err
+	return changed, warnings, rows.Err()
 }
 
 // Write is a statement and its arguments, for ExecWrites.
@@ -122,7 +154,7 @@ const (
 	tripBytes     = 4 << 20
 )
 
-// ExecWrites runs writes in tx in order, each followed by SHOW WARNINGS,
+// ExecWrites runs writes in tx in order, each followed by its diagnostics,
 // several to a round trip, and returns the index of the first write that
 // left warnings about values, with them (-1 when none did). The writes
 // after that one have run too: roll the transaction back.
@@ -166,7 +198,7 @@ func execTrip(ctx context.Context, tx *sql.Tx, writes []Write) (bad int, warning
 			b.WriteString("; ")
 		}
 		b.WriteString(w.Query)
-		b.WriteString("; SHOW WARNINGS")
+		b.WriteString("; " + diagnostics)
 		args = append(args, w.Args...)
 	}
 	rows, err := tx.QueryContext(ctx, b.String(), args...)
@@ -182,7 +214,7 @@ func execTrip(ctx context.Context, tx *sql.Tx, writes []Write) (bad int, warning
 			}
 			return -1, nil, fmt.Errorf("target: %d answers to %d statements", i, len(writes))
 		}
-		ws, err := scanWarnings(rows)
+		ws, err := scanDiagnostics(rows)
 		if err != nil {
 			return -1, nil, err
 		}
@@ -208,15 +240,15 @@ func (w *ValueWarning) Error() string {
 	return fmt.Sprintf("target changed or refused a value while loading %s: %s", w.Table, first)
 }
 
-// loadWarnings returns the warnings a load into table left, or nil.
-func loadWarnings(ctx context.Context, tx *sql.Tx, table string) *ValueWarning {
-	var count int
-	if err := tx.QueryRowContext(ctx, "SELECT @@warning_count").Scan(&count); err != nil || count == 0 {
+// loadWarnings returns the warnings about values a load into table left
+// (a *ValueWarning), an error if they cannot be read, or nil.
+func loadWarnings(ctx context.Context, tx *sql.Tx, table string) error {
+	warnings, err := ReadWarnings(ctx, tx)
+	if err != nil {
+		return fmt.Errorf("after loading %s: %w", table, err)
+	}
+	if len(warnings) == 0 {
 		return nil
 	}
-	warnings, err := ReadWarnings(ctx, tx)
-	if err == nil && len(warnings) == 0 {
-		return nil // only warnings that say nothing about the values
-	}
-	return &ValueWarning{Table: table, Warnings: warnings, Count: count}
+	return &ValueWarning{Table: table, Warnings: warnings, Count: len(warnings)}
 }

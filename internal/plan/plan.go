@@ -232,11 +232,9 @@ func planTable(ctx context.Context, src *postgres.Source, st *schema.Table, tm c
 			continue
 		}
 		if col.Type.ElemUnsupported != "" {
-			tableErr("SLUICE-PLAN-ARRAYTYPE", "column %s (%s) cannot be carried as a JSON array: %s, so copied and streamed rows would differ", col.Name, col.Type.Display, col.Type.ElemUnsupported).
-				With("column", col.Name).
-				WithHint("change it on the source to a type sluice carries, e.g. ALTER TABLE %s ALTER COLUMN %s TYPE jsonb USING to_jsonb(%s), or leave it out with tables: {%s: {columns: {%s: {drop: true}}}}",
-					quoted, postgres.Ident(col.Name), postgres.Ident(col.Name), st.Name, col.Name)
-			continue
+			// The copy reads it with to_json, which knows the elements; only
+			// the change stream's text of it cannot become the same JSON.
+			t.Warnings = append(t.Warnings, fmt.Sprintf("%s.%s: array of %s becomes the JSON to_json writes; sluice sync refuses it (%s)", st.Name, col.Name, col.Type.Elem, col.Type.ElemUnsupported))
 		}
 		auto := col.Identity && len(st.PrimaryKey) > 0 && st.PrimaryKey[0] == col.Name && isInteger(col.Type.Name)
 		m := typemap.Map(col.Type, typemap.Options{Flavor: flavor, InKey: inKey[col.Name], AutoIncrement: auto, KeyBytes: keyBytes[col.Name]})
