@@ -112,7 +112,16 @@ func (a *app) startOps(ctx context.Context, st opsSettings, s *syncer.Syncer, sr
 	o.addr = addr
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	o.cancel = cancel
-	go o.watcher.Run(wctx)
+	go func() {
+		// Without its watchers the sync has no alerts and no protection of
+		// the source: a panic in them stops it, saying why, rather than let
+		// it run on unwatched or crash the process with status 2.
+		if err := failure.Guard(func() error { o.watcher.Run(wctx); return nil }); err != nil {
+			a.log.Error("the watchers stopped, so the sync stops too: nothing would raise alerts or protect the source", "code", failure.Code(err),
+				"error", err.Error(), "stack", failure.ContextOf(err)["stack"])
+			s.Stop()
+		}
+	}()
 	return o, nil
 }
 

@@ -496,24 +496,26 @@ func patchRows(ctx context.Context, tx *sql.Tx, t *Table, rows []Row) error {
 func bulkUpsert(ctx context.Context, tx *sql.Tx, t *Table, rows []Row) error {
 	pr, pw := io.Pipe()
 	go func() {
-		buf := make([]byte, 0, 256<<10)
-		fields := make([][]byte, len(t.cols))
-		for _, r := range rows {
-			for i, v := range r {
-				fields[i] = v.Data
-			}
-			buf = codec.AppendLoadDataRow(buf, fields)
-			if len(buf) > 200<<10 {
-				if _, err := pw.Write(buf); err != nil {
-					return
+		// Guard: a panic here would end the process with status 2 and no
+		// log line; as an error it fails the load and the sync says why.
+		pw.CloseWithError(failure.Guard(func() error {
+			buf := make([]byte, 0, 256<<10)
+			fields := make([][]byte, len(t.cols))
+			for _, r := range rows {
+				for i, v := range r {
+					fields[i] = v.Data
 				}
-				buf = buf[:0]
+				buf = codec.AppendLoadDataRow(buf, fields)
+				if len(buf) > 200<<10 {
+					if _, err := pw.Write(buf); err != nil {
+						return nil // the load stopped reading: its own error says why
+					}
+					buf = buf[:0]
+				}
 			}
-		}
-		if _, err := pw.Write(buf); err != nil {
-			return
-		}
-		pw.Close()
+			pw.Write(buf)
+			return nil
+		}))
 	}()
 	_, err := mysql.LoadData(ctx, tx, t.Plan.Target, t.Plan.LoadColumns(), pr, t.replace)
 	pr.CloseWithError(errors.New("load stopped"))
