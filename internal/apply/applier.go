@@ -114,7 +114,7 @@ func applyOne(ctx context.Context, tx *sql.Tx, op Op) error {
 		}
 		err = t.Refetch(ctx, tx, op.Key)
 		if warn := (*mysql.ValueWarning)(nil); errors.As(err, &warn) {
-			return t.valueChanged([]Row{op.Row}, warn.Warnings, warn.Count)
+			return t.valueChanged([]Row{op.Row}, warn.Warnings)
 		}
 		return err
 	case Rewrite:
@@ -481,7 +481,7 @@ func patchRows(ctx context.Context, tx *sql.Tx, t *Table, rows []Row) error {
 	}
 	bad, warnings, err := mysql.ExecWrites(ctx, tx, writes)
 	if err == nil && bad >= 0 {
-		err = t.valueChanged(rows[bad:bad+1], warnings, len(warnings))
+		err = t.valueChanged(rows[bad:bad+1], warnings)
 	}
 	if err != nil {
 		return fmt.Errorf("target: update %d rows of %s: %w", len(rows), t.Plan.Target, err)
@@ -520,7 +520,7 @@ func bulkUpsert(ctx context.Context, tx *sql.Tx, t *Table, rows []Row) error {
 	_, err := mysql.LoadData(ctx, tx, t.Plan.Target, t.Plan.LoadColumns(), pr, t.replace)
 	pr.CloseWithError(errors.New("load stopped"))
 	if warn := (*mysql.ValueWarning)(nil); errors.As(err, &warn) {
-		err = t.valueChanged(rows, warn.Warnings, warn.Count) // a load's rows are its lines
+		err = t.valueChanged(rows, warn.Warnings) // a load's rows are its lines
 	}
 	if err != nil {
 		return fmt.Errorf("target: load %d rows into %s: %w", len(rows), t.Plan.Target, err)
@@ -539,25 +539,22 @@ func (t *Table) write(ctx context.Context, tx *sql.Tx, rows []Row, query string,
 		return 0, err
 	}
 	if len(warnings) > 0 {
-		return 0, t.valueChanged(rows, warnings, len(warnings))
+		return 0, t.valueChanged(rows, warnings)
 	}
 	return changed, nil
 }
 
-// valueChanged is the error for the warnings (count in all) a write of rows
+// valueChanged is the error for the warnings (at least one) a write of rows
 // left: it names the table, and the key and column of the first warning.
-func (t *Table) valueChanged(rows []Row, warnings []mysql.Warning, count int) error {
-	what, column, key := fmt.Sprintf("%d warnings", count), "", ""
-	if len(warnings) > 0 {
-		what = warnings[0].String()
-		if count > 1 {
-			what += fmt.Sprintf(" (%d warnings in all)", count)
-		}
-		var n int
-		column, n = warnings[0].Where()
-		if n >= 1 && n <= len(rows) {
-			key = t.keyText(rows[n-1])
-		}
+func (t *Table) valueChanged(rows []Row, warnings []mysql.Warning) error {
+	what := warnings[0].String()
+	if len(warnings) > 1 {
+		what += fmt.Sprintf(" (%d warnings in all)", len(warnings))
+	}
+	column, n := warnings[0].Where()
+	key := ""
+	if n >= 1 && n <= len(rows) {
+		key = t.keyText(rows[n-1])
 	}
 	if key == "" && len(rows) == 1 {
 		key = t.keyText(rows[0])

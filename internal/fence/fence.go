@@ -68,10 +68,7 @@ func Take(ctx context.Context, src *postgres.Source, tables []*plan.Table, lockT
 		l.Release()
 		return nil, fmt.Errorf("cutover: set the fence's timeouts: %w", err)
 	}
-	names := make([]string, len(tables))
-	for i, t := range tables {
-		names[i] = postgres.Ident(t.Source.Name.Schema, t.Source.Name.Name)
-	}
+	names := sourceNames(tables)
 	l.Requested = time.Now()
 	if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(names, ", ")+" IN EXCLUSIVE MODE"); err != nil {
 		l.Release()
@@ -198,10 +195,7 @@ func (b Blocker) String() string {
 // runs to prevent wraparound: any other gives way to a lock request. Without
 // pg_monitor (or superuser) other users' sessions are not seen.
 func Blockers(ctx context.Context, src *postgres.Source, tables []*plan.Table, minAge time.Duration) ([]Blocker, error) {
-	names := make([]string, len(tables))
-	for i, t := range tables {
-		names[i] = postgres.Ident(t.Source.Name.Schema, t.Source.Name.Name)
-	}
+	names := sourceNames(tables)
 	rows, err := src.Pool.Query(ctx, `SELECT a.pid, coalesce(a.state, ''), coalesce(a.backend_type, ''), l.relation::regclass::text, l.mode,
 			extract(epoch FROM now() - a.xact_start)::float8,
 			coalesce(nullif(a.application_name, ''), 'no application_name') || ' at ' || coalesce(host(a.client_addr), 'local socket')
@@ -229,4 +223,13 @@ func Blockers(ctx context.Context, src *postgres.Source, tables []*plan.Table, m
 		return nil, fmt.Errorf("cutover: look for transactions holding the tables: %w", err)
 	}
 	return out, nil
+}
+
+// sourceNames are the tables' quoted source names.
+func sourceNames(tables []*plan.Table) []string {
+	names := make([]string, len(tables))
+	for i, t := range tables {
+		names[i] = postgres.Ident(t.Source.Name.Schema, t.Source.Name.Name)
+	}
+	return names
 }

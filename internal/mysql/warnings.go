@@ -228,14 +228,13 @@ func execTrip(ctx context.Context, tx *sql.Tx, writes []Write) (bad int, warning
 // ValueWarning means the server changed or refused a value during a load.
 type ValueWarning struct {
 	Table    string
-	Warnings []Warning // as listed by the server (the first max_error_count)
-	Count    int       // all of them
+	Warnings []Warning // at least one; as scanDiagnostics returns them
 }
 
 func (w *ValueWarning) Error() string {
-	first := fmt.Sprintf("%d warnings", w.Count)
-	if len(w.Warnings) > 0 {
-		first = fmt.Sprintf("%s (%d warnings in all)", w.Warnings[0], w.Count)
+	first := w.Warnings[0].String()
+	if len(w.Warnings) > 1 {
+		first += fmt.Sprintf(" (%d warnings in all)", len(w.Warnings))
 	}
 	return fmt.Sprintf("target changed or refused a value while loading %s: %s", w.Table, first)
 }
@@ -250,5 +249,5 @@ func loadWarnings(ctx context.Context, tx *sql.Tx, table string) error {
 	if len(warnings) == 0 {
 		return nil
 	}
-	return &ValueWarning{Table: table, Warnings: warnings, Count: len(warnings)}
+	return &ValueWarning{Table: table, Warnings: warnings}
 }
