@@ -14,7 +14,6 @@ import (
 	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/pgstream"
 	"github.com/sluice-db/sluice/internal/postgres"
-	"github.com/sluice-db/sluice/internal/schema"
 	"github.com/sluice-db/sluice/internal/syncer"
 )
 
@@ -62,7 +61,10 @@ type cleanup struct {
 	name string // finish or abort
 	slot string // --slot; run sets the default (sluice_<target database>) when empty
 	pub  string
-	out  io.Writer
+	// state is what the target records of this sync; nil when it cannot be
+	// reached or records nothing.
+	state *mysql.SyncState
+	out   io.Writer
 }
 
 // run removes the sync on c.slot: the source's slot and publication first
@@ -106,7 +108,7 @@ func (c *cleanup) run(ctx context.Context, stop func(context.Context)) error {
 	}
 	// Read before the publication goes: the tables whose copy progress is
 	// this sync's, when other syncs keep the bookkeeping tables.
-	tables, _, err := pgstream.PublicationTables(ctx, src.Pool, c.pub)
+	tables, err := syncTables(ctx, src, c.state, c.pub)
 	if err != nil {
 		return err
 	}
@@ -128,7 +130,7 @@ func (c *cleanup) run(ctx context.Context, stop func(context.Context)) error {
 		fmt.Fprintf(c.out, "%s: dropped replication slot and publication %s on the source and sluice's metadata on the target\n", c.name, c.slot)
 		return nil
 	}
-	if err := tgt.RemoveSync(ctx, c.slot, c.ownTables(ctx, src, tables, others)); err != nil {
+	if err := tgt.RemoveSync(ctx, c.slot, c.ownTables(ctx, src, tables, others), c.ownStream(others)); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.out, "%s: dropped replication slot and publication %s on the source and its state on the target; sluice's bookkeeping tables stay for the syncs on %s\n",
@@ -151,6 +153,7 @@ func (c *cleanup) checkTarget(ctx context.Context, src *postgres.Source, tgt *my
 	}
 	if state != nil {
 		c.pub = state.Publication
+		c.state = state
 	}
 	if state == nil && len(others) > 0 && !slotExists {
 		_, pubExists, err := pgstream.PublicationTables(ctx, src.Pool, c.pub)
@@ -177,27 +180,58 @@ func (c *cleanup) checkTarget(ctx context.Context, src *postgres.Source, tgt *my
 	return others, false, nil
 }
 
-// ownTables names, as the copy progress does, the tables of this sync's
-// publication that no other recorded sync publishes.
-func (c *cleanup) ownTables(ctx context.Context, src *postgres.Source, tables []schema.TableName, others []mysql.SyncState) []string {
+// syncTables names, as the copy progress does, the tables of a sync: those
+// the target records, or for a sync recorded by an older build the tables
+// of its publication (gone once an abort dropped it).
+func syncTables(ctx context.Context, src *postgres.Source, st *mysql.SyncState, pub string) ([]string, error) {
+	if st != nil && len(st.Tables) > 0 {
+		return st.Tables, nil
+	}
+	published, _, err := pgstream.PublicationTables(ctx, src.Pool, pub)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(published))
+	for i, t := range published {
+		names[i] = t.String()
+	}
+	return names, nil
+}
+
+// ownTables returns those of tables that no other recorded sync captures.
+func (c *cleanup) ownTables(ctx context.Context, src *postgres.Source, tables []string, others []mysql.SyncState) []string {
 	shared := map[string]bool{}
 	for _, o := range others {
-		theirs, _, err := pgstream.PublicationTables(ctx, src.Pool, o.Publication)
+		theirs, err := syncTables(ctx, src, &o, o.Publication)
 		if err != nil { // keep every table's progress rather than guess
 			c.a.log.Warn("could not read another sync's publication; the copy progress of this sync's tables is kept", "publication", o.Publication, "error", err.Error())
 			return nil
 		}
 		for _, t := range theirs {
-			shared[t.String()] = true
+			shared[t] = true
 		}
 	}
 	var own []string
 	for _, t := range tables {
-		if !shared[t.String()] {
-			own = append(own, t.String())
+		if !shared[t] {
+			own = append(own, t)
 		}
 	}
 	return own
+}
+
+// ownStream returns this sync's published stream unless another recorded
+// sync publishes to it too: its partition progress is then kept.
+func (c *cleanup) ownStream(others []mysql.SyncState) string {
+	if c.state == nil || c.state.Stream == "" {
+		return ""
+	}
+	for _, o := range others {
+		if o.Stream == c.state.Stream {
+			return ""
+		}
+	}
+	return c.state.Stream
 }
 
 // dropFailed adds to a failed drop on the source how to do it by hand.

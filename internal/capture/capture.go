@@ -34,6 +34,8 @@ type Start struct {
 	// AllColumns: the run streams every source column, not only the ones
 	// the mapping keeps (the publisher).
 	AllColumns bool
+	// Stream is the publisher's JetStream stream, recorded with the run.
+	Stream string
 }
 
 // Prepare checks the source and the tables, records the run on the target,
@@ -72,14 +74,24 @@ func (st Start) Prepare(ctx context.Context, prepareTable func(ctx context.Conte
 			return err
 		}
 	}
+	names := make([]schema.TableName, len(st.Tables))
+	progressNames := make([]string, len(st.Tables))
+	for i, t := range st.Tables {
+		names[i] = t.Source.Name
+		progressNames[i] = t.Source.Name.String()
+	}
 	if state == nil {
 		// Recorded before anything else, so a run that fails below is
 		// resumed by the next one rather than refused as someone else's.
-		state = &mysql.SyncState{Slot: st.Slot, Publication: st.Publication, Phase: mysql.PhasePreparing}
+		state = &mysql.SyncState{Slot: st.Slot, Publication: st.Publication, Phase: mysql.PhasePreparing,
+			Tables: progressNames, Stream: st.Stream}
 		if err := st.Target.CreateSyncState(ctx, *state); err != nil {
 			return err
 		}
-	} else if state.Phase != mysql.PhasePreparing {
+	} else if err := st.Target.RecordSyncTables(ctx, st.Slot, progressNames, st.Stream); err != nil {
+		return err
+	}
+	if state.Phase != mysql.PhasePreparing {
 		if exists, err := pgstream.SlotExists(ctx, st.Source.Pool, st.Slot); err != nil {
 			return err
 		} else if !exists {
@@ -93,10 +105,6 @@ func (st Start) Prepare(ctx context.Context, prepareTable func(ctx context.Conte
 		if err := prepareTable(ctx, i); err != nil {
 			return err
 		}
-	}
-	names := make([]schema.TableName, len(st.Tables))
-	for i, t := range st.Tables {
-		names[i] = t.Source.Name
 	}
 	if err := pgstream.EnsureCapture(ctx, st.Source.Pool, st.Publication, st.Slot, names, st.Log); err != nil {
 		return err

@@ -607,10 +607,14 @@ func streamRows(ctx context.Context, src *postgres.Source, tx *sql.Tx, t *plan.T
 	tr := newRowTranslator(ctx, t, pw, skipBad, limiter, onRows)
 	readErr := make(chan error, 1)
 	go func() {
-		err := src.CopyOut(ctx, query, tr)
-		if err == nil {
-			err = tr.Close()
-		}
+		// Guard: the translator converts every value; a panic there would
+		// end the process with status 2 and no log line.
+		err := failure.Guard(func() error {
+			if err := src.CopyOut(ctx, query, tr); err != nil {
+				return err
+			}
+			return tr.Close()
+		})
 		pw.CloseWithError(err) // nil: the loader sees EOF
 		readErr <- err
 	}()

@@ -352,7 +352,7 @@ func writeRows(ctx context.Context, tx *sql.Tx, t *Table, ops []Op, idx []int) e
 				args = append(args, t.arg(k, ops[i].Row[k].Data))
 			}
 		}
-		if _, err := tx.ExecContext(ctx, t.deleteSQL(len(part)), args...); err != nil {
+		if err := writeChecked(ctx, tx, t, t.deleteSQL(len(part)), args); err != nil {
 			return classify(fmt.Errorf("target: delete %d rows from %s: %w", len(part), t.Plan.Target, err))
 		}
 	}
@@ -366,11 +366,36 @@ func writeRows(ctx context.Context, tx *sql.Tx, t *Table, ops []Op, idx []int) e
 				args = append(args, t.arg(c, v.Data))
 			}
 		}
-		if _, err := tx.ExecContext(ctx, t.upsertSQL(len(part)), args...); err != nil {
+		if err := writeChecked(ctx, tx, t, t.upsertSQL(len(part)), args); err != nil {
 			return classify(fmt.Errorf("target: write %d rows to %s: %w", len(part), t.Plan.Target, err))
 		}
 	}
 	return nil
+}
+
+// writeChecked runs a write of t's rows and refuses it when the target
+// changed a value with only a warning (strict mode refuses most values it
+// cannot hold, but rounds a DECIMAL to its scale with a note): a
+// DataError, so the batch is applied op by op and the event at fault is
+// dead-lettered or refused, the others applied.
+func writeChecked(ctx context.Context, tx *sql.Tx, t *Table, query string, args []any) error {
+	_, warnings, err := mysql.ExecWrite(ctx, tx, query, args...)
+	if err != nil {
+		return err
+	}
+	if len(warnings) == 0 {
+		return nil
+	}
+	what := warnings[0].String()
+	if len(warnings) > 1 {
+		what += fmt.Sprintf(" (%d warnings in all)", len(warnings))
+	}
+	column, _ := warnings[0].Where()
+	if column == "" {
+		column = "unknown"
+	}
+	return &DataError{Err: fmt.Errorf("table %s, column %s: the target would store another value than the event's: %s (the target column holds less than the event's value: widen it, or fix the application's value)",
+		t.Name, column, what)}
 }
 
 func classify(err error) error {

@@ -3,8 +3,10 @@ package mysql
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/sluice-db/sluice/internal/failure"
@@ -20,6 +22,12 @@ type SyncState struct {
 	Publication string
 	AppliedLSN  uint64
 	Phase       string // preparing, streaming, cutover
+	// Tables are the source tables the sync ever captured (schema.TableName's
+	// String), and Stream a publisher's JetStream stream: what abort removes
+	// of this sync when other syncs share the bookkeeping tables, even after
+	// the publication is gone. Empty in a state written by an older build.
+	Tables []string
+	Stream string
 }
 
 // PhasePreparing is a sync whose slot may not exist yet: nothing has been
@@ -33,39 +41,123 @@ func (t *Target) EnsureSyncTable(ctx context.Context) error {
 		publication VARCHAR(64) NOT NULL,
 		applied_lsn BIGINT UNSIGNED NOT NULL DEFAULT 0,
 		phase VARCHAR(16) NOT NULL,
+		source_tables TEXT NULL,
+		stream VARCHAR(255) NOT NULL DEFAULT '',
 		updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)
 	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`)
 	if err != nil {
 		return fmt.Errorf("target: create %s: %w", SyncTable, err)
+	}
+	return t.upgradeSyncTable(ctx)
+}
+
+// upgradeSyncTable adds the columns a table made by an older build lacks.
+// information_schema rather than ADD COLUMN IF NOT EXISTS, which MySQL
+// does not have.
+func (t *Target) upgradeSyncTable(ctx context.Context) error {
+	for _, col := range []struct{ name, def string }{
+		{"source_tables", "TEXT NULL"},
+		{"stream", "VARCHAR(255) NOT NULL DEFAULT ''"},
+	} {
+		var n int
+		err := t.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = ?`,
+			SyncTable, col.name).Scan(&n)
+		if err == nil && n == 0 {
+			_, err = t.DB.ExecContext(ctx, `ALTER TABLE `+SyncTable+` ADD COLUMN `+col.name+` `+col.def)
+		}
+		if err != nil {
+			return fmt.Errorf("target: add column %s to %s: %w", col.name, SyncTable, err)
+		}
 	}
 	return nil
 }
 
 // LoadSyncState returns the stored state of the sync on slot, or nil.
 func (t *Target) LoadSyncState(ctx context.Context, slot string) (*SyncState, error) {
-	st := &SyncState{Slot: slot}
-	err := t.DB.QueryRowContext(ctx, `SELECT publication, applied_lsn, phase FROM `+SyncTable+` WHERE slot = ?`, slot).
-		Scan(&st.Publication, &st.AppliedLSN, &st.Phase)
-	if err == sql.ErrNoRows || errorNumber(err) == 1146 { // no row, or no table: sluice finish or abort ran
+	states, err := t.readSyncStates(ctx, `slot = ?`, slot)
+	if err != nil || len(states) == 0 { // no row, or no table: sluice finish or abort ran
+		return nil, err
+	}
+	return &states[0], nil
+}
+
+// readSyncStates reads the rows of SyncTable matching where, none when
+// the table does not exist. A table of an older build is upgraded first
+// (finish and abort read it without creating it).
+func (t *Target) readSyncStates(ctx context.Context, where string, args ...any) ([]SyncState, error) {
+	query := `SELECT slot, publication, applied_lsn, phase, COALESCE(source_tables, ''), stream FROM ` + SyncTable + ` WHERE ` + where + ` ORDER BY slot`
+	rows, err := t.DB.QueryContext(ctx, query, args...)
+	if errorNumber(err) == 1054 { // unknown column
+		if err = t.upgradeSyncTable(ctx); err == nil {
+			rows, err = t.DB.QueryContext(ctx, query, args...)
+		}
+	}
+	if errorNumber(err) == 1146 {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("target: read %s: %w", SyncTable, err)
 	}
-	return st, nil
+	defer rows.Close()
+	var out []SyncState
+	for rows.Next() {
+		var st SyncState
+		var tables string
+		if err := rows.Scan(&st.Slot, &st.Publication, &st.AppliedLSN, &st.Phase, &tables, &st.Stream); err != nil {
+			return nil, fmt.Errorf("target: read %s: %w", SyncTable, err)
+		}
+		if tables != "" {
+			if err := json.Unmarshal([]byte(tables), &st.Tables); err != nil {
+				return nil, fmt.Errorf("target: read the tables of the sync on slot %s in %s: %w", st.Slot, SyncTable, err)
+			}
+		}
+		out = append(out, st)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("target: read %s: %w", SyncTable, err)
+	}
+	return out, nil
 }
 
 // CreateSyncState records a new sync on st.Slot. The applied position of
 // an existing row is kept: only the change loop moves it (StoreAppliedLSN),
 // so no other writer can set it back.
 func (t *Target) CreateSyncState(ctx context.Context, st SyncState) error {
-	_, err := t.DB.ExecContext(ctx, `INSERT INTO `+SyncTable+` (slot, publication, applied_lsn, phase) VALUES (?, ?, ?, ?)
-		ON DUPLICATE KEY UPDATE publication = VALUES(publication), phase = VALUES(phase)`,
-		st.Slot, st.Publication, st.AppliedLSN, st.Phase)
+	tables, err := json.Marshal(st.Tables)
+	if err != nil {
+		return fmt.Errorf("target: record the tables of the sync on slot %s: %w", st.Slot, err)
+	}
+	_, err = t.DB.ExecContext(ctx, `INSERT INTO `+SyncTable+` (slot, publication, applied_lsn, phase, source_tables, stream) VALUES (?, ?, ?, ?, ?, ?)
+		ON DUPLICATE KEY UPDATE publication = VALUES(publication), phase = VALUES(phase), source_tables = VALUES(source_tables), stream = VALUES(stream)`,
+		st.Slot, st.Publication, st.AppliedLSN, st.Phase, string(tables), st.Stream)
 	if err != nil {
 		return fmt.Errorf("target: write %s: %w", SyncTable, err)
 	}
 	return nil
+}
+
+// RecordSyncTables records the tables and stream of the sync on slot,
+// adding to those already recorded: a resumed run may name other tables,
+// and the copy progress of every one is this sync's to remove.
+func (t *Target) RecordSyncTables(ctx context.Context, slot string, tables []string, stream string) error {
+	st, err := t.LoadSyncState(ctx, slot)
+	if err != nil {
+		return err
+	}
+	if st == nil {
+		return fmt.Errorf("record the tables of the sync on slot %s: %w", slot, ErrNoSyncState)
+	}
+	all := st.Tables
+	for _, n := range tables {
+		if !slices.Contains(all, n) {
+			all = append(all, n)
+		}
+	}
+	if len(all) == len(st.Tables) && st.Stream == stream {
+		return nil
+	}
+	st.Tables, st.Stream = all, stream
+	return t.CreateSyncState(ctx, *st)
 }
 
 // ErrNoSyncState is SetSyncPhase's error when the sync's state row is gone:
@@ -127,33 +219,15 @@ func StoreAppliedLSN(ctx context.Context, db Execer, slot string, lsn uint64) er
 // OtherSyncs returns the syncs recorded on slots other than slot (none when
 // no sync state table exists).
 func (t *Target) OtherSyncs(ctx context.Context, slot string) ([]SyncState, error) {
-	rows, err := t.DB.QueryContext(ctx, `SELECT slot, publication, applied_lsn, phase FROM `+SyncTable+` WHERE slot <> ? ORDER BY slot`, slot)
-	if errorNumber(err) == 1146 {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("target: read %s: %w", SyncTable, err)
-	}
-	defer rows.Close()
-	var out []SyncState
-	for rows.Next() {
-		var st SyncState
-		if err := rows.Scan(&st.Slot, &st.Publication, &st.AppliedLSN, &st.Phase); err != nil {
-			return nil, fmt.Errorf("target: read %s: %w", SyncTable, err)
-		}
-		out = append(out, st)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("target: read %s: %w", SyncTable, err)
-	}
-	return out, nil
+	return t.readSyncStates(ctx, `slot <> ?`, slot)
 }
 
 // RemoveSync deletes what the sync on slot alone recorded, for when other
 // syncs share the bookkeeping tables: its state row, and the copy progress
 // of sourceTables (named as the progress names them, schema.TableName's
-// String). The tables themselves, and every other sync's rows, stay.
-func (t *Target) RemoveSync(ctx context.Context, slot string, sourceTables []string) error {
+// String), and the partition progress of its published stream when it
+// had one. The tables themselves, and every other sync's rows, stay.
+func (t *Target) RemoveSync(ctx context.Context, slot string, sourceTables []string, stream string) error {
 	tx, err := t.DB.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("target: remove the sync on slot %s: %w", slot, err)
@@ -171,6 +245,10 @@ func (t *Target) RemoveSync(ctx context.Context, slot string, sourceTables []str
 			`DELETE c FROM `+ChunksTable+` c JOIN `+TablesTable+` t ON t.table_name = c.table_name WHERE t.source_table IN (`+in+`)`,
 			`DELETE FROM `+TablesTable+` WHERE source_table IN (`+in+`)`)
 		args = append(args, names, names)
+	}
+	if stream != "" {
+		stmts = append(stmts, `DELETE FROM `+PartitionsTable+` WHERE stream = ?`)
+		args = append(args, []any{stream})
 	}
 	for i, stmt := range stmts {
 		if _, err := tx.ExecContext(ctx, stmt, args[i]...); err != nil && errorNumber(err) != 1146 {

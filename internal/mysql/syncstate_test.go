@@ -3,6 +3,7 @@ package mysql_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/sluice-db/sluice/internal/mysql"
@@ -66,5 +67,43 @@ func TestSetSyncPhaseWithoutStateFails(t *testing.T) {
 	}
 	if err := tgt.SetSyncPhase(ctx, slot, "cutover"); !errors.Is(err, mysql.ErrNoSyncState) {
 		t.Fatalf("phase with the table dropped: %v; want ErrNoSyncState", err)
+	}
+}
+
+// A state table made by an older build (no record of the sync's tables) is
+// read as it is and upgraded on first read, so finish and abort work on a
+// migration an older build started; the tables then recorded add up over
+// resumed runs rather than replace each other, because abort removes the
+// copy progress of every table the sync ever copied.
+func TestSyncStateTablesFromAnOlderBuild(t *testing.T) {
+	p := testenv.NewPair(t)
+	ctx := context.Background()
+	tgt := &mysql.Target{DB: p.Target}
+	p.My(t, `CREATE TABLE `+mysql.SyncTable+` (slot VARCHAR(64) NOT NULL PRIMARY KEY, publication VARCHAR(64) NOT NULL,
+		applied_lsn BIGINT UNSIGNED NOT NULL DEFAULT 0, phase VARCHAR(16) NOT NULL,
+		updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6))`)
+	p.My(t, `INSERT INTO `+mysql.SyncTable+` (slot, publication, applied_lsn, phase) VALUES ('old_mig', 'old_pub', 4096, 'streaming')`)
+	st, err := tgt.LoadSyncState(ctx, "old_mig")
+	if err != nil || st == nil {
+		t.Fatalf("load the state an older build wrote: %v %v", st, err)
+	}
+	if st.Publication != "old_pub" || st.AppliedLSN != 4096 || len(st.Tables) != 0 || st.Stream != "" {
+		t.Fatalf("old state read as %+v; want publication old_pub, applied 4096, no tables or stream", *st)
+	}
+	if err := tgt.RecordSyncTables(ctx, "old_mig", []string{"public.likes", "public.posts"}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := tgt.RecordSyncTables(ctx, "old_mig", []string{"public.posts", "public.users"}, "LIKES"); err != nil {
+		t.Fatal(err)
+	}
+	st, err = tgt.LoadSyncState(ctx, "old_mig")
+	if err != nil || st == nil {
+		t.Fatalf("load the upgraded state: %v %v", st, err)
+	}
+	if want := []string{"public.likes", "public.posts", "public.users"}; !slices.Equal(st.Tables, want) || st.Stream != "LIKES" || st.AppliedLSN != 4096 {
+		t.Errorf("recorded tables %v, stream %q, applied %d; want %v, LIKES and 4096 kept", st.Tables, st.Stream, st.AppliedLSN, want)
+	}
+	if err := tgt.RecordSyncTables(ctx, "gone_mig", []string{"public.likes"}, ""); !errors.Is(err, mysql.ErrNoSyncState) {
+		t.Errorf("recording the tables of a sync with no state: %v; want ErrNoSyncState", err)
 	}
 }

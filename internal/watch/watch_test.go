@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -321,5 +322,39 @@ func TestIsLocalHost(t *testing.T) {
 		if got := IsLocalHost(h); got != want {
 			t.Errorf("IsLocalHost(%q) = %v", h, got)
 		}
+	}
+}
+
+// panicOnce is a transport whose first request panics, as a bug in the
+// sender would; later requests go out.
+type panicOnce struct{ panicked atomic.Bool }
+
+func (p *panicOnce) RoundTrip(r *http.Request) (*http.Response, error) {
+	if p.panicked.CompareAndSwap(false, true) {
+		panic("test: the sender broke")
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// A panic while sending one alert is logged with its stack and the next
+// alert still goes out: the process neither dies with status 2 nor goes
+// silent.
+func TestWebhookSurvivesAPanic(t *testing.T) {
+	var got atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got.Add(1) }))
+	defer srv.Close()
+	logs := &buf{}
+	wh := NewWebhook(srv.URL, time.Second, nil, slog.New(slog.NewJSONHandler(logs, nil)))
+	wh.client.Transport = &panicOnce{} // before the first Notify: the queue orders it before the sender reads it
+	wh.Notify(Event{Alert: Alert{Code: CodeDisk}, State: "firing"})
+	wh.Notify(Event{Alert: Alert{Code: CodeLag}, State: "firing"})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	wh.Close(ctx)
+	if got.Load() != 1 {
+		t.Errorf("the webhook received %d alerts after the sender panicked on the first; want the second", got.Load())
+	}
+	if l := logs.String(); !strings.Contains(l, "SLUICE-PANIC") || !strings.Contains(l, `"stack":`) || !strings.Contains(l, CodeDisk) {
+		t.Errorf("the panic is not logged with its code, stack and alert: %s", l)
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sluice-db/sluice/internal/failure"
 )
 
 // Webhook posts every alert event as JSON: a Slack-compatible body
@@ -78,7 +80,12 @@ func (w *Webhook) Close(ctx context.Context) {
 func (w *Webhook) run() {
 	defer close(w.done)
 	for ev := range w.queue {
-		w.send(ev)
+		// A panic while sending one event is logged and the next is sent:
+		// alerts keep going out, and the process does not exit with status 2.
+		if err := failure.Guard(func() error { w.send(ev); return nil }); err != nil {
+			w.log.Error("alert webhook: sending an event failed", "code", failure.Code(err), "webhook_host", w.host,
+				"alert", ev.Code, "state", ev.State, "error", err.Error(), "stack", failure.ContextOf(err)["stack"])
+		}
 	}
 }
 

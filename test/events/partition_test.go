@@ -71,6 +71,17 @@ func TestPartitionedAppliersWithKill(t *testing.T) {
 		}
 	}
 	pub.stop(t)
+
+	// Aborted while another sync shares the target: the partition progress
+	// of this sync's stream goes with its state, the other's state stays.
+	p.My(t, `INSERT INTO _sluice_sync_state (slot, publication, phase) VALUES ('other_mig', 'other_mig', 'streaming')`)
+	testenv.MustRun(t, 0, append([]string{"abort", "--slot", slot, "--api", "http://127.0.0.1:1"}, p.Args()...)...)
+	if n := count(t, p.Target, "SELECT COUNT(*) FROM _sluice_partitions"); n != 0 {
+		t.Errorf("after abort %d partition rows of the aborted publisher's stream are left", n)
+	}
+	if n := count(t, p.Target, "SELECT COUNT(*) FROM _sluice_sync_state WHERE slot = 'other_mig'"); n != 1 {
+		t.Errorf("aborting %s removed the other sync's state", slot)
+	}
 }
 
 // TestPublisherKeyMoveWithToastedColumn: an update that changes a row's key

@@ -24,10 +24,14 @@ func TestPoisonEventsGoToDeadLetter(t *testing.T) {
   notes:
     columns:
       body: {type: "VARCHAR(5)"}
+  prices:
+    columns:
+      amount: {type: "DECIMAL(6,1)"}
 `)
 	p.PG(t, likesDDL)
 	p.PG(t, `INSERT INTO likes VALUES (1, 1, '2024-05-01 10:00:00+00', 'a')`)
 	p.PG(t, `CREATE TABLE notes (id int PRIMARY KEY, body text)`)
+	p.PG(t, `CREATE TABLE prices (id int PRIMARY KEY, amount numeric)`)
 
 	args := append([]string{"sync", "--changes=events", "--events", s.URL, "--config", cfg, "--batch-rows", "50"}, p.Args()...)
 	sync := start(t, args...)
@@ -63,7 +67,17 @@ func TestPoisonEventsGoToDeadLetter(t *testing.T) {
 		s.emit(t, e)
 	}
 	good += 2
-	const poisoned = 7
+	// the target would round one value (a note, not an error, in strict
+	// mode): that event is dead-lettered, not stored changed
+	price := func(id int, amount float64) pubevents.Event {
+		return pubevents.Event{Table: "prices", Op: pubevents.OpUpsert, Key: map[string]any{"id": id}, Row: map[string]any{"id": id, "amount": amount}, Version: 1}
+	}
+	p.PG(t, `INSERT INTO prices VALUES (1, 1.5), (3, 2.5)`)
+	for _, e := range []pubevents.Event{price(1, 1.5), price(2, 1.25), price(3, 2.5)} {
+		s.emit(t, e)
+	}
+	good += 2
+	const poisoned = 8
 
 	st := sync.waitFor(t, "all events handled", 60*time.Second, func(st eventsStatus) bool {
 		return caughtUp(st) && st.Events.Applied+st.Events.DeadLettered >= int64(good+poisoned)
@@ -75,7 +89,7 @@ func TestPoisonEventsGoToDeadLetter(t *testing.T) {
 	if len(dls) != poisoned {
 		t.Fatalf("%d messages on %s, want %d: %v", len(dls), s.EP.DeadLetterSubject(), poisoned, dls)
 	}
-	wantCodes := []string{"SLUICE-EVENT-TABLE", "SLUICE-EVENT-KEY", "SLUICE-EVENT-VALUE", "SLUICE-EVENT-VALUE", "SLUICE-EVENT-JSON", "SLUICE-EVENT-VERSION", "SLUICE-EVENT-TARGET"}
+	wantCodes := []string{"SLUICE-EVENT-TABLE", "SLUICE-EVENT-KEY", "SLUICE-EVENT-VALUE", "SLUICE-EVENT-VALUE", "SLUICE-EVENT-JSON", "SLUICE-EVENT-VERSION", "SLUICE-EVENT-TARGET", "SLUICE-EVENT-TARGET"}
 	for i, dl := range dls {
 		if dl["code"] != wantCodes[i] || dl["error"] == "" || dl["stream_seq"] == nil {
 			t.Errorf("dead letter %d: %v; want code %s with an error", i, dl, wantCodes[i])
@@ -83,6 +97,9 @@ func TestPoisonEventsGoToDeadLetter(t *testing.T) {
 	}
 	if !strings.Contains(fmt.Sprint(dls[0]["error"]), "unknown table") || !strings.Contains(fmt.Sprint(dls[3]["error"]), "not a time") {
 		t.Errorf("dead letters do not say what is wrong: %v / %v", dls[0]["error"], dls[3]["error"])
+	}
+	if e := fmt.Sprint(dls[7]["error"]); !strings.Contains(e, "would store another value") || !strings.Contains(e, "column amount") {
+		t.Errorf("the dead letter of the rounded price does not name the warning and the column: %s", e)
 	}
 	metrics := get(t, sync.api+"/metrics")
 	if !strings.Contains(metrics, fmt.Sprintf(`sluice_events_total{outcome="dead_lettered",source="jetstream"} %d`, poisoned)) {
