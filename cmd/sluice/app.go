@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/sluice-db/sluice/internal/config"
+	"github.com/sluice-db/sluice/internal/copier"
 	"github.com/sluice-db/sluice/internal/failure"
 	"github.com/sluice-db/sluice/internal/logging"
 	"github.com/sluice-db/sluice/internal/mysql"
@@ -113,7 +114,8 @@ func (a *app) buildPlanWith(ctx context.Context, src *postgres.Source, tgt *mysq
 	return p, nil
 }
 
-// planTables plans the selected tables.
+// planTables plans the selected tables and tries each one the target does
+// not have yet as a temporary table there (copier.ProbeTables).
 func (a *app) planTables(ctx context.Context, src *postgres.Source, tgt *mysql.Target, tables string, keyless bool) (*plan.Plan, error) {
 	opt := plan.Options{Schema: a.flags.schema, Flavor: tgt.Flavor, AllowKeyless: keyless}
 	if tables != "" {
@@ -122,7 +124,16 @@ func (a *app) planTables(ctx context.Context, src *postgres.Source, tgt *mysql.T
 	if a.file != nil {
 		opt.Mappings = a.file.Tables
 	}
-	return plan.Build(ctx, src, opt)
+	p, err := plan.Build(ctx, src, opt)
+	if err != nil {
+		return nil, err
+	}
+	refused, err := copier.ProbeTables(ctx, tgt, p)
+	if err != nil {
+		return nil, err
+	}
+	p.Errors = append(p.Errors, refused...)
+	return p, nil
 }
 
 // copySettings returns the config file's copy section, or zero values.

@@ -2,6 +2,7 @@ package copier
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"slices"
 	"strings"
@@ -49,31 +50,82 @@ func refuseOtherShape(ctx context.Context, tgt *mysql.Target, t *plan.Table) err
 	return e.WithHint("%s", hint)
 }
 
-// probeTable is the name of the temporary table plannedShape creates.
+// probeTable is the name of the temporary table plannedShape and
+// ProbeTables create.
 const probeTable = "_sluice_shape"
 
 // plannedShape creates t's table as a temporary table, on a connection of
 // its own, and returns how the target describes it.
 func plannedShape(ctx context.Context, tgt *mysql.Target, t *plan.Table) (mysql.TableShape, error) {
-	ddl, err := t.CreateTemporary(probeTable)
-	if err != nil {
-		return mysql.TableShape{}, err
-	}
 	conn, err := tgt.DB.Conn(ctx)
 	if err != nil {
 		return mysql.TableShape{}, fmt.Errorf("target: connect: %w", err)
 	}
 	defer conn.Close()
-	drop := "DROP TEMPORARY TABLE IF EXISTS " + typemap.QuoteIdent(probeTable)
-	if _, err := conn.ExecContext(ctx, drop); err != nil {
-		return mysql.TableShape{}, fmt.Errorf("target: drop temporary table %s: %w", probeTable, err)
-	}
-	if _, err := conn.ExecContext(ctx, ddl); err != nil {
+	if err := createProbe(ctx, conn, t); err != nil {
 		return mysql.TableShape{}, failure.Wrap(err, failure.Schema, "SLUICE-TARGET-DDL", "target: create table %s (as a temporary table, to compare it with the existing one)", t.Target).
 			With("table", t.Target)
 	}
-	defer conn.ExecContext(context.WithoutCancel(ctx), drop)
+	defer dropProbe(ctx, conn)
 	return mysql.ReadShape(ctx, conn, probeTable)
+}
+
+// ProbeTables creates, as a temporary table, each table of p that the
+// target does not have yet, and returns an error for each one the target
+// refuses (InnoDB's row size limit of about 8,126 bytes in the page, say,
+// which only the server's own rules tell exactly): a run is refused before
+// it creates anything or a slot, and sluice plan lists every such table.
+func ProbeTables(ctx context.Context, tgt *mysql.Target, p *plan.Plan) ([]error, error) {
+	conn, err := tgt.DB.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("target: connect: %w", err)
+	}
+	defer conn.Close()
+	var refused []error
+	for _, t := range p.Tables {
+		exists, err := tgt.TableExists(ctx, t.Target)
+		if err != nil {
+			return nil, err
+		}
+		if exists { // compared with the planned table when the run starts (refuseOtherShape)
+			continue
+		}
+		err = createProbe(ctx, conn, t)
+		switch {
+		case err == nil:
+			dropProbe(ctx, conn)
+		case mysql.IsAccessDenied(err):
+			// No CREATE TEMPORARY TABLES privilege: the run's own CREATE
+			// TABLE says what the server refuses, table by table.
+			return refused, nil
+		case mysql.IsStatementRefused(err):
+			refused = append(refused, failure.Wrap(err, failure.Schema, "SLUICE-TARGET-DDL", "the target refuses table %s as planned (tried as a temporary table; nothing was created)", t.Target).
+				With("table", t.Target).
+				WithHint("map some of its columns to TEXT (kept off the page) or a shorter type in the config file, e.g. tables: {%s: {columns: {NAME: {type: TEXT}}}}, or leave columns out (drop: true); sluice plan prints the CREATE TABLE", t.Source.Name.Name))
+		default:
+			return nil, err
+		}
+	}
+	return refused, nil
+}
+
+// createProbe creates t's table as the temporary table probeTable on conn.
+func createProbe(ctx context.Context, conn *sql.Conn, t *plan.Table) error {
+	ddl, err := t.CreateTemporary(probeTable)
+	if err != nil {
+		return err
+	}
+	drop := "DROP TEMPORARY TABLE IF EXISTS " + typemap.QuoteIdent(probeTable)
+	if _, err := conn.ExecContext(ctx, drop); err != nil {
+		return fmt.Errorf("target: drop temporary table %s: %w", probeTable, err)
+	}
+	_, err = conn.ExecContext(ctx, ddl)
+	return err
+}
+
+// dropProbe drops probeTable, also when ctx has ended.
+func dropProbe(ctx context.Context, conn *sql.Conn) {
+	conn.ExecContext(context.WithoutCancel(ctx), "DROP TEMPORARY TABLE IF EXISTS "+typemap.QuoteIdent(probeTable))
 }
 
 // compareShape lists how have differs from want (t's table as the target

@@ -95,3 +95,13 @@ func IsStatementRefused(err error) bool {
 	n := errorNumber(err)
 	return n != 0 && !serverStates[n] && !dataErrors[n]
 }
+
+// IsAccessDenied reports a statement the user lacks a privilege for (on a
+// database, a table, or of a kind, such as CREATE TEMPORARY TABLES).
+func IsAccessDenied(err error) bool {
+	switch errorNumber(err) {
+	case 1044, 1142, 1227:
+		return true
+	}
+	return false
+}

@@ -126,6 +126,30 @@ func TestPasswordNotPrinted(t *testing.T) {
 	}
 }
 
+// TestCopyWithoutTemporaryTables: plan tries each new table on the target
+// as a temporary table; a target user without the CREATE TEMPORARY TABLES
+// privilege still plans and copies (the tables themselves are created as
+// usual), rather than every table being reported refused.
+func TestCopyWithoutTemporaryTables(t *testing.T) {
+	t.Parallel()
+	p := testenv.NewPair(t)
+	createMariaDBUser(t, p, "sluice_t_notmp", "No-tmp-pw-1")
+	admin := testenv.MySQL(t, "")
+	defer admin.Close()
+	if _, err := admin.Exec("REVOKE CREATE TEMPORARY TABLES ON `" + p.Name + "`.* FROM 'sluice_t_notmp'@'%'"); err != nil {
+		t.Fatal(err)
+	}
+	p.PG(t, `CREATE TABLE a (id integer PRIMARY KEY, v text)`)
+	p.PG(t, `INSERT INTO a VALUES (1, 'one'), (2, 'two')`)
+	target := "mysql://sluice_t_notmp:No-tmp-pw-1@127.0.0.1:3306/" + p.Name
+	for _, cmd := range []string{"plan", "copy"} {
+		testenv.MustRun(t, 0, cmd, "--source", p.SourceURL, "--target", target)
+	}
+	if got := queryOne(t, p.Target, "SELECT GROUP_CONCAT(v ORDER BY id) FROM a"); got != "one,two" {
+		t.Errorf("target a.v = %q, want one,two", got)
+	}
+}
+
 // TestSchemaProblems: a table that does not exist, or has no key, stops the
 // run with exit 4 and a message naming the table and what to do.
 func TestSchemaProblems(t *testing.T) {
