@@ -16,6 +16,7 @@ import (
 	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/plan"
 	"github.com/sluice-db/sluice/internal/postgres"
+	"github.com/sluice-db/sluice/internal/typemap"
 )
 
 // app holds what every command shares: flags, the config file and the logger.
@@ -86,21 +87,36 @@ func (a *app) resolve() (config.Source, config.Target, error) {
 	return srcCfg, tgtCfg, nil
 }
 
+// planUse says what a command does with its plan.
+type planUse int
+
+const (
+	forCopy   planUse = iota // creates the target tables: copy, the events paths
+	forSync                  // creates them, and takes keyless tables with REPLICA IDENTITY FULL
+	forVerify                // reads both sides; takes keyless tables too
+)
+
 // buildPlan plans the tables named by --tables (or the whole schema) for a
-// run; a plan with a table that cannot be migrated is printed to stderr and
-// its error returned.
+// run that creates the target tables; a plan with a table that cannot be
+// migrated is printed to stderr and its error returned.
 func (a *app) buildPlan(ctx context.Context, src *postgres.Source, tgt *mysql.Target, tables string) (*plan.Plan, error) {
-	return a.buildPlanWith(ctx, src, tgt, tables, false)
+	return a.buildPlanFor(ctx, src, tgt, tables, forCopy)
 }
 
-// buildPlanWith is buildPlan; keyless takes tables without a key whose
-// REPLICA IDENTITY is FULL (sync and verify can match them on all columns).
-// Every mapping that is not exact is logged before the run starts (sluice
-// plan prints the same list).
-func (a *app) buildPlanWith(ctx context.Context, src *postgres.Source, tgt *mysql.Target, tables string, keyless bool) (*plan.Plan, error) {
-	p, err := a.planTables(ctx, src, tgt, tables, keyless)
+// buildPlanFor is buildPlan for the given use: sync and verify take tables
+// without a key whose REPLICA IDENTITY is FULL (they can match them on all
+// columns), and the commands that create tables first try the new ones on
+// the target. Every mapping that is not exact is logged before the run
+// starts (sluice plan prints the same list).
+func (a *app) buildPlanFor(ctx context.Context, src *postgres.Source, tgt *mysql.Target, tables string, use planUse) (*plan.Plan, error) {
+	p, err := a.planTables(ctx, src, tables, use != forCopy, tgt.Flavor)
 	if err != nil {
 		return nil, err
+	}
+	if use != forVerify {
+		if err := probeTables(ctx, tgt, p); err != nil {
+			return nil, err
+		}
 	}
 	for _, t := range p.Tables {
 		for _, warn := range t.Warnings {
@@ -114,26 +130,27 @@ func (a *app) buildPlanWith(ctx context.Context, src *postgres.Source, tgt *mysq
 	return p, nil
 }
 
-// planTables plans the selected tables and tries each one the target does
-// not have yet as a temporary table there (copier.ProbeTables).
-func (a *app) planTables(ctx context.Context, src *postgres.Source, tgt *mysql.Target, tables string, keyless bool) (*plan.Plan, error) {
-	opt := plan.Options{Schema: a.flags.schema, Flavor: tgt.Flavor, AllowKeyless: keyless}
+// planTables plans the selected tables.
+func (a *app) planTables(ctx context.Context, src *postgres.Source, tables string, keyless bool, flavor typemap.Flavor) (*plan.Plan, error) {
+	opt := plan.Options{Schema: a.flags.schema, Flavor: flavor, AllowKeyless: keyless}
 	if tables != "" {
 		opt.Tables = strings.Split(tables, ",")
 	}
 	if a.file != nil {
 		opt.Mappings = a.file.Tables
 	}
-	p, err := plan.Build(ctx, src, opt)
-	if err != nil {
-		return nil, err
-	}
+	return plan.Build(ctx, src, opt)
+}
+
+// probeTables adds to p's errors the tables the target refuses to create
+// (copier.ProbeTables): they are reported before anything is created.
+func probeTables(ctx context.Context, tgt *mysql.Target, p *plan.Plan) error {
 	refused, err := copier.ProbeTables(ctx, tgt, p)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	p.Errors = append(p.Errors, refused...)
-	return p, nil
+	return nil
 }
 
 // copySettings returns the config file's copy section, or zero values.

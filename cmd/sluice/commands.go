@@ -31,8 +31,11 @@ func (a *app) planCommand() *cobra.Command {
 			}
 			defer src.Close()
 			defer tgt.Close()
-			p, err := a.planTables(ctx, src, tgt, tables, false) // printed below, warnings included
+			p, err := a.planTables(ctx, src, tables, false, tgt.Flavor) // printed below, warnings included
 			if err != nil {
+				return err
+			}
+			if err := probeTables(ctx, tgt, p); err != nil {
 				return err
 			}
 			printPlan(cmd.OutOrStdout(), p)
@@ -256,7 +259,7 @@ func (a *app) verifyCommand() *cobra.Command {
 			}
 			defer src.Close()
 			defer tgt.Close()
-			p, err := a.buildPlanWith(ctx, src, tgt, tables, true)
+			p, err := a.buildPlanFor(ctx, src, tgt, tables, forVerify)
 			if err != nil {
 				return err
 			}

@@ -76,7 +76,7 @@ running sync again resumes.`,
 			}
 			defer src.Close()
 			defer tgt.Close()
-			p, err := a.buildPlanWith(ctx, src, tgt, tables, true)
+			p, err := a.buildPlanFor(ctx, src, tgt, tables, forSync)
 			if err != nil {
 				return err
 			}

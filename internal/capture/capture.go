@@ -89,6 +89,11 @@ func (st Start) Prepare(ctx context.Context, prepareTable func(ctx context.Conte
 			return err
 		}
 	} else if err := st.Target.RecordSyncTables(ctx, st.Slot, progressNames, st.Stream); err != nil {
+		if errors.Is(err, mysql.ErrNoSyncState) {
+			return failure.Wrap(err, failure.Schema, "SLUICE-SYNC-NOSTATE", "the run was aborted while it started").
+				With("slot", st.Slot).
+				WithHint("run sync again to start afresh")
+		}
 		return err
 	}
 	if state.Phase != mysql.PhasePreparing {

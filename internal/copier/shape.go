@@ -94,14 +94,19 @@ func ProbeTables(ctx context.Context, tgt *mysql.Target, p *plan.Plan) ([]error,
 		switch {
 		case err == nil:
 			dropProbe(ctx, conn)
-		case mysql.IsAccessDenied(err):
-			// No CREATE TEMPORARY TABLES privilege: the run's own CREATE
-			// TABLE says what the server refuses, table by table.
-			return refused, nil
-		case mysql.IsStatementRefused(err):
+		case mysql.IsDefinitionRefused(err):
+			hint := "check the types the mapping sets for its columns; sluice plan prints the CREATE TABLE"
+			if mysql.IsRowTooLarge(err) {
+				hint = fmt.Sprintf("map some of its columns to TEXT (kept off the page) or a shorter type in the config file, e.g. tables: {%s: {columns: {NAME: {type: TEXT}}}}, or leave columns out (drop: true); sluice plan prints the CREATE TABLE", t.Source.Name.Name)
+			}
 			refused = append(refused, failure.Wrap(err, failure.Schema, "SLUICE-TARGET-DDL", "the target refuses table %s as planned (tried as a temporary table; nothing was created)", t.Target).
-				With("table", t.Target).
-				WithHint("map some of its columns to TEXT (kept off the page) or a shorter type in the config file, e.g. tables: {%s: {columns: {NAME: {type: TEXT}}}}, or leave columns out (drop: true); sluice plan prints the CREATE TABLE", t.Source.Name.Name))
+				With("table", t.Target).WithHint("%s", hint))
+		case mysql.IsStatementRefused(err):
+			// Not about the table: no CREATE TEMPORARY TABLES privilege, a
+			// server without temporary tables, the temporary tablespace
+			// full. The run's own CREATE TABLE says what the server
+			// refuses, table by table.
+			return refused, nil
 		default:
 			return nil, err
 		}

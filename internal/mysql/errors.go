@@ -96,12 +96,33 @@ func IsStatementRefused(err error) bool {
 	return n != 0 && !serverStates[n] && !dataErrors[n]
 }
 
-// IsAccessDenied reports a statement the user lacks a privilege for (on a
-// database, a table, or of a kind, such as CREATE TEMPORARY TABLES).
-func IsAccessDenied(err error) bool {
-	switch errorNumber(err) {
-	case 1044, 1142, 1227:
-		return true
-	}
-	return false
+// definitionErrors are a CREATE TABLE's errors about the table it defines:
+// its row, columns, keys, types, defaults or names.
+var definitionErrors = map[uint16]bool{
+	1059: true, // identifier too long
+	1064: true, // syntax error (a type set in the mapping)
+	1067: true, // invalid default value
+	1069: true, // too many keys
+	1070: true, // too many key parts
+	1071: true, // key too long
+	1074: true, // column length too big
+	1075: true, // AUTO_INCREMENT column not a key
+	1089: true, // incorrect prefix key
+	1101: true, // BLOB/TEXT column cannot have a default
+	1115: true, // unknown character set
+	1117: true, // too many columns
+	1118: true, // row size too large
+	1166: true, // incorrect column name
+	1170: true, // BLOB/TEXT column in a key without a length
+	1273: true, // unknown collation
+	1291: true, // duplicate value in an ENUM or SET
+	3750: true, // MySQL's sql_require_primary_key
 }
+
+// IsDefinitionRefused reports a CREATE TABLE refused for what it defines,
+// not for who runs it or the server's state.
+func IsDefinitionRefused(err error) bool { return definitionErrors[errorNumber(err)] }
+
+// IsRowTooLarge reports InnoDB's row size limit (about 8,126 bytes kept in
+// the page for 16 KiB pages).
+func IsRowTooLarge(err error) bool { return errorNumber(err) == 1118 }

@@ -41,7 +41,7 @@ func (t *Target) EnsureSyncTable(ctx context.Context) error {
 		publication VARCHAR(64) NOT NULL,
 		applied_lsn BIGINT UNSIGNED NOT NULL DEFAULT 0,
 		phase VARCHAR(16) NOT NULL,
-		source_tables TEXT NULL,
+		source_tables MEDIUMTEXT NULL,
 		stream VARCHAR(255) NOT NULL DEFAULT '',
 		updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)
 	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`)
@@ -56,7 +56,7 @@ func (t *Target) EnsureSyncTable(ctx context.Context) error {
 // does not have.
 func (t *Target) upgradeSyncTable(ctx context.Context) error {
 	for _, col := range []struct{ name, def string }{
-		{"source_tables", "TEXT NULL"},
+		{"source_tables", "MEDIUMTEXT NULL"},
 		{"stream", "VARCHAR(255) NOT NULL DEFAULT ''"},
 	} {
 		var n int
@@ -64,6 +64,9 @@ func (t *Target) upgradeSyncTable(ctx context.Context) error {
 			SyncTable, col.name).Scan(&n)
 		if err == nil && n == 0 {
 			_, err = t.DB.ExecContext(ctx, `ALTER TABLE `+SyncTable+` ADD COLUMN `+col.name+` `+col.def)
+			if errorNumber(err) == 1060 { // another sluice added it meanwhile
+				err = nil
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("target: add column %s to %s: %w", col.name, SyncTable, err)
@@ -137,27 +140,53 @@ func (t *Target) CreateSyncState(ctx context.Context, st SyncState) error {
 }
 
 // RecordSyncTables records the tables and stream of the sync on slot,
-// adding to those already recorded: a resumed run may name other tables,
-// and the copy progress of every one is this sync's to remove.
+// adding to the tables already recorded: a resumed run may name other
+// tables, and the copy progress of every one is this sync's to remove. An
+// empty stream keeps the one recorded. A sync whose state is gone (abort
+// ran meanwhile) is ErrNoSyncState, not recorded again.
 func (t *Target) RecordSyncTables(ctx context.Context, slot string, tables []string, stream string) error {
-	st, err := t.LoadSyncState(ctx, slot)
+	tx, err := t.DB.BeginTx(ctx, nil)
 	if err != nil {
-		return err
+		return fmt.Errorf("target: record the tables of the sync on slot %s: %w", slot, err)
 	}
-	if st == nil {
+	defer tx.Rollback()
+	var recorded, recordedStream string
+	err = tx.QueryRowContext(ctx, `SELECT COALESCE(source_tables, ''), stream FROM `+SyncTable+` WHERE slot = ? FOR UPDATE`, slot).Scan(&recorded, &recordedStream)
+	if err == sql.ErrNoRows || errorNumber(err) == 1146 {
 		return fmt.Errorf("record the tables of the sync on slot %s: %w", slot, ErrNoSyncState)
 	}
-	all := st.Tables
+	if err != nil {
+		return fmt.Errorf("target: read %s: %w", SyncTable, err)
+	}
+	var all []string
+	if recorded != "" {
+		if err := json.Unmarshal([]byte(recorded), &all); err != nil {
+			return fmt.Errorf("target: read the tables of the sync on slot %s in %s: %w", slot, SyncTable, err)
+		}
+	}
+	known := len(all)
 	for _, n := range tables {
 		if !slices.Contains(all, n) {
 			all = append(all, n)
 		}
 	}
-	if len(all) == len(st.Tables) && st.Stream == stream {
+	if stream == "" {
+		stream = recordedStream
+	}
+	if len(all) == known && stream == recordedStream {
 		return nil
 	}
-	st.Tables, st.Stream = all, stream
-	return t.CreateSyncState(ctx, *st)
+	list, err := json.Marshal(all)
+	if err != nil {
+		return fmt.Errorf("target: record the tables of the sync on slot %s: %w", slot, err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE `+SyncTable+` SET source_tables = ?, stream = ? WHERE slot = ?`, string(list), stream, slot); err != nil {
+		return fmt.Errorf("target: record the tables of the sync on slot %s: %w", slot, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("target: record the tables of the sync on slot %s: %w", slot, err)
+	}
+	return nil
 }
 
 // ErrNoSyncState is SetSyncPhase's error when the sync's state row is gone:

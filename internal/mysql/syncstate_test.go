@@ -103,6 +103,12 @@ func TestSyncStateTablesFromAnOlderBuild(t *testing.T) {
 	if want := []string{"public.likes", "public.posts", "public.users"}; !slices.Equal(st.Tables, want) || st.Stream != "LIKES" || st.AppliedLSN != 4096 {
 		t.Errorf("recorded tables %v, stream %q, applied %d; want %v, LIKES and 4096 kept", st.Tables, st.Stream, st.AppliedLSN, want)
 	}
+	if err := tgt.RecordSyncTables(ctx, "old_mig", []string{"public.likes"}, ""); err != nil { // a run without a stream keeps it
+		t.Fatal(err)
+	}
+	if st, err = tgt.LoadSyncState(ctx, "old_mig"); err != nil || st == nil || st.Stream != "LIKES" || len(st.Tables) != 3 {
+		t.Errorf("after a resumed run that names no stream: %+v, %v; want stream LIKES and the 3 tables kept", st, err)
+	}
 	if err := tgt.RecordSyncTables(ctx, "gone_mig", []string{"public.likes"}, ""); !errors.Is(err, mysql.ErrNoSyncState) {
 		t.Errorf("recording the tables of a sync with no state: %v; want ErrNoSyncState", err)
 	}

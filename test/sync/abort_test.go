@@ -84,6 +84,9 @@ func TestAbortWithTargetUnreachable(t *testing.T) {
 	// second abort must still find this sync's tables, though the first
 	// dropped the publication they were read from before.
 	p.My(t, `INSERT INTO _sluice_sync_state (slot, publication, phase) VALUES ('other_mig', 'other_mig', 'streaming')`)
+	if n := myInt(t, p, `SELECT COUNT(*) FROM _sluice_tables WHERE table_name = 'orders'`); n != 1 {
+		t.Fatalf("before the second abort the sync's copy progress of orders has %d rows; want 1", n)
+	}
 	testenv.MustRun(t, 0, s.args("abort", "--slot", s.slot, "--api", "http://127.0.0.1:1")...)
 	if n := myInt(t, p, `SELECT COUNT(*) FROM _sluice_sync_state WHERE slot = ?`, s.slot); n != 0 {
 		t.Errorf("the second abort left the sync's state: %d rows", n)

@@ -167,7 +167,8 @@ func TestSyncStopsWhenSlotIsLost(t *testing.T) {
 // table on the target as a temporary table: sluice plan lists the table
 // with the server's reason (exit 4), and sync refuses to start (exit 4,
 // SLUICE-TARGET-DDL, naming the table) with nothing created: no target
-// table, no slot.
+// table, no slot. (A start that fails later, in a table's setup, is
+// TestSyncRefusesTargetTableOfAnotherShape.)
 func TestSyncRefusesTableTheTargetCannotCreate(t *testing.T) {
 	t.Parallel()
 	p := newPair(t)
