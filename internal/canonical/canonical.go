@@ -18,10 +18,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 )
 
 // Kind says how values of a column are normalised before comparison.
@@ -422,8 +422,8 @@ func appendTimestamp(dst, v []byte) ([]byte, error) {
 func appendJSON(dst, v []byte) ([]byte, error) {
 	dec := json.NewDecoder(bytes.NewReader(v))
 	dec.UseNumber()
-	var doc any
-	if err := dec.Decode(&doc); err != nil {
+	doc, err := decodeJSON(dec, false)
+	if err != nil {
 		return dst, valueErr(JSON, v, "is not valid JSON: "+err.Error())
 	}
 	if _, err := dec.Token(); err != io.EOF {
@@ -432,8 +432,78 @@ func appendJSON(dst, v []byte) ([]byte, error) {
 	return appendJSONValue(dst, doc), nil
 }
 
-// appendJSONValue writes doc compactly with object keys sorted bytewise.
-// Strings are re-escaped minimally, so "\u0041" and "A" come out the same.
+// jsonObject is an object's members in the order written. Unlike a map it
+// keeps a key given twice: MariaDB reads the first, jsonb keeps the last,
+// so {"a":1,"a":2} must not compare equal to {"a":2}.
+type jsonObject []jsonMember
+
+type jsonMember struct {
+	key string
+	val any
+}
+
+// decodeJSON reads one value: nil, bool, json.Number, string, []any or
+// jsonObject. Inside a container (nested) the input ending is unexpected.
+func decodeJSON(dec *json.Decoder, nested bool) (any, error) {
+	tok, err := dec.Token()
+	if err == io.EOF && nested {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return nil, err
+	}
+	delim, ok := tok.(json.Delim)
+	if !ok {
+		return tok, nil
+	}
+	switch delim {
+	case '[':
+		arr := []any{}
+		for dec.More() {
+			e, err := decodeJSON(dec, true)
+			if err != nil {
+				return nil, err
+			}
+			arr = append(arr, e)
+		}
+		return arr, closing(dec)
+	case '{':
+		obj := jsonObject{}
+		for dec.More() {
+			k, err := dec.Token()
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			if err != nil {
+				return nil, err
+			}
+			key, ok := k.(string)
+			if !ok {
+				return nil, fmt.Errorf("object key %v is not a string", k)
+			}
+			val, err := decodeJSON(dec, true)
+			if err != nil {
+				return nil, err
+			}
+			obj = append(obj, jsonMember{key, val})
+		}
+		return obj, closing(dec)
+	}
+	return nil, fmt.Errorf("unexpected %v", delim)
+}
+
+// closing reads the ] or } that ends a container.
+func closing(dec *json.Decoder) error {
+	_, err := dec.Token()
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// appendJSONValue writes doc compactly with object keys sorted bytewise (a
+// key given twice keeps both members, in their order). Strings are
+// re-escaped minimally, so "\u0041" and "A" come out the same.
 func appendJSONValue(dst []byte, doc any) []byte {
 	switch x := doc.(type) {
 	case nil:
@@ -453,19 +523,21 @@ func appendJSONValue(dst []byte, doc any) []byte {
 			dst = appendJSONValue(dst, e)
 		}
 		return append(dst, ']')
-	case map[string]any:
+	case jsonObject:
+		sorted := slices.Clone(x)
+		slices.SortStableFunc(sorted, func(a, b jsonMember) int { return strings.Compare(a.key, b.key) })
 		dst = append(dst, '{')
-		for i, k := range slices.Sorted(maps.Keys(x)) {
+		for i, m := range sorted {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = appendJSONString(dst, k)
+			dst = appendJSONString(dst, m.key)
 			dst = append(dst, ':')
-			dst = appendJSONValue(dst, x[k])
+			dst = appendJSONValue(dst, m.val)
 		}
 		return append(dst, '}')
 	}
-	panic(fmt.Sprintf("canonical: unexpected JSON value %T", doc)) // decoder never yields others
+	panic(fmt.Sprintf("canonical: unexpected JSON value %T", doc)) // decodeJSON never yields others
 }
 
 // appendJSONNumber normalises a number the decoder already validated

@@ -83,7 +83,9 @@ func TestEqualAndDiffer(t *testing.T) {
 			{`[]`, `[ ]`},
 			{`{}`, `{ }`},
 			{`null`, ` null `},
-		}, []string{`{"a":[1,2],"b":1}`, `{"a":[2,1],"b":1}`, `{"a":[1,2]}`, `{"A":[1,2],"b":1}`,
+			// a key given twice stays twice, its members in the order written
+			{`{"p":"x","p":"y","a":1}`, `{"a":1, "p":"x", "p":"y"}`},
+		}, []string{`{"p":"y","p":"x","a":1}`, `{"p":"y","a":1}`, `{"p":"x","a":1}`, `{"a":[1,2],"b":1}`, `{"a":[2,1],"b":1}`, `{"a":[1,2]}`, `{"A":[1,2],"b":1}`,
 			`[1,2]`, `[2,1]`, `"1"`, `1`, `1.05`, `1.5`, `0.15`, `true`, `false`, `null`, `"null"`, `""`,
 			`{}`, `[]`, `[null]`, `"a\"b"`, `"a\\b"`, `"a\nb"`, null}},
 		{Lower, [][]string{

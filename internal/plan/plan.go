@@ -347,11 +347,14 @@ func setKeyExprs(c *Column, flavor typemap.Flavor) {
 // (after setKeyExprs), so that a key range selects the same rows from each.
 // Not so for types the target keeps as text (inet, interval, …) or compares
 // as text (an enum against a string), nor for citext, which PostgreSQL
-// compares ignoring case even under COLLATE "C".
+// compares ignoring case even under COLLATE "C". Nor for a CHAR key: its
+// index on MariaDB sorts values padded with spaces while a range condition
+// compares them unpadded, so 'a' sorts after 'a\t' in the index and a range
+// scan skips it.
 func (t *Table) KeyOrderAgrees() bool {
 	for _, k := range t.Key {
 		typ := t.Columns[k].SourceType
-		if len(typ.EnumLabels) > 0 {
+		if len(typ.EnumLabels) > 0 || t.Columns[k].Kind == canonical.PaddedChar {
 			return false
 		}
 		switch typ.Name {
@@ -682,9 +685,14 @@ func (c *Column) setUserType(sqlType string) (narrows bool) {
 	c.SQLType = sqlType
 	c.Kind, narrows = userTypeKind(c.SourceType, c.Kind, sqlType)
 	c.Convert, c.LoadExpr, c.BulkSafe = typemap.TextForm(c.SourceType), "", false
-	if KindOfSQLType(sqlType, c.Kind) == canonical.Float32 {
+	switch target := KindOfSQLType(sqlType, c.Kind); {
+	case target == canonical.Float32:
 		// MariaDB prints a FLOAT to 6 digits; read as DOUBLE, its value shows whole
 		c.TargetExpr = "CAST(" + typemap.QuoteIdent(c.Target) + " AS DOUBLE)"
+	case c.Kind == canonical.Timestamp && (target == canonical.Date || target == canonical.Time):
+		// compared as the source's timestamp: read the DATE or TIME as one,
+		// so a dropped time of day or date shows as a change, not an error
+		c.TargetExpr = "CAST(" + typemap.QuoteIdent(c.Target) + " AS DATETIME(6))"
 	}
 	return narrows
 }

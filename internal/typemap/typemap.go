@@ -173,9 +173,12 @@ func Map(t schema.Type, opt Options) Mapping {
 		if t.Name == "bpchar" && n < 1 {
 			// bpchar without a length holds any length (character, written
 			// as such, is char(1) and has one); trailing spaces do not count
+			// The target's VARCHAR or TEXT keeps trailing spaces, and the
+			// copy trims them: compared exactly, a space added on the
+			// target shows.
 			m := mapText(t, opt, text)
 			conv := m.Convert
-			m.Kind, m.BulkSafe = canonical.PaddedChar, false
+			m.BulkSafe = false
 			m.Convert = trimPadding
 			if conv != nil { // a key's length limit
 				m.Convert = chainConv(trimPadding, conv)
@@ -189,7 +192,7 @@ func Map(t schema.Type, opt Options) Mapping {
 			// CHAR drops trailing spaces itself, so a bulk load may send them
 			return Mapping{SQLType: fmt.Sprintf("CHAR(%d) %s", n, text), Kind: canonical.PaddedChar, Convert: trimPadding, BulkSafe: true}
 		}
-		return Mapping{SQLType: fmt.Sprintf("VARCHAR(%d) %s", n, text), Kind: canonical.PaddedChar, Convert: trimPadding,
+		return Mapping{SQLType: fmt.Sprintf("VARCHAR(%d) %s", n, text), Kind: canonical.Exact, Convert: trimPadding,
 			Notes: []string{fmt.Sprintf("%s becomes VARCHAR(%d): MySQL CHAR holds at most 255 characters; trailing spaces are kept as sent", t.Display, n)}}
 	case "bytea":
 		if opt.InKey {

@@ -249,6 +249,7 @@ func (v *verifier) multiset(ctx context.Context) error {
 		ptrs[i] = &vals[i]
 	}
 	fields := make([][]byte, len(vals))
+	unreadable := 0
 	for rows.Next() {
 		if err := rows.Scan(ptrs...); err != nil {
 			return fmt.Errorf("verify %s: read target: %w", v.t.Target, err)
@@ -260,8 +261,9 @@ func (v *verifier) multiset(ctx context.Context) error {
 			}
 		}
 		canon, err := canonical.HashRow(nil, v.kinds, fields)
-		if err != nil {
-			return fmt.Errorf("verify %s: a target value cannot be compared: %w", v.t.Target, err)
+		if err != nil { // equals no source row: an extra one, each shown apart
+			unreadable++
+			canon = append(targetUnreadable(err), fmt.Sprintf(" (unreadable row %d)", unreadable)...)
 		}
 		counts[string(canon)]--
 	}
@@ -429,9 +431,15 @@ func (v *verifier) keyIndex(keys [][]string) map[string]int {
 	return index
 }
 
-// encode canonicalises one row; side names it in errors.
+// encode canonicalises one row; side names it in errors. A target value
+// that cannot be read as its kind (a 2 in a BOOLEAN column, written there
+// by hand) makes the row one that equals no source row, not an error: it is
+// a difference verify must show.
 func (v *verifier) encode(fields [][]byte, side string) (row, error) {
 	canon, err := canonical.HashRow(nil, v.kinds, fields)
+	if err != nil && side == "target" {
+		canon, err = targetUnreadable(err), nil
+	}
 	if err != nil {
 		return row{}, fmt.Errorf("verify %s: a %s value cannot be compared: %w", v.t.Source.Name, side, err)
 	}
@@ -516,6 +524,13 @@ func (s *sourceReader) parse(line []byte) error {
 // cannot hold; no HashRow encoding starts with it (a length prefix's first
 // byte is 0 for any value under 16 MiB).
 const unconvertibleMark = 0xff
+
+// targetUnreadable is the canonical form of a target row holding a value
+// that cannot be read as its column's kind: it starts with
+// unconvertibleMark, so it equals no source row's form.
+func targetUnreadable(err error) []byte {
+	return append([]byte{unconvertibleMark}, "the target holds a value that cannot be read as the source's type: "+err.Error()...)
+}
 
 func display(canon []byte) []string {
 	if len(canon) > 0 && canon[0] == unconvertibleMark {
