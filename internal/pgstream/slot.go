@@ -84,12 +84,27 @@ func EnsurePublication(ctx context.Context, pool *pgxpool.Pool, name string, tab
 	if err := pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", name).Scan(&exists); err != nil {
 		return fmt.Errorf("source: look up publication %s: %w", name, err)
 	}
-	stmt := "CREATE PUBLICATION " + postgres.Ident(name) + " FOR TABLE " + strings.Join(list, ", ")
-	if exists {
-		stmt = "ALTER PUBLICATION " + postgres.Ident(name) + " SET TABLE " + strings.Join(list, ", ")
+	// A partitioned table's changes are published under its partitions'
+	// names unless the publication says otherwise; the sync knows the table
+	// by its own name (PostgreSQL 13 on; before, a partitioned table cannot
+	// be published at all and CREATE PUBLICATION says so).
+	var version int
+	if err := pool.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
+		return fmt.Errorf("source: read the server version: %w", err)
 	}
-	if _, err := pool.Exec(ctx, stmt); err != nil {
-		return fmt.Errorf("source: %s: %w", stmt, err)
+	stmts := []string{"CREATE PUBLICATION " + postgres.Ident(name) + " FOR TABLE " + strings.Join(list, ", ")}
+	if exists {
+		stmts = []string{"ALTER PUBLICATION " + postgres.Ident(name) + " SET TABLE " + strings.Join(list, ", ")}
+		if version >= 130000 {
+			stmts = append(stmts, "ALTER PUBLICATION "+postgres.Ident(name)+" SET (publish_via_partition_root = true)")
+		}
+	} else if version >= 130000 {
+		stmts[0] += " WITH (publish_via_partition_root = true)"
+	}
+	for _, stmt := range stmts {
+		if _, err := pool.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("source: %s: %w", stmt, err)
+		}
 	}
 	return nil
 }

@@ -162,6 +162,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 				t = s.byName[ev.Relation.Name]
 			}
 			if t == nil {
+				s.unknownRelation(ev.Relation.Schema + "." + ev.Relation.Name)
 				continue
 			}
 			if err := t.bindRelation(ev.Relation); err != nil {
@@ -330,6 +331,23 @@ func (s *Syncer) addOp(t *table, op apply.Op) {
 	s.windowsMu.Unlock()
 }
 
+// unknownRelation warns, once per relation, that the stream carries changes
+// of a table this sync does not migrate: they are not applied. The
+// publication holds only the sync's tables (a partitioned one publishes
+// through its root), so someone changed it, and saying so beats dropping
+// the changes without a word.
+func (s *Syncer) unknownRelation(name string) {
+	if s.unknown[name] {
+		return
+	}
+	if s.unknown == nil {
+		s.unknown = map[string]bool{}
+	}
+	s.unknown[name] = true
+	s.log.Warn("the change stream carries changes of a table this sync does not migrate; they are not applied (was the publication changed?)",
+		"code", "SLUICE-SYNC-UNKNOWNTABLE", "table", name)
+}
+
 // row converts streamed values to the target's form and returns the row's
 // key (source text). Unchanged TOAST values are taken from old when the
 // relation streams full old rows (REPLICA IDENTITY FULL now, not when
@@ -349,7 +367,17 @@ func (s *Syncer) row(t *table, vals, old []pgstream.Value) (apply.Row, string, e
 		if v.Unchanged && old != nil {
 			v = old[t.relIdx[k]]
 		}
-		key.Write(v.Data)
+		d := v.Data
+		if conv := t.plan.Columns[k].StreamConvert; conv != nil && d != nil {
+			// The copy's chunk rows are keyed by the text its select
+			// expression gives (money as numeric: 11.00, not $11.00);
+			// a window matches changes to them by this key.
+			var err error
+			if d, err = conv(d); err != nil {
+				return nil, "", s.badValue(t, key.String(), t.plan.Columns[k].Target, err)
+			}
+		}
+		key.Write(d)
 	}
 	for i, c := range t.plan.Columns {
 		v := vals[t.relIdx[i]]
