@@ -22,7 +22,8 @@ import (
 // SessionParams pin how the source formats values in text, so the rest of
 // sluice can rely on one form: UTC timestamps, ISO dates and intervals, hex
 // bytea and exact floats (shortest form on PostgreSQL 12 and later; before
-// 12 only 3 prints every digit, 1 rounded float8 to 16).
+// 12 only 3 prints every digit, 1 rounded float8 to 16) and money in the C
+// locale ($1,234.56: another lc_monetary may swap the separators).
 var SessionParams = map[string]string{
 	"application_name":   "sluice",
 	"TimeZone":           "UTC",
@@ -31,6 +32,7 @@ var SessionParams = map[string]string{
 	"extra_float_digits": "3",
 	"bytea_output":       "hex",
 	"client_encoding":    "UTF8",
+	"lc_monetary":        "C",
 }
 
 // connectTimeout bounds how long an unreachable host can stall a command.

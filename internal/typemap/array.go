@@ -12,8 +12,11 @@ import (
 // to_json(). elem is the element type name (int4, text, timestamptz …).
 func ArrayToJSON(elem string) Converter {
 	return func(v []byte) ([]byte, error) {
-		if i := bytes.IndexByte(v, '='); i > 0 && v[0] == '[' {
-			v = v[i+1:] // drop explicit bounds such as [0:2]=
+		if len(v) > 0 && v[0] == '[' {
+			// Explicit bounds ([0:2]={…}): JSON has no place for them, and
+			// to_json drops them, so [2:3]={1,2} and {1,2} would be one value.
+			bounds, _, _ := bytes.Cut(v, []byte("="))
+			return nil, bad("array with bounds %s does not start at index 1; JSON cannot keep its bounds", bounds)
 		}
 		p := arrayParser{src: v, elem: elem}
 		out, err := p.value(nil)
@@ -25,6 +28,15 @@ func ArrayToJSON(elem string) Converter {
 		}
 		return out, nil
 	}
+}
+
+// checkArrayJSON refuses the marker the copy's select gives for an array
+// whose index does not start at 1 (see Map), and passes the JSON of any other.
+func checkArrayJSON(v []byte) ([]byte, error) {
+	if bounds, ok := bytes.CutPrefix(v, []byte("bounds ")); ok {
+		return nil, bad("array with bounds %s does not start at index 1; JSON cannot keep its bounds", bounds)
+	}
+	return v, nil
 }
 
 type arrayParser struct {
@@ -64,9 +76,7 @@ func (p *arrayParser) value(dst []byte) ([]byte, error) {
 		}
 	}
 	var raw []byte
-	quoted := false
 	if p.src[p.pos] == '"' {
-		quoted = true
 		p.pos++
 		for p.pos < len(p.src) && p.src[p.pos] != '"' {
 			if p.src[p.pos] == '\\' && p.pos+1 < len(p.src) {
@@ -89,41 +99,47 @@ func (p *arrayParser) value(dst []byte) ([]byte, error) {
 			return append(dst, "null"...), nil
 		}
 	}
-	return p.element(dst, raw, quoted), nil
+	return p.element(dst, raw)
 }
 
 // element renders one element as to_json would.
-func (p *arrayParser) element(dst, raw []byte, quoted bool) []byte {
+func (p *arrayParser) element(dst, raw []byte) ([]byte, error) {
 	switch p.elem {
-	case "int2", "int4", "int8", "float4", "float8", "numeric", "oid":
+	case "int2", "int4", "int8", "float4", "float8", "numeric":
 		switch string(raw) {
 		case "NaN", "Infinity", "-Infinity":
-			return appendJSONString(dst, string(raw))
+			return appendJSONString(dst, string(raw)), nil
 		}
-		return append(dst, raw...)
+		return append(dst, raw...), nil
 	case "bool":
 		if string(raw) == "t" {
-			return append(dst, "true"...)
+			return append(dst, "true"...), nil
 		}
-		return append(dst, "false"...)
+		return append(dst, "false"...), nil
 	case "json", "jsonb":
-		return append(dst, raw...)
-	case "timestamp", "timestamptz":
+		return append(dst, raw...), nil
+	case "timestamp", "timestamptz", "date":
+		if bytes.HasSuffix(raw, []byte(" BC")) { // refused as a column value too
+			return nil, bad("array element %s is before year 1 AD, which MySQL cannot store", raw)
+		}
+		if p.elem == "date" {
+			break
+		}
 		s := strings.Replace(string(raw), " ", "T", 1)
 		if p.elem == "timestamptz" && strings.HasSuffix(s, "+00") {
 			s += ":00"
 		}
-		return appendJSONString(dst, s)
+		return appendJSONString(dst, s), nil
 	}
-	_ = quoted
-	return appendJSONString(dst, string(raw))
+	return appendJSONString(dst, string(raw)), nil
 }
 
+// appendJSONString writes s as a JSON string the way to_json does: without
+// json.Marshal's HTML escapes of <, > and &.
 func appendJSONString(dst []byte, s string) []byte {
-	b, _ := json.Marshal(s)
-	// json.Marshal escapes <, > and & for HTML; to_json does not.
-	b = bytes.ReplaceAll(b, []byte(`\u003c`), []byte("<"))
-	b = bytes.ReplaceAll(b, []byte(`\u003e`), []byte(">"))
-	b = bytes.ReplaceAll(b, []byte(`\u0026`), []byte("&"))
-	return append(dst, b...)
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.Encode(s) // a string always encodes
+	return append(dst, bytes.TrimSuffix(b.Bytes(), []byte("\n"))...)
 }

@@ -11,9 +11,11 @@ func TestArrayToJSON(t *testing.T) {
 		{"text", `{"NULL"}`, `["NULL"]`},
 		{"bool", "{t,f}", "[true,false]"},
 		{"float8", "{1.5,NaN}", `[1.5,"NaN"]`},
-		{"int4", "[0:1]={7,8}", "[7,8]"},
 		{"timestamptz", `{"2024-01-01 10:00:00+00"}`, `["2024-01-01T10:00:00+00:00"]`},
 		{"text", `{"<a&b>"}`, `["<a&b>"]`},
+		// a literal backslash-u sequence stays one (it was unescaped into <)
+		{"text", `{"\\u003c","x\\u0026y"}`, `["\\u003c","x\\u0026y"]`},
+		{"oid", "{1,4294967295}", `["1","4294967295"]`}, // to_json quotes oids
 	}
 	for _, c := range cases {
 		got, err := ArrayToJSON(c.elem)([]byte(c.in))
@@ -24,7 +26,13 @@ func TestArrayToJSON(t *testing.T) {
 			t.Errorf("%s %s: got %s, want %s", c.elem, c.in, got, c.want)
 		}
 	}
-	if _, err := ArrayToJSON("int4")([]byte("{1,2")); err == nil {
-		t.Error("unterminated array accepted")
+	for _, bad := range []struct{ elem, in string }{
+		{"int4", "{1,2"},        // unterminated
+		{"int4", "[0:1]={7,8}"}, // bounds JSON cannot keep
+		{"timestamptz", `{"0044-03-15 12:00:00+00 BC"}`}, // before year 1
+	} {
+		if out, err := ArrayToJSON(bad.elem)([]byte(bad.in)); err == nil {
+			t.Errorf("%s %s accepted as %s", bad.elem, bad.in, out)
+		}
 	}
 }

@@ -125,8 +125,15 @@ func Map(t schema.Type, opt Options) Mapping {
 	text := "CHARACTER SET utf8mb4 COLLATE " + TextCollation(opt.Flavor)
 	ascii := "CHARACTER SET ascii COLLATE ascii_bin"
 	if t.Array {
-		return Mapping{SQLType: "JSON", Kind: canonical.JSON, SourceExpr: wrap("to_json(%s)"), StreamConvert: ArrayToJSON(t.Elem),
-			Notes: []string{fmt.Sprintf("%s becomes a JSON array (MySQL has no array type)", t.Display)}}
+		notes := []string{fmt.Sprintf("%s becomes a JSON array (MySQL has no array type); an array whose index does not start at 1 ([0:2]={…}) is refused as a bad row, JSON cannot keep its bounds", t.Display)}
+		if t.Elem == "json" || t.Elem == "jsonb" {
+			notes = append(notes, fmt.Sprintf("%s: an element that is JSON null and a NULL element both become null in the JSON array", t.Display))
+		}
+		// to_json drops an array's bounds: such a value is sent as a marker
+		// that checkArrayJSON refuses.
+		return Mapping{SQLType: "JSON", Kind: canonical.JSON, StreamConvert: ArrayToJSON(t.Elem), Convert: checkArrayJSON,
+			SourceExpr: wrap(`CASE WHEN array_dims(%[1]s) !~ '^(\[1:[0-9]+\])+$' THEN 'bounds ' || array_dims(%[1]s) ELSE to_json(%[1]s)::text END`),
+			Notes:      notes}
 	}
 	if len(t.EnumLabels) > 0 {
 		if l, ok := spacedLabel(t.EnumLabels); ok {
