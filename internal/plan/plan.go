@@ -179,6 +179,9 @@ func planTable(ctx context.Context, src *postgres.Source, st *schema.Table, tm c
 		tableErr("SLUICE-PLAN-LONGNAME", "target name %q is longer than MySQL's %d characters", t.Target, maxIdentifier).
 			WithHint("rename it with tables: {%s: {rename: shorter_name}}", st.Name)
 	}
+	if st.Partitioned {
+		t.Warnings = append(t.Warnings, fmt.Sprintf("%s: partitioned: copied as one table, its changes streamed through it (PostgreSQL 13 or later); a TRUNCATE, DETACH or DROP of one of its partitions reaches no change stream, so the target keeps those rows: avoid them until the cutover, or run sluice verify --repair after them", st.Name))
+	}
 	rowKey := st.RowKey()
 	quoted := postgres.Ident(st.Name.Schema, st.Name.Name)
 	switch {

@@ -36,11 +36,12 @@ func (s *Source) ReadTable(ctx context.Context, name schema.TableName) (*schema.
 	var oid uint32
 	var replIdent string
 	var estimate float64
+	var partitioned bool
 	err := s.Pool.QueryRow(ctx, `
-		SELECT c.oid, c.relreplident::text, greatest(c.reltuples, 0)::float8
+		SELECT c.oid, c.relreplident::text, greatest(c.reltuples, 0)::float8, c.relkind = 'p'
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r','p')`,
-		name.Schema, name.Name).Scan(&oid, &replIdent, &estimate)
+		name.Schema, name.Name).Scan(&oid, &replIdent, &estimate, &partitioned)
 	if err == pgx.ErrNoRows {
 		return nil, failure.New(failure.Schema, "SLUICE-SCHEMA-NOTABLE",
 			"source table %s does not exist", Ident(name.Schema, name.Name)).
@@ -50,7 +51,7 @@ func (s *Source) ReadTable(ctx context.Context, name schema.TableName) (*schema.
 	if err != nil {
 		return nil, fmt.Errorf("source: look up table %s: %w", name, err)
 	}
-	t := &schema.Table{Name: name, EstimatedRows: int64(estimate)}
+	t := &schema.Table{Name: name, EstimatedRows: int64(estimate), Partitioned: partitioned}
 	t.ReplicaIdentity = map[string]string{"d": "default", "n": "nothing", "f": "full", "i": "index"}[replIdent]
 	if err := s.readColumns(ctx, oid, t); err != nil {
 		return nil, err

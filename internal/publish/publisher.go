@@ -83,6 +83,7 @@ type Publisher struct {
 	plan           *plan.Plan
 	opt            Options
 	log            *slog.Logger
+	unknown        pgstream.UnknownRelations // read loop only
 	tables         []*pubTable
 	byName         map[string]*pubTable
 	deferredTables []*pubTable // those whose key is DEFERRABLE (see package deferred)
@@ -380,6 +381,7 @@ func (p *Publisher) loop(ctx context.Context, evs <-chan []pgstream.Event) error
 		case pgstream.RelationChanged:
 			t := p.byName[ev.Relation.Schema+"."+ev.Relation.Name]
 			if t == nil {
+				p.unknown.Warn(p.log, ev.Relation)
 				continue
 			}
 			if err := t.bind(ev.Relation); err != nil {
@@ -766,6 +768,11 @@ func (p *Publisher) change(ctx context.Context, t *pubTable, ev pgstream.Event, 
 					return err
 				}
 				if !found { // gone since: a later change in the stream says where
+					// The upsert's position is used up all the same: a replay
+					// after a crash may find the row, and every later change
+					// of the transaction must keep its position either way
+					// (appliers skip by position).
+					next()
 					return nil
 				}
 				return emit(OpUpsert, cols, key)

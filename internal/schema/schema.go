@@ -96,6 +96,7 @@ type Table struct {
 	ForeignKeys          []ForeignKey
 	ReplicaIdentity      string // default, full, nothing, index
 	EstimatedRows        int64
+	Partitioned          bool // declaratively partitioned: its rows live in its partitions
 }
 
 // Column returns the named column, or nil.

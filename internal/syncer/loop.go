@@ -162,7 +162,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 				t = s.byName[ev.Relation.Name]
 			}
 			if t == nil {
-				s.unknownRelation(ev.Relation.Schema + "." + ev.Relation.Name)
+				s.unknown.Warn(s.log, ev.Relation)
 				continue
 			}
 			if err := t.bindRelation(ev.Relation); err != nil {
@@ -329,23 +329,6 @@ func (s *Syncer) addOp(t *table, op apply.Op) {
 		}
 	}
 	s.windowsMu.Unlock()
-}
-
-// unknownRelation warns, once per relation, that the stream carries changes
-// of a table this sync does not migrate: they are not applied. The
-// publication holds only the sync's tables (a partitioned one publishes
-// through its root), so someone changed it, and saying so beats dropping
-// the changes without a word.
-func (s *Syncer) unknownRelation(name string) {
-	if s.unknown[name] {
-		return
-	}
-	if s.unknown == nil {
-		s.unknown = map[string]bool{}
-	}
-	s.unknown[name] = true
-	s.log.Warn("the change stream carries changes of a table this sync does not migrate; they are not applied (was the publication changed?)",
-		"code", "SLUICE-SYNC-UNKNOWNTABLE", "table", name)
 }
 
 // row converts streamed values to the target's form and returns the row's

@@ -125,8 +125,8 @@ type Syncer struct {
 	goRun     func(fn func() error) // starts fn in the current run's group (see runGroup)
 	status    statusState
 	fence     atomic.Pointer[fenceWait]
-	changed   changedKeys     // rows changed since the last verify, for cutover
-	unknown   map[string]bool // relations the stream described that the sync does not migrate, warned of (loop only)
+	changed   changedKeys               // rows changed since the last verify, for cutover
+	unknown   pgstream.UnknownRelations // loop only
 }
 
 // New prepares a sync. srcConnString is used for the replication connection.

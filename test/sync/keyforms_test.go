@@ -2,8 +2,11 @@ package synctest
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-db/sluice/internal/testenv"
 )
 
 // TestPartitionedTableStreams: a partitioned table's changes are published
@@ -18,8 +21,12 @@ func TestPartitionedTableStreams(t *testing.T) {
 	p.PG(t, `CREATE TABLE events_low PARTITION OF events FOR VALUES FROM (1) TO (1000)`)
 	p.PG(t, `CREATE TABLE events_high PARTITION OF events FOR VALUES FROM (1000) TO (3000)`)
 	p.PG(t, `INSERT INTO events SELECT g, 'v' || g FROM generate_series(1, 1500) g`)
+	plan := testenv.MustRun(t, 0, "plan", "--source", p.SourceURL, "--target", p.TargetURL, "--tables", "events").Stdout
+	if !strings.Contains(plan, "events: partitioned") || !strings.Contains(plan, "DETACH") {
+		t.Errorf("the plan does not say that a partition's TRUNCATE, DETACH or DROP is not streamed:\n%s", plan)
+	}
 	s := newSync(t, p.SourceURL, p.TargetURL, "--chunk-rows", "200", "--max-rows-per-sec", "1000")
-	s.start()
+	proc := s.start()
 	s.waitCopying(60*time.Second, "events", 200)
 	p.PG(t, `UPDATE events SET v = 'during' WHERE id % 100 = 7`) // rows of both partitions, copied or not
 	s.waitCaughtUp(60 * time.Second)
@@ -32,6 +39,17 @@ func TestPartitionedTableStreams(t *testing.T) {
 		t.Errorf("the target holds %d rows the stream changed; want 35", n)
 	}
 	verifyEqual(t, p.SourceURL, p.TargetURL, "events")
+
+	// A table someone adds to the publication is not this sync's: its
+	// changes are not applied, and the log says so instead of nothing.
+	p.PG(t, `CREATE TABLE stray (id int PRIMARY KEY)`)
+	p.PG(t, `ALTER PUBLICATION `+s.slot+` ADD TABLE stray`)
+	p.PG(t, `INSERT INTO stray VALUES (1)`)
+	p.PG(t, `UPDATE events SET v = 'last' WHERE id = 1`)
+	s.waitCaughtUp(60 * time.Second)
+	if out := proc.Output(); !strings.Contains(out, "SLUICE-SYNC-UNKNOWNTABLE") || !strings.Contains(out, "public.stray") {
+		t.Errorf("the sync does not say it skips the changes of stray:\n%s", testenv.Tail(out, 10))
+	}
 }
 
 // TestMoneyKeyInsideCopyWindow: a money key is copied as numeric text
