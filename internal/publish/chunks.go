@@ -173,7 +173,7 @@ func (p *Publisher) watermark(ctx context.Context, kind, id string, lsn uint64, 
 			}
 		}
 		m := &Message{Table: t.rt.Name, Op: OpUpsert, Cols: r.cols, Copy: true, LSN: lsn, N: next()}
-		if err := p.sendRow(ctx, Partition(t.rt.Name, r.key, p.opt.Partitions), m); err != nil {
+		if err := p.sendRow(ctx, Partition(t.rt.Name, t.partitionKey(r.key), p.opt.Partitions), m); err != nil {
 			return err
 		}
 		n++

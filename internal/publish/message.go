@@ -152,7 +152,7 @@ func decodeOne(data []byte, top bool) (*Message, error) {
 }
 
 // Partition returns the partition of a row: FNV-1a of the table and the key
-// text, modulo n.
+// text, modulo n. Give the key in one form per row (see partitionKey).
 func Partition(table string, key []string, n int) int {
 	if n <= 1 {
 		return 0

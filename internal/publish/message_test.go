@@ -3,6 +3,10 @@ package publish
 import (
 	"encoding/json"
 	"testing"
+
+	"github.com/sluice-db/sluice/internal/canonical"
+	"github.com/sluice-db/sluice/internal/events"
+	"github.com/sluice-db/sluice/internal/plan"
 )
 
 func TestMessageRoundTrip(t *testing.T) {
@@ -49,5 +53,41 @@ func TestPartition(t *testing.T) {
 	}
 	if Partition("t", []string{"x"}, 1) != 0 {
 		t.Error("one partition")
+	}
+}
+
+// Texts PostgreSQL (and the target) take for one key go to one partition:
+// else two appliers apply the same row's delete and upsert in no fixed
+// order, and a key rewritten 1.0 → 1.00 could lose its row.
+func TestPartitionKeyOneFormPerRow(t *testing.T) {
+	table := func(k canonical.Kind) *pubTable {
+		return &pubTable{rt: &events.Table{Name: "public.t", Plan: &plan.Table{Columns: []plan.Column{{Kind: k}}, Key: []int{0}}}}
+	}
+	for _, c := range []struct {
+		kind canonical.Kind
+		same []string
+	}{
+		{canonical.Decimal, []string{"1", "1.0", "1.00", "01.000"}},
+		{canonical.Float64, []string{"0", "-0"}},
+		{canonical.PaddedChar, []string{"a", "a ", "a    "}},
+	} {
+		pt := table(c.kind)
+		for n := 2; n <= 16; n++ {
+			want := Partition("public.t", pt.partitionKey([]string{c.same[0]}), n)
+			for _, k := range c.same[1:] {
+				if got := Partition("public.t", pt.partitionKey([]string{k}), n); got != want {
+					t.Errorf("%s key %q goes to partition %d of %d, %q to %d", c.kind, k, got, n, c.same[0], want)
+				}
+			}
+		}
+	}
+	// keys that differ still spread
+	pt := table(canonical.Exact)
+	seen := map[int]bool{}
+	for i := 0; i < 100; i++ {
+		seen[Partition("public.t", pt.partitionKey([]string{string(rune('a' + i%26)), string(rune(i))}), 3)] = true
+	}
+	if len(seen) != 3 {
+		t.Errorf("100 keys went to %d of 3 partitions", len(seen))
 	}
 }

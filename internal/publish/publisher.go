@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/sluice-db/sluice/internal/canonical"
 	"github.com/sluice-db/sluice/internal/capture"
 	"github.com/sluice-db/sluice/internal/chunk"
 	"github.com/sluice-db/sluice/internal/copier"
@@ -678,6 +679,25 @@ func (t *pubTable) row(vals, old []pgstream.Value, full bool) (cols map[string]*
 	return cols, key, partial, nil
 }
 
+// partitionKey is key (source text, in plan key order) in the form the
+// target compares, so every change to one target row goes to one partition:
+// PostgreSQL takes 1.0 and 1.00 for one numeric key, 0 and -0 for one
+// float, 'a' and 'a ' for one bpchar, and so does the target, but their
+// texts would hash apart and two appliers would apply the row's changes in
+// no fixed order. A value the canonical form cannot read keeps its text.
+func (t *pubTable) partitionKey(key []string) []string {
+	out := make([]string, len(key))
+	for i, k := range key {
+		out[i] = k
+		if i < len(t.rt.Plan.Key) {
+			if c, err := canonical.Append(nil, t.rt.Plan.Columns[t.rt.Plan.Key[i]].Kind, []byte(k)); err == nil {
+				out[i] = string(c)
+			}
+		}
+	}
+	return out
+}
+
 // refetch fills in the columns an update left out (TOASTed values it did
 // not change) from the source row at key, when the update also moved the
 // row to that key: the applier has no row under the new key to merge them
@@ -790,7 +810,7 @@ func (p *Publisher) change(ctx context.Context, t *pubTable, ev pgstream.Event, 
 func (p *Publisher) emit(ctx context.Context, t *pubTable, op string, cols map[string]*string, key []string, lsn uint64, next func() uint32) error {
 	p.seen(t, op, cols, strings.Join(key, "\x00"))
 	m := &Message{Table: t.rt.Name, Op: op, Cols: cols, LSN: lsn, N: next()}
-	return p.sendRow(ctx, Partition(t.rt.Name, key, p.opt.Partitions), m)
+	return p.sendRow(ctx, Partition(t.rt.Name, t.partitionKey(key), p.opt.Partitions), m)
 }
 
 // message handles sluice's own WAL messages: watermarks, fences and
