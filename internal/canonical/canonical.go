@@ -87,6 +87,22 @@ func valueErr(k Kind, v []byte, reason string) error {
 	return &ValueError{Kind: k, Value: s, Reason: reason}
 }
 
+// KeyForm is a row key value (source text) in one form per value the
+// source and the target take as equal, for hashing keys: the numeric 1.0
+// and 1.00, the float 0 and -0, the bpchar 'a' and 'a '. Other kinds
+// keep their text, which the source prints in one form already (its
+// sessions are pinned), so hashes of those stay what they were; a value
+// the kind cannot read keeps its text too.
+func KeyForm(k Kind, v []byte) []byte {
+	switch k {
+	case Decimal, Float32, Float64, PaddedChar:
+		if c, err := Append(nil, k, v); err == nil {
+			return c
+		}
+	}
+	return v
+}
+
 // Append appends the canonical form of v, a value of kind k, to dst.
 // v == nil is SQL NULL and yields a form no non-NULL value can have.
 // On error dst is returned unchanged and the error says what is wrong.

@@ -159,7 +159,7 @@ func (s *Service) copyChunk(ctx context.Context, ts *tableState, ch mysql.Stored
 	err := copier.ScanRows(ctx, s.src, t, t.SourceQuery(ch.Range), func(key []string, vals [][]byte) error {
 		start := len(buf)
 		buf = codec.AppendLoadDataRow(buf, vals)
-		rows = append(rows, copiedRow{start: start, end: len(buf), hash: KeyHash(t.Target, key)})
+		rows = append(rows, copiedRow{start: start, end: len(buf), hash: KeyHash(t, key)})
 		return nil
 	})
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sluice-db/sluice/internal/canonical"
 	"github.com/sluice-db/sluice/internal/plan"
 	"github.com/sluice-db/sluice/internal/schema"
 )
@@ -135,7 +136,39 @@ func TestGoPathConversion(t *testing.T) {
 	if out.Err != nil || strings.Join(out.Key, ",") != "7,42" || string(out.Row[0].Data) != "7" || out.Row[2].Data != nil {
 		t.Errorf("key-only row: %+v", out)
 	}
-	if KeyHash("a", []string{"1", "2"}) == KeyHash("a", []string{"12"}) || KeyHash("a", []string{"1"}) == KeyHash("b", []string{"1"}) {
+	a, b := &plan.Table{Target: "a"}, &plan.Table{Target: "b"}
+	if KeyHash(a, []string{"1", "2"}) == KeyHash(a, []string{"12"}) || KeyHash(a, []string{"1"}) == KeyHash(b, []string{"1"}) {
 		t.Error("key hashes collide")
+	}
+}
+
+// One version row per target row: spellings the source and the target take
+// for one key value hash alike (an older event for {"id": "1.0"} must not
+// pass the version of {"id": 1}); other values stay apart.
+func TestKeyHashOneRowOneHash(t *testing.T) {
+	table := func(k canonical.Kind) *plan.Table {
+		return &plan.Table{Target: "t", Columns: []plan.Column{{Kind: k}}, Key: []int{0}}
+	}
+	for _, c := range []struct {
+		kind       canonical.Kind
+		same, diff []string
+	}{
+		{canonical.Decimal, []string{"1", "1.0", "1.00"}, []string{"1.01", "10"}},
+		{canonical.Float64, []string{"0", "-0"}, []string{"1"}},
+		{canonical.PaddedChar, []string{"a", "a ", "a   "}, []string{"b", " a"}},
+		{canonical.Exact, []string{"a"}, []string{"a ", "A"}},
+	} {
+		tb := table(c.kind)
+		want := KeyHash(tb, []string{c.same[0]})
+		for _, k := range c.same[1:] {
+			if KeyHash(tb, []string{k}) != want {
+				t.Errorf("%s key %q hashes apart from %q", c.kind, k, c.same[0])
+			}
+		}
+		for _, k := range c.diff {
+			if KeyHash(tb, []string{k}) == want {
+				t.Errorf("%s key %q hashes as %q", c.kind, k, c.same[0])
+			}
+		}
 	}
 }

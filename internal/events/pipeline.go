@@ -38,7 +38,7 @@ func Prepare(ctx context.Context, norm *Normalizer, evs []*Event) ([]Op, map[int
 				poison[idx[j]] = &Poison{Code: "SLUICE-EVENT-VALUE", Reason: fmt.Sprintf("table %s: %v", t.Name, out.Err), ID: ev.ID, Table: t.Name}
 				continue
 			}
-			ops = append(ops, Op{Table: t, Delete: ev.Delete || !out.InFilter, Key: out.Key, Hash: KeyHash(t.Plan.Target, out.Key),
+			ops = append(ops, Op{Table: t, Delete: ev.Delete || !out.InFilter, Key: out.Key, Hash: KeyHash(t.Plan, out.Key),
 				Row: out.Row, Version: ev.Version, Ref: idx[j]})
 		}
 	}

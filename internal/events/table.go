@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/sluice-db/sluice/internal/apply"
+	"github.com/sluice-db/sluice/internal/canonical"
 	"github.com/sluice-db/sluice/internal/plan"
 	"github.com/sluice-db/sluice/internal/postgres"
 	"github.com/sluice-db/sluice/internal/typemap"
@@ -110,13 +111,20 @@ func (t *Table) SourceIndex(name string) int {
 // KeySourceIndexes lists the source column index of each key column.
 func (t *Table) KeySourceIndexes() []int { return t.keySrc }
 
-// KeyHash identifies a row of a target table in the version table.
-func KeyHash(table string, key []string) [16]byte {
+// KeyHash identifies a row of t's target table in the version table, by
+// its key (source text, in t.Key order) in the form the target compares
+// (canonical.KeyForm): an event that spells a numeric key 1 and a row the
+// copy read as 1.0 are one row, with one version.
+func KeyHash(t *plan.Table, key []string) [16]byte {
 	h := sha256.New()
-	h.Write([]byte(table))
-	for _, k := range key {
+	h.Write([]byte(t.Target))
+	for i, k := range key {
 		h.Write([]byte{0})
-		h.Write([]byte(k))
+		if i < len(t.Key) {
+			h.Write(canonical.KeyForm(t.Columns[t.Key[i]].Kind, []byte(k)))
+		} else {
+			h.Write([]byte(k))
+		}
 	}
 	var out [16]byte
 	copy(out[:], h.Sum(nil))

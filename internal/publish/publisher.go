@@ -684,15 +684,13 @@ func (t *pubTable) row(vals, old []pgstream.Value, full bool) (cols map[string]*
 // PostgreSQL takes 1.0 and 1.00 for one numeric key, 0 and -0 for one
 // float, 'a' and 'a ' for one bpchar, and so does the target, but their
 // texts would hash apart and two appliers would apply the row's changes in
-// no fixed order. A value the canonical form cannot read keeps its text.
+// no fixed order.
 func (t *pubTable) partitionKey(key []string) []string {
 	out := make([]string, len(key))
 	for i, k := range key {
 		out[i] = k
 		if i < len(t.rt.Plan.Key) {
-			if c, err := canonical.Append(nil, t.rt.Plan.Columns[t.rt.Plan.Key[i]].Kind, []byte(k)); err == nil {
-				out[i] = string(c)
-			}
+			out[i] = string(canonical.KeyForm(t.rt.Plan.Columns[t.rt.Plan.Key[i]].Kind, []byte(k)))
 		}
 	}
 	return out
