@@ -16,7 +16,8 @@ import (
 // refuseOtherShape refuses an existing target table that is not the table
 // sluice would create for t: a column missing, added, or of another type,
 // length, precision, fractional digits, collation, nullability or extra
-// (AUTO_INCREMENT, ON UPDATE, generated), or no unique index on the row key.
+// (AUTO_INCREMENT, ON UPDATE, generated), or no unique index on the row key;
+// and one of another engine than InnoDB, or with triggers.
 // Such a table changes values without a word: a MariaDB default collation
 // (utf8mb4_general_ci) makes 'Résumé' and 'resume' one key, so the stream
 // overwrites one row with the other; a DATETIME(0) drops the fraction of a
@@ -34,6 +35,23 @@ func refuseOtherShape(ctx context.Context, tgt *mysql.Target, t *plan.Table) err
 		return err
 	}
 	problems, alter, column := compareShape(t, have, want)
+	engine, triggers, err := mysql.TableBehaviour(ctx, tgt.DB, t.Target)
+	if err != nil {
+		return err
+	}
+	if !strings.EqualFold(engine, "InnoDB") {
+		// without transactions a chunk's rows stay when its transaction
+		// (with the chunk's done mark) rolls back: a resumed copy loads
+		// them again
+		if engine == "" {
+			engine = "none (a view?)"
+		}
+		problems = append(problems, fmt.Sprintf("its engine is %s, not InnoDB (a chunk's rows must commit or roll back with its progress)", engine))
+		alter = append(alter, "ENGINE=InnoDB")
+	}
+	for _, tr := range triggers {
+		problems = append(problems, fmt.Sprintf("trigger %s would change or add to what sluice writes (drop it: DROP TRIGGER %s)", tr, typemap.QuoteIdent(tr)))
+	}
 	if len(problems) == 0 {
 		return nil
 	}

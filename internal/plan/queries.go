@@ -8,6 +8,7 @@ import (
 	"github.com/sluice-db/sluice/internal/chunk"
 	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/postgres"
+	"github.com/sluice-db/sluice/internal/schema"
 	"github.com/sluice-db/sluice/internal/typemap"
 )
 
@@ -37,14 +38,23 @@ func (t *Table) SourceQuery(r chunk.Range) string {
 		if t.Keyless {
 			return postgres.Literal(v) + "::tid"
 		}
-		typ := t.Columns[t.Key[i]].SourceType
-		return postgres.Literal(v) + "::" + postgres.Ident(typ.Name)
+		return postgres.Literal(v) + "::" + CastType(t.Columns[t.Key[i]].SourceType)
 	})
 	if t.Filter != "" {
 		where += " AND (" + t.Filter + ")"
 	}
 	return fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY %s", strings.Join(exprs, ", "),
 		postgres.Ident(t.Source.Name.Schema, t.Source.Name.Name), where, strings.Join(keys, ", "))
+}
+
+// CastType names typ for a cast of a key literal: by its schema unless it
+// is built in, so an enum of a schema not on the search_path (or one whose
+// name another schema's type shares) is the column's own.
+func CastType(typ schema.Type) string {
+	if typ.Namespace == "" || typ.Namespace == "pg_catalog" {
+		return postgres.Ident(typ.Name)
+	}
+	return postgres.Ident(typ.Namespace, typ.Name)
 }
 
 // KeyFilterSource selects the source rows whose keys are listed (source text
@@ -62,7 +72,7 @@ func (t *Table) KeyFilterSource(keys [][]string) string {
 	for j, key := range keys {
 		lits := make([]string, len(key))
 		for i, v := range key {
-			lits[i] = postgres.Literal(v) + "::" + postgres.Ident(t.Columns[t.Key[i]].SourceType.Name)
+			lits[i] = postgres.Literal(v) + "::" + CastType(t.Columns[t.Key[i]].SourceType)
 		}
 		tuples[j] = "(" + strings.Join(lits, ", ") + ")"
 	}

@@ -114,12 +114,13 @@ func (s *Source) readColumns(ctx context.Context, oid uint32, t *schema.Table) e
 func (s *Source) ResolveType(ctx context.Context, oid uint32, typmod int32) (schema.Type, error) {
 	typ := schema.Type{Length: -1, Precision: -1, Scale: -1, OID: oid}
 	for depth := 0; depth < 10; depth++ {
-		var name, kind, display string
+		var name, kind, display, namespace string
 		var base, elem uint32
 		var baseMod int32
 		err := s.Pool.QueryRow(ctx, `
-			SELECT typname, typtype::text, typbasetype, typtypmod, typelem, format_type(oid, $2)
-			FROM pg_type WHERE oid = $1`, oid, typmod).Scan(&name, &kind, &base, &baseMod, &elem, &display)
+			SELECT t.typname, t.typtype::text, t.typbasetype, t.typtypmod, t.typelem, format_type(t.oid, $2), n.nspname
+			FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE t.oid = $1`, oid, typmod).
+			Scan(&name, &kind, &base, &baseMod, &elem, &display, &namespace)
 		if err != nil {
 			return typ, err
 		}
@@ -130,7 +131,7 @@ func (s *Source) ResolveType(ctx context.Context, oid uint32, typmod int32) (sch
 			oid, typmod = base, baseMod
 			continue
 		}
-		typ.Name, typ.Display, typ.OID = name, display, oid
+		typ.Name, typ.Display, typ.OID, typ.Namespace = name, display, oid, namespace
 		if typ.Domain != "" {
 			typ.Display = display + " (domain " + typ.Domain + ")"
 		}

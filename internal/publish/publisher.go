@@ -1009,7 +1009,7 @@ func (t *pubTable) chunkQuery(r chunk.Range) string {
 	}
 	keys := pt.KeyExprsSource()
 	where := chunk.Predicate(keys, r, func(i int, v string) string {
-		return postgres.Literal(v) + "::" + postgres.Ident(pt.Columns[pt.Key[i]].SourceType.Name)
+		return postgres.Literal(v) + "::" + plan.CastType(pt.Columns[pt.Key[i]].SourceType)
 	})
 	if pt.Filter != "" {
 		where += " AND (" + pt.Filter + ")"

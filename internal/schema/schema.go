@@ -38,6 +38,7 @@ type Type struct {
 	EnumLabels []string // labels in order, for enums
 	Domain     string   // the domain the column was declared with, if any
 	OID        uint32
+	Namespace  string // the schema of the type (pg_catalog for built-in ones)
 
 	// ElemUnsupported says why an array's elements cannot travel as the
 	// same JSON by the copy (to_json) and by the change stream (the array's
