@@ -233,7 +233,7 @@ func (a *app) runEventsSync(cmd *cobra.Command, ef *eventsFlags, tables, listen,
 	}
 	tracker := &progress.Tracker{}
 	svc, err := events.New(ctx, src, tgt, p, events.Options{Endpoint: ep, Consumer: consumer, Parallel: opt.Parallel, ChunkRows: opt.ChunkRows,
-		BatchRows: opt.BatchRows, BatchDelay: opt.BatchDelay, Tracker: tracker, Log: a.log})
+		MaxRowsPerSec: opt.MaxRowsPerSec, BatchRows: opt.BatchRows, BatchDelay: opt.BatchDelay, Tracker: tracker, Log: a.log})
 	if err != nil {
 		return err
 	}

@@ -166,6 +166,11 @@ func (s *Service) copyChunk(ctx context.Context, ts *tableState, ch mysql.Stored
 		return failure.Wrap(err, failure.BadRow, "SLUICE-EVENTS-COPYROW", "table %s, chunk %d", ts.rt.Name, ch.No).With("table", ts.rt.Name).
 			WithHint("fix the value on the source or map the column to a type that holds it, then run again")
 	}
+	if s.limiter != nil { // --max-rows-per-sec: the next read waits for this one's rows
+		if err := copier.WaitRows(ctx, s.limiter, int64(len(rows))); err != nil {
+			return err
+		}
+	}
 	for attempt := 0; ; attempt++ {
 		written, err := s.writeChunk(ctx, ts, ch, buf, rows)
 		if err == nil {

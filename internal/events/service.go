@@ -18,6 +18,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
 
 	"github.com/sluice-db/sluice/internal/failure"
 	"github.com/sluice-db/sluice/internal/mysql"
@@ -29,13 +30,15 @@ import (
 
 // Options tune an events sync.
 type Options struct {
-	Endpoint   *pubevents.Endpoint // the JetStream stream; nil: events come over HTTP only
-	Consumer   string              // durable consumer name
-	Parallel   int                 // chunks copied at once
-	ChunkRows  int
-	BatchRows  int           // events per target transaction, at most
-	BatchDelay time.Duration // longest an event waits for its batch
-	AckWait    time.Duration // JetStream redelivers what is not acknowledged in this time
+	Endpoint  *pubevents.Endpoint // the JetStream stream; nil: events come over HTTP only
+	Consumer  string              // durable consumer name
+	Parallel  int                 // chunks copied at once
+	ChunkRows int
+	// MaxRowsPerSec paces the backfill's reads of the source; 0: none.
+	MaxRowsPerSec float64
+	BatchRows     int           // events per target transaction, at most
+	BatchDelay    time.Duration // longest an event waits for its batch
+	AckWait       time.Duration // JetStream redelivers what is not acknowledged in this time
 	// VersionCache bounds the rows of the version table kept in memory
 	// (about 40 bytes each); 0: 1,000,000; negative: none.
 	VersionCache int
@@ -72,14 +75,15 @@ func (o *Options) defaults() {
 
 // Service is one running events sync.
 type Service struct {
-	src   *postgres.Source
-	tgt   *mysql.Target
-	plan  *plan.Plan
-	opt   Options
-	log   *slog.Logger
-	cat   *Catalog
-	norm  *Normalizer
-	store *Store
+	limiter *rate.Limiter // the backfill's pace; nil: none
+	src     *postgres.Source
+	tgt     *mysql.Target
+	plan    *plan.Plan
+	opt     Options
+	log     *slog.Logger
+	cat     *Catalog
+	norm    *Normalizer
+	store   *Store
 
 	tables    []*tableState
 	byRT      map[*Table]*tableState
@@ -140,6 +144,9 @@ func New(ctx context.Context, src *postgres.Source, tgt *mysql.Target, p *plan.P
 	}
 	s := &Service{src: src, tgt: tgt, plan: p, opt: opt, log: opt.Log, cat: NewCatalog(rts), norm: &Normalizer{Src: src},
 		store: &Store{DB: tgt.DB, CacheRows: max(opt.VersionCache, 0)}, ownMsgs: map[uint64]bool{}, byRT: map[*Table]*tableState{}, ready: make(chan struct{}), stop: make(chan struct{}), started: time.Now()}
+	if opt.MaxRowsPerSec > 0 {
+		s.limiter = rate.NewLimiter(rate.Limit(opt.MaxRowsPerSec), max(1, min(int(opt.MaxRowsPerSec), 10000)))
+	}
 	for _, rt := range rts {
 		ts := &tableState{rt: rt}
 		s.tables = append(s.tables, ts)

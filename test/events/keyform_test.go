@@ -56,3 +56,24 @@ func TestNumericKeySpellings(t *testing.T) {
 	}
 	sync.stop(t)
 }
+
+// TestBackfillKeepsTheRowRate: --max-rows-per-sec spares the source during
+// the events path's backfill as it does during sync's copy; it was ignored
+// there (2,000 rows went in some 70 ms). At 1,000 rows a second (the first
+// 1,000 of burst), the copy cannot be done in under a second.
+func TestBackfillKeepsTheRowRate(t *testing.T) {
+	p := testenv.NewPair(t)
+	cfg := writeConfig(t, "tables: {}\n")
+	p.PG(t, `CREATE TABLE acct (id int PRIMARY KEY, v text)`)
+	p.PG(t, `INSERT INTO acct SELECT g, 'v' FROM generate_series(1, 2000) g`)
+	began := time.Now()
+	sync := start(t, append([]string{"sync", "--changes=events", "--config", cfg, "--tables", "acct", "--chunk-rows", "250", "--max-rows-per-sec", "1000"}, p.Args()...)...)
+	sync.waitFor(t, "the copy", 60*time.Second, func(st eventsStatus) bool { return st.Events.CopyDone })
+	if took := time.Since(began); took < 900*time.Millisecond {
+		t.Errorf("2,000 rows copied in %s at --max-rows-per-sec 1000", took)
+	}
+	if n := count(t, p.Target, "SELECT COUNT(*) FROM acct"); n != 2000 {
+		t.Errorf("%d rows copied, want 2000", n)
+	}
+	sync.stop(t)
+}
