@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 
@@ -493,6 +494,7 @@ func (s *sourceReader) parse(line []byte) error {
 	}
 	conv := make([][]byte, len(fields))
 	var unconvertible string
+	keyUnconvertible := false
 	for i, c := range s.v.t.Columns {
 		conv[i] = fields[i]
 		if fields[i] != nil && c.Convert != nil {
@@ -501,6 +503,7 @@ func (s *sourceReader) parse(line []byte) error {
 				// A value the target cannot hold (a row copy rejected): the
 				// row can never be equal, so it shows as a difference.
 				unconvertible = fmt.Sprintf("column %s: %v", c.Target, err)
+				keyUnconvertible = keyUnconvertible || slices.Contains(s.v.t.Key, i)
 				out = nil
 			}
 			conv[i] = out
@@ -512,6 +515,11 @@ func (s *sourceReader) parse(line []byte) error {
 	}
 	if unconvertible != "" {
 		r.canon = append([]byte{unconvertibleMark}, "the target cannot hold this row's "+unconvertible...)
+	}
+	if keyUnconvertible {
+		// Its key has no target form (NaN in a float key): keyed by its
+		// source text, so such rows stay apart instead of sharing a NULL key.
+		r.key = append([]byte{unconvertibleMark}, strings.Join(raw, ",")...)
 	}
 	r.raw = raw
 	k := string(r.key)

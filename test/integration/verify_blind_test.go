@@ -113,3 +113,17 @@ func TestArrayBoundsRefused(t *testing.T) {
 	testenv.MustRun(t, 0, args(p, "copy")...)
 	testenv.MustRun(t, 0, args(p, "verify")...)
 }
+
+// TestVerifyRowsWhoseKeyTheTargetCannotHold: float keys NaN and ±Infinity
+// have no MySQL form; the copy rejects their rows. verify keyed all of
+// them NULL, so they collided and were shown as one; each is a missing row
+// of its own, named by its key.
+func TestVerifyRowsWhoseKeyTheTargetCannotHold(t *testing.T) {
+	t.Parallel()
+	p := testenv.NewPair(t)
+	p.PG(t, `CREATE TABLE f (k float8 PRIMARY KEY, v int)`)
+	p.PG(t, `INSERT INTO f VALUES (1, 1), ('NaN', 2), ('Infinity', 3), ('-Infinity', 4)`)
+	testenv.MustRun(t, 0, args(p, "copy", "--on-bad-row", "skip", "--reject-file", filepath.Join(t.TempDir(), "rejects.jsonl"))...)
+	r := testenv.MustRun(t, 1, args(p, "verify")...)
+	mustContain(t, "verify output", r.Stdout, "3 missing on the target", "missing key NaN", "missing key Infinity", "missing key -Infinity")
+}
