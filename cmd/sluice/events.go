@@ -333,7 +333,7 @@ func (a *app) runPublish(cmd *cobra.Command, ef *eventsFlags, tables, listen, to
 	tracker := &progress.Tracker{}
 	pub, err := publish.New(ctx, src, a.sourceConnString(), tgt, p, publish.Options{Endpoint: ep, Partitions: ef.partitions, Slot: slot, Publication: slot,
 		Parallel: opt.Parallel, ChunkRows: opt.ChunkRows, FlushDelay: opt.BatchDelay, LockTimeout: opt.Cutover.LockTimeout,
-		CutoverTimeout: opt.Cutover.Timeout, Tracker: tracker, Log: a.log})
+		CutoverTimeout: opt.Cutover.Timeout, AutoIncrementGap: opt.Cutover.AutoIncrementGap, Tracker: tracker, Log: a.log})
 	if err != nil {
 		return err
 	}

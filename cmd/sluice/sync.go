@@ -137,6 +137,7 @@ running sync again resumes.`,
 	f.DurationVar(&opt.LagBound, "lag-bound", time.Second, "cutover waits until the lag is under this")
 	f.DurationVar(&opt.Cutover.LockTimeout, "lock-timeout", 5*time.Second, "cutover gives up if the write fence is not granted in this time")
 	f.DurationVar(&opt.Cutover.Timeout, "cutover-timeout", 30*time.Second, "longest the write fence may stay up before cutover gives up and lifts it")
+	f.Int64Var(&opt.Cutover.AutoIncrementGap, "auto-increment-gap", 1000, "cutover starts each target AUTO_INCREMENT this many ids past the source sequence, for writes that still reach the source until the application switches (the stream applies them)")
 	ev.register(f)
 	return cmd
 }
@@ -157,6 +158,7 @@ func checkSyncFlags(slot string, opt syncer.Options) error {
 		// PostgreSQL counts lock_timeout in milliseconds, and 0 waits forever.
 		numberFlag{"--lock-timeout", opt.Cutover.LockTimeout, opt.Cutover.LockTimeout < time.Millisecond, "1ms or more, e.g. 5s"},
 		numberFlag{"--cutover-timeout", opt.Cutover.Timeout, opt.Cutover.Timeout < time.Millisecond, "1ms or more, e.g. 30s"},
+		numberFlag{"--auto-increment-gap", opt.Cutover.AutoIncrementGap, opt.Cutover.AutoIncrementGap < 0, "0 or more, e.g. 1000"},
 	)...)
 }
 

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -123,9 +124,14 @@ func (l *Lock) Commit(ctx context.Context) error {
 }
 
 // SyncAutoIncrement moves each target AUTO_INCREMENT past its source
-// sequence, read inside the fence so no writer can take a value after it.
-// It returns the value set per target table.
-func (l *Lock) SyncAutoIncrement(ctx context.Context, tgt *mysql.Target) (map[string]int64, error) {
+// sequence, read inside the fence so no writer can take a value after it,
+// by gap more: writes that still reach the source until the application
+// has switched take the sequence's next values, and the stream applies them
+// after the cutover; the target's own inserts must not take the same ids
+// (the streamed row would overwrite theirs). A descending sequence is left
+// alone (its values never meet the target's, which count up). It returns
+// the value set per target table.
+func (l *Lock) SyncAutoIncrement(ctx context.Context, tgt *mysql.Target, gap int64) (map[string]int64, error) {
 	out := map[string]int64{}
 	for _, t := range l.tables {
 		for _, c := range t.Columns {
@@ -147,15 +153,20 @@ func (l *Lock) SyncAutoIncrement(ctx context.Context, tgt *mysql.Target) (map[st
 			if seq == nil {
 				continue
 			}
-			var last int64
+			var last, increment int64
 			var called bool
-			if err := l.Tx.QueryRow(ctx, "SELECT last_value, is_called FROM "+*seq).Scan(&last, &called); err != nil {
+			if err := l.Tx.QueryRow(ctx, "SELECT s.last_value, s.is_called, p.seqincrement FROM "+*seq+" s, pg_sequence p WHERE p.seqrelid = $1::regclass",
+				*seq).Scan(&last, &called, &increment); err != nil {
 				return nil, fmt.Errorf("cutover: read sequence %s: %w", *seq, err)
+			}
+			if increment < 0 {
+				continue
 			}
 			next := last
 			if called {
-				next++
+				next = addCapped(next, increment)
 			}
+			next = max(addCapped(next, gap), 1)
 			if _, err := tgt.DB.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s AUTO_INCREMENT = %d", typemap.QuoteIdent(t.Target), next)); err != nil {
 				return nil, fmt.Errorf("cutover: set AUTO_INCREMENT of %s: %w", t.Target, err)
 			}
@@ -163,6 +174,15 @@ func (l *Lock) SyncAutoIncrement(ctx context.Context, tgt *mysql.Target) (map[st
 		}
 	}
 	return out, nil
+}
+
+// addCapped is a+b (b >= 0), or the largest int64 when that overflows: a
+// sequence used up to its end.
+func addCapped(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
 }
 
 // Blocker is a session whose transaction holds a lock on a fenced table

@@ -41,18 +41,19 @@ func TestFenceStopsWritesUntilReleased(t *testing.T) {
 		t.Fatal("an insert went through the fence")
 	}
 
-	// Under the fence the target's AUTO_INCREMENT moves past the sequence:
-	// the next id the new service hands out is one the source never used.
-	got, err := lock.SyncAutoIncrement(ctx, tgt)
+	// Under the fence the target's AUTO_INCREMENT moves past the sequence,
+	// by the gap: the ids the new service hands out are ones the source
+	// never used, nor will use for the writes that still reach it.
+	got, err := lock.SyncAutoIncrement(ctx, tgt, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got[pl.Tables[0].Target] != 42 {
-		t.Fatalf("AUTO_INCREMENT set to %v; want likes: 42", got)
+	if got[pl.Tables[0].Target] != 142 {
+		t.Fatalf("AUTO_INCREMENT set to %v; want likes: 142 (42 and a gap of 100)", got)
 	}
 	var ai int64
-	if err := tgt.DB.QueryRowContext(ctx, `SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'likes'`).Scan(&ai); err != nil || ai != 42 {
-		t.Fatalf("target AUTO_INCREMENT = %d, %v; want 42", ai, err)
+	if err := tgt.DB.QueryRowContext(ctx, `SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'likes'`).Scan(&ai); err != nil || ai != 142 {
+		t.Fatalf("target AUTO_INCREMENT = %d, %v; want 142", ai, err)
 	}
 
 	lock.Release()
@@ -111,12 +112,43 @@ func TestAutoIncrementFromASequenceMadeByHand(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lock.Release()
-	got, err := lock.SyncAutoIncrement(ctx, tgt)
+	got, err := lock.SyncAutoIncrement(ctx, tgt, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got["orders"] != 1003 {
 		t.Fatalf("AUTO_INCREMENT set to %v; want orders: 1003 (past the shared sequence's 1002)", got)
+	}
+}
+
+// A sequence counting down (an identity with INCREMENT BY -1) made every
+// cutover fail on ALTER TABLE … AUTO_INCREMENT = -10, however often it was
+// retried: it is left alone (the target counts up, away from its values);
+// one counting up by 10 moves the target past its next value.
+func TestAutoIncrementOfOtherIncrements(t *testing.T) {
+	p := testenv.NewPair(t)
+	ctx := context.Background()
+	p.PG(t, `CREATE TABLE down (id int GENERATED ALWAYS AS IDENTITY (INCREMENT BY -1 START WITH -1 MINVALUE -1000000 MAXVALUE -1) PRIMARY KEY, v text)`)
+	p.PG(t, `INSERT INTO down (v) SELECT 'x' FROM generate_series(1, 11)`)
+	p.PG(t, `CREATE TABLE tens (id int GENERATED ALWAYS AS IDENTITY (INCREMENT BY 10) PRIMARY KEY, v text)`)
+	p.PG(t, `INSERT INTO tens (v) SELECT 'x' FROM generate_series(1, 3)`) // 1, 11, 21
+	for _, c := range []struct {
+		table string
+		want  int64 // 0: left alone
+	}{{"down", 0}, {"tens", 31}} {
+		src, tgt, pl := planned(t, p, c.table, true)
+		lock, err := fence.Take(ctx, src, pl.Tables, time.Second, 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := lock.SyncAutoIncrement(ctx, tgt, 0)
+		lock.Release()
+		if err != nil {
+			t.Fatalf("%s: %v", c.table, err)
+		}
+		if got[c.table] != c.want {
+			t.Errorf("%s: AUTO_INCREMENT set to %v; want %d", c.table, got, c.want)
+		}
 	}
 }
 

@@ -136,7 +136,7 @@ func (p *Publisher) fenced(ctx context.Context) (*CutoverReport, error) {
 		}
 	}
 	drained := time.Since(fenced)
-	autoInc, err := lock.SyncAutoIncrement(fctx, p.tgt)
+	autoInc, err := lock.SyncAutoIncrement(fctx, p.tgt, p.opt.AutoIncrementGap)
 	if err != nil {
 		return nil, overtime("setting AUTO_INCREMENT", err)
 	}

@@ -35,18 +35,21 @@ import (
 
 // Options tune a publisher.
 type Options struct {
-	Endpoint       pubevents.Endpoint
-	Partitions     int
-	Slot           string
-	Publication    string
-	Parallel       int           // chunks read ahead of the stream
-	ChunkRows      int           // rows per chunk
-	FlushDelay     time.Duration // longest a change waits before the slot is confirmed past it
-	Heartbeat      time.Duration
-	LockTimeout    time.Duration // cutover: give up if the write fence is not granted in this time
-	CutoverTimeout time.Duration // cutover: longest the fence may stay up
-	Tracker        *progress.Tracker
-	Log            *slog.Logger
+	Endpoint    pubevents.Endpoint
+	Partitions  int
+	Slot        string
+	Publication string
+	Parallel    int           // chunks read ahead of the stream
+	ChunkRows   int           // rows per chunk
+	FlushDelay  time.Duration // longest a change waits before the slot is confirmed past it
+	Heartbeat   time.Duration
+	LockTimeout time.Duration // cutover: give up if the write fence is not granted in this time
+	// AutoIncrementGap: cutover starts each target AUTO_INCREMENT this many
+	// ids past the source sequence (see fence.Lock.SyncAutoIncrement).
+	AutoIncrementGap int64
+	CutoverTimeout   time.Duration // cutover: longest the fence may stay up
+	Tracker          *progress.Tracker
+	Log              *slog.Logger
 }
 
 func (o *Options) defaults() {

@@ -24,6 +24,10 @@ type CutoverOptions struct {
 	LockTimeout  time.Duration // give up if the lock is not granted in this time
 	Timeout      time.Duration // most the fence may stay up
 	CatchUpLimit time.Duration // most to wait for the lag to get under the bound first
+	// AutoIncrementGap is how many ids past the source sequence each target
+	// AUTO_INCREMENT starts, for writes that still reach the source (and are
+	// streamed) until the application has switched.
+	AutoIncrementGap int64
 }
 
 func (o *CutoverOptions) defaults() {
@@ -196,7 +200,7 @@ func (s *Syncer) fencedCutover(ctx context.Context, preDiffs map[*table][]string
 		return nil, overtime("verifying the changed rows", err)
 	}
 	verified := time.Since(fenced)
-	autoInc, err := lock.SyncAutoIncrement(fctx, s.tgt)
+	autoInc, err := lock.SyncAutoIncrement(fctx, s.tgt, s.opt.Cutover.AutoIncrementGap)
 	if err != nil {
 		return nil, overtime("setting AUTO_INCREMENT", err)
 	}
