@@ -252,6 +252,15 @@ func CheckArrayElements(t *plan.Table, all bool) error {
 	return nil
 }
 
+// Renamed is the error for a table of the run that the stream now
+// describes under another name (rel has its OID): changes under the new
+// name would otherwise go unapplied.
+func Renamed(src *schema.Table, rel *pgstream.Relation) error {
+	return failure.New(failure.Schema, "SLUICE-SYNC-SCHEMACHANGE", "source table %s changed while syncing: it was renamed to %s.%s", src.Name, rel.Schema, rel.Name).
+		With("table", src.Name.String()).
+		WithHint("sluice stopped before losing changes: rename it back, or start a new migration of the table under its new name")
+}
+
 // RelationChanges compares a Relation message of the stream with the table
 // as planned: the columns (dropped, renamed, retyped, added) and the replica
 // identity. keyColumns are the source columns rows are matched on (none for
@@ -271,7 +280,29 @@ func RelationChanges(src *schema.Table, rel *pgstream.Relation, keyColumns []str
 			problems = append(problems, fmt.Sprintf("column %s was dropped or renamed", c.Name))
 		case rel.Columns[i].TypeOID != c.Type.OID && c.Type.Domain == "": // the stream names a domain, the plan its base type
 			problems = append(problems, fmt.Sprintf("column %s changed type", c.Name))
+		case rel.Columns[i].TypeMod != c.TypeMod && c.Type.Domain == "":
+			// timestamp(0) → timestamp(6): the target's DATETIME(0) would
+			// cut every new fraction of a second without a word
+			problems = append(problems, fmt.Sprintf("column %s changed its length, precision or digits", c.Name))
 		}
+	}
+	// Two columns renamed into each other's places keep every name and
+	// type: only their order tells (existing rows hold the values the
+	// other way round now).
+	var relOrder, planOrder []string
+	for _, c := range rel.Columns {
+		if src.Column(c.Name) != nil {
+			relOrder = append(relOrder, c.Name)
+		}
+	}
+	for _, c := range src.Columns {
+		if _, ok := byName[c.Name]; ok {
+			planOrder = append(planOrder, c.Name)
+		}
+	}
+	if !slices.Equal(relOrder, planOrder) {
+		problems = append(problems, fmt.Sprintf("columns are in another order (%s, planned %s): renamed into each other's places?",
+			strings.Join(relOrder, ", "), strings.Join(planOrder, ", ")))
 	}
 	for _, c := range rel.Columns {
 		if !slices.ContainsFunc(src.Columns, func(sc schema.Column) bool { return sc.Name == c.Name }) {

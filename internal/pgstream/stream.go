@@ -50,7 +50,8 @@ type Relation struct {
 type RelationColumn struct {
 	Name    string
 	TypeOID uint32
-	Key     bool // part of the replica identity
+	TypeMod int32 // atttypmod: a length, precision or digits of a second (-1: none)
+	Key     bool  // part of the replica identity
 }
 
 // Event is one decoded item of the stream. Exactly one field group is set,
@@ -456,7 +457,7 @@ func (s *Stream) decode(xld pglogrepl.XLogData) (Event, bool, error) {
 	case *pglogrepl.RelationMessage:
 		rel := &Relation{ID: m.RelationID, Schema: m.Namespace, Name: m.RelationName, ReplicaIdentity: m.ReplicaIdentity}
 		for _, c := range m.Columns {
-			rel.Columns = append(rel.Columns, RelationColumn{Name: c.Name, TypeOID: c.DataType, Key: c.Flags&1 != 0})
+			rel.Columns = append(rel.Columns, RelationColumn{Name: c.Name, TypeOID: c.DataType, TypeMod: c.TypeModifier, Key: c.Flags&1 != 0})
 		}
 		s.relations[m.RelationID] = rel
 		return Event{Kind: RelationChanged, LSN: xld.WALStart, Relation: rel}, true, nil

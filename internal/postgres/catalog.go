@@ -51,7 +51,7 @@ func (s *Source) ReadTable(ctx context.Context, name schema.TableName) (*schema.
 	if err != nil {
 		return nil, fmt.Errorf("source: look up table %s: %w", name, err)
 	}
-	t := &schema.Table{Name: name, EstimatedRows: int64(estimate), Partitioned: partitioned}
+	t := &schema.Table{Name: name, OID: oid, EstimatedRows: int64(estimate), Partitioned: partitioned}
 	t.ReplicaIdentity = map[string]string{"d": "default", "n": "nothing", "f": "full", "i": "index"}[replIdent]
 	if err := s.readColumns(ctx, oid, t); err != nil {
 		return nil, err
@@ -103,7 +103,7 @@ func (s *Source) readColumns(ctx context.Context, oid uint32, t *schema.Table) e
 		if err != nil {
 			return fmt.Errorf("source: type of %s.%s: %w", t.Name, r.col.Name, err)
 		}
-		r.col.Type = typ
+		r.col.Type, r.col.TypeMod = typ, r.typmod
 		t.Columns = append(t.Columns, r.col)
 	}
 	return nil

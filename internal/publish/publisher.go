@@ -385,6 +385,11 @@ func (p *Publisher) loop(ctx context.Context, evs <-chan []pgstream.Event) error
 		case pgstream.RelationChanged:
 			t := p.byName[ev.Relation.Schema+"."+ev.Relation.Name]
 			if t == nil {
+				for _, known := range p.tables {
+					if known.rt.Plan.Source.OID == ev.Relation.ID {
+						return capture.Renamed(known.rt.Plan.Source, ev.Relation)
+					}
+				}
 				p.unknown.Warn(p.log, ev.Relation)
 				continue
 			}

@@ -51,6 +51,7 @@ type Type struct {
 type Column struct {
 	Name     string
 	Type     Type
+	TypeMod  int32 // atttypmod as the catalog holds it (-1: none), to tell a changed length or precision
 	NotNull  bool
 	Default  string // the source's default expression, as SQL text, or ""
 	Identity bool   // serial, bigserial or GENERATED … AS IDENTITY
@@ -89,6 +90,7 @@ type ForeignKey struct {
 // Table is one source table.
 type Table struct {
 	Name       TableName
+	OID        uint32 // the source's pg_class OID: the change stream names tables by it
 	Columns    []Column
 	PrimaryKey []string // empty when the table has none
 	// PrimaryKeyDeferrable: the primary key is checked at commit (DEFERRABLE)

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pglogrepl"
 
 	"github.com/sluice-db/sluice/internal/apply"
+	"github.com/sluice-db/sluice/internal/capture"
 	"github.com/sluice-db/sluice/internal/copier"
 	"github.com/sluice-db/sluice/internal/cpuprio"
 	"github.com/sluice-db/sluice/internal/failure"
@@ -162,6 +163,11 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 				t = s.byName[ev.Relation.Name]
 			}
 			if t == nil {
+				for _, known := range s.tables {
+					if known.plan.Source.OID == ev.Relation.ID {
+						return capture.Renamed(known.plan.Source, ev.Relation)
+					}
+				}
 				s.unknown.Warn(s.log, ev.Relation)
 				continue
 			}
