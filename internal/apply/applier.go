@@ -547,10 +547,7 @@ func (t *Table) write(ctx context.Context, tx *sql.Tx, rows []Row, query string,
 // valueChanged is the error for the warnings (at least one) a write of rows
 // left: it names the table, and the key and column of the first warning.
 func (t *Table) valueChanged(rows []Row, warnings []mysql.Warning) error {
-	what := warnings[0].String()
-	if len(warnings) > 1 {
-		what += fmt.Sprintf(" (%d warnings in all)", len(warnings))
-	}
+	what := mysql.Summary(warnings)
 	column, n := warnings[0].Where()
 	key := ""
 	if n >= 1 && n <= len(rows) {

@@ -461,10 +461,7 @@ type jsonMember struct {
 // decodeJSON reads one value: nil, bool, json.Number, string, []any or
 // jsonObject. Inside a container (nested) the input ending is unexpected.
 func decodeJSON(dec *json.Decoder, nested bool) (any, error) {
-	tok, err := dec.Token()
-	if err == io.EOF && nested {
-		err = io.ErrUnexpectedEOF
-	}
+	tok, err := token(dec, nested)
 	if err != nil {
 		return nil, err
 	}
@@ -482,14 +479,12 @@ func decodeJSON(dec *json.Decoder, nested bool) (any, error) {
 			}
 			arr = append(arr, e)
 		}
-		return arr, closing(dec)
+		_, err := token(dec, true) // ]
+		return arr, err
 	case '{':
 		obj := jsonObject{}
 		for dec.More() {
-			k, err := dec.Token()
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
+			k, err := token(dec, true)
 			if err != nil {
 				return nil, err
 			}
@@ -503,18 +498,20 @@ func decodeJSON(dec *json.Decoder, nested bool) (any, error) {
 			}
 			obj = append(obj, jsonMember{key, val})
 		}
-		return obj, closing(dec)
+		_, err := token(dec, true) // }
+		return obj, err
 	}
 	return nil, fmt.Errorf("unexpected %v", delim)
 }
 
-// closing reads the ] or } that ends a container.
-func closing(dec *json.Decoder) error {
-	_, err := dec.Token()
-	if err == io.EOF {
-		return io.ErrUnexpectedEOF
+// token reads the next token; inside a container (nested) the input ending
+// is unexpected.
+func token(dec *json.Decoder, nested bool) (json.Token, error) {
+	tok, err := dec.Token()
+	if err == io.EOF && nested {
+		err = io.ErrUnexpectedEOF
 	}
-	return err
+	return tok, err
 }
 
 // appendJSONValue writes doc compactly with object keys sorted bytewise (a

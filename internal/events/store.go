@@ -386,16 +386,12 @@ func writeChecked(ctx context.Context, tx *sql.Tx, t *Table, query string, args 
 	if len(warnings) == 0 {
 		return nil
 	}
-	what := warnings[0].String()
-	if len(warnings) > 1 {
-		what += fmt.Sprintf(" (%d warnings in all)", len(warnings))
-	}
 	column, _ := warnings[0].Where()
 	if column == "" {
 		column = "unknown"
 	}
 	return &DataError{Err: fmt.Errorf("table %s, column %s: the target would store another value than the event's: %s (the target column holds less than the event's value: widen it, or fix the application's value)",
-		t.Name, column, what)}
+		t.Name, column, mysql.Summary(warnings))}
 }
 
 func classify(err error) error {

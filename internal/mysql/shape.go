@@ -117,22 +117,13 @@ func showRows(ctx context.Context, q Querier, stmt string, row func(map[string]s
 // TableBehaviour returns the engine of table and the names of its
 // triggers: what makes writes to it behave otherwise than to the table
 // sluice creates, whatever its columns.
-func TableBehaviour(ctx context.Context, q Querier, table string) (engine string, triggers []string, err error) {
-	var e sql.NullString
-	erows, err := q.QueryContext(ctx, `SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?`, table)
+func TableBehaviour(ctx context.Context, db *sql.DB, table string) (engine string, triggers []string, err error) {
+	var e sql.NullString // NULL for a view
+	err = db.QueryRowContext(ctx, `SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?`, table).Scan(&e)
 	if err != nil {
 		return "", nil, fmt.Errorf("target: read the engine of %s: %w", table, err)
 	}
-	for erows.Next() {
-		if err := erows.Scan(&e); err != nil {
-			erows.Close()
-			return "", nil, fmt.Errorf("target: read the engine of %s: %w", table, err)
-		}
-	}
-	if err := erows.Close(); err != nil {
-		return "", nil, fmt.Errorf("target: read the engine of %s: %w", table, err)
-	}
-	rows, err := q.QueryContext(ctx, `SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = ? ORDER BY TRIGGER_NAME`, table)
+	rows, err := db.QueryContext(ctx, `SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = ? ORDER BY TRIGGER_NAME`, table)
 	if err != nil {
 		return "", nil, fmt.Errorf("target: read the triggers of %s: %w", table, err)
 	}

@@ -232,11 +232,17 @@ type ValueWarning struct {
 }
 
 func (w *ValueWarning) Error() string {
-	first := w.Warnings[0].String()
-	if len(w.Warnings) > 1 {
-		first += fmt.Sprintf(" (%d warnings in all)", len(w.Warnings))
+	return fmt.Sprintf("target changed or refused a value while loading %s: %s", w.Table, Summary(w.Warnings))
+}
+
+// Summary names the first of warnings (at least one) and how many there
+// are when more, for a message.
+func Summary(warnings []Warning) string {
+	first := warnings[0].String()
+	if len(warnings) > 1 {
+		first += fmt.Sprintf(" (%d warnings in all)", len(warnings))
 	}
-	return fmt.Sprintf("target changed or refused a value while loading %s: %s", w.Table, first)
+	return first
 }
 
 // loadWarnings returns the warnings about values a load into table left
