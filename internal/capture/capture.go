@@ -324,3 +324,31 @@ func RelationChanges(src *schema.Table, rel *pgstream.Relation, keyColumns []str
 	}
 	return problems
 }
+
+// NoticeChanges compares a schema change that the source's event trigger
+// recorded (pgstream.DDLNotice) with the table as planned, as RelationChanges
+// does for the stream's own description, and adds what only the trigger
+// sees: a column dropped and added again, rows rewritten by a type change,
+// the table dropped. None for a change that keeps the table's shape (a
+// constraint, an index, storage). A rename is returned as Renamed's error.
+func NoticeChanges(src *schema.Table, n pgstream.DDLNotice, keyColumns []string, wholeOld bool) ([]string, error) {
+	switch {
+	case n.Dropped:
+		return []string{"it was dropped"}, nil
+	case n.Rewrite&pgstream.RewriteColumns != 0:
+		return []string{"ALTER TABLE rewrote the values of a column (ALTER COLUMN … TYPE, perhaps with USING)"}, nil
+	case n.Rewrite != 0:
+		return nil, nil // the notice after the ALTER TABLE tells whether the shape changed
+	}
+	rel := n.Relation()
+	if rel.Schema != src.Name.Schema || rel.Name != src.Name.Name {
+		return nil, Renamed(src, rel)
+	}
+	problems := RelationChanges(src, rel, keyColumns, wholeOld)
+	for _, c := range n.Columns {
+		if sc := src.Column(c.Name); sc != nil && sc.Num != 0 && sc.Num != c.Num && sc.Generated == "" {
+			problems = append(problems, fmt.Sprintf("column %s was dropped and added again (existing rows lost its values)", c.Name))
+		}
+	}
+	return problems, nil
+}

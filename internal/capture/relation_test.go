@@ -45,6 +45,72 @@ func TestRelationChanges(t *testing.T) {
 	}
 }
 
+// Two columns renamed into each other's places keep every name and type;
+// only the order tells.
+func TestRelationColumnsSwapped(t *testing.T) {
+	src := &schema.Table{Columns: []schema.Column{
+		{Name: "id", Type: schema.Type{OID: 23}}, {Name: "a", Type: schema.Type{OID: 23}}, {Name: "b", Type: schema.Type{OID: 23}},
+	}}
+	rel := &pgstream.Relation{ReplicaIdentity: 'd', Columns: []pgstream.RelationColumn{
+		{Name: "id", TypeOID: 23, Key: true}, {Name: "b", TypeOID: 23}, {Name: "a", TypeOID: 23},
+	}}
+	got := capture.RelationChanges(src, rel, []string{"id"}, false)
+	if len(got) != 1 || !strings.Contains(got[0], "another order (id, b, a, planned id, a, b)") {
+		t.Errorf("swapped columns: %q; want one problem naming both orders", got)
+	}
+}
+
+// What the source's event trigger records that the stream cannot show.
+func TestNoticeChanges(t *testing.T) {
+	src := &schema.Table{Name: schema.TableName{Schema: "public", Name: "ev"}, Columns: []schema.Column{
+		{Name: "id", Type: schema.Type{OID: 23}, Num: 1}, {Name: "a", Type: schema.Type{OID: 23}, Num: 2}, {Name: "b", Type: schema.Type{OID: 23}, Num: 3},
+	}}
+	shape := func(name string, bNum int16) pgstream.DDLNotice {
+		return pgstream.DDLNotice{OID: 7, Schema: "public", Name: name, Identity: "d", Columns: []pgstream.DDLColumn{
+			{Num: 1, Name: "id", Type: 23, Mod: -1, Key: true}, {Num: 2, Name: "a", Type: 23, Mod: -1}, {Num: bNum, Name: "b", Type: 23, Mod: -1},
+		}}
+	}
+	for _, tc := range []struct {
+		name   string
+		notice pgstream.DDLNotice
+		want   string // "" for no problem
+	}{
+		{"a constraint added", shape("ev", 3), ""},
+		{"b dropped and added again", shape("ev", 4), "column b was dropped and added again"},
+		{"rows rewritten by a type change", pgstream.DDLNotice{OID: 7, Rewrite: pgstream.RewriteColumns}, "rewrote the values"},
+		{"rewritten to another access method", pgstream.DDLNotice{OID: 7, Rewrite: 8}, ""},
+		{"dropped", pgstream.DDLNotice{OID: 7, Dropped: true}, "it was dropped"},
+	} {
+		src.Columns[0].TypeMod, src.Columns[1].TypeMod, src.Columns[2].TypeMod = -1, -1, -1
+		problems, err := capture.NoticeChanges(src, tc.notice, []string{"id"}, false)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got := strings.Join(problems, "; "); tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
+			t.Errorf("%s: %q; want %q", tc.name, got, tc.want)
+		}
+	}
+	var fe *failure.Error
+	if _, err := capture.NoticeChanges(src, shape("ev_old", 3), []string{"id"}, false); !errors.As(err, &fe) || fe.Code != "SLUICE-SYNC-SCHEMACHANGE" || !strings.Contains(err.Error(), "renamed to public.ev_old") {
+		t.Errorf("renamed table: %v; want SLUICE-SYNC-SCHEMACHANGE naming the new name", err)
+	}
+}
+
+// A notice is read from sluice's message in the WAL, as the trigger writes
+// it (oids as numbers); other sluice messages are not notices.
+func TestParseDDLNotice(t *testing.T) {
+	n, ok, err := pgstream.ParseDDLNotice([]byte(`D:{"oid" : 16390, "schema" : "public", "name" : "ev", "identity" : "d", "columns" : [{"num" : 1, "name" : "id", "type" : 23, "mod" : -1, "key" : true}]}`))
+	if !ok || err != nil || n.OID != 16390 || n.Relation().ReplicaIdentity != 'd' || len(n.Columns) != 1 || !n.Columns[0].Key {
+		t.Errorf("notice: %+v %v %v", n, ok, err)
+	}
+	if _, ok, _ := pgstream.ParseDDLNotice([]byte("W:12:lo")); ok {
+		t.Error("a watermark was read as a schema-change notice")
+	}
+	if _, ok, err := pgstream.ParseDDLNotice([]byte(`D:{"oid": "16390"}`)); !ok || err == nil {
+		t.Error("a malformed notice was read without an error")
+	}
+}
+
 // A stored generated column is not in the stream's Relation before
 // PostgreSQL 18: that is not a dropped column.
 func TestRelationWithoutGeneratedColumn(t *testing.T) {

@@ -56,11 +56,18 @@ func Preflight(ctx context.Context, pool *pgxpool.Pool, slot string) error {
 }
 
 // EnsureCapture makes sure every change to tables is captured from here on:
-// the publication, then the slot (created if missing). Callers run it before
-// copying anything, so a chunk copied next can only miss what the stream
-// delivers.
+// the publication, the schema-change triggers, then the slot (created if
+// missing). Callers run it before copying anything, so a chunk copied next
+// can only miss what the stream delivers.
 func EnsureCapture(ctx context.Context, pool *pgxpool.Pool, publication, slot string, tables []schema.TableName, log *slog.Logger) error {
 	if err := EnsurePublication(ctx, pool, publication, tables); err != nil {
+		return err
+	}
+	if err := EnsureDDLWatch(ctx, pool, slot, tables[0].Schema); errors.Is(err, ErrDDLWatchRefused) {
+		log.Warn("schema changes that the change stream does not show (a column dropped and added again, a type changed and changed back) will not stop the sync: "+err.Error(),
+			"code", "SLUICE-SYNC-NODDLWATCH", "slot", slot,
+			"hint", "run the sync as a superuser (rds_superuser on RDS) so that sluice can install its event triggers, or run sluice verify after any ALTER TABLE on a migrated table")
+	} else if err != nil {
 		return err
 	}
 	_, created, err := EnsureSlot(ctx, pool, slot)
@@ -146,7 +153,7 @@ func EnsureSlot(ctx context.Context, pool *pgxpool.Pool, name string) (pglogrepl
 	}
 }
 
-// Drop removes the slot and the publication, ending a walsender that still
+// Drop removes the slot, the publication and the schema-change triggers, ending a walsender that still
 // holds the slot. Missing ones are fine: Drop is safe to repeat. A slot that
 // stays held (its walsender cannot be ended) is an error: reporting success
 // would leave it retaining WAL on the source.
@@ -191,7 +198,7 @@ func Drop(ctx context.Context, pool *pgxpool.Pool, slot, publication string) err
 	if _, err := pool.Exec(ctx, "DROP PUBLICATION IF EXISTS "+postgres.Ident(publication)); err != nil {
 		return fmt.Errorf("source: drop publication %s: %w", publication, err)
 	}
-	return nil
+	return dropDDLWatch(ctx, pool, slot)
 }
 
 // SlotExists reports whether the slot is there.

@@ -67,7 +67,7 @@ func (s *Source) ReadTable(ctx context.Context, name schema.TableName) (*schema.
 
 func (s *Source) readColumns(ctx context.Context, oid uint32, t *schema.Table) error {
 	rows, err := s.Pool.Query(ctx, `
-		SELECT a.attname, a.attnotnull, a.atttypid, a.atttypmod, a.attgenerated <> '',
+		SELECT a.attname, a.attnum, a.attnotnull, a.atttypid, a.atttypmod, a.attgenerated <> '',
 		       coalesce(pg_get_expr(d.adbin, d.adrelid), ''),
 		       a.attidentity <> '' OR coalesce(pg_get_expr(d.adbin, d.adrelid), '') LIKE 'nextval(%'
 		FROM pg_attribute a
@@ -86,7 +86,7 @@ func (s *Source) readColumns(ctx context.Context, oid uint32, t *schema.Table) e
 	for rows.Next() {
 		var r raw
 		var generated bool
-		if err := rows.Scan(&r.col.Name, &r.col.NotNull, &r.typOID, &r.typmod, &generated, &r.col.Default, &r.col.Identity); err != nil {
+		if err := rows.Scan(&r.col.Name, &r.col.Num, &r.col.NotNull, &r.typOID, &r.typmod, &generated, &r.col.Default, &r.col.Identity); err != nil {
 			rows.Close()
 			return fmt.Errorf("source: read columns of %s: %w", t.Name, err)
 		}

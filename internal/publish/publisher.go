@@ -385,10 +385,8 @@ func (p *Publisher) loop(ctx context.Context, evs <-chan []pgstream.Event) error
 		case pgstream.RelationChanged:
 			t := p.byName[ev.Relation.Schema+"."+ev.Relation.Name]
 			if t == nil {
-				for _, known := range p.tables {
-					if known.rt.Plan.Source.OID == ev.Relation.ID {
-						return capture.Renamed(known.rt.Plan.Source, ev.Relation)
-					}
+				if known := p.byOID(ev.Relation.ID); known != nil {
+					return capture.Renamed(known.rt.Plan.Source, ev.Relation)
 				}
 				p.unknown.Warn(p.log, ev.Relation)
 				continue
@@ -420,6 +418,17 @@ func (p *Publisher) loop(ctx context.Context, evs <-chan []pgstream.Event) error
 			}
 		case pgstream.Message:
 			if ev.Prefix != pgstream.MessagePrefix || skipTx {
+				continue
+			}
+			if notice, ok, err := pgstream.ParseDDLNotice(ev.Content); ok {
+				if err != nil {
+					return err
+				}
+				if t := p.byOID(notice.OID); t != nil {
+					if err := t.checkNotice(notice); err != nil {
+						return err
+					}
+				}
 				continue
 			}
 			if err := p.message(ctx, string(ev.Content), txLSN, next); err != nil {
@@ -639,10 +648,37 @@ func (t *pubTable) bind(rel *pgstream.Relation) error {
 	for i, c := range src.Columns {
 		t.relIdx[i] = pos[c.Name]
 	}
-	if len(problems) > 0 {
-		return failure.New(failure.Schema, "SLUICE-SYNC-SCHEMACHANGE", "source table %s changed while publishing: %s", t.rt.Name, strings.Join(problems, "; ")).
-			With("table", t.rt.Name).
-			WithHint("the publisher stopped before publishing wrong data: apply the same change to the target table (and the mapping), then run it again")
+	return t.schemaChanged(problems)
+}
+
+// checkNotice stops the publisher on a schema change the source's event
+// trigger recorded that leaves the table in another shape.
+func (t *pubTable) checkNotice(n pgstream.DDLNotice) error {
+	src := t.rt.Plan.Source
+	problems, err := capture.NoticeChanges(src, n, src.RowKey(), t.deferred != nil)
+	if err != nil {
+		return err
+	}
+	return t.schemaChanged(problems)
+}
+
+// schemaChanged is the error for problems found in the source table's
+// shape; nil when there are none.
+func (t *pubTable) schemaChanged(problems []string) error {
+	if len(problems) == 0 {
+		return nil
+	}
+	return failure.New(failure.Schema, "SLUICE-SYNC-SCHEMACHANGE", "source table %s changed while publishing: %s", t.rt.Name, strings.Join(problems, "; ")).
+		With("table", t.rt.Name).
+		WithHint("the publisher stopped before publishing wrong data: apply the same change to the target table (and the mapping), then run it again")
+}
+
+// byOID finds the published table with the source OID; nil for another.
+func (p *Publisher) byOID(oid uint32) *pubTable {
+	for _, t := range p.tables {
+		if t.rt.Plan.Source.OID == oid {
+			return t
+		}
 	}
 	return nil
 }

@@ -49,9 +49,12 @@ type Type struct {
 
 // Column is one source column.
 type Column struct {
-	Name     string
-	Type     Type
-	TypeMod  int32 // atttypmod as the catalog holds it (-1: none), to tell a changed length or precision
+	Name    string
+	Type    Type
+	TypeMod int32 // atttypmod as the catalog holds it (-1: none), to tell a changed length or precision
+	// Num is the column's attnum: a column dropped and added again under
+	// the same name and type gets a new one (and its rows lose their values).
+	Num      int16
 	NotNull  bool
 	Default  string // the source's default expression, as SQL text, or ""
 	Identity bool   // serial, bigserial or GENERATED … AS IDENTITY

@@ -222,7 +222,7 @@ func (s *Syncer) fencedCutover(ctx context.Context, preDiffs map[*table][]string
 // recheck, between source and target. Before the fence a difference may be
 // a change still in flight, so the keys of a table with differences come
 // back to be checked again under the fence; under the fence any difference
-// fails the cutover.
+// fails the cutover. verified counts the rows found equal.
 func (s *Syncer) verifyChanged(ctx context.Context, recheck map[*table][]string, fenced bool) (map[*table][]string, int, error) {
 	changed, overflow := s.changed.take()
 	if overflow {
@@ -250,8 +250,8 @@ func (s *Syncer) verifyChanged(ctx context.Context, recheck map[*table][]string,
 			s.changed.restore(byTable) // not all of them compared: a later cutover checks them again
 			return nil, 0, err
 		}
-		verified += len(keys)
 		if len(diffs) == 0 {
+			verified += len(keys)
 			continue
 		}
 		if fenced {
@@ -270,6 +270,8 @@ func (s *Syncer) verifyChanged(ctx context.Context, recheck map[*table][]string,
 			}
 			again[t] = append(again[t], keys[d.Index])
 		}
+		// The rows checked again count once, when they compare equal.
+		verified += len(keys) - len(again[t])
 	}
 	return again, verified, nil
 }

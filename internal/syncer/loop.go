@@ -163,10 +163,8 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 				t = s.byName[ev.Relation.Name]
 			}
 			if t == nil {
-				for _, known := range s.tables {
-					if known.plan.Source.OID == ev.Relation.ID {
-						return capture.Renamed(known.plan.Source, ev.Relation)
-					}
+				if known := s.byOID(ev.Relation.ID); known != nil {
+					return capture.Renamed(known.plan.Source, ev.Relation)
 				}
 				s.unknown.Warn(s.log, ev.Relation)
 				continue
@@ -199,6 +197,17 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 			}
 		case pgstream.Message:
 			if ev.Prefix != pgstream.MessagePrefix || pos.skipTx {
+				continue
+			}
+			if notice, ok, err := pgstream.ParseDDLNotice(ev.Content); ok {
+				if err != nil {
+					return err
+				}
+				if t := s.byOID(notice.OID); t != nil {
+					if err := t.checkNotice(notice); err != nil {
+						return err
+					}
+				}
 				continue
 			}
 			if dc, ok := s.watermark(string(ev.Content)); ok {

@@ -122,6 +122,43 @@ func checkStreamable(t *plan.Table) error {
 	return nil
 }
 
+// byOID finds the run's table with the source OID; nil for another table.
+func (s *Syncer) byOID(oid uint32) *table {
+	for _, t := range s.tables {
+		if t.plan.Source.OID == oid {
+			return t
+		}
+	}
+	return nil
+}
+
+// wholeOld says the table matches rows on the whole old row, which only
+// REPLICA IDENTITY FULL sends: a table without a key, or a DEFERRABLE one.
+func (t *table) wholeOld() bool { return t.plan.Keyless || t.deferred != nil }
+
+// schemaChanged is the error that stops the sync when the source table no
+// longer has the shape it is copied into.
+func (t *table) schemaChanged(problems []string) error {
+	src := t.plan.Source
+	return failure.New(failure.Schema, "SLUICE-SYNC-SCHEMACHANGE", "source table %s changed while syncing: %s", src.Name, strings.Join(problems, "; ")).
+		With("table", src.Name.String()).
+		WithHint("sluice stopped before writing wrong data: apply the same change to the target table (and the mapping), then run sync again")
+}
+
+// checkNotice stops the sync on a schema change the source's event
+// trigger recorded that leaves the table in another shape.
+func (t *table) checkNotice(n pgstream.DDLNotice) error {
+	src := t.plan.Source
+	problems, err := capture.NoticeChanges(src, n, src.RowKey(), t.wholeOld())
+	if err != nil {
+		return err
+	}
+	if len(problems) > 0 {
+		return t.schemaChanged(problems)
+	}
+	return nil
+}
+
 // bindRelation checks a relation the stream announced against the plan and
 // maps its columns. A schema change on the source stops the sync rather
 // than write wrong data.
@@ -129,11 +166,8 @@ func (t *table) bindRelation(rel *pgstream.Relation) error {
 	src := t.plan.Source
 	// A keyless table and one with a DEFERRABLE key match rows on the whole
 	// old row, which only REPLICA IDENTITY FULL sends.
-	problems := capture.RelationChanges(src, rel, src.RowKey(), t.plan.Keyless || t.deferred != nil)
-	if len(problems) > 0 {
-		return failure.New(failure.Schema, "SLUICE-SYNC-SCHEMACHANGE", "source table %s changed while syncing: %s", src.Name, strings.Join(problems, "; ")).
-			With("table", src.Name.String()).
-			WithHint("sluice stopped before writing wrong data: apply the same change to the target table (and the mapping), then run sync again")
+	if problems := capture.RelationChanges(src, rel, src.RowKey(), t.wholeOld()); len(problems) > 0 {
+		return t.schemaChanged(problems)
 	}
 	t.relIdx = make([]int, len(t.plan.Columns))
 	pos := map[string]int{}

@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/sluice-db/sluice/internal/pgstream"
 )
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
@@ -639,6 +641,25 @@ func SlotAndPublication(t testing.TB, pgURL, name string) (slot, publication boo
 		t.Fatal(err)
 	}
 	return slot, publication
+}
+
+// SchemaWatch counts what sluice installs on the source for the run on
+// slot to see schema changes: its event triggers and their function.
+func SchemaWatch(t testing.TB, pgURL, slot string) (triggers, functions int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, pgURL)
+	if err != nil {
+		t.Fatalf("connect to %s: %v", pgURL, err)
+	}
+	defer c.Close(context.Background())
+	names, function := pgstream.SchemaWatchNames(slot)
+	if err := c.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_event_trigger WHERE evtname = ANY ($1)),
+		(SELECT count(*) FROM pg_proc WHERE proname = $2)`, names, function).Scan(&triggers, &functions); err != nil {
+		t.Fatal(err)
+	}
+	return triggers, functions
 }
 
 // Workload runs a step function in a loop on its own connection until

@@ -193,3 +193,29 @@ func TestPublisherDeferrableKey(t *testing.T) {
 		t.Errorf("%d of the 3 swapped or reused keys hold their row on the target, want 3", n)
 	}
 }
+
+// TestPublisherStopsAtUnseenSchemaChange: a column dropped and added again
+// under the same name and type shows nothing in the change stream, yet every
+// row lost its value. sluice's event trigger records it, and the publisher
+// stops (exit 4, SLUICE-SYNC-SCHEMACHANGE naming the table and the column)
+// without publishing a change made after it.
+func TestPublisherStopsAtUnseenSchemaChange(t *testing.T) {
+	p := testenv.NewPair(t)
+	s := newStream(t)
+	p.PG(t, `CREATE TABLE notes (id integer PRIMARY KEY, title text)`)
+	p.PG(t, `INSERT INTO notes SELECT i, 'note ' || i FROM generate_series(1, 50) i`)
+	pub, appliers := startTwoPartitions(t, p, publishArgs(t, p, s, "notes"), s, "notes", nil)
+	p.PG(t, `ALTER TABLE notes DROP COLUMN title; ALTER TABLE notes ADD COLUMN title text`)
+	p.PG(t, `INSERT INTO notes VALUES (51, 'after the change')`)
+	if code := pub.wait(t, 60*time.Second); code != 4 || !strings.Contains(pub.out.String(), "SLUICE-SYNC-SCHEMACHANGE") ||
+		!strings.Contains(pub.out.String(), "column title was dropped") {
+		t.Fatalf("the publisher exited %d; want 4 with SLUICE-SYNC-SCHEMACHANGE naming column title:\n%s", code, pub.out)
+	}
+	time.Sleep(2 * time.Second) // what the appliers would still apply
+	if n := count(t, p.Target, "SELECT COUNT(*) FROM notes WHERE id = 51"); n != 0 {
+		t.Errorf("the row inserted after the schema change reached the target")
+	}
+	for _, a := range appliers {
+		a.stop(t)
+	}
+}

@@ -331,3 +331,36 @@ func TestCutoverTimeoutLiftsFence(t *testing.T) {
 	verifyEqual(t, p.SourceURL, p.TargetURL, "orders")
 	s.finish()
 }
+
+var verifiedRe = regexp.MustCompile(`(\d+) changed rows verified under the fence, (\d+) before`)
+
+// TestCutoverReportCountsChangedRows: the cutover report says how many rows
+// changed since the copy it compared, under the fence and before it; each
+// changed row counts once however often it changed, and none is left out.
+func TestCutoverReportCountsChangedRows(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	createOrders(t, p, 2000)
+	s := newSync(t, p.SourceURL, p.TargetURL)
+	s.start()
+	s.waitCaughtUp(60 * time.Second)
+	p.PG(t, `UPDATE orders SET status = 'paid' WHERE id <= 300`)
+	p.PG(t, `UPDATE orders SET amount = amount + 1 WHERE id <= 300`)
+	p.PG(t, `DELETE FROM orders WHERE id > 1990`)
+	p.PG(t, `INSERT INTO orders (customer, amount) SELECT g, g FROM generate_series(1, 20) g`)
+	s.waitCaughtUp(60 * time.Second)
+	r := s.cutover()
+	if r.Exit != 0 {
+		t.Fatalf("sluice cutover: exit %d\n%s%s", r.Exit, r.Stdout, r.Stderr)
+	}
+	m := verifiedRe.FindStringSubmatch(r.Stdout)
+	if m == nil {
+		t.Fatalf("the cutover report does not say how many changed rows it verified:\n%s", r.Stdout)
+	}
+	under, _ := strconv.Atoi(m[1])
+	before, _ := strconv.Atoi(m[2])
+	if under+before != 330 {
+		t.Errorf("the report counts %d changed rows verified under the fence and %d before; want 330 in all (300 updated twice, 10 deleted, 20 inserted)", under, before)
+	}
+	s.finish()
+}

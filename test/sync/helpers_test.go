@@ -226,12 +226,15 @@ func (s *syncRun) abort() {
 	s.assertNoSlot()
 }
 
-// assertNoSlot fails unless the source has neither a slot nor a
-// publication of this sync's name.
+// assertNoSlot fails unless the source has neither a slot, a publication
+// nor schema-change triggers of this sync's name.
 func (s *syncRun) assertNoSlot() {
 	s.t.Helper()
 	if slot, pub := testenv.SlotAndPublication(s.t, s.src, s.slot); slot || pub {
 		s.t.Errorf("the source still has replication slot: %v, publication: %v named %s", slot, pub, s.slot)
+	}
+	if triggers, functions := testenv.SchemaWatch(s.t, s.src, s.slot); triggers+functions > 0 {
+		s.t.Errorf("the source still has %d event triggers and %d functions of sync %s", triggers, functions, s.slot)
 	}
 }
 

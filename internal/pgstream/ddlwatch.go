@@ -1,0 +1,221 @@
+package pgstream
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sluice-db/sluice/internal/postgres"
+)
+
+// The change stream describes a table only when a change to it follows a
+// schema change, and then only by column names, types and order: a column
+// dropped and added again, or a type changed and changed back, rewrite the
+// rows without a word in the stream. An event trigger on the source closes
+// that gap: after every ALTER TABLE (and before a rewrite, and on a DROP
+// TABLE) it writes the table's shape into the WAL as a transactional sluice
+// message, which arrives in commit order with the changes.
+
+// ddlMessageTag starts the content of a schema-change message.
+const ddlMessageTag = "D:"
+
+// DDLNotice is a schema change the source's event trigger recorded.
+type DDLNotice struct {
+	OID      uint32      `json:"oid"`
+	Schema   string      `json:"schema"`
+	Name     string      `json:"name"`
+	Identity string      `json:"identity"` // relreplident: d, n, f, i
+	Columns  []DDLColumn `json:"columns"`
+	// Rewrite is pg_event_trigger_table_rewrite_reason() when the table's
+	// rows are about to be rewritten (0: not a rewrite).
+	Rewrite int  `json:"rewrite"`
+	Dropped bool `json:"dropped"`
+}
+
+// DDLColumn is one column of the table as the notice saw it (stored
+// generated columns left out, as the stream leaves them out).
+type DDLColumn struct {
+	Num  int16  `json:"num"`
+	Name string `json:"name"`
+	Type uint32 `json:"type"`
+	Mod  int32  `json:"mod"`
+	Key  bool   `json:"key"` // part of the replica identity
+}
+
+// RewriteColumns is the table_rewrite reason bit for rows rewritten
+// because a column's type or value expression changed (ALTER COLUMN … TYPE
+// … USING); the other reasons (persistence, access method, a volatile
+// default of an added column) keep the values or show in the columns.
+const RewriteColumns = 4
+
+// ParseDDLNotice reads a sluice message's content; ok is false when it is
+// not a schema-change notice.
+func ParseDDLNotice(content []byte) (n DDLNotice, ok bool, err error) {
+	body, found := strings.CutPrefix(string(content), ddlMessageTag)
+	if !found {
+		return n, false, nil
+	}
+	if err := json.Unmarshal([]byte(body), &n); err != nil {
+		return n, true, fmt.Errorf("source: read a schema-change message of sluice's event trigger: %w", err)
+	}
+	return n, true, nil
+}
+
+// Relation is the notice as the stream would describe the table, for the
+// same comparison with the plan.
+func (n DDLNotice) Relation() *Relation {
+	rel := &Relation{ID: n.OID, Schema: n.Schema, Name: n.Name}
+	if n.Identity != "" {
+		rel.ReplicaIdentity = n.Identity[0]
+	}
+	for _, c := range n.Columns {
+		rel.Columns = append(rel.Columns, RelationColumn{Name: c.Name, TypeOID: c.Type, TypeMod: c.Mod, Key: c.Key})
+	}
+	return rel
+}
+
+// ddlWatchNames are the event triggers (and the function they run) of
+// the run on slot: one per event, as a trigger has one.
+type ddlWatchNames struct{ end, drop, rewrite string }
+
+func ddlWatchNamesFor(slot string) ddlWatchNames {
+	// Identifiers stop at 63 bytes; a long slot name is shortened with a
+	// hash so that two slots never share a trigger.
+	name := func(prefix string) string {
+		n := prefix + slot
+		if len(n) > 63 {
+			sum := sha256.Sum256([]byte(slot))
+			n = n[:63-13] + "_" + hex.EncodeToString(sum[:6])
+		}
+		return n
+	}
+	return ddlWatchNames{end: name("sluice_ddl_"), drop: name("sluice_drop_"), rewrite: name("sluice_rewrite_")}
+}
+
+// ddlWatchBody is the trigger function. Whatever goes wrong in it becomes
+// a warning: sluice must never make the application's DDL fail.
+const ddlWatchBody = `
+DECLARE
+  r record;
+  shape text;
+BEGIN
+  IF tg_event = 'table_rewrite' THEN
+    PERFORM pg_logical_emit_message(true, 'sluice', 'D:' || json_build_object(
+      'oid', pg_event_trigger_table_rewrite_oid()::bigint, 'rewrite', pg_event_trigger_table_rewrite_reason())::text);
+  ELSIF tg_event = 'sql_drop' THEN
+    FOR r IN SELECT objid FROM pg_event_trigger_dropped_objects() WHERE object_type = 'table' AND objsubid = 0 LOOP
+      PERFORM pg_logical_emit_message(true, 'sluice', 'D:' || json_build_object('oid', r.objid::bigint, 'dropped', true)::text);
+    END LOOP;
+  ELSE
+    FOR r IN SELECT DISTINCT objid FROM pg_event_trigger_ddl_commands() WHERE classid = 'pg_class'::regclass LOOP
+      SELECT json_build_object('oid', c.oid::bigint, 'schema', n.nspname, 'name', c.relname, 'identity', c.relreplident,
+        'columns', (SELECT json_agg(json_build_object('num', a.attnum, 'name', a.attname, 'type', a.atttypid::bigint, 'mod', a.atttypmod,
+            'key', c.relreplident = 'f' OR EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND a.attnum = ANY (i.indkey)
+              AND CASE c.relreplident WHEN 'd' THEN i.indisprimary WHEN 'i' THEN i.indisreplident ELSE false END)) ORDER BY a.attnum)
+          FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''))::text
+        INTO shape
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.oid = r.objid AND c.relkind IN ('r', 'p');
+      IF shape IS NOT NULL THEN
+        PERFORM pg_logical_emit_message(true, 'sluice', 'D:' || shape);
+      END IF;
+    END LOOP;
+  END IF;
+EXCEPTION WHEN OTHERS THEN
+  RAISE WARNING 'sluice could not record a schema change for its migration: %', SQLERRM;
+END`
+
+// SchemaWatchNames are the names of the event triggers, and of the
+// function they run, that the run on slot installs.
+func SchemaWatchNames(slot string) (triggers []string, function string) {
+	n := ddlWatchNamesFor(slot)
+	return []string{n.end, n.drop, n.rewrite}, n.end
+}
+
+// ErrDDLWatchRefused: the source user may not create event triggers (it
+// takes a superuser, or rds_superuser on RDS).
+var ErrDDLWatchRefused = errors.New("the source user may not create event triggers")
+
+// EnsureDDLWatch installs the run's event triggers, with their function in
+// schemaName (a schema the migrated tables live in). It returns
+// ErrDDLWatchRefused when the user lacks the privilege; the run then relies
+// on what the stream itself shows.
+func EnsureDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot, schemaName string) error {
+	names := ddlWatchNamesFor(slot)
+	fn := postgres.Ident(schemaName, names.end)
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		var existing int
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM pg_event_trigger WHERE evtname IN ($1, $2, $3)`,
+			names.end, names.drop, names.rewrite).Scan(&existing); err != nil {
+			return err
+		}
+		if existing == 3 {
+			return nil // a resumed run
+		}
+		stmts := []string{
+			"CREATE OR REPLACE FUNCTION " + fn + "() RETURNS event_trigger LANGUAGE plpgsql AS $sluice$" + ddlWatchBody + "$sluice$",
+			"DROP EVENT TRIGGER IF EXISTS " + postgres.Ident(names.end),
+			"DROP EVENT TRIGGER IF EXISTS " + postgres.Ident(names.drop),
+			"DROP EVENT TRIGGER IF EXISTS " + postgres.Ident(names.rewrite),
+			"CREATE EVENT TRIGGER " + postgres.Ident(names.end) + " ON ddl_command_end WHEN TAG IN ('ALTER TABLE') EXECUTE FUNCTION " + fn + "()",
+			"CREATE EVENT TRIGGER " + postgres.Ident(names.drop) + " ON sql_drop WHEN TAG IN ('DROP TABLE') EXECUTE FUNCTION " + fn + "()",
+			"CREATE EVENT TRIGGER " + postgres.Ident(names.rewrite) + " ON table_rewrite EXECUTE FUNCTION " + fn + "()",
+		}
+		for _, stmt := range stmts {
+			if _, err := tx.Exec(ctx, stmt); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "42501" { // insufficient_privilege
+		return fmt.Errorf("%w: %s", ErrDDLWatchRefused, pe.Message)
+	}
+	if err != nil {
+		return fmt.Errorf("source: install sluice's schema-change triggers for slot %s: %w", slot, err)
+	}
+	return nil
+}
+
+// dropDDLWatch removes the run's event triggers and their function; a
+// source without them (the user could not create them) is left as is.
+func dropDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot string) error {
+	names := ddlWatchNamesFor(slot)
+	rows, err := pool.Query(ctx, `SELECT evtname, evtfoid::regprocedure::text FROM pg_event_trigger WHERE evtname IN ($1, $2, $3)`,
+		names.end, names.drop, names.rewrite)
+	if err != nil {
+		return fmt.Errorf("source: look up sluice's schema-change triggers for slot %s: %w", slot, err)
+	}
+	type trigger struct{ name, function string }
+	found, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (trigger, error) {
+		var t trigger
+		err := r.Scan(&t.name, &t.function)
+		return t, err
+	})
+	if err != nil {
+		return fmt.Errorf("source: look up sluice's schema-change triggers for slot %s: %w", slot, err)
+	}
+	functions := map[string]bool{}
+	for _, t := range found {
+		if _, err := pool.Exec(ctx, "DROP EVENT TRIGGER IF EXISTS "+postgres.Ident(t.name)); err != nil {
+			return fmt.Errorf("source: drop event trigger %s: %w", t.name, err)
+		}
+		functions[t.function] = true
+	}
+	for f := range functions {
+		// regprocedure's text is already quoted where it needs to be
+		if _, err := pool.Exec(ctx, "DROP FUNCTION IF EXISTS "+f); err != nil {
+			return fmt.Errorf("source: drop function %s: %w", f, err)
+		}
+	}
+	return nil
+}
