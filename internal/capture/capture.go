@@ -34,8 +34,10 @@ type Start struct {
 	// AllColumns: the run streams every source column, not only the ones
 	// the mapping keeps (the publisher).
 	AllColumns bool
-	// Stream is the publisher's JetStream stream, recorded with the run.
-	Stream string
+	// Stream is the publisher's JetStream stream, and Partitions the number
+	// of partitions it routes keys to, recorded with the run.
+	Stream     string
+	Partitions int
 }
 
 // Prepare checks the source and the tables, records the run on the target,
@@ -84,11 +86,19 @@ func (st Start) Prepare(ctx context.Context, prepareTable func(ctx context.Conte
 		// Recorded before anything else, so a run that fails below is
 		// resumed by the next one rather than refused as someone else's.
 		state = &mysql.SyncState{Slot: st.Slot, Publication: st.Publication, Phase: mysql.PhasePreparing,
-			Tables: progressNames, Stream: st.Stream}
+			Tables: progressNames, Stream: st.Stream, Partitions: st.Partitions}
 		if err := st.Target.CreateSyncState(ctx, *state); err != nil {
 			return err
 		}
-	} else if err := st.Target.RecordSyncTables(ctx, st.Slot, progressNames, st.Stream); err != nil {
+	} else if err := st.Target.RecordSyncTables(ctx, st.Slot, progressNames, st.Stream, st.Partitions); err != nil {
+		var other *mysql.OtherPartitionsError
+		if errors.As(err, &other) {
+			// Keys would move to other partitions, whose appliers are at
+			// other positions: changes of one row could apply out of order.
+			return failure.Wrap(err, failure.Schema, "SLUICE-PUBLISH-PARTITIONCOUNT", "%s", err.Error()).
+				With("slot", st.Slot).
+				WithHint("run it again with --partitions %d; to change the count, run sluice abort --slot %s, drop the target tables and the JetStream stream, and start again", other.Recorded, st.Slot)
+		}
 		if errors.Is(err, mysql.ErrNoSyncState) {
 			return failure.Wrap(err, failure.Schema, "SLUICE-SYNC-NOSTATE", "the run was aborted while it started").
 				With("slot", st.Slot).

@@ -28,6 +28,10 @@ type SyncState struct {
 	// the publication is gone. Empty in a state written by an older build.
 	Tables []string
 	Stream string
+	// Partitions is the publisher's partition count (0: not a publisher, or
+	// a state written by an older build): the appliers' progress is per
+	// partition, so a resumed publisher must route keys the same way.
+	Partitions int
 }
 
 // PhasePreparing is a sync whose slot may not exist yet: nothing has been
@@ -43,6 +47,7 @@ func (t *Target) EnsureSyncTable(ctx context.Context) error {
 		phase VARCHAR(16) NOT NULL,
 		source_tables MEDIUMTEXT NULL,
 		stream VARCHAR(255) NOT NULL DEFAULT '',
+		partitions INT NOT NULL DEFAULT 0,
 		updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)
 	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`)
 	if err != nil {
@@ -58,6 +63,7 @@ func (t *Target) upgradeSyncTable(ctx context.Context) error {
 	for _, col := range []struct{ name, def string }{
 		{"source_tables", "MEDIUMTEXT NULL"},
 		{"stream", "VARCHAR(255) NOT NULL DEFAULT ''"},
+		{"partitions", "INT NOT NULL DEFAULT 0"},
 	} {
 		var n int
 		err := t.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = ?`,
@@ -88,7 +94,7 @@ func (t *Target) LoadSyncState(ctx context.Context, slot string) (*SyncState, er
 // the table does not exist. A table of an older build is upgraded first
 // (finish and abort read it without creating it).
 func (t *Target) readSyncStates(ctx context.Context, where string, args ...any) ([]SyncState, error) {
-	query := `SELECT slot, publication, applied_lsn, phase, COALESCE(source_tables, ''), stream FROM ` + SyncTable + ` WHERE ` + where + ` ORDER BY slot`
+	query := `SELECT slot, publication, applied_lsn, phase, COALESCE(source_tables, ''), stream, partitions FROM ` + SyncTable + ` WHERE ` + where + ` ORDER BY slot`
 	rows, err := t.DB.QueryContext(ctx, query, args...)
 	if errorNumber(err) == 1054 { // unknown column
 		if err = t.upgradeSyncTable(ctx); err == nil {
@@ -106,7 +112,7 @@ func (t *Target) readSyncStates(ctx context.Context, where string, args ...any) 
 	for rows.Next() {
 		var st SyncState
 		var tables string
-		if err := rows.Scan(&st.Slot, &st.Publication, &st.AppliedLSN, &st.Phase, &tables, &st.Stream); err != nil {
+		if err := rows.Scan(&st.Slot, &st.Publication, &st.AppliedLSN, &st.Phase, &tables, &st.Stream, &st.Partitions); err != nil {
 			return nil, fmt.Errorf("target: read %s: %w", SyncTable, err)
 		}
 		if tables != "" {
@@ -130,28 +136,31 @@ func (t *Target) CreateSyncState(ctx context.Context, st SyncState) error {
 	if err != nil {
 		return fmt.Errorf("target: record the tables of the sync on slot %s: %w", st.Slot, err)
 	}
-	_, err = t.DB.ExecContext(ctx, `INSERT INTO `+SyncTable+` (slot, publication, applied_lsn, phase, source_tables, stream) VALUES (?, ?, ?, ?, ?, ?)
-		ON DUPLICATE KEY UPDATE publication = VALUES(publication), phase = VALUES(phase), source_tables = VALUES(source_tables), stream = VALUES(stream)`,
-		st.Slot, st.Publication, st.AppliedLSN, st.Phase, string(tables), st.Stream)
+	_, err = t.DB.ExecContext(ctx, `INSERT INTO `+SyncTable+` (slot, publication, applied_lsn, phase, source_tables, stream, partitions) VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON DUPLICATE KEY UPDATE publication = VALUES(publication), phase = VALUES(phase), source_tables = VALUES(source_tables), stream = VALUES(stream), partitions = VALUES(partitions)`,
+		st.Slot, st.Publication, st.AppliedLSN, st.Phase, string(tables), st.Stream, st.Partitions)
 	if err != nil {
 		return fmt.Errorf("target: write %s: %w", SyncTable, err)
 	}
 	return nil
 }
 
-// RecordSyncTables records the tables and stream of the sync on slot,
-// adding to the tables already recorded: a resumed run may name other
-// tables, and the copy progress of every one is this sync's to remove. An
-// empty stream keeps the one recorded. A sync whose state is gone (abort
-// ran meanwhile) is ErrNoSyncState, not recorded again.
-func (t *Target) RecordSyncTables(ctx context.Context, slot string, tables []string, stream string) error {
+// RecordSyncTables records the tables, stream and partition count of the
+// sync on slot, adding to the tables already recorded: a resumed run may
+// name other tables, and the copy progress of every one is this sync's to
+// remove. An empty stream (0 partitions) keeps the one recorded; another
+// partition count than the one recorded is an OtherPartitionsError, and
+// nothing is recorded. A sync whose state is gone (abort ran meanwhile) is ErrNoSyncState,
+// not recorded again.
+func (t *Target) RecordSyncTables(ctx context.Context, slot string, tables []string, stream string, partitions int) error {
 	tx, err := t.DB.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("target: record the tables of the sync on slot %s: %w", slot, err)
 	}
 	defer tx.Rollback()
 	var recorded, recordedStream string
-	err = tx.QueryRowContext(ctx, `SELECT COALESCE(source_tables, ''), stream FROM `+SyncTable+` WHERE slot = ? FOR UPDATE`, slot).Scan(&recorded, &recordedStream)
+	var recordedPartitions int
+	err = tx.QueryRowContext(ctx, `SELECT COALESCE(source_tables, ''), stream, partitions FROM `+SyncTable+` WHERE slot = ? FOR UPDATE`, slot).Scan(&recorded, &recordedStream, &recordedPartitions)
 	if err == sql.ErrNoRows || errorNumber(err) == 1146 {
 		return fmt.Errorf("record the tables of the sync on slot %s: %w", slot, ErrNoSyncState)
 	}
@@ -173,20 +182,37 @@ func (t *Target) RecordSyncTables(ctx context.Context, slot string, tables []str
 	if stream == "" {
 		stream = recordedStream
 	}
-	if len(all) == known && stream == recordedStream {
+	switch {
+	case partitions == 0:
+		partitions = recordedPartitions
+	case recordedPartitions != 0 && partitions != recordedPartitions:
+		return &OtherPartitionsError{Slot: slot, Recorded: recordedPartitions, Asked: partitions}
+	}
+	if len(all) == known && stream == recordedStream && partitions == recordedPartitions {
 		return nil
 	}
 	list, err := json.Marshal(all)
 	if err != nil {
 		return fmt.Errorf("target: record the tables of the sync on slot %s: %w", slot, err)
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE `+SyncTable+` SET source_tables = ?, stream = ? WHERE slot = ?`, string(list), stream, slot); err != nil {
+	if _, err := tx.ExecContext(ctx, `UPDATE `+SyncTable+` SET source_tables = ?, stream = ?, partitions = ? WHERE slot = ?`, string(list), stream, partitions, slot); err != nil {
 		return fmt.Errorf("target: record the tables of the sync on slot %s: %w", slot, err)
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("target: record the tables of the sync on slot %s: %w", slot, err)
 	}
 	return nil
+}
+
+// OtherPartitionsError is a publisher resumed with another partition count
+// than the one its messages and appliers use.
+type OtherPartitionsError struct {
+	Slot            string
+	Recorded, Asked int
+}
+
+func (e *OtherPartitionsError) Error() string {
+	return fmt.Sprintf("the publisher on slot %s was started with %d partitions; this run asks for %d", e.Slot, e.Recorded, e.Asked)
 }
 
 // ErrNoSyncState is SetSyncPhase's error when the sync's state row is gone:

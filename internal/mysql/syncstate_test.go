@@ -90,10 +90,10 @@ func TestSyncStateTablesFromAnOlderBuild(t *testing.T) {
 	if st.Publication != "old_pub" || st.AppliedLSN != 4096 || len(st.Tables) != 0 || st.Stream != "" {
 		t.Fatalf("old state read as %+v; want publication old_pub, applied 4096, no tables or stream", *st)
 	}
-	if err := tgt.RecordSyncTables(ctx, "old_mig", []string{"public.likes", "public.posts"}, ""); err != nil {
+	if err := tgt.RecordSyncTables(ctx, "old_mig", []string{"public.likes", "public.posts"}, "", 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := tgt.RecordSyncTables(ctx, "old_mig", []string{"public.posts", "public.users"}, "LIKES"); err != nil {
+	if err := tgt.RecordSyncTables(ctx, "old_mig", []string{"public.posts", "public.users"}, "LIKES", 4); err != nil {
 		t.Fatal(err)
 	}
 	st, err = tgt.LoadSyncState(ctx, "old_mig")
@@ -103,13 +103,22 @@ func TestSyncStateTablesFromAnOlderBuild(t *testing.T) {
 	if want := []string{"public.likes", "public.posts", "public.users"}; !slices.Equal(st.Tables, want) || st.Stream != "LIKES" || st.AppliedLSN != 4096 {
 		t.Errorf("recorded tables %v, stream %q, applied %d; want %v, LIKES and 4096 kept", st.Tables, st.Stream, st.AppliedLSN, want)
 	}
-	if err := tgt.RecordSyncTables(ctx, "old_mig", []string{"public.likes"}, ""); err != nil { // a run without a stream keeps it
+	if err := tgt.RecordSyncTables(ctx, "old_mig", []string{"public.likes"}, "", 0); err != nil { // a run without a stream keeps it
 		t.Fatal(err)
 	}
-	if st, err = tgt.LoadSyncState(ctx, "old_mig"); err != nil || st == nil || st.Stream != "LIKES" || len(st.Tables) != 3 {
-		t.Errorf("after a resumed run that names no stream: %+v, %v; want stream LIKES and the 3 tables kept", st, err)
+	if st, err = tgt.LoadSyncState(ctx, "old_mig"); err != nil || st == nil || st.Stream != "LIKES" || len(st.Tables) != 3 || st.Partitions != 4 {
+		t.Errorf("after a resumed run that names no stream: %+v, %v; want stream LIKES, 4 partitions and the 3 tables kept", st, err)
 	}
-	if err := tgt.RecordSyncTables(ctx, "gone_mig", []string{"public.likes"}, ""); !errors.Is(err, mysql.ErrNoSyncState) {
+	// A publisher resumed with another partition count would route keys to
+	// appliers at other positions: refused, nothing recorded.
+	var other *mysql.OtherPartitionsError
+	if err := tgt.RecordSyncTables(ctx, "old_mig", []string{"public.extra"}, "LIKES", 2); !errors.As(err, &other) || other.Recorded != 4 || other.Asked != 2 {
+		t.Errorf("a resumed publisher with 2 partitions where 4 are recorded: %v; want an OtherPartitionsError", err)
+	}
+	if st, err = tgt.LoadSyncState(ctx, "old_mig"); err != nil || st == nil || st.Partitions != 4 || len(st.Tables) != 3 {
+		t.Errorf("after the refused run: %+v, %v; want 4 partitions and the 3 tables kept", st, err)
+	}
+	if err := tgt.RecordSyncTables(ctx, "gone_mig", []string{"public.likes"}, "", 0); !errors.Is(err, mysql.ErrNoSyncState) {
 		t.Errorf("recording the tables of a sync with no state: %v; want ErrNoSyncState", err)
 	}
 }

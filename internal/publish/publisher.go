@@ -280,7 +280,7 @@ func (p *Publisher) prepare(ctx context.Context) error {
 		plans[i] = t.rt.Plan
 	}
 	start := capture.Start{Source: p.src, Target: p.tgt, Slot: p.opt.Slot, Publication: p.opt.Publication,
-		Tables: plans, Phase: "publishing", Log: p.log, AllColumns: true, Stream: p.opt.Endpoint.Stream} // it publishes every source column
+		Tables: plans, Phase: "publishing", Log: p.log, AllColumns: true, Stream: p.opt.Endpoint.Stream, Partitions: p.opt.Partitions} // it publishes every source column
 	return start.Prepare(ctx, func(ctx context.Context, i int) error { return p.prepareTable(ctx, p.tables[i]) })
 }
 

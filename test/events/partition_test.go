@@ -3,6 +3,7 @@ package events
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -217,5 +218,32 @@ func TestPublisherStopsAtUnseenSchemaChange(t *testing.T) {
 	}
 	for _, a := range appliers {
 		a.stop(t)
+	}
+}
+
+// TestPublisherRestartKeepsPartitionCount: a publisher resumed with another
+// --partitions would route keys to appliers that stand at other positions;
+// it is refused (exit 4, SLUICE-PUBLISH-PARTITIONCOUNT naming the recorded
+// count), and resumed with the recorded count it publishes on.
+func TestPublisherRestartKeepsPartitionCount(t *testing.T) {
+	p := testenv.NewPair(t)
+	s := newStream(t)
+	p.PG(t, `CREATE TABLE notes (id integer PRIMARY KEY, title text)`)
+	p.PG(t, `INSERT INTO notes SELECT i, 'note ' || i FROM generate_series(1, 50) i`)
+	args := publishArgs(t, p, s, "notes")
+	pub, appliers := startTwoPartitions(t, p, args, s, "notes", nil)
+	pub.stop(t)
+
+	three := slices.Clone(args)
+	three[slices.Index(three, "--partitions")+1] = "3"
+	refused := start(t, three...)
+	if code := refused.wait(t, 60*time.Second); code != 4 || !strings.Contains(refused.out.String(), "SLUICE-PUBLISH-PARTITIONCOUNT") || !strings.Contains(refused.out.String(), "--partitions 2") {
+		t.Fatalf("a publisher resumed with 3 partitions where 2 were used: exit %d, want 4 with SLUICE-PUBLISH-PARTITIONCOUNT and a hint to use --partitions 2:\n%s", code, refused.out)
+	}
+	pub = start(t, args...)
+	p.PG(t, `INSERT INTO notes VALUES (51, 'after the restart')`)
+	cutoverTwoPartitions(t, p, pub, appliers, "notes")
+	if n := count(t, p.Target, "SELECT COUNT(*) FROM notes WHERE id = 51"); n != 1 {
+		t.Errorf("the row inserted after the restart is not on the target")
 	}
 }
