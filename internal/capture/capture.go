@@ -346,8 +346,8 @@ func NoticeChanges(src *schema.Table, n pgstream.DDLNotice, keyColumns []string,
 	case n.Dropped:
 		return []string{"it was dropped"}, nil
 	case n.Rewrite&pgstream.RewriteColumns != 0:
-		return []string{"ALTER TABLE rewrote the values of a column (ALTER COLUMN … TYPE, perhaps with USING)"}, nil
-	case n.Rewrite != 0:
+		return []string{"ALTER TABLE rewrote the values of a column (ALTER COLUMN … TYPE, perhaps with USING) without a change in the stream: once the sync runs again, sluice verify --repair --tables " + src.Name.String() + " brings the rows over"}, nil
+	case n.Rewrite != 0 || n.Name == "":
 		return nil, nil // the notice after the ALTER TABLE tells whether the shape changed
 	}
 	rel := n.Relation()
@@ -357,7 +357,7 @@ func NoticeChanges(src *schema.Table, n pgstream.DDLNotice, keyColumns []string,
 	problems := RelationChanges(src, rel, keyColumns, wholeOld)
 	for _, c := range n.Columns {
 		if sc := src.Column(c.Name); sc != nil && sc.Num != 0 && sc.Num != c.Num && sc.Generated == "" {
-			problems = append(problems, fmt.Sprintf("column %s was dropped and added again (existing rows lost its values)", c.Name))
+			problems = append(problems, fmt.Sprintf("column %s is another column than the one copied (dropped and added again, or another one renamed to it): existing rows hold other values without a change in the stream (once the sync runs again, sluice verify --repair --tables %s brings them over)", c.Name, src.Name))
 		}
 	}
 	return problems, nil

@@ -76,7 +76,7 @@ func TestNoticeChanges(t *testing.T) {
 		want   string // "" for no problem
 	}{
 		{"a constraint added", shape("ev", 3), ""},
-		{"b dropped and added again", shape("ev", 4), "column b was dropped and added again"},
+		{"b dropped and added again", shape("ev", 4), "column b is another column than the one copied"},
 		{"rows rewritten by a type change", pgstream.DDLNotice{OID: 7, Rewrite: pgstream.RewriteColumns}, "rewrote the values"},
 		{"rewritten to another access method", pgstream.DDLNotice{OID: 7, Rewrite: 8}, ""},
 		{"dropped", pgstream.DDLNotice{OID: 7, Dropped: true}, "it was dropped"},

@@ -32,6 +32,9 @@ type SyncState struct {
 	// a state written by an older build): the appliers' progress is per
 	// partition, so a resumed publisher must route keys the same way.
 	Partitions int
+	// SchemaStopLSN is where the run last stopped for a schema change
+	// (SLUICE-SYNC-SCHEMACHANGE); the run after it goes on past it.
+	SchemaStopLSN uint64
 }
 
 // PhasePreparing is a sync whose slot may not exist yet: nothing has been
@@ -48,6 +51,7 @@ func (t *Target) EnsureSyncTable(ctx context.Context) error {
 		source_tables MEDIUMTEXT NULL,
 		stream VARCHAR(255) NOT NULL DEFAULT '',
 		partitions INT NOT NULL DEFAULT 0,
+		schema_stop_lsn BIGINT UNSIGNED NOT NULL DEFAULT 0,
 		updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)
 	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`)
 	if err != nil {
@@ -64,6 +68,7 @@ func (t *Target) upgradeSyncTable(ctx context.Context) error {
 		{"source_tables", "MEDIUMTEXT NULL"},
 		{"stream", "VARCHAR(255) NOT NULL DEFAULT ''"},
 		{"partitions", "INT NOT NULL DEFAULT 0"},
+		{"schema_stop_lsn", "BIGINT UNSIGNED NOT NULL DEFAULT 0"},
 	} {
 		var n int
 		err := t.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = ?`,
@@ -94,7 +99,7 @@ func (t *Target) LoadSyncState(ctx context.Context, slot string) (*SyncState, er
 // the table does not exist. A table of an older build is upgraded first
 // (finish and abort read it without creating it).
 func (t *Target) readSyncStates(ctx context.Context, where string, args ...any) ([]SyncState, error) {
-	query := `SELECT slot, publication, applied_lsn, phase, COALESCE(source_tables, ''), stream, partitions FROM ` + SyncTable + ` WHERE ` + where + ` ORDER BY slot`
+	query := `SELECT slot, publication, applied_lsn, phase, COALESCE(source_tables, ''), stream, partitions, schema_stop_lsn FROM ` + SyncTable + ` WHERE ` + where + ` ORDER BY slot`
 	rows, err := t.DB.QueryContext(ctx, query, args...)
 	if errorNumber(err) == 1054 { // unknown column
 		if err = t.upgradeSyncTable(ctx); err == nil {
@@ -112,7 +117,7 @@ func (t *Target) readSyncStates(ctx context.Context, where string, args ...any) 
 	for rows.Next() {
 		var st SyncState
 		var tables string
-		if err := rows.Scan(&st.Slot, &st.Publication, &st.AppliedLSN, &st.Phase, &tables, &st.Stream, &st.Partitions); err != nil {
+		if err := rows.Scan(&st.Slot, &st.Publication, &st.AppliedLSN, &st.Phase, &tables, &st.Stream, &st.Partitions, &st.SchemaStopLSN); err != nil {
 			return nil, fmt.Errorf("target: read %s: %w", SyncTable, err)
 		}
 		if tables != "" {
@@ -200,6 +205,15 @@ func (t *Target) RecordSyncTables(ctx context.Context, slot string, tables []str
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("target: record the tables of the sync on slot %s: %w", slot, err)
+	}
+	return nil
+}
+
+// RecordSchemaStop records that the run on slot stopped for a schema change
+// at lsn (see SyncState.SchemaStopLSN).
+func (t *Target) RecordSchemaStop(ctx context.Context, slot string, lsn uint64) error {
+	if _, err := t.DB.ExecContext(ctx, `UPDATE `+SyncTable+` SET schema_stop_lsn = GREATEST(schema_stop_lsn, ?) WHERE slot = ?`, lsn, slot); err != nil {
+		return fmt.Errorf("target: record the schema change the sync on slot %s stopped at: %w", slot, err)
 	}
 	return nil
 }

@@ -20,8 +20,8 @@ import (
 // schema change, and then only by column names, types and order: a column
 // dropped and added again, or a type changed and changed back, rewrite the
 // rows without a word in the stream. An event trigger on the source closes
-// that gap: after every ALTER TABLE (and before a rewrite, and on a DROP
-// TABLE) it writes the table's shape into the WAL as a transactional sluice
+// that gap: after every ALTER TABLE (and before a rewrite, and when a
+// table is dropped) it writes the table's shape into the WAL as a transactional sluice
 // message, which arrives in commit order with the changes.
 
 // ddlMessageTag starts the content of a schema-change message.
@@ -108,14 +108,23 @@ DECLARE
   shape text;
 BEGIN
   IF tg_event = 'table_rewrite' THEN
-    PERFORM pg_logical_emit_message(true, 'sluice', 'D:' || json_build_object(
-      'oid', pg_event_trigger_table_rewrite_oid()::bigint, 'rewrite', pg_event_trigger_table_rewrite_reason())::text);
+    -- a partitioned table's rows are rewritten in its partitions: the
+    -- migrated root hears of it too
+    FOR r IN SELECT pg_event_trigger_table_rewrite_oid() AS relid
+      UNION SELECT relid FROM pg_partition_ancestors(pg_event_trigger_table_rewrite_oid()) LOOP
+      PERFORM pg_logical_emit_message(true, 'sluice', 'D:' || json_build_object(
+        'oid', r.relid::bigint, 'rewrite', pg_event_trigger_table_rewrite_reason())::text);
+    END LOOP;
   ELSIF tg_event = 'sql_drop' THEN
     FOR r IN SELECT objid FROM pg_event_trigger_dropped_objects() WHERE object_type = 'table' AND objsubid = 0 LOOP
       PERFORM pg_logical_emit_message(true, 'sluice', 'D:' || json_build_object('oid', r.objid::bigint, 'dropped', true)::text);
     END LOOP;
   ELSE
-    FOR r IN SELECT DISTINCT objid FROM pg_event_trigger_ddl_commands() WHERE classid = 'pg_class'::regclass LOOP
+    -- an ALTER TABLE of an inheritance parent changes its children too
+    FOR r IN WITH RECURSIVE altered(objid) AS (
+        SELECT objid FROM pg_event_trigger_ddl_commands() WHERE classid = 'pg_class'::regclass
+        UNION SELECT i.inhrelid FROM pg_inherits i JOIN altered a ON i.inhparent = a.objid)
+      SELECT objid FROM altered LOOP
       SELECT json_build_object('oid', c.oid::bigint, 'schema', n.nspname, 'name', c.relname, 'identity', c.relreplident,
         'columns', (SELECT json_agg(json_build_object('num', a.attnum, 'name', a.attname, 'type', a.atttypid::bigint, 'mod', a.atttypmod,
             'key', c.relreplident = 'f' OR EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND a.attnum = ANY (i.indkey)
@@ -144,29 +153,56 @@ func SchemaWatchNames(slot string) (triggers []string, function string) {
 // takes a superuser, or rds_superuser on RDS).
 var ErrDDLWatchRefused = errors.New("the source user may not create event triggers")
 
-// EnsureDDLWatch installs the run's event triggers, with their function in
-// schemaName (a schema the migrated tables live in). It returns
-// ErrDDLWatchRefused when the user lacks the privilege; the run then relies
-// on what the stream itself shows.
-func EnsureDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot, schemaName string) error {
+// watchSchema holds the trigger functions: a schema of sluice's own, so
+// that the application's DDL (a DROP SCHEMA … CASCADE) cannot take them
+// away with its tables, and its schema dumps do not show them.
+const watchSchema = "_sluice"
+
+// EnsureDDLWatch installs the run's event triggers and their function. It
+// returns ErrDDLWatchRefused when the user lacks the privilege; the run
+// then relies on what the stream itself shows.
+func EnsureDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot string) error {
+	err := installDDLWatch(ctx, pool, slot)
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && (pe.Code == "23505" || pe.Code == "42P06") { // another run created the schema meanwhile
+		err = installDDLWatch(ctx, pool, slot)
+	}
+	if errors.As(err, &pe) && pe.Code == "42501" { // insufficient_privilege
+		return fmt.Errorf("%w: %s", ErrDDLWatchRefused, pe.Message)
+	}
+	if err != nil {
+		return fmt.Errorf("source: install sluice's schema-change triggers for slot %s: %w", slot, err)
+	}
+	return nil
+}
+
+func installDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot string) error {
 	names := ddlWatchNamesFor(slot)
-	fn := postgres.Ident(schemaName, names.end)
-	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+	fn := postgres.Ident(watchSchema, names.end)
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		var existing int
-		if err := tx.QueryRow(ctx, `SELECT count(*) FROM pg_event_trigger WHERE evtname IN ($1, $2, $3)`,
-			names.end, names.drop, names.rewrite).Scan(&existing); err != nil {
+		var installed *string // the function the triggers run, "schema.name()"
+		if err := tx.QueryRow(ctx, `SELECT count(*), min(evtfoid::regprocedure::text) FROM pg_event_trigger WHERE evtname IN ($1, $2, $3)`,
+			names.end, names.drop, names.rewrite).Scan(&existing, &installed); err != nil {
 			return err
 		}
-		if existing == 3 {
-			return nil // a resumed run
+		create := func(fn string) string {
+			// search_path pinned: the application's schemas cannot shadow what it calls
+			return "CREATE OR REPLACE FUNCTION " + fn + "() RETURNS event_trigger LANGUAGE plpgsql SET search_path = pg_catalog AS $sluice$" + ddlWatchBody + "$sluice$"
+		}
+		if existing == 3 && installed != nil { // a resumed run: the body of this build
+			_, err := tx.Exec(ctx, create(strings.TrimSuffix(*installed, "()")))
+			return err
 		}
 		stmts := []string{
-			"CREATE OR REPLACE FUNCTION " + fn + "() RETURNS event_trigger LANGUAGE plpgsql AS $sluice$" + ddlWatchBody + "$sluice$",
+			"CREATE SCHEMA IF NOT EXISTS " + postgres.Ident(watchSchema),
+			create(fn),
 			"DROP EVENT TRIGGER IF EXISTS " + postgres.Ident(names.end),
 			"DROP EVENT TRIGGER IF EXISTS " + postgres.Ident(names.drop),
 			"DROP EVENT TRIGGER IF EXISTS " + postgres.Ident(names.rewrite),
 			"CREATE EVENT TRIGGER " + postgres.Ident(names.end) + " ON ddl_command_end WHEN TAG IN ('ALTER TABLE') EXECUTE FUNCTION " + fn + "()",
-			"CREATE EVENT TRIGGER " + postgres.Ident(names.drop) + " ON sql_drop WHEN TAG IN ('DROP TABLE') EXECUTE FUNCTION " + fn + "()",
+			// every tag: DROP SCHEMA … CASCADE and DROP OWNED drop tables too
+			"CREATE EVENT TRIGGER " + postgres.Ident(names.drop) + " ON sql_drop EXECUTE FUNCTION " + fn + "()",
 			"CREATE EVENT TRIGGER " + postgres.Ident(names.rewrite) + " ON table_rewrite EXECUTE FUNCTION " + fn + "()",
 		}
 		for _, stmt := range stmts {
@@ -176,14 +212,6 @@ func EnsureDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot, schemaName st
 		}
 		return nil
 	})
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) && pe.Code == "42501" { // insufficient_privilege
-		return fmt.Errorf("%w: %s", ErrDDLWatchRefused, pe.Message)
-	}
-	if err != nil {
-		return fmt.Errorf("source: install sluice's schema-change triggers for slot %s: %w", slot, err)
-	}
-	return nil
 }
 
 // dropDDLWatch removes the run's event triggers and their function; a
@@ -217,5 +245,23 @@ func dropDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot string) error {
 			return fmt.Errorf("source: drop function %s: %w", f, err)
 		}
 	}
+	if len(functions) == 0 {
+		return nil
+	}
+	// The last run's cleanup takes the schema; another run's function
+	// keeps it (dependent_objects_still_exist).
+	_, err = pool.Exec(ctx, "DROP SCHEMA IF EXISTS "+postgres.Ident(watchSchema))
+	if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "2BP01" {
+		err = nil
+	}
+	if err != nil {
+		return fmt.Errorf("source: drop schema %s: %w", watchSchema, err)
+	}
 	return nil
+}
+
+// WatchFunction is the schema-qualified function of the run on slot's
+// triggers, for a message that says how to drop it by hand.
+func WatchFunction(slot string) string {
+	return postgres.Ident(watchSchema, ddlWatchNamesFor(slot).end) + "()"
 }

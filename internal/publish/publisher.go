@@ -133,6 +133,9 @@ type Publisher struct {
 	partLast   []Pos // by partition: position of the last message published to it
 	probesMu   sync.Mutex
 	probes     map[string]chan Pos // probe marks waiting for their position
+	// schemaStopLSN: where an earlier run stopped for a schema change
+	// (see capture.SchemaWatch)
+	schemaStopLSN uint64
 }
 
 type pubTable struct {
@@ -234,6 +237,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 	stream.WarnSmallSocketBuffer(p.log)
 	p.confirmed = pglogrepl.LSN(state.AppliedLSN)
 	p.confirmedL.Store(state.AppliedLSN)
+	p.schemaStopLSN = state.SchemaStopLSN
 	p.log.Info("publishing the change stream", "slot", p.opt.Slot, "stream", p.opt.Endpoint.Stream, "partitions", p.opt.Partitions,
 		"subjects", p.opt.Endpoint.PartitionSubject(0)+"…", "from", pglogrepl.LSN(state.AppliedLSN).String())
 
@@ -322,6 +326,7 @@ func (p *Publisher) loop(ctx context.Context, evs <-chan []pgstream.Event) error
 	)
 	tick := time.NewTicker(p.opt.FlushDelay)
 	defer tick.Stop()
+	ddl := &capture.SchemaWatch{Target: p.tgt, Slot: p.opt.Slot, StoppedAt: p.schemaStopLSN, Log: p.log, Check: p.checkNotice}
 	stopCh, stopping := p.stop, false
 	next := func() uint32 { n++; return n - 1 }
 	var pending, received []pgstream.Event // the rest of the last batch received; all of it
@@ -359,10 +364,14 @@ func (p *Publisher) loop(ctx context.Context, evs <-chan []pgstream.Event) error
 			inTx, n, txLSN = true, 0, uint64(ev.LSN)
 			skipTx = ev.LSN < p.confirmed // replayed after a restart: already stored
 			p.beginDeferred()
+			ddl.Begin()
 		case pgstream.Commit:
 			inTx = false
 			if skipTx {
 				continue
+			}
+			if err := ddl.Commit(ev.LSN); err != nil {
+				return err
 			}
 			if err := p.endDeferred(ctx, txLSN, next); err != nil {
 				return err
@@ -424,10 +433,8 @@ func (p *Publisher) loop(ctx context.Context, evs <-chan []pgstream.Event) error
 				if err != nil {
 					return err
 				}
-				if t := p.byOID(notice.OID); t != nil {
-					if err := t.checkNotice(notice); err != nil {
-						return err
-					}
+				if err := ddl.Notice(notice, ev.LSN); err != nil {
+					return err
 				}
 				continue
 			}
@@ -652,8 +659,12 @@ func (t *pubTable) bind(rel *pgstream.Relation) error {
 }
 
 // checkNotice stops the publisher on a schema change the source's event
-// trigger recorded that leaves the table in another shape.
-func (t *pubTable) checkNotice(n pgstream.DDLNotice) error {
+// trigger recorded that leaves a table in another shape.
+func (p *Publisher) checkNotice(n pgstream.DDLNotice) error {
+	t := p.byOID(n.OID)
+	if t == nil {
+		return nil
+	}
 	src := t.rt.Plan.Source
 	problems, err := capture.NoticeChanges(src, n, src.RowKey(), t.deferred != nil)
 	if err != nil {
@@ -670,7 +681,7 @@ func (t *pubTable) schemaChanged(problems []string) error {
 	}
 	return failure.New(failure.Schema, "SLUICE-SYNC-SCHEMACHANGE", "source table %s changed while publishing: %s", t.rt.Name, strings.Join(problems, "; ")).
 		With("table", t.rt.Name).
-		WithHint("the publisher stopped before publishing wrong data: apply the same change to the target table (and the mapping), then run it again")
+		WithHint("the publisher stopped before publishing wrong data: apply the same change to the target table (and the mapping), then run it again; it goes on past this change")
 }
 
 // byOID finds the published table with the source OID; nil for another.

@@ -45,6 +45,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 		streamOps  int       // changes from the stream (not chunk rows) in the batch
 		doneChunks []doneChunk
 	)
+	ddl := &capture.SchemaWatch{Target: s.tgt, Slot: s.opt.Slot, StoppedAt: s.schemaStopLSN, Log: s.log, Check: s.checkNotice}
 	stopCh, stopping := s.stop, false
 	// A batch is written when it holds BatchRows changes or BatchDelay after
 	// its first commit, whichever comes first. (The walsender sends a
@@ -130,6 +131,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 		pending = pending[1:]
 		switch ev.Kind {
 		case pgstream.Begin:
+			ddl.Begin()
 			s.beginDeferred()
 			s.commits.Add(ev.Xid)
 			s.txXid = ev.Xid
@@ -139,6 +141,11 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 				s.status.oldestPending.Store(oldest.UnixNano())
 			}
 		case pgstream.Commit:
+			if !pos.skipTx {
+				if err := ddl.Commit(ev.LSN); err != nil {
+					return err
+				}
+			}
 			applies := pos.commit(ev.LSN)
 			s.endDeferred(nil)
 			if stopping { // a stop waits for the transaction, applied or skipped
@@ -203,10 +210,8 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 				if err != nil {
 					return err
 				}
-				if t := s.byOID(notice.OID); t != nil {
-					if err := t.checkNotice(notice); err != nil {
-						return err
-					}
+				if err := ddl.Notice(notice, ev.LSN); err != nil {
+					return err
 				}
 				continue
 			}

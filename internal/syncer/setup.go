@@ -142,12 +142,16 @@ func (t *table) schemaChanged(problems []string) error {
 	src := t.plan.Source
 	return failure.New(failure.Schema, "SLUICE-SYNC-SCHEMACHANGE", "source table %s changed while syncing: %s", src.Name, strings.Join(problems, "; ")).
 		With("table", src.Name.String()).
-		WithHint("sluice stopped before writing wrong data: apply the same change to the target table (and the mapping), then run sync again")
+		WithHint("sluice stopped before writing wrong data: apply the same change to the target table (and the mapping), then run sync again; it goes on past this change")
 }
 
 // checkNotice stops the sync on a schema change the source's event
 // trigger recorded that leaves the table in another shape.
-func (t *table) checkNotice(n pgstream.DDLNotice) error {
+func (s *Syncer) checkNotice(n pgstream.DDLNotice) error {
+	t := s.byOID(n.OID)
+	if t == nil {
+		return nil
+	}
 	src := t.plan.Source
 	problems, err := capture.NoticeChanges(src, n, src.RowKey(), t.wholeOld())
 	if err != nil {

@@ -127,6 +127,9 @@ type Syncer struct {
 	fence     atomic.Pointer[fenceWait]
 	changed   changedKeys               // rows changed since the last verify, for cutover
 	unknown   pgstream.UnknownRelations // loop only
+	// schemaStopLSN: where an earlier run stopped for a schema change (per
+	// run, from the sync state; see capture.SchemaWatch)
+	schemaStopLSN uint64
 }
 
 // New prepares a sync. srcConnString is used for the replication connection.
@@ -285,6 +288,7 @@ func (s *Syncer) runOnce(ctx context.Context) (*CutoverReport, error) {
 		return nil, errNoState()
 	}
 	s.status.applied.Store(state.AppliedLSN)
+	s.schemaStopLSN = state.SchemaStopLSN
 	stream, err := pgstream.Open(ctx, s.srcConnStr, s.opt.Slot, s.opt.Publication, pglogrepl.LSN(state.AppliedLSN))
 	if err != nil {
 		return nil, pgstream.StreamError(err, s.opt.Slot, "open the change stream",
