@@ -262,6 +262,12 @@ func CheckArrayElements(t *plan.Table, all bool) error {
 	return nil
 }
 
+// Owns says whether the source OID is the table's or one of its
+// partitions' (a notice of the source's event triggers may name either).
+func Owns(src *schema.Table, oid uint32) bool {
+	return src.OID == oid || slices.Contains(src.Partitions, oid)
+}
+
 // Renamed is the error for a table of the run that the stream now
 // describes under another name (rel has its OID): changes under the new
 // name would otherwise go unapplied.
@@ -342,6 +348,12 @@ func RelationChanges(src *schema.Table, rel *pgstream.Relation, keyColumns []str
 // the table dropped. None for a change that keeps the table's shape (a
 // constraint, an index, storage). A rename is returned as Renamed's error.
 func NoticeChanges(src *schema.Table, n pgstream.DDLNotice, keyColumns []string, wholeOld bool) ([]string, error) {
+	if n.OID != src.OID { // one of its partitions
+		if n.Dropped {
+			return []string{fmt.Sprintf("its partition %s was dropped: the rows it held left the source without a change in the stream (delete them on the target too)", n.Name)}, nil
+		}
+		return nil, nil // a rewrite is told under the table's own name too
+	}
 	switch {
 	case n.Dropped:
 		return []string{"it was dropped"}, nil
@@ -355,6 +367,16 @@ func NoticeChanges(src *schema.Table, n pgstream.DDLNotice, keyColumns []string,
 		return nil, Renamed(src, rel)
 	}
 	problems := RelationChanges(src, rel, keyColumns, wholeOld)
+	if src.Partitioned && n.Parts != nil {
+		for _, oid := range src.Partitions {
+			if !slices.Contains(n.Parts, oid) {
+				problems = append(problems, fmt.Sprintf("its partition with OID %d was detached: the rows it holds left the table without a change in the stream (delete them on the target too)", oid))
+			}
+		}
+		for _, p := range n.Attached {
+			problems = append(problems, fmt.Sprintf("partition %s was attached holding rows, which came without a change in the stream (sluice verify --repair --tables %s brings them over once the sync runs again)", p.Name, src.Name))
+		}
+	}
 	for _, c := range n.Columns {
 		if sc := src.Column(c.Name); sc != nil && sc.Num != 0 && sc.Num != c.Num && sc.Generated == "" {
 			problems = append(problems, fmt.Sprintf("column %s is another column than the one copied (dropped and added again, or another one renamed to it): existing rows hold other values without a change in the stream (once the sync runs again, sluice verify --repair --tables %s brings them over)", c.Name, src.Name))

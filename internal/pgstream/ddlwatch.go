@@ -37,7 +37,17 @@ type DDLNotice struct {
 	// Rewrite is pg_event_trigger_table_rewrite_reason() when the table's
 	// rows are about to be rewritten (0: not a rewrite).
 	Rewrite int  `json:"rewrite"`
-	Dropped bool `json:"dropped"`
+	Dropped bool `json:"dropped"` // Name is then the schema-qualified name it had
+	// A partitioned table's partitions at every level (nil for another
+	// table), and those the transaction attached holding rows.
+	Parts    []uint32       `json:"parts"`
+	Attached []DDLPartition `json:"attached"`
+}
+
+// DDLPartition names a partition.
+type DDLPartition struct {
+	OID  uint32 `json:"oid"`
+	Name string `json:"name"`
 }
 
 // DDLColumn is one column of the table as the notice saw it (stored
@@ -105,7 +115,10 @@ func ddlWatchNamesFor(slot string) ddlWatchNames {
 const ddlWatchBody = `
 DECLARE
   r record;
+  part record;
   shape text;
+  attached jsonb;
+  has_rows boolean;
 BEGIN
   IF tg_event = 'table_rewrite' THEN
     -- a partitioned table's rows are rewritten in its partitions: the
@@ -116,8 +129,8 @@ BEGIN
         'oid', r.relid::bigint, 'rewrite', pg_event_trigger_table_rewrite_reason())::text);
     END LOOP;
   ELSIF tg_event = 'sql_drop' THEN
-    FOR r IN SELECT objid FROM pg_event_trigger_dropped_objects() WHERE object_type = 'table' AND objsubid = 0 LOOP
-      PERFORM pg_logical_emit_message(true, 'sluice', 'D:' || json_build_object('oid', r.objid::bigint, 'dropped', true)::text);
+    FOR r IN SELECT objid, object_identity FROM pg_event_trigger_dropped_objects() WHERE object_type = 'table' AND objsubid = 0 LOOP
+      PERFORM pg_logical_emit_message(true, 'sluice', 'D:' || json_build_object('oid', r.objid::bigint, 'name', r.object_identity, 'dropped', true)::text);
     END LOOP;
   ELSE
     -- an ALTER TABLE of an inheritance parent changes its children too
@@ -133,6 +146,21 @@ BEGIN
         INTO shape
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.oid = r.objid AND c.relkind IN ('r', 'p');
+      IF shape IS NOT NULL AND (SELECT relkind FROM pg_class WHERE oid = r.objid) = 'p' THEN
+        -- its partitions now, and those this transaction attached holding
+        -- rows (their pg_inherits row is this transaction's): rows that
+        -- came or went without a change in the stream
+        attached := '[]';
+        FOR part IN SELECT t.relid FROM pg_partition_tree(r.objid) t JOIN pg_inherits i ON i.inhrelid = t.relid
+            WHERE i.xmin::text = (txid_current() % 4294967296)::text LOOP
+          EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', part.relid) INTO has_rows;
+          IF has_rows THEN
+            attached := attached || jsonb_build_object('oid', part.relid::oid::bigint, 'name', part.relid::text);
+          END IF;
+        END LOOP;
+        shape := (shape::jsonb || jsonb_build_object('attached', attached, 'parts',
+          (SELECT coalesce(jsonb_agg(relid::oid::bigint), '[]') FROM pg_partition_tree(r.objid) WHERE relid <> r.objid::regclass)))::text;
+      END IF;
       IF shape IS NOT NULL THEN
         PERFORM pg_logical_emit_message(true, 'sluice', 'D:' || shape);
       END IF;

@@ -37,11 +37,13 @@ func (s *Source) ReadTable(ctx context.Context, name schema.TableName) (*schema.
 	var replIdent string
 	var estimate float64
 	var partitioned bool
+	var partitions []uint32
 	err := s.Pool.QueryRow(ctx, `
-		SELECT c.oid, c.relreplident::text, greatest(c.reltuples, 0)::float8, c.relkind = 'p'
+		SELECT c.oid, c.relreplident::text, greatest(c.reltuples, 0)::float8, c.relkind = 'p',
+		       CASE WHEN c.relkind = 'p' THEN array(SELECT relid::oid FROM pg_partition_tree(c.oid) WHERE relid <> c.oid::regclass) END
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r','p')`,
-		name.Schema, name.Name).Scan(&oid, &replIdent, &estimate, &partitioned)
+		name.Schema, name.Name).Scan(&oid, &replIdent, &estimate, &partitioned, &partitions)
 	if err == pgx.ErrNoRows {
 		return nil, failure.New(failure.Schema, "SLUICE-SCHEMA-NOTABLE",
 			"source table %s does not exist", Ident(name.Schema, name.Name)).
@@ -51,7 +53,7 @@ func (s *Source) ReadTable(ctx context.Context, name schema.TableName) (*schema.
 	if err != nil {
 		return nil, fmt.Errorf("source: look up table %s: %w", name, err)
 	}
-	t := &schema.Table{Name: name, OID: oid, EstimatedRows: int64(estimate), Partitioned: partitioned}
+	t := &schema.Table{Name: name, OID: oid, EstimatedRows: int64(estimate), Partitioned: partitioned, Partitions: partitions}
 	t.ReplicaIdentity = map[string]string{"d": "default", "n": "nothing", "f": "full", "i": "index"}[replIdent]
 	if err := s.readColumns(ctx, oid, t); err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -397,8 +398,7 @@ func (p *Publisher) loop(ctx context.Context, evs <-chan []pgstream.Event) error
 				if known := p.byOID(ev.Relation.ID); known != nil {
 					return capture.Renamed(known.rt.Plan.Source, ev.Relation)
 				}
-				p.unknown.Warn(p.log, ev.Relation)
-				continue
+				continue // warned of at its first change: a partition's own description comes with its root's
 			}
 			if err := t.bind(ev.Relation); err != nil {
 				return err
@@ -410,6 +410,7 @@ func (p *Publisher) loop(ctx context.Context, evs <-chan []pgstream.Event) error
 			}
 			t := byRel[ev.Relation.ID]
 			if t == nil {
+				p.unknown.Warn(p.log, ev.Relation)
 				continue
 			}
 			if err := p.change(ctx, t, ev, txLSN, next); err != nil {
@@ -661,10 +662,11 @@ func (t *pubTable) bind(rel *pgstream.Relation) error {
 // checkNotice stops the publisher on a schema change the source's event
 // trigger recorded that leaves a table in another shape.
 func (p *Publisher) checkNotice(n pgstream.DDLNotice) error {
-	t := p.byOID(n.OID)
-	if t == nil {
+	i := slices.IndexFunc(p.tables, func(t *pubTable) bool { return capture.Owns(t.rt.Plan.Source, n.OID) })
+	if i < 0 {
 		return nil
 	}
+	t := p.tables[i]
 	src := t.rt.Plan.Source
 	problems, err := capture.NoticeChanges(src, n, src.RowKey(), t.deferred != nil)
 	if err != nil {

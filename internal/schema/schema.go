@@ -103,6 +103,10 @@ type Table struct {
 	ReplicaIdentity      string // default, full, nothing, index
 	EstimatedRows        int64
 	Partitioned          bool // declaratively partitioned: its rows live in its partitions
+	// Partitions are the OIDs of its partitions, at every level, when the
+	// table was read: one detached or dropped takes rows away without a
+	// change in the stream.
+	Partitions []uint32
 }
 
 // Column returns the named column, or nil.

@@ -173,8 +173,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 				if known := s.byOID(ev.Relation.ID); known != nil {
 					return capture.Renamed(known.plan.Source, ev.Relation)
 				}
-				s.unknown.Warn(s.log, ev.Relation)
-				continue
+				continue // warned of at its first change: a partition's own description comes with its root's
 			}
 			if err := t.bindRelation(ev.Relation); err != nil {
 				return err
@@ -186,6 +185,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 			}
 			t := byRel[ev.Relation.ID]
 			if t == nil {
+				s.unknown.Warn(s.log, ev.Relation)
 				continue
 			}
 			if err := s.change(t, ev); err != nil {

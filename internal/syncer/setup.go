@@ -2,6 +2,7 @@ package syncer
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -148,10 +149,11 @@ func (t *table) schemaChanged(problems []string) error {
 // checkNotice stops the sync on a schema change the source's event
 // trigger recorded that leaves the table in another shape.
 func (s *Syncer) checkNotice(n pgstream.DDLNotice) error {
-	t := s.byOID(n.OID)
-	if t == nil {
+	i := slices.IndexFunc(s.tables, func(t *table) bool { return capture.Owns(t.plan.Source, n.OID) })
+	if i < 0 {
 		return nil
 	}
+	t := s.tables[i]
 	src := t.plan.Source
 	problems, err := capture.NoticeChanges(src, n, src.RowKey(), t.wholeOld())
 	if err != nil {

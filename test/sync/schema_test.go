@@ -100,6 +100,9 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 	t.Parallel()
 	const plain = `CREATE TABLE ev (id int PRIMARY KEY, a int NOT NULL, b int NOT NULL);
 		INSERT INTO ev SELECT g, g, 10 * g FROM generate_series(1, 100) g`
+	const partitioned = `CREATE TABLE ev (id int PRIMARY KEY, a int NOT NULL, b int NOT NULL) PARTITION BY RANGE (id);
+		CREATE TABLE ev_1 PARTITION OF ev FOR VALUES FROM (0) TO (50); CREATE TABLE ev_2 PARTITION OF ev FOR VALUES FROM (50) TO (1000);
+		INSERT INTO ev SELECT g, g, 10 * g FROM generate_series(1, 100) g`
 	for _, c := range []struct {
 		name, setup, table, ddl, want string
 	}{
@@ -107,13 +110,14 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 		{"typeback", plain, "ev", `ALTER TABLE ev ALTER COLUMN a TYPE bigint; ALTER TABLE ev ALTER COLUMN a TYPE int`, "rewrote the values"},
 		{"using", plain, "ev", `ALTER TABLE ev ALTER COLUMN a TYPE int USING a * 2`, "rewrote the values"},
 		{"dropped", plain, "ev", `DROP TABLE ev`, "it was dropped"},
-		{"partitioned", `CREATE TABLE ev (id int PRIMARY KEY, a int NOT NULL, b int NOT NULL) PARTITION BY RANGE (id);
-			CREATE TABLE ev_1 PARTITION OF ev FOR VALUES FROM (0) TO (50); CREATE TABLE ev_2 PARTITION OF ev FOR VALUES FROM (50) TO (1000);
-			INSERT INTO ev SELECT g, g, 10 * g FROM generate_series(1, 100) g`, "ev",
-			`ALTER TABLE ev ALTER COLUMN a TYPE int USING a * 2`, "rewrote the values"},
+		{"partitioned", partitioned, "ev", `ALTER TABLE ev ALTER COLUMN a TYPE int USING a * 2`, "rewrote the values"},
 		{"inherited", `CREATE TABLE base (a int NOT NULL, b int NOT NULL); CREATE TABLE ev (id int PRIMARY KEY) INHERITS (base);
 			INSERT INTO ev SELECT g, 10 * g, g FROM generate_series(1, 100) g`, "ev",
 			`ALTER TABLE base DROP COLUMN b; ALTER TABLE base ADD COLUMN b int NOT NULL DEFAULT 0`, "column b is another column than the one copied"},
+		{"partition detached", partitioned, "ev", `ALTER TABLE ev DETACH PARTITION ev_1`, "was detached"},
+		{"partition dropped", partitioned, "ev", `DROP TABLE ev_1`, "its partition public.ev_1 was dropped"},
+		{"partition attached", partitioned + `; CREATE TABLE ev_3 (LIKE ev); INSERT INTO ev_3 SELECT g, g, g FROM generate_series(1000, 1010) g`, "ev",
+			`ALTER TABLE ev ATTACH PARTITION ev_3 FOR VALUES FROM (1000) TO (2000)`, "partition public.ev_3 was attached holding rows"},
 		{"schema dropped", `CREATE SCHEMA app; CREATE TABLE app.ev (id int PRIMARY KEY, a int NOT NULL, b int NOT NULL);
 			INSERT INTO app.ev SELECT g, g, 10 * g FROM generate_series(1, 100) g`, "app.ev", `DROP SCHEMA app CASCADE`, "it was dropped"},
 	} {
@@ -139,6 +143,26 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 			s.abort()
 		})
 	}
+	// A new, empty partition is no change: its rows come through the stream.
+	t.Run("partition created", func(t *testing.T) {
+		t.Parallel()
+		p := newPair(t)
+		p.PG(t, partitioned)
+		s := newSync(t, p.SourceURL, p.TargetURL, "--tables", "ev")
+		proc := s.start()
+		s.waitCaughtUp(60 * time.Second)
+		p.PG(t, `CREATE TABLE ev_3 PARTITION OF ev FOR VALUES FROM (1000) TO (2000)`)
+		p.PG(t, `ALTER TABLE ev ADD CONSTRAINT a_positive CHECK (a > 0)`)
+		p.PG(t, `INSERT INTO ev (id, a, b) VALUES (1500, 1, 2)`)
+		waitFor(t, 60*time.Second, "row 1500, in the new partition, on the target", func() bool {
+			var n int
+			return p.Target.QueryRow(`SELECT COUNT(*) FROM ev WHERE id = 1500`).Scan(&n) == nil && n == 1
+		})
+		if stopped, _ := proc.Exited(); stopped {
+			t.Fatalf("the sync stopped after a new partition was created:\n%s", testenv.Tail(proc.Output(), 20))
+		}
+		s.abort()
+	})
 	// An ALTER TABLE that keeps the shape, and a transaction that ends with
 	// the shape it began with (the primary key swapped for an index built
 	// beforehand; a column added and dropped), do not stop the sync.
