@@ -28,6 +28,7 @@ import (
 	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/plan"
 	"github.com/sluice-db/sluice/internal/postgres"
+	"github.com/sluice-db/sluice/internal/schema"
 	"github.com/sluice-db/sluice/internal/progress"
 )
 
@@ -196,6 +197,12 @@ func StartTable(ctx context.Context, src *postgres.Source, tgt *mysql.Target, t 
 	if err != nil {
 		return State{}, err
 	}
+	columns := columnNumbers(t.Source)
+	if phase != "" {
+		if err := checkColumnNumbers(ctx, tgt, t, columns); err != nil {
+			return State{}, err
+		}
+	}
 	if phase == "" {
 		if err := CreateTargetTable(ctx, tgt, t); err != nil {
 			return State{}, err
@@ -204,12 +211,55 @@ func StartTable(ctx context.Context, src *postgres.Source, tgt *mysql.Target, t 
 		if err != nil {
 			return State{}, err
 		}
-		if err := tgt.StartTable(ctx, t.Target, t.Source.Name.String(), ranges); err != nil {
+		if err := tgt.StartTable(ctx, t.Target, t.Source.Name.String(), ranges, columns); err != nil {
 			return State{}, err
 		}
 		log.Info("table planned", "table", t.Source.Name.String(), "target", t.Target, "chunks", len(ranges), "estimated_rows", t.Source.EstimatedRows)
 	}
 	return chunkState(ctx, tgt, t.Target, phase)
+}
+
+// columnNumbers is what the target records of the source table's columns:
+// each one's attnum, which a column dropped and added again under its
+// name changes (its rows lose their values without a change in the stream).
+func columnNumbers(st *schema.Table) string {
+	nums := make(map[string]int16, len(st.Columns))
+	for _, c := range st.Columns {
+		nums[c.Name] = c.Num
+	}
+	b, _ := json.Marshal(nums) // a map of strings to numbers always encodes
+	return string(b)
+}
+
+// checkColumnNumbers stops a resumed run when a column of the source table
+// is another one than the one copied: dropped and added again while no run
+// watched (its DDL notice, replayed, matches the table as read now). The
+// new numbers are recorded, so the run after this one goes on, as after a
+// stop in the stream.
+func checkColumnNumbers(ctx context.Context, tgt *mysql.Target, t *plan.Table, columns string) error {
+	stored, err := tgt.SourceColumns(ctx, t.Target)
+	if err != nil || stored == columns {
+		return err
+	}
+	var before map[string]int16
+	if stored != "" {
+		if err := json.Unmarshal([]byte(stored), &before); err != nil {
+			return fmt.Errorf("target: read the recorded source columns of %s: %w", t.Target, err)
+		}
+	}
+	var changed []string
+	for _, c := range t.Source.Columns {
+		if n, ok := before[c.Name]; ok && n != c.Num {
+			changed = append(changed, c.Name)
+		}
+	}
+	if err := tgt.SetSourceColumns(ctx, t.Target, columns); err != nil || len(changed) == 0 {
+		return err // an older build recorded nothing, or a column came or went (the stream's description tells)
+	}
+	return failure.New(failure.Schema, "SLUICE-SYNC-SCHEMACHANGE", "source table %s changed while sluice was stopped: column %s is another column than the one copied (dropped and added again): existing rows hold other values without a change in the stream",
+		t.Source.Name, strings.Join(changed, ", ")).
+		With("table", t.Source.Name.String()).
+		WithHint("apply the same change to the target table, run sync again (it goes on past this change), then sluice verify --repair --tables %s once it has caught up", t.Source.Name)
 }
 
 // LoadState reads a table's copy state back from the target.

@@ -52,6 +52,7 @@ func (t *Target) EnsureProgressTables(ctx context.Context) error {
 			table_name VARCHAR(64) NOT NULL PRIMARY KEY,
 			source_table VARCHAR(255) NOT NULL,
 			phase VARCHAR(16) NOT NULL,
+			source_columns MEDIUMTEXT NULL,
 			updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)
 		) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
 	} {
@@ -59,33 +60,22 @@ func (t *Target) EnsureProgressTables(ctx context.Context) error {
 			return fmt.Errorf("target: create sluice progress tables: %w", err)
 		}
 	}
-	return t.addBoundFormat(ctx)
+	// Tables made by an earlier sluice lack these.
+	if err := t.addMissingColumns(ctx, ChunksTable, column{"bound_format", "TINYINT NOT NULL DEFAULT 0"}); err != nil {
+		return err
+	}
+	return t.addMissingColumns(ctx, TablesTable, column{"source_columns", "MEDIUMTEXT NULL"})
 }
 
 // Chunk bounds are stored as chunk.Encode writes them (boundEncoded); a
-// table made by an earlier version lacks the column, and its rows, given the
-// default, read as joined values (boundJoined). The text alone cannot say
+// table made by an earlier version lacks the column (bound_format), and its
+// rows, given the default, read as joined values (boundJoined). The text alone cannot say
 // which form a row holds.
 const (
 	boundJoined  = 0
 	boundEncoded = 1
 )
 
-func (t *Target) addBoundFormat(ctx context.Context) error {
-	var n int
-	err := t.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.COLUMNS
-		WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = 'bound_format'`, ChunksTable).Scan(&n)
-	if err != nil {
-		return fmt.Errorf("target: read the columns of %s: %w", ChunksTable, err)
-	}
-	if n > 0 {
-		return nil
-	}
-	if _, err := t.DB.ExecContext(ctx, `ALTER TABLE `+ChunksTable+` ADD COLUMN bound_format TINYINT NOT NULL DEFAULT 0`); err != nil {
-		return fmt.Errorf("target: add bound_format to %s (made by an earlier sluice): %w", ChunksTable, err)
-	}
-	return nil
-}
 
 // Phase returns a table's copy phase, or "" when sluice never started it.
 func (t *Target) Phase(ctx context.Context, table string) (string, error) {
@@ -110,9 +100,29 @@ func (t *Target) SetPhase(ctx context.Context, table, source, phase string) erro
 	return nil
 }
 
+// SourceColumns returns what StartTable or SetSourceColumns recorded of
+// the table's source columns ("" when nothing is).
+func (t *Target) SourceColumns(ctx context.Context, table string) (string, error) {
+	var cols sql.NullString
+	err := t.DB.QueryRowContext(ctx, `SELECT source_columns FROM `+TablesTable+` WHERE table_name = ?`, table).Scan(&cols)
+	if err != nil && err != sql.ErrNoRows {
+		return "", fmt.Errorf("target: read the recorded source columns of %s: %w", table, err)
+	}
+	return cols.String, nil
+}
+
+// SetSourceColumns records the table's source columns.
+func (t *Target) SetSourceColumns(ctx context.Context, table, columns string) error {
+	if _, err := t.DB.ExecContext(ctx, `UPDATE `+TablesTable+` SET source_columns = ? WHERE table_name = ?`, columns, table); err != nil {
+		return fmt.Errorf("target: record the source columns of %s: %w", table, err)
+	}
+	return nil
+}
+
 // StartTable stores a table's chunk plan and marks it copying, in one
-// transaction, replacing any earlier plan.
-func (t *Target) StartTable(ctx context.Context, table, source string, ranges []chunk.Range) error {
+// transaction, replacing any earlier plan; columns describes the source
+// columns copied (see SourceColumns).
+func (t *Target) StartTable(ctx context.Context, table, source string, ranges []chunk.Range, columns string) error {
 	tx, err := t.DB.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("target: store chunk plan of %s: %w", table, err)
@@ -137,8 +147,8 @@ func (t *Target) StartTable(ctx context.Context, table, source string, ranges []
 			return fmt.Errorf("target: store chunk plan of %s: %w", table, err)
 		}
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO `+TablesTable+` (table_name, source_table, phase) VALUES (?, ?, ?)
-		ON DUPLICATE KEY UPDATE phase = VALUES(phase), source_table = VALUES(source_table)`, table, source, PhaseCopying); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO `+TablesTable+` (table_name, source_table, phase, source_columns) VALUES (?, ?, ?, ?)
+		ON DUPLICATE KEY UPDATE phase = VALUES(phase), source_table = VALUES(source_table), source_columns = VALUES(source_columns)`, table, source, PhaseCopying, columns); err != nil {
 		return fmt.Errorf("target: store chunk plan of %s: %w", table, err)
 	}
 	if err := tx.Commit(); err != nil {

@@ -61,26 +61,33 @@ func (t *Target) EnsureSyncTable(ctx context.Context) error {
 }
 
 // upgradeSyncTable adds the columns a table made by an older build lacks.
-// information_schema rather than ADD COLUMN IF NOT EXISTS, which MySQL
-// does not have.
 func (t *Target) upgradeSyncTable(ctx context.Context) error {
-	for _, col := range []struct{ name, def string }{
-		{"source_tables", "MEDIUMTEXT NULL"},
-		{"stream", "VARCHAR(255) NOT NULL DEFAULT ''"},
-		{"partitions", "INT NOT NULL DEFAULT 0"},
-		{"schema_stop_lsn", "BIGINT UNSIGNED NOT NULL DEFAULT 0"},
-	} {
+	return t.addMissingColumns(ctx, SyncTable,
+		column{"source_tables", "MEDIUMTEXT NULL"},
+		column{"stream", "VARCHAR(255) NOT NULL DEFAULT ''"},
+		column{"partitions", "INT NOT NULL DEFAULT 0"},
+		column{"schema_stop_lsn", "BIGINT UNSIGNED NOT NULL DEFAULT 0"})
+}
+
+// column is a column of one of sluice's tables, for addMissingColumns.
+type column struct{ name, def string }
+
+// addMissingColumns adds to table those of cols it lacks (made by an
+// older build). information_schema rather than ADD COLUMN IF NOT EXISTS,
+// which MySQL does not have.
+func (t *Target) addMissingColumns(ctx context.Context, table string, cols ...column) error {
+	for _, col := range cols {
 		var n int
 		err := t.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = ?`,
-			SyncTable, col.name).Scan(&n)
+			table, col.name).Scan(&n)
 		if err == nil && n == 0 {
-			_, err = t.DB.ExecContext(ctx, `ALTER TABLE `+SyncTable+` ADD COLUMN `+col.name+` `+col.def)
+			_, err = t.DB.ExecContext(ctx, `ALTER TABLE `+table+` ADD COLUMN `+col.name+` `+col.def)
 			if errorNumber(err) == 1060 { // another sluice added it meanwhile
 				err = nil
 			}
 		}
 		if err != nil {
-			return fmt.Errorf("target: add column %s to %s: %w", col.name, SyncTable, err)
+			return fmt.Errorf("target: add column %s to %s: %w", col.name, table, err)
 		}
 	}
 	return nil

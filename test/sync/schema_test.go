@@ -255,3 +255,27 @@ func TestSyncWithoutSuperuser(t *testing.T) {
 	})
 	s.abort()
 }
+
+// TestColumnReaddedWhileStopped: a column dropped and added again in one
+// statement while the sync is stopped leaves a notice that matches the table
+// as the next run reads it; the column numbers recorded when the table was
+// copied tell. The run stops (exit 4) naming the column, and the one after
+// it goes on.
+func TestColumnReaddedWhileStopped(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	p.PG(t, `CREATE TABLE ev (id int PRIMARY KEY, a int NOT NULL, b int NOT NULL)`)
+	p.PG(t, `INSERT INTO ev SELECT g, g, 10 * g FROM generate_series(1, 100) g`)
+	s := newSync(t, p.SourceURL, p.TargetURL)
+	proc := s.start()
+	s.waitCaughtUp(60 * time.Second)
+	proc.Kill() // stopped as a crash would
+	p.PG(t, `ALTER TABLE ev DROP COLUMN b, ADD COLUMN b int NOT NULL DEFAULT 0`)
+	waitStopped(t, s.start(), 4, "SLUICE-SYNC-SCHEMACHANGE", "ev", "column b is another column than the one copied")
+	proc = s.start()
+	s.waitCaughtUp(60 * time.Second)
+	if stopped, _ := proc.Exited(); stopped {
+		t.Fatalf("the run after the reported change stopped again:\n%s", testenv.Tail(proc.Output(), 10))
+	}
+	s.abort()
+}
