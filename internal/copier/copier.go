@@ -28,8 +28,8 @@ import (
 	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/plan"
 	"github.com/sluice-db/sluice/internal/postgres"
-	"github.com/sluice-db/sluice/internal/schema"
 	"github.com/sluice-db/sluice/internal/progress"
+	"github.com/sluice-db/sluice/internal/schema"
 )
 
 // Options tune a copy.

@@ -76,7 +76,6 @@ const (
 	boundEncoded = 1
 )
 
-
 // Phase returns a table's copy phase, or "" when sluice never started it.
 func (t *Target) Phase(ctx context.Context, table string) (string, error) {
 	var phase string
