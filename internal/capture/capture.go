@@ -355,6 +355,8 @@ func NoticeChanges(src *schema.Table, n pgstream.DDLNotice, keyColumns []string,
 		return nil, nil // a rewrite is told under the table's own name too
 	}
 	switch {
+	case n.Rewrite&pgstream.RewritePersistence != 0:
+		return []string{"it or one of its partitions was set UNLOGGED or LOGGED: an unlogged table's changes reach no change stream, and rows written meanwhile are missing on the target (sluice verify --repair --tables " + src.Name.String() + " once it is LOGGED and the sync runs again)"}, nil
 	case n.Dropped:
 		return []string{"it was dropped"}, nil
 	case n.Rewrite&pgstream.RewriteColumns != 0:
@@ -372,6 +374,9 @@ func NoticeChanges(src *schema.Table, n pgstream.DDLNotice, keyColumns []string,
 			if !slices.Contains(n.Parts, oid) {
 				problems = append(problems, fmt.Sprintf("its partition with OID %d was detached: the rows it holds left the table without a change in the stream (delete them on the target too)", oid))
 			}
+		}
+		if len(n.Unlogged) > 0 {
+			problems = append(problems, fmt.Sprintf("partitions %s are UNLOGGED: their changes reach no change stream (ALTER TABLE … SET LOGGED, then sluice verify --repair --tables %s once the sync runs again)", strings.Join(n.Unlogged, ", "), src.Name))
 		}
 		for _, p := range n.Attached {
 			problems = append(problems, fmt.Sprintf("partition %s was attached holding rows, which came without a change in the stream (sluice verify --repair --tables %s brings them over once the sync runs again)", p.Name, src.Name))

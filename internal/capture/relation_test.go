@@ -62,7 +62,7 @@ func TestRelationColumnsSwapped(t *testing.T) {
 
 // What the source's event trigger records that the stream cannot show.
 func TestNoticeChanges(t *testing.T) {
-	src := &schema.Table{Name: schema.TableName{Schema: "public", Name: "ev"}, Columns: []schema.Column{
+	src := &schema.Table{Name: schema.TableName{Schema: "public", Name: "ev"}, OID: 7, Columns: []schema.Column{
 		{Name: "id", Type: schema.Type{OID: 23}, Num: 1}, {Name: "a", Type: schema.Type{OID: 23}, Num: 2}, {Name: "b", Type: schema.Type{OID: 23}, Num: 3},
 	}}
 	shape := func(name string, bNum int16) pgstream.DDLNotice {

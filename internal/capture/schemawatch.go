@@ -2,6 +2,7 @@ package capture
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -12,70 +13,124 @@ import (
 )
 
 // SchemaWatch checks the schema-change notices of the source's event
-// triggers (pgstream.DDLNotice) as a run receives them. A rewrite or a
-// dropped table is checked at once: no later statement brings the old
-// values back. A table's shape is checked at the commit, as the transaction
-// left it: a key dropped and added again, or a column added and dropped, in
-// one transaction is no change (and a row changed in between comes with the
-// stream's own description of the table, checked on its own).
+// triggers (pgstream.DDLNotice) at the commit of the transaction that
+// wrote them, all of them together: a table's shape as the transaction
+// left it (a key dropped and added again, or a column added and dropped, in
+// one transaction is no change), with every rewrite and drop on the way. A
+// row changed in between comes with the stream's own description of the
+// table, checked on its own.
 //
-// A stop is recorded on the target (SyncState.SchemaStopLSN). The run after
-// it goes on past that notice, since the stop's message said what to do;
-// otherwise every restart would stop again at the same notice replayed.
+// A stop is recorded on the target at the transaction's commit position
+// (SyncState.SchemaStopLSN), with the column numbers the notices show. The
+// run after it goes on past that transaction and every one before it (all
+// checked by the run that stopped), since the stop's message said what to
+// do; otherwise every restart would stop again at the same notices
+// replayed.
 type SchemaWatch struct {
 	Target    *mysql.Target
 	Slot      string
-	StoppedAt uint64 // from the sync state: notices at or before it were reported
+	StoppedAt uint64 // from the sync state: transactions committed at or before it were reported
 	Log       *slog.Logger
 	// Check compares a notice with the run's table of its OID (nil: not a
 	// table of the run, or no problem).
 	Check func(pgstream.DDLNotice) error
+	// TargetOf names the target table of a run's table by its source OID
+	// ("" for another OID, a partition's included).
+	TargetOf func(oid uint32) string
 
-	shapes map[uint32]pgstream.DDLNotice // the transaction's last shape per table
+	tx map[uint32]*txNotices // by OID, the transaction's notices
 }
 
-// Notice takes a notice received at lsn.
-func (w *SchemaWatch) Notice(n pgstream.DDLNotice, lsn pglogrepl.LSN) error {
-	if n.Dropped || n.Rewrite != 0 {
-		return w.check(n, lsn)
+// txNotices is what one transaction told of one table.
+type txNotices struct {
+	shape   *pgstream.DDLNotice // the last
+	rewrite int                 // every reason
+	dropped *pgstream.DDLNotice
+}
+
+// Notice takes a notice of the transaction being received.
+func (w *SchemaWatch) Notice(n pgstream.DDLNotice) {
+	if w.tx == nil {
+		w.tx = map[uint32]*txNotices{}
 	}
-	if w.shapes == nil {
-		w.shapes = map[uint32]pgstream.DDLNotice{}
+	t := w.tx[n.OID]
+	if t == nil {
+		t = &txNotices{}
+		w.tx[n.OID] = t
 	}
-	w.shapes[n.OID] = n
-	return nil
+	switch {
+	case n.Dropped:
+		t.dropped = &n
+	case n.Rewrite != 0:
+		t.rewrite |= n.Rewrite
+	default:
+		t.shape = &n
+	}
 }
 
 // Begin forgets what a transaction the stream broke off in left behind.
-func (w *SchemaWatch) Begin() { clear(w.shapes) }
+func (w *SchemaWatch) Begin() { clear(w.tx) }
 
-// Commit checks the shapes the transaction committed at lsn left.
+// Commit checks what the transaction committed at lsn told.
 func (w *SchemaWatch) Commit(lsn pglogrepl.LSN) error {
-	for oid, n := range w.shapes {
-		delete(w.shapes, oid)
-		if err := w.check(n, lsn); err != nil {
-			clear(w.shapes)
-			return err
-		}
-	}
-	return nil
-}
-
-func (w *SchemaWatch) check(n pgstream.DDLNotice, lsn pglogrepl.LSN) error {
-	err := w.Check(n)
-	if err == nil {
+	if len(w.tx) == 0 {
 		return nil
 	}
+	defer clear(w.tx)
+	var errs []error
+	for oid, t := range w.tx {
+		var notices []pgstream.DDLNotice
+		if t.dropped != nil {
+			notices = append(notices, *t.dropped)
+		}
+		if t.rewrite != 0 {
+			notices = append(notices, pgstream.DDLNotice{OID: oid, Rewrite: t.rewrite})
+		}
+		if t.shape != nil {
+			notices = append(notices, *t.shape)
+		}
+		for _, n := range notices {
+			if err := w.Check(n); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	err := errors.Join(errs...)
 	if uint64(lsn) <= w.StoppedAt {
 		w.Log.Warn("going on past the schema change this sync stopped at before: "+err.Error(),
 			"code", "SLUICE-SYNC-SCHEMACHANGE", "lsn", lsn.String())
 		return nil
 	}
+	w.recordStop(lsn)
+	return err
+}
+
+// recordStop records the stop, and the column numbers the transaction
+// left, so that neither stops the next run again.
+func (w *SchemaWatch) recordStop(lsn pglogrepl.LSN) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // the run's context may be ending
 	defer cancel()
-	if rerr := w.Target.RecordSchemaStop(ctx, w.Slot, uint64(lsn)); rerr != nil {
+	warn := func(err error) {
 		w.Log.Warn("could not record the schema change the sync stops at; the next run stops there again",
-			"code", "SLUICE-SYNC-STATE", "error", rerr.Error())
+			"code", "SLUICE-SYNC-STATE", "error", err.Error())
 	}
-	return err
+	if err := w.Target.RecordSchemaStop(ctx, w.Slot, uint64(lsn)); err != nil {
+		warn(err)
+	}
+	for oid, t := range w.tx {
+		target := w.TargetOf(oid)
+		if t.shape == nil || target == "" {
+			continue
+		}
+		nums := make(map[string]int16, len(t.shape.Columns))
+		for _, c := range t.shape.Columns {
+			nums[c.Name] = c.Num
+		}
+		if err := w.Target.SetSourceColumns(ctx, target, mysql.ColumnNumbers(nums)); err != nil {
+			warn(err)
+		}
+	}
 }

@@ -227,8 +227,7 @@ func columnNumbers(st *schema.Table) string {
 	for _, c := range st.Columns {
 		nums[c.Name] = c.Num
 	}
-	b, _ := json.Marshal(nums) // a map of strings to numbers always encodes
-	return string(b)
+	return mysql.ColumnNumbers(nums)
 }
 
 // checkColumnNumbers stops a resumed run when a column of the source table
@@ -248,8 +247,9 @@ func checkColumnNumbers(ctx context.Context, tgt *mysql.Target, t *plan.Table, c
 		}
 	}
 	var changed []string
-	for _, c := range t.Source.Columns {
-		if n, ok := before[c.Name]; ok && n != c.Num {
+	for _, pc := range t.Columns { // the ones copied: not a generated one, or one the mapping drops
+		c := t.Source.Column(pc.Source)
+		if n, ok := before[pc.Source]; ok && c != nil && c.Generated == "" && n != c.Num {
 			changed = append(changed, c.Name)
 		}
 	}

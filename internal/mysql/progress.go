@@ -3,6 +3,7 @@ package mysql
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -97,6 +98,13 @@ func (t *Target) SetPhase(ctx context.Context, table, source, phase string) erro
 		return fmt.Errorf("target: record phase of %s: %w", table, err)
 	}
 	return nil
+}
+
+// ColumnNumbers is how the target records a source table's columns: each
+// one's attnum by name.
+func ColumnNumbers(nums map[string]int16) string {
+	b, _ := json.Marshal(nums) // a map of strings to numbers always encodes
+	return string(b)
 }
 
 // SourceColumns returns what StartTable or SetSourceColumns recorded of

@@ -42,6 +42,9 @@ type DDLNotice struct {
 	// table), and those the transaction attached holding rows.
 	Parts    []uint32       `json:"parts"`
 	Attached []DDLPartition `json:"attached"`
+	// Unlogged names its partitions that write no WAL: their changes reach
+	// no change stream.
+	Unlogged []string `json:"unlogged"`
 }
 
 // DDLPartition names a partition.
@@ -60,11 +63,16 @@ type DDLColumn struct {
 	Key  bool   `json:"key"` // part of the replica identity
 }
 
-// RewriteColumns is the table_rewrite reason bit for rows rewritten
+// Reason bits of a table rewrite: RewriteColumns for rows rewritten
 // because a column's type or value expression changed (ALTER COLUMN … TYPE
-// … USING); the other reasons (persistence, access method, a volatile
-// default of an added column) keep the values or show in the columns.
-const RewriteColumns = 4
+// … USING); RewritePersistence for SET LOGGED or UNLOGGED (an unlogged
+// partition's changes reach no change stream). The others (access method,
+// a volatile default of an added column) keep the values or show in the
+// columns.
+const (
+	RewritePersistence = 1
+	RewriteColumns     = 4
+)
 
 // ParseDDLNotice reads a sluice message's content; ok is false when it is
 // not a schema-change notice.
@@ -133,9 +141,12 @@ BEGIN
       PERFORM pg_logical_emit_message(true, 'sluice', 'D:' || json_build_object('oid', r.objid::bigint, 'name', r.object_identity, 'dropped', true)::text);
     END LOOP;
   ELSE
-    -- an ALTER TABLE of an inheritance parent changes its children too
+    -- an ALTER TABLE of an inheritance parent changes its children too,
+    -- and a partition's (a new one's, one's below) concerns its root
     FOR r IN WITH RECURSIVE altered(objid) AS (
         SELECT objid FROM pg_event_trigger_ddl_commands() WHERE classid = 'pg_class'::regclass
+        UNION SELECT pg_partition_root(objid)::oid FROM pg_event_trigger_ddl_commands()
+          WHERE classid = 'pg_class'::regclass AND pg_partition_root(objid) IS NOT NULL
         UNION SELECT i.inhrelid FROM pg_inherits i JOIN altered a ON i.inhparent = a.objid)
       SELECT objid FROM altered LOOP
       SELECT json_build_object('oid', c.oid::bigint, 'schema', n.nspname, 'name', c.relname, 'identity', c.relreplident,
@@ -148,18 +159,29 @@ BEGIN
         WHERE c.oid = r.objid AND c.relkind IN ('r', 'p');
       IF shape IS NOT NULL AND (SELECT relkind FROM pg_class WHERE oid = r.objid) = 'p' THEN
         -- its partitions now, and those this transaction attached holding
-        -- rows (their pg_inherits row is this transaction's): rows that
-        -- came or went without a change in the stream
+        -- rows (their pg_inherits row is this transaction's, a savepoint's
+        -- included: the only rows in progress it can see): rows that came
+        -- or went without a change in the stream
         attached := '[]';
-        FOR part IN SELECT t.relid FROM pg_partition_tree(r.objid) t JOIN pg_inherits i ON i.inhrelid = t.relid
-            WHERE i.xmin::text = (txid_current() % 4294967296)::text LOOP
-          EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', part.relid) INTO has_rows;
-          IF has_rows THEN
-            attached := attached || jsonb_build_object('oid', part.relid::oid::bigint, 'name', part.relid::text);
-          END IF;
-        END LOOP;
+        BEGIN
+          -- xmin with the epoch of this transaction's id (a savepoint's id
+          -- is a little above it, one of the last epoch far above)
+          FOR part IN SELECT t.relid FROM pg_partition_tree(r.objid) t JOIN pg_inherits i ON i.inhrelid = t.relid,
+              LATERAL (SELECT ((txid_current() >> 32) << 32) + i.xmin::text::bigint AS x) e
+              WHERE txid_status(CASE WHEN e.x > txid_current() + 2147483648 THEN e.x - 4294967296 ELSE e.x END) = 'in progress' LOOP
+            EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', part.relid) INTO has_rows;
+            IF has_rows THEN
+              attached := attached || jsonb_build_object('oid', part.relid::oid::bigint, 'name', part.relid::text);
+            END IF;
+          END LOOP;
+        EXCEPTION WHEN OTHERS THEN
+          -- cannot tell: better a stop the user goes on past than rows missed
+          attached := jsonb_build_array(jsonb_build_object('oid', 0, 'name', '(one sluice could not tell: ' || SQLERRM || ')'));
+        END;
         shape := (shape::jsonb || jsonb_build_object('attached', attached, 'parts',
-          (SELECT coalesce(jsonb_agg(relid::oid::bigint), '[]') FROM pg_partition_tree(r.objid) WHERE relid <> r.objid::regclass)))::text;
+          (SELECT coalesce(jsonb_agg(relid::oid::bigint), '[]') FROM pg_partition_tree(r.objid) WHERE relid <> r.objid::regclass),
+          'unlogged', (SELECT coalesce(jsonb_agg(relid::text), '[]') FROM pg_partition_tree(r.objid) t JOIN pg_class pc ON pc.oid = t.relid
+            WHERE pc.relpersistence = 'u')))::text;
       END IF;
       IF shape IS NOT NULL THEN
         PERFORM pg_logical_emit_message(true, 'sluice', 'D:' || shape);
@@ -228,7 +250,7 @@ func installDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot string) error
 			"DROP EVENT TRIGGER IF EXISTS " + postgres.Ident(names.end),
 			"DROP EVENT TRIGGER IF EXISTS " + postgres.Ident(names.drop),
 			"DROP EVENT TRIGGER IF EXISTS " + postgres.Ident(names.rewrite),
-			"CREATE EVENT TRIGGER " + postgres.Ident(names.end) + " ON ddl_command_end WHEN TAG IN ('ALTER TABLE') EXECUTE FUNCTION " + fn + "()",
+			"CREATE EVENT TRIGGER " + postgres.Ident(names.end) + " ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'CREATE TABLE') EXECUTE FUNCTION " + fn + "()",
 			// every tag: DROP SCHEMA … CASCADE and DROP OWNED drop tables too
 			"CREATE EVENT TRIGGER " + postgres.Ident(names.drop) + " ON sql_drop EXECUTE FUNCTION " + fn + "()",
 			"CREATE EVENT TRIGGER " + postgres.Ident(names.rewrite) + " ON table_rewrite EXECUTE FUNCTION " + fn + "()",

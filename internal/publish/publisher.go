@@ -327,7 +327,13 @@ func (p *Publisher) loop(ctx context.Context, evs <-chan []pgstream.Event) error
 	)
 	tick := time.NewTicker(p.opt.FlushDelay)
 	defer tick.Stop()
-	ddl := &capture.SchemaWatch{Target: p.tgt, Slot: p.opt.Slot, StoppedAt: p.schemaStopLSN, Log: p.log, Check: p.checkNotice}
+	ddl := &capture.SchemaWatch{Target: p.tgt, Slot: p.opt.Slot, StoppedAt: p.schemaStopLSN, Log: p.log, Check: p.checkNotice,
+		TargetOf: func(oid uint32) string {
+			if t := p.byOID(oid); t != nil {
+				return t.rt.Plan.Target
+			}
+			return ""
+		}}
 	stopCh, stopping := p.stop, false
 	next := func() uint32 { n++; return n - 1 }
 	var pending, received []pgstream.Event // the rest of the last batch received; all of it
@@ -434,9 +440,7 @@ func (p *Publisher) loop(ctx context.Context, evs <-chan []pgstream.Event) error
 				if err != nil {
 					return err
 				}
-				if err := ddl.Notice(notice, ev.LSN); err != nil {
-					return err
-				}
+				ddl.Notice(notice)
 				continue
 			}
 			if err := p.message(ctx, string(ev.Content), txLSN, next); err != nil {

@@ -45,7 +45,13 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 		streamOps  int       // changes from the stream (not chunk rows) in the batch
 		doneChunks []doneChunk
 	)
-	ddl := &capture.SchemaWatch{Target: s.tgt, Slot: s.opt.Slot, StoppedAt: s.schemaStopLSN, Log: s.log, Check: s.checkNotice}
+	ddl := &capture.SchemaWatch{Target: s.tgt, Slot: s.opt.Slot, StoppedAt: s.schemaStopLSN, Log: s.log, Check: s.checkNotice,
+		TargetOf: func(oid uint32) string {
+			if t := s.byOID(oid); t != nil {
+				return t.plan.Target
+			}
+			return ""
+		}}
 	stopCh, stopping := s.stop, false
 	// A batch is written when it holds BatchRows changes or BatchDelay after
 	// its first commit, whichever comes first. (The walsender sends a
@@ -210,9 +216,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 				if err != nil {
 					return err
 				}
-				if err := ddl.Notice(notice, ev.LSN); err != nil {
-					return err
-				}
+				ddl.Notice(notice)
 				continue
 			}
 			if dc, ok := s.watermark(string(ev.Content)); ok {
