@@ -59,6 +59,17 @@ fi
 psql -h 127.0.0.1 -U postgres -d postgres -qc "ALTER SYSTEM SET synchronous_commit = local" \
   -c "ALTER SYSTEM RESET synchronous_standby_names" -c "SELECT pg_reload_conf()" >/dev/null
 
+# A locale whose money format is not C's ("1.234,56 €"): test/sync checks that
+# sluice reads money in the C locale whatever lc_monetary the source database has.
+if ! locale -a 2>/dev/null | grep -qix 'de_DE\.utf-\?8'; then
+  need_pkg localedef locales
+  log "generating the de_DE.UTF-8 locale (lc_monetary test)"
+  localedef -i de_DE -f UTF-8 de_DE.UTF-8
+  # the server reads the system's locales when it starts
+  pg_ctlcluster --skip-systemctl-redirect "$PG_VER" main restart
+  wait_for 60 pg_up || { log "PostgreSQL did not come back"; exit 1; }
+fi
+
 # ---------- MariaDB ----------
 need_pkg /usr/sbin/mariadbd mariadb-server mariadb-client
 MARIADB_ARGS=(--log-bin=mariadb-bin --binlog-format=ROW --binlog-row-image=FULL --server-id=1

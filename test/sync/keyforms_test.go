@@ -1,10 +1,13 @@
 package synctest
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/sluice-db/sluice/internal/testenv"
 )
@@ -78,4 +81,44 @@ func TestMoneyKeyInsideCopyWindow(t *testing.T) {
 	}
 	s.waitCaughtUp(90 * time.Second)
 	verifyEqual(t, p.SourceURL, p.TargetURL, "prices")
+}
+
+// TestMoneyInAnotherLocale: a source database whose lc_monetary is German
+// prints money as "1.234,56 €", which read as C money would be wrong or
+// refused. sluice pins lc_monetary=C on its connections, the replication
+// connection included, so copied and streamed money arrive as numbers and
+// verify finds both sides equal.
+func TestMoneyInAnotherLocale(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	p.PG(t, `ALTER DATABASE `+p.Name+` SET lc_monetary = 'de_DE.UTF-8'`)
+	p.PG(t, `CREATE TABLE prices (id int PRIMARY KEY, price money NOT NULL)`)
+	p.PG(t, `INSERT INTO prices SELECT g, g * 1000.5 FROM generate_series(1, 100) g`)
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, p.SourceURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shown string
+	err = c.QueryRow(ctx, `SELECT price::text FROM prices WHERE id = 7`).Scan(&shown)
+	c.Close(ctx)
+	if err != nil || shown != "7.003,50 €" {
+		t.Fatalf("a new session of the source shows money as %q (%v); want the German form 7.003,50 €, or the test proves nothing", shown, err)
+	}
+	s := newSync(t, p.SourceURL, p.TargetURL)
+	s.start()
+	s.waitCaughtUp(60 * time.Second)
+	p.PG(t, `UPDATE prices SET price = price * 2 WHERE id <= 10`)
+	p.PG(t, `INSERT INTO prices VALUES (101, 1234567.89)`)
+	s.waitCaughtUp(60 * time.Second)
+	var copied, streamed, inserted string
+	if err := p.Target.QueryRow(`SELECT (SELECT price FROM prices WHERE id = 20), (SELECT price FROM prices WHERE id = 7), (SELECT price FROM prices WHERE id = 101)`).
+		Scan(&copied, &streamed, &inserted); err != nil {
+		t.Fatal(err)
+	}
+	if copied != "20010.00" || streamed != "14007.00" || inserted != "1234567.89" {
+		t.Errorf("target money: copied %s, updated %s, inserted %s; want 20010.00, 14007.00 and 1234567.89", copied, streamed, inserted)
+	}
+	verifyEqual(t, p.SourceURL, p.TargetURL, "prices")
+	s.abort()
 }
