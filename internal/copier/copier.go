@@ -259,7 +259,7 @@ func checkColumnNumbers(ctx context.Context, tgt *mysql.Target, t *plan.Table, c
 	return failure.New(failure.Schema, "SLUICE-SYNC-SCHEMACHANGE", "source table %s changed while sluice was stopped: column %s is another column than the one copied (dropped and added again): existing rows hold other values without a change in the stream",
 		t.Source.Name, strings.Join(changed, ", ")).
 		With("table", t.Source.Name.String()).
-		WithHint("apply the same change to the target table, run sync again (it goes on past this change), then sluice verify --repair --tables %s once it has caught up", t.Source.Name)
+		WithHint("apply the same change to the target table and run the command again (it goes on past this change); then, once the copy is done and a sync has caught up, sluice verify --repair --tables %s", t.Source.Name)
 }
 
 // LoadState reads a table's copy state back from the target.
