@@ -60,6 +60,11 @@ func (st Start) Prepare(ctx context.Context, prepareTable func(ctx context.Conte
 		if err := CheckArrayElements(t, st.AllColumns); err != nil {
 			return err
 		}
+		if u := t.Source.UnloggedPartitions; len(u) > 0 {
+			return failure.New(failure.Schema, "SLUICE-SYNC-UNLOGGED", "table %s has UNLOGGED partitions (%s): their changes write no WAL and reach no change stream", t.Source.Name, strings.Join(u, ", ")).
+				With("table", t.Source.Name.String()).
+				WithHint("ALTER TABLE %s SET LOGGED for each, or use sluice copy", u[0])
+		}
 	}
 	if err := st.Target.EnsureProgressTables(ctx); err != nil {
 		return err
@@ -262,10 +267,10 @@ func CheckArrayElements(t *plan.Table, all bool) error {
 	return nil
 }
 
-// Owns says whether the source OID is the table's or one of its
-// partitions' (a notice of the source's event triggers may name either).
-func Owns(src *schema.Table, oid uint32) bool {
-	return src.OID == oid || slices.Contains(src.Partitions, oid)
+// Owns says whether the source OID is the table's or one of parts, its
+// partitions (a notice of the source's event triggers may name either).
+func Owns(src *schema.Table, parts []uint32, oid uint32) bool {
+	return src.OID == oid || slices.Contains(parts, oid)
 }
 
 // Renamed is the error for a table of the run that the stream now
@@ -347,7 +352,11 @@ func RelationChanges(src *schema.Table, rel *pgstream.Relation, keyColumns []str
 // sees: a column dropped and added again, rows rewritten by a type change,
 // the table dropped. None for a change that keeps the table's shape (a
 // constraint, an index, storage). A rename is returned as Renamed's error.
-func NoticeChanges(src *schema.Table, n pgstream.DDLNotice, keyColumns []string, wholeOld bool) ([]string, error) {
+//
+// parts are the table's partitions as the run knows them: the plan's, then
+// those of the last notice (a partition created during the run and later
+// detached or dropped counts too).
+func NoticeChanges(src *schema.Table, parts []uint32, n pgstream.DDLNotice, keyColumns []string, wholeOld bool) ([]string, error) {
 	if n.OID != src.OID { // one of its partitions
 		if n.Dropped {
 			return []string{fmt.Sprintf("its partition %s was dropped: the rows it held left the source without a change in the stream (delete them on the target too)", n.Name)}, nil
@@ -370,7 +379,7 @@ func NoticeChanges(src *schema.Table, n pgstream.DDLNotice, keyColumns []string,
 	}
 	problems := RelationChanges(src, rel, keyColumns, wholeOld)
 	if src.Partitioned && n.Parts != nil {
-		for _, oid := range src.Partitions {
+		for _, oid := range parts {
 			if !slices.Contains(n.Parts, oid) {
 				problems = append(problems, fmt.Sprintf("its partition with OID %d was detached: the rows it holds left the table without a change in the stream (delete them on the target too)", oid))
 			}

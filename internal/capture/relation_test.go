@@ -82,7 +82,7 @@ func TestNoticeChanges(t *testing.T) {
 		{"dropped", pgstream.DDLNotice{OID: 7, Dropped: true}, "it was dropped"},
 	} {
 		src.Columns[0].TypeMod, src.Columns[1].TypeMod, src.Columns[2].TypeMod = -1, -1, -1
-		problems, err := capture.NoticeChanges(src, tc.notice, []string{"id"}, false)
+		problems, err := capture.NoticeChanges(src, nil, tc.notice, []string{"id"}, false)
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
@@ -91,7 +91,7 @@ func TestNoticeChanges(t *testing.T) {
 		}
 	}
 	var fe *failure.Error
-	if _, err := capture.NoticeChanges(src, shape("ev_old", 3), []string{"id"}, false); !errors.As(err, &fe) || fe.Code != "SLUICE-SYNC-SCHEMACHANGE" || !strings.Contains(err.Error(), "renamed to public.ev_old") {
+	if _, err := capture.NoticeChanges(src, nil, shape("ev_old", 3), []string{"id"}, false); !errors.As(err, &fe) || fe.Code != "SLUICE-SYNC-SCHEMACHANGE" || !strings.Contains(err.Error(), "renamed to public.ev_old") {
 		t.Errorf("renamed table: %v; want SLUICE-SYNC-SCHEMACHANGE naming the new name", err)
 	}
 }

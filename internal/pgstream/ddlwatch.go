@@ -131,8 +131,9 @@ BEGIN
   IF tg_event = 'table_rewrite' THEN
     -- a partitioned table's rows are rewritten in its partitions: the
     -- migrated root hears of it too
-    FOR r IN SELECT pg_event_trigger_table_rewrite_oid() AS relid
-      UNION SELECT relid FROM pg_partition_ancestors(pg_event_trigger_table_rewrite_oid()) LOOP
+    FOR r IN SELECT relid FROM (SELECT pg_event_trigger_table_rewrite_oid() AS relid
+        UNION SELECT relid FROM pg_partition_ancestors(pg_event_trigger_table_rewrite_oid())) rw
+      WHERE relid IN (SELECT pr.prrelid FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE p.pubname = __PUBLICATION__) LOOP
       PERFORM pg_logical_emit_message(true, 'sluice', 'D:' || json_build_object(
         'oid', r.relid::bigint, 'rewrite', pg_event_trigger_table_rewrite_reason())::text);
     END LOOP;
@@ -143,12 +144,15 @@ BEGIN
   ELSE
     -- an ALTER TABLE of an inheritance parent changes its children too,
     -- and a partition's (a new one's, one's below) concerns its root
+    -- Only the run's tables (its publication's) are described: DDL on
+    -- other tables, a big partition tree's above all, costs one lookup.
     FOR r IN WITH RECURSIVE altered(objid) AS (
         SELECT objid FROM pg_event_trigger_ddl_commands() WHERE classid = 'pg_class'::regclass
         UNION SELECT pg_partition_root(objid)::oid FROM pg_event_trigger_ddl_commands()
           WHERE classid = 'pg_class'::regclass AND pg_partition_root(objid) IS NOT NULL
-        UNION SELECT i.inhrelid FROM pg_inherits i JOIN altered a ON i.inhparent = a.objid)
-      SELECT objid FROM altered LOOP
+        UNION SELECT i.inhrelid FROM pg_inherits i JOIN altered a ON i.inhparent = a.objid
+          JOIN pg_class pc ON pc.oid = a.objid AND pc.relkind = 'r') -- inheritance children, not partitions
+      SELECT objid FROM altered WHERE objid IN (SELECT pr.prrelid FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE p.pubname = __PUBLICATION__) LOOP
       SELECT json_build_object('oid', c.oid::bigint, 'schema', n.nspname, 'name', c.relname, 'identity', c.relreplident,
         'columns', (SELECT json_agg(json_build_object('num', a.attnum, 'name', a.attname, 'type', a.atttypid::bigint, 'mod', a.atttypmod,
             'key', c.relreplident = 'f' OR EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND a.attnum = ANY (i.indkey)
@@ -168,7 +172,8 @@ BEGIN
           -- is a little above it, one of the last epoch far above)
           FOR part IN SELECT t.relid FROM pg_partition_tree(r.objid) t JOIN pg_inherits i ON i.inhrelid = t.relid,
               LATERAL (SELECT ((txid_current() >> 32) << 32) + i.xmin::text::bigint AS x) e
-              WHERE txid_status(CASE WHEN e.x > txid_current() + 2147483648 THEN e.x - 4294967296 ELSE e.x END) = 'in progress' LOOP
+              WHERE age(i.xmin) <= 0 -- not older than this transaction: the rest need no lookup
+                AND txid_status(CASE WHEN e.x > txid_current() + 2147483648 THEN e.x - 4294967296 ELSE e.x END) = 'in progress' LOOP
             EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', part.relid) INTO has_rows;
             IF has_rows THEN
               attached := attached || jsonb_build_object('oid', part.relid::oid::bigint, 'name', part.relid::text);
@@ -208,14 +213,15 @@ var ErrDDLWatchRefused = errors.New("the source user may not create event trigge
 // away with its tables, and its schema dumps do not show them.
 const watchSchema = "_sluice"
 
-// EnsureDDLWatch installs the run's event triggers and their function. It
+// EnsureDDLWatch installs the run's event triggers and their function, for
+// the tables of publication. It
 // returns ErrDDLWatchRefused when the user lacks the privilege; the run
 // then relies on what the stream itself shows.
-func EnsureDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot string) error {
-	err := installDDLWatch(ctx, pool, slot)
+func EnsureDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot, publication string) error {
+	err := installDDLWatch(ctx, pool, slot, publication)
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && (pe.Code == "23505" || pe.Code == "42P06") { // another run created the schema meanwhile
-		err = installDDLWatch(ctx, pool, slot)
+		err = installDDLWatch(ctx, pool, slot, publication)
 	}
 	if errors.As(err, &pe) && pe.Code == "42501" { // insufficient_privilege
 		return fmt.Errorf("%w: %s", ErrDDLWatchRefused, pe.Message)
@@ -226,23 +232,26 @@ func EnsureDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot string) error 
 	return nil
 }
 
-func installDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot string) error {
+// installDDLWatch installs the triggers; publication names the run's
+// tables, the only ones whose changes are described.
+func installDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot, publication string) error {
 	names := ddlWatchNamesFor(slot)
 	fn := postgres.Ident(watchSchema, names.end)
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		var existing int
-		var installed *string // the function the triggers run, "schema.name()"
-		if err := tx.QueryRow(ctx, `SELECT count(*), min(evtfoid::regprocedure::text) FROM pg_event_trigger WHERE evtname IN ($1, $2, $3)`,
-			names.end, names.drop, names.rewrite).Scan(&existing, &installed); err != nil {
+		// The triggers are made anew on every start, so that a resumed run
+		// has this build's body and events (an older build's triggers may
+		// run another function, listen to fewer commands).
+		var installed *string // an older build's function, in the application's schema: "schema.name()"
+		if err := tx.QueryRow(ctx, `SELECT min(e.evtfoid::regprocedure::text) FROM pg_event_trigger e
+			JOIN pg_proc p ON p.oid = e.evtfoid JOIN pg_namespace n ON n.oid = p.pronamespace
+			WHERE e.evtname IN ($1, $2, $3) AND n.nspname <> $4`,
+			names.end, names.drop, names.rewrite, watchSchema).Scan(&installed); err != nil {
 			return err
 		}
+		body := strings.ReplaceAll(ddlWatchBody, "__PUBLICATION__", "'"+strings.ReplaceAll(publication, "'", "''")+"'")
 		create := func(fn string) string {
 			// search_path pinned: the application's schemas cannot shadow what it calls
-			return "CREATE OR REPLACE FUNCTION " + fn + "() RETURNS event_trigger LANGUAGE plpgsql SET search_path = pg_catalog AS $sluice$" + ddlWatchBody + "$sluice$"
-		}
-		if existing == 3 && installed != nil { // a resumed run: the body of this build
-			_, err := tx.Exec(ctx, create(strings.TrimSuffix(*installed, "()")))
-			return err
+			return "CREATE OR REPLACE FUNCTION " + fn + "() RETURNS event_trigger LANGUAGE plpgsql SET search_path = pg_catalog AS $sluice$" + body + "$sluice$"
 		}
 		stmts := []string{
 			"CREATE SCHEMA IF NOT EXISTS " + postgres.Ident(watchSchema),
@@ -254,6 +263,9 @@ func installDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot string) error
 			// every tag: DROP SCHEMA … CASCADE and DROP OWNED drop tables too
 			"CREATE EVENT TRIGGER " + postgres.Ident(names.drop) + " ON sql_drop EXECUTE FUNCTION " + fn + "()",
 			"CREATE EVENT TRIGGER " + postgres.Ident(names.rewrite) + " ON table_rewrite EXECUTE FUNCTION " + fn + "()",
+		}
+		if installed != nil {
+			stmts = append(stmts, "DROP FUNCTION IF EXISTS "+*installed)
 		}
 		for _, stmt := range stmts {
 			if _, err := tx.Exec(ctx, stmt); err != nil {

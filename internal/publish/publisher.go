@@ -144,6 +144,7 @@ type pubTable struct {
 	scan     *plan.Table // the copy reads the plain source columns
 	cols     []string    // source column names
 	relIdx   []int       // source column → column of the stream's relation
+	parts    []uint32    // its partitions as the loop knows them (see capture.NoticeChanges)
 	pending  []mysql.StoredChunk
 	left     atomic.Int64
 	copied   atomic.Bool
@@ -181,7 +182,7 @@ func New(ctx context.Context, src *postgres.Source, srcConnString string, tgt *m
 		inflight: make(chan struct{}, opt.Parallel), stop: make(chan struct{}), bufs: make([]partBuf, opt.Partitions),
 		partLast: make([]Pos, opt.Partitions), probes: map[string]chan Pos{}}
 	for _, rt := range rts {
-		t := &pubTable{rt: rt}
+		t := &pubTable{rt: rt, parts: rt.Plan.Source.Partitions}
 		scan := *rt.Plan
 		scan.Columns, scan.Key = nil, nil
 		for _, c := range rt.Plan.Source.Columns {
@@ -666,15 +667,18 @@ func (t *pubTable) bind(rel *pgstream.Relation) error {
 // checkNotice stops the publisher on a schema change the source's event
 // trigger recorded that leaves a table in another shape.
 func (p *Publisher) checkNotice(n pgstream.DDLNotice) error {
-	i := slices.IndexFunc(p.tables, func(t *pubTable) bool { return capture.Owns(t.rt.Plan.Source, n.OID) })
+	i := slices.IndexFunc(p.tables, func(t *pubTable) bool { return capture.Owns(t.rt.Plan.Source, t.parts, n.OID) })
 	if i < 0 {
 		return nil
 	}
 	t := p.tables[i]
 	src := t.rt.Plan.Source
-	problems, err := capture.NoticeChanges(src, n, src.RowKey(), t.deferred != nil)
+	problems, err := capture.NoticeChanges(src, t.parts, n, src.RowKey(), t.deferred != nil)
 	if err != nil {
 		return err
+	}
+	if n.OID == src.OID && n.Parts != nil && len(problems) == 0 {
+		t.parts = n.Parts
 	}
 	return t.schemaChanged(problems)
 }

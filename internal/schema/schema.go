@@ -107,6 +107,9 @@ type Table struct {
 	// table was read: one detached or dropped takes rows away without a
 	// change in the stream.
 	Partitions []uint32
+	// UnloggedPartitions name those that write no WAL: their changes reach
+	// no change stream.
+	UnloggedPartitions []string
 }
 
 // Column returns the named column, or nil.

@@ -23,6 +23,7 @@ type table struct {
 	apply   *apply.Table
 	relIdx  []int              // plan column → position in the stream's relation, -1 for computed
 	rel     *pgstream.Relation // as the stream last described it
+	parts   []uint32           // its partitions as the loop knows them (see capture.NoticeChanges)
 	pending []mysql.StoredChunk
 	left    int         // chunks not yet applied
 	copied  atomic.Bool // read by the status API
@@ -149,15 +150,18 @@ func (t *table) schemaChanged(problems []string) error {
 // checkNotice stops the sync on a schema change the source's event
 // trigger recorded that leaves the table in another shape.
 func (s *Syncer) checkNotice(n pgstream.DDLNotice) error {
-	i := slices.IndexFunc(s.tables, func(t *table) bool { return capture.Owns(t.plan.Source, n.OID) })
+	i := slices.IndexFunc(s.tables, func(t *table) bool { return capture.Owns(t.plan.Source, t.parts, n.OID) })
 	if i < 0 {
 		return nil
 	}
 	t := s.tables[i]
 	src := t.plan.Source
-	problems, err := capture.NoticeChanges(src, n, src.RowKey(), t.wholeOld())
+	problems, err := capture.NoticeChanges(src, t.parts, n, src.RowKey(), t.wholeOld())
 	if err != nil {
 		return err
+	}
+	if n.OID == src.OID && n.Parts != nil && len(problems) == 0 {
+		t.parts = n.Parts
 	}
 	if len(problems) > 0 {
 		return t.schemaChanged(problems)

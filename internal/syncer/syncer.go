@@ -144,7 +144,7 @@ func New(src *postgres.Source, srcConnString string, tgt *mysql.Target, p *plan.
 	}
 	s.status.started = time.Now()
 	for _, t := range p.Tables {
-		tt := &table{plan: t, apply: apply.NewTable(t)}
+		tt := &table{plan: t, apply: apply.NewTable(t), parts: t.Source.Partitions}
 		if !t.Keyless && t.Source.RowKeyDeferrable() { // REPLICA IDENTITY FULL (capture checks)
 			tt.deferred = newDeferredTx()
 			s.deferredTables = append(s.deferredTables, tt)

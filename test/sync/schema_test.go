@@ -152,6 +152,31 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 			s.abort()
 		})
 	}
+	// A partition created during the sync, filled through the stream and
+	// then dropped takes its rows away without a change in the stream: the
+	// sync learned of it from the notice of its creation.
+	t.Run("new partition dropped", func(t *testing.T) {
+		t.Parallel()
+		p := newPair(t)
+		p.PG(t, partitioned)
+		s := newSync(t, p.SourceURL, p.TargetURL, "--tables", "ev")
+		proc := s.start()
+		s.waitCaughtUp(60 * time.Second)
+		p.PG(t, `CREATE TABLE ev_3 PARTITION OF ev FOR VALUES FROM (1000) TO (2000)`)
+		p.PG(t, `INSERT INTO ev (id, a, b) VALUES (1500, 1, 2)`)
+		s.waitCaughtUp(60 * time.Second)
+		p.PG(t, `DROP TABLE ev_3`)
+		waitStopped(t, proc, 4, "SLUICE-SYNC-SCHEMACHANGE", "ev", "its partition public.ev_3 was dropped")
+		s.abort()
+	})
+	// A partition that writes no WAL is refused before anything starts.
+	t.Run("unlogged partition at start", func(t *testing.T) {
+		t.Parallel()
+		p := newPair(t)
+		p.PG(t, partitioned)
+		p.PG(t, `ALTER TABLE ev_2 SET UNLOGGED`)
+		newSync(t, p.SourceURL, p.TargetURL, "--tables", "ev").refusedAtStart("SLUICE-SYNC-UNLOGGED", "ev_2", "SET LOGGED")
+	})
 	// A new, empty partition is no change: its rows come through the stream.
 	t.Run("partition created", func(t *testing.T) {
 		t.Parallel()
