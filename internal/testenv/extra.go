@@ -629,23 +629,13 @@ func WaitStatus(t testing.TB, base string, timeout time.Duration, what string, a
 // that name.
 func SlotAndPublication(t testing.TB, pgURL, name string) (slot, publication bool) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := pgx.Connect(ctx, pgURL)
-	if err != nil {
-		t.Fatalf("connect to %s: %v", pgURL, err)
-	}
-	defer c.Close(context.Background())
-	if err := c.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1),
-		EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)`, name).Scan(&slot, &publication); err != nil {
-		t.Fatal(err)
-	}
+	pgQueryRow(t, pgURL, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1),
+		EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)`, []any{name}, &slot, &publication)
 	return slot, publication
 }
 
-// SchemaWatch counts what sluice installs on the source for the run on
-// slot to see schema changes: its event triggers and their function.
-func SchemaWatch(t testing.TB, pgURL, slot string) (triggers, functions int) {
+// pgQueryRow runs one query on a connection of its own and scans its row.
+func pgQueryRow(t testing.TB, pgURL, query string, args []any, dest ...any) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -654,11 +644,18 @@ func SchemaWatch(t testing.TB, pgURL, slot string) (triggers, functions int) {
 		t.Fatalf("connect to %s: %v", pgURL, err)
 	}
 	defer c.Close(context.Background())
-	names, function := pgstream.SchemaWatchNames(slot)
-	if err := c.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_event_trigger WHERE evtname = ANY ($1)),
-		(SELECT count(*) FROM pg_proc WHERE proname = $2)`, names, function).Scan(&triggers, &functions); err != nil {
+	if err := c.QueryRow(ctx, query, args...).Scan(dest...); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// SchemaWatch counts what sluice installs on the source for the run on
+// slot to see schema changes: its event triggers and their function.
+func SchemaWatch(t testing.TB, pgURL, slot string) (triggers, functions int) {
+	t.Helper()
+	names, function := pgstream.SchemaWatchNames(slot)
+	pgQueryRow(t, pgURL, `SELECT (SELECT count(*) FROM pg_event_trigger WHERE evtname = ANY ($1)),
+		(SELECT count(*) FROM pg_proc WHERE proname = $2)`, []any{names, function}, &triggers, &functions)
 	return triggers, functions
 }
 

@@ -188,10 +188,7 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 		p.PG(t, `CREATE TABLE ev_3 PARTITION OF ev FOR VALUES FROM (1000) TO (2000)`)
 		p.PG(t, `ALTER TABLE ev ADD CONSTRAINT a_positive CHECK (a > 0)`)
 		p.PG(t, `INSERT INTO ev (id, a, b) VALUES (1500, 1, 2)`)
-		waitFor(t, 60*time.Second, "row 1500, in the new partition, on the target", func() bool {
-			var n int
-			return p.Target.QueryRow(`SELECT COUNT(*) FROM ev WHERE id = 1500`).Scan(&n) == nil && n == 1
-		})
+		waitTargetRow(t, p, 1500, "row 1500, in the new partition, on the target")
 		if stopped, _ := proc.Exited(); stopped {
 			t.Fatalf("the sync stopped after a new partition was created:\n%s", testenv.Tail(proc.Output(), 20))
 		}
@@ -212,10 +209,7 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 		p.PG(t, `ALTER TABLE ev DROP CONSTRAINT ev_pkey; ALTER TABLE ev ADD CONSTRAINT ev_pkey PRIMARY KEY USING INDEX ev_id_new`)
 		p.PG(t, `ALTER TABLE ev ADD COLUMN tmp int; ALTER TABLE ev DROP COLUMN tmp`)
 		p.PG(t, `INSERT INTO ev (id, a, b) VALUES (101, 1, 2)`)
-		waitFor(t, 60*time.Second, "row 101 written after the DDL reaches the target", func() bool {
-			var n int
-			return p.Target.QueryRow(`SELECT COUNT(*) FROM ev WHERE id = 101`).Scan(&n) == nil && n == 1
-		})
+		waitTargetRow(t, p, 101, "row 101 written after the DDL reaches the target")
 		if stopped, _ := proc.Exited(); stopped {
 			t.Fatalf("the sync stopped after DDL that leaves the table's shape as it was:\n%s", testenv.Tail(proc.Output(), 20))
 		}
@@ -229,12 +223,7 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 // change still stops it.
 func TestSchemaStopThenResume(t *testing.T) {
 	t.Parallel()
-	p := newPair(t)
-	p.PG(t, `CREATE TABLE ev (id int PRIMARY KEY, a int NOT NULL, b int NOT NULL)`)
-	p.PG(t, `INSERT INTO ev SELECT g, g, 10 * g FROM generate_series(1, 100) g`)
-	s := newSync(t, p.SourceURL, p.TargetURL)
-	proc := s.start()
-	s.waitCaughtUp(60 * time.Second)
+	p, s, proc := syncedEv(t)
 	p.PG(t, `ALTER TABLE ev ALTER COLUMN a TYPE bigint`)
 	p.PG(t, `INSERT INTO ev (id, a, b) VALUES (101, 5000000000, 1)`)
 	waitStopped(t, proc, 4, "SLUICE-SYNC-SCHEMACHANGE", "ev", "rewrote the values")
@@ -285,10 +274,7 @@ func TestSyncWithoutSuperuser(t *testing.T) {
 		t.Errorf("%d event triggers were created by a user who may not", triggers)
 	}
 	p.PG(t, `INSERT INTO ev VALUES (101, 1)`)
-	waitFor(t, 60*time.Second, "row 101 on the target", func() bool {
-		var n int
-		return p.Target.QueryRow(`SELECT COUNT(*) FROM ev WHERE id = 101`).Scan(&n) == nil && n == 1
-	})
+	waitTargetRow(t, p, 101, "row 101 on the target")
 	s.abort()
 }
 
@@ -299,12 +285,7 @@ func TestSyncWithoutSuperuser(t *testing.T) {
 // it goes on.
 func TestColumnReaddedWhileStopped(t *testing.T) {
 	t.Parallel()
-	p := newPair(t)
-	p.PG(t, `CREATE TABLE ev (id int PRIMARY KEY, a int NOT NULL, b int NOT NULL)`)
-	p.PG(t, `INSERT INTO ev SELECT g, g, 10 * g FROM generate_series(1, 100) g`)
-	s := newSync(t, p.SourceURL, p.TargetURL)
-	proc := s.start()
-	s.waitCaughtUp(60 * time.Second)
+	p, s, proc := syncedEv(t)
 	proc.Kill() // stopped as a crash would
 	p.PG(t, `ALTER TABLE ev DROP COLUMN b, ADD COLUMN b int NOT NULL DEFAULT 0`)
 	waitStopped(t, s.start(), 4, "SLUICE-SYNC-SCHEMACHANGE", "ev", "column b is another column than the one copied")
@@ -338,12 +319,31 @@ func TestReportedChangeStopsOnce(t *testing.T) {
 	proc := s.start()
 	s.waitCaughtUp(60 * time.Second)
 	p.PG(t, `INSERT INTO ev (id, a, b) VALUES (101, 1, 2)`)
-	waitFor(t, 60*time.Second, "row 101 on the target after the restart", func() bool {
-		var n int
-		return p.Target.QueryRow(`SELECT COUNT(*) FROM ev WHERE id = 101`).Scan(&n) == nil && n == 1
-	})
+	waitTargetRow(t, p, 101, "row 101 on the target after the restart")
 	if stopped, _ := proc.Exited(); stopped {
 		t.Fatalf("the run after the reported change stopped again:\n%s", testenv.Tail(proc.Output(), 10))
 	}
 	s.abort()
+}
+
+// syncedEv creates table ev (id, a, b; 100 rows) and starts a sync of it
+// that has caught up.
+func syncedEv(t *testing.T) (*testenv.Pair, *syncRun, *testenv.Proc) {
+	t.Helper()
+	p := newPair(t)
+	p.PG(t, `CREATE TABLE ev (id int PRIMARY KEY, a int NOT NULL, b int NOT NULL)`)
+	p.PG(t, `INSERT INTO ev SELECT g, g, 10 * g FROM generate_series(1, 100) g`)
+	s := newSync(t, p.SourceURL, p.TargetURL)
+	proc := s.start()
+	s.waitCaughtUp(60 * time.Second)
+	return p, s, proc
+}
+
+// waitTargetRow waits until the target's ev holds the row with id.
+func waitTargetRow(t *testing.T, p *testenv.Pair, id int, what string) {
+	t.Helper()
+	waitFor(t, 60*time.Second, what, func() bool {
+		var n int
+		return p.Target.QueryRow(`SELECT COUNT(*) FROM ev WHERE id = ?`, id).Scan(&n) == nil && n == 1
+	})
 }
