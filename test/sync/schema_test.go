@@ -68,12 +68,8 @@ func TestSchemaChangesThatKeepNamesAndTypes(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			p := newPair(t)
-			p.PG(t, `CREATE TABLE ev (id int PRIMARY KEY, a int NOT NULL, b int NOT NULL, at timestamp(0))`)
-			p.PG(t, `INSERT INTO ev SELECT g, g, 10 * g, '2024-01-01 10:00:00' FROM generate_series(1, 100) g`)
-			s := newSync(t, p.SourceURL, p.TargetURL)
-			proc := s.start()
-			s.waitCaughtUp(60 * time.Second)
+			p, s, proc := syncedEv(t, `CREATE TABLE ev (id int PRIMARY KEY, a int NOT NULL, b int NOT NULL, at timestamp(0));
+				INSERT INTO ev SELECT g, g, 10 * g, '2024-01-01 10:00:00' FROM generate_series(1, 100) g`)
 			p.PG(t, c.ddl)
 			p.PG(t, c.write)
 			waitStopped(t, proc, 4, "SLUICE-SYNC-SCHEMACHANGE", "ev", c.want)
@@ -98,11 +94,6 @@ func TestSchemaChangesThatKeepNamesAndTypes(t *testing.T) {
 // abort removes the triggers.
 func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 	t.Parallel()
-	const plain = `CREATE TABLE ev (id int PRIMARY KEY, a int NOT NULL, b int NOT NULL);
-		INSERT INTO ev SELECT g, g, 10 * g FROM generate_series(1, 100) g`
-	const partitioned = `CREATE TABLE ev (id int PRIMARY KEY, a int NOT NULL, b int NOT NULL) PARTITION BY RANGE (id);
-		CREATE TABLE ev_1 PARTITION OF ev FOR VALUES FROM (0) TO (50); CREATE TABLE ev_2 PARTITION OF ev FOR VALUES FROM (50) TO (1000);
-		INSERT INTO ev SELECT g, g, 10 * g FROM generate_series(1, 100) g`
 	for _, c := range []struct {
 		name, setup, table, ddl, want string
 	}{
@@ -131,11 +122,7 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			p := newPair(t)
-			p.PG(t, c.setup)
-			s := newSync(t, p.SourceURL, p.TargetURL, "--tables", c.table)
-			proc := s.start()
-			s.waitCaughtUp(60 * time.Second)
+			p, s, proc := syncedEv(t, c.setup, "--tables", c.table)
 			if triggers, functions := testenv.SchemaWatch(t, p.SourceURL, s.slot); triggers != 3 || functions != 1 {
 				t.Fatalf("the running sync has %d event triggers and %d functions on the source, want 3 and 1", triggers, functions)
 			}
@@ -157,11 +144,7 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 	// sync learned of it from the notice of its creation.
 	t.Run("new partition dropped", func(t *testing.T) {
 		t.Parallel()
-		p := newPair(t)
-		p.PG(t, partitioned)
-		s := newSync(t, p.SourceURL, p.TargetURL, "--tables", "ev")
-		proc := s.start()
-		s.waitCaughtUp(60 * time.Second)
+		p, s, proc := syncedEv(t, partitioned, "--tables", "ev")
 		p.PG(t, `CREATE TABLE ev_3 PARTITION OF ev FOR VALUES FROM (1000) TO (2000)`)
 		p.PG(t, `INSERT INTO ev (id, a, b) VALUES (1500, 1, 2)`)
 		s.waitCaughtUp(60 * time.Second)
@@ -180,11 +163,7 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 	// A new, empty partition is no change: its rows come through the stream.
 	t.Run("partition created", func(t *testing.T) {
 		t.Parallel()
-		p := newPair(t)
-		p.PG(t, partitioned)
-		s := newSync(t, p.SourceURL, p.TargetURL, "--tables", "ev")
-		proc := s.start()
-		s.waitCaughtUp(60 * time.Second)
+		p, s, proc := syncedEv(t, partitioned, "--tables", "ev")
 		p.PG(t, `CREATE TABLE ev_3 PARTITION OF ev FOR VALUES FROM (1000) TO (2000)`)
 		p.PG(t, `ALTER TABLE ev ADD CONSTRAINT a_positive CHECK (a > 0)`)
 		p.PG(t, `INSERT INTO ev (id, a, b) VALUES (1500, 1, 2)`)
@@ -199,11 +178,7 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 	// beforehand; a column added and dropped), do not stop the sync.
 	t.Run("same shape", func(t *testing.T) {
 		t.Parallel()
-		p := newPair(t)
-		p.PG(t, plain)
-		s := newSync(t, p.SourceURL, p.TargetURL)
-		proc := s.start()
-		s.waitCaughtUp(60 * time.Second)
+		p, s, proc := syncedEv(t, plain)
 		p.PG(t, `ALTER TABLE ev ADD CONSTRAINT a_positive CHECK (a > 0)`)
 		p.PG(t, `CREATE UNIQUE INDEX ev_id_new ON ev (id)`)
 		p.PG(t, `ALTER TABLE ev DROP CONSTRAINT ev_pkey; ALTER TABLE ev ADD CONSTRAINT ev_pkey PRIMARY KEY USING INDEX ev_id_new`)
@@ -223,7 +198,7 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 // change still stops it.
 func TestSchemaStopThenResume(t *testing.T) {
 	t.Parallel()
-	p, s, proc := syncedEv(t)
+	p, s, proc := syncedEv(t, plain)
 	p.PG(t, `ALTER TABLE ev ALTER COLUMN a TYPE bigint`)
 	p.PG(t, `INSERT INTO ev (id, a, b) VALUES (101, 5000000000, 1)`)
 	waitStopped(t, proc, 4, "SLUICE-SYNC-SCHEMACHANGE", "ev", "rewrote the values")
@@ -285,7 +260,7 @@ func TestSyncWithoutSuperuser(t *testing.T) {
 // it goes on.
 func TestColumnReaddedWhileStopped(t *testing.T) {
 	t.Parallel()
-	p, s, proc := syncedEv(t)
+	p, s, proc := syncedEv(t, plain)
 	proc.Kill() // stopped as a crash would
 	p.PG(t, `ALTER TABLE ev DROP COLUMN b, ADD COLUMN b int NOT NULL DEFAULT 0`)
 	waitStopped(t, s.start(), 4, "SLUICE-SYNC-SCHEMACHANGE", "ev", "column b is another column than the one copied")
@@ -306,16 +281,12 @@ func TestColumnReaddedWhileStopped(t *testing.T) {
 // The run after the stop goes on.
 func TestReportedChangeStopsOnce(t *testing.T) {
 	t.Parallel()
-	p := newPair(t)
-	p.PG(t, `CREATE TABLE ev (id int PRIMARY KEY, a int NOT NULL, b int NOT NULL) PARTITION BY RANGE (id);
+	p, s, first := syncedEv(t, `CREATE TABLE ev (id int PRIMARY KEY, a int NOT NULL, b int NOT NULL) PARTITION BY RANGE (id);
 		CREATE TABLE ev_1 PARTITION OF ev FOR VALUES FROM (0) TO (40); CREATE TABLE ev_2 PARTITION OF ev FOR VALUES FROM (40) TO (80);
 		CREATE TABLE ev_3 PARTITION OF ev FOR VALUES FROM (80) TO (1000);
-		INSERT INTO ev SELECT g, g, 10 * g FROM generate_series(1, 100) g`)
-	s := newSync(t, p.SourceURL, p.TargetURL, "--tables", "ev")
-	s.start()
-	s.waitCaughtUp(60 * time.Second)
+		INSERT INTO ev SELECT g, g, 10 * g FROM generate_series(1, 100) g`, "--tables", "ev")
 	p.PG(t, `ALTER TABLE ev ALTER COLUMN a TYPE int USING a * 2; ALTER TABLE ev DROP COLUMN b; ALTER TABLE ev ADD COLUMN b int NOT NULL DEFAULT 0`)
-	waitStopped(t, s.current(), 4, "SLUICE-SYNC-SCHEMACHANGE", "ev", "rewrote the values", "column b is another column")
+	waitStopped(t, first, 4, "SLUICE-SYNC-SCHEMACHANGE", "ev", "rewrote the values", "column b is another column")
 	proc := s.start()
 	s.waitCaughtUp(60 * time.Second)
 	p.PG(t, `INSERT INTO ev (id, a, b) VALUES (101, 1, 2)`)
@@ -326,14 +297,23 @@ func TestReportedChangeStopsOnce(t *testing.T) {
 	s.abort()
 }
 
-// syncedEv creates table ev (id, a, b; 100 rows) and starts a sync of it
-// that has caught up.
-func syncedEv(t *testing.T) (*testenv.Pair, *syncRun, *testenv.Proc) {
+// Source tables of the schema-change tests: ev (id, a, b; 100 rows),
+// plain or partitioned.
+const (
+	plain = `CREATE TABLE ev (id int PRIMARY KEY, a int NOT NULL, b int NOT NULL);
+		INSERT INTO ev SELECT g, g, 10 * g FROM generate_series(1, 100) g`
+	partitioned = `CREATE TABLE ev (id int PRIMARY KEY, a int NOT NULL, b int NOT NULL) PARTITION BY RANGE (id);
+		CREATE TABLE ev_1 PARTITION OF ev FOR VALUES FROM (0) TO (50); CREATE TABLE ev_2 PARTITION OF ev FOR VALUES FROM (50) TO (1000);
+		INSERT INTO ev SELECT g, g, 10 * g FROM generate_series(1, 100) g`
+)
+
+// syncedEv runs setup on a new source and starts a sync (with flags) that
+// has caught up.
+func syncedEv(t *testing.T, setup string, flags ...string) (*testenv.Pair, *syncRun, *testenv.Proc) {
 	t.Helper()
 	p := newPair(t)
-	p.PG(t, `CREATE TABLE ev (id int PRIMARY KEY, a int NOT NULL, b int NOT NULL)`)
-	p.PG(t, `INSERT INTO ev SELECT g, g, 10 * g FROM generate_series(1, 100) g`)
-	s := newSync(t, p.SourceURL, p.TargetURL)
+	p.PG(t, setup)
+	s := newSync(t, p.SourceURL, p.TargetURL, flags...)
 	proc := s.start()
 	s.waitCaughtUp(60 * time.Second)
 	return p, s, proc
