@@ -239,15 +239,18 @@ func (c *cleanup) dropFailed(ctx context.Context, err error) error {
 	if ctx.Err() != nil || failure.Code(err) != "SLUICE-INTERNAL" {
 		return err // interrupted, or classified with its own hint (SLUICE-SYNC-SLOTBUSY names the statements)
 	}
-	triggers, _ := pgstream.SchemaWatchNames(c.slot)
-	var dropTriggers strings.Builder
+	triggers, _, _ := pgstream.SchemaWatchNames(c.slot)
+	var drops strings.Builder
 	for _, t := range triggers {
-		fmt.Fprintf(&dropTriggers, " DROP EVENT TRIGGER IF EXISTS %s;", t)
+		fmt.Fprintf(&drops, " DROP EVENT TRIGGER IF EXISTS %s;", t)
 	}
-	return failure.Wrap(err, failure.Internal, "SLUICE-ABORT-SOURCE", "%s: could not drop replication slot, publication or event triggers %s on the source", c.name, c.slot).
+	for _, f := range pgstream.WatchFunctions(c.slot) {
+		fmt.Fprintf(&drops, " DROP FUNCTION IF EXISTS %s CASCADE;", f) // CASCADE: the partitions' TRUNCATE triggers
+	}
+	return failure.Wrap(err, failure.Internal, "SLUICE-ABORT-SOURCE", "%s: could not drop replication slot, publication or triggers %s on the source", c.name, c.slot).
 		With("slot", c.slot).
-		WithHint("run sluice %s --slot %s again, or on the source: SELECT pg_drop_replication_slot('%s'); DROP PUBLICATION IF EXISTS %s;%s DROP FUNCTION IF EXISTS %s;",
-			c.name, c.slot, c.slot, c.pub, dropTriggers.String(), pgstream.WatchFunction(c.slot))
+		WithHint("run sluice %s --slot %s again, or on the source: SELECT pg_drop_replication_slot('%s'); DROP PUBLICATION IF EXISTS %s;%s",
+			c.name, c.slot, c.slot, c.pub, drops.String())
 }
 
 // slotList names the slots of syncs for a message.

@@ -350,14 +350,20 @@ func RelationChanges(src *schema.Table, rel *pgstream.Relation, keyColumns []str
 // recorded (pgstream.DDLNotice) with the table as planned, as RelationChanges
 // does for the stream's own description, and adds what only the trigger
 // sees: a column dropped and added again, rows rewritten by a type change,
-// the table dropped. None for a change that keeps the table's shape (a
+// the table dropped, a partition truncated. None for a change that keeps the table's shape (a
 // constraint, an index, storage). A rename is returned as Renamed's error.
 //
 // parts are the table's partitions as the run knows them: the plan's, then
 // those of the last notice (a partition created during the run and later
 // detached or dropped counts too).
 func NoticeChanges(src *schema.Table, parts []uint32, n pgstream.DDLNotice, keyColumns []string, wholeOld bool) ([]string, error) {
+	if n.Truncated && n.OID == src.OID {
+		return nil, nil // the stream shows it
+	}
 	if n.OID != src.OID { // one of its partitions
+		if n.Truncated {
+			return []string{fmt.Sprintf("its partition %s was truncated: the rows it held (%s) left the source without a change in the stream (delete them on the target too)", n.Name, n.Bound)}, nil
+		}
 		if n.Dropped {
 			return []string{fmt.Sprintf("its partition %s was dropped: the rows it held left the source without a change in the stream (delete them on the target too)", n.Name)}, nil
 		}

@@ -80,6 +80,9 @@ func TestNoticeChanges(t *testing.T) {
 		{"rows rewritten by a type change", pgstream.DDLNotice{OID: 7, Rewrite: pgstream.RewriteColumns}, "rewrote the values"},
 		{"rewritten to another access method", pgstream.DDLNotice{OID: 7, Rewrite: 8}, ""},
 		{"dropped", pgstream.DDLNotice{OID: 7, Dropped: true}, "it was dropped"},
+		{"a partition truncated", pgstream.DDLNotice{OID: 8, Name: "public.ev_1", Truncated: true, Bound: "FOR VALUES FROM (0) TO (50)"},
+			"its partition public.ev_1 was truncated: the rows it held (FOR VALUES FROM (0) TO (50)) left the source"},
+		{"the table itself truncated (the stream shows it)", pgstream.DDLNotice{OID: 7, Name: "public.ev", Truncated: true}, ""},
 	} {
 		src.Columns[0].TypeMod, src.Columns[1].TypeMod, src.Columns[2].TypeMod = -1, -1, -1
 		problems, err := capture.NoticeChanges(src, nil, tc.notice, []string{"id"}, false)
@@ -102,6 +105,10 @@ func TestParseDDLNotice(t *testing.T) {
 	n, ok, err := pgstream.ParseDDLNotice([]byte(`D:{"oid" : 16390, "schema" : "public", "name" : "ev", "identity" : "d", "columns" : [{"num" : 1, "name" : "id", "type" : 23, "mod" : -1, "key" : true}]}`))
 	if !ok || err != nil || n.OID != 16390 || n.Relation().ReplicaIdentity != 'd' || len(n.Columns) != 1 || !n.Columns[0].Key {
 		t.Errorf("notice: %+v %v %v", n, ok, err)
+	}
+	n, ok, err = pgstream.ParseDDLNotice([]byte(`D:{"oid" : 16391, "name" : "public.ev_1", "truncated" : true, "bound" : "FOR VALUES FROM (0) TO (50)"}`))
+	if !ok || err != nil || !n.Truncated || n.Bound != "FOR VALUES FROM (0) TO (50)" || n.Name != "public.ev_1" {
+		t.Errorf("TRUNCATE notice: %+v %v %v", n, ok, err)
 	}
 	if _, ok, _ := pgstream.ParseDDLNotice([]byte("W:12:lo")); ok {
 		t.Error("a watermark was read as a schema-change notice")

@@ -43,9 +43,10 @@ type SchemaWatch struct {
 
 // txNotices is what one transaction told of one table.
 type txNotices struct {
-	shape   *pgstream.DDLNotice // the last
-	rewrite int                 // every reason
-	dropped *pgstream.DDLNotice
+	shape     *pgstream.DDLNotice // the last
+	rewrite   int                 // every reason
+	dropped   *pgstream.DDLNotice
+	truncated *pgstream.DDLNotice // a partition's, not (yet) followed by one of its whole table
 }
 
 // Notice takes a notice of the transaction being received.
@@ -59,12 +60,26 @@ func (w *SchemaWatch) Notice(n pgstream.DDLNotice) {
 		w.tx[n.OID] = t
 	}
 	switch {
+	case n.Truncated:
+		t.truncated = &n
 	case n.Dropped:
 		t.dropped = &n
 	case n.Rewrite != 0:
 		t.rewrite |= n.Rewrite
 	default:
 		t.shape = &n
+	}
+}
+
+// Truncated takes a TRUNCATE the stream shows of a whole table, owns
+// saying which OIDs are its partitions: it emptied every partition the
+// transaction truncated before, whose own TRUNCATE notices thus need no
+// stop. (Its partitions' triggers fire before the stream's TRUNCATE.)
+func (w *SchemaWatch) Truncated(owns func(oid uint32) bool) {
+	for oid, t := range w.tx {
+		if owns(oid) {
+			t.truncated = nil
+		}
 	}
 }
 
@@ -82,6 +97,9 @@ func (w *SchemaWatch) Commit(lsn pglogrepl.LSN) error {
 		var notices []pgstream.DDLNotice
 		if t.dropped != nil {
 			notices = append(notices, *t.dropped)
+		}
+		if t.truncated != nil {
+			notices = append(notices, *t.truncated)
 		}
 		if t.rewrite != 0 {
 			notices = append(notices, pgstream.DDLNotice{OID: oid, Rewrite: t.rewrite})

@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -45,6 +47,11 @@ type DDLNotice struct {
 	// Unlogged names its partitions that write no WAL: their changes reach
 	// no change stream.
 	Unlogged []string `json:"unlogged"`
+	// Truncated: a TRUNCATE of this partition (Name, schema-qualified) was
+	// about to run, its partition bound Bound. The stream shows it only
+	// when it came with one of the published table as a whole.
+	Truncated bool   `json:"truncated"`
+	Bound     string `json:"bound"`
 }
 
 // DDLPartition names a partition.
@@ -101,8 +108,9 @@ func (n DDLNotice) Relation() *Relation {
 }
 
 // ddlWatchNames are the event triggers (and the function they run) of
-// the run on slot: one per event, as a trigger has one.
-type ddlWatchNames struct{ end, drop, rewrite string }
+// the run on slot, one per event as a trigger has one, and the TRUNCATE
+// trigger of each partition with its function.
+type ddlWatchNames struct{ end, drop, rewrite, truncate string }
 
 func ddlWatchNamesFor(slot string) ddlWatchNames {
 	// Identifiers stop at 63 bytes; a long slot name is shortened with a
@@ -115,7 +123,7 @@ func ddlWatchNamesFor(slot string) ddlWatchNames {
 		}
 		return n
 	}
-	return ddlWatchNames{end: name("sluice_ddl_"), drop: name("sluice_drop_"), rewrite: name("sluice_rewrite_")}
+	return ddlWatchNames{end: name("sluice_ddl_"), drop: name("sluice_drop_"), rewrite: name("sluice_rewrite_"), truncate: name("sluice_trunc_")}
 }
 
 // ddlWatchBody is the trigger function. Whatever goes wrong in it becomes
@@ -124,6 +132,7 @@ const ddlWatchBody = `
 DECLARE
   r record;
   part record;
+  leaf record;
   shape text;
   attached jsonb;
   has_rows boolean;
@@ -178,6 +187,17 @@ BEGIN
             IF has_rows THEN
               attached := attached || jsonb_build_object('oid', part.relid::oid::bigint, 'name', part.relid::text);
             END IF;
+            -- a new partition's TRUNCATE must tell too; this transaction
+            -- holds its lock already (and those of the partitions below
+            -- an attached partitioned table)
+            FOR leaf IN SELECT t.relid FROM pg_partition_tree(part.relid) t JOIN pg_class pc ON pc.oid = t.relid
+                WHERE pc.relkind = 'r' AND NOT EXISTS (SELECT 1 FROM pg_trigger tg WHERE tg.tgrelid = t.relid AND tg.tgname = __TRUNCATE_TRIGGER__) LOOP
+              BEGIN
+                EXECUTE format('CREATE TRIGGER %I BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s()', __TRUNCATE_TRIGGER__, leaf.relid, __TRUNCATE_FUNCTION__);
+              EXCEPTION WHEN OTHERS THEN
+                RAISE WARNING 'sluice cannot see a TRUNCATE of partition % during its migration: %', leaf.relid, SQLERRM;
+              END;
+            END LOOP;
           END LOOP;
         EXCEPTION WHEN OTHERS THEN
           -- cannot tell: better a stop the user goes on past than rows missed
@@ -197,11 +217,28 @@ EXCEPTION WHEN OTHERS THEN
   RAISE WARNING 'sluice could not record a schema change for its migration: %', SQLERRM;
 END`
 
-// SchemaWatchNames are the names of the event triggers, and of the
-// function they run, that the run on slot installs.
-func SchemaWatchNames(slot string) (triggers []string, function string) {
+// truncateWatchBody is the function of each partition's TRUNCATE trigger.
+// The publication publishes a partitioned table through its root, and
+// PostgreSQL then streams no TRUNCATE of a single partition: the rows it
+// takes away would stay on the target without a word. A TRUNCATE of the
+// whole table fires it too, and the stream shows that one after it.
+const truncateWatchBody = `
+BEGIN
+  PERFORM pg_logical_emit_message(true, 'sluice', 'D:' || json_build_object('oid', c.oid::bigint, 'name', c.oid::regclass::text,
+      'truncated', true, 'bound', pg_get_expr(c.relpartbound, c.oid))::text)
+    FROM pg_class c WHERE c.oid = TG_RELID;
+  RETURN NULL;
+EXCEPTION WHEN OTHERS THEN
+  RAISE WARNING 'sluice could not record a TRUNCATE of % for its migration: %', TG_RELID::regclass, SQLERRM;
+  RETURN NULL;
+END`
+
+// SchemaWatchNames are the names of what the run on slot installs: its
+// event triggers, the name of the TRUNCATE trigger it gives each partition,
+// and the functions they run (in the _sluice schema).
+func SchemaWatchNames(slot string) (eventTriggers []string, tableTrigger string, functions []string) {
 	n := ddlWatchNamesFor(slot)
-	return []string{n.end, n.drop, n.rewrite}, n.end
+	return []string{n.end, n.drop, n.rewrite}, n.truncate, []string{n.end, n.truncate}
 }
 
 // ErrDDLWatchRefused: the source user may not create event triggers (it
@@ -217,7 +254,7 @@ const watchSchema = "_sluice"
 // the tables of publication. It
 // returns ErrDDLWatchRefused when the user lacks the privilege; the run
 // then relies on what the stream itself shows.
-func EnsureDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot, publication string) error {
+func EnsureDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot, publication string, log *slog.Logger) error {
 	err := installDDLWatch(ctx, pool, slot, publication)
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && (pe.Code == "23505" || pe.Code == "42P06") { // another run created the schema meanwhile
@@ -229,7 +266,82 @@ func EnsureDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot, publication s
 	if err != nil {
 		return fmt.Errorf("source: install sluice's schema-change triggers for slot %s: %w", slot, err)
 	}
+	missed, err := watchPartitionTruncates(ctx, pool, slot, publication)
+	if err != nil {
+		return err
+	}
+	if len(missed) > 0 {
+		log.Warn("a TRUNCATE of these partitions will not stop the sync, and the rows it takes would stay on the target: "+strings.Join(missed, ", "),
+			"code", "SLUICE-SYNC-NOTRUNCWATCH", "slot", slot,
+			"hint", "a transaction kept each of them locked while sluice tried to add its TRUNCATE trigger: run the sync again later to try again, and do not truncate single partitions until then")
+	}
 	return nil
+}
+
+// watchPartitionTruncates gives every partition of the publication's
+// partitioned tables the TRUNCATE trigger, and returns those it could not:
+// CREATE TRIGGER waits for the writers of the partition, and the writers
+// after it for it, so it waits a moment only, and tries again a few times
+// (as the cutover's fence does).
+func watchPartitionTruncates(ctx context.Context, pool *pgxpool.Pool, slot, publication string) (missed []string, err error) {
+	var version int
+	if err := pool.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
+		return nil, fmt.Errorf("source: read the server version: %w", err)
+	}
+	if version < 130000 { // no partitioned table can be published before
+		return nil, nil
+	}
+	names := ddlWatchNamesFor(slot)
+	rows, err := pool.Query(ctx, `SELECT format('%I.%I', n.nspname, c.relname) FROM pg_publication p JOIN pg_publication_rel pr ON pr.prpubid = p.oid
+			CROSS JOIN LATERAL pg_partition_tree(pr.prrelid) t JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE p.pubname = $1 AND t.relid <> pr.prrelid::regclass AND c.relkind = 'r'
+			AND NOT EXISTS (SELECT 1 FROM pg_trigger tg WHERE tg.tgrelid = t.relid AND tg.tgname = $2)
+		ORDER BY 1`, publication, names.truncate)
+	if err != nil {
+		return nil, fmt.Errorf("source: list the partitions of publication %s: %w", publication, err)
+	}
+	parts, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("source: list the partitions of publication %s: %w", publication, err)
+	}
+	create := "CREATE TRIGGER " + postgres.Ident(names.truncate) + " BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION " + postgres.Ident(watchSchema, names.truncate) + "()"
+	giveUp := time.Now().Add(10 * time.Second) // for all of them: one long transaction may hold them all
+	for _, part := range parts {
+		err := withShortLock(ctx, pool, giveUp, fmt.Sprintf(create, part))
+		var pe *pgconn.PgError
+		switch {
+		case errors.As(err, &pe) && (pe.Code == "42710" || pe.Code == "42P01"): // made by its CREATE TABLE meanwhile; dropped
+		case errors.As(err, &pe) && pe.Code == "55P03": // lock_not_available
+			missed = append(missed, part)
+		case err != nil:
+			return nil, fmt.Errorf("source: add sluice's TRUNCATE trigger to partition %s: %w", part, err)
+		}
+	}
+	return missed, nil
+}
+
+// withShortLock runs a statement that locks a table the application
+// writes with a short lock_timeout, again after a pause while the lock is
+// not to be had, until giveUp.
+func withShortLock(ctx context.Context, pool *pgxpool.Pool, giveUp time.Time, stmt string) error {
+	for pause := 100 * time.Millisecond; ; pause = min(2*pause, time.Second) {
+		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '100ms'"); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, stmt)
+			return err
+		})
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "55P03" || time.Now().Add(pause).After(giveUp) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pause):
+		}
+	}
 }
 
 // installDDLWatch installs the triggers; publication names the run's
@@ -248,14 +360,20 @@ func installDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot, publication 
 			names.end, names.drop, names.rewrite, watchSchema).Scan(&installed); err != nil {
 			return err
 		}
-		body := strings.ReplaceAll(ddlWatchBody, "__PUBLICATION__", "'"+strings.ReplaceAll(publication, "'", "''")+"'")
-		create := func(fn string) string {
+		truncateFn := postgres.Ident(watchSchema, names.truncate)
+		body := strings.NewReplacer("__PUBLICATION__", postgres.Literal(publication),
+			"__TRUNCATE_TRIGGER__", postgres.Literal(names.truncate), "__TRUNCATE_FUNCTION__", postgres.Literal(truncateFn)).Replace(ddlWatchBody)
+		create := func(fn, returns, body string) string {
 			// search_path pinned: the application's schemas cannot shadow what it calls
-			return "CREATE OR REPLACE FUNCTION " + fn + "() RETURNS event_trigger LANGUAGE plpgsql SET search_path = pg_catalog AS $sluice$" + body + "$sluice$"
+			return "CREATE OR REPLACE FUNCTION " + fn + "() RETURNS " + returns + " LANGUAGE plpgsql SET search_path = pg_catalog AS $sluice$" + body + "$sluice$"
 		}
 		stmts := []string{
 			"CREATE SCHEMA IF NOT EXISTS " + postgres.Ident(watchSchema),
-			create(fn),
+			// the application's CREATE TABLE … PARTITION OF names the
+			// TRUNCATE function (in the event trigger, as its user)
+			"GRANT USAGE ON SCHEMA " + postgres.Ident(watchSchema) + " TO PUBLIC",
+			create(truncateFn, "trigger", truncateWatchBody),
+			create(fn, "event_trigger", body),
 			"DROP EVENT TRIGGER IF EXISTS " + postgres.Ident(names.end),
 			"DROP EVENT TRIGGER IF EXISTS " + postgres.Ident(names.drop),
 			"DROP EVENT TRIGGER IF EXISTS " + postgres.Ident(names.rewrite),
@@ -301,6 +419,16 @@ func dropDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot string) error {
 		}
 		functions[t.function] = true
 	}
+	if err := dropTruncateWatch(ctx, pool, names.truncate); err != nil {
+		return err
+	}
+	var truncateFn *string
+	if err := pool.QueryRow(ctx, `SELECT to_regprocedure($1)::text`, postgres.Ident(watchSchema, names.truncate)+"()").Scan(&truncateFn); err != nil {
+		return fmt.Errorf("source: look up sluice's TRUNCATE trigger function for slot %s: %w", slot, err)
+	}
+	if truncateFn != nil {
+		functions[*truncateFn] = true
+	}
 	for f := range functions {
 		// regprocedure's text is already quoted where it needs to be
 		if _, err := pool.Exec(ctx, "DROP FUNCTION IF EXISTS "+f); err != nil {
@@ -322,8 +450,36 @@ func dropDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot string) error {
 	return nil
 }
 
-// WatchFunction is the schema-qualified function of the run on slot's
-// triggers, for a message that says how to drop it by hand.
-func WatchFunction(slot string) string {
-	return postgres.Ident(watchSchema, ddlWatchNamesFor(slot).end) + "()"
+// dropTruncateWatch drops the TRUNCATE trigger named trigger from every
+// partition. DROP TRIGGER locks the partition against its readers too, so
+// each waits a moment only, and tries again for a while.
+func dropTruncateWatch(ctx context.Context, pool *pgxpool.Pool, trigger string) error {
+	rows, err := pool.Query(ctx, `SELECT format('%I.%I', n.nspname, c.relname) FROM pg_trigger tg
+		JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE tg.tgname = $1 ORDER BY 1`, trigger)
+	if err != nil {
+		return fmt.Errorf("source: look up sluice's TRUNCATE triggers %s: %w", trigger, err)
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("source: look up sluice's TRUNCATE triggers %s: %w", trigger, err)
+	}
+	giveUp := time.Now().Add(time.Minute)
+	for _, table := range tables {
+		if err := withShortLock(ctx, pool, giveUp, "DROP TRIGGER IF EXISTS "+postgres.Ident(trigger)+" ON "+table); err != nil {
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) && pe.Code == "42P01" { // the partition was dropped meanwhile
+				continue
+			}
+			return fmt.Errorf("source: drop sluice's TRUNCATE trigger %s on %s: %w", trigger, table, err)
+		}
+	}
+	return nil
+}
+
+// WatchFunctions are the schema-qualified functions of the run on slot's
+// triggers, for a message that says how to drop them by hand (CASCADE
+// takes the partitions' triggers with the second).
+func WatchFunctions(slot string) []string {
+	n := ddlWatchNamesFor(slot)
+	return []string{postgres.Ident(watchSchema, n.end) + "()", postgres.Ident(watchSchema, n.truncate) + "()"}
 }

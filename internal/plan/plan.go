@@ -180,7 +180,7 @@ func planTable(ctx context.Context, src *postgres.Source, st *schema.Table, tm c
 			WithHint("rename it with tables: {%s: {rename: shorter_name}}", st.Name)
 	}
 	if st.Partitioned {
-		t.Warnings = append(t.Warnings, fmt.Sprintf("%s: partitioned: copied as one table, its changes streamed through it (PostgreSQL 13 or later); a TRUNCATE of one of its partitions reaches no change stream, so the target keeps those rows: avoid it until the cutover, or run sluice verify --repair after it; a DETACH, DROP or ATTACH (of a table holding rows) of one stops a sync that may install its event triggers (docs/OPERATIONS.md)", st.Name))
+		t.Warnings = append(t.Warnings, fmt.Sprintf("%s: partitioned: copied as one table, its changes streamed through it (PostgreSQL 13 or later); a TRUNCATE, DETACH or DROP of one of its partitions, or an ATTACH of a table holding rows, reaches no change stream: a sync that may install its triggers stops at it, naming the rows to change on the target (docs/OPERATIONS.md)", st.Name))
 	}
 	rowKey := st.RowKey()
 	quoted := postgres.Ident(st.Name.Schema, st.Name.Name)

@@ -203,7 +203,12 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 				continue
 			}
 			for _, rel := range ev.Truncated {
-				if t := byRel[rel.ID]; t != nil && (t.copied.Load() || t.readStarted || !t.plan.Keyless) {
+				t := byRel[rel.ID]
+				if t == nil {
+					continue
+				}
+				ddl.Truncated(func(oid uint32) bool { return capture.Owns(t.plan.Source, t.parts, oid) })
+				if t.copied.Load() || t.readStarted || !t.plan.Keyless {
 					s.endDeferred(t) // what the transaction did before
 					s.addOp(t, apply.Op{Kind: apply.Truncate, Table: t.apply})
 				}

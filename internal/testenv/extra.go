@@ -650,13 +650,14 @@ func pgQueryRow(t testing.TB, pgURL, query string, args []any, dest ...any) {
 }
 
 // SchemaWatch counts what sluice installs on the source for the run on
-// slot to see schema changes: its event triggers and their function.
-func SchemaWatch(t testing.TB, pgURL, slot string) (triggers, functions int) {
+// slot: event triggers, TRUNCATE triggers on partitions, and functions.
+func SchemaWatch(t testing.TB, pgURL, slot string) (eventTriggers, tableTriggers, functions int) {
 	t.Helper()
-	names, function := pgstream.SchemaWatchNames(slot)
+	events, table, fns := pgstream.SchemaWatchNames(slot)
 	pgQueryRow(t, pgURL, `SELECT (SELECT count(*) FROM pg_event_trigger WHERE evtname = ANY ($1)),
-		(SELECT count(*) FROM pg_proc WHERE proname = $2)`, []any{names, function}, &triggers, &functions)
-	return triggers, functions
+		(SELECT count(*) FROM pg_trigger WHERE tgname = $2),
+		(SELECT count(*) FROM pg_proc WHERE proname = ANY ($3))`, []any{events, table, fns}, &eventTriggers, &tableTriggers, &functions)
+	return eventTriggers, tableTriggers, functions
 }
 
 // Workload runs a step function in a loop on its own connection until

@@ -221,6 +221,27 @@ func TestPublisherStopsAtUnseenSchemaChange(t *testing.T) {
 	}
 }
 
+// TestPublisherStopsAtPartitionTruncate: a TRUNCATE of one partition of a
+// published partitioned table reaches no change stream; sluice's trigger
+// on the partition tells, and the publisher stops (exit 4) naming the
+// partition and its bound, where the appliers kept its rows.
+func TestPublisherStopsAtPartitionTruncate(t *testing.T) {
+	p := testenv.NewPair(t)
+	s := newStream(t)
+	p.PG(t, `CREATE TABLE notes (id integer PRIMARY KEY, title text) PARTITION BY RANGE (id);
+		CREATE TABLE notes_low PARTITION OF notes FOR VALUES FROM (0) TO (30); CREATE TABLE notes_high PARTITION OF notes FOR VALUES FROM (30) TO (1000)`)
+	p.PG(t, `INSERT INTO notes SELECT i, 'note ' || i FROM generate_series(1, 50) i`)
+	pub, appliers := startTwoPartitions(t, p, publishArgs(t, p, s, "notes"), s, "notes", nil)
+	p.PG(t, `TRUNCATE notes_low`)
+	if code := pub.wait(t, 60*time.Second); code != 4 || !strings.Contains(pub.out.String(), "SLUICE-SYNC-SCHEMACHANGE") ||
+		!strings.Contains(pub.out.String(), "its partition public.notes_low was truncated") || !strings.Contains(pub.out.String(), "FOR VALUES FROM (0) TO (30)") {
+		t.Fatalf("the publisher exited %d; want 4 with SLUICE-SYNC-SCHEMACHANGE naming partition notes_low and its bound:\n%s", code, pub.out)
+	}
+	for _, a := range appliers {
+		a.stop(t)
+	}
+}
+
 // TestPublisherRestartKeepsPartitionCount: a publisher resumed with another
 // --partitions would route keys to appliers that stand at other positions;
 // it is refused (exit 4, SLUICE-PUBLISH-PARTITIONCOUNT naming the recorded

@@ -233,8 +233,8 @@ func (s *syncRun) assertNoSlot() {
 	if slot, pub := testenv.SlotAndPublication(s.t, s.src, s.slot); slot || pub {
 		s.t.Errorf("the source still has replication slot: %v, publication: %v named %s", slot, pub, s.slot)
 	}
-	if triggers, functions := testenv.SchemaWatch(s.t, s.src, s.slot); triggers+functions > 0 {
-		s.t.Errorf("the source still has %d event triggers and %d functions of sync %s", triggers, functions, s.slot)
+	if events, tables, functions := testenv.SchemaWatch(s.t, s.src, s.slot); events+tables+functions > 0 {
+		s.t.Errorf("the source still has %d event triggers, %d TRUNCATE triggers and %d functions of sync %s", events, tables, functions, s.slot)
 	}
 }
 

@@ -1,10 +1,13 @@
 package synctest
 
 import (
+	"context"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/sluice-db/sluice/internal/testenv"
 )
@@ -108,11 +111,9 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 		{"partition detached", partitioned, "ev", `ALTER TABLE ev DETACH PARTITION ev_1`, "was detached"},
 		{"partition dropped", partitioned, "ev", `DROP TABLE ev_1`, "its partition public.ev_1 was dropped"},
 		{"partition unlogged", partitioned, "ev", `ALTER TABLE ev_1 SET UNLOGGED`, "UNLOGGED"},
-		{"subpartition detached", `CREATE TABLE ev (id int PRIMARY KEY, a int NOT NULL, b int NOT NULL) PARTITION BY RANGE (id);
-			CREATE TABLE ev_1 PARTITION OF ev FOR VALUES FROM (0) TO (50);
-			CREATE TABLE ev_2 PARTITION OF ev FOR VALUES FROM (50) TO (1000) PARTITION BY RANGE (id);
-			CREATE TABLE ev_2a PARTITION OF ev_2 FOR VALUES FROM (50) TO (95); CREATE TABLE ev_2b PARTITION OF ev_2 FOR VALUES FROM (95) TO (1000);
-			INSERT INTO ev SELECT g, g, 10 * g FROM generate_series(1, 100) g`, "ev", `ALTER TABLE ev_2 DETACH PARTITION ev_2a`, "was detached"},
+		{"partition truncated", partitioned, "ev", `TRUNCATE ev_1`, "its partition public.ev_1 was truncated: the rows it held (FOR VALUES FROM (0) TO (50))"},
+		{"subpartition truncated", subpartitioned, "ev", `TRUNCATE ev_2`, "its partition public.ev_2a was truncated"},
+		{"subpartition detached", subpartitioned, "ev", `ALTER TABLE ev_2 DETACH PARTITION ev_2a`, "was detached"},
 		{"attached in a savepoint", partitioned + `; CREATE TABLE ev_3 (LIKE ev); INSERT INTO ev_3 SELECT g, g, g FROM generate_series(1000, 1010) g`, "ev",
 			`BEGIN; SAVEPOINT s; ALTER TABLE ev ATTACH PARTITION ev_3 FOR VALUES FROM (1000) TO (2000); RELEASE SAVEPOINT s; COMMIT`, "partition public.ev_3 was attached holding rows"},
 		{"partition attached", partitioned + `; CREATE TABLE ev_3 (LIKE ev); INSERT INTO ev_3 SELECT g, g, g FROM generate_series(1000, 1010) g`, "ev",
@@ -123,8 +124,12 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			p, s, proc := syncedEv(t, c.setup, "--tables", c.table)
-			if triggers, functions := testenv.SchemaWatch(t, p.SourceURL, s.slot); triggers != 3 || functions != 1 {
-				t.Fatalf("the running sync has %d event triggers and %d functions on the source, want 3 and 1", triggers, functions)
+			var leaves int // partitions that hold rows, each with a TRUNCATE trigger
+			if err := p.Source.QueryRow(context.Background(), `SELECT count(*) FROM pg_class WHERE relispartition AND relkind = 'r'`).Scan(&leaves); err != nil {
+				t.Fatal(err)
+			}
+			if events, tables, functions := testenv.SchemaWatch(t, p.SourceURL, s.slot); events != 3 || tables != leaves || functions != 2 {
+				t.Fatalf("the running sync has %d event triggers, %d TRUNCATE triggers and %d functions on the source, want 3, %d and 2", events, tables, functions, leaves)
 			}
 			p.PG(t, c.ddl)
 			written := !strings.Contains(c.ddl, "DROP TABLE ev;") && !strings.Contains(c.ddl, "DROP SCHEMA")
@@ -150,6 +155,43 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 		s.waitCaughtUp(60 * time.Second)
 		p.PG(t, `DROP TABLE ev_3`)
 		waitStopped(t, proc, 4, "SLUICE-SYNC-SCHEMACHANGE", "ev", "its partition public.ev_3 was dropped")
+		s.abort()
+	})
+	// So does a TRUNCATE of a partition created during the sync: it got
+	// its TRUNCATE trigger with its CREATE TABLE, here by an application
+	// role that is no superuser.
+	t.Run("new partition truncated", func(t *testing.T) {
+		t.Parallel()
+		p, s, proc := syncedEv(t, partitioned, "--tables", "ev")
+		role := "sluice_app_" + p.Name[len(p.Name)-8:]
+		p.PG(t, `DROP ROLE IF EXISTS `+role)
+		p.PG(t, `CREATE ROLE `+role)
+		t.Cleanup(func() { p.PG(t, `DROP OWNED BY `+role+`; DROP ROLE `+role) })
+		p.PG(t, `GRANT CREATE ON SCHEMA public TO `+role+`; ALTER TABLE ev OWNER TO `+role)
+		p.PG(t, `SET ROLE `+role+`; CREATE TABLE ev_3 PARTITION OF ev FOR VALUES FROM (1000) TO (2000); RESET ROLE`)
+		p.PG(t, `INSERT INTO ev (id, a, b) VALUES (1500, 1, 2)`)
+		waitTargetRow(t, p, 1500, "row 1500, in the new partition, on the target")
+		p.PG(t, `TRUNCATE ev_3`)
+		waitStopped(t, proc, 4, "SLUICE-SYNC-SCHEMACHANGE", "its partition public.ev_3 was truncated", "FOR VALUES FROM (1000) TO (2000)")
+		s.abort()
+	})
+	// A TRUNCATE of the whole partitioned table is in the stream (its
+	// partitions' triggers fire too): the target is emptied and the sync
+	// goes on, also after one partition was truncated first in the same
+	// transaction.
+	t.Run("whole table truncated", func(t *testing.T) {
+		t.Parallel()
+		p, s, proc := syncedEv(t, partitioned, "--tables", "ev")
+		p.PG(t, `BEGIN; TRUNCATE ev_2; TRUNCATE ev; COMMIT`)
+		p.PG(t, `INSERT INTO ev (id, a, b) VALUES (777, 1, 2)`)
+		waitTargetRow(t, p, 777, "row 777, written after the TRUNCATE, on the target")
+		if stopped, _ := proc.Exited(); stopped {
+			t.Fatalf("the sync stopped after a TRUNCATE of the whole table:\n%s", testenv.Tail(proc.Output(), 20))
+		}
+		var n int
+		if err := p.Target.QueryRow(`SELECT COUNT(*) FROM ev`).Scan(&n); err != nil || n != 1 {
+			t.Errorf("the target holds %d rows after the TRUNCATE and one insert, want 1 (%v)", n, err)
+		}
 		s.abort()
 	})
 	// A partition that writes no WAL is refused before anything starts.
@@ -190,6 +232,47 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 		}
 		s.abort()
 	})
+}
+
+// TestTruncateWatchWaitsBriefly: sluice's TRUNCATE trigger on a partition
+// needs a lock its writers' transactions hold, and writers queue behind
+// the request: a partition that a long transaction keeps locked is named in
+// a warning (SLUICE-SYNC-NOTRUNCWATCH) and the sync starts without its
+// trigger; the next start adds it, and a TRUNCATE of it then stops the sync.
+func TestTruncateWatchWaitsBriefly(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := newPair(t)
+	p.PG(t, partitioned)
+	holder, err := pgx.Connect(ctx, p.SourceURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close(ctx)
+	if _, err := holder.Exec(ctx, `BEGIN; LOCK TABLE ev_2 IN ROW EXCLUSIVE MODE`); err != nil { // as a writer's transaction holds it
+		t.Fatal(err)
+	}
+	s := newSync(t, p.SourceURL, p.TargetURL, "--tables", "ev")
+	proc := s.start()
+	s.waitCaughtUp(90 * time.Second)
+	if out := proc.Output(); !strings.Contains(out, "SLUICE-SYNC-NOTRUNCWATCH") || !strings.Contains(out, "public.ev_2") {
+		t.Errorf("the sync does not name the partition it could not watch for TRUNCATE:\n%s", testenv.Tail(out, 20))
+	}
+	if _, tables, _ := testenv.SchemaWatch(t, p.SourceURL, s.slot); tables != 1 {
+		t.Errorf("%d partitions have sluice's TRUNCATE trigger while ev_2 is locked, want 1 (ev_1)", tables)
+	}
+	if _, err := holder.Exec(ctx, `COMMIT`); err != nil {
+		t.Fatal(err)
+	}
+	proc.Kill()
+	proc = s.start()
+	s.waitCaughtUp(60 * time.Second)
+	if _, tables, _ := testenv.SchemaWatch(t, p.SourceURL, s.slot); tables != 2 {
+		t.Errorf("%d partitions have sluice's TRUNCATE trigger after a start with none locked, want 2", tables)
+	}
+	p.PG(t, `TRUNCATE ev_2`)
+	waitStopped(t, proc, 4, "SLUICE-SYNC-SCHEMACHANGE", "its partition public.ev_2 was truncated")
+	s.abort()
 }
 
 // TestSchemaStopThenResume: a sync stopped at a schema change goes on past
@@ -245,8 +328,8 @@ func TestSyncWithoutSuperuser(t *testing.T) {
 	if out := proc.Output(); !strings.Contains(out, "SLUICE-SYNC-NODDLWATCH") || !strings.Contains(out, "a column dropped and added again") {
 		t.Errorf("the sync does not say which schema changes it cannot see without event triggers:\n%s", testenv.Tail(out, 20))
 	}
-	if triggers, _ := testenv.SchemaWatch(t, p.SourceURL, s.slot); triggers != 0 {
-		t.Errorf("%d event triggers were created by a user who may not", triggers)
+	if events, tables, functions := testenv.SchemaWatch(t, p.SourceURL, s.slot); events+tables+functions != 0 {
+		t.Errorf("%d event triggers, %d TRUNCATE triggers and %d functions were created by a user who may not", events, tables, functions)
 	}
 	p.PG(t, `INSERT INTO ev VALUES (101, 1)`)
 	waitTargetRow(t, p, 101, "row 101 on the target")
@@ -304,6 +387,11 @@ const (
 		INSERT INTO ev SELECT g, g, 10 * g FROM generate_series(1, 100) g`
 	partitioned = `CREATE TABLE ev (id int PRIMARY KEY, a int NOT NULL, b int NOT NULL) PARTITION BY RANGE (id);
 		CREATE TABLE ev_1 PARTITION OF ev FOR VALUES FROM (0) TO (50); CREATE TABLE ev_2 PARTITION OF ev FOR VALUES FROM (50) TO (1000);
+		INSERT INTO ev SELECT g, g, 10 * g FROM generate_series(1, 100) g`
+	subpartitioned = `CREATE TABLE ev (id int PRIMARY KEY, a int NOT NULL, b int NOT NULL) PARTITION BY RANGE (id);
+		CREATE TABLE ev_1 PARTITION OF ev FOR VALUES FROM (0) TO (50);
+		CREATE TABLE ev_2 PARTITION OF ev FOR VALUES FROM (50) TO (1000) PARTITION BY RANGE (id);
+		CREATE TABLE ev_2a PARTITION OF ev_2 FOR VALUES FROM (50) TO (95); CREATE TABLE ev_2b PARTITION OF ev_2 FOR VALUES FROM (95) TO (1000);
 		INSERT INTO ev SELECT g, g, 10 * g FROM generate_series(1, 100) g`
 )
 
