@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"strings"
 	"time"
 
@@ -177,13 +178,14 @@ BEGIN
         -- or went without a change in the stream
         attached := '[]';
         BEGIN
-          -- xmin with the epoch of this transaction's id (a savepoint's id
-          -- is a little above it, one of the last epoch far above)
-          FOR part IN SELECT t.relid FROM pg_partition_tree(r.objid) t JOIN pg_inherits i ON i.inhrelid = t.relid,
-              LATERAL (SELECT ((txid_current() >> 32) << 32) + i.xmin::text::bigint AS x) e
+          FOR part IN SELECT t.relid, i.cmin::text::bigint AS cmin FROM pg_partition_tree(r.objid) t JOIN pg_inherits i ON i.inhrelid = t.relid
               WHERE age(i.xmin) <= 0 -- not older than this transaction: the rest need no lookup
-                AND txid_status(CASE WHEN e.x > txid_current() + 2147483648 THEN e.x - 4294967296 ELSE e.x END) = 'in progress' LOOP
-            EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', part.relid) INTO has_rows;
+                AND txid_status(__FULL_XMIN__(i.xmin)) = 'in progress' LOOP
+            -- rows it held before it joined (an older transaction's, or
+            -- this one's before the command that made it a partition);
+            -- those written after came through the table, and streamed
+            EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s r WHERE NOT (age(r.xmin) <= 0 AND r.cmin::text::bigint > $1
+                AND txid_status(__FULL_XMIN__(r.xmin)) = ''in progress''))', part.relid) USING part.cmin INTO has_rows;
             IF has_rows THEN
               attached := attached || jsonb_build_object('oid', part.relid::oid::bigint, 'name', part.relid::text);
             END IF;
@@ -216,6 +218,15 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
   RAISE WARNING 'sluice could not record a schema change for its migration: %', SQLERRM;
 END`
+
+// fullXmin expands __FULL_XMIN__(x) in ddlWatchBody: the 64-bit id of x,
+// an xmin no older than this transaction's id (its own, a savepoint's a
+// little above it, another's), with the epoch of this transaction's id (or
+// the last one's, for an id far above it).
+var fullXmin = regexp.MustCompile(`__FULL_XMIN__\(([a-z.]+)\)`)
+
+const fullXminSQL = `(SELECT CASE WHEN e.x > txid_current() + 2147483648 THEN e.x - 4294967296 ELSE e.x END ` +
+	`FROM (SELECT ((txid_current() >> 32) << 32) + ($1)::text::bigint AS x) e)`
 
 // truncateWatchBody is the function of each partition's TRUNCATE trigger.
 // The publication publishes a partitioned table through its root, and
@@ -363,6 +374,7 @@ func installDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot, publication 
 		truncateFn := postgres.Ident(watchSchema, names.truncate)
 		body := strings.NewReplacer("__PUBLICATION__", postgres.Literal(publication),
 			"__TRUNCATE_TRIGGER__", postgres.Literal(names.truncate), "__TRUNCATE_FUNCTION__", postgres.Literal(truncateFn)).Replace(ddlWatchBody)
+		body = fullXmin.ReplaceAllString(body, fullXminSQL)
 		create := func(fn, returns, body string) string {
 			// search_path pinned: the application's schemas cannot shadow what it calls
 			return "CREATE OR REPLACE FUNCTION " + fn + "() RETURNS " + returns + " LANGUAGE plpgsql SET search_path = pg_catalog AS $sluice$" + body + "$sluice$"

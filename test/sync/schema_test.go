@@ -116,6 +116,9 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 		{"subpartition detached", subpartitioned, "ev", `ALTER TABLE ev_2 DETACH PARTITION ev_2a`, "was detached"},
 		{"attached in a savepoint", partitioned + `; CREATE TABLE ev_3 (LIKE ev); INSERT INTO ev_3 SELECT g, g, g FROM generate_series(1000, 1010) g`, "ev",
 			`BEGIN; SAVEPOINT s; ALTER TABLE ev ATTACH PARTITION ev_3 FOR VALUES FROM (1000) TO (2000); RELEASE SAVEPOINT s; COMMIT`, "partition public.ev_3 was attached holding rows"},
+		{"filled and attached in one transaction", partitioned, "ev",
+			`BEGIN; CREATE TABLE ev_3 (LIKE ev); INSERT INTO ev_3 SELECT g, g, g FROM generate_series(1000, 1010) g; ALTER TABLE ev ATTACH PARTITION ev_3 FOR VALUES FROM (1000) TO (2000); COMMIT`,
+			"partition public.ev_3 was attached holding rows"},
 		{"partition attached", partitioned + `; CREATE TABLE ev_3 (LIKE ev); INSERT INTO ev_3 SELECT g, g, g FROM generate_series(1000, 1010) g`, "ev",
 			`ALTER TABLE ev ATTACH PARTITION ev_3 FOR VALUES FROM (1000) TO (2000)`, "partition public.ev_3 was attached holding rows"},
 		{"schema dropped", `CREATE SCHEMA app; CREATE TABLE app.ev (id int PRIMARY KEY, a int NOT NULL, b int NOT NULL);
@@ -212,6 +215,25 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 		waitTargetRow(t, p, 1500, "row 1500, in the new partition, on the target")
 		if stopped, _ := proc.Exited(); stopped {
 			t.Fatalf("the sync stopped after a new partition was created:\n%s", testenv.Tail(proc.Output(), 20))
+		}
+		s.abort()
+	})
+	// Nor is one created and filled through the table (its rows stream)
+	// in the transaction of an ALTER TABLE of the table: only rows it held
+	// before it became a partition came without a change in the stream.
+	t.Run("partition created and filled with the table altered", func(t *testing.T) {
+		t.Parallel()
+		p, s, proc := syncedEv(t, partitioned, "--tables", "ev")
+		p.PG(t, `BEGIN; CREATE TABLE ev_3 PARTITION OF ev FOR VALUES FROM (1000) TO (2000); INSERT INTO ev (id, a, b) VALUES (1500, 1, 2);
+			UPDATE ev SET b = 3 WHERE id = 1500; ALTER TABLE ev ADD CONSTRAINT a_positive CHECK (a > 0); COMMIT`)
+		p.PG(t, `INSERT INTO ev (id, a, b) VALUES (1501, 1, 2)`)
+		waitTargetRow(t, p, 1501, "row 1501, written after the transaction, on the target")
+		if stopped, _ := proc.Exited(); stopped {
+			t.Fatalf("the sync stopped after a partition was created and filled through its table:\n%s", testenv.Tail(proc.Output(), 20))
+		}
+		var b int
+		if err := p.Target.QueryRow(`SELECT b FROM ev WHERE id = 1500`).Scan(&b); err != nil || b != 3 {
+			t.Errorf("row 1500 on the target: b = %d (%v), want 3", b, err)
 		}
 		s.abort()
 	})
