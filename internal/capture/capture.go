@@ -267,10 +267,11 @@ func CheckArrayElements(t *plan.Table, all bool) error {
 	return nil
 }
 
-// Owns says whether the source OID is the table's or one of parts, its
-// partitions (a notice of the source's event triggers may name either).
-func Owns(src *schema.Table, parts []uint32, oid uint32) bool {
-	return src.OID == oid || slices.Contains(parts, oid)
+// Concerns says whether a notice of the source's triggers is of the table
+// or of one of parts, its partitions as the run knows them, or (a
+// partition's TRUNCATE) names it among its ancestors.
+func Concerns(src *schema.Table, parts []uint32, n pgstream.DDLNotice) bool {
+	return src.OID == n.OID || slices.Contains(parts, n.OID) || slices.Contains(n.Ancestors, src.OID)
 }
 
 // Renamed is the error for a table of the run that the stream now

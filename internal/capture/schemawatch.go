@@ -71,13 +71,13 @@ func (w *SchemaWatch) Notice(n pgstream.DDLNotice) {
 	}
 }
 
-// Truncated takes a TRUNCATE the stream shows of a whole table, owns
-// saying which OIDs are its partitions: it emptied every partition the
-// transaction truncated before, whose own TRUNCATE notices thus need no
+// Truncated takes a TRUNCATE the stream shows of a whole table, concerns
+// saying which notices are of its partitions: it emptied every partition
+// the transaction truncated before, whose own TRUNCATE notices thus need no
 // stop. (Its partitions' triggers fire before the stream's TRUNCATE.)
-func (w *SchemaWatch) Truncated(owns func(oid uint32) bool) {
-	for oid, t := range w.tx {
-		if owns(oid) {
+func (w *SchemaWatch) Truncated(concerns func(pgstream.DDLNotice) bool) {
+	for _, t := range w.tx {
+		if t.truncated != nil && concerns(*t.truncated) {
 			t.truncated = nil
 		}
 	}
@@ -92,25 +92,27 @@ func (w *SchemaWatch) Commit(lsn pglogrepl.LSN) error {
 		return nil
 	}
 	defer clear(w.tx)
-	var errs []error
+	// The shapes first: a partitioned table's tells of the partitions the
+	// transaction created, which a drop or TRUNCATE of one must be known by.
+	var shapes, others []pgstream.DDLNotice
 	for oid, t := range w.tx {
-		var notices []pgstream.DDLNotice
+		if t.shape != nil {
+			shapes = append(shapes, *t.shape)
+		}
 		if t.dropped != nil {
-			notices = append(notices, *t.dropped)
+			others = append(others, *t.dropped)
 		}
 		if t.truncated != nil {
-			notices = append(notices, *t.truncated)
+			others = append(others, *t.truncated)
 		}
 		if t.rewrite != 0 {
-			notices = append(notices, pgstream.DDLNotice{OID: oid, Rewrite: t.rewrite})
+			others = append(others, pgstream.DDLNotice{OID: oid, Rewrite: t.rewrite})
 		}
-		if t.shape != nil {
-			notices = append(notices, *t.shape)
-		}
-		for _, n := range notices {
-			if err := w.Check(n); err != nil {
-				errs = append(errs, err)
-			}
+	}
+	var errs []error
+	for _, n := range append(shapes, others...) {
+		if err := w.Check(n); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if len(errs) == 0 {

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/sluice-db/sluice/internal/failure"
 	"github.com/sluice-db/sluice/internal/postgres"
 )
 
@@ -48,11 +49,13 @@ type DDLNotice struct {
 	// Unlogged names its partitions that write no WAL: their changes reach
 	// no change stream.
 	Unlogged []string `json:"unlogged"`
-	// Truncated: a TRUNCATE of this partition (Name, schema-qualified) was
-	// about to run, its partition bound Bound. The stream shows it only
-	// when it came with one of the published table as a whole.
-	Truncated bool   `json:"truncated"`
-	Bound     string `json:"bound"`
+	// Truncated: a TRUNCATE of this partition (Name, schema-qualified)
+	// holding rows was about to run; Bound is its partition constraint (its
+	// ancestors' bounds included), Ancestors the tables above it. The stream
+	// shows it only when it came with one of a published table as a whole.
+	Truncated bool     `json:"truncated"`
+	Bound     string   `json:"bound"`
+	Ancestors []uint32 `json:"ancestors"`
 }
 
 // DDLPartition names a partition.
@@ -153,13 +156,14 @@ BEGIN
     END LOOP;
   ELSE
     -- an ALTER TABLE of an inheritance parent changes its children too,
-    -- and a partition's (a new one's, one's below) concerns its root
-    -- Only the run's tables (its publication's) are described: DDL on
-    -- other tables, a big partition tree's above all, costs one lookup.
+    -- and a partition's (a new one's, one's below) concerns the tables
+    -- above it. Only the run's tables (its publication's) are described:
+    -- DDL on other tables, a big partition tree's above all, costs one
+    -- lookup.
     FOR r IN WITH RECURSIVE altered(objid) AS (
         SELECT objid FROM pg_event_trigger_ddl_commands() WHERE classid = 'pg_class'::regclass
-        UNION SELECT pg_partition_root(objid)::oid FROM pg_event_trigger_ddl_commands()
-          WHERE classid = 'pg_class'::regclass AND pg_partition_root(objid) IS NOT NULL
+        UNION SELECT a.relid::oid FROM pg_event_trigger_ddl_commands() d, pg_partition_ancestors(d.objid) a
+          WHERE d.classid = 'pg_class'::regclass
         UNION SELECT i.inhrelid FROM pg_inherits i JOIN altered a ON i.inhparent = a.objid
           JOIN pg_class pc ON pc.oid = a.objid AND pc.relkind = 'r') -- inheritance children, not partitions
       SELECT objid FROM altered WHERE objid IN (SELECT pr.prrelid FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE p.pubname = __PUBLICATION__) LOOP
@@ -191,11 +195,12 @@ BEGIN
             END IF;
             -- a new partition's TRUNCATE must tell too; this transaction
             -- holds its lock already (and those of the partitions below
-            -- an attached partitioned table)
+            -- an attached partitioned table). The function runs as sluice's
+            -- user: the application's may not own them all.
             FOR leaf IN SELECT t.relid FROM pg_partition_tree(part.relid) t JOIN pg_class pc ON pc.oid = t.relid
                 WHERE pc.relkind = 'r' AND NOT EXISTS (SELECT 1 FROM pg_trigger tg WHERE tg.tgrelid = t.relid AND tg.tgname = __TRUNCATE_TRIGGER__) LOOP
               BEGIN
-                EXECUTE format('CREATE TRIGGER %I BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s()', __TRUNCATE_TRIGGER__, leaf.relid, __TRUNCATE_FUNCTION__);
+                EXECUTE format(__TRUNCATE_WATCH__, leaf.relid);
               EXCEPTION WHEN OTHERS THEN
                 RAISE WARNING 'sluice cannot see a TRUNCATE of partition % during its migration: %', leaf.relid, SQLERRM;
               END;
@@ -234,10 +239,18 @@ const fullXminSQL = `(SELECT CASE WHEN e.x > txid_current() + 2147483648 THEN e.
 // takes away would stay on the target without a word. A TRUNCATE of the
 // whole table fires it too, and the stream shows that one after it.
 const truncateWatchBody = `
+DECLARE
+  has_rows boolean;
 BEGIN
-  PERFORM pg_logical_emit_message(true, 'sluice', 'D:' || json_build_object('oid', c.oid::bigint, 'name', c.oid::regclass::text,
-      'truncated', true, 'bound', pg_get_expr(c.relpartbound, c.oid))::text)
-    FROM pg_class c WHERE c.oid = TG_RELID;
+  -- an empty partition loses nothing (one a TRUNCATE of the whole table
+  -- emptied earlier in the transaction, too)
+  EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', TG_RELID::regclass) INTO has_rows;
+  IF has_rows THEN
+    PERFORM pg_logical_emit_message(true, 'sluice', 'D:' || json_build_object('oid', c.oid::bigint, 'name', c.oid::regclass::text,
+        'truncated', true, 'bound', pg_get_partition_constraintdef(c.oid),
+        'ancestors', (SELECT json_agg(a.relid::oid::bigint) FROM pg_partition_ancestors(c.oid) a WHERE a.relid <> c.oid::regclass))::text)
+      FROM pg_class c WHERE c.oid = TG_RELID;
+  END IF;
   RETURN NULL;
 EXCEPTION WHEN OTHERS THEN
   RAISE WARNING 'sluice could not record a TRUNCATE of % for its migration: %', TG_RELID::regclass, SQLERRM;
@@ -284,16 +297,16 @@ func EnsureDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot, publication s
 	if len(missed) > 0 {
 		log.Warn("a TRUNCATE of these partitions will not stop the sync, and the rows it takes would stay on the target: "+strings.Join(missed, ", "),
 			"code", "SLUICE-SYNC-NOTRUNCWATCH", "slot", slot,
-			"hint", "a transaction kept each of them locked while sluice tried to add its TRUNCATE trigger: run the sync again later to try again, and do not truncate single partitions until then")
+			"hint", "a transaction or a VACUUM kept each of them locked while sluice tried to add its TRUNCATE trigger: restart the sync once it has ended (pg_stat_activity shows it) to try again, and do not truncate single partitions until then")
 	}
 	return nil
 }
 
 // watchPartitionTruncates gives every partition of the publication's
 // partitioned tables the TRUNCATE trigger, and returns those it could not:
-// CREATE TRIGGER waits for the writers of the partition, and the writers
-// after it for it, so it waits a moment only, and tries again a few times
-// (as the cutover's fence does).
+// CREATE TRIGGER waits for the partition's writers (and for a VACUUM of
+// it), and holds up the writers after it meanwhile, so it waits a moment
+// only, and tries again a few times (as the cutover's fence does).
 func watchPartitionTruncates(ctx context.Context, pool *pgxpool.Pool, slot, publication string) (missed []string, err error) {
 	var version int
 	if err := pool.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
@@ -303,10 +316,12 @@ func watchPartitionTruncates(ctx context.Context, pool *pgxpool.Pool, slot, publ
 		return nil, nil
 	}
 	names := ddlWatchNamesFor(slot)
+	// those without the trigger, or with it not firing always (disabled,
+	// or not in replica sessions)
 	rows, err := pool.Query(ctx, `SELECT format('%I.%I', n.nspname, c.relname) FROM pg_publication p JOIN pg_publication_rel pr ON pr.prpubid = p.oid
 			CROSS JOIN LATERAL pg_partition_tree(pr.prrelid) t JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE p.pubname = $1 AND t.relid <> pr.prrelid::regclass AND c.relkind = 'r'
-			AND NOT EXISTS (SELECT 1 FROM pg_trigger tg WHERE tg.tgrelid = t.relid AND tg.tgname = $2)
+			AND NOT EXISTS (SELECT 1 FROM pg_trigger tg WHERE tg.tgrelid = t.relid AND tg.tgname = $2 AND tg.tgenabled = 'A')
 		ORDER BY 1`, publication, names.truncate)
 	if err != nil {
 		return nil, fmt.Errorf("source: list the partitions of publication %s: %w", publication, err)
@@ -315,13 +330,12 @@ func watchPartitionTruncates(ctx context.Context, pool *pgxpool.Pool, slot, publ
 	if err != nil {
 		return nil, fmt.Errorf("source: list the partitions of publication %s: %w", publication, err)
 	}
-	create := "CREATE TRIGGER " + postgres.Ident(names.truncate) + " BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION " + postgres.Ident(watchSchema, names.truncate) + "()"
 	giveUp := time.Now().Add(10 * time.Second) // for all of them: one long transaction may hold them all
 	for _, part := range parts {
-		err := withShortLock(ctx, pool, giveUp, fmt.Sprintf(create, part))
+		err := withShortLock(ctx, pool, giveUp, forPartition(truncateWatchSQL(names), part))
 		var pe *pgconn.PgError
 		switch {
-		case errors.As(err, &pe) && (pe.Code == "42710" || pe.Code == "42P01"): // made by its CREATE TABLE meanwhile; dropped
+		case errors.As(err, &pe) && pe.Code == "42P01": // dropped meanwhile
 		case errors.As(err, &pe) && pe.Code == "55P03": // lock_not_available
 			missed = append(missed, part)
 		case err != nil:
@@ -329,6 +343,24 @@ func watchPartitionTruncates(ctx context.Context, pool *pgxpool.Pool, slot, publ
 		}
 	}
 	return missed, nil
+}
+
+// truncateWatchSQL is the DO block that gives a partition the TRUNCATE
+// trigger, a format() string for PostgreSQL with the partition's name as
+// %1$s (and as a literal, %1$L). The trigger is enabled ALWAYS, so that
+// it fires in sessions with session_replication_role = replica too (a
+// subscription's apply worker, pglogical, bulk loaders).
+func truncateWatchSQL(names ddlWatchNames) string {
+	trigger := postgres.Ident(names.truncate)
+	return "DO $watch$ BEGIN " +
+		"IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %1$L::regclass AND tgname = " + postgres.Literal(names.truncate) + ") THEN " +
+		"CREATE TRIGGER " + trigger + " BEFORE TRUNCATE ON %1$s FOR EACH STATEMENT EXECUTE FUNCTION " + postgres.Ident(watchSchema, names.truncate) + "(); " +
+		"END IF; ALTER TABLE %1$s ENABLE ALWAYS TRIGGER " + trigger + "; END $watch$"
+}
+
+// forPartition fills in a truncateWatchSQL for the partition named part.
+func forPartition(sql, part string) string {
+	return strings.NewReplacer("%1$s", part, "%1$L", postgres.Literal(part)).Replace(sql)
 }
 
 // withShortLock runs a statement that locks a table the application
@@ -373,17 +405,19 @@ func installDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot, publication 
 		}
 		truncateFn := postgres.Ident(watchSchema, names.truncate)
 		body := strings.NewReplacer("__PUBLICATION__", postgres.Literal(publication),
-			"__TRUNCATE_TRIGGER__", postgres.Literal(names.truncate), "__TRUNCATE_FUNCTION__", postgres.Literal(truncateFn)).Replace(ddlWatchBody)
+			"__TRUNCATE_TRIGGER__", postgres.Literal(names.truncate), "__TRUNCATE_WATCH__", postgres.Literal(truncateWatchSQL(names))).Replace(ddlWatchBody)
 		body = fullXmin.ReplaceAllString(body, fullXminSQL)
 		create := func(fn, returns, body string) string {
-			// search_path pinned: the application's schemas cannot shadow what it calls
-			return "CREATE OR REPLACE FUNCTION " + fn + "() RETURNS " + returns + " LANGUAGE plpgsql SET search_path = pg_catalog AS $sluice$" + body + "$sluice$"
+			// As sluice's user: the application's may not own the partitions
+			// below one it attaches, nor read one it may truncate. Neither
+			// kind of trigger function can be called directly, and
+			// search_path is pinned (pg_temp last), so that the
+			// application's schemas cannot shadow what it calls.
+			return "CREATE OR REPLACE FUNCTION " + fn + "() RETURNS " + returns +
+				" LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $sluice$" + body + "$sluice$"
 		}
 		stmts := []string{
 			"CREATE SCHEMA IF NOT EXISTS " + postgres.Ident(watchSchema),
-			// the application's CREATE TABLE … PARTITION OF names the
-			// TRUNCATE function (in the event trigger, as its user)
-			"GRANT USAGE ON SCHEMA " + postgres.Ident(watchSchema) + " TO PUBLIC",
 			create(truncateFn, "trigger", truncateWatchBody),
 			create(fn, "event_trigger", body),
 			"DROP EVENT TRIGGER IF EXISTS " + postgres.Ident(names.end),
@@ -406,10 +440,15 @@ func installDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot, publication 
 	})
 }
 
-// dropDDLWatch removes the run's event triggers and their function; a
-// source without them (the user could not create them) is left as is.
+// dropDDLWatch removes the run's triggers and their functions; a source
+// without them (the user could not create them) is left as is. The
+// partitions' triggers go first: they may wait for locks and fail, and what
+// is left is found again by the next try.
 func dropDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot string) error {
 	names := ddlWatchNamesFor(slot)
+	if err := dropTruncateWatch(ctx, pool, names.truncate); err != nil {
+		return err
+	}
 	rows, err := pool.Query(ctx, `SELECT evtname, evtfoid::regprocedure::text FROM pg_event_trigger WHERE evtname IN ($1, $2, $3)`,
 		names.end, names.drop, names.rewrite)
 	if err != nil {
@@ -424,25 +463,23 @@ func dropDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot string) error {
 	if err != nil {
 		return fmt.Errorf("source: look up sluice's schema-change triggers for slot %s: %w", slot, err)
 	}
-	functions := map[string]bool{}
+	functions := map[string]bool{} // regprocedure's text, quoted where it needs to be
 	for _, t := range found {
 		if _, err := pool.Exec(ctx, "DROP EVENT TRIGGER IF EXISTS "+postgres.Ident(t.name)); err != nil {
 			return fmt.Errorf("source: drop event trigger %s: %w", t.name, err)
 		}
-		functions[t.function] = true
+		functions[t.function] = true // an older build's may live elsewhere
 	}
-	if err := dropTruncateWatch(ctx, pool, names.truncate); err != nil {
-		return err
-	}
-	var truncateFn *string
-	if err := pool.QueryRow(ctx, `SELECT to_regprocedure($1)::text`, postgres.Ident(watchSchema, names.truncate)+"()").Scan(&truncateFn); err != nil {
-		return fmt.Errorf("source: look up sluice's TRUNCATE trigger function for slot %s: %w", slot, err)
-	}
-	if truncateFn != nil {
-		functions[*truncateFn] = true
+	for _, f := range WatchFunctions(slot) {
+		var known *string
+		if err := pool.QueryRow(ctx, `SELECT to_regprocedure($1)::text`, f).Scan(&known); err != nil {
+			return fmt.Errorf("source: look up function %s: %w", f, err)
+		}
+		if known != nil {
+			functions[*known] = true
+		}
 	}
 	for f := range functions {
-		// regprocedure's text is already quoted where it needs to be
 		if _, err := pool.Exec(ctx, "DROP FUNCTION IF EXISTS "+f); err != nil {
 			return fmt.Errorf("source: drop function %s: %w", f, err)
 		}
@@ -481,6 +518,11 @@ func dropTruncateWatch(ctx context.Context, pool *pgxpool.Pool, trigger string) 
 			var pe *pgconn.PgError
 			if errors.As(err, &pe) && pe.Code == "42P01" { // the partition was dropped meanwhile
 				continue
+			}
+			if errors.As(err, &pe) && pe.Code == "55P03" {
+				return failure.Wrap(err, failure.Internal, "SLUICE-SOURCE-LOCKED", "could not drop sluice's TRUNCATE trigger %s on partition %s: for a minute, a transaction kept the partition locked (DROP TRIGGER must wait for its readers too)", trigger, table).
+					With("table", table).
+					WithHint("run the command again once that transaction has ended (SELECT pid, xact_start, query FROM pg_stat_activity WHERE state <> 'idle' ORDER BY xact_start shows the oldest); it goes on where this one stopped")
 			}
 			return fmt.Errorf("source: drop sluice's TRUNCATE trigger %s on %s: %w", trigger, table, err)
 		}

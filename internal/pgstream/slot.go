@@ -64,7 +64,7 @@ func EnsureCapture(ctx context.Context, pool *pgxpool.Pool, publication, slot st
 		return err
 	}
 	if err := EnsureDDLWatch(ctx, pool, slot, publication, log); errors.Is(err, ErrDDLWatchRefused) {
-		log.Warn("schema changes that the change stream does not show (a column dropped and added again, a type changed and changed back) will not stop the sync: "+err.Error(),
+		log.Warn("schema changes that the change stream does not show (a column dropped and added again, a type changed and changed back, a partition truncated, detached or dropped) will not stop the sync: "+err.Error(),
 			"code", "SLUICE-SYNC-NODDLWATCH", "slot", slot,
 			"hint", "run the sync as a superuser (rds_superuser on RDS) so that sluice can install its event triggers, or run sluice verify after any ALTER TABLE on a migrated table")
 	} else if err != nil {

@@ -667,7 +667,7 @@ func (t *pubTable) bind(rel *pgstream.Relation) error {
 // checkNotice stops the publisher on a schema change the source's event
 // trigger recorded that leaves a table in another shape.
 func (p *Publisher) checkNotice(n pgstream.DDLNotice) error {
-	i := slices.IndexFunc(p.tables, func(t *pubTable) bool { return capture.Owns(t.rt.Plan.Source, t.parts, n.OID) })
+	i := slices.IndexFunc(p.tables, func(t *pubTable) bool { return capture.Concerns(t.rt.Plan.Source, t.parts, n) })
 	if i < 0 {
 		return nil
 	}

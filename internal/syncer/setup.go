@@ -150,7 +150,7 @@ func (t *table) schemaChanged(problems []string) error {
 // checkNotice stops the sync on a schema change the source's event
 // trigger recorded that leaves the table in another shape.
 func (s *Syncer) checkNotice(n pgstream.DDLNotice) error {
-	i := slices.IndexFunc(s.tables, func(t *table) bool { return capture.Owns(t.plan.Source, t.parts, n.OID) })
+	i := slices.IndexFunc(s.tables, func(t *table) bool { return capture.Concerns(t.plan.Source, t.parts, n) })
 	if i < 0 {
 		return nil
 	}

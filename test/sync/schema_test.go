@@ -111,8 +111,12 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 		{"partition detached", partitioned, "ev", `ALTER TABLE ev DETACH PARTITION ev_1`, "was detached"},
 		{"partition dropped", partitioned, "ev", `DROP TABLE ev_1`, "its partition public.ev_1 was dropped"},
 		{"partition unlogged", partitioned, "ev", `ALTER TABLE ev_1 SET UNLOGGED`, "UNLOGGED"},
-		{"partition truncated", partitioned, "ev", `TRUNCATE ev_1`, "its partition public.ev_1 was truncated: the rows it held (FOR VALUES FROM (0) TO (50))"},
-		{"subpartition truncated", subpartitioned, "ev", `TRUNCATE ev_2`, "its partition public.ev_2a was truncated"},
+		{"partition truncated", partitioned, "ev", `TRUNCATE ev_1`, "its partition public.ev_1 was truncated: the rows it held (((id IS NOT NULL) AND (id >= 0) AND (id < 50)))"},
+		{"subpartition truncated", subpartitioned, "ev", `TRUNCATE ev_2`, "its partition public.ev_2a was truncated: the rows it held (((id IS NOT NULL) AND (id >= 50) AND (id < 1000) AND (id IS NOT NULL) AND (id >= 50) AND (id < 95)))"},
+		{"truncated in a replica session", partitioned, "ev", `SET session_replication_role = replica; TRUNCATE ev_1; RESET session_replication_role`, "its partition public.ev_1 was truncated"},
+		{"created, filled and truncated in one transaction", partitioned, "ev",
+			`BEGIN; CREATE TABLE ev_3 PARTITION OF ev FOR VALUES FROM (1000) TO (2000); INSERT INTO ev (id, a, b) VALUES (1500, 1, 2); TRUNCATE ev_3; COMMIT`,
+			"its partition public.ev_3 was truncated"},
 		{"subpartition detached", subpartitioned, "ev", `ALTER TABLE ev_2 DETACH PARTITION ev_2a`, "was detached"},
 		{"attached in a savepoint", partitioned + `; CREATE TABLE ev_3 (LIKE ev); INSERT INTO ev_3 SELECT g, g, g FROM generate_series(1000, 1010) g`, "ev",
 			`BEGIN; SAVEPOINT s; ALTER TABLE ev ATTACH PARTITION ev_3 FOR VALUES FROM (1000) TO (2000); RELEASE SAVEPOINT s; COMMIT`, "partition public.ev_3 was attached holding rows"},
@@ -175,17 +179,38 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 		p.PG(t, `INSERT INTO ev (id, a, b) VALUES (1500, 1, 2)`)
 		waitTargetRow(t, p, 1500, "row 1500, in the new partition, on the target")
 		p.PG(t, `TRUNCATE ev_3`)
-		waitStopped(t, proc, 4, "SLUICE-SYNC-SCHEMACHANGE", "its partition public.ev_3 was truncated", "FOR VALUES FROM (1000) TO (2000)")
+		waitStopped(t, proc, 4, "SLUICE-SYNC-SCHEMACHANGE", "its partition public.ev_3 was truncated", "(id >= 1000) AND (id < 2000)")
+		s.abort()
+	})
+	// A partition attached with partitions of its own that the
+	// application's role does not own gets them watched all the same.
+	t.Run("attached partitions of another owner truncated", func(t *testing.T) {
+		t.Parallel()
+		p, s, proc := syncedEv(t, partitioned, "--tables", "ev")
+		role := "sluice_app_" + p.Name[len(p.Name)-8:]
+		p.PG(t, `DROP ROLE IF EXISTS `+role)
+		p.PG(t, `CREATE ROLE `+role)
+		t.Cleanup(func() { p.PG(t, `DROP OWNED BY `+role+`; DROP ROLE `+role) })
+		p.PG(t, `CREATE TABLE ev_3 (LIKE ev) PARTITION BY RANGE (id); CREATE TABLE ev_3a PARTITION OF ev_3 FOR VALUES FROM (1000) TO (2000);
+			ALTER TABLE ev OWNER TO `+role+`; ALTER TABLE ev_3 OWNER TO `+role)
+		p.PG(t, `SET ROLE `+role+`; ALTER TABLE ev ATTACH PARTITION ev_3 FOR VALUES FROM (1000) TO (2000); RESET ROLE`)
+		p.PG(t, `INSERT INTO ev (id, a, b) VALUES (1500, 1, 2)`)
+		waitTargetRow(t, p, 1500, "row 1500, in the attached partition, on the target")
+		p.PG(t, `TRUNCATE ev_3a`)
+		waitStopped(t, proc, 4, "SLUICE-SYNC-SCHEMACHANGE", "its partition public.ev_3a was truncated")
 		s.abort()
 	})
 	// A TRUNCATE of the whole partitioned table is in the stream (its
 	// partitions' triggers fire too): the target is emptied and the sync
 	// goes on, also after one partition was truncated first in the same
-	// transaction.
+	// transaction, and when one is truncated after it (it is empty by
+	// then).
 	t.Run("whole table truncated", func(t *testing.T) {
 		t.Parallel()
 		p, s, proc := syncedEv(t, partitioned, "--tables", "ev")
 		p.PG(t, `BEGIN; TRUNCATE ev_2; TRUNCATE ev; COMMIT`)
+		p.PG(t, `INSERT INTO ev (id, a, b) VALUES (5, 1, 2)`)
+		p.PG(t, `BEGIN; TRUNCATE ev; TRUNCATE ev_1; COMMIT`)
 		p.PG(t, `INSERT INTO ev (id, a, b) VALUES (777, 1, 2)`)
 		waitTargetRow(t, p, 777, "row 777, written after the TRUNCATE, on the target")
 		if stopped, _ := proc.Exited(); stopped {
