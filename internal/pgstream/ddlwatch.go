@@ -290,30 +290,59 @@ func EnsureDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot, publication s
 	if err != nil {
 		return fmt.Errorf("source: install sluice's schema-change triggers for slot %s: %w", slot, err)
 	}
-	missed, err := watchPartitionTruncates(ctx, pool, slot, publication)
+	_, missed, err := watchPartitionTruncates(ctx, pool, slot, publication, time.Now().Add(10*time.Second))
 	if err != nil {
 		return err
 	}
 	if len(missed) > 0 {
 		log.Warn("a TRUNCATE of these partitions will not stop the sync, and the rows it takes would stay on the target: "+strings.Join(missed, ", "),
 			"code", "SLUICE-SYNC-NOTRUNCWATCH", "slot", slot,
-			"hint", "a transaction or a VACUUM kept each of them locked while sluice tried to add its TRUNCATE trigger: restart the sync once it has ended (pg_stat_activity shows it) to try again, and do not truncate single partitions until then")
+			"hint", "a transaction or a VACUUM kept each of them locked while sluice tried to add its TRUNCATE trigger; it tries again once a minute and logs when it could: do not truncate single partitions until then")
 	}
 	return nil
 }
 
+// KeepWatchingTruncates tries again once a minute, until ctx ends, to give
+// the TRUNCATE trigger to the partitions that lack it (ones a transaction or
+// a VACUUM kept locked at start), one short try each, so that the
+// application's writers of such a partition wait at most 100 ms a minute
+// for it. It returns at once on a source without sluice's triggers.
+func KeepWatchingTruncates(ctx context.Context, pool *pgxpool.Pool, slot, publication string, log *slog.Logger) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var installed bool
+		if err := pool.QueryRow(ctx, `SELECT to_regprocedure($1) IS NOT NULL`, WatchFunctions(slot)[1]).Scan(&installed); err != nil || !installed {
+			return // the user may not install them, or the run is ending
+		}
+		watched, _, err := watchPartitionTruncates(ctx, pool, slot, publication, time.Now())
+		if err != nil && ctx.Err() == nil {
+			log.Warn("could not add sluice's TRUNCATE trigger to partitions", "code", "SLUICE-SYNC-NOTRUNCWATCH", "error", err.Error())
+		}
+		if len(watched) > 0 {
+			log.Info("partitions now watched for TRUNCATE: "+strings.Join(watched, ", "), "slot", slot)
+		}
+	}
+}
+
 // watchPartitionTruncates gives every partition of the publication's
-// partitioned tables the TRUNCATE trigger, and returns those it could not:
-// CREATE TRIGGER waits for the partition's writers (and for a VACUUM of
-// it), and holds up the writers after it meanwhile, so it waits a moment
-// only, and tries again a few times (as the cutover's fence does).
-func watchPartitionTruncates(ctx context.Context, pool *pgxpool.Pool, slot, publication string) (missed []string, err error) {
+// partitioned tables the TRUNCATE trigger, and returns those it gave it
+// and those it could not: CREATE TRIGGER waits for the partition's writers
+// (and for a VACUUM of it), and holds up the writers after it meanwhile,
+// so it waits a moment only, and tries again until giveUp (as the
+// cutover's fence does).
+func watchPartitionTruncates(ctx context.Context, pool *pgxpool.Pool, slot, publication string, giveUp time.Time) (watched, missed []string, err error) {
 	var version int
 	if err := pool.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
-		return nil, fmt.Errorf("source: read the server version: %w", err)
+		return nil, nil, fmt.Errorf("source: read the server version: %w", err)
 	}
 	if version < 130000 { // no partitioned table can be published before
-		return nil, nil
+		return nil, nil, nil
 	}
 	names := ddlWatchNamesFor(slot)
 	// those without the trigger, or with it not firing always (disabled,
@@ -324,25 +353,26 @@ func watchPartitionTruncates(ctx context.Context, pool *pgxpool.Pool, slot, publ
 			AND NOT EXISTS (SELECT 1 FROM pg_trigger tg WHERE tg.tgrelid = t.relid AND tg.tgname = $2 AND tg.tgenabled = 'A')
 		ORDER BY 1`, publication, names.truncate)
 	if err != nil {
-		return nil, fmt.Errorf("source: list the partitions of publication %s: %w", publication, err)
+		return nil, nil, fmt.Errorf("source: list the partitions of publication %s: %w", publication, err)
 	}
 	parts, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return nil, fmt.Errorf("source: list the partitions of publication %s: %w", publication, err)
+		return nil, nil, fmt.Errorf("source: list the partitions of publication %s: %w", publication, err)
 	}
-	giveUp := time.Now().Add(10 * time.Second) // for all of them: one long transaction may hold them all
-	for _, part := range parts {
+	for _, part := range parts { // giveUp is for all of them: one long transaction may hold them all
 		err := withShortLock(ctx, pool, giveUp, forPartition(truncateWatchSQL(names), part))
 		var pe *pgconn.PgError
 		switch {
+		case err == nil:
+			watched = append(watched, part)
 		case errors.As(err, &pe) && pe.Code == "42P01": // dropped meanwhile
 		case errors.As(err, &pe) && pe.Code == "55P03": // lock_not_available
 			missed = append(missed, part)
-		case err != nil:
-			return nil, fmt.Errorf("source: add sluice's TRUNCATE trigger to partition %s: %w", part, err)
+		default:
+			return watched, missed, fmt.Errorf("source: add sluice's TRUNCATE trigger to partition %s: %w", part, err)
 		}
 	}
-	return missed, nil
+	return watched, missed, nil
 }
 
 // truncateWatchSQL is the DO block that gives a partition the TRUNCATE

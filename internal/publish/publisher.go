@@ -262,6 +262,10 @@ func (p *Publisher) Run(ctx context.Context) error {
 	}
 	g.Go(func() error { return p.copyChunks(gctx) })
 	g.Go(func() error { return p.heartbeat(gctx) })
+	g.Go(func() error {
+		pgstream.KeepWatchingTruncates(gctx, p.src.Pool, p.opt.Slot, p.opt.Publication, p.log)
+		return nil
+	})
 	g.Go(func() error { return p.indexer(gctx) })
 	for _, t := range p.tables {
 		if t.left.Load() == 0 && !t.copied.Load() { // resumed after its last chunk

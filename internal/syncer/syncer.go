@@ -326,6 +326,10 @@ func (s *Syncer) runOnce(ctx context.Context) (*CutoverReport, error) {
 	}
 	g.Go(func() error { return s.copyChunks(gctx) })
 	g.Go(func() error { return s.heartbeat(gctx) })
+	g.Go(func() error {
+		pgstream.KeepWatchingTruncates(gctx, s.src.Pool, s.opt.Slot, s.opt.Publication, s.log)
+		return nil
+	})
 	err = g.Wait()
 	if err == errDone {
 		err = nil
