@@ -250,7 +250,7 @@ func (c *cleanup) dropFailed(ctx context.Context, err error) error {
 	return failure.Wrap(err, failure.Internal, "SLUICE-ABORT-SOURCE", "%s: could not drop replication slot, publication or triggers %s on the source", c.name, c.slot).
 		With("slot", c.slot).
 		// lock_timeout: the CASCADE locks every partition at once, against its readers too
-		WithHint("run sluice %s --slot %s again, or on the source: SELECT pg_drop_replication_slot('%s'); DROP PUBLICATION IF EXISTS %s; SET lock_timeout = '1s';%s",
+		WithHint("run sluice %s --slot %s again, or on the source: SELECT pg_drop_replication_slot('%s'); DROP PUBLICATION IF EXISTS %s; SET lock_timeout = '1s';%s DROP SCHEMA IF EXISTS _sluice; (the last fails while another sync uses it)",
 			c.name, c.slot, c.slot, c.pub, drops.String())
 }
 

@@ -363,7 +363,11 @@ func NoticeChanges(src *schema.Table, parts []uint32, n pgstream.DDLNotice, keyC
 	}
 	if n.OID != src.OID { // one of its partitions
 		if n.Truncated {
-			return []string{fmt.Sprintf("its partition %s was truncated: the rows it held (%s) left the source without a change in the stream (delete them on the target too)", n.Name, n.Bound)}, nil
+			rows := fmt.Sprintf("its rows cannot be told by a condition on the target: once the sync runs again, sluice verify --repair --tables %s finds them", src.Name)
+			if n.Bound != "" && !strings.Contains(n.Bound, "satisfies_hash_partition") { // a hash partition's is PostgreSQL's own
+				rows = "delete the rows where " + n.Bound + " on the target too"
+			}
+			return []string{fmt.Sprintf("its partition %s was truncated: the rows it held left the source without a change in the stream (%s)", n.Name, rows)}, nil
 		}
 		if n.Dropped {
 			return []string{fmt.Sprintf("its partition %s was dropped: the rows it held left the source without a change in the stream (delete them on the target too)", n.Name)}, nil

@@ -80,8 +80,11 @@ func TestNoticeChanges(t *testing.T) {
 		{"rows rewritten by a type change", pgstream.DDLNotice{OID: 7, Rewrite: pgstream.RewriteColumns}, "rewrote the values"},
 		{"rewritten to another access method", pgstream.DDLNotice{OID: 7, Rewrite: 8}, ""},
 		{"dropped", pgstream.DDLNotice{OID: 7, Dropped: true}, "it was dropped"},
-		{"a partition truncated", pgstream.DDLNotice{OID: 8, Name: "public.ev_1", Truncated: true, Bound: "FOR VALUES FROM (0) TO (50)"},
-			"its partition public.ev_1 was truncated: the rows it held (FOR VALUES FROM (0) TO (50)) left the source"},
+		{"a partition truncated", pgstream.DDLNotice{OID: 8, Name: "public.ev_1", Truncated: true, Bound: "((id >= 0) AND (id < 50))"},
+			"its partition public.ev_1 was truncated: the rows it held left the source without a change in the stream (delete the rows where ((id >= 0) AND (id < 50)) on the target too)"},
+		{"a hash partition truncated", pgstream.DDLNotice{OID: 8, Name: "public.ev_1", Truncated: true, Bound: "satisfies_hash_partition('28971'::oid, 2, 0, id)"},
+			"sluice verify --repair --tables ev finds them"},
+		{"a partition truncated, its bound unknown", pgstream.DDLNotice{OID: 8, Name: "public.ev_1", Truncated: true}, "sluice verify --repair --tables ev finds them"},
 		{"the table itself truncated (the stream shows it)", pgstream.DDLNotice{OID: 7, Name: "public.ev", Truncated: true}, ""},
 	} {
 		src.Columns[0].TypeMod, src.Columns[1].TypeMod, src.Columns[2].TypeMod = -1, -1, -1
@@ -106,8 +109,8 @@ func TestParseDDLNotice(t *testing.T) {
 	if !ok || err != nil || n.OID != 16390 || n.Relation().ReplicaIdentity != 'd' || len(n.Columns) != 1 || !n.Columns[0].Key {
 		t.Errorf("notice: %+v %v %v", n, ok, err)
 	}
-	n, ok, err = pgstream.ParseDDLNotice([]byte(`D:{"oid" : 16391, "name" : "public.ev_1", "truncated" : true, "bound" : "FOR VALUES FROM (0) TO (50)"}`))
-	if !ok || err != nil || !n.Truncated || n.Bound != "FOR VALUES FROM (0) TO (50)" || n.Name != "public.ev_1" {
+	n, ok, err = pgstream.ParseDDLNotice([]byte(`D:{"oid" : 16391, "name" : "public.ev_1", "truncated" : true, "ancestors" : [16390], "bound" : "(true)"}`))
+	if !ok || err != nil || !n.Truncated || n.Bound != "" || n.Name != "public.ev_1" || len(n.Ancestors) != 1 || n.Ancestors[0] != 16390 {
 		t.Errorf("TRUNCATE notice: %+v %v %v", n, ok, err)
 	}
 	if _, ok, _ := pgstream.ParseDDLNotice([]byte("W:12:lo")); ok {

@@ -50,12 +50,15 @@ type DDLNotice struct {
 	// no change stream.
 	Unlogged []string `json:"unlogged"`
 	// Truncated: a TRUNCATE of this partition (Name, schema-qualified)
-	// holding rows was about to run; Bound is its partition constraint (its
-	// ancestors' bounds included), Ancestors the tables above it. The stream
-	// shows it only when it came with one of a published table as a whole.
+	// holding rows was about to run; Ancestors are the tables above it. The
+	// stream shows it only when it came with one of a published table as a
+	// whole.
 	Truncated bool     `json:"truncated"`
-	Bound     string   `json:"bound"`
 	Ancestors []uint32 `json:"ancestors"`
+	// Bound is the partition's constraint, its ancestors' bounds included,
+	// as the source's catalog has it (ReadBound): any role may write a
+	// notice, so the rows it names are not taken from one.
+	Bound string `json:"-"`
 }
 
 // DDLPartition names a partition.
@@ -112,9 +115,10 @@ func (n DDLNotice) Relation() *Relation {
 }
 
 // ddlWatchNames are the event triggers (and the function they run) of
-// the run on slot, one per event as a trigger has one, and the TRUNCATE
-// trigger of each partition with its function.
-type ddlWatchNames struct{ end, drop, rewrite, truncate string }
+// the run on slot, one per event as a trigger has one, the TRUNCATE
+// trigger of each partition with its function, and the function that adds
+// that trigger to a partition.
+type ddlWatchNames struct{ end, drop, rewrite, truncate, watch string }
 
 func ddlWatchNamesFor(slot string) ddlWatchNames {
 	// Identifiers stop at 63 bytes; a long slot name is shortened with a
@@ -127,7 +131,7 @@ func ddlWatchNamesFor(slot string) ddlWatchNames {
 		}
 		return n
 	}
-	return ddlWatchNames{end: name("sluice_ddl_"), drop: name("sluice_drop_"), rewrite: name("sluice_rewrite_"), truncate: name("sluice_trunc_")}
+	return ddlWatchNames{end: name("sluice_ddl_"), drop: name("sluice_drop_"), rewrite: name("sluice_rewrite_"), truncate: name("sluice_trunc_"), watch: name("sluice_watch_")}
 }
 
 // ddlWatchBody is the trigger function. Whatever goes wrong in it becomes
@@ -193,14 +197,23 @@ BEGIN
             IF has_rows THEN
               attached := attached || jsonb_build_object('oid', part.relid::oid::bigint, 'name', part.relid::text);
             END IF;
+            -- a transaction that cannot see every row (REPEATABLE READ,
+            -- SERIALIZABLE) cannot tell whether one committed since its
+            -- snapshot is there
+            IF NOT has_rows AND current_setting('transaction_isolation') <> 'read committed'
+                AND (SELECT coalesce(sum(pg_relation_size(relid)), 0) FROM pg_partition_tree(part.relid)) > 0 THEN
+              attached := attached || jsonb_build_object('oid', part.relid::oid::bigint,
+                'name', part.relid::text || ' (perhaps: a ' || current_setting('transaction_isolation') || ' transaction cannot see every row)');
+            END IF;
             -- a new partition's TRUNCATE must tell too; this transaction
             -- holds its lock already (and those of the partitions below
-            -- an attached partitioned table). The function runs as sluice's
-            -- user: the application's may not own them all.
+            -- an attached partitioned table). The function that adds the
+            -- trigger runs as sluice's user: the application's may not own
+            -- them all.
             FOR leaf IN SELECT t.relid FROM pg_partition_tree(part.relid) t JOIN pg_class pc ON pc.oid = t.relid
                 WHERE pc.relkind = 'r' AND NOT EXISTS (SELECT 1 FROM pg_trigger tg WHERE tg.tgrelid = t.relid AND tg.tgname = __TRUNCATE_TRIGGER__) LOOP
               BEGIN
-                EXECUTE format(__TRUNCATE_WATCH__, leaf.relid);
+                PERFORM __WATCH_FUNCTION__(leaf.relid);
               EXCEPTION WHEN OTHERS THEN
                 RAISE WARNING 'sluice cannot see a TRUNCATE of partition % during its migration: %', leaf.relid, SQLERRM;
               END;
@@ -239,17 +252,14 @@ const fullXminSQL = `(SELECT CASE WHEN e.x > txid_current() + 2147483648 THEN e.
 // takes away would stay on the target without a word. A TRUNCATE of the
 // whole table fires it too, and the stream shows that one after it.
 const truncateWatchBody = `
-DECLARE
-  has_rows boolean;
 BEGIN
-  -- an empty partition loses nothing (one a TRUNCATE of the whole table
-  -- emptied earlier in the transaction, too)
-  EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', TG_RELID::regclass) INTO has_rows;
-  IF has_rows THEN
-    PERFORM pg_logical_emit_message(true, 'sluice', 'D:' || json_build_object('oid', c.oid::bigint, 'name', c.oid::regclass::text,
-        'truncated', true, 'bound', pg_get_partition_constraintdef(c.oid),
-        'ancestors', (SELECT json_agg(a.relid::oid::bigint) FROM pg_partition_ancestors(c.oid) a WHERE a.relid <> c.oid::regclass))::text)
-      FROM pg_class c WHERE c.oid = TG_RELID;
+  -- An empty partition loses nothing (one a TRUNCATE of the whole table
+  -- emptied earlier in the transaction, too). Its size, not its rows: no
+  -- snapshot hides a row, no dead rows are read under the lock.
+  IF pg_relation_size(TG_RELID) > 0 THEN
+    PERFORM pg_logical_emit_message(true, 'sluice', 'D:' || json_build_object('oid', TG_RELID::bigint, 'name', TG_RELID::regclass::text,
+        'truncated', true,
+        'ancestors', (SELECT json_agg(a.relid::oid::bigint) FROM pg_partition_ancestors(TG_RELID) a WHERE a.relid <> TG_RELID::regclass))::text);
   END IF;
   RETURN NULL;
 EXCEPTION WHEN OTHERS THEN
@@ -257,12 +267,33 @@ EXCEPTION WHEN OTHERS THEN
   RETURN NULL;
 END`
 
+// watchPartitionBody adds the TRUNCATE trigger to a partition below one
+// of the run's tables (the argument; any other table is refused with
+// false), unless it has it. It runs as sluice's user, which the event
+// trigger needs (the application's role may attach a partitioned table
+// whose partitions it does not own), and so it reads no table and runs
+// nothing of the application's: CREATE TRIGGER fires none of sluice's
+// event triggers, and no row is read. (An ALTER TABLE … ENABLE ALWAYS
+// TRIGGER would fire them, as sluice's user: sluice runs that itself.)
+const watchPartitionBody = `
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = rel AND relkind = 'r' AND relispartition)
+      OR NOT EXISTS (SELECT 1 FROM pg_partition_ancestors(rel) a JOIN pg_publication_rel pr ON pr.prrelid = a.relid
+        JOIN pg_publication p ON p.oid = pr.prpubid WHERE p.pubname = __PUBLICATION__ AND a.relid <> rel) THEN
+    RETURN false;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = rel AND tgname = __TRUNCATE_TRIGGER__) THEN
+    EXECUTE format('CREATE TRIGGER %I BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s()', __TRUNCATE_TRIGGER__, rel, __TRUNCATE_FUNCTION__);
+  END IF;
+  RETURN true;
+END`
+
 // SchemaWatchNames are the names of what the run on slot installs: its
 // event triggers, the name of the TRUNCATE trigger it gives each partition,
 // and the functions they run (in the _sluice schema).
 func SchemaWatchNames(slot string) (eventTriggers []string, tableTrigger string, functions []string) {
 	n := ddlWatchNamesFor(slot)
-	return []string{n.end, n.drop, n.rewrite}, n.truncate, []string{n.end, n.truncate}
+	return []string{n.end, n.drop, n.rewrite}, n.truncate, []string{n.end, n.truncate, n.watch}
 }
 
 // ErrDDLWatchRefused: the source user may not create event triggers (it
@@ -317,7 +348,7 @@ func KeepWatchingTruncates(ctx context.Context, pool *pgxpool.Pool, slot, public
 		case <-t.C:
 		}
 		var installed bool
-		if err := pool.QueryRow(ctx, `SELECT to_regprocedure($1) IS NOT NULL`, WatchFunctions(slot)[1]).Scan(&installed); err != nil || !installed {
+		if err := pool.QueryRow(ctx, `SELECT to_regprocedure($1) IS NOT NULL`, WatchFunctions(slot)[2]).Scan(&installed); err != nil || !installed {
 			return // the user may not install them, or the run is ending
 		}
 		watched, _, err := watchPartitionTruncates(ctx, pool, slot, publication, time.Now())
@@ -360,13 +391,23 @@ func watchPartitionTruncates(ctx context.Context, pool *pgxpool.Pool, slot, publ
 		return nil, nil, fmt.Errorf("source: list the partitions of publication %s: %w", publication, err)
 	}
 	for _, part := range parts { // giveUp is for all of them: one long transaction may hold them all
-		err := withShortLock(ctx, pool, giveUp, forPartition(truncateWatchSQL(names), part))
+		err := withShortLock(ctx, pool, giveUp, func(tx pgx.Tx) error {
+			var ok bool
+			if err := tx.QueryRow(ctx, "SELECT "+postgres.Ident(watchSchema, names.watch)+"($1::regclass)", part).Scan(&ok); err != nil || !ok {
+				return err
+			}
+			// enabled ALWAYS: fired in sessions with session_replication_role
+			// = replica too (a subscription's apply worker, pglogical, bulk
+			// loaders)
+			_, err := tx.Exec(ctx, "ALTER TABLE "+part+" ENABLE ALWAYS TRIGGER "+postgres.Ident(names.truncate))
+			return err
+		})
 		var pe *pgconn.PgError
 		switch {
 		case err == nil:
 			watched = append(watched, part)
-		case errors.As(err, &pe) && pe.Code == "42P01": // dropped meanwhile
-		case errors.As(err, &pe) && pe.Code == "55P03": // lock_not_available
+		case errors.As(err, &pe) && (pe.Code == "42P01" || pe.Code == "42704"): // dropped meanwhile
+		case errors.As(err, &pe) && (pe.Code == "55P03" || pe.Code == "42501"): // lock_not_available; not its owner (RDS)
 			missed = append(missed, part)
 		default:
 			return watched, missed, fmt.Errorf("source: add sluice's TRUNCATE trigger to partition %s: %w", part, err)
@@ -375,35 +416,16 @@ func watchPartitionTruncates(ctx context.Context, pool *pgxpool.Pool, slot, publ
 	return watched, missed, nil
 }
 
-// truncateWatchSQL is the DO block that gives a partition the TRUNCATE
-// trigger, a format() string for PostgreSQL with the partition's name as
-// %1$s (and as a literal, %1$L). The trigger is enabled ALWAYS, so that
-// it fires in sessions with session_replication_role = replica too (a
-// subscription's apply worker, pglogical, bulk loaders).
-func truncateWatchSQL(names ddlWatchNames) string {
-	trigger := postgres.Ident(names.truncate)
-	return "DO $watch$ BEGIN " +
-		"IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %1$L::regclass AND tgname = " + postgres.Literal(names.truncate) + ") THEN " +
-		"CREATE TRIGGER " + trigger + " BEFORE TRUNCATE ON %1$s FOR EACH STATEMENT EXECUTE FUNCTION " + postgres.Ident(watchSchema, names.truncate) + "(); " +
-		"END IF; ALTER TABLE %1$s ENABLE ALWAYS TRIGGER " + trigger + "; END $watch$"
-}
-
-// forPartition fills in a truncateWatchSQL for the partition named part.
-func forPartition(sql, part string) string {
-	return strings.NewReplacer("%1$s", part, "%1$L", postgres.Literal(part)).Replace(sql)
-}
-
-// withShortLock runs a statement that locks a table the application
-// writes with a short lock_timeout, again after a pause while the lock is
-// not to be had, until giveUp.
-func withShortLock(ctx context.Context, pool *pgxpool.Pool, giveUp time.Time, stmt string) error {
+// withShortLock runs statements that lock a table the application uses in
+// one transaction with a short lock_timeout, again after a pause while the
+// lock is not to be had, until giveUp.
+func withShortLock(ctx context.Context, pool *pgxpool.Pool, giveUp time.Time, stmts func(pgx.Tx) error) error {
 	for pause := 100 * time.Millisecond; ; pause = min(2*pause, time.Second) {
 		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '100ms'"); err != nil {
 				return err
 			}
-			_, err := tx.Exec(ctx, stmt)
-			return err
+			return stmts(tx)
 		})
 		var pe *pgconn.PgError
 		if !errors.As(err, &pe) || pe.Code != "55P03" || time.Now().Add(pause).After(giveUp) {
@@ -434,21 +456,25 @@ func installDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot, publication 
 			return err
 		}
 		truncateFn := postgres.Ident(watchSchema, names.truncate)
-		body := strings.NewReplacer("__PUBLICATION__", postgres.Literal(publication),
-			"__TRUNCATE_TRIGGER__", postgres.Literal(names.truncate), "__TRUNCATE_WATCH__", postgres.Literal(truncateWatchSQL(names))).Replace(ddlWatchBody)
-		body = fullXmin.ReplaceAllString(body, fullXminSQL)
+		watchFn := postgres.Ident(watchSchema, names.watch)
+		macros := strings.NewReplacer("__PUBLICATION__", postgres.Literal(publication), "__TRUNCATE_TRIGGER__", postgres.Literal(names.truncate),
+			"__TRUNCATE_FUNCTION__", postgres.Literal(truncateFn), "__WATCH_FUNCTION__", watchFn)
+		body := fullXmin.ReplaceAllString(macros.Replace(ddlWatchBody), fullXminSQL)
+		// search_path pinned, pg_temp last: the application's schemas
+		// cannot shadow what the functions call. The trigger functions run
+		// as the application's user, which reads the tables it attaches
+		// (a definer's would read a foreign table as sluice's user).
 		create := func(fn, returns, body string) string {
-			// As sluice's user: the application's may not own the partitions
-			// below one it attaches, nor read one it may truncate. Neither
-			// kind of trigger function can be called directly, and
-			// search_path is pinned (pg_temp last), so that the
-			// application's schemas cannot shadow what it calls.
 			return "CREATE OR REPLACE FUNCTION " + fn + "() RETURNS " + returns +
-				" LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $sluice$" + body + "$sluice$"
+				" LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $sluice$" + body + "$sluice$"
 		}
 		stmts := []string{
 			"CREATE SCHEMA IF NOT EXISTS " + postgres.Ident(watchSchema),
+			// the event trigger, as the application's user, calls watchFn
+			"GRANT USAGE ON SCHEMA " + postgres.Ident(watchSchema) + " TO PUBLIC",
 			create(truncateFn, "trigger", truncateWatchBody),
+			"CREATE OR REPLACE FUNCTION " + watchFn + "(rel regclass) RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER " +
+				"SET search_path = pg_catalog, pg_temp SET lock_timeout = '100ms' AS $sluice$" + macros.Replace(watchPartitionBody) + "$sluice$",
 			create(fn, "event_trigger", body),
 			"DROP EVENT TRIGGER IF EXISTS " + postgres.Ident(names.end),
 			"DROP EVENT TRIGGER IF EXISTS " + postgres.Ident(names.drop),
@@ -457,6 +483,10 @@ func installDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot, publication 
 			// every tag: DROP SCHEMA … CASCADE and DROP OWNED drop tables too
 			"CREATE EVENT TRIGGER " + postgres.Ident(names.drop) + " ON sql_drop EXECUTE FUNCTION " + fn + "()",
 			"CREATE EVENT TRIGGER " + postgres.Ident(names.rewrite) + " ON table_rewrite EXECUTE FUNCTION " + fn + "()",
+		}
+		for _, t := range []string{names.end, names.drop, names.rewrite} {
+			// in sessions with session_replication_role = replica too
+			stmts = append(stmts, "ALTER EVENT TRIGGER "+postgres.Ident(t)+" ENABLE ALWAYS")
 		}
 		if installed != nil {
 			stmts = append(stmts, "DROP FUNCTION IF EXISTS "+*installed)
@@ -544,7 +574,10 @@ func dropTruncateWatch(ctx context.Context, pool *pgxpool.Pool, trigger string) 
 	}
 	giveUp := time.Now().Add(time.Minute)
 	for _, table := range tables {
-		if err := withShortLock(ctx, pool, giveUp, "DROP TRIGGER IF EXISTS "+postgres.Ident(trigger)+" ON "+table); err != nil {
+		if err := withShortLock(ctx, pool, giveUp, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, "DROP TRIGGER IF EXISTS "+postgres.Ident(trigger)+" ON "+table)
+			return err
+		}); err != nil {
 			var pe *pgconn.PgError
 			if errors.As(err, &pe) && pe.Code == "42P01" { // the partition was dropped meanwhile
 				continue
@@ -560,10 +593,24 @@ func dropTruncateWatch(ctx context.Context, pool *pgxpool.Pool, trigger string) 
 	return nil
 }
 
+// ReadBound is the partition constraint of the partition with oid, as
+// the source's catalog has it now; "" when it cannot be read (the
+// partition is gone, or no partition).
+func ReadBound(pool *pgxpool.Pool, oid uint32) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // the run's context may be ending
+	defer cancel()
+	var bound *string
+	if err := pool.QueryRow(ctx, `SELECT pg_get_partition_constraintdef($1::oid)`, oid).Scan(&bound); err != nil || bound == nil {
+		return ""
+	}
+	return *bound
+}
+
 // WatchFunctions are the schema-qualified functions of the run on slot's
 // triggers, for a message that says how to drop them by hand (CASCADE
 // takes the partitions' triggers with the second).
 func WatchFunctions(slot string) []string {
 	n := ddlWatchNamesFor(slot)
-	return []string{postgres.Ident(watchSchema, n.end) + "()", postgres.Ident(watchSchema, n.truncate) + "()"}
+	return []string{postgres.Ident(watchSchema, n.end) + "()", postgres.Ident(watchSchema, n.truncate) + "()",
+		postgres.Ident(watchSchema, n.watch) + "(regclass)"}
 }

@@ -677,6 +677,9 @@ func (p *Publisher) checkNotice(n pgstream.DDLNotice) error {
 	}
 	t := p.tables[i]
 	src := t.rt.Plan.Source
+	if n.Truncated {
+		n.Bound = pgstream.ReadBound(p.src.Pool, n.OID)
+	}
 	problems, err := capture.NoticeChanges(src, t.parts, n, src.RowKey(), t.deferred != nil)
 	if err != nil {
 		return err

@@ -156,6 +156,9 @@ func (s *Syncer) checkNotice(n pgstream.DDLNotice) error {
 	}
 	t := s.tables[i]
 	src := t.plan.Source
+	if n.Truncated {
+		n.Bound = pgstream.ReadBound(s.src.Pool, n.OID)
+	}
 	problems, err := capture.NoticeChanges(src, t.parts, n, src.RowKey(), t.wholeOld())
 	if err != nil {
 		return err

@@ -7,6 +7,8 @@ package synctest
 
 import (
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"fmt"
 	"net/url"
 	"regexp"
@@ -54,8 +56,9 @@ func dropSlots(t testing.TB, adminURL, where string, arg any) {
 // slotName is a slot (and publication) name of this test alone.
 func slotName(t *testing.T) string {
 	n := "sluice_st_" + unsafeChars.ReplaceAllString(strings.ToLower(t.Name()), "_")
-	if len(n) > 63 {
-		n = n[:63]
+	if len(n) > 63 { // two long subtest names may share the first 63 bytes
+		sum := sha1.Sum([]byte(n))
+		n = n[:54] + "_" + hex.EncodeToString(sum[:4])
 	}
 	return n
 }

@@ -111,9 +111,11 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 		{"partition detached", partitioned, "ev", `ALTER TABLE ev DETACH PARTITION ev_1`, "was detached"},
 		{"partition dropped", partitioned, "ev", `DROP TABLE ev_1`, "its partition public.ev_1 was dropped"},
 		{"partition unlogged", partitioned, "ev", `ALTER TABLE ev_1 SET UNLOGGED`, "UNLOGGED"},
-		{"partition truncated", partitioned, "ev", `TRUNCATE ev_1`, "its partition public.ev_1 was truncated: the rows it held (((id IS NOT NULL) AND (id >= 0) AND (id < 50)))"},
-		{"subpartition truncated", subpartitioned, "ev", `TRUNCATE ev_2`, "its partition public.ev_2a was truncated: the rows it held (((id IS NOT NULL) AND (id >= 50) AND (id < 1000) AND (id IS NOT NULL) AND (id >= 50) AND (id < 95)))"},
+		{"partition truncated", partitioned, "ev", `TRUNCATE ev_1`, "its partition public.ev_1 was truncated: the rows it held left the source without a change in the stream (delete the rows where ((id IS NOT NULL) AND (id >= 0) AND (id < 50)) on the target too)"},
+		{"subpartition truncated", subpartitioned, "ev", `TRUNCATE ev_2`, "its partition public.ev_2a was truncated: the rows it held left the source without a change in the stream (delete the rows where ((id IS NOT NULL) AND (id >= 50) AND (id < 1000) AND (id IS NOT NULL) AND (id >= 50) AND (id < 95))"},
 		{"truncated in a replica session", partitioned, "ev", `SET session_replication_role = replica; TRUNCATE ev_1; RESET session_replication_role`, "its partition public.ev_1 was truncated"},
+		{"oddly named partition truncated", partitioned + `; CREATE TABLE "Ev $watch$ 'x" PARTITION OF ev FOR VALUES FROM (2000) TO (3000); INSERT INTO ev VALUES (2500, 1, 1)`, "ev",
+			`TRUNCATE "Ev $watch$ 'x"`, "(id >= 2000) AND (id < 3000)"},
 		{"created, filled and truncated in one transaction", partitioned, "ev",
 			`BEGIN; CREATE TABLE ev_3 PARTITION OF ev FOR VALUES FROM (1000) TO (2000); INSERT INTO ev (id, a, b) VALUES (1500, 1, 2); TRUNCATE ev_3; COMMIT`,
 			"its partition public.ev_3 was truncated"},
@@ -135,8 +137,8 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 			if err := p.Source.QueryRow(context.Background(), `SELECT count(*) FROM pg_class WHERE relispartition AND relkind = 'r'`).Scan(&leaves); err != nil {
 				t.Fatal(err)
 			}
-			if events, tables, functions := testenv.SchemaWatch(t, p.SourceURL, s.slot); events != 3 || tables != leaves || functions != 2 {
-				t.Fatalf("the running sync has %d event triggers, %d TRUNCATE triggers and %d functions on the source, want 3, %d and 2", events, tables, functions, leaves)
+			if events, tables, functions := testenv.SchemaWatch(t, p.SourceURL, s.slot); events != 3 || tables != leaves || functions != 3 {
+				t.Fatalf("the running sync has %d event triggers, %d TRUNCATE triggers and %d functions on the source, want 3, %d and 3", events, tables, functions, leaves)
 			}
 			p.PG(t, c.ddl)
 			written := !strings.Contains(c.ddl, "DROP TABLE ev;") && !strings.Contains(c.ddl, "DROP SCHEMA")
@@ -222,6 +224,87 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 		}
 		s.abort()
 	})
+	// A TRUNCATE in a REPEATABLE READ transaction of a partition that was
+	// empty in its snapshot takes the rows committed since all the same.
+	t.Run("truncated in a repeatable read transaction", func(t *testing.T) {
+		t.Parallel()
+		p, s, proc := syncedEv(t, partitioned, "--tables", "ev")
+		p.PG(t, `DELETE FROM ev_1`)
+		ctx := context.Background()
+		c, err := pgx.Connect(ctx, p.SourceURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(ctx)
+		tx, err := c.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM ev_1`).Scan(&n); err != nil || n != 0 { // the snapshot
+			t.Fatalf("ev_1 holds %d rows (%v)", n, err)
+		}
+		p.PG(t, `INSERT INTO ev (id, a, b) VALUES (5, 1, 2)`)
+		waitTargetRow(t, p, 5, "row 5 on the target")
+		if _, err := tx.Exec(ctx, `TRUNCATE ev_1`); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		waitStopped(t, proc, 4, "SLUICE-SYNC-SCHEMACHANGE", "its partition public.ev_1 was truncated")
+		s.abort()
+	})
+	// Any role may write a notice (pg_logical_emit_message): the rows a
+	// stop tells to delete come from the source's catalog, not from it.
+	t.Run("forged notice", func(t *testing.T) {
+		t.Parallel()
+		p, s, proc := syncedEv(t, partitioned, "--tables", "ev")
+		role := "sluice_nobody_" + p.Name[len(p.Name)-8:]
+		p.PG(t, `DROP ROLE IF EXISTS `+role)
+		p.PG(t, `CREATE ROLE `+role)
+		t.Cleanup(func() { p.PG(t, `DROP ROLE `+role) })
+		p.PG(t, `SET ROLE `+role+`; SELECT pg_logical_emit_message(true, 'sluice', format('D:{"oid":%s,"name":"public.ev_1","truncated":true,"bound":"(true) -- all rows","ancestors":[%s]}',
+			'ev_1'::regclass::oid, 'ev'::regclass::oid)); RESET ROLE`)
+		waitStopped(t, proc, 4, "SLUICE-SYNC-SCHEMACHANGE", "delete the rows where ((id IS NOT NULL) AND (id >= 0) AND (id < 50))")
+		if strings.Contains(proc.Output(), "all rows") {
+			t.Errorf("the stop names rows a forged notice chose:\n%s", testenv.Tail(proc.Output(), 5))
+		}
+		s.abort()
+	})
+	// The event trigger reads a table attached during the sync as the
+	// role that attaches it: a foreign table whose server maps every user
+	// to a superuser would otherwise run the role's code as one.
+	t.Run("foreign partition attached by a role", func(t *testing.T) {
+		t.Parallel()
+		p, s, proc := syncedEv(t, `CREATE TABLE ev (id int NOT NULL, a int NOT NULL, b int NOT NULL) PARTITION BY RANGE (id);
+			CREATE TABLE ev_1 PARTITION OF ev FOR VALUES FROM (0) TO (1000); ALTER TABLE ev_1 REPLICA IDENTITY FULL; ALTER TABLE ev REPLICA IDENTITY FULL;
+			INSERT INTO ev SELECT g, g, 10 * g FROM generate_series(1, 100) g`, "--tables", "ev")
+		role := "sluice_app_" + p.Name[len(p.Name)-8:]
+		p.PG(t, `DROP ROLE IF EXISTS `+role)
+		p.PG(t, `CREATE ROLE `+role+` LOGIN`)
+		t.Cleanup(func() { p.PG(t, `DROP OWNED BY `+role+` CASCADE; DROP ROLE `+role) })
+		p.PG(t, `CREATE EXTENSION IF NOT EXISTS postgres_fdw; GRANT USAGE ON FOREIGN DATA WRAPPER postgres_fdw TO `+role+`;
+			GRANT CREATE ON SCHEMA public TO `+role+`; ALTER TABLE ev OWNER TO `+role)
+		p.PG(t, `SET ROLE `+role+`;
+			CREATE FUNCTION become_superuser() RETURNS int LANGUAGE plpgsql AS $$ BEGIN EXECUTE 'ALTER ROLE `+role+` SUPERUSER'; RETURN 1; END $$;
+			CREATE VIEW bait AS SELECT 1500 AS id, become_superuser() AS a, 1 AS b;
+			CREATE SERVER loopback FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', dbname '`+p.Name+`');
+			CREATE USER MAPPING FOR PUBLIC SERVER loopback OPTIONS (user 'postgres');
+			CREATE FOREIGN TABLE ev_far (id int NOT NULL, a int NOT NULL, b int NOT NULL) SERVER loopback OPTIONS (table_name 'bait');
+			RESET ROLE`)
+		ctx := context.Background()
+		if _, err := p.Source.Exec(ctx, `SET ROLE `+role+`; ALTER TABLE ev ATTACH PARTITION ev_far FOR VALUES FROM (1000) TO (2000)`); err != nil {
+			t.Logf("the attach failed: %v", err)
+		}
+		p.PG(t, `RESET ROLE`)
+		var super bool
+		if err := p.Source.QueryRow(ctx, `SELECT rolsuper FROM pg_roles WHERE rolname = $1`, role).Scan(&super); err != nil || super {
+			t.Errorf("the role that attached a foreign partition became a superuser (%v)", err)
+		}
+		t.Logf("the sync after the attach: %s", testenv.Tail(proc.Output(), 2))
+		s.abort()
+	})
 	// A partition that writes no WAL is refused before anything starts.
 	t.Run("unlogged partition at start", func(t *testing.T) {
 		t.Parallel()
@@ -246,7 +329,7 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 	// Nor is one created and filled through the table (its rows stream)
 	// in the transaction of an ALTER TABLE of the table: only rows it held
 	// before it became a partition came without a change in the stream.
-	t.Run("partition created and filled with the table altered", func(t *testing.T) {
+	t.Run("filled new partition and the table altered", func(t *testing.T) {
 		t.Parallel()
 		p, s, proc := syncedEv(t, partitioned, "--tables", "ev")
 		p.PG(t, `BEGIN; CREATE TABLE ev_3 PARTITION OF ev FOR VALUES FROM (1000) TO (2000); INSERT INTO ev (id, a, b) VALUES (1500, 1, 2);
