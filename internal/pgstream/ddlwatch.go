@@ -267,19 +267,24 @@ EXCEPTION WHEN OTHERS THEN
   RETURN NULL;
 END`
 
-// watchPartitionBody adds the TRUNCATE trigger to a partition below one
-// of the run's tables (the argument; any other table is refused with
+// watchPartitionBody adds the TRUNCATE trigger to a partition new to one
+// of the run's tables (the argument: it or a table above it became a
+// partition in the calling transaction; any other table is refused with
 // false), unless it has it. It runs as sluice's user, which the event
 // trigger needs (the application's role may attach a partitioned table
 // whose partitions it does not own), and so it reads no table and runs
 // nothing of the application's: CREATE TRIGGER fires none of sluice's
-// event triggers, and no row is read. (An ALTER TABLE … ENABLE ALWAYS
-// TRIGGER would fire them, as sluice's user: sluice runs that itself.)
+// event triggers, and no row is read. Any role may call it; the caller's
+// own transaction holds the partition's lock already, and no other table
+// can be locked through it. (An ALTER TABLE … ENABLE ALWAYS TRIGGER would
+// fire the event triggers as sluice's user: the running sync does that.)
 const watchPartitionBody = `
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = rel AND relkind = 'r' AND relispartition)
       OR NOT EXISTS (SELECT 1 FROM pg_partition_ancestors(rel) a JOIN pg_publication_rel pr ON pr.prrelid = a.relid
-        JOIN pg_publication p ON p.oid = pr.prpubid WHERE p.pubname = __PUBLICATION__ AND a.relid <> rel) THEN
+        JOIN pg_publication p ON p.oid = pr.prpubid WHERE p.pubname = __PUBLICATION__ AND a.relid <> rel)
+      OR NOT EXISTS (SELECT 1 FROM pg_partition_ancestors(rel) a JOIN pg_inherits i ON i.inhrelid = a.relid
+        WHERE age(i.xmin) <= 0 AND txid_status(__FULL_XMIN__(i.xmin)) = 'in progress') THEN
     RETURN false;
   END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = rel AND tgname = __TRUNCATE_TRIGGER__) THEN
@@ -392,9 +397,15 @@ func watchPartitionTruncates(ctx context.Context, pool *pgxpool.Pool, slot, publ
 	}
 	for _, part := range parts { // giveUp is for all of them: one long transaction may hold them all
 		err := withShortLock(ctx, pool, giveUp, func(tx pgx.Tx) error {
-			var ok bool
-			if err := tx.QueryRow(ctx, "SELECT "+postgres.Ident(watchSchema, names.watch)+"($1::regclass)", part).Scan(&ok); err != nil || !ok {
+			var exists bool
+			if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = $2)", part, names.truncate).Scan(&exists); err != nil {
 				return err
+			}
+			if !exists {
+				if _, err := tx.Exec(ctx, "CREATE TRIGGER "+postgres.Ident(names.truncate)+" BEFORE TRUNCATE ON "+part+
+					" FOR EACH STATEMENT EXECUTE FUNCTION "+postgres.Ident(watchSchema, names.truncate)+"()"); err != nil {
+					return err
+				}
 			}
 			// enabled ALWAYS: fired in sessions with session_replication_role
 			// = replica too (a subscription's apply worker, pglogical, bulk
@@ -474,7 +485,8 @@ func installDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot, publication 
 			"GRANT USAGE ON SCHEMA " + postgres.Ident(watchSchema) + " TO PUBLIC",
 			create(truncateFn, "trigger", truncateWatchBody),
 			"CREATE OR REPLACE FUNCTION " + watchFn + "(rel regclass) RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER " +
-				"SET search_path = pg_catalog, pg_temp SET lock_timeout = '100ms' AS $sluice$" + macros.Replace(watchPartitionBody) + "$sluice$",
+				"SET search_path = pg_catalog, pg_temp SET lock_timeout = '100ms' AS $sluice$" +
+				fullXmin.ReplaceAllString(macros.Replace(watchPartitionBody), fullXminSQL) + "$sluice$",
 			create(fn, "event_trigger", body),
 			"DROP EVENT TRIGGER IF EXISTS " + postgres.Ident(names.end),
 			"DROP EVENT TRIGGER IF EXISTS " + postgres.Ident(names.drop),

@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/sluice-db/sluice/internal/pgstream"
 	"github.com/sluice-db/sluice/internal/testenv"
 )
 
@@ -270,6 +271,15 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 		if strings.Contains(proc.Output(), "all rows") {
 			t.Errorf("the stop names rows a forged notice chose:\n%s", testenv.Tail(proc.Output(), 5))
 		}
+		// Nor may it have sluice's user lock a partition it did not just
+		// attach or create: the function that adds the trigger refuses.
+		_, _, functions := pgstream.SchemaWatchNames(s.slot)
+		var done bool
+		p.PG(t, `SET ROLE `+role)
+		if err := p.Source.QueryRow(context.Background(), `SELECT _sluice.`+functions[2]+`('ev_1'::regclass)`).Scan(&done); err != nil || done {
+			t.Errorf("a role without privileges had sluice's function add a trigger to a partition it did not attach (%v, %v)", done, err)
+		}
+		p.PG(t, `RESET ROLE`)
 		s.abort()
 	})
 	// The event trigger reads a table attached during the sync as the
