@@ -173,10 +173,7 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 	t.Run("new partition truncated", func(t *testing.T) {
 		t.Parallel()
 		p, s, proc := syncedEv(t, partitioned, "--tables", "ev")
-		role := "sluice_app_" + p.Name[len(p.Name)-8:]
-		p.PG(t, `DROP ROLE IF EXISTS `+role)
-		p.PG(t, `CREATE ROLE `+role)
-		t.Cleanup(func() { p.PG(t, `DROP OWNED BY `+role+`; DROP ROLE `+role) })
+		role := newRole(t, p, "sluice_app_")
 		p.PG(t, `GRANT CREATE ON SCHEMA public TO `+role+`; ALTER TABLE ev OWNER TO `+role)
 		p.PG(t, `SET ROLE `+role+`; CREATE TABLE ev_3 PARTITION OF ev FOR VALUES FROM (1000) TO (2000); RESET ROLE`)
 		p.PG(t, `INSERT INTO ev (id, a, b) VALUES (1500, 1, 2)`)
@@ -190,10 +187,7 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 	t.Run("attached partitions of another owner truncated", func(t *testing.T) {
 		t.Parallel()
 		p, s, proc := syncedEv(t, partitioned, "--tables", "ev")
-		role := "sluice_app_" + p.Name[len(p.Name)-8:]
-		p.PG(t, `DROP ROLE IF EXISTS `+role)
-		p.PG(t, `CREATE ROLE `+role)
-		t.Cleanup(func() { p.PG(t, `DROP OWNED BY `+role+`; DROP ROLE `+role) })
+		role := newRole(t, p, "sluice_app_")
 		p.PG(t, `CREATE TABLE ev_3 (LIKE ev) PARTITION BY RANGE (id); CREATE TABLE ev_3a PARTITION OF ev_3 FOR VALUES FROM (1000) TO (2000);
 			ALTER TABLE ev OWNER TO `+role+`; ALTER TABLE ev_3 OWNER TO `+role)
 		p.PG(t, `SET ROLE `+role+`; ALTER TABLE ev ATTACH PARTITION ev_3 FOR VALUES FROM (1000) TO (2000); RESET ROLE`)
@@ -261,10 +255,7 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 	t.Run("forged notice", func(t *testing.T) {
 		t.Parallel()
 		p, s, proc := syncedEv(t, partitioned, "--tables", "ev")
-		role := "sluice_nobody_" + p.Name[len(p.Name)-8:]
-		p.PG(t, `DROP ROLE IF EXISTS `+role)
-		p.PG(t, `CREATE ROLE `+role)
-		t.Cleanup(func() { p.PG(t, `DROP ROLE `+role) })
+		role := newRole(t, p, "sluice_nobody_")
 		p.PG(t, `SET ROLE `+role+`; SELECT pg_logical_emit_message(true, 'sluice', format('D:{"oid":%s,"name":"public.ev_1","truncated":true,"bound":"(true) -- all rows","ancestors":[%s]}',
 			'ev_1'::regclass::oid, 'ev'::regclass::oid)); RESET ROLE`)
 		waitStopped(t, proc, 4, "SLUICE-SYNC-SCHEMACHANGE", "delete the rows where ((id IS NOT NULL) AND (id >= 0) AND (id < 50))")
@@ -290,10 +281,7 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 		p, s, proc := syncedEv(t, `CREATE TABLE ev (id int NOT NULL, a int NOT NULL, b int NOT NULL) PARTITION BY RANGE (id);
 			CREATE TABLE ev_1 PARTITION OF ev FOR VALUES FROM (0) TO (1000); ALTER TABLE ev_1 REPLICA IDENTITY FULL; ALTER TABLE ev REPLICA IDENTITY FULL;
 			INSERT INTO ev SELECT g, g, 10 * g FROM generate_series(1, 100) g`, "--tables", "ev")
-		role := "sluice_app_" + p.Name[len(p.Name)-8:]
-		p.PG(t, `DROP ROLE IF EXISTS `+role)
-		p.PG(t, `CREATE ROLE `+role+` LOGIN`)
-		t.Cleanup(func() { p.PG(t, `DROP OWNED BY `+role+` CASCADE; DROP ROLE `+role) })
+		role := newRole(t, p, "sluice_app_", "LOGIN")
 		p.PG(t, `CREATE EXTENSION IF NOT EXISTS postgres_fdw; GRANT USAGE ON FOREIGN DATA WRAPPER postgres_fdw TO `+role+`;
 			GRANT CREATE ON SCHEMA public TO `+role+`; ALTER TABLE ev OWNER TO `+role)
 		p.PG(t, `SET ROLE `+role+`;
@@ -451,11 +439,8 @@ func TestSchemaStopThenResume(t *testing.T) {
 func TestSyncWithoutSuperuser(t *testing.T) {
 	t.Parallel()
 	p := newPair(t)
-	role := "sluice_repl_" + p.Name[len(p.Name)-8:]
-	p.PG(t, `DROP ROLE IF EXISTS `+role)
-	p.PG(t, `CREATE ROLE `+role+` LOGIN REPLICATION`)
+	role := newRole(t, p, "sluice_repl_", "LOGIN", "REPLICATION")
 	p.PG(t, `GRANT CREATE ON DATABASE `+p.Name+` TO `+role)
-	t.Cleanup(func() { p.PG(t, `DROP OWNED BY `+role+`; DROP ROLE `+role) })
 	p.PG(t, `CREATE TABLE ev (id int PRIMARY KEY, a int NOT NULL)`)
 	p.PG(t, `ALTER TABLE ev OWNER TO `+role)
 	p.PG(t, `INSERT INTO ev SELECT g, g FROM generate_series(1, 100) g`)
@@ -536,6 +521,17 @@ const (
 		CREATE TABLE ev_2a PARTITION OF ev_2 FOR VALUES FROM (50) TO (95); CREATE TABLE ev_2b PARTITION OF ev_2 FOR VALUES FROM (95) TO (1000);
 		INSERT INTO ev SELECT g, g, 10 * g FROM generate_series(1, 100) g`
 )
+
+// newRole creates a role (with attributes, e.g. LOGIN) named after the
+// test's database, dropped with what it owns when the test ends.
+func newRole(t *testing.T, p *testenv.Pair, prefix string, attributes ...string) string {
+	t.Helper()
+	role := prefix + p.Name[len(p.Name)-8:]
+	p.PG(t, `DROP ROLE IF EXISTS `+role)
+	p.PG(t, `CREATE ROLE `+role+` `+strings.Join(attributes, " "))
+	t.Cleanup(func() { p.PG(t, `DROP OWNED BY `+role+` CASCADE; DROP ROLE `+role) })
+	return role
+}
 
 // syncedEv runs setup on a new source and starts a sync (with flags) that
 // has caught up.
