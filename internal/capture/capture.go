@@ -267,6 +267,18 @@ func CheckArrayElements(t *plan.Table, all bool) error {
 	return nil
 }
 
+// WarnUnwatched logs the partitions of a notice whose TRUNCATE trigger is
+// disabled: the running sync enables it again within a minute, and a
+// TRUNCATE of one meanwhile goes unseen.
+func WarnUnwatched(log *slog.Logger, src *schema.Table, n pgstream.DDLNotice) {
+	if len(n.Unwatched) == 0 || n.OID != src.OID {
+		return
+	}
+	log.Warn("sluice's TRUNCATE trigger was disabled on partitions of "+src.Name.String()+": "+strings.Join(n.Unwatched, ", "),
+		"code", "SLUICE-SYNC-NOTRUNCWATCH", "table", src.Name.String(),
+		"hint", "sluice enables it again within a minute; if one of them was truncated meanwhile, run sluice verify --repair --tables "+src.Name.String())
+}
+
 // Concerns says whether a notice of the source's triggers is of the table
 // or of one of parts, its partitions as the run knows them, or (a
 // partition's TRUNCATE) names it among its ancestors.
@@ -363,9 +375,9 @@ func NoticeChanges(src *schema.Table, parts []uint32, n pgstream.DDLNotice, keyC
 	}
 	if n.OID != src.OID { // one of its partitions
 		if n.Truncated {
-			rows := fmt.Sprintf("its rows cannot be told by a condition on the target: once the sync runs again, sluice verify --repair --tables %s finds them", src.Name)
+			rows := fmt.Sprintf("sluice cannot tell them by a condition: once the sync runs again, sluice verify --repair --tables %s finds them", src.Name)
 			if n.Bound != "" && !strings.Contains(n.Bound, "satisfies_hash_partition") { // a hash partition's is PostgreSQL's own
-				rows = "delete the rows where " + n.Bound + " on the target too"
+				rows = fmt.Sprintf("delete on the target the rows where (in PostgreSQL's terms) %s, or run sluice verify --repair --tables %s once the sync runs again", n.Bound, src.Name)
 			}
 			return []string{fmt.Sprintf("its partition %s was truncated: the rows it held left the source without a change in the stream (%s)", n.Name, rows)}, nil
 		}

@@ -49,6 +49,8 @@ type DDLNotice struct {
 	// Unlogged names its partitions that write no WAL: their changes reach
 	// no change stream.
 	Unlogged []string `json:"unlogged"`
+	// Unwatched names its partitions whose TRUNCATE trigger is disabled.
+	Unwatched []string `json:"unwatched"`
 	// Truncated: a TRUNCATE of this partition (Name, schema-qualified)
 	// holding rows was about to run; Ancestors are the tables above it. The
 	// stream shows it only when it came with one of a published table as a
@@ -226,7 +228,11 @@ BEGIN
         shape := (shape::jsonb || jsonb_build_object('attached', attached, 'parts',
           (SELECT coalesce(jsonb_agg(relid::oid::bigint), '[]') FROM pg_partition_tree(r.objid) WHERE relid <> r.objid::regclass),
           'unlogged', (SELECT coalesce(jsonb_agg(relid::text), '[]') FROM pg_partition_tree(r.objid) t JOIN pg_class pc ON pc.oid = t.relid
-            WHERE pc.relpersistence = 'u')))::text;
+            WHERE pc.relpersistence = 'u'),
+          -- partitions whose TRUNCATE trigger was disabled (ALTER TABLE …
+          -- DISABLE TRIGGER, a bulk loader's habit)
+          'unwatched', (SELECT coalesce(jsonb_agg(t.relid::text), '[]') FROM pg_partition_tree(r.objid) t
+            JOIN pg_trigger tg ON tg.tgrelid = t.relid AND tg.tgname = __TRUNCATE_TRIGGER__ WHERE tg.tgenabled = 'D')))::text;
       END IF;
       IF shape IS NOT NULL THEN
         PERFORM pg_logical_emit_message(true, 'sluice', 'D:' || shape);
@@ -353,8 +359,14 @@ func KeepWatchingTruncates(ctx context.Context, pool *pgxpool.Pool, slot, public
 		case <-t.C:
 		}
 		var installed bool
-		if err := pool.QueryRow(ctx, `SELECT to_regprocedure($1) IS NOT NULL`, WatchFunctions(slot)[2]).Scan(&installed); err != nil || !installed {
-			return // the user may not install them, or the run is ending
+		if err := pool.QueryRow(ctx, `SELECT to_regprocedure($1) IS NOT NULL`, WatchFunctions(slot)[2]).Scan(&installed); err != nil {
+			if ctx.Err() == nil {
+				log.Warn("could not look up sluice's TRUNCATE triggers; trying again in a minute", "code", "SLUICE-SYNC-NOTRUNCWATCH", "error", err.Error())
+			}
+			continue
+		}
+		if !installed {
+			return // the user may not install them
 		}
 		watched, _, err := watchPartitionTruncates(ctx, pool, slot, publication, time.Now())
 		if err != nil && ctx.Err() == nil {
@@ -397,6 +409,14 @@ func watchPartitionTruncates(ctx context.Context, pool *pgxpool.Pool, slot, publ
 	}
 	for _, part := range parts { // giveUp is for all of them: one long transaction may hold them all
 		err := withShortLock(ctx, pool, giveUp, func(tx pgx.Tx) error {
+			// sluice's own ALTER TABLE need not be described: with the event
+			// trigger firing, each partition's would write the whole tree's
+			// shape (quadratic in the partitions, in time and WAL). Disabled
+			// for this transaction's statements only: other sessions see it
+			// enabled throughout.
+			if _, err := tx.Exec(ctx, "ALTER EVENT TRIGGER "+postgres.Ident(names.end)+" DISABLE"); err != nil {
+				return err
+			}
 			var exists bool
 			if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = $2)", part, names.truncate).Scan(&exists); err != nil {
 				return err
@@ -410,7 +430,10 @@ func watchPartitionTruncates(ctx context.Context, pool *pgxpool.Pool, slot, publ
 			// enabled ALWAYS: fired in sessions with session_replication_role
 			// = replica too (a subscription's apply worker, pglogical, bulk
 			// loaders)
-			_, err := tx.Exec(ctx, "ALTER TABLE "+part+" ENABLE ALWAYS TRIGGER "+postgres.Ident(names.truncate))
+			if _, err := tx.Exec(ctx, "ALTER TABLE "+part+" ENABLE ALWAYS TRIGGER "+postgres.Ident(names.truncate)); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "ALTER EVENT TRIGGER "+postgres.Ident(names.end)+" ENABLE ALWAYS")
 			return err
 		})
 		var pe *pgconn.PgError
@@ -607,12 +630,16 @@ func dropTruncateWatch(ctx context.Context, pool *pgxpool.Pool, trigger string) 
 
 // ReadBound is the partition constraint of the partition with oid, as
 // the source's catalog has it now; "" when it cannot be read (the
-// partition is gone, or no partition).
+// partition is gone, or no partition) or may have changed since (a default
+// partition, or one below a default partition).
 func ReadBound(pool *pgxpool.Pool, oid uint32) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // the run's context may be ending
 	defer cancel()
+	// A default partition's constraint changes with every partition added
+	// beside it: now it may not name the rows it held then.
 	var bound *string
-	if err := pool.QueryRow(ctx, `SELECT pg_get_partition_constraintdef($1::oid)`, oid).Scan(&bound); err != nil || bound == nil {
+	if err := pool.QueryRow(ctx, `SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_partition_ancestors($1::oid::regclass) a JOIN pg_class c ON c.oid = a.relid
+			WHERE pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT') THEN NULL ELSE pg_get_partition_constraintdef($1::oid) END`, oid).Scan(&bound); err != nil || bound == nil {
 		return ""
 	}
 	return *bound

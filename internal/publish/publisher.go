@@ -680,6 +680,7 @@ func (p *Publisher) checkNotice(n pgstream.DDLNotice) error {
 	if n.Truncated {
 		n.Bound = pgstream.ReadBound(p.src.Pool, n.OID)
 	}
+	capture.WarnUnwatched(p.log, src, n)
 	problems, err := capture.NoticeChanges(src, t.parts, n, src.RowKey(), t.deferred != nil)
 	if err != nil {
 		return err

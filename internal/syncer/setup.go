@@ -159,6 +159,7 @@ func (s *Syncer) checkNotice(n pgstream.DDLNotice) error {
 	if n.Truncated {
 		n.Bound = pgstream.ReadBound(s.src.Pool, n.OID)
 	}
+	capture.WarnUnwatched(s.log, src, n)
 	problems, err := capture.NoticeChanges(src, t.parts, n, src.RowKey(), t.wholeOld())
 	if err != nil {
 		return err

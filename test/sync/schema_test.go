@@ -112,8 +112,10 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 		{"partition detached", partitioned, "ev", `ALTER TABLE ev DETACH PARTITION ev_1`, "was detached"},
 		{"partition dropped", partitioned, "ev", `DROP TABLE ev_1`, "its partition public.ev_1 was dropped"},
 		{"partition unlogged", partitioned, "ev", `ALTER TABLE ev_1 SET UNLOGGED`, "UNLOGGED"},
-		{"partition truncated", partitioned, "ev", `TRUNCATE ev_1`, "its partition public.ev_1 was truncated: the rows it held left the source without a change in the stream (delete the rows where ((id IS NOT NULL) AND (id >= 0) AND (id < 50)) on the target too)"},
-		{"subpartition truncated", subpartitioned, "ev", `TRUNCATE ev_2`, "its partition public.ev_2a was truncated: the rows it held left the source without a change in the stream (delete the rows where ((id IS NOT NULL) AND (id >= 50) AND (id < 1000) AND (id IS NOT NULL) AND (id >= 50) AND (id < 95))"},
+		{"partition truncated", partitioned, "ev", `TRUNCATE ev_1`, "its partition public.ev_1 was truncated: the rows it held left the source without a change in the stream (delete on the target the rows where (in PostgreSQL's terms) ((id IS NOT NULL) AND (id >= 0) AND (id < 50))"},
+		{"subpartition truncated", subpartitioned, "ev", `TRUNCATE ev_2`, "its partition public.ev_2a was truncated: the rows it held left the source without a change in the stream (delete on the target the rows where (in PostgreSQL's terms) ((id IS NOT NULL) AND (id >= 50) AND (id < 1000) AND (id IS NOT NULL) AND (id >= 50) AND (id < 95))"},
+		{"default partition truncated", partitioned + `; CREATE TABLE ev_def PARTITION OF ev DEFAULT; INSERT INTO ev VALUES (5000, 1, 1)`, "ev", `TRUNCATE ev_def`,
+			"its partition public.ev_def was truncated: the rows it held left the source without a change in the stream (sluice cannot tell them by a condition"},
 		{"truncated in a replica session", partitioned, "ev", `SET session_replication_role = replica; TRUNCATE ev_1; RESET session_replication_role`, "its partition public.ev_1 was truncated"},
 		{"oddly named partition truncated", partitioned + `; CREATE TABLE "Ev $watch$ 'x" PARTITION OF ev FOR VALUES FROM (2000) TO (3000); INSERT INTO ev VALUES (2500, 1, 1)`, "ev",
 			`TRUNCATE "Ev $watch$ 'x"`, "(id >= 2000) AND (id < 3000)"},
@@ -250,6 +252,26 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 		waitStopped(t, proc, 4, "SLUICE-SYNC-SCHEMACHANGE", "its partition public.ev_1 was truncated")
 		s.abort()
 	})
+	// A TRUNCATE trigger disabled by the application (a bulk loader's
+	// ALTER TABLE … DISABLE TRIGGER ALL) is warned of, and the running sync
+	// enables it again.
+	t.Run("trigger disabled", func(t *testing.T) {
+		t.Parallel()
+		p, s, proc := syncedEv(t, partitioned, "--tables", "ev")
+		p.PG(t, `ALTER TABLE ev_1 DISABLE TRIGGER ALL`)
+		waitFor(t, 60*time.Second, "a warning naming ev_1's disabled trigger", func() bool {
+			out := proc.Output()
+			return strings.Contains(out, "SLUICE-SYNC-NOTRUNCWATCH") && strings.Contains(out, "disabled on partitions of ev: public.ev_1")
+		})
+		_, table, _ := pgstream.SchemaWatchNames(s.slot)
+		waitFor(t, 100*time.Second, "ev_1's TRUNCATE trigger enabled again", func() bool {
+			var enabled string
+			return p.Source.QueryRow(context.Background(), `SELECT tgenabled::text FROM pg_trigger WHERE tgrelid = 'ev_1'::regclass AND tgname = $1`, table).Scan(&enabled) == nil && enabled == "A"
+		})
+		p.PG(t, `TRUNCATE ev_1`)
+		waitStopped(t, proc, 4, "SLUICE-SYNC-SCHEMACHANGE", "its partition public.ev_1 was truncated")
+		s.abort()
+	})
 	// Any role may write a notice (pg_logical_emit_message): the rows a
 	// stop tells to delete come from the source's catalog, not from it.
 	t.Run("forged notice", func(t *testing.T) {
@@ -258,7 +280,7 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 		role := newRole(t, p, "sluice_nobody_")
 		p.PG(t, `SET ROLE `+role+`; SELECT pg_logical_emit_message(true, 'sluice', format('D:{"oid":%s,"name":"public.ev_1","truncated":true,"bound":"(true) -- all rows","ancestors":[%s]}',
 			'ev_1'::regclass::oid, 'ev'::regclass::oid)); RESET ROLE`)
-		waitStopped(t, proc, 4, "SLUICE-SYNC-SCHEMACHANGE", "delete the rows where ((id IS NOT NULL) AND (id >= 0) AND (id < 50))")
+		waitStopped(t, proc, 4, "SLUICE-SYNC-SCHEMACHANGE", "delete on the target the rows where (in PostgreSQL's terms) ((id IS NOT NULL) AND (id >= 0) AND (id < 50))")
 		if strings.Contains(proc.Output(), "all rows") {
 			t.Errorf("the stop names rows a forged notice chose:\n%s", testenv.Tail(proc.Output(), 5))
 		}
