@@ -200,12 +200,13 @@ BEGIN
               attached := attached || jsonb_build_object('oid', part.relid::oid::bigint, 'name', part.relid::text);
             END IF;
             -- a transaction that cannot see every row (REPEATABLE READ,
-            -- SERIALIZABLE) cannot tell whether one committed since its
-            -- snapshot is there
-            IF NOT has_rows AND current_setting('transaction_isolation') <> 'read committed'
+            -- SERIALIZABLE: one committed since its snapshot; a row-level
+            -- security policy: the rows it hides) cannot tell
+            IF NOT has_rows AND (current_setting('transaction_isolation') <> 'read committed'
+                  OR EXISTS (SELECT 1 FROM pg_partition_tree(part.relid) t JOIN pg_class pc ON pc.oid = t.relid WHERE pc.relrowsecurity))
                 AND (SELECT coalesce(sum(pg_relation_size(relid)), 0) FROM pg_partition_tree(part.relid)) > 0 THEN
               attached := attached || jsonb_build_object('oid', part.relid::oid::bigint,
-                'name', part.relid::text || ' (perhaps: a ' || current_setting('transaction_isolation') || ' transaction cannot see every row)');
+                'name', part.relid::text || ' (perhaps: the attaching transaction cannot see every row, by its isolation or a row-level security policy)');
             END IF;
             -- a new partition's TRUNCATE must tell too; this transaction
             -- holds its lock already (and those of the partitions below
