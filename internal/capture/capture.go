@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/sluice-db/sluice/internal/copier"
 	"github.com/sluice-db/sluice/internal/failure"
 	"github.com/sluice-db/sluice/internal/mysql"
@@ -267,23 +269,41 @@ func CheckArrayElements(t *plan.Table, all bool) error {
 	return nil
 }
 
-// WarnUnwatched logs the partitions of a notice whose TRUNCATE trigger is
-// disabled: the running sync enables it again within a minute, and a
-// TRUNCATE of one meanwhile goes unseen.
-func WarnUnwatched(log *slog.Logger, src *schema.Table, n pgstream.DDLNotice) {
-	if len(n.Unwatched) == 0 || n.OID != src.OID {
-		return
-	}
-	log.Warn("sluice's TRUNCATE trigger was disabled on partitions of "+src.Name.String()+": "+strings.Join(n.Unwatched, ", "),
-		"code", "SLUICE-SYNC-NOTRUNCWATCH", "table", src.Name.String(),
-		"hint", "sluice enables it again within a minute; if one of them was truncated meanwhile, run sluice verify --repair --tables "+src.Name.String())
+// TableNotices judges the notices of the source's triggers for one table
+// of the run, keeping its partitions as the run knows them: the plan's,
+// then those of the last notice without a problem (a partition created
+// during the run and later detached, dropped or truncated counts too).
+type TableNotices struct {
+	Source *schema.Table
+	Parts  []uint32
 }
 
-// Concerns says whether a notice of the source's triggers is of the table
-// or of one of parts, its partitions as the run knows them, or (a
-// partition's TRUNCATE) names it among its ancestors.
-func Concerns(src *schema.Table, parts []uint32, n pgstream.DDLNotice) bool {
-	return src.OID == n.OID || slices.Contains(parts, n.OID) || slices.Contains(n.Ancestors, src.OID)
+// Concerns says whether a notice is of the table or of one of its
+// partitions, or (a partition's TRUNCATE) names it among its ancestors.
+func (w *TableNotices) Concerns(n pgstream.DDLNotice) bool {
+	return w.Source.OID == n.OID || slices.Contains(w.Parts, n.OID) || slices.Contains(n.Ancestors, w.Source.OID)
+}
+
+// Changes is NoticeChanges for a notice the table Concerns (wholeOld: the
+// table needs every change's whole old row). A truncated partition's bound
+// is read from the source's catalog (pool), not from the notice, which any
+// role may write; partitions whose TRUNCATE trigger was disabled are
+// warned of.
+func (w *TableNotices) Changes(n pgstream.DDLNotice, pool *pgxpool.Pool, log *slog.Logger, wholeOld bool) ([]string, error) {
+	if n.Truncated {
+		n.Bound = pgstream.ReadBound(pool, n.OID)
+	}
+	if len(n.Unwatched) > 0 && n.OID == w.Source.OID {
+		name := w.Source.Name.String()
+		log.Warn("sluice's TRUNCATE trigger was disabled on partitions of "+name+": "+strings.Join(n.Unwatched, ", "),
+			"code", "SLUICE-SYNC-NOTRUNCWATCH", "table", name,
+			"hint", "sluice enables it again within a minute; if one of them was truncated meanwhile, run sluice verify --repair --tables "+name)
+	}
+	problems, err := NoticeChanges(w.Source, w.Parts, n, w.Source.RowKey(), wholeOld)
+	if err == nil && len(problems) == 0 && n.OID == w.Source.OID && n.Parts != nil {
+		w.Parts = n.Parts
+	}
+	return problems, err
 }
 
 // Renamed is the error for a table of the run that the stream now

@@ -145,11 +145,11 @@ func (w *SchemaWatch) recordStop(lsn pglogrepl.LSN) {
 		if t.shape == nil || target == "" {
 			continue
 		}
-		nums := make(map[string]int16, len(t.shape.Columns))
+		nums := make(mysql.ColumnNumbers, len(t.shape.Columns))
 		for _, c := range t.shape.Columns {
 			nums[c.Name] = c.Num
 		}
-		if err := w.Target.SetSourceColumns(ctx, target, mysql.ColumnNumbers(nums)); err != nil {
+		if err := w.Target.SetSourceColumns(ctx, target, nums); err != nil {
 			warn(err)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/big"
 	"os"
 	"sort"
@@ -222,12 +223,12 @@ func StartTable(ctx context.Context, src *postgres.Source, tgt *mysql.Target, t 
 // columnNumbers is what the target records of the source table's columns:
 // each one's attnum, which a column dropped and added again under its
 // name changes (its rows lose their values without a change in the stream).
-func columnNumbers(st *schema.Table) string {
-	nums := make(map[string]int16, len(st.Columns))
+func columnNumbers(st *schema.Table) mysql.ColumnNumbers {
+	nums := make(mysql.ColumnNumbers, len(st.Columns))
 	for _, c := range st.Columns {
 		nums[c.Name] = c.Num
 	}
-	return mysql.ColumnNumbers(nums)
+	return nums
 }
 
 // checkColumnNumbers stops a resumed run when a column of the source table
@@ -235,16 +236,10 @@ func columnNumbers(st *schema.Table) string {
 // watched (its DDL notice, replayed, matches the table as read now). The
 // new numbers are recorded, so the run after this one goes on, as after a
 // stop in the stream.
-func checkColumnNumbers(ctx context.Context, tgt *mysql.Target, t *plan.Table, columns string) error {
-	stored, err := tgt.SourceColumns(ctx, t.Target)
-	if err != nil || stored == columns {
+func checkColumnNumbers(ctx context.Context, tgt *mysql.Target, t *plan.Table, columns mysql.ColumnNumbers) error {
+	before, err := tgt.SourceColumns(ctx, t.Target)
+	if err != nil || maps.Equal(before, columns) {
 		return err
-	}
-	var before map[string]int16
-	if stored != "" {
-		if err := json.Unmarshal([]byte(stored), &before); err != nil {
-			return fmt.Errorf("target: read the recorded source columns of %s: %w", t.Target, err)
-		}
 	}
 	var changed []string
 	for _, pc := range t.Columns { // the ones copied: not a generated one, or one the mapping drops

@@ -100,27 +100,39 @@ func (t *Target) SetPhase(ctx context.Context, table, source, phase string) erro
 	return nil
 }
 
-// ColumnNumbers is how the target records a source table's columns: each
-// one's attnum by name.
-func ColumnNumbers(nums map[string]int16) string {
-	b, _ := json.Marshal(nums) // a map of strings to numbers always encodes
+// ColumnNumbers are a source table's columns as the target records them:
+// each one's attnum by name.
+type ColumnNumbers map[string]int16
+
+// text is the recorded form ("" for none).
+func (c ColumnNumbers) text() string {
+	if c == nil {
+		return ""
+	}
+	b, _ := json.Marshal(c) // a map of strings to numbers always encodes
 	return string(b)
 }
 
 // SourceColumns returns what StartTable or SetSourceColumns recorded of
-// the table's source columns ("" when nothing is).
-func (t *Target) SourceColumns(ctx context.Context, table string) (string, error) {
-	var cols sql.NullString
-	err := t.DB.QueryRowContext(ctx, `SELECT source_columns FROM `+TablesTable+` WHERE table_name = ?`, table).Scan(&cols)
+// the table's source columns (nil when nothing is).
+func (t *Target) SourceColumns(ctx context.Context, table string) (ColumnNumbers, error) {
+	var text sql.NullString
+	err := t.DB.QueryRowContext(ctx, `SELECT source_columns FROM `+TablesTable+` WHERE table_name = ?`, table).Scan(&text)
 	if err != nil && err != sql.ErrNoRows {
-		return "", fmt.Errorf("target: read the recorded source columns of %s: %w", table, err)
+		return nil, fmt.Errorf("target: read the recorded source columns of %s: %w", table, err)
 	}
-	return cols.String, nil
+	var cols ColumnNumbers
+	if text.String != "" {
+		if err := json.Unmarshal([]byte(text.String), &cols); err != nil {
+			return nil, fmt.Errorf("target: read the recorded source columns of %s: %w", table, err)
+		}
+	}
+	return cols, nil
 }
 
 // SetSourceColumns records the table's source columns.
-func (t *Target) SetSourceColumns(ctx context.Context, table, columns string) error {
-	if _, err := t.DB.ExecContext(ctx, `UPDATE `+TablesTable+` SET source_columns = ? WHERE table_name = ?`, columns, table); err != nil {
+func (t *Target) SetSourceColumns(ctx context.Context, table string, columns ColumnNumbers) error {
+	if _, err := t.DB.ExecContext(ctx, `UPDATE `+TablesTable+` SET source_columns = ? WHERE table_name = ?`, columns.text(), table); err != nil {
 		return fmt.Errorf("target: record the source columns of %s: %w", table, err)
 	}
 	return nil
@@ -129,7 +141,7 @@ func (t *Target) SetSourceColumns(ctx context.Context, table, columns string) er
 // StartTable stores a table's chunk plan and marks it copying, in one
 // transaction, replacing any earlier plan; columns describes the source
 // columns copied (see SourceColumns).
-func (t *Target) StartTable(ctx context.Context, table, source string, ranges []chunk.Range, columns string) error {
+func (t *Target) StartTable(ctx context.Context, table, source string, ranges []chunk.Range, columns ColumnNumbers) error {
 	tx, err := t.DB.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("target: store chunk plan of %s: %w", table, err)
@@ -155,7 +167,7 @@ func (t *Target) StartTable(ctx context.Context, table, source string, ranges []
 		}
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO `+TablesTable+` (table_name, source_table, phase, source_columns) VALUES (?, ?, ?, ?)
-		ON DUPLICATE KEY UPDATE phase = VALUES(phase), source_table = VALUES(source_table), source_columns = VALUES(source_columns)`, table, source, PhaseCopying, columns); err != nil {
+		ON DUPLICATE KEY UPDATE phase = VALUES(phase), source_table = VALUES(source_table), source_columns = VALUES(source_columns)`, table, source, PhaseCopying, columns.text()); err != nil {
 		return fmt.Errorf("target: store chunk plan of %s: %w", table, err)
 	}
 	if err := tx.Commit(); err != nil {

@@ -48,7 +48,7 @@ func TestChunkPlanOfAnEarlierVersionResumesWithItsBounds(t *testing.T) {
 	// Planned again by this version: the same bounds round-trip, and so does
 	// one holding the separator.
 	odd := []string{"x\x1fy", ""}
-	if err := tgt.StartTable(ctx, "likes", "public.likes", []chunk.Range{{Hi: bound}, {Lo: bound, Hi: odd}, {Lo: odd}}, ""); err != nil {
+	if err := tgt.StartTable(ctx, "likes", "public.likes", []chunk.Range{{Hi: bound}, {Lo: bound, Hi: odd}, {Lo: odd}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	got, err = tgt.Chunks(ctx, "likes")
@@ -76,7 +76,7 @@ func TestChunkDone(t *testing.T) {
 	if err := tgt.EnsureProgressTables(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := tgt.StartTable(ctx, "likes", "public.likes", []chunk.Range{{Hi: []string{"100"}}, {Lo: []string{"100"}}}, ""); err != nil {
+	if err := tgt.StartTable(ctx, "likes", "public.likes", []chunk.Range{{Hi: []string{"100"}}, {Lo: []string{"100"}}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if done, _, _, err := tgt.ChunkDone(ctx, "likes", 1); err != nil || done {

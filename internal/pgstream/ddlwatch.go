@@ -349,8 +349,14 @@ func EnsureDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot, publication s
 // the TRUNCATE trigger to the partitions that lack it (ones a transaction or
 // a VACUUM kept locked at start), one short try each, so that the
 // application's writers of such a partition wait at most 100 ms a minute
-// for it. It returns at once on a source without sluice's triggers.
+// for it. It returns at once on a source without sluice's triggers, and
+// for a run without a partitioned table (the run's tables stay the same).
 func KeepWatchingTruncates(ctx context.Context, pool *pgxpool.Pool, slot, publication string, log *slog.Logger) {
+	var partitioned bool
+	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication p JOIN pg_publication_rel pr ON pr.prpubid = p.oid
+		JOIN pg_class c ON c.oid = pr.prrelid WHERE p.pubname = $1 AND c.relkind = 'p')`, publication).Scan(&partitioned); err == nil && !partitioned {
+		return
+	}
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
@@ -386,9 +392,9 @@ func KeepWatchingTruncates(ctx context.Context, pool *pgxpool.Pool, slot, public
 // so it waits a moment only, and tries again until giveUp (as the
 // cutover's fence does).
 func watchPartitionTruncates(ctx context.Context, pool *pgxpool.Pool, slot, publication string, giveUp time.Time) (watched, missed []string, err error) {
-	var version int
-	if err := pool.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
-		return nil, nil, fmt.Errorf("source: read the server version: %w", err)
+	version, err := serverVersion(ctx, pool)
+	if err != nil {
+		return nil, nil, err
 	}
 	if version < 130000 { // no partitioned table can be published before
 		return nil, nil, nil
@@ -449,6 +455,15 @@ func watchPartitionTruncates(ctx context.Context, pool *pgxpool.Pool, slot, publ
 		}
 	}
 	return watched, missed, nil
+}
+
+// serverVersion is the source's server_version_num (150004 for 15.4).
+func serverVersion(ctx context.Context, pool *pgxpool.Pool) (int, error) {
+	var version int
+	if err := pool.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
+		return 0, fmt.Errorf("source: read the server version: %w", err)
+	}
+	return version, nil
 }
 
 // withShortLock runs statements that lock a table the application uses in

@@ -95,9 +95,9 @@ func EnsurePublication(ctx context.Context, pool *pgxpool.Pool, name string, tab
 	// names unless the publication says otherwise; the sync knows the table
 	// by its own name (PostgreSQL 13 on; before, a partitioned table cannot
 	// be published at all and CREATE PUBLICATION says so).
-	var version int
-	if err := pool.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
-		return fmt.Errorf("source: read the server version: %w", err)
+	version, err := serverVersion(ctx, pool)
+	if err != nil {
+		return err
 	}
 	stmts := []string{"CREATE PUBLICATION " + postgres.Ident(name) + " FOR TABLE " + strings.Join(list, ", ")}
 	if exists {

@@ -141,10 +141,10 @@ type Publisher struct {
 
 type pubTable struct {
 	rt       *events.Table
-	scan     *plan.Table // the copy reads the plain source columns
-	cols     []string    // source column names
-	relIdx   []int       // source column → column of the stream's relation
-	parts    []uint32    // its partitions as the loop knows them (see capture.NoticeChanges)
+	scan     *plan.Table          // the copy reads the plain source columns
+	cols     []string             // source column names
+	relIdx   []int                // source column → column of the stream's relation
+	notices  capture.TableNotices // the source triggers' notices of it, and its partitions as the loop knows them
 	pending  []mysql.StoredChunk
 	left     atomic.Int64
 	copied   atomic.Bool
@@ -182,7 +182,7 @@ func New(ctx context.Context, src *postgres.Source, srcConnString string, tgt *m
 		inflight: make(chan struct{}, opt.Parallel), stop: make(chan struct{}), bufs: make([]partBuf, opt.Partitions),
 		partLast: make([]Pos, opt.Partitions), probes: map[string]chan Pos{}}
 	for _, rt := range rts {
-		t := &pubTable{rt: rt, parts: rt.Plan.Source.Partitions}
+		t := &pubTable{rt: rt, notices: capture.TableNotices{Source: rt.Plan.Source, Parts: rt.Plan.Source.Partitions}}
 		scan := *rt.Plan
 		scan.Columns, scan.Key = nil, nil
 		for _, c := range rt.Plan.Source.Columns {
@@ -671,22 +671,14 @@ func (t *pubTable) bind(rel *pgstream.Relation) error {
 // checkNotice stops the publisher on a schema change the source's event
 // trigger recorded that leaves a table in another shape.
 func (p *Publisher) checkNotice(n pgstream.DDLNotice) error {
-	i := slices.IndexFunc(p.tables, func(t *pubTable) bool { return capture.Concerns(t.rt.Plan.Source, t.parts, n) })
+	i := slices.IndexFunc(p.tables, func(t *pubTable) bool { return t.notices.Concerns(n) })
 	if i < 0 {
 		return nil
 	}
 	t := p.tables[i]
-	src := t.rt.Plan.Source
-	if n.Truncated {
-		n.Bound = pgstream.ReadBound(p.src.Pool, n.OID)
-	}
-	capture.WarnUnwatched(p.log, src, n)
-	problems, err := capture.NoticeChanges(src, t.parts, n, src.RowKey(), t.deferred != nil)
+	problems, err := t.notices.Changes(n, p.src.Pool, p.log, t.deferred != nil)
 	if err != nil {
 		return err
-	}
-	if n.OID == src.OID && n.Parts != nil && len(problems) == 0 {
-		t.parts = n.Parts
 	}
 	return t.schemaChanged(problems)
 }

@@ -207,7 +207,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 				if t == nil {
 					continue
 				}
-				ddl.Truncated(func(n pgstream.DDLNotice) bool { return capture.Concerns(t.plan.Source, t.parts, n) })
+				ddl.Truncated(t.notices.Concerns)
 				if t.copied.Load() || t.readStarted || !t.plan.Keyless {
 					s.endDeferred(t) // what the transaction did before
 					s.addOp(t, apply.Op{Kind: apply.Truncate, Table: t.apply})

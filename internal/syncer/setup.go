@@ -21,9 +21,9 @@ import (
 type table struct {
 	plan    *plan.Table
 	apply   *apply.Table
-	relIdx  []int              // plan column → position in the stream's relation, -1 for computed
-	rel     *pgstream.Relation // as the stream last described it
-	parts   []uint32           // its partitions as the loop knows them (see capture.NoticeChanges)
+	relIdx  []int                // plan column → position in the stream's relation, -1 for computed
+	rel     *pgstream.Relation   // as the stream last described it
+	notices capture.TableNotices // the source triggers' notices of it, and its partitions as the loop knows them
 	pending []mysql.StoredChunk
 	left    int         // chunks not yet applied
 	copied  atomic.Bool // read by the status API
@@ -150,22 +150,14 @@ func (t *table) schemaChanged(problems []string) error {
 // checkNotice stops the sync on a schema change the source's event
 // trigger recorded that leaves the table in another shape.
 func (s *Syncer) checkNotice(n pgstream.DDLNotice) error {
-	i := slices.IndexFunc(s.tables, func(t *table) bool { return capture.Concerns(t.plan.Source, t.parts, n) })
+	i := slices.IndexFunc(s.tables, func(t *table) bool { return t.notices.Concerns(n) })
 	if i < 0 {
 		return nil
 	}
 	t := s.tables[i]
-	src := t.plan.Source
-	if n.Truncated {
-		n.Bound = pgstream.ReadBound(s.src.Pool, n.OID)
-	}
-	capture.WarnUnwatched(s.log, src, n)
-	problems, err := capture.NoticeChanges(src, t.parts, n, src.RowKey(), t.wholeOld())
+	problems, err := t.notices.Changes(n, s.src.Pool, s.log, t.wholeOld())
 	if err != nil {
 		return err
-	}
-	if n.OID == src.OID && n.Parts != nil && len(problems) == 0 {
-		t.parts = n.Parts
 	}
 	if len(problems) > 0 {
 		return t.schemaChanged(problems)
