@@ -274,14 +274,20 @@ func CheckArrayElements(t *plan.Table, all bool) error {
 // then those of the last notice without a problem (a partition created
 // during the run and later detached, dropped or truncated counts too).
 type TableNotices struct {
-	Source *schema.Table
-	Parts  []uint32
+	Plan  *plan.Table
+	Parts []uint32
+}
+
+// NewTableNotices starts with the planned partitions of t.
+func NewTableNotices(t *plan.Table) TableNotices {
+	return TableNotices{Plan: t, Parts: t.Source.Partitions}
 }
 
 // Concerns says whether a notice is of the table or of one of its
 // partitions, or (a partition's TRUNCATE) names it among its ancestors.
 func (w *TableNotices) Concerns(n pgstream.DDLNotice) bool {
-	return w.Source.OID == n.OID || slices.Contains(w.Parts, n.OID) || slices.Contains(n.Ancestors, w.Source.OID)
+	src := w.Plan.Source
+	return src.OID == n.OID || slices.Contains(w.Parts, n.OID) || slices.Contains(n.Ancestors, src.OID)
 }
 
 // Changes is NoticeChanges for a notice the table Concerns (wholeOld: the
@@ -290,17 +296,20 @@ func (w *TableNotices) Concerns(n pgstream.DDLNotice) bool {
 // role may write; partitions whose TRUNCATE trigger was disabled are
 // warned of.
 func (w *TableNotices) Changes(n pgstream.DDLNotice, pool *pgxpool.Pool, log *slog.Logger, wholeOld bool) ([]string, error) {
-	if n.Truncated {
-		n.Bound = pgstream.ReadBound(pool, n.OID)
+	src := w.Plan.Source
+	if n.Truncated && n.OID != src.OID {
+		if b := pgstream.ReadBound(pool, n.OID, src.OID); b.Under(n.Ancestors) {
+			n.Bound, n.Delete = b.Constraint, targetDelete(w.Plan, b)
+		}
 	}
-	if len(n.Unwatched) > 0 && n.OID == w.Source.OID {
-		name := w.Source.Name.String()
+	if len(n.Unwatched) > 0 && n.OID == src.OID {
+		name := src.Name.String()
 		log.Warn("sluice's TRUNCATE trigger was disabled on partitions of "+name+": "+strings.Join(n.Unwatched, ", "),
 			"code", "SLUICE-SYNC-NOTRUNCWATCH", "table", name,
 			"hint", "sluice enables it again within a minute; if one of them was truncated meanwhile, run sluice verify --repair --tables "+name)
 	}
-	problems, err := NoticeChanges(w.Source, w.Parts, n, w.Source.RowKey(), wholeOld)
-	if err == nil && len(problems) == 0 && n.OID == w.Source.OID && n.Parts != nil {
+	problems, err := NoticeChanges(src, w.Parts, n, src.RowKey(), wholeOld)
+	if err == nil && len(problems) == 0 && n.OID == src.OID && n.Parts != nil {
 		w.Parts = n.Parts
 	}
 	return problems, err
@@ -396,7 +405,10 @@ func NoticeChanges(src *schema.Table, parts []uint32, n pgstream.DDLNotice, keyC
 	if n.OID != src.OID { // one of its partitions
 		if n.Truncated {
 			rows := fmt.Sprintf("sluice cannot tell them by a condition: once the sync runs again, sluice verify --repair --tables %s finds them", src.Name)
-			if n.Bound != "" && !strings.Contains(n.Bound, "satisfies_hash_partition") { // a hash partition's is PostgreSQL's own
+			switch {
+			case n.Delete != "":
+				rows = fmt.Sprintf("delete them on the target with %s; or run sluice verify --repair --tables %s once the sync runs again", n.Delete, src.Name)
+			case n.Bound != "" && !strings.Contains(n.Bound, "satisfies_hash_partition"): // a hash partition's is PostgreSQL's own
 				rows = fmt.Sprintf("delete on the target the rows where (in PostgreSQL's terms) %s, or run sluice verify --repair --tables %s once the sync runs again", n.Bound, src.Name)
 			}
 			return []string{fmt.Sprintf("its partition %s was truncated: the rows it held left the source without a change in the stream (%s)", n.Name, rows)}, nil

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/partbound"
 	"github.com/sluice-db/sluice/internal/postgres"
 )
 
@@ -59,8 +61,11 @@ type DDLNotice struct {
 	Ancestors []uint32 `json:"ancestors"`
 	// Bound is the partition's constraint, its ancestors' bounds included,
 	// as the source's catalog has it (ReadBound): any role may write a
-	// notice, so the rows it names are not taken from one.
-	Bound string `json:"-"`
+	// notice, so the rows it names are not taken from one. Delete is the
+	// statement that deletes them on the target, when a condition there
+	// tells them (capture.TableNotices fills both in).
+	Bound  string `json:"-"`
+	Delete string `json:"-"`
 }
 
 // DDLPartition names a partition.
@@ -644,21 +649,69 @@ func dropTruncateWatch(ctx context.Context, pool *pgxpool.Pool, trigger string) 
 	return nil
 }
 
-// ReadBound is the partition constraint of the partition with oid, as
-// the source's catalog has it now; "" when it cannot be read (the
-// partition is gone, or no partition) or may have changed since (a default
-// partition, or one below a default partition).
-func ReadBound(pool *pgxpool.Pool, oid uint32) string {
+// PartitionBound is what the source's catalog says now of the rows of a
+// partition.
+type PartitionBound struct {
+	// Constraint is its partition constraint, its ancestors' bounds
+	// included (pg_get_partition_constraintdef); "" when it cannot be read
+	// or may have changed since (a default partition, or one below one).
+	Constraint string
+	// Levels are its bound and those of the partitioned tables between it
+	// and the migrated table, leaf first; Parents the table above each.
+	Levels  []partbound.Level
+	Parents []uint32
+}
+
+// Under says whether the partition is below the tables ancestors (nearest
+// first) as it was when they were read: one attached elsewhere since has
+// another bound now.
+func (b PartitionBound) Under(ancestors []uint32) bool {
+	return len(b.Parents) <= len(ancestors) && slices.Equal(b.Parents, ancestors[:len(b.Parents)])
+}
+
+// ReadBound reads the bound of the partition with oid below the migrated
+// table root. Whatever cannot be read is left empty.
+func ReadBound(pool *pgxpool.Pool, oid, root uint32) PartitionBound {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // the run's context may be ending
 	defer cancel()
+	var b PartitionBound
 	// A default partition's constraint changes with every partition added
 	// beside it: now it may not name the rows it held then.
-	var bound *string
+	var constraint *string
 	if err := pool.QueryRow(ctx, `SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_partition_ancestors($1::oid::regclass) a JOIN pg_class c ON c.oid = a.relid
-			WHERE pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT') THEN NULL ELSE pg_get_partition_constraintdef($1::oid) END`, oid).Scan(&bound); err != nil || bound == nil {
-		return ""
+			WHERE pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT') THEN NULL ELSE pg_get_partition_constraintdef($1::oid) END`, oid).Scan(&constraint); err != nil || constraint == nil {
+		return b
 	}
-	return *bound
+	b.Constraint = *constraint
+	rows, err := pool.Query(ctx, `WITH RECURSIVE up AS (
+			SELECT $1::oid AS relid, 0 AS depth
+			UNION ALL
+			SELECT i.inhparent, up.depth + 1 FROM up JOIN pg_inherits i ON i.inhrelid = up.relid WHERE up.relid <> $2::oid)
+		SELECT pg_get_expr(c.relpartbound, c.oid), pt.partstrat::text, i.inhparent,
+			ARRAY(SELECT coalesce(a.attname::text, '') FROM unnest(pt.partattrs::int2[]) WITH ORDINALITY k(attnum, ord)
+				LEFT JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = k.attnum ORDER BY k.ord)
+		FROM up JOIN pg_class c ON c.oid = up.relid JOIN pg_inherits i ON i.inhrelid = up.relid
+			JOIN pg_partitioned_table pt ON pt.partrelid = i.inhparent
+		WHERE up.relid <> $2::oid ORDER BY up.depth`, oid, root)
+	if err != nil {
+		return b
+	}
+	for rows.Next() {
+		var l partbound.Level
+		var strategy string
+		var parent uint32
+		if err := rows.Scan(&l.Bound, &strategy, &parent, &l.Columns); err != nil || len(strategy) != 1 {
+			rows.Close()
+			return PartitionBound{Constraint: b.Constraint}
+		}
+		l.Strategy = strategy[0]
+		b.Levels = append(b.Levels, l)
+		b.Parents = append(b.Parents, parent)
+	}
+	if rows.Err() != nil || len(b.Parents) == 0 || b.Parents[len(b.Parents)-1] != root {
+		return PartitionBound{Constraint: b.Constraint}
+	}
+	return b
 }
 
 // WatchFunctions are the schema-qualified functions of the run on slot's

@@ -182,7 +182,7 @@ func New(ctx context.Context, src *postgres.Source, srcConnString string, tgt *m
 		inflight: make(chan struct{}, opt.Parallel), stop: make(chan struct{}), bufs: make([]partBuf, opt.Partitions),
 		partLast: make([]Pos, opt.Partitions), probes: map[string]chan Pos{}}
 	for _, rt := range rts {
-		t := &pubTable{rt: rt, notices: capture.TableNotices{Source: rt.Plan.Source, Parts: rt.Plan.Source.Partitions}}
+		t := &pubTable{rt: rt, notices: capture.NewTableNotices(rt.Plan)}
 		scan := *rt.Plan
 		scan.Columns, scan.Key = nil, nil
 		for _, c := range rt.Plan.Source.Columns {

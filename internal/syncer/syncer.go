@@ -145,7 +145,7 @@ func New(src *postgres.Source, srcConnString string, tgt *mysql.Target, p *plan.
 	}
 	s.status.started = time.Now()
 	for _, t := range p.Tables {
-		tt := &table{plan: t, apply: apply.NewTable(t), notices: capture.TableNotices{Source: t.Source, Parts: t.Source.Partitions}}
+		tt := &table{plan: t, apply: apply.NewTable(t), notices: capture.NewTableNotices(t)}
 		if !t.Keyless && t.Source.RowKeyDeferrable() { // REPLICA IDENTITY FULL (capture checks)
 			tt.deferred = newDeferredTx()
 			s.deferredTables = append(s.deferredTables, tt)

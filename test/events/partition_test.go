@@ -234,7 +234,7 @@ func TestPublisherStopsAtPartitionTruncate(t *testing.T) {
 	pub, appliers := startTwoPartitions(t, p, publishArgs(t, p, s, "notes"), s, "notes", nil)
 	p.PG(t, `TRUNCATE notes_low`)
 	if code := pub.wait(t, 60*time.Second); code != 4 || !strings.Contains(pub.out.String(), "SLUICE-SYNC-SCHEMACHANGE") ||
-		!strings.Contains(pub.out.String(), "its partition public.notes_low was truncated") || !strings.Contains(pub.out.String(), "(id >= 0) AND (id < 30)") {
+		!strings.Contains(pub.out.String(), "its partition public.notes_low was truncated") || !strings.Contains(pub.out.String(), "DELETE FROM `notes` WHERE `id` IS NOT NULL AND `id` >= 0 AND `id` < 30;") {
 		t.Fatalf("the publisher exited %d; want 4 with SLUICE-SYNC-SCHEMACHANGE naming partition notes_low and its bound:\n%s", code, pub.out)
 	}
 	for _, a := range appliers {
