@@ -276,11 +276,14 @@ func CheckArrayElements(t *plan.Table, all bool) error {
 type TableNotices struct {
 	Plan  *plan.Table
 	Parts []uint32
+	// Rewatch is poked for a notice that shows a partition the run did not
+	// know or one whose TRUNCATE trigger is disabled.
+	Rewatch pgstream.Rewatch
 }
 
 // NewTableNotices starts with the planned partitions of t.
-func NewTableNotices(t *plan.Table) TableNotices {
-	return TableNotices{Plan: t, Parts: t.Source.Partitions}
+func NewTableNotices(t *plan.Table, rewatch pgstream.Rewatch) TableNotices {
+	return TableNotices{Plan: t, Parts: t.Source.Partitions, Rewatch: rewatch}
 }
 
 // Concerns says whether a notice is of the table or of one of its
@@ -298,15 +301,18 @@ func (w *TableNotices) Concerns(n pgstream.DDLNotice) bool {
 func (w *TableNotices) Changes(n pgstream.DDLNotice, pool *pgxpool.Pool, log *slog.Logger, wholeOld bool) ([]string, error) {
 	src := w.Plan.Source
 	if n.Truncated && n.OID != src.OID {
-		if b := pgstream.ReadBound(pool, n.OID, src.OID); b.Under(n.Ancestors) {
+		if b := pgstream.ReadBound(pool, n.OID, src.OID); b.Matches(n.Ancestors, n.Bounds) {
 			n.Bound, n.Delete = b.Constraint, targetDelete(w.Plan, b)
 		}
+	}
+	if n.OID == src.OID && (len(n.Unwatched) > 0 || slices.ContainsFunc(n.Parts, func(oid uint32) bool { return !slices.Contains(w.Parts, oid) })) {
+		w.Rewatch.Poke()
 	}
 	if len(n.Unwatched) > 0 && n.OID == src.OID {
 		name := src.Name.String()
 		log.Warn("sluice's TRUNCATE trigger was disabled on partitions of "+name+": "+strings.Join(n.Unwatched, ", "),
 			"code", "SLUICE-SYNC-NOTRUNCWATCH", "table", name,
-			"hint", "sluice enables it again within a minute; if one of them was truncated meanwhile, run sluice verify --repair --tables "+name)
+			"hint", "sluice enables it again in a moment (a transaction holding the partition may delay that for up to a minute); if one of them was truncated meanwhile, run sluice verify --repair --tables "+name)
 	}
 	problems, err := NoticeChanges(src, w.Parts, n, src.RowKey(), wholeOld)
 	if err == nil && len(problems) == 0 && n.OID == src.OID && n.Parts != nil {

@@ -10,15 +10,17 @@ import (
 	"github.com/sluice-db/sluice/internal/typemap"
 )
 
-// column maps a source column of type name as sluice's plan does, under
-// another name on the target (or with the SQL type sqlType, when set).
-func column(source, name, sqlType string) plan.Column {
-	m := typemap.Map(schema.Type{Name: name, Display: name, Precision: -1, Scale: -1, Length: -1}, typemap.Options{Flavor: typemap.MariaDB})
+// column maps a source column of type name (with precision and scale,
+// -1 for none) as sluice's plan does, under another name on the target;
+// sqlType, when set, stands for a type the user set, which keeps the
+// kind and converts the text only.
+func column(source, name string, precision, scale int, sqlType string) plan.Column {
+	st := schema.Type{Name: name, Display: name, Precision: precision, Scale: scale, Length: -1}
+	m := typemap.Map(st, typemap.Options{Flavor: typemap.MariaDB})
 	if sqlType != "" {
-		m.SQLType = sqlType
+		m.SQLType, m.Convert = sqlType, typemap.TextForm(st)
 	}
-	return plan.Column{Source: source, Target: "v2_" + source, SQLType: m.SQLType, Kind: m.Kind, Convert: m.Convert, StreamConvert: m.StreamConvert,
-		SourceType: schema.Type{Name: name, Display: name}}
+	return plan.Column{Source: source, Target: "v2_" + source, SQLType: m.SQLType, Kind: m.Kind, Convert: m.Convert, StreamConvert: m.StreamConvert, SourceType: st}
 }
 
 // The DELETE a truncated partition's stop gives names the target's table
@@ -26,8 +28,9 @@ func column(source, name, sqlType string) plan.Column {
 // out when the target may compare the key otherwise.
 func TestTargetDelete(t *testing.T) {
 	tbl := &plan.Table{Target: "events_v2", Columns: []plan.Column{
-		column("id", "int8", ""), column("at", "timestamptz", ""), column("day", "date", ""), column("region", "text", ""),
-		column("amount", "numeric", "DECIMAL(12,2)"), column("code", "int4", "VARCHAR(10)"), column("price", "money", ""),
+		column("id", "int8", -1, -1, ""), column("at", "timestamptz", 6, -1, ""), column("day", "date", -1, -1, ""), column("region", "text", -1, -1, ""),
+		column("amount", "numeric", 12, 2, ""), column("code", "int4", -1, -1, "VARCHAR(10)"), column("price", "money", -1, -1, ""),
+		column("ms", "timestamp", 6, -1, "DATETIME(3)"),
 	}}
 	bound := func(strategy byte, col, b string) pgstream.PartitionBound {
 		return pgstream.PartitionBound{Constraint: "(…)", Parents: []uint32{10},
@@ -45,6 +48,10 @@ func TestTargetDelete(t *testing.T) {
 		{"numeric", bound('r', "amount", "FOR VALUES FROM (0.5) TO ('10')"), "DELETE FROM `events_v2` WHERE `v2_amount` IS NOT NULL AND `v2_amount` >= 0.5 AND `v2_amount` < 10"},
 		{"money as its numeric", bound('r', "price", "FOR VALUES FROM ('$0.00') TO ('$1,000.00')"),
 			"DELETE FROM `events_v2` WHERE `v2_price` IS NOT NULL AND `v2_price` >= 0.00 AND `v2_price` < 1000.00"},
+		{"a timestamp the user keeps to milliseconds", bound('r', "ms", "FOR VALUES FROM ('2024-01-01 00:00:00') TO ('2024-01-01 00:00:00.5')"),
+			"DELETE FROM `events_v2` WHERE `v2_ms` IS NOT NULL AND `v2_ms` >= '2024-01-01 00:00:00' AND `v2_ms` < '2024-01-01 00:00:00.5'"},
+		{"a bound finer than the target keeps", bound('r', "ms", "FOR VALUES FROM ('2024-01-01 00:00:00') TO ('2024-01-01 00:00:00.0005')"), ""},
+		{"numeric past its scale", bound('r', "amount", "FOR VALUES FROM (0.005) TO ('10')"), ""},
 		{"text: collations differ", bound('l', "region", "FOR VALUES IN ('eu')"), ""},
 		{"an integer the user made text", bound('l', "code", "FOR VALUES IN (1)"), ""},
 		{"a date MariaDB cannot hold", bound('r', "day", "FOR VALUES FROM ('-infinity') TO ('2024-01-01')"), ""},

@@ -16,7 +16,7 @@ import (
 // per partitioned table between it and the migrated table.
 type Level struct {
 	Strategy byte     // the parent's: 'r' range, 'l' list, 'h' hash
-	Columns  []string // the parent's partition key, "" for an expression
+	Columns  []string // the parent's partition key, "" for an expression or a column with its own operator class
 	Bound    string   // pg_get_expr(relpartbound): FOR VALUES …, or DEFAULT
 }
 
@@ -70,7 +70,7 @@ func levelCondition(l Level, target Target) ([]string, error) {
 	lits := make([]func(string) (string, error), len(l.Columns))
 	for i, c := range l.Columns {
 		if c == "" {
-			return nil, errors.New("the partition key holds an expression")
+			return nil, errors.New("the partition key holds an expression, or a column ordered by an operator class of its own")
 		}
 		var err error
 		if cols[i], lits[i], err = target(c); err != nil {

@@ -59,6 +59,10 @@ type DDLNotice struct {
 	// whole.
 	Truncated bool     `json:"truncated"`
 	Ancestors []uint32 `json:"ancestors"`
+	// Bounds are the partition's bound and each ancestor's as the trigger
+	// read them (pg_get_expr of relpartbound, in UTC): the rows it held are
+	// told only if the catalog still has them (PartitionBound.Matches).
+	Bounds []string `json:"bounds"`
 	// Bound is the partition's constraint, its ancestors' bounds included,
 	// as the source's catalog has it (ReadBound): any role may write a
 	// notice, so the rows it names are not taken from one. Delete is the
@@ -271,7 +275,9 @@ BEGIN
   IF pg_relation_size(TG_RELID) > 0 THEN
     PERFORM pg_logical_emit_message(true, 'sluice', 'D:' || json_build_object('oid', TG_RELID::bigint, 'name', TG_RELID::regclass::text,
         'truncated', true,
-        'ancestors', (SELECT json_agg(a.relid::oid::bigint) FROM pg_partition_ancestors(TG_RELID) a WHERE a.relid <> TG_RELID::regclass))::text);
+        'ancestors', (SELECT json_agg(a.relid::oid::bigint) FROM pg_partition_ancestors(TG_RELID) a WHERE a.relid <> TG_RELID::regclass),
+        'bounds', (SELECT json_agg(pg_get_expr(c.relpartbound, c.oid) ORDER BY a.n)
+          FROM pg_partition_ancestors(TG_RELID) WITH ORDINALITY a(relid, n) JOIN pg_class c ON c.oid = a.relid))::text);
   END IF;
   RETURN NULL;
 EXCEPTION WHEN OTHERS THEN
@@ -350,13 +356,35 @@ func EnsureDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot, publication s
 	return nil
 }
 
-// KeepWatchingTruncates tries again once a minute, until ctx ends, to give
-// the TRUNCATE trigger to the partitions that lack it (ones a transaction or
-// a VACUUM kept locked at start), one short try each, so that the
-// application's writers of such a partition wait at most 100 ms a minute
-// for it. It returns at once on a source without sluice's triggers, and
-// for a run without a partitioned table (the run's tables stay the same).
-func KeepWatchingTruncates(ctx context.Context, pool *pgxpool.Pool, slot, publication string, log *slog.Logger) {
+// Rewatch asks KeepWatchingTruncates to look now rather than at its next
+// minute: a notice showed a partition the run did not know (its trigger,
+// made by the event trigger, fires in ordinary sessions only until sluice
+// enables it ALWAYS) or one whose trigger was disabled.
+type Rewatch chan struct{}
+
+// NewRewatch makes a Rewatch; pokes made while one is pending count once.
+func NewRewatch() Rewatch { return make(Rewatch, 1) }
+
+// Poke asks for a look now.
+func (r Rewatch) Poke() {
+	select {
+	case r <- struct{}{}:
+	default:
+	}
+}
+
+// rewatchGap is the least time between two looks, however often poked.
+const rewatchGap = time.Second
+
+// KeepWatchingTruncates tries again once a minute, and when poked through
+// rewatch, until ctx ends, to give the TRUNCATE trigger to the partitions
+// that lack it (ones a transaction or a VACUUM kept locked at start, ones
+// created since) and to enable it ALWAYS where it is not, one short try
+// each, so that the application's writers of such a partition wait at most
+// 100 ms for it. It returns at once on a source without sluice's triggers,
+// and for a run without a partitioned table (the run's tables stay the
+// same).
+func KeepWatchingTruncates(ctx context.Context, pool *pgxpool.Pool, slot, publication string, log *slog.Logger, rewatch Rewatch) {
 	var partitioned bool
 	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication p JOIN pg_publication_rel pr ON pr.prpubid = p.oid
 		JOIN pg_class c ON c.oid = pr.prrelid WHERE p.pubname = $1 AND c.relkind = 'p')`, publication).Scan(&partitioned); err == nil && !partitioned {
@@ -364,12 +392,20 @@ func KeepWatchingTruncates(ctx context.Context, pool *pgxpool.Pool, slot, public
 	}
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
+	var last time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-rewatch:
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Until(last.Add(rewatchGap))):
+			}
 		}
+		last = time.Now()
 		var installed bool
 		if err := pool.QueryRow(ctx, `SELECT to_regprocedure($1) IS NOT NULL`, WatchFunctions(slot)[2]).Scan(&installed); err != nil {
 			if ctx.Err() == nil {
@@ -523,11 +559,16 @@ func installDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot, publication 
 			return "CREATE OR REPLACE FUNCTION " + fn + "() RETURNS " + returns +
 				" LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $sluice$" + body + "$sluice$"
 		}
+		// The bounds a TRUNCATE records are compared with sluice's reading
+		// of them, in its session's settings (a timestamptz bound prints in
+		// the session's time zone).
+		truncate := strings.Replace(create(truncateFn, "trigger", truncateWatchBody), " AS $sluice$",
+			" SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres' AS $sluice$", 1)
 		stmts := []string{
 			"CREATE SCHEMA IF NOT EXISTS " + postgres.Ident(watchSchema),
 			// the event trigger, as the application's user, calls watchFn
 			"GRANT USAGE ON SCHEMA " + postgres.Ident(watchSchema) + " TO PUBLIC",
-			create(truncateFn, "trigger", truncateWatchBody),
+			truncate,
 			"CREATE OR REPLACE FUNCTION " + watchFn + "(rel regclass) RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER " +
 				"SET search_path = pg_catalog, pg_temp SET lock_timeout = '100ms' AS $sluice$" +
 				fullXmin.ReplaceAllString(macros.Replace(watchPartitionBody), fullXminSQL) + "$sluice$",
@@ -653,8 +694,9 @@ func dropTruncateWatch(ctx context.Context, pool *pgxpool.Pool, trigger string) 
 // partition.
 type PartitionBound struct {
 	// Constraint is its partition constraint, its ancestors' bounds
-	// included (pg_get_partition_constraintdef); "" when it cannot be read
-	// or may have changed since (a default partition, or one below one).
+	// included (pg_get_partition_constraintdef); "" when it may have
+	// changed since (a default partition, or one below one). Nothing is
+	// set when something cannot be read.
 	Constraint string
 	// Levels are its bound and those of the partitioned tables between it
 	// and the migrated table, leaf first; Parents the table above each.
@@ -662,15 +704,24 @@ type PartitionBound struct {
 	Parents []uint32
 }
 
-// Under says whether the partition is below the tables ancestors (nearest
-// first) as it was when they were read: one attached elsewhere since has
-// another bound now.
-func (b PartitionBound) Under(ancestors []uint32) bool {
-	return len(b.Parents) <= len(ancestors) && slices.Equal(b.Parents, ancestors[:len(b.Parents)])
+// Matches says whether the bound read now is the one a TRUNCATE recorded:
+// the same tables above the partition (nearest first) and the same bounds
+// at every level. A partition attached elsewhere since, or detached and
+// attached again with another bound, held other rows.
+func (b PartitionBound) Matches(ancestors []uint32, bounds []string) bool {
+	if len(b.Parents) == 0 || len(b.Parents) > len(ancestors) || !slices.Equal(b.Parents, ancestors[:len(b.Parents)]) || len(bounds) < len(b.Levels) {
+		return false
+	}
+	for i, l := range b.Levels {
+		if l.Bound != bounds[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // ReadBound reads the bound of the partition with oid below the migrated
-// table root. Whatever cannot be read is left empty.
+// table root; the zero PartitionBound when it cannot.
 func ReadBound(pool *pgxpool.Pool, oid, root uint32) PartitionBound {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // the run's context may be ending
 	defer cancel()
@@ -680,7 +731,7 @@ func ReadBound(pool *pgxpool.Pool, oid, root uint32) PartitionBound {
 	var constraint *string
 	if err := pool.QueryRow(ctx, `SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_partition_ancestors($1::oid::regclass) a JOIN pg_class c ON c.oid = a.relid
 			WHERE pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT') THEN NULL ELSE pg_get_partition_constraintdef($1::oid) END`, oid).Scan(&constraint); err != nil || constraint == nil {
-		return b
+		return PartitionBound{}
 	}
 	b.Constraint = *constraint
 	rows, err := pool.Query(ctx, `WITH RECURSIVE up AS (
@@ -688,13 +739,17 @@ func ReadBound(pool *pgxpool.Pool, oid, root uint32) PartitionBound {
 			UNION ALL
 			SELECT i.inhparent, up.depth + 1 FROM up JOIN pg_inherits i ON i.inhrelid = up.relid WHERE up.relid <> $2::oid)
 		SELECT pg_get_expr(c.relpartbound, c.oid), pt.partstrat::text, i.inhparent,
-			ARRAY(SELECT coalesce(a.attname::text, '') FROM unnest(pt.partattrs::int2[]) WITH ORDINALITY k(attnum, ord)
+			-- a key column ordered by another than its type's default
+			-- operator class reads as an expression: MariaDB knows one order
+			ARRAY(SELECT CASE WHEN o.opcdefault THEN coalesce(a.attname::text, '') ELSE '' END
+				FROM unnest(pt.partattrs::int2[], pt.partclass::oid[]) WITH ORDINALITY k(attnum, opclass, ord)
+				JOIN pg_opclass o ON o.oid = k.opclass
 				LEFT JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = k.attnum ORDER BY k.ord)
 		FROM up JOIN pg_class c ON c.oid = up.relid JOIN pg_inherits i ON i.inhrelid = up.relid
 			JOIN pg_partitioned_table pt ON pt.partrelid = i.inhparent
 		WHERE up.relid <> $2::oid ORDER BY up.depth`, oid, root)
 	if err != nil {
-		return b
+		return PartitionBound{}
 	}
 	for rows.Next() {
 		var l partbound.Level
@@ -702,14 +757,14 @@ func ReadBound(pool *pgxpool.Pool, oid, root uint32) PartitionBound {
 		var parent uint32
 		if err := rows.Scan(&l.Bound, &strategy, &parent, &l.Columns); err != nil || len(strategy) != 1 {
 			rows.Close()
-			return PartitionBound{Constraint: b.Constraint}
+			return PartitionBound{}
 		}
 		l.Strategy = strategy[0]
 		b.Levels = append(b.Levels, l)
 		b.Parents = append(b.Parents, parent)
 	}
 	if rows.Err() != nil || len(b.Parents) == 0 || b.Parents[len(b.Parents)-1] != root {
-		return PartitionBound{Constraint: b.Constraint}
+		return PartitionBound{}
 	}
 	return b
 }

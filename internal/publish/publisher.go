@@ -137,6 +137,7 @@ type Publisher struct {
 	// schemaStopLSN: where an earlier run stopped for a schema change
 	// (see capture.SchemaWatch)
 	schemaStopLSN uint64
+	rewatch       pgstream.Rewatch // a notice showed a partition to give its TRUNCATE trigger now
 }
 
 type pubTable struct {
@@ -178,11 +179,11 @@ func New(ctx context.Context, src *postgres.Source, srcConnString string, tgt *m
 		return nil, err
 	}
 	pb := &Publisher{src: src, srcConn: srcConnString, tgt: tgt, plan: p, opt: opt, log: opt.Log, byName: map[string]*pubTable{},
-		runID: fmt.Sprintf("%x", time.Now().UnixNano()), started: time.Now(), windows: map[string]*window{},
+		runID: fmt.Sprintf("%x", time.Now().UnixNano()), started: time.Now(), windows: map[string]*window{}, rewatch: pgstream.NewRewatch(),
 		inflight: make(chan struct{}, opt.Parallel), stop: make(chan struct{}), bufs: make([]partBuf, opt.Partitions),
 		partLast: make([]Pos, opt.Partitions), probes: map[string]chan Pos{}}
 	for _, rt := range rts {
-		t := &pubTable{rt: rt, notices: capture.NewTableNotices(rt.Plan)}
+		t := &pubTable{rt: rt, notices: capture.NewTableNotices(rt.Plan, pb.rewatch)}
 		scan := *rt.Plan
 		scan.Columns, scan.Key = nil, nil
 		for _, c := range rt.Plan.Source.Columns {
@@ -263,7 +264,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 	g.Go(func() error { return p.copyChunks(gctx) })
 	g.Go(func() error { return p.heartbeat(gctx) })
 	g.Go(func() error {
-		pgstream.KeepWatchingTruncates(gctx, p.src.Pool, p.opt.Slot, p.opt.Publication, p.log)
+		pgstream.KeepWatchingTruncates(gctx, p.src.Pool, p.opt.Slot, p.opt.Publication, p.log, p.rewatch)
 		return nil
 	})
 	g.Go(func() error { return p.indexer(gctx) })

@@ -131,6 +131,7 @@ type Syncer struct {
 	// schemaStopLSN: where an earlier run stopped for a schema change (per
 	// run, from the sync state; see capture.SchemaWatch)
 	schemaStopLSN uint64
+	rewatch       pgstream.Rewatch // a notice showed a partition to give its TRUNCATE trigger now
 }
 
 // New prepares a sync. srcConnString is used for the replication connection.
@@ -138,14 +139,14 @@ func New(src *postgres.Source, srcConnString string, tgt *mysql.Target, p *plan.
 	opt.defaults()
 	s := &Syncer{src: src, srcConnStr: srcConnString, tgt: tgt, plan: p, opt: opt, log: opt.Log,
 		byName: map[string]*table{}, windows: map[string]*window{}, inflight: make(chan struct{}, opt.Parallel),
-		stop:  make(chan struct{}),
+		stop: make(chan struct{}), rewatch: pgstream.NewRewatch(),
 		runID: fmt.Sprintf("%x", time.Now().UnixNano())}
 	if opt.MaxRowsPerSec > 0 {
 		s.limiter = rate.NewLimiter(rate.Limit(opt.MaxRowsPerSec), max(1, min(int(opt.MaxRowsPerSec), 10000)))
 	}
 	s.status.started = time.Now()
 	for _, t := range p.Tables {
-		tt := &table{plan: t, apply: apply.NewTable(t), notices: capture.NewTableNotices(t)}
+		tt := &table{plan: t, apply: apply.NewTable(t), notices: capture.NewTableNotices(t, s.rewatch)}
 		if !t.Keyless && t.Source.RowKeyDeferrable() { // REPLICA IDENTITY FULL (capture checks)
 			tt.deferred = newDeferredTx()
 			s.deferredTables = append(s.deferredTables, tt)
@@ -328,7 +329,7 @@ func (s *Syncer) runOnce(ctx context.Context) (*CutoverReport, error) {
 	g.Go(func() error { return s.copyChunks(gctx) })
 	g.Go(func() error { return s.heartbeat(gctx) })
 	g.Go(func() error {
-		pgstream.KeepWatchingTruncates(gctx, s.src.Pool, s.opt.Slot, s.opt.Publication, s.log)
+		pgstream.KeepWatchingTruncates(gctx, s.src.Pool, s.opt.Slot, s.opt.Publication, s.log, s.rewatch)
 		return nil
 	})
 	err = g.Wait()

@@ -116,6 +116,9 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 		{"subpartition truncated", subpartitioned, "ev", `TRUNCATE ev_2`, "its partition public.ev_2a was truncated: the rows it held left the source without a change in the stream (delete them on the target with DELETE FROM `ev` WHERE `id` IS NOT NULL AND `id` >= 50 AND `id` < 95 AND `id` < 1000;"},
 		{"default partition truncated", partitioned + `; CREATE TABLE ev_def PARTITION OF ev DEFAULT; INSERT INTO ev VALUES (5000, 1, 1)`, "ev", `TRUNCATE ev_def`,
 			"its partition public.ev_def was truncated: the rows it held left the source without a change in the stream (sluice cannot tell them by a condition"},
+		{"truncated, then attached again with another bound", partitioned, "ev",
+			`TRUNCATE ev_1; ALTER TABLE ev DETACH PARTITION ev_1; ALTER TABLE ev ATTACH PARTITION ev_1 FOR VALUES FROM (2000) TO (3000)`,
+			"its partition public.ev_1 was truncated: the rows it held left the source without a change in the stream (sluice cannot tell them by a condition"},
 		{"truncated in a replica session", partitioned, "ev", `SET session_replication_role = replica; TRUNCATE ev_1; RESET session_replication_role`, "its partition public.ev_1 was truncated"},
 		{"oddly named partition truncated", partitioned + `; CREATE TABLE "Ev $watch$ 'x" PARTITION OF ev FOR VALUES FROM (2000) TO (3000); INSERT INTO ev VALUES (2500, 1, 1)`, "ev",
 			`TRUNCATE "Ev $watch$ 'x"`, "WHERE `id` IS NOT NULL AND `id` >= 2000 AND `id` < 3000;"},
@@ -186,7 +189,7 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 		if err := p.Source.QueryRow(context.Background(), `SELECT count(*) FROM ev_eu_jan`).Scan(&held); err != nil || held == 0 {
 			t.Fatalf("ev_eu_jan holds %d rows (%v)", held, err)
 		}
-		p.PG(t, `TRUNCATE ev_eu_jan`)
+		p.PG(t, `SET TimeZone = 'America/New_York'; TRUNCATE ev_eu_jan; RESET TimeZone`) // the bounds it records are read in UTC all the same
 		p.PG(t, `INSERT INTO ev VALUES (1000, 1, '2024-01-15 00:00:00+00', 1, 1)`) // after the stop: streamed once the sync runs again
 		want := "DELETE FROM `ev` WHERE `at` IS NOT NULL AND `at` >= '2024-01-01 00:00:00' AND `at` < '2024-02-01 00:00:00' AND `region` IN (1, 2)"
 		waitStopped(t, proc, 4, "SLUICE-SYNC-SCHEMACHANGE", "its partition public.ev_eu_jan was truncated", want+";")
@@ -200,6 +203,24 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 		s.start()
 		s.waitCaughtUp(60 * time.Second)
 		verifyEqual(t, p.SourceURL, p.TargetURL, "ev")
+		s.abort()
+	})
+	// A partition created during the sync gets its trigger from the event
+	// trigger, firing in ordinary sessions only until sluice enables it
+	// ALWAYS: the sync does that as soon as it reads the partition's
+	// notice, not at its next once-a-minute look, so that a TRUNCATE in a
+	// replica session soon after stops it too.
+	t.Run("new partition truncated in a replica session", func(t *testing.T) {
+		t.Parallel()
+		p, s, proc := syncedEv(t, partitioned, "--tables", "ev")
+		p.PG(t, `CREATE TABLE ev_3 PARTITION OF ev FOR VALUES FROM (1000) TO (2000); INSERT INTO ev (id, a, b) VALUES (1500, 1, 2)`)
+		_, table, _ := pgstream.SchemaWatchNames(s.slot)
+		waitFor(t, 20*time.Second, "ev_3's TRUNCATE trigger enabled ALWAYS (well before the once-a-minute look)", func() bool {
+			var enabled string
+			return p.Source.QueryRow(context.Background(), `SELECT tgenabled::text FROM pg_trigger WHERE tgrelid = 'ev_3'::regclass AND tgname = $1`, table).Scan(&enabled) == nil && enabled == "A"
+		})
+		p.PG(t, `SET session_replication_role = replica; TRUNCATE ev_3; RESET session_replication_role`)
+		waitStopped(t, proc, 4, "SLUICE-SYNC-SCHEMACHANGE", "its partition public.ev_3 was truncated", "WHERE `id` IS NOT NULL AND `id` >= 1000 AND `id` < 2000;")
 		s.abort()
 	})
 	// So does a TRUNCATE of a partition created during the sync: it got
@@ -319,14 +340,15 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 		s.abort()
 	})
 	// Any role may write a notice (pg_logical_emit_message): the rows a
-	// stop tells to delete come from the source's catalog, not from it.
+	// stop tells to delete come from the source's catalog, not from it, and
+	// only when the bounds it says the TRUNCATE saw are the catalog's.
 	t.Run("forged notice", func(t *testing.T) {
 		t.Parallel()
 		p, s, proc := syncedEv(t, partitioned, "--tables", "ev")
 		role := newRole(t, p, "sluice_nobody_")
-		p.PG(t, `SET ROLE `+role+`; SELECT pg_logical_emit_message(true, 'sluice', format('D:{"oid":%s,"name":"public.ev_1","truncated":true,"bound":"(true) -- all rows","ancestors":[%s]}',
+		p.PG(t, `SET ROLE `+role+`; SELECT pg_logical_emit_message(true, 'sluice', format('D:{"oid":%s,"name":"public.ev_1","truncated":true,"bound":"(true) -- all rows","ancestors":[%s],"bounds":["FOR VALUES FROM (MINVALUE) TO (MAXVALUE)",null]}',
 			'ev_1'::regclass::oid, 'ev'::regclass::oid)); RESET ROLE`)
-		waitStopped(t, proc, 4, "SLUICE-SYNC-SCHEMACHANGE", "DELETE FROM `ev` WHERE `id` IS NOT NULL AND `id` >= 0 AND `id` < 50;")
+		waitStopped(t, proc, 4, "SLUICE-SYNC-SCHEMACHANGE", "its partition public.ev_1 was truncated", "sluice cannot tell them by a condition")
 		if strings.Contains(proc.Output(), "all rows") {
 			t.Errorf("the stop names rows a forged notice chose:\n%s", testenv.Tail(proc.Output(), 5))
 		}
