@@ -190,7 +190,7 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 			t.Fatalf("ev_eu_jan holds %d rows (%v)", held, err)
 		}
 		p.PG(t, `SET TimeZone = 'America/New_York'; TRUNCATE ev_eu_jan; RESET TimeZone`) // the bounds it records are read in UTC all the same
-		p.PG(t, `INSERT INTO ev VALUES (1000, 1, '2024-01-15 00:00:00+00', 1, 1)`) // after the stop: streamed once the sync runs again
+		p.PG(t, `INSERT INTO ev VALUES (1000, 1, '2024-01-15 00:00:00+00', 1, 1)`)       // after the stop: streamed once the sync runs again
 		want := "DELETE FROM `ev` WHERE `at` IS NOT NULL AND `at` >= '2024-01-01 00:00:00' AND `at` < '2024-02-01 00:00:00' AND `region` IN (1, 2)"
 		waitStopped(t, proc, 4, "SLUICE-SYNC-SCHEMACHANGE", "its partition public.ev_eu_jan was truncated", want+";")
 		r, err := p.Target.Exec(want)
