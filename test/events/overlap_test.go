@@ -102,6 +102,38 @@ func (a *likesApp) run(t *testing.T, workers int, stop <-chan struct{}) *sync.Wa
 	return &wg
 }
 
+// likesLoad is a source seeded with likes, a JetStream stream, the likes
+// config, and the likes application writing until end.
+type likesLoad struct {
+	p    *testenv.Pair
+	s    *stream
+	cfg  string
+	app  *likesApp
+	stop chan struct{}
+	wg   *sync.WaitGroup
+}
+
+// startLikesLoad seeds users×posts likes and starts workers writers, which
+// also emit their changes to the stream when emit is set.
+func startLikesLoad(t *testing.T, users, posts, workers int, emit bool) *likesLoad {
+	t.Helper()
+	l := &likesLoad{p: testenv.NewPair(t), s: newStream(t), cfg: writeConfig(t, likesConfig), stop: make(chan struct{})}
+	seedLikes(t, l.p, users, posts)
+	var events *stream
+	if emit {
+		events = l.s
+	}
+	l.app = newLikesApp(t, l.p, events, users, posts)
+	l.wg = l.app.run(t, workers, l.stop)
+	return l
+}
+
+// end stops the writers and waits for them.
+func (l *likesLoad) end() {
+	close(l.stop)
+	l.wg.Wait()
+}
+
 func seedLikes(t *testing.T, p *testenv.Pair, users, posts int) {
 	t.Helper()
 	p.PG(t, likesDDL)
@@ -115,14 +147,8 @@ func seedLikes(t *testing.T, p *testenv.Pair, users, posts int) {
 // application writes; the sync is killed with SIGKILL in the middle of the
 // copy and resumes. The target ends equal to the source.
 func TestCopyAndEventsOverlapWithKill(t *testing.T) {
-	p := testenv.NewPair(t)
-	s := newStream(t)
-	cfg := writeConfig(t, likesConfig)
-	const users, posts = 1000, 100
-	seedLikes(t, p, users, posts)
-	app := newLikesApp(t, p, s, users, posts)
-	stop := make(chan struct{})
-	wg := app.run(t, 4, stop)
+	load := startLikesLoad(t, 1000, 100, 4, true)
+	p, s, cfg, app := load.p, load.s, load.cfg, load.app
 
 	args := append([]string{"sync", "--changes=events", "--events", s.URL, "--config", cfg, "--chunk-rows", "4000", "--parallel", "2",
 		"--batch-rows", "500"}, p.Args()...)
@@ -149,8 +175,7 @@ func TestCopyAndEventsOverlapWithKill(t *testing.T) {
 	second := start(t, args...)
 	second.waitFor(t, "the copy", 90*time.Second, func(st eventsStatus) bool { return st.Events.CopyDone })
 	time.Sleep(time.Second) // events keep flowing after the copy
-	close(stop)
-	wg.Wait()
+	load.end()
 	final := second.waitFor(t, "caught up", 60*time.Second, caughtUp)
 	t.Logf("app made %d changes; sync applied %d events, ignored %d, dead-lettered %d", app.changes.Load(), final.Events.Applied, final.Events.Ignored, final.Events.DeadLettered)
 	if final.Events.DeadLettered != 0 {

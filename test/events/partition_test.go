@@ -18,14 +18,8 @@ import (
 // killed with SIGKILL and restarted. A cutover fence broadcast to every
 // partition shows when all have caught up; the target then equals the source.
 func TestPartitionedAppliersWithKill(t *testing.T) {
-	p := testenv.NewPair(t)
-	s := newStream(t)
-	cfg := writeConfig(t, likesConfig)
-	const users, posts = 500, 100
-	seedLikes(t, p, users, posts)
-	app := newLikesApp(t, p, nil, users, posts)
-	stop := make(chan struct{})
-	wg := app.run(t, 4, stop)
+	load := startLikesLoad(t, 500, 100, 4, false)
+	p, s, cfg, app := load.p, load.s, load.cfg, load.app
 
 	slot := "sluice_t_part_" + fmt.Sprint(time.Now().UnixNano()%1_000_000)
 	pub := start(t, append([]string{"sync", "--publish", s.URL, "--partitions", "3", "--slot", slot, "--config", cfg,
@@ -46,8 +40,7 @@ func TestPartitionedAppliersWithKill(t *testing.T) {
 	time.Sleep(time.Second)
 	appliers[1] = applier(1)
 	time.Sleep(2 * time.Second)
-	close(stop)
-	wg.Wait()
+	load.end()
 	t.Logf("the application made %d changes", app.changes.Load())
 
 	// Cutover: fence the source, broadcast the fence, wait for all three.
@@ -280,21 +273,16 @@ func TestPublisherRestartKeepsPartitionCount(t *testing.T) {
 // source. (Skipping the first 30 transactions after a restart made verify
 // find changed rows.)
 func TestPublisherKilledAndRestarted(t *testing.T) {
-	p := testenv.NewPair(t)
-	s := newStream(t)
-	cfg := writeConfig(t, likesConfig)
-	const users, posts = 1000, 100
-	seedLikes(t, p, users, posts)
-	app := newLikesApp(t, p, nil, users, posts)
-	stop := make(chan struct{})
-	wg := app.run(t, 3, stop)
+	const users = 1000
+	load := startLikesLoad(t, users, 100, 3, false)
+	p, s, cfg, app := load.p, load.s, load.cfg, load.app
 	var batches atomic.Int64
-	wg.Add(1)
+	load.wg.Add(1)
 	go func() { // a transaction of many changes, across both partitions
-		defer wg.Done()
+		defer load.wg.Done()
 		for i := 0; ; i++ {
 			select {
-			case <-stop:
+			case <-load.stop:
 				return
 			case <-time.After(20 * time.Millisecond):
 			}
@@ -327,8 +315,7 @@ func TestPublisherKilledAndRestarted(t *testing.T) {
 	t.Logf("publisher killed again while streaming, after %d changes and %d batch updates", app.changes.Load(), batches.Load())
 	pub = start(t, args...)
 	time.Sleep(1500 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	load.end()
 	t.Logf("the application made %d changes and %d batch updates", app.changes.Load(), batches.Load())
 
 	if code, body := pub.cutover(t); code != http.StatusOK {
