@@ -276,8 +276,8 @@ func CheckArrayElements(t *plan.Table, all bool) error {
 type TableNotices struct {
 	Plan  *plan.Table
 	Parts []uint32
-	// Rewatch is poked for a notice that shows a partition the run did not
-	// know or one whose TRUNCATE trigger is disabled.
+	// Rewatch is poked for a notice that shows a partition whose TRUNCATE
+	// trigger is missing or does not fire ALWAYS (a new one, one disabled).
 	Rewatch pgstream.Rewatch
 }
 
@@ -305,7 +305,7 @@ func (w *TableNotices) Changes(n pgstream.DDLNotice, pool *pgxpool.Pool, log *sl
 			n.Bound, n.Delete = b.Constraint, targetDelete(w.Plan, b)
 		}
 	}
-	if n.OID == src.OID && (len(n.Unwatched) > 0 || slices.ContainsFunc(n.Parts, func(oid uint32) bool { return !slices.Contains(w.Parts, oid) })) {
+	if n.OID == src.OID && n.Rewatch {
 		w.Rewatch.Poke()
 	}
 	if len(n.Unwatched) > 0 && n.OID == src.OID {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -51,8 +52,10 @@ type DDLNotice struct {
 	// Unlogged names its partitions that write no WAL: their changes reach
 	// no change stream.
 	Unlogged []string `json:"unlogged"`
-	// Unwatched names its partitions whose TRUNCATE trigger is disabled.
+	// Unwatched names its partitions whose TRUNCATE trigger is disabled;
+	// Rewatch says some partition's is missing or does not fire ALWAYS.
 	Unwatched []string `json:"unwatched"`
+	Rewatch   bool     `json:"rewatch"`
 	// Truncated: a TRUNCATE of this partition (Name, schema-qualified)
 	// holding rows was about to run; Ancestors are the tables above it. The
 	// stream shows it only when it came with one of a published table as a
@@ -242,7 +245,11 @@ BEGIN
           -- partitions whose TRUNCATE trigger was disabled (ALTER TABLE …
           -- DISABLE TRIGGER, a bulk loader's habit)
           'unwatched', (SELECT coalesce(jsonb_agg(t.relid::text), '[]') FROM pg_partition_tree(r.objid) t
-            JOIN pg_trigger tg ON tg.tgrelid = t.relid AND tg.tgname = __TRUNCATE_TRIGGER__ WHERE tg.tgenabled = 'D')))::text;
+            JOIN pg_trigger tg ON tg.tgrelid = t.relid AND tg.tgname = __TRUNCATE_TRIGGER__ WHERE tg.tgenabled = 'D'),
+          -- partitions whose trigger is missing or fires in some sessions
+          -- only (new ones; ENABLE TRIGGER ALL after a bulk load)
+          'rewatch', EXISTS (SELECT 1 FROM pg_partition_tree(r.objid) t JOIN pg_class pc ON pc.oid = t.relid AND pc.relkind = 'r'
+            LEFT JOIN pg_trigger tg ON tg.tgrelid = t.relid AND tg.tgname = __TRUNCATE_TRIGGER__ WHERE tg.tgenabled IS DISTINCT FROM 'A')))::text;
       END IF;
       IF shape IS NOT NULL THEN
         PERFORM pg_logical_emit_message(true, 'sluice', 'D:' || shape);
@@ -357,9 +364,10 @@ func EnsureDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot, publication s
 }
 
 // Rewatch asks KeepWatchingTruncates to look now rather than at its next
-// minute: a notice showed a partition the run did not know (its trigger,
-// made by the event trigger, fires in ordinary sessions only until sluice
-// enables it ALWAYS) or one whose trigger was disabled.
+// minute: a notice showed a partition whose trigger is missing or does not
+// fire ALWAYS (a new partition's, made by the event trigger, fires in
+// ordinary sessions only until sluice enables it ALWAYS; one disabled, or
+// enabled again by ENABLE TRIGGER ALL).
 type Rewatch chan struct{}
 
 // NewRewatch makes a Rewatch; pokes made while one is pending count once.
@@ -381,7 +389,8 @@ const rewatchGap = time.Second
 // that lack it (ones a transaction or a VACUUM kept locked at start, ones
 // created since) and to enable it ALWAYS where it is not, one short try
 // each, so that the application's writers of such a partition wait at most
-// 100 ms for it. It returns at once on a source without sluice's triggers,
+// 100 ms a look, and a look comes once a minute, or when poked at most once
+// a second (pokes come with DDL on the run's tables). It returns at once on a source without sluice's triggers,
 // and for a run without a partitioned table (the run's tables stay the
 // same).
 func KeepWatchingTruncates(ctx context.Context, pool *pgxpool.Pool, slot, publication string, log *slog.Logger, rewatch Rewatch) {
@@ -530,6 +539,21 @@ func withShortLock(ctx context.Context, pool *pgxpool.Pool, giveUp time.Time, st
 	}
 }
 
+// textSettings are SET clauses for the TRUNCATE trigger's function: the
+// bounds it records are compared with sluice's own reading of them, so it
+// prints them in sluice's session settings (a timestamptz bound prints in
+// the session's time zone, an interval in its IntervalStyle).
+func textSettings() string {
+	var b strings.Builder
+	for _, name := range slices.Sorted(maps.Keys(postgres.SessionParams)) {
+		if name == "application_name" || name == "client_encoding" { // not how values print
+			continue
+		}
+		b.WriteString(" SET " + name + " = " + postgres.Literal(postgres.SessionParams[name]))
+	}
+	return b.String()
+}
+
 // installDDLWatch installs the triggers; publication names the run's
 // tables, the only ones whose changes are described.
 func installDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot, publication string) error {
@@ -559,11 +583,7 @@ func installDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot, publication 
 			return "CREATE OR REPLACE FUNCTION " + fn + "() RETURNS " + returns +
 				" LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $sluice$" + body + "$sluice$"
 		}
-		// The bounds a TRUNCATE records are compared with sluice's reading
-		// of them, in its session's settings (a timestamptz bound prints in
-		// the session's time zone).
-		truncate := strings.Replace(create(truncateFn, "trigger", truncateWatchBody), " AS $sluice$",
-			" SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres' AS $sluice$", 1)
+		truncate := strings.Replace(create(truncateFn, "trigger", truncateWatchBody), " AS $sluice$", textSettings()+" AS $sluice$", 1)
 		stmts := []string{
 			"CREATE SCHEMA IF NOT EXISTS " + postgres.Ident(watchSchema),
 			// the event trigger, as the application's user, calls watchFn

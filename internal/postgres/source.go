@@ -23,16 +23,18 @@ import (
 // sluice can rely on one form: UTC timestamps, ISO dates and intervals, hex
 // bytea and exact floats (shortest form on PostgreSQL 12 and later; before
 // 12 only 3 prints every digit, 1 rounded float8 to 16) and money in the C
-// locale ($1,234.56: another lc_monetary may swap the separators).
+// locale ($1,234.56: another lc_monetary may swap the separators), and a
+// backslash in a string literal as itself (pg_get_expr's quoting).
 var SessionParams = map[string]string{
-	"application_name":   "sluice",
-	"TimeZone":           "UTC",
-	"DateStyle":          "ISO, YMD",
-	"IntervalStyle":      "iso_8601",
-	"extra_float_digits": "3",
-	"bytea_output":       "hex",
-	"client_encoding":    "UTF8",
-	"lc_monetary":        "C",
+	"application_name":            "sluice",
+	"TimeZone":                    "UTC",
+	"DateStyle":                   "ISO, YMD",
+	"IntervalStyle":               "iso_8601",
+	"extra_float_digits":          "3",
+	"bytea_output":                "hex",
+	"client_encoding":             "UTF8",
+	"lc_monetary":                 "C",
+	"standard_conforming_strings": "on",
 }
 
 // connectTimeout bounds how long an unreachable host can stall a command.

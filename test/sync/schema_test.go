@@ -339,6 +339,22 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 		waitStopped(t, proc, 4, "SLUICE-SYNC-SCHEMACHANGE", "its partition public.ev_1 was truncated")
 		s.abort()
 	})
+	// A bulk loader's DISABLE TRIGGER ALL … ENABLE TRIGGER ALL leaves
+	// sluice's trigger firing in ordinary sessions only: the sync enables it
+	// ALWAYS again as soon as it reads the notice of that ALTER TABLE.
+	t.Run("trigger enabled again for ordinary sessions", func(t *testing.T) {
+		t.Parallel()
+		p, s, proc := syncedEv(t, partitioned, "--tables", "ev")
+		p.PG(t, `ALTER TABLE ev_1 DISABLE TRIGGER ALL; ALTER TABLE ev_1 ENABLE TRIGGER ALL`)
+		_, table, _ := pgstream.SchemaWatchNames(s.slot)
+		waitFor(t, 20*time.Second, "ev_1's TRUNCATE trigger enabled ALWAYS again (well before the once-a-minute look)", func() bool {
+			var enabled string
+			return p.Source.QueryRow(context.Background(), `SELECT tgenabled::text FROM pg_trigger WHERE tgrelid = 'ev_1'::regclass AND tgname = $1`, table).Scan(&enabled) == nil && enabled == "A"
+		})
+		p.PG(t, `SET session_replication_role = replica; TRUNCATE ev_1; RESET session_replication_role`)
+		waitStopped(t, proc, 4, "SLUICE-SYNC-SCHEMACHANGE", "its partition public.ev_1 was truncated")
+		s.abort()
+	})
 	// Any role may write a notice (pg_logical_emit_message): the rows a
 	// stop tells to delete come from the source's catalog, not from it, and
 	// only when the bounds it says the TRUNCATE saw are the catalog's.
