@@ -182,6 +182,9 @@ func planTable(ctx context.Context, src *postgres.Source, st *schema.Table, tm c
 	if st.Partitioned {
 		t.Warnings = append(t.Warnings, fmt.Sprintf("%s: partitioned: copied as one table, its changes streamed through it (PostgreSQL 13 or later); a TRUNCATE, DETACH or DROP of one of its partitions, or an ATTACH of a table holding rows, reaches no change stream: a sync that may install its triggers stops at it, naming the rows to change on the target (docs/OPERATIONS.md)", st.Name))
 	}
+	if f := st.ForeignPartitions; len(f) > 0 {
+		t.Warnings = append(t.Warnings, fmt.Sprintf("%s: partitions %s are foreign tables: their rows are copied, but they are written on another server, whose changes reach no change stream here: a sync misses every write to them (keep them unchanged until the cutover, or run sluice verify --repair --tables %s after such writes)", st.Name, strings.Join(f, ", "), st.Name))
+	}
 	rowKey := st.RowKey()
 	quoted := postgres.Ident(st.Name.Schema, st.Name.Name)
 	switch {

@@ -110,6 +110,9 @@ type Table struct {
 	// UnloggedPartitions name those that write no WAL: their changes reach
 	// no change stream.
 	UnloggedPartitions []string
+	// ForeignPartitions name those that are foreign tables: their rows
+	// live on another server, whose changes reach no change stream here.
+	ForeignPartitions []string
 }
 
 // Column returns the named column, or nil.

@@ -511,6 +511,37 @@ func TestTruncateWatchWaitsBriefly(t *testing.T) {
 	s.abort()
 }
 
+// TestForeignPartitionWarned: a partition that is a foreign table holds
+// rows of another server, whose writes reach no change stream here. The
+// sync says so before it copies (naming the partition), and copies its
+// rows all the same: verify finds the target equal.
+func TestForeignPartitionWarned(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	p.PG(t, `CREATE EXTENSION IF NOT EXISTS postgres_fdw;
+		CREATE TABLE ev (id int NOT NULL, a int NOT NULL, b int NOT NULL) PARTITION BY RANGE (id); -- no unique key: PostgreSQL's rule for foreign partitions
+		CREATE TABLE ev_1 PARTITION OF ev FOR VALUES FROM (0) TO (1000);
+		ALTER TABLE ev REPLICA IDENTITY FULL; ALTER TABLE ev_1 REPLICA IDENTITY FULL;
+		CREATE TABLE archive (id int PRIMARY KEY, a int NOT NULL, b int NOT NULL);
+		INSERT INTO ev SELECT g, g, 10 * g FROM generate_series(1, 100) g;
+		INSERT INTO archive SELECT g, g, 10 * g FROM generate_series(1000, 1049) g;
+		CREATE SERVER archive_server FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', dbname '`+p.Name+`');
+		CREATE USER MAPPING FOR CURRENT_USER SERVER archive_server OPTIONS (user 'postgres');
+		CREATE FOREIGN TABLE ev_archive PARTITION OF ev FOR VALUES FROM (1000) TO (2000) SERVER archive_server OPTIONS (table_name 'archive')`)
+	s := newSync(t, p.SourceURL, p.TargetURL, "--tables", "ev")
+	proc := s.start()
+	s.waitCaughtUp(60 * time.Second)
+	if out := proc.Output(); !strings.Contains(out, "partitions public.ev_archive are foreign tables") || !strings.Contains(out, "a sync misses every write to them") {
+		t.Errorf("the sync did not warn of the foreign partition:\n%s", testenv.Tail(out, 20))
+	}
+	var n int
+	if err := p.Target.QueryRow(`SELECT COUNT(*) FROM ev WHERE id >= 1000`).Scan(&n); err != nil || n != 50 {
+		t.Errorf("the target holds %d of the foreign partition's 50 rows (%v)", n, err)
+	}
+	verifyEqual(t, p.SourceURL, p.TargetURL, "ev")
+	s.abort()
+}
+
 // TestSchemaStopThenResume: a sync stopped at a schema change goes on past
 // it once run again (the target changed to match), instead of stopping at
 // the same change replayed from the slot on every start; the next schema
