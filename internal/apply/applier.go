@@ -34,6 +34,13 @@ func (a *Applier) Add(op Op) { a.ops = append(a.ops, op) }
 // Pending is the number of queued ops.
 func (a *Applier) Pending() int { return len(a.ops) }
 
+// Discard drops the ops queued after the first n (a transaction the run
+// stops before writing).
+func (a *Applier) Discard(n int) {
+	clear(a.ops[n:])
+	a.ops = a.ops[:n]
+}
+
 // Applied is the number of ops committed so far.
 func (a *Applier) Applied() int64 { return a.applied }
 

@@ -65,6 +65,11 @@ func partitionKeyOnTarget(t *plan.Table) partbound.Target {
 		if !ok || c.SourceType.Array || !slices.ContainsFunc(kind.targets, func(re *regexp.Regexp) bool { return re.MatchString(sqlType) }) {
 			return "", nil, fmt.Errorf("column %s (%s as %s) may compare otherwise on the target", column, c.SourceType.Display, c.SQLType)
 		}
+		if c.Kind == canonical.Timestamp && datetimeDigits(sqlType) < typemap.FracDigits(c.SourceType) {
+			// The target cut (MariaDB) or rounded (MySQL) the rows' fractions:
+			// a row just under a bound may sit at it there.
+			return "", nil, fmt.Errorf("column %s (%s as %s) keeps fewer digits of a second on the target", column, c.SourceType.Display, c.SQLType)
+		}
 		return typemap.QuoteIdent(c.Target), func(text string) (string, error) {
 			v, err := typemap.Mapping{StreamConvert: c.StreamConvert, Convert: c.Convert}.ConvertText([]byte(text)) // as a streamed value
 			if err != nil {
@@ -74,7 +79,6 @@ func partitionKeyOnTarget(t *plan.Table) partbound.Target {
 				return "", fmt.Errorf("column %s: value %q is not one sluice writes as a literal", column, v)
 			}
 			if c.Kind == canonical.Timestamp && fractionDigits(v) > datetimeDigits(sqlType) {
-				// the target cut the rows' fractions: a finer bound parts them otherwise
 				return "", fmt.Errorf("column %s: bound %s is finer than %s", column, v, c.SQLType)
 			}
 			if kind.quote {

@@ -216,7 +216,7 @@ func parseList(s string) ([]value, string, error) {
 			var b strings.Builder
 			i := 1
 			for ; i < len(s); i++ {
-				if s[i] == '\\' { // an escape string's backslash: not PostgreSQL's usual text; stay away
+				if s[i] == '\\' { // sluice's sessions print one as itself (standard_conforming_strings); no key type it writes has one
 					return nil, s, errors.New("a backslash in a literal")
 				}
 				if s[i] == '\'' {

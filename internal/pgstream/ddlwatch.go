@@ -63,7 +63,8 @@ type DDLNotice struct {
 	Truncated bool     `json:"truncated"`
 	Ancestors []uint32 `json:"ancestors"`
 	// Bounds are the partition's bound and each ancestor's as the trigger
-	// read them (pg_get_expr of relpartbound, in UTC): the rows it held are
+	// read them (pg_get_expr of relpartbound, in sluice's session
+	// settings): the rows it held are
 	// told only if the catalog still has them (PartitionBound.Matches).
 	Bounds []string `json:"bounds"`
 	// Bound is the partition's constraint, its ancestors' bounds included,
@@ -73,6 +74,10 @@ type DDLNotice struct {
 	// tells them (capture.TableNotices fills both in).
 	Bound  string `json:"-"`
 	Delete string `json:"-"`
+	// Replayed says why rows that reach the target after the stop may
+	// belong to the truncated partition, so that no condition names them
+	// (set by the run that judges the notice; "" when none).
+	Replayed string `json:"-"`
 }
 
 // DDLPartition names a partition.

@@ -183,7 +183,11 @@ func planTable(ctx context.Context, src *postgres.Source, st *schema.Table, tm c
 		t.Warnings = append(t.Warnings, fmt.Sprintf("%s: partitioned: copied as one table, its changes streamed through it (PostgreSQL 13 or later); a TRUNCATE, DETACH or DROP of one of its partitions, or an ATTACH of a table holding rows, reaches no change stream: a sync that may install its triggers stops at it, naming the rows to change on the target (docs/OPERATIONS.md)", st.Name))
 	}
 	if f := st.ForeignPartitions; len(f) > 0 {
-		t.Warnings = append(t.Warnings, fmt.Sprintf("%s: partitions %s are foreign tables: their rows are copied, but they are written on another server, whose changes reach no change stream here: a sync misses every write to them (keep them unchanged until the cutover, or run sluice verify --repair --tables %s after such writes)", st.Name, strings.Join(f, ", "), st.Name))
+		which := "partition " + f[0] + " is a foreign table"
+		if len(f) > 1 {
+			which = "partitions " + strings.Join(f, ", ") + " are foreign tables"
+		}
+		t.Warnings = append(t.Warnings, fmt.Sprintf("%s: %s: its rows are copied, but it is written on another server, whose changes reach no change stream here: a sync misses every write to it (keep it unchanged until the cutover, or run sluice verify --repair --tables %s after such writes)", st.Name, which, st.Name))
 	}
 	rowKey := st.RowKey()
 	quoted := postgres.Ident(st.Name.Schema, st.Name.Name)

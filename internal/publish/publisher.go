@@ -446,6 +446,11 @@ func (p *Publisher) loop(ctx context.Context, evs <-chan []pgstream.Event) error
 				if err != nil {
 					return err
 				}
+				if notice.Truncated {
+					// what was published before it may be applied after a
+					// DELETE the user ran, and some of it is published again
+					notice.Replayed = "the appliers apply what was published before the stop after it, some of it again when the publisher runs again"
+				}
 				ddl.Notice(notice)
 				continue
 			}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -44,6 +45,10 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 		oldest     time.Time // source commit time of the oldest unapplied transaction
 		streamOps  int       // changes from the stream (not chunk rows) in the batch
 		doneChunks []doneChunk
+		// where the transaction being received starts in the batch, and
+		// the tables it changed so far
+		txOps, txStreamOps int
+		txTables           = map[*table]bool{}
 	)
 	ddl := &capture.SchemaWatch{Target: s.tgt, Slot: s.opt.Slot, StoppedAt: s.schemaStopLSN, Log: s.log, Check: s.checkNotice,
 		TargetOf: func(oid uint32) string {
@@ -138,6 +143,8 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 		switch ev.Kind {
 		case pgstream.Begin:
 			ddl.Begin()
+			txOps, txStreamOps = s.applier.Pending(), streamOps
+			clear(txTables)
 			s.beginDeferred()
 			s.commits.Add(ev.Xid)
 			s.txXid = ev.Xid
@@ -149,7 +156,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 		case pgstream.Commit:
 			if !pos.skipTx {
 				if err := ddl.Commit(ev.LSN); err != nil {
-					return err
+					return s.stopBefore(err, txOps, func() error { streamOps = txStreamOps; return flush() })
 				}
 			}
 			applies := pos.commit(ev.LSN)
@@ -197,6 +204,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 			if err := s.change(t, ev); err != nil {
 				return err
 			}
+			txTables[t] = true
 			streamOps++
 		case pgstream.Truncate:
 			if pos.skipTx {
@@ -220,6 +228,10 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 			if notice, ok, err := pgstream.ParseDDLNotice(ev.Content); ok {
 				if err != nil {
 					return err
+				}
+				if notice.Truncated && slices.ContainsFunc(s.tables, func(t *table) bool { return txTables[t] && t.notices.Concerns(notice) }) {
+					// replayed after the stop, after a DELETE the user ran
+					notice.Replayed = "the transaction that truncated it wrote rows of the table before, which the sync writes again when it goes on"
 				}
 				ddl.Notice(notice)
 				continue
@@ -337,6 +349,21 @@ func (s *Syncer) keylessChange(t *table, ev pgstream.Event) error {
 	}
 	t.changes.Add(1)
 	return nil
+}
+
+// stopBefore ends the run at a schema change found at the commit of the
+// transaction whose ops start at txOps in the batch: it writes what came
+// before that transaction (flush), so that what the stop tells the user to
+// do on the target meets a target where it holds; left unwritten, those
+// transactions would be written again after it (a DELETE of a truncated
+// partition's rows would lose to rows written just before the TRUNCATE).
+func (s *Syncer) stopBefore(stop error, txOps int, flush func() error) error {
+	s.applier.Discard(txOps)
+	if err := flush(); err != nil {
+		s.log.Warn("could not write the transactions before the schema change the sync stops at; they are written when it runs again, so run sluice verify --repair then rather than change rows on the target by hand",
+			"code", "SLUICE-SYNC-STATE", "error", err.Error())
+	}
+	return stop
 }
 
 // addOp queues op and shows it to every open watermark window on its table.

@@ -211,11 +211,11 @@ func Map(t schema.Type, opt Options) Mapping {
 	case "date":
 		return Mapping{SQLType: "DATE", Kind: canonical.Date, Convert: checkDate}
 	case "time":
-		return Mapping{SQLType: fmt.Sprintf("TIME(%d)", fracDigits(t)), Kind: canonical.Time}
+		return Mapping{SQLType: fmt.Sprintf("TIME(%d)", FracDigits(t)), Kind: canonical.Time}
 	case "timestamp":
-		return Mapping{SQLType: fmt.Sprintf("DATETIME(%d)", fracDigits(t)), Kind: canonical.Timestamp, Convert: convertTimestamp(false)}
+		return Mapping{SQLType: fmt.Sprintf("DATETIME(%d)", FracDigits(t)), Kind: canonical.Timestamp, Convert: convertTimestamp(false)}
 	case "timestamptz":
-		return Mapping{SQLType: fmt.Sprintf("DATETIME(%d)", fracDigits(t)), Kind: canonical.Timestamp, Convert: convertTimestamp(true),
+		return Mapping{SQLType: fmt.Sprintf("DATETIME(%d)", FracDigits(t)), Kind: canonical.Timestamp, Convert: convertTimestamp(true),
 			Notes: []string{"timestamp with time zone becomes DATETIME in UTC (sluice pins both sessions to UTC; read it back with time_zone='+00:00')"}}
 	case "timetz":
 		return Mapping{SQLType: "VARCHAR(32) " + ascii, Kind: canonical.Exact,
@@ -316,7 +316,9 @@ func mapNumeric(t schema.Type) Mapping {
 		Notes:   []string{fmt.Sprintf("%s becomes DECIMAL(65,30): values with more than 35 digits before the point or 30 after it are rejected as bad rows", t.Display)}}
 }
 
-func fracDigits(t schema.Type) int {
+// FracDigits is the digits of a second a time or timestamp type keeps (6
+// when unbounded; MySQL keeps no more).
+func FracDigits(t schema.Type) int {
 	if t.Precision >= 0 && t.Precision < 6 {
 		return t.Precision
 	}

@@ -110,6 +110,7 @@ type likesLoad struct {
 	cfg  string
 	app  *likesApp
 	stop chan struct{}
+	once sync.Once
 	wg   *sync.WaitGroup
 }
 
@@ -125,12 +126,13 @@ func startLikesLoad(t *testing.T, users, posts, workers int, emit bool) *likesLo
 	}
 	l.app = newLikesApp(t, l.p, events, users, posts)
 	l.wg = l.app.run(t, workers, l.stop)
+	t.Cleanup(l.end) // a test that failed before its end
 	return l
 }
 
 // end stops the writers and waits for them.
 func (l *likesLoad) end() {
-	close(l.stop)
+	l.once.Do(func() { close(l.stop) })
 	l.wg.Wait()
 }
 

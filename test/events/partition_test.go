@@ -219,7 +219,9 @@ func TestPublisherStopsAtUnseenSchemaChange(t *testing.T) {
 // TestPublisherStopsAtPartitionTruncate: a TRUNCATE of one partition of a
 // published partitioned table reaches no change stream; sluice's trigger
 // on the partition tells, and the publisher stops (exit 4) naming the
-// partition and its bound, where the appliers kept its rows.
+// partition, where the appliers kept its rows. It names no rows to delete:
+// the appliers may still apply rows published before the stop after such a
+// DELETE; verify --repair, once they caught up, is right.
 func TestPublisherStopsAtPartitionTruncate(t *testing.T) {
 	p := testenv.NewPair(t)
 	s := newStream(t)
@@ -229,7 +231,7 @@ func TestPublisherStopsAtPartitionTruncate(t *testing.T) {
 	pub, appliers := startTwoPartitions(t, p, publishArgs(t, p, s, "notes"), s, "notes", nil)
 	p.PG(t, `TRUNCATE notes_low`)
 	if code := pub.wait(t, 60*time.Second); code != 4 || !strings.Contains(pub.out.String(), "SLUICE-SYNC-SCHEMACHANGE") ||
-		!strings.Contains(pub.out.String(), "its partition public.notes_low was truncated") || !strings.Contains(pub.out.String(), "DELETE FROM `notes` WHERE `id` IS NOT NULL AND `id` >= 0 AND `id` < 30;") {
+		!strings.Contains(pub.out.String(), "its partition public.notes_low was truncated") || !strings.Contains(pub.out.String(), "the appliers apply what was published before the stop after it") || strings.Contains(pub.out.String(), "DELETE FROM") {
 		t.Fatalf("the publisher exited %d; want 4 with SLUICE-SYNC-SCHEMACHANGE naming partition notes_low and its bound:\n%s", code, pub.out)
 	}
 	for _, a := range appliers {

@@ -124,7 +124,8 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 			`TRUNCATE "Ev $watch$ 'x"`, "WHERE `id` IS NOT NULL AND `id` >= 2000 AND `id` < 3000;"},
 		{"created, filled and truncated in one transaction", partitioned, "ev",
 			`BEGIN; CREATE TABLE ev_3 PARTITION OF ev FOR VALUES FROM (1000) TO (2000); INSERT INTO ev (id, a, b) VALUES (1500, 1, 2); TRUNCATE ev_3; COMMIT`,
-			"its partition public.ev_3 was truncated"},
+			// the INSERT is written again when the sync goes on: a DELETE run now would not hold
+			"its partition public.ev_3 was truncated: the rows it held left the source without a change in the stream (the transaction that truncated it wrote rows of the table before"},
 		{"subpartition detached", subpartitioned, "ev", `ALTER TABLE ev_2 DETACH PARTITION ev_2a`, "was detached"},
 		{"attached in a savepoint", partitioned + `; CREATE TABLE ev_3 (LIKE ev); INSERT INTO ev_3 SELECT g, g, g FROM generate_series(1000, 1010) g`, "ev",
 			`BEGIN; SAVEPOINT s; ALTER TABLE ev ATTACH PARTITION ev_3 FOR VALUES FROM (1000) TO (2000); RELEASE SAVEPOINT s; COMMIT`, "partition public.ev_3 was attached holding rows"},
@@ -185,6 +186,9 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 			CREATE TABLE ev_eu_feb PARTITION OF ev_eu FOR VALUES FROM ('2024-02-01 00:00:00+00') TO ('2024-03-01 00:00:00+00');
 			CREATE TABLE ev_us PARTITION OF ev FOR VALUES IN (3);
 			INSERT INTO ev SELECT g, 1 + g % 3, timestamptz '2024-01-01 00:00:00+00' + g * interval '4 hours', g, g FROM generate_series(1, 300) g`, "--tables", "ev")
+		// A row written just before the TRUNCATE, likely in the same batch:
+		// the stop writes it first, or it would come back after the DELETE.
+		p.PG(t, `INSERT INTO ev VALUES (2000, 1, '2024-01-20 00:00:00+00', 1, 1)`)
 		var held int
 		if err := p.Source.QueryRow(context.Background(), `SELECT count(*) FROM ev_eu_jan`).Scan(&held); err != nil || held == 0 {
 			t.Fatalf("ev_eu_jan holds %d rows (%v)", held, err)
@@ -518,6 +522,18 @@ func TestTruncateWatchWaitsBriefly(t *testing.T) {
 func TestForeignPartitionWarned(t *testing.T) {
 	t.Parallel()
 	p := newPair(t)
+	var fdw bool
+	if err := p.Source.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'postgres_fdw')`).Scan(&fdw); err != nil || !fdw {
+		t.Skipf("postgres_fdw is not available on the source server (%v)", err)
+	}
+	src, err := url.Parse(p.SourceURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, port := src.Hostname(), src.Port()
+	if port == "" {
+		port = "5432"
+	}
 	p.PG(t, `CREATE EXTENSION IF NOT EXISTS postgres_fdw;
 		CREATE TABLE ev (id int NOT NULL, a int NOT NULL, b int NOT NULL) PARTITION BY RANGE (id); -- no unique key: PostgreSQL's rule for foreign partitions
 		CREATE TABLE ev_1 PARTITION OF ev FOR VALUES FROM (0) TO (1000);
@@ -525,13 +541,13 @@ func TestForeignPartitionWarned(t *testing.T) {
 		CREATE TABLE archive (id int PRIMARY KEY, a int NOT NULL, b int NOT NULL);
 		INSERT INTO ev SELECT g, g, 10 * g FROM generate_series(1, 100) g;
 		INSERT INTO archive SELECT g, g, 10 * g FROM generate_series(1000, 1049) g;
-		CREATE SERVER archive_server FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', dbname '`+p.Name+`');
-		CREATE USER MAPPING FOR CURRENT_USER SERVER archive_server OPTIONS (user 'postgres');
+		CREATE SERVER archive_server FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '`+host+`', port '`+port+`', dbname '`+p.Name+`');
+		CREATE USER MAPPING FOR CURRENT_USER SERVER archive_server OPTIONS (user '`+src.User.Username()+`');
 		CREATE FOREIGN TABLE ev_archive PARTITION OF ev FOR VALUES FROM (1000) TO (2000) SERVER archive_server OPTIONS (table_name 'archive')`)
 	s := newSync(t, p.SourceURL, p.TargetURL, "--tables", "ev")
 	proc := s.start()
 	s.waitCaughtUp(60 * time.Second)
-	if out := proc.Output(); !strings.Contains(out, "partitions public.ev_archive are foreign tables") || !strings.Contains(out, "a sync misses every write to them") {
+	if out := proc.Output(); !strings.Contains(out, "partition public.ev_archive is a foreign table") || !strings.Contains(out, "a sync misses every write to it") {
 		t.Errorf("the sync did not warn of the foreign partition:\n%s", testenv.Tail(out, 20))
 	}
 	var n int
