@@ -37,6 +37,7 @@ func (a *Applier) Pending() int { return len(a.ops) }
 // Discard drops the ops queued after the first n (a transaction the run
 // stops before writing).
 func (a *Applier) Discard(n int) {
+	n = min(n, len(a.ops))
 	clear(a.ops[n:])
 	a.ops = a.ops[:n]
 }

@@ -37,6 +37,10 @@ type SchemaWatch struct {
 	// TargetOf names the target table of a run's table by its source OID
 	// ("" for another OID, a partition's included).
 	TargetOf func(oid uint32) string
+	// BeforeStop, when set, runs before a stop is recorded: the sync
+	// writes the transactions before the stopping one, so that a run
+	// killed meanwhile stops there again rather than go past it.
+	BeforeStop func()
 
 	tx map[uint32]*txNotices // by OID, the transaction's notices
 }
@@ -123,6 +127,9 @@ func (w *SchemaWatch) Commit(lsn pglogrepl.LSN) error {
 		w.Log.Warn("going on past the schema change this sync stopped at before: "+err.Error(),
 			"code", "SLUICE-SYNC-SCHEMACHANGE", "lsn", lsn.String())
 		return nil
+	}
+	if w.BeforeStop != nil {
+		w.BeforeStop()
 	}
 	w.recordStop(lsn)
 	return err

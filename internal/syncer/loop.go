@@ -108,6 +108,16 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 		return nil
 	}
 
+	// A stop for a schema change in the transaction being received writes
+	// the transactions before it first (see writeBefore).
+	beforeStop := func() {
+		if pos.inTx && !pos.skipTx {
+			s.writeBefore(txOps, func() error { streamOps = txStreamOps; return flush() })
+		}
+	}
+	ddl.BeforeStop = beforeStop
+	stopHere := func(err error) error { beforeStop(); return err }
+
 	var pending, received []pgstream.Event // the rest of the last batch received; all of it
 	defer func() { pgstream.Recycle(received) }()
 	for {
@@ -156,7 +166,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 		case pgstream.Commit:
 			if !pos.skipTx {
 				if err := ddl.Commit(ev.LSN); err != nil {
-					return s.stopBefore(err, txOps, func() error { streamOps = txStreamOps; return flush() })
+					return err // written up to this transaction by ddl.BeforeStop
 				}
 			}
 			applies := pos.commit(ev.LSN)
@@ -184,12 +194,12 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 			}
 			if t == nil {
 				if known := s.byOID(ev.Relation.ID); known != nil {
-					return capture.Renamed(known.plan.Source, ev.Relation)
+					return stopHere(capture.Renamed(known.plan.Source, ev.Relation))
 				}
 				continue // warned of at its first change: a partition's own description comes with its root's
 			}
 			if err := t.bindRelation(ev.Relation); err != nil {
-				return err
+				return stopHere(err)
 			}
 			byRel[ev.Relation.ID] = t
 		case pgstream.Change:
@@ -239,13 +249,17 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 			if dc, ok := s.watermark(string(ev.Content)); ok {
 				doneChunks = append(doneChunks, dc)
 			}
-			if strings.HasPrefix(string(ev.Content), "F:") {
+			// The cutover's fence: write everything before it. (Only the
+			// fence it waits for: any role may write a message, and a flush
+			// inside another transaction would write part of it.)
+			if f := s.fence.Load(); f != nil && f.id == string(ev.Content) {
 				if err := flush(); err != nil {
 					return err
 				}
+				txOps, txStreamOps = 0, 0 // the fence's transaction holds nothing else
 				// Swapped out so that the fence, replayed after the stream
 				// broke during the cutover, cannot close the channel twice.
-				if f := s.fence.Load(); f != nil && f.id == string(ev.Content) && s.fence.CompareAndSwap(f, nil) {
+				if s.fence.CompareAndSwap(f, nil) {
 					close(f.reached)
 				}
 			}
@@ -351,19 +365,18 @@ func (s *Syncer) keylessChange(t *table, ev pgstream.Event) error {
 	return nil
 }
 
-// stopBefore ends the run at a schema change found at the commit of the
-// transaction whose ops start at txOps in the batch: it writes what came
-// before that transaction (flush), so that what the stop tells the user to
-// do on the target meets a target where it holds; left unwritten, those
-// transactions would be written again after it (a DELETE of a truncated
-// partition's rows would lose to rows written just before the TRUNCATE).
-func (s *Syncer) stopBefore(stop error, txOps int, flush func() error) error {
+// writeBefore writes the batch up to the transaction whose ops start at
+// txOps (flush), whose schema change the run stops at, and drops that
+// transaction's ops: what the stop tells the user to do on the target then
+// meets a target where it holds. Left unwritten, the transactions before it
+// would be written again after it (a DELETE of a truncated partition's rows
+// would lose to rows written just before the TRUNCATE).
+func (s *Syncer) writeBefore(txOps int, flush func() error) {
 	s.applier.Discard(txOps)
 	if err := flush(); err != nil {
-		s.log.Warn("could not write the transactions before the schema change the sync stops at; they are written when it runs again, so run sluice verify --repair then rather than change rows on the target by hand",
+		s.log.Warn("writing the transactions before the schema change the sync stops at failed; what was not written is written when it runs again, so run sluice verify --repair then rather than change rows on the target by hand",
 			"code", "SLUICE-SYNC-STATE", "error", err.Error())
 	}
-	return stop
 }
 
 // addOp queues op and shows it to every open watermark window on its table.

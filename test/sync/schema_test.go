@@ -15,8 +15,8 @@ import (
 
 // TestSchemaChangeStopsSync: a column added to a migrated table while it
 // streams stops the sync with a message naming the table and the column
-// (exit 4), instead of writing rows the target cannot hold correctly; and
-// no row after the change reaches the target.
+// (exit 4), instead of writing rows the target cannot hold correctly; no
+// row after the change reaches the target, and every row before it does.
 func TestSchemaChangeStopsSync(t *testing.T) {
 	t.Parallel()
 	p := newPair(t)
@@ -25,6 +25,7 @@ func TestSchemaChangeStopsSync(t *testing.T) {
 	proc := s.start()
 	s.waitCaughtUp(60 * time.Second)
 
+	p.PG(t, `INSERT INTO orders (customer, amount, status) VALUES (7, 1, 'just before the change')`)
 	p.PG(t, `ALTER TABLE orders ADD COLUMN coupon text`)
 	p.PG(t, `INSERT INTO orders (customer, amount, status, coupon) VALUES (7, 1, 'after the change', 'SAVE10')`)
 	select {
@@ -48,6 +49,11 @@ func TestSchemaChangeStopsSync(t *testing.T) {
 	}
 	if n != 0 {
 		t.Errorf("a row written after the schema change reached the target")
+	}
+	// The stop writes what came before the change (likely in the same
+	// batch): the target stands where the stop says.
+	if err := p.Target.QueryRow(`SELECT COUNT(*) FROM orders WHERE status = 'just before the change'`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("the row written just before the schema change is not on the target after the stop (%d rows, %v)", n, err)
 	}
 	s.abort()
 }
