@@ -280,11 +280,28 @@ const fullXminSQL = `(SELECT CASE WHEN e.x > txid_current() + 2147483648 THEN e.
 // takes away would stay on the target without a word. A TRUNCATE of the
 // whole table fires it too, and the stream shows that one after it.
 const truncateWatchBody = `
+DECLARE
+  held boolean := pg_relation_size(TG_RELID) > 0;
+  empty boolean;
 BEGIN
   -- An empty partition loses nothing (one a TRUNCATE of the whole table
-  -- emptied earlier in the transaction, too). Its size, not its rows: no
-  -- snapshot hides a row, no dead rows are read under the lock.
-  IF pg_relation_size(TG_RELID) > 0 THEN
+  -- emptied earlier in the transaction, too). Its size tells first: no
+  -- snapshot hides a row from it. A size may be dead rows only (all rows
+  -- deleted, not yet vacuumed): a small partition (at most 8 MB read under
+  -- the lock) is read too when nothing can hide a row from that read: READ
+  -- COMMITTED takes a new snapshot, which sees every row committed before
+  -- this TRUNCATE got its lock (the writers have ended), no row-level
+  -- security, and SELECT granted (else it counts as holding rows).
+  IF held AND pg_relation_size(TG_RELID) <= 8388608 AND current_setting('transaction_isolation') = 'read committed'
+      AND NOT (SELECT relrowsecurity FROM pg_class WHERE oid = TG_RELID) THEN
+    BEGIN
+      EXECUTE format('SELECT NOT EXISTS (SELECT 1 FROM ONLY %s)', TG_RELID::regclass) INTO STRICT empty;
+      held := NOT empty;
+    EXCEPTION WHEN OTHERS THEN
+      held := true;
+    END;
+  END IF;
+  IF held THEN
     PERFORM pg_logical_emit_message(true, 'sluice', 'D:' || json_build_object('oid', TG_RELID::bigint, 'name', TG_RELID::regclass::text,
         'truncated', true,
         'ancestors', (SELECT json_agg(a.relid::oid::bigint) FROM pg_partition_ancestors(TG_RELID) a WHERE a.relid <> TG_RELID::regclass),

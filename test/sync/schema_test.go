@@ -329,6 +329,29 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 		waitStopped(t, proc, 4, "SLUICE-SYNC-SCHEMACHANGE", "its partition public.ev_1 was truncated")
 		s.abort()
 	})
+	// A partition whose rows were all deleted (and streamed) still has a
+	// size until VACUUM: its TRUNCATE takes nothing from the target, and
+	// under READ COMMITTED the trigger reads it empty and writes no notice.
+	// A role that may truncate it but not read it stops the sync all the
+	// same: it cannot tell.
+	t.Run("emptied partition truncated", func(t *testing.T) {
+		t.Parallel()
+		p, s, proc := syncedEv(t, partitioned, "--tables", "ev")
+		p.PG(t, `DELETE FROM ev_1`)
+		p.PG(t, `TRUNCATE ev_1`)
+		p.PG(t, `INSERT INTO ev (id, a, b) VALUES (500, 1, 2)`)
+		waitTargetRow(t, p, 500, "row 500, written after the TRUNCATE, on the target")
+		if done, code := proc.Exited(); done {
+			t.Fatalf("the sync stopped (exit %d) at the TRUNCATE of a partition read empty:\n%s", code, testenv.Tail(proc.Output(), 10))
+		}
+		verifyEqual(t, p.SourceURL, p.TargetURL, "ev")
+
+		role := newRole(t, p, "sluice_truncator_")
+		p.PG(t, `DELETE FROM ev_2 WHERE id > 60; GRANT TRUNCATE ON ev_2 TO `+role)
+		p.PG(t, `SET ROLE `+role+`; TRUNCATE ev_2; RESET ROLE`)
+		waitStopped(t, proc, 4, "SLUICE-SYNC-SCHEMACHANGE", "its partition public.ev_2 was truncated")
+		s.abort()
+	})
 	// A TRUNCATE trigger disabled by the application (a bulk loader's
 	// ALTER TABLE … DISABLE TRIGGER ALL) is warned of, and the running sync
 	// enables it again.
