@@ -605,7 +605,10 @@ func installDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot, publication 
 			return "CREATE OR REPLACE FUNCTION " + fn + "() RETURNS " + returns +
 				" LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $sluice$" + body + "$sluice$"
 		}
-		truncate := strings.Replace(create(truncateFn, "trigger", truncateWatchBody), " AS $sluice$", textSettings()+" AS $sluice$", 1)
+		// VOLATILE (the default, said so): its read of a partition takes a
+		// new snapshot, after the TRUNCATE's lock; STABLE would reuse the
+		// statement's, from before it.
+		truncate := strings.Replace(create(truncateFn, "trigger", truncateWatchBody), " AS $sluice$", " VOLATILE"+textSettings()+" AS $sluice$", 1)
 		stmts := []string{
 			"CREATE SCHEMA IF NOT EXISTS " + postgres.Ident(watchSchema),
 			// the event trigger, as the application's user, calls watchFn
