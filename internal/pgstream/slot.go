@@ -60,8 +60,14 @@ func Preflight(ctx context.Context, pool *pgxpool.Pool, slot string) error {
 // missing). Callers run it before copying anything, so a chunk copied next
 // can only miss what the stream delivers.
 func EnsureCapture(ctx context.Context, pool *pgxpool.Pool, publication, slot string, tables []schema.TableName, log *slog.Logger) error {
-	if err := EnsurePublication(ctx, pool, publication, tables); err != nil {
+	missed, err := EnsurePublication(ctx, pool, publication, tables)
+	if err != nil {
 		return err
+	}
+	if len(missed) > 0 {
+		log.Warn(fmt.Sprintf("publication %s had been altered to publish no %s: such changes made meanwhile never reached the sync and are missing on the target; it publishes them again from here", publication, strings.Join(missed, ", ")),
+			"code", "SLUICE-SYNC-PUBLICATION", "publication", publication,
+			"hint", "once the sync has caught up, run sluice verify --repair for the migrated tables")
 	}
 	if err := EnsureDDLWatch(ctx, pool, slot, publication, log); errors.Is(err, ErrDDLWatchRefused) {
 		log.Warn("schema changes that the change stream does not show (a column dropped and added again, a type changed and changed back, a partition truncated, detached or dropped) will not stop the sync: "+err.Error(),
@@ -81,15 +87,21 @@ func EnsureCapture(ctx context.Context, pool *pgxpool.Pool, publication, slot st
 }
 
 // EnsurePublication creates the publication for tables, or makes an existing
-// one publish exactly these tables.
-func EnsurePublication(ctx context.Context, pool *pgxpool.Pool, name string, tables []schema.TableName) error {
+// one publish exactly these tables, every kind of change. It returns the
+// kinds an existing one had been altered not to publish (the run missed
+// them).
+func EnsurePublication(ctx context.Context, pool *pgxpool.Pool, name string, tables []schema.TableName) (missed []string, err error) {
 	list := make([]string, len(tables))
 	for i, t := range tables {
 		list[i] = postgres.Ident(t.Schema, t.Name)
 	}
-	var exists bool
-	if err := pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", name).Scan(&exists); err != nil {
-		return fmt.Errorf("source: look up publication %s: %w", name, err)
+	exists := true
+	if err := pool.QueryRow(ctx, `SELECT array_remove(ARRAY[CASE WHEN NOT pubinsert THEN 'INSERT' END, CASE WHEN NOT pubupdate THEN 'UPDATE' END,
+			CASE WHEN NOT pubdelete THEN 'DELETE' END, CASE WHEN NOT pubtruncate THEN 'TRUNCATE' END], NULL)
+		FROM pg_publication WHERE pubname = $1`, name).Scan(&missed); errors.Is(err, pgx.ErrNoRows) {
+		exists = false
+	} else if err != nil {
+		return nil, fmt.Errorf("source: look up publication %s: %w", name, err)
 	}
 	// A partitioned table's changes are published under its partitions'
 	// names unless the publication says otherwise; the sync knows the table
@@ -97,23 +109,25 @@ func EnsurePublication(ctx context.Context, pool *pgxpool.Pool, name string, tab
 	// be published at all and CREATE PUBLICATION says so).
 	version, err := serverVersion(ctx, pool)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	stmts := []string{"CREATE PUBLICATION " + postgres.Ident(name) + " FOR TABLE " + strings.Join(list, ", ")}
 	if exists {
-		stmts = []string{"ALTER PUBLICATION " + postgres.Ident(name) + " SET TABLE " + strings.Join(list, ", ")}
+		options := "publish = 'insert, update, delete, truncate'"
 		if version >= 130000 {
-			stmts = append(stmts, "ALTER PUBLICATION "+postgres.Ident(name)+" SET (publish_via_partition_root = true)")
+			options += ", publish_via_partition_root = true"
 		}
+		stmts = []string{"ALTER PUBLICATION " + postgres.Ident(name) + " SET TABLE " + strings.Join(list, ", "),
+			"ALTER PUBLICATION " + postgres.Ident(name) + " SET (" + options + ")"}
 	} else if version >= 130000 {
 		stmts[0] += " WITH (publish_via_partition_root = true)"
 	}
 	for _, stmt := range stmts {
 		if _, err := pool.Exec(ctx, stmt); err != nil {
-			return fmt.Errorf("source: %s: %w", stmt, err)
+			return nil, fmt.Errorf("source: %s: %w", stmt, err)
 		}
 	}
-	return nil
+	return missed, nil
 }
 
 // EnsureSlot creates the logical slot if it does not exist. It returns the
