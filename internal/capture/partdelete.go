@@ -1,7 +1,6 @@
 package capture
 
 import (
-	"bytes"
 	"fmt"
 	"regexp"
 	"slices"
@@ -78,9 +77,6 @@ func partitionKeyOnTarget(t *plan.Table) partbound.Target {
 			if !kind.value.Match(v) {
 				return "", fmt.Errorf("column %s: value %q is not one sluice writes as a literal", column, v)
 			}
-			if c.Kind == canonical.Timestamp && fractionDigits(v) > datetimeDigits(sqlType) {
-				return "", fmt.Errorf("column %s: bound %s is finer than %s", column, v, c.SQLType)
-			}
 			if kind.quote {
 				return "'" + string(v) + "'", nil
 			}
@@ -95,14 +91,6 @@ var datetimePrecision = regexp.MustCompile(`^DATETIME\((\d)\)`)
 func datetimeDigits(sqlType string) int {
 	if m := datetimePrecision.FindStringSubmatch(sqlType); m != nil {
 		return int(m[1][0] - '0')
-	}
-	return 0
-}
-
-// fractionDigits counts a timestamp's digits after the seconds.
-func fractionDigits(v []byte) int {
-	if i := bytes.IndexByte(v, '.'); i >= 0 {
-		return len(v) - i - 1
 	}
 	return 0
 }

@@ -412,9 +412,9 @@ const rewatchGap = time.Second
 // created since) and to enable it ALWAYS where it is not, one short try
 // each, so that the application's writers of such a partition wait at most
 // 100 ms a look, and a look comes once a minute, or when poked at most once
-// a second (pokes come with DDL on the run's tables). It returns at once on a source without sluice's triggers,
-// and for a run without a partitioned table (the run's tables stay the
-// same).
+// a second (pokes come with DDL on the run's tables). It returns at once on
+// a source without sluice's triggers, and for a run without a partitioned
+// table (the run's tables stay the same).
 func KeepWatchingTruncates(ctx context.Context, pool *pgxpool.Pool, slot, publication string, log *slog.Logger, rewatch Rewatch) {
 	var partitioned bool
 	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication p JOIN pg_publication_rel pr ON pr.prpubid = p.oid

@@ -45,10 +45,8 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 		oldest     time.Time // source commit time of the oldest unapplied transaction
 		streamOps  int       // changes from the stream (not chunk rows) in the batch
 		doneChunks []doneChunk
-		// where the transaction being received starts in the batch, and
-		// the tables it changed so far
+		// where the transaction being received starts in the batch
 		txOps, txStreamOps int
-		txTables           = map[*table]bool{}
 	)
 	ddl := &capture.SchemaWatch{Target: s.tgt, Slot: s.opt.Slot, StoppedAt: s.schemaStopLSN, Log: s.log, Check: s.checkNotice,
 		TargetOf: func(oid uint32) string {
@@ -154,7 +152,6 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 		case pgstream.Begin:
 			ddl.Begin()
 			txOps, txStreamOps = s.applier.Pending(), streamOps
-			clear(txTables)
 			s.beginDeferred()
 			s.commits.Add(ev.Xid)
 			s.txXid = ev.Xid
@@ -214,7 +211,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 			if err := s.change(t, ev); err != nil {
 				return err
 			}
-			txTables[t] = true
+			t.changedIn = s.txXid
 			streamOps++
 		case pgstream.Truncate:
 			if pos.skipTx {
@@ -239,7 +236,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 				if err != nil {
 					return err
 				}
-				if notice.Truncated && slices.ContainsFunc(s.tables, func(t *table) bool { return txTables[t] && t.notices.Concerns(notice) }) {
+				if notice.Truncated && slices.ContainsFunc(s.tables, func(t *table) bool { return t.changedIn == s.txXid && t.notices.Concerns(notice) }) {
 					// replayed after the stop, after a DELETE the user ran
 					notice.Replayed = "the transaction that truncated it wrote rows of the table before, which the sync writes again when it goes on"
 				}

@@ -31,6 +31,7 @@ type table struct {
 	// stream in this run. A keyless table (one chunk) ignores its changes
 	// before that: the chunk's read includes them.
 	readStarted bool
+	changedIn   uint32 // the xid of the last transaction the stream changed it in
 	progress    *progress.Table
 	changes     atomicCounter
 	deferred    *deferred.Tx[apply.Row] // the key is DEFERRABLE: a transaction is replayed whole

@@ -224,11 +224,7 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 		t.Parallel()
 		p, s, proc := syncedEv(t, partitioned, "--tables", "ev")
 		p.PG(t, `CREATE TABLE ev_3 PARTITION OF ev FOR VALUES FROM (1000) TO (2000); INSERT INTO ev (id, a, b) VALUES (1500, 1, 2)`)
-		_, table, _ := pgstream.SchemaWatchNames(s.slot)
-		waitFor(t, 20*time.Second, "ev_3's TRUNCATE trigger enabled ALWAYS (well before the once-a-minute look)", func() bool {
-			var enabled string
-			return p.Source.QueryRow(context.Background(), `SELECT tgenabled::text FROM pg_trigger WHERE tgrelid = 'ev_3'::regclass AND tgname = $1`, table).Scan(&enabled) == nil && enabled == "A"
-		})
+		waitTriggerAlways(t, p, s.slot, "ev_3", 20*time.Second, "ev_3's TRUNCATE trigger enabled ALWAYS (well before the once-a-minute look)")
 		p.PG(t, `SET session_replication_role = replica; TRUNCATE ev_3; RESET session_replication_role`)
 		waitStopped(t, proc, 4, "SLUICE-SYNC-SCHEMACHANGE", "its partition public.ev_3 was truncated", "WHERE `id` IS NOT NULL AND `id` >= 1000 AND `id` < 2000;")
 		s.abort()
@@ -363,11 +359,7 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 			out := proc.Output()
 			return strings.Contains(out, "SLUICE-SYNC-NOTRUNCWATCH") && strings.Contains(out, "disabled on partitions of ev: public.ev_1")
 		})
-		_, table, _ := pgstream.SchemaWatchNames(s.slot)
-		waitFor(t, 100*time.Second, "ev_1's TRUNCATE trigger enabled again", func() bool {
-			var enabled string
-			return p.Source.QueryRow(context.Background(), `SELECT tgenabled::text FROM pg_trigger WHERE tgrelid = 'ev_1'::regclass AND tgname = $1`, table).Scan(&enabled) == nil && enabled == "A"
-		})
+		waitTriggerAlways(t, p, s.slot, "ev_1", 100*time.Second, "ev_1's TRUNCATE trigger enabled again")
 		p.PG(t, `TRUNCATE ev_1`)
 		waitStopped(t, proc, 4, "SLUICE-SYNC-SCHEMACHANGE", "its partition public.ev_1 was truncated")
 		s.abort()
@@ -379,11 +371,7 @@ func TestSchemaChangesTheStreamCannotShow(t *testing.T) {
 		t.Parallel()
 		p, s, proc := syncedEv(t, partitioned, "--tables", "ev")
 		p.PG(t, `ALTER TABLE ev_1 DISABLE TRIGGER ALL; ALTER TABLE ev_1 ENABLE TRIGGER ALL`)
-		_, table, _ := pgstream.SchemaWatchNames(s.slot)
-		waitFor(t, 20*time.Second, "ev_1's TRUNCATE trigger enabled ALWAYS again (well before the once-a-minute look)", func() bool {
-			var enabled string
-			return p.Source.QueryRow(context.Background(), `SELECT tgenabled::text FROM pg_trigger WHERE tgrelid = 'ev_1'::regclass AND tgname = $1`, table).Scan(&enabled) == nil && enabled == "A"
-		})
+		waitTriggerAlways(t, p, s.slot, "ev_1", 20*time.Second, "ev_1's TRUNCATE trigger enabled ALWAYS again (well before the once-a-minute look)")
 		p.PG(t, `SET session_replication_role = replica; TRUNCATE ev_1; RESET session_replication_role`)
 		waitStopped(t, proc, 4, "SLUICE-SYNC-SCHEMACHANGE", "its partition public.ev_1 was truncated")
 		s.abort()
@@ -733,5 +721,16 @@ func waitTargetRow(t *testing.T, p *testenv.Pair, id int, what string) {
 	waitFor(t, 60*time.Second, what, func() bool {
 		var n int
 		return p.Target.QueryRow(`SELECT COUNT(*) FROM ev WHERE id = ?`, id).Scan(&n) == nil && n == 1
+	})
+}
+
+// waitTriggerAlways waits until sluice's TRUNCATE trigger on partition fires
+// in every session (tgenabled 'A').
+func waitTriggerAlways(t *testing.T, p *testenv.Pair, slot, partition string, timeout time.Duration, what string) {
+	t.Helper()
+	_, trigger, _ := pgstream.SchemaWatchNames(slot)
+	waitFor(t, timeout, what, func() bool {
+		var enabled string
+		return p.Source.QueryRow(context.Background(), `SELECT tgenabled::text FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = $2`, partition, trigger).Scan(&enabled) == nil && enabled == "A"
 	})
 }
