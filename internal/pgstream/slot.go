@@ -22,6 +22,11 @@ import (
 // heartbeats, fences) in the WAL.
 const MessagePrefix = "sluice"
 
+// inThisDatabase keeps a lookup of a slot by name to the source database's
+// own: slots are the whole server's, and another database's migration may
+// use the same name (PostgreSQL drops another database's slot when asked).
+const inThisDatabase = "database IS NOT DISTINCT FROM current_database()"
+
 // Preflight checks what logical replication needs on the source and says
 // how to fix what is missing. slot is the slot the run will use: when it
 // exists already (a resumed run) no free slot is needed.
@@ -44,9 +49,22 @@ func Preflight(ctx context.Context, pool *pgxpool.Pool, slot string) error {
 	}
 	var free int
 	var exists bool
+	var elsewhere *string // the database (or "" for a physical slot) of a slot of that name elsewhere
 	if err := pool.QueryRow(ctx, `SELECT current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots),
-		EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, slot).Scan(&free, &exists); err != nil {
+		EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND `+inThisDatabase+`),
+		(SELECT coalesce(database::text, '') FROM pg_replication_slots WHERE slot_name = $1 AND NOT `+inThisDatabase+`)`, slot).Scan(&free, &exists, &elsewhere); err != nil {
 		return fmt.Errorf("source: count replication slots: %w", err)
+	}
+	if elsewhere != nil {
+		// Slots are the server's, not a database's: two migrations from one
+		// server into target databases of the same name derive one name.
+		what := "a physical replication slot"
+		if *elsewhere != "" {
+			what = "the replication slot of another migration, from database " + *elsewhere
+		}
+		return failure.New(failure.Usage, "SLUICE-SYNC-SLOTTAKEN", "replication slot %s is %s on this server; this source database cannot use it", slot, what).
+			With("slot", slot).
+			WithHint("give this migration a slot of its own with --slot (the same name on every sync, status, cutover, finish and abort of it)")
 	}
 	if free < 1 && !exists {
 		return failure.New(failure.Schema, "SLUICE-SOURCE-NOSLOT", "the source has no free replication slot (max_replication_slots is used up)").
@@ -136,7 +154,7 @@ func EnsureSlot(ctx context.Context, pool *pgxpool.Pool, name string) (pglogrepl
 	for attempt := 0; ; attempt++ {
 		var active bool
 		var confirmed *string
-		err := pool.QueryRow(ctx, `SELECT active, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, name).Scan(&active, &confirmed)
+		err := pool.QueryRow(ctx, `SELECT active, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1 AND `+inThisDatabase, name).Scan(&active, &confirmed)
 		if errors.Is(err, pgx.ErrNoRows) {
 			var lsn string
 			if err := pool.QueryRow(ctx, `SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')`, name).Scan(&lsn); err != nil {
@@ -168,14 +186,15 @@ func EnsureSlot(ctx context.Context, pool *pgxpool.Pool, name string) (pglogrepl
 }
 
 // Drop removes the slot, the publication and the schema-change triggers, ending a walsender that still
-// holds the slot. Missing ones are fine: Drop is safe to repeat. A slot that
+// holds the slot. Missing ones are fine: Drop is safe to repeat. (A slot of
+// that name in another database is another migration's: it stays.) A slot that
 // stays held (its walsender cannot be ended) is an error: reporting success
 // would leave it retaining WAL on the source.
 func Drop(ctx context.Context, pool *pgxpool.Pool, slot, publication string) error {
 	const attempts = 25
 	for attempt := 1; ; attempt++ {
 		var pid *int32
-		err := pool.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&pid)
+		err := pool.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1 AND `+inThisDatabase, slot).Scan(&pid)
 		if errors.Is(err, pgx.ErrNoRows) {
 			break
 		}
@@ -215,10 +234,10 @@ func Drop(ctx context.Context, pool *pgxpool.Pool, slot, publication string) err
 	return dropDDLWatch(ctx, pool, slot)
 }
 
-// SlotExists reports whether the slot is there.
+// SlotExists reports whether the slot is there, in the source database.
 func SlotExists(ctx context.Context, pool *pgxpool.Pool, slot string) (bool, error) {
 	var n int
-	err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&n)
+	err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND `+inThisDatabase, slot).Scan(&n)
 	return n > 0, err
 }
 
@@ -261,7 +280,7 @@ func Status(ctx context.Context, pool *pgxpool.Pool, slot string) (SlotStatus, e
 	var cur string
 	err := pool.QueryRow(ctx, `SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint,
 		coalesce(wal_status, ''), safe_wal_size, pg_current_wal_lsn()::text
-		FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&st.RetainedBytes, &st.WALStatus, &st.SafeWALBytes, &cur)
+		FROM pg_replication_slots WHERE slot_name = $1 AND `+inThisDatabase, slot).Scan(&st.RetainedBytes, &st.WALStatus, &st.SafeWALBytes, &cur)
 	if err != nil {
 		return st, fmt.Errorf("source: read replication slot %s: %w", slot, err)
 	}

@@ -127,3 +127,41 @@ func myInt(t *testing.T, p *testenv.Pair, q string, args ...any) int {
 	}
 	return n
 }
+
+// TestSlotOfAnotherDatabase: replication slots belong to the server, not a
+// database, and two migrations from one server may be given one slot name
+// (the default comes from the target database's name). A sync from the
+// other database is refused, naming the slot and --slot; an abort there
+// cleans up that database only: the running migration keeps its slot
+// (PostgreSQL would drop another database's slot when asked).
+func TestSlotOfAnotherDatabase(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	createOrders(t, p, 500)
+	s := newSync(t, p.SourceURL, p.TargetURL)
+	s.start()
+	s.waitCaughtUp(60 * time.Second)
+
+	t.Run("from another database", func(t *testing.T) { // a database of its own name
+		other := newPair(t)
+		createOrders(t, other, 10)
+		r := testenv.Run(t, nil, "sync", "--source", other.SourceURL, "--target", other.TargetURL, "--slot", s.slot, "--listen", testenv.FreeAddr(t))
+		if out := r.Stdout + r.Stderr; r.Exit != 2 || !strings.Contains(out, "SLUICE-SYNC-SLOTTAKEN") || !strings.Contains(out, s.slot) || !strings.Contains(out, "--slot") {
+			t.Fatalf("a sync from another database on slot %s: exit %d; want 2 with SLUICE-SYNC-SLOTTAKEN naming the slot and --slot\n%s", s.slot, r.Exit, out)
+		}
+		r = testenv.Run(t, nil, "abort", "--source", other.SourceURL, "--target", other.TargetURL, "--slot", s.slot, "--api", "http://127.0.0.1:1")
+		if r.Exit != 0 {
+			t.Errorf("sluice abort in the other database: exit %d\n%s%s", r.Exit, r.Stdout, r.Stderr)
+		}
+	})
+	if slot, pub := testenv.SlotAndPublication(t, p.SourceURL, s.slot); !slot || !pub {
+		t.Fatalf("after an abort in another database the running migration has slot %v, publication %v; want both kept", slot, pub)
+	}
+	p.PG(t, `INSERT INTO orders (id, customer, amount) VALUES (100001, 7, 1)`)
+	waitFor(t, 30*time.Second, "the row written after the other database's abort on the target", func() bool {
+		return myInt(t, p, `SELECT COUNT(*) FROM orders WHERE id = 100001`) == 1
+	})
+	if err := s.alive(); err != nil {
+		t.Fatalf("the running sync died after an abort in another database: %v", err)
+	}
+}
