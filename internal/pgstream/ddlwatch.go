@@ -647,8 +647,8 @@ func installDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot, publication 
 	})
 }
 
-// dropDDLWatch removes the run's triggers and their functions; a source
-// without them (the user could not create them) is left as is. The
+// dropDDLWatch removes the run's triggers and their functions, and the
+// _sluice schema once no run's function is left in it. The
 // partitions' triggers go first: they may wait for locks and fail, and what
 // is left is found again by the next try.
 func dropDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot string) error {
@@ -691,13 +691,11 @@ func dropDDLWatch(ctx context.Context, pool *pgxpool.Pool, slot string) error {
 			return fmt.Errorf("source: drop function %s: %w", f, err)
 		}
 	}
-	if len(functions) == 0 {
-		return nil
-	}
 	// The last run's cleanup takes the schema; another run's function
-	// keeps it (dependent_objects_still_exist).
+	// keeps it (dependent_objects_still_exist). Tried on every call: a
+	// cleanup cut off after the functions went finds none to drop.
 	_, err = pool.Exec(ctx, "DROP SCHEMA IF EXISTS "+postgres.Ident(watchSchema))
-	if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "2BP01" {
+	if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && (pe.Code == "2BP01" || pe.Code == "42501") { // or another user's
 		err = nil
 	}
 	if err != nil {

@@ -326,3 +326,22 @@ func TestSyncRefusesRowFilter(t *testing.T) {
 	s := newSync(t, p.SourceURL, p.TargetURL, "--config", cfg)
 	s.refusedAtStart("SLUICE-SYNC-FILTER", "orders")
 }
+
+// TestAbortTakesLeftSchema: a cleanup cut off after it dropped sluice's
+// functions, before the _sluice schema, leaves the schema empty; the next
+// abort takes it.
+func TestAbortTakesLeftSchema(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	createOrders(t, p, 10)
+	p.PG(t, `CREATE SCHEMA _sluice`)
+	slot := slotName(t)
+	r := testenv.Run(t, nil, "abort", "--source", p.SourceURL, "--target", p.TargetURL, "--slot", slot, "--api", "http://127.0.0.1:1")
+	if r.Exit != 0 {
+		t.Fatalf("sluice abort: exit %d\n%s%s", r.Exit, r.Stdout, r.Stderr)
+	}
+	var left bool
+	if err := p.Source.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = '_sluice')`).Scan(&left); err != nil || left {
+		t.Errorf("after sluice abort the source still has the _sluice schema (%v)", err)
+	}
+}
