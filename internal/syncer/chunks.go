@@ -25,7 +25,7 @@ type window struct {
 	open    bool       // the low watermark has come through the stream
 	before  []uint32   // the transactions streamed just before the low watermark
 	ops     []apply.Op // changes to the table seen since then, in order
-	opXids  []uint32   // the transaction of each op (tables without a key)
+	opXids  []uint32   // the transaction of each op
 	rows    []bufRow   // the chunk as read; set before the high watermark is written
 	snap    postgres.Snapshot
 	ready   bool
@@ -166,14 +166,14 @@ func (s *Syncer) watermark(content string) (doneChunk, bool) {
 	}
 	opKind := apply.Load
 	var rows []bufRow
+	seen := make([]bool, len(w.ops))
+	for i, xid := range w.opXids {
+		seen[i] = w.snap.Sees(xid)
+	}
 	if w.table.plan.Keyless {
-		seen := make([]bool, len(w.ops))
-		for i, xid := range w.opXids {
-			seen[i] = w.snap.Sees(xid)
-		}
 		opKind, rows = apply.Append, replayKeyless(w.rows, w.ops, seen)
 	} else {
-		rows = replayWindow(w.rows, w.ops)
+		rows = replayWindow(w.rows, w.ops, seen)
 	}
 	for _, r := range rows {
 		s.applier.Add(apply.Op{Kind: opKind, Table: w.table.apply, Key: r.key, Row: r.row})
@@ -185,9 +185,12 @@ func (s *Syncer) watermark(content string) (doneChunk, bool) {
 // replayWindow applies the changes seen in a window to the chunk as read:
 // a row inserted, replaced or deleted in the window is dropped (the stream
 // has written its newest state already); a partial update (unchanged TOAST
-// left out) is merged into the row, which the stream could not do for a
-// row the target does not have yet.
-func replayWindow(rows []bufRow, ops []apply.Op) []bufRow {
+// left out) the read did not see (seen[i] for ops[i]) is merged into the
+// row, which the stream could not do for a row the target does not have
+// yet. One the read saw is in the row already; a key move it saw left
+// the row under its new key, and whatever the read found under the old
+// key is another row.
+func replayWindow(rows []bufRow, ops []apply.Op, seen []bool) []bufRow {
 	if len(ops) == 0 {
 		return rows
 	}
@@ -196,7 +199,7 @@ func replayWindow(rows []bufRow, ops []apply.Op) []bufRow {
 		idx[r.key] = i
 	}
 	dropped := make([]bool, len(rows))
-	for _, op := range ops {
+	for n, op := range ops {
 		switch op.Kind {
 		case apply.Truncate:
 			for i := range dropped {
@@ -207,10 +210,16 @@ func replayWindow(rows []bufRow, ops []apply.Op) []bufRow {
 				dropped[i] = true
 			}
 		case apply.Patch:
+			if seen[n] {
+				continue
+			}
 			if i, ok := idx[op.Key]; ok && !dropped[i] {
 				rows[i].row = apply.Merge(rows[i].row, op.Row)
 			}
 		case apply.Move:
+			if seen[n] {
+				continue
+			}
 			if i, ok := idx[op.OldKeyID]; ok && !dropped[i] {
 				rows[i] = bufRow{key: op.Key, row: apply.Merge(rows[i].row, op.Row)}
 				delete(idx, op.OldKeyID)

@@ -389,9 +389,7 @@ func (s *Syncer) addOp(t *table, op apply.Op) {
 	for _, w := range s.windows {
 		if w.table == t && w.open {
 			w.ops = append(w.ops, op)
-			if t.plan.Keyless { // only a keyless chunk asks which ops its read saw
-				w.opXids = append(w.opXids, s.txXid)
-			}
+			w.opXids = append(w.opXids, s.txXid)
 		}
 	}
 	s.windowsMu.Unlock()
