@@ -116,11 +116,16 @@ func applyOne(ctx context.Context, tx *sql.Tx, op Op) error {
 		_, err := patch(ctx, tx, t, op.Row, op.Row)
 		return err
 	case Move:
-		moved, err := patch(ctx, tx, t, op.Row, op.OldKey)
-		if err != nil || moved > 0 || t.Refetch == nil {
+		keys := []string{op.Key}
+		if t.Refetch != nil && t.Ahead != nil && t.Ahead() {
+			if err := deleteKeys(ctx, tx, t, []Row{op.OldKey, op.Row}); err != nil {
+				return err
+			}
+			keys = append(keys, op.OldKeyID)
+		} else if moved, err := patch(ctx, tx, t, op.Row, op.OldKey); err != nil || moved > 0 || t.Refetch == nil {
 			return err
 		}
-		err = t.Refetch(ctx, tx, op.Key)
+		err := t.Refetch(ctx, tx, keys...)
 		if warn := (*mysql.ValueWarning)(nil); errors.As(err, &warn) {
 			return t.valueChanged([]Row{op.Row}, warn.Warnings)
 		}

@@ -227,3 +227,56 @@ func TestApplyRefusesUnlistedWarnings(t *testing.T) {
 		t.Fatalf("the refused write is on the target: %d rows (%v)", n, err)
 	}
 }
+
+// A key move whose row is not on the target yet (its chunk not copied)
+// reads the row under the new key from the source as it is now, which may
+// be later than the stream: here row A moved 1→2, then 2→3, and B took key
+// 2, all before the read. The next move, 2→3, must not carry the row it
+// finds under key 2 (B's, read ahead) to key 3 with A's columns: while rows
+// read ahead may be on the target (Ahead), a move takes both its keys'
+// rows from the source instead.
+func TestMoveDoesNotCarryRowsReadAhead(t *testing.T) {
+	p := testenv.NewPair(t)
+	p.PG(t, `CREATE TABLE t (id int PRIMARY KEY, note text NOT NULL, big text NOT NULL)`)
+	tbl, db := liveTable(t, p, "t", nil)
+	src, _ := p.Handles(t)
+	ahead := false
+	tbl.Refetch = func(ctx context.Context, tx *sql.Tx, keys ...string) error {
+		split := make([][]string, len(keys))
+		for i, k := range keys {
+			split[i] = strings.Split(k, "\x00")
+		}
+		_, err := copier.CopyKeys(ctx, src, tx, tbl.Plan, split)
+		ahead = true
+		return err
+	}
+	tbl.Ahead = func() bool { return ahead }
+	// The source's history: (1, A0, AAA) copied by no chunk yet; UPDATE t
+	// SET id = 2, note = 'A1' WHERE id = 1; UPDATE t SET id = 3, note = 'A2'
+	// WHERE id = 2; INSERT (2, B, BBB). Its rows now:
+	p.PG(t, `INSERT INTO t VALUES (2, 'B', 'BBB'), (3, 'A2', 'AAA')`)
+	unchanged := apply.Val{Unchanged: true}
+	a := newApplier(db)
+	a.Add(apply.Op{Kind: apply.Move, Table: tbl, Key: "2", OldKeyID: "1", Row: apply.Row{{Data: []byte("2")}, {Data: []byte("A1")}, unchanged}, OldKey: row("1", "", "")})
+	a.Add(apply.Op{Kind: apply.Move, Table: tbl, Key: "3", OldKeyID: "2", Row: apply.Row{{Data: []byte("3")}, {Data: []byte("A2")}, unchanged}, OldKey: row("2", "", "")})
+	a.Add(apply.Op{Kind: apply.Upsert, Table: tbl, Key: "2", Row: row("2", "B", "BBB")})
+	if err := a.Commit(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	rows, err := db.Query(`SELECT CONCAT_WS(' ', id, note, big) FROM t ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r string
+		if err := rows.Scan(&r); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, r)
+	}
+	if want := "2 B BBB, 3 A2 AAA"; strings.Join(got, ", ") != want {
+		t.Errorf("target rows: %s; want the source's: %s", strings.Join(got, ", "), want)
+	}
+}

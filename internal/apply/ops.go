@@ -86,7 +86,13 @@ type Table struct {
 	// on the target, 1.5 and 1.50 say: then the copy rewrites the row.)
 	// Changes after this one, older than what it reads, are applied on top
 	// as they come, so the row ends as the source has it.
-	Refetch func(ctx context.Context, tx *sql.Tx, key string) error
+	Refetch func(ctx context.Context, tx *sql.Tx, keys ...string) error
+	// Ahead, when set, says whether rows Refetch read may be ahead of the
+	// stream still: the source's rows of a later moment, under keys that
+	// changes not applied yet move rows into or out of. A key move then
+	// carries no row (it could carry another, later row to the new key);
+	// both its keys take the source's rows as they are now.
+	Ahead func() bool
 }
 
 // NewTable prepares the SQL fragments for t.

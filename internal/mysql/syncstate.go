@@ -35,6 +35,9 @@ type SyncState struct {
 	// SchemaStopLSN is where the run last stopped for a schema change
 	// (SLUICE-SYNC-SCHEMACHANGE); the run after it goes on past it.
 	SchemaStopLSN uint64
+	// AheadLSN is the source position of the newest rows a key move read
+	// from the source while its table was copied (see RecordAhead).
+	AheadLSN uint64
 }
 
 // PhasePreparing is a sync whose slot may not exist yet: nothing has been
@@ -52,6 +55,7 @@ func (t *Target) EnsureSyncTable(ctx context.Context) error {
 		stream VARCHAR(255) NOT NULL DEFAULT '',
 		partitions INT NOT NULL DEFAULT 0,
 		schema_stop_lsn BIGINT UNSIGNED NOT NULL DEFAULT 0,
+		ahead_lsn BIGINT UNSIGNED NOT NULL DEFAULT 0,
 		updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)
 	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`)
 	if err != nil {
@@ -66,7 +70,8 @@ func (t *Target) upgradeSyncTable(ctx context.Context) error {
 		column{"source_tables", "MEDIUMTEXT NULL"},
 		column{"stream", "VARCHAR(255) NOT NULL DEFAULT ''"},
 		column{"partitions", "INT NOT NULL DEFAULT 0"},
-		column{"schema_stop_lsn", "BIGINT UNSIGNED NOT NULL DEFAULT 0"})
+		column{"schema_stop_lsn", "BIGINT UNSIGNED NOT NULL DEFAULT 0"},
+		column{"ahead_lsn", "BIGINT UNSIGNED NOT NULL DEFAULT 0"})
 }
 
 // column is a column of one of sluice's tables, for addMissingColumns.
@@ -106,7 +111,7 @@ func (t *Target) LoadSyncState(ctx context.Context, slot string) (*SyncState, er
 // the table does not exist. A table of an older build is upgraded first
 // (finish and abort read it without creating it).
 func (t *Target) readSyncStates(ctx context.Context, where string, args ...any) ([]SyncState, error) {
-	query := `SELECT slot, publication, applied_lsn, phase, COALESCE(source_tables, ''), stream, partitions, schema_stop_lsn FROM ` + SyncTable + ` WHERE ` + where + ` ORDER BY slot`
+	query := `SELECT slot, publication, applied_lsn, phase, COALESCE(source_tables, ''), stream, partitions, schema_stop_lsn, ahead_lsn FROM ` + SyncTable + ` WHERE ` + where + ` ORDER BY slot`
 	rows, err := t.DB.QueryContext(ctx, query, args...)
 	if errorNumber(err) == 1054 { // unknown column
 		if err = t.upgradeSyncTable(ctx); err == nil {
@@ -124,7 +129,7 @@ func (t *Target) readSyncStates(ctx context.Context, where string, args ...any) 
 	for rows.Next() {
 		var st SyncState
 		var tables string
-		if err := rows.Scan(&st.Slot, &st.Publication, &st.AppliedLSN, &st.Phase, &tables, &st.Stream, &st.Partitions, &st.SchemaStopLSN); err != nil {
+		if err := rows.Scan(&st.Slot, &st.Publication, &st.AppliedLSN, &st.Phase, &tables, &st.Stream, &st.Partitions, &st.SchemaStopLSN, &st.AheadLSN); err != nil {
 			return nil, fmt.Errorf("target: read %s: %w", SyncTable, err)
 		}
 		if tables != "" {
@@ -212,6 +217,15 @@ func (t *Target) RecordSyncTables(ctx context.Context, slot string, tables []str
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("target: record the tables of the sync on slot %s: %w", slot, err)
+	}
+	return nil
+}
+
+// RecordAhead records within tx, which wrote rows read from the source as
+// of lsn, that the target holds rows of that moment (SyncState.AheadLSN).
+func (t *Target) RecordAhead(ctx context.Context, tx *sql.Tx, slot string, lsn uint64) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE `+SyncTable+` SET ahead_lsn = GREATEST(ahead_lsn, ?) WHERE slot = ?`, lsn, slot); err != nil {
+		return fmt.Errorf("target: record the source position of rows read for a key move (sync on slot %s): %w", slot, err)
 	}
 	return nil
 }

@@ -30,12 +30,9 @@ type atomicCounter struct{ atomic.Int64 }
 // replicated rows, so ordering needs no locks.
 func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error {
 	byRel := map[uint32]*table{}
-	for _, t := range s.tables {
-		if t.left == 0 && !t.copied.Load() { // resumed after its last chunk, before its indexes
-			if err := s.finishTable(ctx, t); err != nil {
-				return err
-			}
-		}
+	// resumed after a table's last chunk, before its indexes
+	if err := s.finishTables(ctx, s.status.applied.Load()); err != nil {
+		return err
 	}
 	if s.copyDone() { // resumed with every table copied
 		s.narrowProcs()
@@ -97,13 +94,8 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 		for _, c := range chunks {
 			c.table.left--
 			<-s.inflight
-			if c.table.left == 0 && !c.table.copied.Load() {
-				if err := s.finishTable(ctx, c.table); err != nil {
-					return err
-				}
-			}
 		}
-		return nil
+		return s.finishTables(ctx, uint64(applied))
 	}
 
 	// A stop for a schema change in the transaction being received writes
@@ -266,6 +258,9 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 			if lsn, ok := pos.keepalive(ev.WALEnd, s.applier.Pending() == 0 && len(doneChunks) == 0); ok {
 				s.status.applied.Store(uint64(lsn))
 				s.stream.Load().Confirm(lsn)
+				if err := s.finishTables(ctx, uint64(lsn)); err != nil {
+					return err
+				}
 			}
 		}
 		// Only with nothing more received: right after a flush the lag reads
@@ -460,6 +455,23 @@ func (s *Syncer) badValue(t *table, key, column string, err error) error {
 	return failure.Wrap(err, failure.BadRow, "SLUICE-SYNC-BADROW", "table %s, key %s, column %s", t.plan.Source.Name, key, column).
 		With("table", t.plan.Source.Name.String()).With("key", key).With("column", column).
 		WithHint("fix the value on the source or map the column to a type that holds it, then run sync again")
+}
+
+// finishTables finishes the tables whose chunks are all in, once the
+// stream has been applied up to applied, past any rows a key move read
+// from the source ahead of it (aheadLSN).
+func (s *Syncer) finishTables(ctx context.Context, applied uint64) error {
+	if s.aheadLSN.Load() > applied {
+		return nil
+	}
+	for _, t := range s.tables {
+		if t.left == 0 && !t.copied.Load() {
+			if err := s.finishTable(ctx, t); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // finishTable builds the secondary indexes once a table's chunks are all in.

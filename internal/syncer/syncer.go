@@ -132,6 +132,32 @@ type Syncer struct {
 	// run, from the sync state; see capture.SchemaWatch)
 	schemaStopLSN uint64
 	rewatch       pgstream.Rewatch // a notice showed a partition to give its TRUNCATE trigger now
+	// aheadLSN: rows a key move read from the source (apply.Table.Refetch)
+	// are the source's as of this position, which the stream may not have
+	// reached yet (stored with them, so a restart knows it too). Until it
+	// has, a key move carries no row, and no table is finished: building a
+	// unique index over rows of two moments could fail.
+	aheadLSN atomic.Uint64
+}
+
+// readAhead records, within tx (which wrote rows read from the source
+// just now), that the target holds the source's rows as of its current
+// position; see aheadLSN.
+func (s *Syncer) readAhead(ctx context.Context, tx *sql.Tx) error {
+	var now string
+	if err := s.src.Pool.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&now); err != nil {
+		return fmt.Errorf("source: read the current WAL position: %w", err)
+	}
+	lsn, err := pglogrepl.ParseLSN(now)
+	if err != nil {
+		return err
+	}
+	if err := s.tgt.RecordAhead(ctx, tx, s.opt.Slot, uint64(lsn)); err != nil {
+		return err
+	}
+	for prev := s.aheadLSN.Load(); uint64(lsn) > prev && !s.aheadLSN.CompareAndSwap(prev, uint64(lsn)); prev = s.aheadLSN.Load() {
+	}
+	return nil
 }
 
 // New prepares a sync. srcConnString is used for the replication connection.
@@ -151,7 +177,7 @@ func New(src *postgres.Source, srcConnString string, tgt *mysql.Target, p *plan.
 			tt.deferred = newDeferredTx()
 			s.deferredTables = append(s.deferredTables, tt)
 		}
-		tt.apply.Refetch = func(ctx context.Context, tx *sql.Tx, key string) error {
+		tt.apply.Refetch = func(ctx context.Context, tx *sql.Tx, keys ...string) error {
 			// Only while the table is copied: then the row can be missing for
 			// that reason, and the target has no secondary unique index yet
 			// through which the load (a REPLACE, of the source's current row)
@@ -159,11 +185,16 @@ func New(src *postgres.Source, srcConnString string, tgt *mysql.Target, p *plan.
 			if tt.copied.Load() {
 				return nil
 			}
-			if _, err := copier.CopyKeys(ctx, s.src, tx, t, [][]string{strings.Split(key, "\x00")}); err != nil {
+			split := make([][]string, len(keys))
+			for i, k := range keys {
+				split[i] = strings.Split(k, "\x00")
+			}
+			if _, err := copier.CopyKeys(ctx, s.src, tx, t, split); err != nil {
 				return fmt.Errorf("table %s: read the row a key moved to from the source: %w", t.Source.Name, err)
 			}
-			return nil
+			return s.readAhead(ctx, tx)
 		}
+		tt.apply.Ahead = func() bool { return !tt.copied.Load() && s.aheadLSN.Load() > s.status.applied.Load() }
 		s.tables = append(s.tables, tt)
 		s.byName[t.Source.Name.String()] = tt
 	}
@@ -291,6 +322,7 @@ func (s *Syncer) runOnce(ctx context.Context) (*CutoverReport, error) {
 	}
 	s.status.applied.Store(state.AppliedLSN)
 	s.schemaStopLSN = state.SchemaStopLSN
+	s.aheadLSN.Store(state.AheadLSN)
 	stream, err := pgstream.Open(ctx, s.srcConnStr, s.opt.Slot, s.opt.Publication, pglogrepl.LSN(state.AppliedLSN))
 	if err != nil {
 		return nil, pgstream.StreamError(err, s.opt.Slot, "open the change stream",
