@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sluice-db/sluice/internal/failure"
@@ -73,6 +74,10 @@ func Take(ctx context.Context, src *postgres.Source, tables []*plan.Table, lockT
 	l.Requested = time.Now()
 	if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(names, ", ")+" IN EXCLUSIVE MODE"); err != nil {
 		l.Release()
+		if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "42501" { // refused at once: no writer waited
+			return nil, failure.Wrap(err, failure.Usage, "SLUICE-CUTOVER-PRIVILEGE", "cutover: the source user may not fence writes to %s", strings.Join(names, ", ")).
+				WithHint("LOCK TABLE … IN EXCLUSIVE MODE needs UPDATE, DELETE or TRUNCATE on each migrated table: GRANT UPDATE ON them TO the sync's user (and SELECT on their sequences, read under the fence), then run sluice cutover again")
+		}
 		return nil, failure.Wrap(err, failure.Internal, "SLUICE-CUTOVER-LOCK", "cutover: could not fence writes within %s", lockTimeout).
 			WithHint("long transactions on the source hold the tables; try again, or raise the lock timeout (--lock-timeout)")
 	}
@@ -153,10 +158,14 @@ func (l *Lock) SyncAutoIncrement(ctx context.Context, tgt *mysql.Target, gap int
 			if seq == nil {
 				continue
 			}
-			var last, increment int64
+			var last, increment, seqMax int64
 			var called bool
-			if err := l.Tx.QueryRow(ctx, "SELECT s.last_value, s.is_called, p.seqincrement FROM "+*seq+" s, pg_sequence p WHERE p.seqrelid = $1::regclass",
-				*seq).Scan(&last, &called, &increment); err != nil {
+			if err := l.Tx.QueryRow(ctx, "SELECT s.last_value, s.is_called, p.seqincrement, p.seqmax FROM "+*seq+" s, pg_sequence p WHERE p.seqrelid = $1::regclass",
+				*seq).Scan(&last, &called, &increment, &seqMax); err != nil {
+				if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "42501" {
+					return nil, failure.Wrap(err, failure.Usage, "SLUICE-CUTOVER-PRIVILEGE", "cutover: the source user may not read sequence %s of %s.%s", *seq, t.Source.Name, c.Source).
+						WithHint("GRANT SELECT ON SEQUENCE %s TO the sync's user, then run sluice cutover again (the fence is lifted)", *seq)
+				}
 				return nil, fmt.Errorf("cutover: read sequence %s: %w", *seq, err)
 			}
 			if increment < 0 {
@@ -166,7 +175,10 @@ func (l *Lock) SyncAutoIncrement(ctx context.Context, tgt *mysql.Target, gap int
 			if called {
 				next = addCapped(next, increment)
 			}
-			next = max(addCapped(next, gap), 1)
+			// The gap stops at the last value the sequence or the target
+			// column can take: a target AUTO_INCREMENT past the column's
+			// range makes every insert there fail.
+			next = max(min(addCapped(next, gap), seqMax, typemap.IntegerMax(c.SQLType)), next, 1)
 			if _, err := tgt.DB.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s AUTO_INCREMENT = %d", typemap.QuoteIdent(t.Target), next)); err != nil {
 				return nil, fmt.Errorf("cutover: set AUTO_INCREMENT of %s: %w", t.Target, err)
 			}
@@ -209,18 +221,24 @@ func (b Blocker) String() string {
 }
 
 // Blockers lists the sessions whose transaction, open longer than minAge,
-// holds a lock on tables that conflicts with the fence: ones a fence
+// holds a lock on tables (or their partitions or children) that conflicts
+// with the fence: ones a fence
 // requested now would most likely wait for until its lock timeout, holding
 // up every writer meanwhile. An autovacuum worker is left out unless it
 // runs to prevent wraparound: any other gives way to a lock request. Without
 // pg_monitor (or superuser) other users' sessions are not seen.
 func Blockers(ctx context.Context, src *postgres.Source, tables []*plan.Table, minAge time.Duration) ([]Blocker, error) {
 	names := sourceNames(tables)
-	rows, err := src.Pool.Query(ctx, `SELECT a.pid, coalesce(a.state, ''), coalesce(a.backend_type, ''), l.relation::regclass::text, l.mode,
+	// The fence locks each table's partitions and inheritance children
+	// too, and a write or an autovacuum holds the one it touches.
+	rows, err := src.Pool.Query(ctx, `WITH RECURSIVE fenced(relid) AS (
+			SELECT unnest($1::text[]::regclass[])::oid
+			UNION SELECT i.inhrelid FROM pg_inherits i JOIN fenced f ON i.inhparent = f.relid)
+		SELECT a.pid, coalesce(a.state, ''), coalesce(a.backend_type, ''), l.relation::regclass::text, l.mode,
 			extract(epoch FROM now() - a.xact_start)::float8,
 			coalesce(nullif(a.application_name, ''), 'no application_name') || ' at ' || coalesce(host(a.client_addr), 'local socket')
 		FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-		WHERE l.granted AND l.locktype = 'relation' AND l.relation = ANY($1::text[]::regclass[])
+		WHERE l.granted AND l.locktype = 'relation' AND l.relation IN (SELECT relid FROM fenced)
 			AND l.mode IN ('RowShareLock', 'RowExclusiveLock', 'ShareUpdateExclusiveLock', 'ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
 			AND l.pid <> pg_backend_pid()
 			AND a.xact_start < now() - make_interval(secs => $2)

@@ -3,6 +3,8 @@ package fence_test
 import (
 	"context"
 	"errors"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -218,6 +220,86 @@ func TestBlockersNamesAnIdleTransaction(t *testing.T) {
 	}
 	if len(b) != 1 || b[0].PID != pid || b[0].State != "idle in transaction" || b[0].Mode != "RowExclusiveLock" {
 		t.Fatalf("Blockers = %+v; want process %d, idle in transaction, RowExclusiveLock", b, pid)
+	}
+}
+
+// A transaction writing straight into a partition locks the partition
+// only, and the fence (which locks every partition) would queue behind it
+// all the same: Blockers names it.
+func TestBlockersNamesAWriterOfAPartition(t *testing.T) {
+	p := testenv.NewPair(t)
+	ctx := context.Background()
+	p.PG(t, `CREATE TABLE ev (id int PRIMARY KEY) PARTITION BY RANGE (id); CREATE TABLE ev_1 PARTITION OF ev FOR VALUES FROM (0) TO (100)`)
+	src, _, pl := planned(t, p, "ev", false)
+	writer, err := src.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Rollback(ctx)
+	var pid int
+	if err := writer.QueryRow(ctx, `INSERT INTO ev_1 VALUES (1) RETURNING pg_backend_pid()`).Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	b, err := fence.Blockers(ctx, src, pl.Tables, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) != 1 || b[0].PID != pid || b[0].Table != "ev_1" {
+		t.Fatalf("Blockers = %+v; want process %d on ev_1", b, pid)
+	}
+}
+
+// The gap added to a target AUTO_INCREMENT stops at what the column (and
+// the sequence) can hold: a SMALLINT set past 32767 fails every insert on
+// the target, though the source has ids left.
+func TestAutoIncrementGapStopsAtTheColumnsEnd(t *testing.T) {
+	p := testenv.NewPair(t)
+	ctx := context.Background()
+	p.PG(t, `CREATE TABLE small (id smallserial PRIMARY KEY, v text); SELECT setval('small_id_seq', 32000)`)
+	src, tgt, pl := planned(t, p, "small", true)
+	lock, err := fence.Take(ctx, src, pl.Tables, time.Second, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Release()
+	got, err := lock.SyncAutoIncrement(ctx, tgt, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["small"] != 32767 {
+		t.Fatalf("AUTO_INCREMENT set to %v; want small: 32767 (the gap of 1000 stopped at SMALLINT's end)", got)
+	}
+	if _, err := tgt.DB.Exec(`INSERT INTO small (v) VALUES ('on the target')`); err != nil {
+		t.Errorf("an insert on the target after the cutover: %v", err)
+	}
+}
+
+// A source user that may not lock the tables gets SLUICE-CUTOVER-PRIVILEGE
+// at once, saying what to grant, not a lock timeout blamed on long
+// transactions.
+func TestFenceWithoutThePrivilege(t *testing.T) {
+	p := testenv.NewPair(t)
+	ctx := context.Background()
+	p.PG(t, `CREATE TABLE likes (id int PRIMARY KEY)`)
+	role := testenv.DBName(t) + "_reader"
+	p.PG(t, `DROP ROLE IF EXISTS `+role+`; CREATE ROLE `+role+` LOGIN; GRANT SELECT ON likes TO `+role)
+	t.Cleanup(func() { p.PG(t, `DROP OWNED BY `+role+`; DROP ROLE `+role) })
+	_, _, pl := planned(t, p, "likes", false)
+	u, err := url.Parse(p.SourceURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(role)
+	src, err := postgres.Connect(ctx, u.String(), role, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	_, err = fence.Take(ctx, src, pl.Tables, time.Second, 30*time.Second)
+	var fe *failure.Error
+	if !errors.As(err, &fe) || fe.Code != "SLUICE-CUTOVER-PRIVILEGE" || !strings.Contains(fe.Error(), "likes") {
+		t.Fatalf("Take as a user without UPDATE on likes = %v; want SLUICE-CUTOVER-PRIVILEGE naming likes", err)
 	}
 }
 

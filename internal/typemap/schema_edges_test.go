@@ -1,6 +1,7 @@
 package typemap
 
 import (
+	"math"
 	"strings"
 	"testing"
 
@@ -162,5 +163,24 @@ func TestSizeOf(t *testing.T) {
 	}
 	if _, ok := LongText("CHAR(9)"); ok {
 		t.Error("LongText took CHAR")
+	}
+}
+
+// The cutover sets a target AUTO_INCREMENT no higher than its column can
+// hold: past it, every insert on the target fails.
+func TestIntegerMax(t *testing.T) {
+	for typ, want := range map[string]int64{
+		"SMALLINT AUTO_INCREMENT":        32767,
+		"INT AUTO_INCREMENT":             2147483647,
+		"INT UNSIGNED":                   4294967295,
+		"MEDIUMINT":                      8388607,
+		"tinyint(4) unsigned":            255,
+		"BIGINT AUTO_INCREMENT":          math.MaxInt64,
+		"BIGINT UNSIGNED AUTO_INCREMENT": math.MaxInt64,
+		"DECIMAL(20,0)":                  math.MaxInt64,
+	} {
+		if got := IntegerMax(typ); got != want {
+			t.Errorf("IntegerMax(%q) = %d, want %d", typ, got, want)
+		}
 	}
 }

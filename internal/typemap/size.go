@@ -1,6 +1,7 @@
 package typemap
 
 import (
+	"math"
 	"strconv"
 	"strings"
 )
@@ -140,4 +141,22 @@ func LongText(sqlType string) (string, bool) {
 		return "", false
 	}
 	return "LONGTEXT" + attrs, true
+}
+
+// IntegerMax is the largest value a column of an integer type holds
+// ("INT", "BIGINT UNSIGNED AUTO_INCREMENT"), at most the largest int64;
+// the largest int64 for any other type.
+func IntegerMax(sqlType string) int64 {
+	u := strings.ToUpper(strings.TrimSpace(sqlType))
+	name, _, _ := strings.Cut(u, " ")
+	name, _, _ = strings.Cut(name, "(")
+	bytes := map[string]int{"TINYINT": 1, "SMALLINT": 2, "MEDIUMINT": 3, "INT": 4, "INTEGER": 4}[name]
+	if bytes == 0 { // BIGINT, or not an integer
+		return math.MaxInt64
+	}
+	bits := 8*bytes - 1
+	if strings.Contains(u, "UNSIGNED") {
+		bits++
+	}
+	return 1<<bits - 1
 }
