@@ -300,12 +300,8 @@ func (w *TableNotices) Concerns(n pgstream.DDLNotice) bool {
 // warned of.
 func (w *TableNotices) Changes(n pgstream.DDLNotice, pool *pgxpool.Pool, log *slog.Logger, wholeOld bool) ([]string, error) {
 	src := w.Plan.Source
-	if n.Truncated && n.OID != src.OID && n.NoCondition == "" {
-		switch b := pgstream.ReadBound(pool, n.OID, src.OID); {
-		case !b.Matches(n.Ancestors, n.Bounds):
-		case !b.Replaced(n.Filenode):
-			n.NoCondition = "the partition has the storage it had before that TRUNCATE (so it was created or rewritten in the truncating transaction, which empties it in place, or another role than sluice's trigger wrote the notice)"
-		default:
+	if n.Truncated && n.OID != src.OID && n.Replayed == "" {
+		if b := pgstream.ReadBound(pool, n.OID, src.OID); b.Matches(n.Ancestors, n.Bounds) {
 			n.Bound, n.Delete = b.Constraint, targetDelete(w.Plan, b)
 		}
 	}
@@ -416,8 +412,8 @@ func NoticeChanges(src *schema.Table, parts []uint32, n pgstream.DDLNotice, keyC
 		if n.Truncated {
 			rows := fmt.Sprintf("sluice cannot tell them by a condition: once the sync runs again, sluice verify --repair --tables %s finds them", src.Name)
 			switch {
-			case n.NoCondition != "":
-				rows = fmt.Sprintf("%s: once the sync runs again and has caught up, sluice verify --repair --tables %s finds them", n.NoCondition, src.Name)
+			case n.Replayed != "":
+				rows = fmt.Sprintf("%s: once the sync runs again and has caught up, sluice verify --repair --tables %s finds them", n.Replayed, src.Name)
 			case n.Delete != "":
 				rows = fmt.Sprintf("delete them on the target with %s; or run sluice verify --repair --tables %s once the sync runs again", n.Delete, src.Name)
 			case n.Bound != "" && !strings.Contains(n.Bound, "satisfies_hash_partition"): // a hash partition's is PostgreSQL's own

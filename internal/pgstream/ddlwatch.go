@@ -67,10 +67,6 @@ type DDLNotice struct {
 	// settings): the rows it held are
 	// told only if the catalog still has them (PartitionBound.Matches).
 	Bounds []string `json:"bounds"`
-	// Filenode is the partition's relfilenode before the TRUNCATE, which
-	// gives it a new one: a notice whose partition still has it was
-	// not written by a TRUNCATE that replaced its storage.
-	Filenode uint32 `json:"filenode"`
 	// Bound is the partition's constraint, its ancestors' bounds included,
 	// as the source's catalog has it (ReadBound): any role may write a
 	// notice, so the rows it names are not taken from one. Delete is the
@@ -78,11 +74,10 @@ type DDLNotice struct {
 	// tells them (capture.TableNotices fills both in).
 	Bound  string `json:"-"`
 	Delete string `json:"-"`
-	// NoCondition says why no condition may name the truncated
-	// partition's rows (rows that reach the target after the stop may
-	// belong to it; the TRUNCATE is not shown to have happened), set by
-	// the run that judges the notice; "" when none.
-	NoCondition string `json:"-"`
+	// Replayed says why rows that reach the target after the stop may
+	// belong to the truncated partition, so that no condition names them
+	// (set by the run that judges the notice; "" when none).
+	Replayed string `json:"-"`
 }
 
 // DDLPartition names a partition.
@@ -308,7 +303,7 @@ BEGIN
   END IF;
   IF held THEN
     PERFORM pg_logical_emit_message(true, 'sluice', 'D:' || json_build_object('oid', TG_RELID::bigint, 'name', TG_RELID::regclass::text,
-        'truncated', true, 'filenode', (SELECT relfilenode::bigint FROM pg_class WHERE oid = TG_RELID),
+        'truncated', true,
         'ancestors', (SELECT json_agg(a.relid::oid::bigint) FROM pg_partition_ancestors(TG_RELID) a WHERE a.relid <> TG_RELID::regclass),
         'bounds', (SELECT json_agg(pg_get_expr(c.relpartbound, c.oid) ORDER BY a.n)
           FROM pg_partition_ancestors(TG_RELID) WITH ORDINALITY a(relid, n) JOIN pg_class c ON c.oid = a.relid))::text);
@@ -750,8 +745,6 @@ type PartitionBound struct {
 	// and the migrated table, leaf first; Parents the table above each.
 	Levels  []partbound.Level
 	Parents []uint32
-	// Filenode is its relfilenode now.
-	Filenode uint32
 }
 
 // Matches says whether the bound read now is the one a TRUNCATE recorded:
@@ -770,15 +763,6 @@ func (b PartitionBound) Matches(ancestors []uint32, bounds []string) bool {
 	return true
 }
 
-// Replaced says whether the partition's storage is no longer the one a
-// TRUNCATE trigger recorded (filenode), as a TRUNCATE leaves it; any role
-// may write a notice, but only one that may truncate, rewrite or drop the
-// partition can replace its storage. (A partition created or rewritten in
-// the truncating transaction itself is emptied in place, and keeps it.)
-func (b PartitionBound) Replaced(filenode uint32) bool {
-	return filenode != 0 && b.Filenode != 0 && b.Filenode != filenode
-}
-
 // ReadBound reads the bound of the partition with oid below the migrated
 // table root; the zero PartitionBound when it cannot.
 func ReadBound(pool *pgxpool.Pool, oid, root uint32) PartitionBound {
@@ -788,13 +772,11 @@ func ReadBound(pool *pgxpool.Pool, oid, root uint32) PartitionBound {
 	// A default partition's constraint changes with every partition added
 	// beside it: now it may not name the rows it held then.
 	var constraint *string
-	var filenode int64
 	if err := pool.QueryRow(ctx, `SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_partition_ancestors($1::oid::regclass) a JOIN pg_class c ON c.oid = a.relid
-			WHERE pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT') THEN NULL ELSE pg_get_partition_constraintdef($1::oid) END,
-			(SELECT relfilenode::bigint FROM pg_class WHERE oid = $1::oid)`, oid).Scan(&constraint, &filenode); err != nil || constraint == nil {
+			WHERE pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT') THEN NULL ELSE pg_get_partition_constraintdef($1::oid) END`, oid).Scan(&constraint); err != nil || constraint == nil {
 		return PartitionBound{}
 	}
-	b.Constraint, b.Filenode = *constraint, uint32(filenode)
+	b.Constraint = *constraint
 	rows, err := pool.Query(ctx, `WITH RECURSIVE up AS (
 			SELECT $1::oid AS relid, 0 AS depth
 			UNION ALL

@@ -36,25 +36,3 @@ func TestPartitionBoundMatches(t *testing.T) {
 		}
 	}
 }
-
-// Only a partition whose storage changed since the notice may have its
-// rows named: any role can write a notice copying the catalog, but only
-// one allowed to truncate (or rewrite) the partition can give it new
-// storage.
-func TestPartitionBoundReplaced(t *testing.T) {
-	for _, c := range []struct {
-		name     string
-		now      uint32
-		recorded uint32
-		want     bool
-	}{
-		{"new storage since the TRUNCATE", 16500, 16401, true},
-		{"the storage the notice names (forged, or emptied in place)", 16401, 16401, false},
-		{"no storage recorded (an older trigger)", 16500, 0, false},
-		{"nothing read now", 0, 16401, false},
-	} {
-		if got := (PartitionBound{Filenode: c.now}).Replaced(c.recorded); got != c.want {
-			t.Errorf("%s: Replaced = %v, want %v", c.name, got, c.want)
-		}
-	}
-}
