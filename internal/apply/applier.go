@@ -116,16 +116,23 @@ func applyOne(ctx context.Context, tx *sql.Tx, op Op) error {
 		_, err := patch(ctx, tx, t, op.Row, op.Row)
 		return err
 	case Move:
-		keys := []string{op.Key}
-		if t.Refetch != nil && t.Ahead != nil && t.Ahead() {
+		ahead := func(key string) bool { return t.Refetch != nil && t.Ahead != nil && t.Ahead(key) }
+		switch {
+		case ahead(op.OldKeyID):
 			if err := deleteKeys(ctx, tx, t, []Row{op.OldKey, op.Row}); err != nil {
 				return err
 			}
-			keys = append(keys, op.OldKeyID)
-		} else if moved, err := patch(ctx, tx, t, op.Row, op.OldKey); err != nil || moved > 0 || t.Refetch == nil {
-			return err
+		case ahead(op.Key):
+			if err := deleteKeys(ctx, tx, t, []Row{op.Row}); err != nil {
+				return err
+			}
+			fallthrough
+		default:
+			if moved, err := patch(ctx, tx, t, op.Row, op.OldKey); err != nil || moved > 0 || t.Refetch == nil {
+				return err
+			}
 		}
-		err := t.Refetch(ctx, tx, keys...)
+		err := t.Refetch(ctx, tx, op.Key)
 		if warn := (*mysql.ValueWarning)(nil); errors.As(err, &warn) {
 			return t.valueChanged([]Row{op.Row}, warn.Warnings)
 		}

@@ -87,12 +87,14 @@ type Table struct {
 	// Changes after this one, older than what it reads, are applied on top
 	// as they come, so the row ends as the source has it.
 	Refetch func(ctx context.Context, tx *sql.Tx, keys ...string) error
-	// Ahead, when set, says whether rows Refetch read may be ahead of the
-	// stream still: the source's rows of a later moment, under keys that
-	// changes not applied yet move rows into or out of. A key move then
-	// carries no row (it could carry another, later row to the new key);
-	// both its keys take the source's rows as they are now.
-	Ahead func() bool
+	// Ahead, when set, says whether the target's row under key may be one
+	// Refetch read ahead of the stream: the source's row of a later moment,
+	// perhaps another row than the one the stream's next changes of key
+	// speak of. A key move out of such a key carries nothing (it could
+	// carry that other row to the new key): the new key takes the source's
+	// row as it is now. One into such a key deletes the row read ahead
+	// first, which at this point of the stream is not there yet.
+	Ahead func(key string) bool
 }
 
 // NewTable prepares the SQL fragments for t.

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -458,17 +459,23 @@ func (s *Syncer) badValue(t *table, key, column string, err error) error {
 }
 
 // finishTables finishes the tables whose chunks are all in, once the
-// stream has been applied up to applied, past any rows a key move read
-// from the source ahead of it (aheadLSN).
+// stream has been applied up to applied, past the rows a key move read
+// from the source ahead of it (table.ahead, restoredAhead): a unique index
+// built over rows of two moments could fail.
 func (s *Syncer) finishTables(ctx context.Context, applied uint64) error {
-	if s.aheadLSN.Load() > applied {
+	if s.restoredAhead > applied {
 		return nil
 	}
 	for _, t := range s.tables {
-		if t.left == 0 && !t.copied.Load() {
-			if err := s.finishTable(ctx, t); err != nil {
-				return err
-			}
+		if t.left != 0 || t.copied.Load() {
+			continue
+		}
+		maps.DeleteFunc(t.ahead, func(_ string, lsn uint64) bool { return lsn <= applied })
+		if len(t.ahead) > 0 {
+			continue
+		}
+		if err := s.finishTable(ctx, t); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -35,6 +35,10 @@ type table struct {
 	progress    *progress.Table
 	changes     atomicCounter
 	deferred    *deferred.Tx[apply.Row] // the key is DEFERRABLE: a transaction is replayed whole
+	// ahead: keys whose target row a key move read from the source, with
+	// the source position it was read at, until the stream has passed it
+	// (loop only; see apply.Table.Ahead).
+	ahead map[string]uint64
 }
 
 // SlotName derives the default slot (and publication) name from the target

@@ -132,20 +132,22 @@ type Syncer struct {
 	// run, from the sync state; see capture.SchemaWatch)
 	schemaStopLSN uint64
 	rewatch       pgstream.Rewatch // a notice showed a partition to give its TRUNCATE trigger now
-	// aheadLSN: rows a key move read from the source (apply.Table.Refetch)
-	// are the source's as of this position, which the stream may not have
-	// reached yet (stored with them, so a restart knows it too). Until it
-	// has, a key move carries no row, and no table is finished: building a
-	// unique index over rows of two moments could fail.
-	aheadLSN atomic.Uint64
+	// restoredAhead: rows a key move read from the source ahead of the
+	// stream (apply.Table.Refetch) were the source's as of up to this
+	// position, as the target stored it with them (SyncState.AheadLSN);
+	// which keys, a restart does not know, so until the stream reaches it
+	// every key of a table being copied counts as one (table.ahead says
+	// which, within a run). Loop only.
+	restoredAhead uint64
 }
 
-// readAhead records, within tx (which wrote rows read from the source
-// just now), that the target holds the source's rows as of its current
-// position; see aheadLSN.
-func (s *Syncer) readAhead(ctx context.Context, tx *sql.Tx) error {
+// readAhead records, within tx (which wrote t's rows under keys, read from
+// the source just now), that they are the source's rows as of its WAL
+// position now; see table.ahead. The insert position: with asynchronous
+// commit a transaction is visible before its commit is written.
+func (s *Syncer) readAhead(ctx context.Context, tx *sql.Tx, t *table, keys []string) error {
 	var now string
-	if err := s.src.Pool.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&now); err != nil {
+	if err := s.src.Pool.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&now); err != nil {
 		return fmt.Errorf("source: read the current WAL position: %w", err)
 	}
 	lsn, err := pglogrepl.ParseLSN(now)
@@ -155,9 +157,20 @@ func (s *Syncer) readAhead(ctx context.Context, tx *sql.Tx) error {
 	if err := s.tgt.RecordAhead(ctx, tx, s.opt.Slot, uint64(lsn)); err != nil {
 		return err
 	}
-	for prev := s.aheadLSN.Load(); uint64(lsn) > prev && !s.aheadLSN.CompareAndSwap(prev, uint64(lsn)); prev = s.aheadLSN.Load() {
+	if t.ahead == nil {
+		t.ahead = map[string]uint64{}
+	}
+	for _, k := range keys {
+		t.ahead[k] = uint64(lsn)
 	}
 	return nil
+}
+
+// readAheadOf says whether t's row under key on the target may be one read
+// ahead of the stream (see apply.Table.Ahead).
+func (s *Syncer) readAheadOf(t *table, key string) bool {
+	applied := s.status.applied.Load()
+	return !t.copied.Load() && (s.restoredAhead > applied || t.ahead[key] > applied)
 }
 
 // New prepares a sync. srcConnString is used for the replication connection.
@@ -192,9 +205,9 @@ func New(src *postgres.Source, srcConnString string, tgt *mysql.Target, p *plan.
 			if _, err := copier.CopyKeys(ctx, s.src, tx, t, split); err != nil {
 				return fmt.Errorf("table %s: read the row a key moved to from the source: %w", t.Source.Name, err)
 			}
-			return s.readAhead(ctx, tx)
+			return s.readAhead(ctx, tx, tt, keys)
 		}
-		tt.apply.Ahead = func() bool { return !tt.copied.Load() && s.aheadLSN.Load() > s.status.applied.Load() }
+		tt.apply.Ahead = func(key string) bool { return s.readAheadOf(tt, key) }
 		s.tables = append(s.tables, tt)
 		s.byName[t.Source.Name.String()] = tt
 	}
@@ -322,7 +335,7 @@ func (s *Syncer) runOnce(ctx context.Context) (*CutoverReport, error) {
 	}
 	s.status.applied.Store(state.AppliedLSN)
 	s.schemaStopLSN = state.SchemaStopLSN
-	s.aheadLSN.Store(state.AheadLSN)
+	s.restoredAhead = state.AheadLSN
 	stream, err := pgstream.Open(ctx, s.srcConnStr, s.opt.Slot, s.opt.Publication, pglogrepl.LSN(state.AppliedLSN))
 	if err != nil {
 		return nil, pgstream.StreamError(err, s.opt.Slot, "open the change stream",
