@@ -300,8 +300,12 @@ func (w *TableNotices) Concerns(n pgstream.DDLNotice) bool {
 // warned of.
 func (w *TableNotices) Changes(n pgstream.DDLNotice, pool *pgxpool.Pool, log *slog.Logger, wholeOld bool) ([]string, error) {
 	src := w.Plan.Source
-	if n.Truncated && n.OID != src.OID && n.Replayed == "" {
-		if b := pgstream.ReadBound(pool, n.OID, src.OID); b.Matches(n.Ancestors, n.Bounds) {
+	if n.Truncated && n.OID != src.OID && n.NoCondition == "" {
+		switch b := pgstream.ReadBound(pool, n.OID, src.OID); {
+		case !b.Matches(n.Ancestors, n.Bounds):
+		case n.Xid == 0 || pgstream.HeldBefore(pool, n.OID, n.Xid):
+			n.NoCondition = "the partition holds rows written before that TRUNCATE, which it would have taken: the notice may not come from one (any role may write one), or sluice could not read the partition to tell"
+		default:
 			n.Bound, n.Delete = b.Constraint, targetDelete(w.Plan, b)
 		}
 	}
@@ -412,8 +416,8 @@ func NoticeChanges(src *schema.Table, parts []uint32, n pgstream.DDLNotice, keyC
 		if n.Truncated {
 			rows := fmt.Sprintf("sluice cannot tell them by a condition: once the sync runs again, sluice verify --repair --tables %s finds them", src.Name)
 			switch {
-			case n.Replayed != "":
-				rows = fmt.Sprintf("%s: once the sync runs again and has caught up, sluice verify --repair --tables %s finds them", n.Replayed, src.Name)
+			case n.NoCondition != "":
+				rows = fmt.Sprintf("%s: once the sync runs again and has caught up, sluice verify --repair --tables %s finds them", n.NoCondition, src.Name)
 			case n.Delete != "":
 				rows = fmt.Sprintf("delete them on the target with %s; or run sluice verify --repair --tables %s once the sync runs again", n.Delete, src.Name)
 			case n.Bound != "" && !strings.Contains(n.Bound, "satisfies_hash_partition"): // a hash partition's is PostgreSQL's own

@@ -74,10 +74,14 @@ type DDLNotice struct {
 	// tells them (capture.TableNotices fills both in).
 	Bound  string `json:"-"`
 	Delete string `json:"-"`
-	// Replayed says why rows that reach the target after the stop may
-	// belong to the truncated partition, so that no condition names them
-	// (set by the run that judges the notice; "" when none).
-	Replayed string `json:"-"`
+	// NoCondition says why no condition may name the truncated
+	// partition's rows (rows that reach the target after the stop may
+	// belong to it; the TRUNCATE is not shown to have happened), set by
+	// the run that judges the notice; "" when none.
+	NoCondition string `json:"-"`
+	// Xid is the transaction that wrote the notice, as the stream tells
+	// it (0: unknown).
+	Xid uint32 `json:"-"`
 }
 
 // DDLPartition names a partition.
@@ -761,6 +765,33 @@ func (b PartitionBound) Matches(ancestors []uint32, bounds []string) bool {
 		}
 	}
 	return true
+}
+
+// HeldBefore says whether the partition with oid holds a row that a
+// transaction older than xid wrote, which a TRUNCATE in xid would have
+// taken away: then the notice saying so did not come from one (any role
+// may write a notice). True too when it cannot tell: the partition has
+// row-level security, or the read fails or takes more than 10 s. (A
+// writer that waited for the TRUNCATE's lock may have an older xid, and
+// makes it say true: the stop then names no rows, which is safe.)
+func HeldBefore(pool *pgxpool.Pool, oid, xid uint32) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // the run's context may be ending
+	defer cancel()
+	var name string
+	var secured bool
+	if err := pool.QueryRow(ctx, `SELECT oid::regclass::text, relrowsecurity FROM pg_class WHERE oid = $1`, oid).Scan(&name, &secured); err != nil || secured {
+		return true
+	}
+	var held bool
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SET LOCAL statement_timeout = '10s'"); err != nil {
+			return err
+		}
+		// age() counts back from the current transaction: a larger age is
+		// an older transaction; a frozen row's reads as the oldest
+		return tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM ONLY `+name+` WHERE age(xmin) > age($1::text::xid))`, fmt.Sprint(xid)).Scan(&held)
+	})
+	return err != nil || held
 }
 
 // ReadBound reads the bound of the partition with oid below the migrated

@@ -449,7 +449,7 @@ func (p *Publisher) loop(ctx context.Context, evs <-chan []pgstream.Event) error
 				if notice.Truncated {
 					// what was published before it may be applied after a
 					// DELETE the user ran, and some of it is published again
-					notice.Replayed = "the appliers apply what was published before the stop after it, some of it again when the publisher runs again"
+					notice.NoCondition = "the appliers apply what was published before the stop after it, some of it again when the publisher runs again"
 				}
 				ddl.Notice(notice)
 				continue

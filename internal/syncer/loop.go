@@ -229,9 +229,10 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 				if err != nil {
 					return err
 				}
+				notice.Xid = s.txXid
 				if notice.Truncated && slices.ContainsFunc(s.tables, func(t *table) bool { return t.changedIn == s.txXid && t.notices.Concerns(notice) }) {
 					// replayed after the stop, after a DELETE the user ran
-					notice.Replayed = "the transaction that truncated it wrote rows of the table before, which the sync writes again when it goes on"
+					notice.NoCondition = "the transaction that truncated it wrote rows of the table before, which the sync writes again when it goes on"
 				}
 				ddl.Notice(notice)
 				continue
