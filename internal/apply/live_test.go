@@ -246,7 +246,7 @@ func TestMoveDoesNotCarryRowsReadAhead(t *testing.T) {
 			split[i] = strings.Split(k, "\x00")
 			ahead[k] = true
 		}
-		_, err := copier.CopyKeys(ctx, src, tx, tbl.Plan, split)
+		_, err := copier.CopyKeys(ctx, src, tx, tbl.Plan, split, false)
 		return err
 	}
 	tbl.Ahead = func(key string) bool { return ahead[key] }

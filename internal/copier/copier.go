@@ -687,11 +687,11 @@ var errLoadStopped = errors.New("target load stopped")
 // CopyKeys copies the source rows with the given keys (source text form)
 // into the target within tx, replacing rows with the same key. Used by
 // verify --repair.
-func CopyKeys(ctx context.Context, src *postgres.Source, tx *sql.Tx, t *plan.Table, keys [][]string) (int64, error) {
+func CopyKeys(ctx context.Context, src *postgres.Source, tx *sql.Tx, t *plan.Table, keys [][]string, skipBad bool) (int64, error) {
 	if len(keys) == 0 {
 		return 0, nil
 	}
-	tr, err := streamRows(ctx, src, tx, t, t.KeyFilterSource(keys), true, false, nil, nil)
+	tr, err := streamRows(ctx, src, tx, t, t.KeyFilterSource(keys), true, skipBad, nil, nil)
 	if err != nil {
 		return 0, err
 	}

@@ -42,6 +42,9 @@ type Column struct {
 	KeyExprSource string
 	KeyExprTarget string
 	SourceType    schema.Type
+	// UserType: the mapping set the target type (SQLType), whose order
+	// and comparison sluice does not know.
+	UserType bool
 }
 
 // Table is the plan for one source table.
@@ -360,11 +363,13 @@ func setKeyExprs(c *Column, flavor typemap.Flavor) {
 // compares ignoring case even under COLLATE "C". Nor for a CHAR key: its
 // index on MariaDB sorts values padded with spaces while a range condition
 // compares them unpadded, so 'a' sorts after 'a\t' in the index and a range
-// scan skips it.
+// scan skips it. Nor for a key column whose target type the mapping set
+// (an int key kept as VARCHAR sorts '10' before '9'; a case-insensitive
+// collation makes 'a' and 'A' one).
 func (t *Table) KeyOrderAgrees() bool {
 	for _, k := range t.Key {
 		typ := t.Columns[k].SourceType
-		if len(typ.EnumLabels) > 0 || t.Columns[k].Kind == canonical.PaddedChar {
+		if len(typ.EnumLabels) > 0 || t.Columns[k].Kind == canonical.PaddedChar || t.Columns[k].UserType {
 			return false
 		}
 		switch typ.Name {
@@ -692,7 +697,7 @@ func truncate(name string) string {
 // the range checks of the type sluice chose go. narrows reports a type that
 // holds less than the source's.
 func (c *Column) setUserType(sqlType string) (narrows bool) {
-	c.SQLType = sqlType
+	c.SQLType, c.UserType = sqlType, true
 	c.Kind, narrows = userTypeKind(c.SourceType, c.Kind, sqlType)
 	c.Convert, c.LoadExpr, c.BulkSafe = typemap.TextForm(c.SourceType), "", false
 	switch target := KindOfSQLType(sqlType, c.Kind); {

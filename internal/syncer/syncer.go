@@ -202,7 +202,7 @@ func New(src *postgres.Source, srcConnString string, tgt *mysql.Target, p *plan.
 			for i, k := range keys {
 				split[i] = strings.Split(k, "\x00")
 			}
-			if _, err := copier.CopyKeys(ctx, s.src, tx, t, split); err != nil {
+			if _, err := copier.CopyKeys(ctx, s.src, tx, t, split, false); err != nil {
 				return fmt.Errorf("table %s: read the row a key moved to from the source: %w", t.Source.Name, err)
 			}
 			return s.readAhead(ctx, tx, tt, keys)
