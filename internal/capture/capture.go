@@ -74,6 +74,7 @@ func (st Start) Prepare(ctx context.Context, prepareTable func(ctx context.Conte
 	if err := st.Target.EnsureSyncTable(ctx); err != nil {
 		return err
 	}
+	st.Target.WarnIfNotDurable(ctx, st.Log)
 	state, err := st.Target.LoadSyncState(ctx, st.Slot)
 	if err != nil {
 		return err

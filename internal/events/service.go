@@ -255,6 +255,7 @@ func (s *Service) prepare(ctx context.Context) error {
 	if err := s.tgt.EnsureEventTables(ctx); err != nil {
 		return err
 	}
+	s.tgt.WarnIfNotDurable(ctx, s.log)
 	if err := s.store.Load(ctx); err != nil {
 		return err
 	}

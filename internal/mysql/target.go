@@ -313,3 +313,21 @@ type driverLog struct{ log *slog.Logger }
 func (d driverLog) Print(v ...any) {
 	d.log.Warn("target driver", "code", "SLUICE-TARGET-DRIVER", "message", strings.TrimSpace(fmt.Sprint(v...)))
 }
+
+// WarnIfNotDurable logs a warning when the target's InnoDB does not make
+// each commit durable (innodb_flush_log_at_trx_commit other than 1): a
+// stream consumer acknowledges its source (confirms the slot, acks the
+// message) once the target's commit returns, and a target host that
+// crashes then can lose commits the source will never send again.
+func (t *Target) WarnIfNotDurable(ctx context.Context, log *slog.Logger) {
+	var flush int
+	if log == nil {
+		return
+	}
+	if err := t.DB.QueryRowContext(ctx, "SELECT @@innodb_flush_log_at_trx_commit").Scan(&flush); err != nil || flush == 1 {
+		return
+	}
+	log.Warn(fmt.Sprintf("the target's innodb_flush_log_at_trx_commit is %d: a commit is durable only about a second later, but sluice tells the source it has the changes as soon as the commit returns; if the target's host crashes, the last changes are lost and the source does not send them again", flush),
+		"code", "SLUICE-TARGET-DURABILITY",
+		"hint", "SET GLOBAL innodb_flush_log_at_trx_commit = 1 on the target for the migration (and in its configuration file); or run sluice verify --repair after a target crash")
+}

@@ -282,6 +282,8 @@ func (s *Syncer) resume(ctx context.Context, backoff *time.Duration) (stopped bo
 		case <-ctx.Done():
 			return true, ctx.Err()
 		case <-s.stop:
+			s.log.Warn("stopped while it could not write: what the stream brought since the last write is not on the target; the next sluice sync resumes from the position stored there and writes it",
+				"code", "SLUICE-SYNC-STOPPED")
 			return true, nil
 		case <-time.After(*backoff):
 		}

@@ -34,3 +34,21 @@ func TestAlteredPublicationRestored(t *testing.T) {
 	verifyEqual(t, p.SourceURL, p.TargetURL, "ev")
 	s.abort()
 }
+
+// TestWarnsOfANonDurableTarget: the slot is confirmed once the target's
+// commit returns; with innodb_flush_log_at_trx_commit = 2 a target host
+// crash loses commits the source will not send again, so the sync says so
+// at start.
+func TestWarnsOfANonDurableTarget(t *testing.T) {
+	p := newPair(t)
+	createOrders(t, p, 10)
+	p.My(t, `SET GLOBAL innodb_flush_log_at_trx_commit = 2`)
+	t.Cleanup(func() { p.My(t, `SET GLOBAL innodb_flush_log_at_trx_commit = 1`) })
+	s := newSync(t, p.SourceURL, p.TargetURL)
+	proc := s.start()
+	waitFor(t, 60*time.Second, "a SLUICE-TARGET-DURABILITY warning", func() bool {
+		return strings.Contains(proc.Output(), "SLUICE-TARGET-DURABILITY")
+	})
+	p.My(t, `SET GLOBAL innodb_flush_log_at_trx_commit = 1`)
+	s.waitCaughtUp(60 * time.Second)
+}
