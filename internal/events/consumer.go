@@ -236,6 +236,7 @@ func FetchLoop(cons jetstream.Consumer, batch int, warn func(string, ...any)) (m
 	var lost atomic.Pointer[failure.Error]
 	go func() {
 		defer close(out)
+		var delivered uint64 // the consumer's highest delivery sequence: it was made anew, so 1, 2, 3, …
 		for {
 			m, err := iter.Next()
 			if err != nil {
@@ -255,6 +256,18 @@ func FetchLoop(cons jetstream.Consumer, batch int, warn func(string, ...any)) (m
 				case <-time.After(200 * time.Millisecond):
 				}
 				continue
+			}
+			// Messages on the way when the connection broke are lost, and
+			// the pull goes on with later ones; acknowledging those (AckAll)
+			// would acknowledge the lost ones unseen. Stop before them: the
+			// next run starts after the last one applied.
+			if md, err := m.Metadata(); err == nil {
+				if md.Sequence.Consumer > delivered+1 { // a redelivery may come again with its first number
+					lost.Store(failure.New(failure.Connection, "SLUICE-NATS-LOST", "JetStream delivered message %d of the consumer after %d: the ones between were lost on the way (a reconnect)", md.Sequence.Consumer, delivered).
+						WithHint("run it again: it resumes after the last message applied, and they are delivered again"))
+					return
+				}
+				delivered = max(delivered, md.Sequence.Consumer)
 			}
 			select {
 			case out <- m:

@@ -101,7 +101,11 @@ type Publisher struct {
 
 	// loop goroutine only
 	bufs       []partBuf // rows waiting for their partition's next message
-	futures    []jetstream.PubAckFuture
+	futures    []jetstream.PubAckFuture // nil once waited for (a future answers once)
+	// unacked is, per partition, 1 + the index in futures of its last
+	// message not known to be stored (0: none): the next one of the
+	// partition waits for it (see publish).
+	unacked []int
 	txChunks   []doneChunk // chunks published in the transaction being read
 	toMark     []doneChunk // chunks published in committed transactions, not yet marked done
 	lastCommit pglogrepl.LSN
@@ -180,7 +184,7 @@ func New(ctx context.Context, src *postgres.Source, srcConnString string, tgt *m
 	}
 	pb := &Publisher{src: src, srcConn: srcConnString, tgt: tgt, plan: p, opt: opt, log: opt.Log, byName: map[string]*pubTable{},
 		runID: fmt.Sprintf("%x", time.Now().UnixNano()), started: time.Now(), windows: map[string]*window{}, rewatch: pgstream.NewRewatch(),
-		inflight: make(chan struct{}, opt.Parallel), stop: make(chan struct{}), bufs: make([]partBuf, opt.Partitions),
+		inflight: make(chan struct{}, opt.Parallel), stop: make(chan struct{}), bufs: make([]partBuf, opt.Partitions), unacked: make([]int, opt.Partitions),
 		partLast: make([]Pos, opt.Partitions), probes: map[string]chan Pos{}}
 	for _, rt := range rts {
 		t := &pubTable{rt: rt, notices: capture.NewTableNotices(rt.Plan, pb.rewatch)}
@@ -521,18 +525,31 @@ func (p *Publisher) flush(ctx context.Context) error {
 }
 
 func (p *Publisher) awaitAcks(ctx context.Context) error {
-	for _, f := range p.futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return failure.Wrap(err, failure.Connection, "SLUICE-PUBLISH-ACK", "JetStream did not store a message on %s", f.Msg().Subject).
-				WithHint("run the publisher again: it resumes from the last position JetStream stored")
-		case <-ctx.Done():
-			return ctx.Err()
+	for i, f := range p.futures {
+		if f == nil {
+			continue
 		}
+		if err := awaitAck(ctx, f); err != nil {
+			return err
+		}
+		p.futures[i] = nil
 	}
 	p.futures = p.futures[:0]
+	clear(p.unacked)
 	return nil
+}
+
+// awaitAck waits until JetStream stored the message of f.
+func awaitAck(ctx context.Context, f jetstream.PubAckFuture) error {
+	select {
+	case <-f.Ok():
+		return nil
+	case err := <-f.Err():
+		return failure.Wrap(err, failure.Connection, "SLUICE-PUBLISH-ACK", "JetStream did not store a message on %s", f.Msg().Subject).
+			WithHint("run the publisher again: it resumes from the last position JetStream stored")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Rows travel several per JetStream message (the broker's cost is per
@@ -597,7 +614,7 @@ func (p *Publisher) flushPart(ctx context.Context, part int) error {
 	// drops the duplicate (the applier would skip it by position anyway).
 	id := fmt.Sprintf("%s:%d:%d:%d:%d:%d", p.opt.Slot, b.first.LSN, b.first.N, b.last.LSN, b.last.N, part)
 	b.rows, b.bytes = b.rows[:0], 0
-	return p.publish(ctx, msg, id)
+	return p.publish(ctx, msg, id, part)
 }
 
 // flushParts publishes every partition's queued rows.
@@ -610,8 +627,20 @@ func (p *Publisher) flushParts(ctx context.Context) error {
 	return nil
 }
 
-// publish sends a message asynchronously; awaitAcks collects the acks.
-func (p *Publisher) publish(ctx context.Context, msg *nats.Msg, id string) error {
+// publish sends a message of partition part asynchronously; awaitAcks
+// collects the acks. A partition's messages must reach the stream in
+// order (its applier skips rows at or before a position it has applied),
+// so each waits until the partition's last one is stored: with two on the
+// way, the client's retry of the first (no responders, while the stream
+// elects a leader) stored it after the second, and one that failed left
+// a hole the second went past. Partitions still overlap.
+func (p *Publisher) publish(ctx context.Context, msg *nats.Msg, id string, part int) error {
+	if i := p.unacked[part] - 1; i >= 0 && p.futures[i] != nil {
+		if err := awaitAck(ctx, p.futures[i]); err != nil {
+			return err
+		}
+		p.futures[i] = nil
+	}
 	for {
 		f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(p.opt.Endpoint.Stream))
 		if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
@@ -624,6 +653,7 @@ func (p *Publisher) publish(ctx context.Context, msg *nats.Msg, id string) error
 			return failure.Wrap(err, failure.Connection, "SLUICE-PUBLISH", "publish to %s", msg.Subject)
 		}
 		p.futures = append(p.futures, f)
+		p.unacked[part] = len(p.futures)
 		break
 	}
 	if len(p.futures) >= 4000 {
@@ -644,7 +674,7 @@ func (p *Publisher) broadcast(ctx context.Context, mark string, pos Pos) error {
 			return err
 		}
 		msg := &nats.Msg{Subject: p.opt.Endpoint.PartitionSubject(part), Data: data}
-		if err := p.publish(ctx, msg, fmt.Sprintf("%s:mark:%d:%d:%d", p.opt.Slot, pos.LSN, pos.N, part)); err != nil {
+		if err := p.publish(ctx, msg, fmt.Sprintf("%s:mark:%d:%d:%d", p.opt.Slot, pos.LSN, pos.N, part), part); err != nil {
 			return err
 		}
 	}
