@@ -100,12 +100,12 @@ type Publisher struct {
 	stream *pgstream.Stream
 
 	// loop goroutine only
-	bufs       []partBuf // rows waiting for their partition's next message
-	futures    []jetstream.PubAckFuture // nil once waited for (a future answers once)
+	bufs    []partBuf                // rows waiting for their partition's next message
+	futures []jetstream.PubAckFuture // nil once waited for (a future answers once)
 	// unacked is, per partition, 1 + the index in futures of its last
 	// message not known to be stored (0: none): the next one of the
 	// partition waits for it (see publish).
-	unacked []int
+	unacked    []int
 	txChunks   []doneChunk // chunks published in the transaction being read
 	toMark     []doneChunk // chunks published in committed transactions, not yet marked done
 	lastCommit pglogrepl.LSN
