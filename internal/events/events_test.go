@@ -78,6 +78,20 @@ func TestScanRejectsInvalidJSON(t *testing.T) {
 	}
 }
 
+// Objects nested in objects count toward the depth limit too: a deep
+// enough event overflowed the stack (a fatal error no recover catches), and
+// every restart read it again.
+func TestScanRefusesDeepObjects(t *testing.T) {
+	deep := strings.Repeat(`{"a":`, 100) + "1" + strings.Repeat("}", 100)
+	if err := ScanObject([]byte(deep), func(_, _ []byte) error { return nil }); err == nil || !strings.Contains(err.Error(), "nested too deeply") {
+		t.Errorf("100 nested objects: %v; want refused as nested too deeply", err)
+	}
+	shallow := strings.Repeat(`{"a":`, 60) + "1" + strings.Repeat("}", 60)
+	if err := ScanObject([]byte(shallow), func(_, _ []byte) error { return nil }); err != nil {
+		t.Errorf("60 nested objects: %v; want accepted", err)
+	}
+}
+
 func likesTable(computed bool) *Table {
 	st := &schema.Table{Name: schema.TableName{Schema: "public", Name: "likes"}, PrimaryKey: []string{"user_id", "post_id"},
 		Columns: []schema.Column{{Name: "user_id", Type: schema.Type{Name: "int8"}}, {Name: "post_id", Type: schema.Type{Name: "int8"}},

@@ -24,6 +24,14 @@ func skipWS(d []byte, i int) int {
 // scanObject reads the object at d[i:] and calls member for each member with
 // its unquoted name and raw value. It returns the index after the object.
 func scanObject(d []byte, i int, member func(name []byte, val []byte) error) (int, error) {
+	return scanObjectAt(d, i, 0, member)
+}
+
+// scanObjectAt is scanObject for an object depth levels down: the depth
+// goes on into its members, so that no nesting of objects in objects
+// recurses without bound (a deep enough event overflowed the stack, and
+// every restart read it again).
+func scanObjectAt(d []byte, i, depth int, member func(name []byte, val []byte) error) (int, error) {
 	i = skipWS(d, i)
 	if i >= len(d) || d[i] != '{' {
 		return i, errors.New("expected a JSON object")
@@ -52,7 +60,7 @@ func scanObject(d []byte, i int, member func(name []byte, val []byte) error) (in
 		}
 		i = skipWS(d, i+1)
 		start := i
-		if i, err = skipValue(d, i, 0); err != nil {
+		if i, err = skipValue(d, i, depth+1); err != nil {
 			return i, err
 		}
 		if err := member(name, d[start:i]); err != nil {
@@ -85,7 +93,7 @@ func skipValue(d []byte, i, depth int) (int, error) {
 	case c == '"':
 		return skipString(d, i)
 	case c == '{':
-		return scanObject(d, i, func([]byte, []byte) error { return nil })
+		return scanObjectAt(d, i, depth, func([]byte, []byte) error { return nil })
 	case c == '[':
 		i = skipWS(d, i+1)
 		if i < len(d) && d[i] == ']' {
