@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -62,7 +63,7 @@ func (s *Service) consume(ctx context.Context) error {
 		AckWait:       s.opt.AckWait,
 		MaxDeliver:    -1,
 		MaxAckPending: max(20*batch, 100000),
-	}, s.cstate.LastSeq, s.cstate.OwnUntil)
+	}, s.cstate.LastSeq, s.cstate.OwnUntil, s.cstate.Stored)
 	if err != nil {
 		return err
 	}
@@ -127,6 +128,29 @@ func (s *Service) consume(ctx context.Context) error {
 	return nil
 }
 
+// checkRemovedWithin looks for messages removed from the middle of the
+// stream (a per-subject limit, a message deleted by hand) among the
+// sequences from .. the batch's last that the batch skipped: the stream's
+// start says nothing of those. Only a stream that has such holes
+// (NumDeleted) is asked for them.
+func (s *Service) checkRemovedWithin(ctx context.Context, stream jetstream.Stream, info *jetstream.StreamInfo, from uint64, batch []uint64, read map[uint64]bool) error {
+	if info.State.NumDeleted == 0 || len(batch) == 0 {
+		return nil
+	}
+	detailed, err := stream.Info(ctx, jetstream.WithDeletedDetails(true))
+	if err != nil {
+		return failure.Wrap(err, failure.Connection, "SLUICE-NATS-STREAM", "JetStream stream %s", info.Config.Name)
+	}
+	last := slices.Max(batch)
+	for _, seq := range detailed.State.Deleted {
+		if seq >= from && seq <= last && !read[seq] && !s.ownMsgs[seq] {
+			return failure.New(failure.Schema, "SLUICE-NATS-GAP", "stream %s no longer holds sequence %d, which sluice had not read: messages were removed from its middle (a per-subject limit, or deleted by hand) before sluice applied them",
+				info.Config.Name, seq).WithHint("keep the stream without a per-subject limit (max_msgs_per_subject) and do not delete its messages; to start over, drop the target tables and sluice's _sluice_* tables")
+		}
+	}
+	return nil
+}
+
 // gapError says whether the stream, holding messages from first on, lost
 // some after applied, the last sequence sluice has seen: removed by the
 // stream's limits before sluice read them.
@@ -161,9 +185,6 @@ func (s *Service) checkGap(ctx context.Context, stream jetstream.Stream, from ui
 		return failure.Wrap(err, failure.Connection, "SLUICE-NATS-STREAM", "JetStream stream %s", stream.CachedInfo().Config.Name)
 	}
 	first := info.State.FirstSeq
-	if first <= from {
-		return nil
-	}
 	read := make(map[uint64]bool, len(batch))
 	for _, seq := range batch {
 		read[seq] = true
@@ -172,6 +193,9 @@ func (s *Service) checkGap(ctx context.Context, stream jetstream.Stream, from ui
 	// are in ownMsgs by then.
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
+	if first <= from {
+		return s.checkRemovedWithin(ctx, stream, info, from, batch, read)
+	}
 	if first-from <= uint64(len(s.ownMsgs)+len(read)) {
 		removed := from
 		for removed < first && (s.ownMsgs[removed] || read[removed]) {
@@ -191,7 +215,12 @@ func (s *Service) checkGap(ctx context.Context, stream jetstream.Stream, from ui
 // The target's record is the truth: whatever the server remembers of an
 // earlier run (messages delivered to a process that died, pull requests
 // still open for it) would otherwise hold them back until AckWait.
-func StartConsumer(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, cfg jetstream.ConsumerConfig, applied, known uint64) (jetstream.Consumer, error) {
+//
+// stored is when the target last stored progress from the stream: a
+// stream made after it (deleted and made again) is another stream, whose
+// sequences say nothing of what was applied, even once it has grown past
+// applied.
+func StartConsumer(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, cfg jetstream.ConsumerConfig, applied, known uint64, stored time.Time) (jetstream.Consumer, error) {
 	name := stream.CachedInfo().Config.Name
 	if err := js.DeleteConsumer(ctx, name, cfg.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, failure.Wrap(err, failure.Connection, "SLUICE-NATS-CONSUMER", "JetStream: reset consumer %s on stream %s", cfg.Durable, name)
@@ -202,6 +231,10 @@ func StartConsumer(ctx context.Context, js jetstream.JetStream, stream jetstream
 		info, err := stream.Info(ctx)
 		if err != nil {
 			return nil, failure.Wrap(err, failure.Connection, "SLUICE-NATS-STREAM", "JetStream stream %s", name)
+		}
+		if !stored.IsZero() && info.Created.After(stored.Add(time.Second)) {
+			return nil, failure.New(failure.Schema, "SLUICE-NATS-STREAMCHANGED", "stream %s was made at %s, after the target last stored progress from it (%s, up to sequence %d): it was deleted and made again, and the events sluice has not applied are not in it",
+				name, info.Created.UTC().Format(time.RFC3339), stored.Format(time.RFC3339), applied).WithHint("to start over, drop the target tables and sluice's _sluice_* tables (docs/EVENTS.md), then run sync again")
 		}
 		if info.State.LastSeq < applied {
 			return nil, failure.New(failure.Schema, "SLUICE-NATS-STREAMCHANGED", "stream %s ends at sequence %d, but the target has applied up to %d from it: the stream was deleted and made again, and the events sluice has not applied are not in it",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"time"
 )
 
 // Bookkeeping of the event and partitioned paths, kept in the target next to
@@ -74,6 +75,8 @@ type ConsumerState struct {
 	// letters this consumer sent, no events (a removal of them by the
 	// stream's limits loses nothing).
 	OwnUntil uint64
+	// Stored is when the row last changed (the last progress stored).
+	Stored time.Time
 }
 
 // LoadConsumerState reads a consumer's row, creating it when missing.
@@ -82,11 +85,13 @@ func (t *Target) LoadConsumerState(ctx context.Context, name, stream string) (Co
 	if _, err := t.DB.ExecContext(ctx, `INSERT IGNORE INTO `+EventConsumersTable+` (name, stream) VALUES (?, ?)`, name, stream); err != nil {
 		return st, fmt.Errorf("target: record consumer %s: %w", name, err)
 	}
-	err := t.DB.QueryRowContext(ctx, `SELECT stream, last_seq, applied, ignored, dead_lettered, own_until FROM `+EventConsumersTable+` WHERE name = ?`, name).
-		Scan(&st.Stream, &st.LastSeq, &st.Applied, &st.Ignored, &st.DeadLettered, &st.OwnUntil)
+	var stored float64
+	err := t.DB.QueryRowContext(ctx, `SELECT stream, last_seq, applied, ignored, dead_lettered, own_until, UNIX_TIMESTAMP(updated_at) FROM `+EventConsumersTable+` WHERE name = ?`, name).
+		Scan(&st.Stream, &st.LastSeq, &st.Applied, &st.Ignored, &st.DeadLettered, &st.OwnUntil, &stored)
 	if err != nil {
 		return st, fmt.Errorf("target: read consumer %s: %w", name, err)
 	}
+	st.Stored = unixTime(stored)
 	return st, nil
 }
 
@@ -130,6 +135,13 @@ type PartitionState struct {
 	PosN       uint32
 	Applied    int64
 	Fence      string
+	Stored     time.Time // when the row last changed
+}
+
+// unixTime is the time of UNIX_TIMESTAMP's seconds (the session's time
+// zone is UTC, as the DATETIME was written).
+func unixTime(seconds float64) time.Time {
+	return time.Unix(0, int64(seconds*1e9)).UTC()
 }
 
 // LoadPartition reads a partition's row, creating it when missing.
@@ -139,11 +151,13 @@ func (t *Target) LoadPartition(ctx context.Context, stream string, partition, pa
 		stream, partition, partitions); err != nil {
 		return st, fmt.Errorf("target: record partition %d: %w", partition, err)
 	}
-	err := t.DB.QueryRowContext(ctx, `SELECT partitions, last_seq, pos_lsn, pos_n, applied, fence FROM `+PartitionsTable+` WHERE stream = ? AND partition_no = ?`,
-		stream, partition).Scan(&st.Partitions, &st.LastSeq, &st.PosLSN, &st.PosN, &st.Applied, &st.Fence)
+	var stored float64
+	err := t.DB.QueryRowContext(ctx, `SELECT partitions, last_seq, pos_lsn, pos_n, applied, fence, UNIX_TIMESTAMP(updated_at) FROM `+PartitionsTable+` WHERE stream = ? AND partition_no = ?`,
+		stream, partition).Scan(&st.Partitions, &st.LastSeq, &st.PosLSN, &st.PosN, &st.Applied, &st.Fence, &stored)
 	if err != nil {
 		return st, fmt.Errorf("target: read partition %d: %w", partition, err)
 	}
+	st.Stored = unixTime(stored)
 	return st, nil
 }
 

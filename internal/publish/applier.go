@@ -146,7 +146,7 @@ func (a *Applier) Run(ctx context.Context) (err error) {
 		AckWait:       2 * time.Minute,
 		MaxDeliver:    -1,
 		MaxAckPending: max(20*a.opt.BatchRows, 100000),
-	}, st.LastSeq, st.LastSeq)
+	}, st.LastSeq, st.LastSeq, st.Stored)
 	if err != nil {
 		return err
 	}

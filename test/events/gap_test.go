@@ -62,6 +62,34 @@ func TestEventsRemovedUnreadStopTheSync(t *testing.T) {
 	}
 }
 
+// TestEventRemovedFromTheMiddleIsAGap: a message removed from the middle
+// of the stream (a per-subject limit, or deleted by hand) leaves the
+// stream's first sequence where it was; sluice must still see that it
+// skipped an event it never read, and stop (exit 4, SLUICE-NATS-GAP).
+func TestEventRemovedFromTheMiddleIsAGap(t *testing.T) {
+	p := testenv.NewPair(t)
+	s := newStream(t)
+	cfg := writeConfig(t, likesConfig)
+	p.PG(t, likesDDL)
+	for i := int64(1); i <= 3; i++ {
+		s.emit(t, like(i, 1, "2024-05-01T10:00:00Z", fmt.Sprint(i), 1))
+	}
+	st, err := s.JS.Stream(context.Background(), s.EP.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteMsg(context.Background(), 2); err != nil {
+		t.Fatal(err)
+	}
+	run := start(t, append([]string{"sync", "--changes=events", "--events", s.URL, "--config", cfg}, p.Args()...)...)
+	if code := run.wait(t, 60*time.Second); code != 4 {
+		t.Fatalf("sluice sync exited %d after an unread event was removed from the middle of the stream; want 4:\n%s", code, run.out)
+	}
+	if out := run.out.String(); !strings.Contains(out, "SLUICE-NATS-GAP") || !strings.Contains(out, "no longer holds sequence 2") {
+		t.Errorf("the exit does not name SLUICE-NATS-GAP and sequence 2:\n%s", out)
+	}
+}
+
 // TestEmptiedStreamIsAGap: the sync stops; meanwhile events are emitted and
 // then all removed from the stream unread (purged, or aged out). Started
 // again, the sync must see the gap at once (exit 4, SLUICE-NATS-GAP), not
@@ -89,6 +117,46 @@ func TestEmptiedStreamIsAGap(t *testing.T) {
 	again := start(t, args...)
 	if code := again.wait(t, 60*time.Second); code != 4 || !strings.Contains(again.out.String(), "SLUICE-NATS-GAP") {
 		t.Fatalf("sluice sync on a stream emptied of unread events exited %d; want 4 with SLUICE-NATS-GAP:\n%s", code, again.out)
+	}
+}
+
+// TestRecreatedStreamIsRefused: while the sync is stopped, the stream is
+// deleted and made again (the application's emitter makes it when it is
+// missing) and takes more events than sluice had applied from the old one.
+// Its sequences say nothing of the old stream's: starting after the stored
+// one skipped the new stream's first events without a word. The sync must
+// refuse it (exit 4, SLUICE-NATS-STREAMCHANGED).
+func TestRecreatedStreamIsRefused(t *testing.T) {
+	p := testenv.NewPair(t)
+	s := newStream(t)
+	cfg := writeConfig(t, likesConfig)
+	p.PG(t, likesDDL)
+	for i := int64(1); i <= 3; i++ {
+		s.emit(t, like(i, 1, "2024-05-01T10:00:00Z", fmt.Sprint(i), 1))
+	}
+	args := append([]string{"sync", "--changes=events", "--events", s.URL, "--config", cfg}, p.Args()...)
+	run := start(t, args...)
+	run.waitFor(t, "caught up", 60*time.Second, caughtUp)
+	run.stop(t)
+	ctx := context.Background()
+	cfgStream, err := s.JS.Stream(ctx, s.EP.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	streamConfig := cfgStream.CachedInfo().Config
+	if err := s.JS.DeleteStream(ctx, s.EP.Stream); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // made again later than the last progress stored, by more than the clocks' allowance
+	if _, err := s.JS.CreateStream(ctx, streamConfig); err != nil {
+		t.Fatal(err)
+	}
+	for i := int64(10); i <= 14; i++ {
+		s.emit(t, like(i, 1, "2024-05-01T10:00:00Z", fmt.Sprint(i), 1))
+	}
+	again := start(t, args...)
+	if code := again.wait(t, 60*time.Second); code != 4 || !strings.Contains(again.out.String(), "SLUICE-NATS-STREAMCHANGED") {
+		t.Fatalf("sluice sync on a stream made again exited %d; want 4 with SLUICE-NATS-STREAMCHANGED:\n%s", code, again.out)
 	}
 }
 
@@ -156,7 +224,7 @@ func TestDeliveriesLostOnAReconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	cons, err := events.StartConsumer(ctx, js, st, jetstream.ConsumerConfig{Durable: "lost_test", FilterSubject: subject,
-		AckPolicy: jetstream.AckAllPolicy, AckWait: 2 * time.Minute, MaxDeliver: -1, MaxAckPending: 100000}, 0, 0)
+		AckPolicy: jetstream.AckAllPolicy, AckWait: 2 * time.Minute, MaxDeliver: -1, MaxAckPending: 100000}, 0, 0, time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
