@@ -239,6 +239,16 @@ func TestAuth(t *testing.T) {
 	if r := do(t, "GET", srv.URL+"/api/v1/status", map[string]string{"Host": "rebind.evil.example:80"}, ""); r.StatusCode != 401 {
 		t.Fatalf("read with a DNS Host: %d", r.StatusCode)
 	}
+	// another host's address: passed on by something on this host (a proxy
+	// keeping the client's Host, a TCP forwarder) for anyone
+	for _, host := range []string{"203.0.113.5", "10.1.2.3:7171", "[2001:db8::1]:7070"} {
+		if r := do(t, "GET", srv.URL+"/api/v1/status", map[string]string{"Host": host}, ""); r.StatusCode != 401 {
+			t.Errorf("read with Host %s from loopback: %d, want 401", host, r.StatusCode)
+		}
+	}
+	if r := do(t, "GET", srv.URL+"/api/v1/status", map[string]string{"Host": "[::1]:7070"}, ""); r.StatusCode != 200 {
+		t.Fatalf("loopback read as [::1]: %d", r.StatusCode)
+	}
 	if r := do(t, "GET", srv.URL+"/api/v1/status", map[string]string{"Host": "rebind.evil.example", "Authorization": "Bearer " + tok}, ""); r.StatusCode != 200 {
 		t.Fatalf("read with a DNS Host and the token: %d", r.StatusCode)
 	}

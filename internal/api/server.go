@@ -311,8 +311,11 @@ func isLoopback(remote string) bool {
 }
 
 // loopbackHost reports whether a Host header is safe for tokenless reads:
-// localhost or an IP literal. A DNS name could be an attacker's, rebound to
-// 127.0.0.1 so that a page of theirs reads the API same-origin.
+// localhost or a loopback (or unspecified) IP literal. A DNS name could be
+// an attacker's, rebound to 127.0.0.1 so that a page of theirs reads the
+// API same-origin; any other address means the request was meant for
+// another host, and came through something on this one (a proxy that sets
+// no X-Forwarded-For, a TCP forwarder) on behalf of anyone.
 func loopbackHost(hostport string) bool {
 	host := hostport
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
@@ -322,7 +325,8 @@ func loopbackHost(hostport string) bool {
 	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
 		return true
 	}
-	return net.ParseIP(host) != nil
+	ip := net.ParseIP(host)
+	return ip != nil && (ip.IsLoopback() || ip.IsUnspecified())
 }
 
 // LocalReads serves h, which only reads, by the rule of the API's reads
