@@ -23,11 +23,12 @@ import (
 )
 
 type fakeSync struct {
-	paused   atomic.Bool
-	stopped  atomic.Bool
-	verifies atomic.Int32
-	failNext atomic.Bool // the next changed-rows verify fails, as when the target is lost meanwhile
-	release  chan struct{}
+	paused    atomic.Bool
+	stopped   atomic.Bool
+	verifies  atomic.Int32
+	failNext  atomic.Bool // the next changed-rows verify fails, as when the target is lost meanwhile
+	panicNext atomic.Bool // the next changed-rows verify panics
+	release   chan struct{}
 }
 
 func (f *fakeSync) Status() syncer.Status {
@@ -47,6 +48,9 @@ func (f *fakeSync) VerifyChangedRows(ctx context.Context) (syncer.VerifyReport, 
 	}
 	if f.failNext.CompareAndSwap(true, false) {
 		return syncer.VerifyReport{}, failure.New(failure.Connection, "SLUICE-VERIFY-COMPARE", "target lost")
+	}
+	if f.panicNext.CompareAndSwap(true, false) {
+		panic("a bug in the verify")
 	}
 	return syncer.VerifyReport{Mode: "changed", Rows: 3, Differences: 1}, nil
 }
@@ -326,6 +330,25 @@ func TestDashboardHeaders(t *testing.T) {
 	}
 	if strings.Contains(string(js), "innerHTML") {
 		t.Errorf("app.js uses innerHTML; values must go in as text")
+	}
+}
+
+// A panic in a verify started through the API ran on a goroutine of its
+// own, and ended the whole sync with Go's status 2 and a raw trace (which
+// systemd is told not to restart after): the verify fails with
+// SLUICE-PANIC instead, and the sync goes on.
+func TestVerifyPanicFailsTheVerifyOnly(t *testing.T) {
+	srv, f, logs := newServer(t, Options{})
+	f.panicNext.Store(true)
+	if r := do(t, "POST", srv.URL+"/api/v1/verify", map[string]string{"Authorization": "Bearer " + tok}, `{"mode":"changed"}`); r.StatusCode != http.StatusAccepted {
+		t.Fatalf("verify: %d", r.StatusCode)
+	}
+	v := waitVerify(t, srv.URL, "failed")
+	if v.Verify.Code != "SLUICE-PANIC" {
+		t.Fatalf("verify after a panic: %+v; want failed with SLUICE-PANIC", v.Verify)
+	}
+	if !strings.Contains(logs.String(), `"code":"SLUICE-PANIC"`) {
+		t.Errorf("no SLUICE-PANIC log line:\n%s", logs)
 	}
 }
 

@@ -376,7 +376,10 @@ func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger) (
 			WithHint("choose another --listen address, or stop what uses this one")
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute,
-		MaxHeaderBytes: 64 << 10}
+		MaxHeaderBytes: 64 << 10,
+		// net/http's own messages (a handler's recovered panic, a TLS
+		// handshake error) as structured, redacted log lines
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

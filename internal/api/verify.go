@@ -97,12 +97,16 @@ func (s *server) runVerify(v Verifier, mode string) {
 		ctx = context.Background()
 	}
 	var rep syncer.VerifyReport
-	var err error
-	if mode == "full" {
-		rep, err = v.VerifyAll(ctx)
-	} else {
-		rep, err = v.VerifyChangedRows(ctx)
-	}
+	// A panic on this goroutine would end the whole sync with Go's status
+	// 2 and an unstructured trace: the verify fails instead.
+	err := failure.Guard(func() (err error) {
+		if mode == "full" {
+			rep, err = v.VerifyAll(ctx)
+		} else {
+			rep, err = v.VerifyChangedRows(ctx)
+		}
+		return err
+	})
 	done := time.Now()
 	s.verify.mu.Lock()
 	st := s.verify.state

@@ -22,6 +22,7 @@ import (
 	"github.com/sluice-db/sluice/internal/chunk"
 	"github.com/sluice-db/sluice/internal/codec"
 	"github.com/sluice-db/sluice/internal/copier"
+	"github.com/sluice-db/sluice/internal/failure"
 	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/plan"
 	"github.com/sluice-db/sluice/internal/postgres"
@@ -185,7 +186,7 @@ func verifyTable(ctx context.Context, src *postgres.Source, tgt *mysql.Target, t
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(opt.Parallel)
 	for _, r := range ranges {
-		g.Go(func() error { return v.chunk(gctx, r) })
+		g.Go(func() error { return failure.Guard(func() error { return v.chunk(gctx, r) }) })
 	}
 	if err := g.Wait(); err != nil {
 		return nil, err
