@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"github.com/sluice-db/sluice/internal/logging"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -103,5 +104,19 @@ func TestAPICallSaysWhyThereIsNoAnswer(t *testing.T) {
 	var fe *failure.Error
 	if errors.As(err, &fe) && !strings.Contains(fe.Message, "did not answer") {
 		t.Errorf("the timeout does not say so: %q", fe.Message)
+	}
+}
+
+// A NATS URL's token (nats://TOKEN@host) or password is registered as a
+// secret before anything can print the URL: ParseURL's own error quotes it.
+func TestNATSCredentialsKeptOutOfLogs(t *testing.T) {
+	for _, raw := range []string{"nats://s3cr3tT0kenXYZ@127.0.0.1:4222/", "nats://bob:pAssw0rdXYZ@127.0.0.1:4222/"} {
+		_, err := parseEndpoint("--events", raw)
+		if err == nil {
+			t.Fatalf("%s: accepted without a stream", raw)
+		}
+		if out := logging.Redact(err.Error()); strings.Contains(out, "s3cr3tT0kenXYZ") || strings.Contains(out, "pAssw0rdXYZ") {
+			t.Errorf("the error as logged shows the credential: %s", out)
+		}
 	}
 }

@@ -25,7 +25,11 @@ func TestRedact(t *testing.T) {
 		"Authorization: Bearer abc.DEF-123":                  "Authorization: Bearer xxxxx",
 		"login refused using Sup3r-Secret! for bob":          "login refused using xxxxx for bob",
 		"mysql://root@127.0.0.1:3306/db":                     "mysql://root@127.0.0.1:3306/db",
-		"nothing to hide here":                               "nothing to hide here",
+		// a password holding an @ runs to the last one before the host
+		"status --api http://u:pw@x@127.0.0.1:7199 failed": "status --api http://u:xxxxx@127.0.0.1:7199 failed",
+		"GET http://h:7070/api?token=t0k3n&x=1":            "GET http://h:7070/api?token=xxxxx&x=1",
+		"GET /x?access_token=abc123 api_key=k3y":           "GET /x?access_token=xxxxx api_key=xxxxx",
+		"nothing to hide here":                             "nothing to hide here",
 	}
 	for in, want := range cases {
 		if got := Redact(in); got != want {

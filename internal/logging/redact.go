@@ -38,9 +38,10 @@ func AddSecret(s string) {
 }
 
 var (
-	urlUserinfo = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):([^@\s/]*)@`)
+	// the password runs to the last @ before the host: it may hold an @
+	urlUserinfo = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):([^\s/]*)@`)
 	dsnUserinfo = regexp.MustCompile(`([^\s:/@(]+):([^@\s/]+)@(tcp|unix)\(`)
-	kvPassword  = regexp.MustCompile(`(?i)\b(password|sslpassword|passwd|pwd)\s*=\s*('[^']*'|"[^"]*"|[^\s&;]+)`)
+	kvPassword  = regexp.MustCompile(`(?i)\b(password|sslpassword|passwd|pwd|token|access_token|api_?key|secret|client_secret)\s*=\s*('[^']*'|"[^"]*"|[^\s&;]+)`)
 	bearer      = regexp.MustCompile(`(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+`)
 	secretKey   = regexp.MustCompile(`(?i)(^|[_.-])(password|passwd|pwd|secret|token|authorization|api_?key)$`)
 )
