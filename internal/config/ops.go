@@ -241,8 +241,17 @@ func (f *File) resolveAlerts() (AlertConfig, []string) {
 			}
 			*t.dst = v
 		}
-		if out.Warning > out.High || out.High > out.Critical {
-			add("%s: levels must rise: warning %s ≤ high %s ≤ critical %s", key, show(out.Warning, u), show(out.High, u), show(out.Critical, u))
+		// a level set off (+Inf) is left out: the others must still rise
+		prev := math.Inf(-1)
+		for _, v := range []float64{out.Warning, out.High, out.Critical} {
+			if math.IsInf(v, 1) {
+				continue
+			}
+			if v < prev {
+				add("%s: levels must rise: warning %s ≤ high %s ≤ critical %s (a level set off is left out)", key, show(out.Warning, u), show(out.High, u), show(out.Critical, u))
+				break
+			}
+			prev = v
 		}
 		return out
 	}

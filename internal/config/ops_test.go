@@ -72,6 +72,26 @@ protect_source: abort
 	}
 }
 
+// Any level may be off, the lowest too (the docs say so): the others
+// must still rise. "warning: off" was refused as "levels must rise".
+func TestAlertLevelOff(t *testing.T) {
+	f, err := parseFile([]byte("alerts:\n  lag: {warning: off}\n  disk: {warning: off, high: 85%, critical: 95%}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Validate(); err != nil {
+		t.Fatalf("warning: off refused: %v", err)
+	}
+	c, _ := f.ResolveAlerts()
+	if !math.IsInf(c.LagSeconds.Warning, 1) || !math.IsInf(c.Disk.Warning, 1) || c.Disk.High != 85 || c.Disk.Critical != 95 {
+		t.Errorf("lag %+v, disk %+v", c.LagSeconds, c.Disk)
+	}
+	f, _ = parseFile([]byte("alerts:\n  disk: {warning: off, high: 95%, critical: 85%}\n"))
+	if err := f.Validate(); err == nil || !strings.Contains(err.Error(), "levels must rise") {
+		t.Errorf("high above critical with warning off: %v, want refused", err)
+	}
+}
+
 func TestAlertSettingsRejected(t *testing.T) {
 	for yaml, want := range map[string]string{
 		"alerts:\n  disk:\n    warnng: 50\n":                         `unknown key "warnng"`,
