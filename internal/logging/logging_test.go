@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -205,5 +206,38 @@ func TestLogFileDetachedIsNotShiftedAway(t *testing.T) {
 	}
 	if _, err := os.Stat(path); err != nil {
 		t.Fatalf("FILE not started again: %v", err)
+	}
+}
+
+// A rotation that fails is reported as a JSON record with a code, like
+// every other line (it was one plain-text line on stderr only).
+func TestLogRotationFailureIsARecord(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "logs")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r, err := OpenRotating(filepath.Join(dir, "sluice.log"), 200, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := os.RemoveAll(dir); err != nil { // no rename, no new file can succeed now
+		t.Fatal(err)
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := os.Stderr
+	os.Stderr = pw
+	for i := 0; i < 3; i++ {
+		r.Write([]byte(strings.Repeat("z", 99) + "\n"))
+	}
+	os.Stderr = stderr
+	pw.Close()
+	out, _ := io.ReadAll(pr)
+	var rec map[string]string
+	if err := json.Unmarshal(bytes.SplitN(out, []byte("\n"), 2)[0], &rec); err != nil || rec["code"] != "SLUICE-LOG-ROTATE" || rec["level"] != "WARN" {
+		t.Fatalf("a failed rotation wrote %q; want a JSON record with code SLUICE-LOG-ROTATE (%v)", out, err)
 	}
 }

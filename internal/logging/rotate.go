@@ -1,9 +1,11 @@
 package logging
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"sync"
+	"time"
 )
 
 // Rotating is a log file rotated by size: when a write would take it past
@@ -71,7 +73,13 @@ func (r *Rotating) Write(p []byte) (int, error) {
 		if err := r.rotate(); err != nil {
 			// keep logging to the old file rather than lose records, and
 			// try again after another maxSize, not at every record
-			fmt.Fprintf(os.Stderr, "sluice: cannot rotate log file %s: %v\n", r.path, err)
+			// (the logger is the caller: this record is written by hand, in
+			// the file's own JSON form, and to stderr)
+			line, _ := json.Marshal(map[string]string{"time": time.Now().UTC().Format(time.RFC3339Nano), "level": "WARN",
+				"msg": "cannot rotate the log file; logging on to the old one", "code": "SLUICE-LOG-ROTATE", "path": r.path, "error": Redact(err.Error())})
+			line = append(line, '\n')
+			os.Stderr.Write(line)
+			r.f.Write(line)
 			r.size = 0
 		}
 	}
