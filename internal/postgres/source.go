@@ -183,3 +183,44 @@ func (s *Source) CopyOutRunning(ctx context.Context, query string, w io.Writer) 
 	}
 	return snap, nil
 }
+
+// WaitVisible waits until every transaction of xids (committed ones, as
+// the change stream delivered them) is visible to a new snapshot, for up
+// to timeout. The stream can deliver a commit before the source shows it:
+// the committing session ends its transaction only after a synchronous
+// standby answered. A read of the source's current rows in between would
+// miss what that transaction wrote.
+func (s *Source) WaitVisible(ctx context.Context, xids []uint32, timeout time.Duration) error {
+	if len(xids) == 0 {
+		return nil
+	}
+	ids := make([]int64, len(xids))
+	for i, x := range xids {
+		ids[i] = int64(x)
+	}
+	// each 32-bit id takes the epoch of the snapshot's xmax (or the one
+	// before, for an id above it)
+	const query = `WITH s AS (SELECT pg_current_snapshot() AS snap),
+		m AS (SELECT snap, pg_snapshot_xmax(snap)::text::bigint AS xmax FROM s)
+		SELECT coalesce(bool_and(pg_visible_in_snapshot(
+			(CASE WHEN ((m.xmax >> 32) << 32) + x > m.xmax THEN ((m.xmax >> 32) << 32) + x - 4294967296 ELSE ((m.xmax >> 32) << 32) + x END)::text::xid8, m.snap)), true)
+		FROM m, unnest($1::bigint[]) x`
+	deadline := time.Now().Add(timeout)
+	for {
+		var visible bool
+		if err := s.Pool.QueryRow(ctx, query, ids).Scan(&visible); err != nil {
+			return fmt.Errorf("source: check that the transactions streamed are visible: %w", err)
+		}
+		if visible {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("source: transactions the stream delivered as committed are still not visible after %s (a synchronous standby not answering?)", timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}

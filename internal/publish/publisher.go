@@ -100,6 +100,7 @@ type Publisher struct {
 	stream *pgstream.Stream
 
 	// loop goroutine only
+	txXid   uint32                   // the transaction being read
 	bufs    []partBuf                // rows waiting for their partition's next message
 	futures []jetstream.PubAckFuture // nil once waited for (a future answers once)
 	// unacked is, per partition, 1 + the index in futures of its last
@@ -378,6 +379,7 @@ func (p *Publisher) loop(ctx context.Context, evs <-chan []pgstream.Event) error
 		switch ev.Kind {
 		case pgstream.Begin:
 			p.commits.Add(ev.Xid)
+			p.txXid = ev.Xid
 			inTx, n, txLSN = true, 0, uint64(ev.LSN)
 			skipTx = ev.LSN < p.confirmed // replayed after a restart: already stored
 			p.beginDeferred()
@@ -819,6 +821,10 @@ func (p *Publisher) refetch(ctx context.Context, t *pubTable, cols map[string]*s
 	}
 	q := fmt.Sprintf("SELECT %s FROM %s WHERE %s", strings.Join(sel, ", "),
 		postgres.Ident(t.rt.Plan.Source.Name.Schema, t.rt.Plan.Source.Name.Name), strings.Join(where, " AND "))
+	// the row as the transaction being read left it, at least
+	if err := p.src.WaitVisible(ctx, []uint32{p.txXid}, 30*time.Second); err != nil {
+		return false, err
+	}
 	vals := make([]*string, len(missing))
 	ptrs := make([]any, len(missing))
 	for i := range vals {

@@ -82,6 +82,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 			return applyError(err, pos.lastCommit)
 		}
 		applied := pos.written()
+		s.moveXids = s.moveXids[:0]
 		s.status.applied.Store(uint64(applied))
 		s.status.appliedChanges.Add(int64(n))
 		s.stream.Load().Confirm(applied)
@@ -376,6 +377,9 @@ func (s *Syncer) writeBefore(txOps int, flush func() error) {
 // addOp queues op and shows it to every open watermark window on its table.
 func (s *Syncer) addOp(t *table, op apply.Op) {
 	s.applier.Add(op)
+	if op.Kind == apply.Move && (len(s.moveXids) == 0 || s.moveXids[len(s.moveXids)-1] != s.txXid) {
+		s.moveXids = append(s.moveXids, s.txXid)
+	}
 	if op.Kind != apply.Truncate && !t.plan.Keyless {
 		s.changed.add(t, op.Key)
 		if op.Kind == apply.Move {

@@ -139,6 +139,10 @@ type Syncer struct {
 	// every key of a table being copied counts as one (table.ahead says
 	// which, within a run). Loop only.
 	restoredAhead uint64
+	// moveXids are the transactions of the key moves in the batch being
+	// gathered (loop only): a read of the source's rows for them waits
+	// until those are visible (postgres.Source.WaitVisible).
+	moveXids []uint32
 }
 
 // readAhead records, within tx (which wrote t's rows under keys, read from
@@ -197,6 +201,10 @@ func New(src *postgres.Source, srcConnString string, tgt *mysql.Target, p *plan.
 			// could delete a row the stream has not moved out of its way.
 			if tt.copied.Load() {
 				return nil
+			}
+			// the rows as the batch's key moves left them, at least
+			if err := s.src.WaitVisible(ctx, s.moveXids, 30*time.Second); err != nil {
+				return err
 			}
 			split := make([][]string, len(keys))
 			for i, k := range keys {
