@@ -91,8 +91,10 @@ func checkDashboard(t *testing.T, s *syncProc) {
 		t.Fatalf("token handling: hash %q, stored %v", hash, stored != "")
 	}
 
+	// Read in one script: the page redraws the table every second, and a
+	// node found by one call could be gone when the next reads its text.
 	rowsText := func() string {
-		return get("read the progress", chromedp.Text(chromedp.CSS(`#tables tbody tr[data-table] td.rows`)))
+		return get("read the progress", chromedp.Evaluate[string](`(document.querySelector('#tables tbody tr[data-table] td.rows') || {}).textContent || ''`))
 	}
 	first := rowsText()
 	var changed string
