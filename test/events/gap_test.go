@@ -67,13 +67,7 @@ func TestEventsRemovedUnreadStopTheSync(t *testing.T) {
 // stream's first sequence where it was; sluice must still see that it
 // skipped an event it never read, and stop (exit 4, SLUICE-NATS-GAP).
 func TestEventRemovedFromTheMiddleIsAGap(t *testing.T) {
-	p := testenv.NewPair(t)
-	s := newStream(t)
-	cfg := writeConfig(t, likesConfig)
-	p.PG(t, likesDDL)
-	for i := int64(1); i <= 3; i++ {
-		s.emit(t, like(i, 1, "2024-05-01T10:00:00Z", fmt.Sprint(i), 1))
-	}
+	p, s, cfg := likesWithEvents(t, 3)
 	st, err := s.JS.Stream(context.Background(), s.EP.Stream)
 	if err != nil {
 		t.Fatal(err)
@@ -127,13 +121,7 @@ func TestEmptiedStreamIsAGap(t *testing.T) {
 // one skipped the new stream's first events without a word. The sync must
 // refuse it (exit 4, SLUICE-NATS-STREAMCHANGED).
 func TestRecreatedStreamIsRefused(t *testing.T) {
-	p := testenv.NewPair(t)
-	s := newStream(t)
-	cfg := writeConfig(t, likesConfig)
-	p.PG(t, likesDDL)
-	for i := int64(1); i <= 3; i++ {
-		s.emit(t, like(i, 1, "2024-05-01T10:00:00Z", fmt.Sprint(i), 1))
-	}
+	p, s, cfg := likesWithEvents(t, 3)
 	args := append([]string{"sync", "--changes=events", "--events", s.URL, "--config", cfg}, p.Args()...)
 	run := start(t, args...)
 	run.waitFor(t, "caught up", 60*time.Second, caughtUp)
@@ -334,4 +322,18 @@ func (p *blipProxy) blip() {
 	time.Sleep(300 * time.Millisecond)
 	p.closeClients()
 	p.drop.Store(false)
+}
+
+// likesWithEvents makes a pair with the likes table, a stream and a
+// config mapping it, and emits n likes (posts 1, users 1..n).
+func likesWithEvents(t *testing.T, n int64) (*testenv.Pair, *stream, string) {
+	t.Helper()
+	p := testenv.NewPair(t)
+	s := newStream(t)
+	cfg := writeConfig(t, likesConfig)
+	p.PG(t, likesDDL)
+	for i := int64(1); i <= n; i++ {
+		s.emit(t, like(i, 1, "2024-05-01T10:00:00Z", fmt.Sprint(i), 1))
+	}
+	return p, s, cfg
 }
