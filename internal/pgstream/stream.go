@@ -90,6 +90,7 @@ type Stream struct {
 	relations   map[uint32]*Relation
 	confirmed   atomic.Uint64 // LSN durable on the target: reported to the server
 	received    atomic.Uint64 // highest WAL position seen from the server
+	lastCommit  atomic.Int64  // commit time (unix nanos) of the last transaction begun in the stream
 	nextReply   time.Time     // the next status update, whatever happens
 	sent        pglogrepl.LSN // the confirmed position the last status update reported
 	sentAt      time.Time     // when that update went out
@@ -438,6 +439,15 @@ func (s *Stream) handle(ctx context.Context, data []byte) (Event, bool, error) {
 	return Event{}, false, nil
 }
 
+// LastCommitReceived is the commit time of the last transaction the
+// stream has begun to deliver (zero before the first).
+func (s *Stream) LastCommitReceived() time.Time {
+	if n := s.lastCommit.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
 func (s *Stream) noteReceived(lsn pglogrepl.LSN) {
 	if uint64(lsn) > s.received.Load() {
 		s.received.Store(uint64(lsn))
@@ -451,6 +461,7 @@ func (s *Stream) decode(xld pglogrepl.XLogData) (Event, bool, error) {
 	}
 	switch m := msg.(type) {
 	case *pglogrepl.BeginMessage:
+		s.lastCommit.Store(m.CommitTime.UnixNano())
 		return Event{Kind: Begin, LSN: m.FinalLSN, CommitTime: m.CommitTime, Xid: m.Xid}, true, nil
 	case *pglogrepl.CommitMessage:
 		return Event{Kind: Commit, LSN: m.TransactionEndLSN, CommitTime: m.CommitTime}, true, nil

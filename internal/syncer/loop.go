@@ -149,6 +149,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 			s.beginDeferred()
 			s.commits.Add(ev.Xid)
 			s.txXid = ev.Xid
+			s.status.loopCommit.Store(ev.CommitTime.UnixNano())
 			skip := pos.begin(ev.LSN)
 			if oldest.IsZero() && !skip {
 				oldest = ev.CommitTime

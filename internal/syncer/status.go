@@ -18,6 +18,7 @@ type statusState struct {
 	walRetainedMax atomic.Int64
 	currentLSN     atomic.Uint64
 	oldestPending  atomic.Int64 // source commit time (unix nanos) of the oldest unapplied transaction; 0: none
+	loopCommit     atomic.Int64 // source commit time (unix nanos) of the last transaction the apply loop has begun
 	autoTried      atomic.Bool
 	cutover        atomic.Pointer[CutoverReport]
 
@@ -167,12 +168,20 @@ func (s *Syncer) Status() Status {
 
 // lag is how far the target is behind the source's commits: the age of the
 // oldest source commit received and not yet applied, zero when none waits.
+// A transaction the stream has delivered but the apply loop has not
+// reached yet counts too (the loop may be busy for long, building a
+// table's indexes): the age of the last one received, at least.
 func (s *Syncer) lag() time.Duration {
-	oldest := s.status.oldestPending.Load()
-	if oldest == 0 {
-		return 0
+	var lag time.Duration
+	if oldest := s.status.oldestPending.Load(); oldest != 0 {
+		lag = sinceSource(time.Unix(0, oldest))
 	}
-	return sinceSource(time.Unix(0, oldest))
+	if st := s.stream.Load(); st != nil {
+		if last := st.LastCommitReceived(); !last.IsZero() && last.UnixNano() > s.status.loopCommit.Load() {
+			lag = max(lag, sinceSource(last))
+		}
+	}
+	return lag
 }
 
 // sinceSource is how long ago the source committed at t, by sluice's clock;
