@@ -94,6 +94,9 @@ func (a *app) startOps(ctx context.Context, st opsSettings, s *syncer.Syncer, sr
 	for _, p := range st.alerts.DiskPaths {
 		paths = append(paths, watch.Path{Path: p, Role: "configured path"})
 	}
+	for _, p := range st.alerts.SourcePaths { // as the data directory sluice finds itself
+		paths = append(paths, watch.Path{Path: p, Role: watch.RoleSourceData})
+	}
 	o.watcher = watch.New(s, manager, watch.Options{Config: st.alerts, Source: src.Pool, SourceHost: srcCfg.Host,
 		Target: tgt.DB, TargetHost: tgtCfg.Host, Slot: slot, Paths: paths, Log: a.log,
 		Abort: func(string) { s.Stop(); o.dropCapture() }})

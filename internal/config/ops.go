@@ -33,6 +33,7 @@ type AlertSettings struct {
 type DiskAlerts struct {
 	Levels          `yaml:",inline"` // percent used
 	Paths           []string         `yaml:"paths"`            // more paths to watch
+	SourcePaths     []string         `yaml:"source_paths"`     // the source's data or WAL directory, given by hand: they protect the source as found ones do
 	DataDirectories *bool            `yaml:"data_directories"` // default true: the source's (and target's) data directory when local
 }
 
@@ -140,6 +141,7 @@ type AlertConfig struct {
 	WebhookTimeout  time.Duration
 	Disk            Limits // percent used
 	DiskPaths       []string
+	SourcePaths     []string
 	DataDirectories bool
 	WALBytes        Limits
 	WALKeepPercent  Limits
@@ -199,7 +201,7 @@ func (f *File) resolveAlerts() (AlertConfig, []string) {
 	add := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(format, args...)) }
 	a := f.Alerts
 	c := AlertConfig{Interval: a.Interval, Webhook: a.Webhook, WebhookTimeout: a.WebhookTimeout,
-		DiskPaths: a.Disk.Paths, DataDirectories: a.Disk.DataDirectories == nil || *a.Disk.DataDirectories,
+		DiskPaths: a.Disk.Paths, SourcePaths: a.Disk.SourcePaths, DataDirectories: a.Disk.DataDirectories == nil || *a.Disk.DataDirectories,
 		StressScope: a.Stress.Scope}
 	if c.Interval == 0 {
 		c.Interval = 10 * time.Second
@@ -266,6 +268,11 @@ func (f *File) resolveAlerts() (AlertConfig, []string) {
 	for i, p := range c.DiskPaths {
 		if strings.TrimSpace(p) == "" {
 			add("alerts.disk.paths[%d]: empty path", i)
+		}
+	}
+	for i, p := range c.SourcePaths {
+		if strings.TrimSpace(p) == "" {
+			add("alerts.disk.source_paths[%d]: empty path", i)
 		}
 	}
 

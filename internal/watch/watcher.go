@@ -319,7 +319,7 @@ func (w *Watcher) findDataDirectories(ctx context.Context) {
 		if err := w.opt.Source.QueryRow(ctx, "SHOW data_directory").Scan(&dir); err != nil {
 			found = false
 			w.warnOnce("datadir:source", "cannot read the source's data_directory; its disk is not watched until it can be",
-				err, "", "grant pg_read_all_settings to the source user, or list the path under alerts.disk.paths")
+				err, "", "grant pg_read_all_settings to the source user, or list the path under alerts.disk.source_paths")
 		} else {
 			w.sourceDirFound = true
 			if w.addDirectory(dir, RoleSourceData) {
@@ -329,7 +329,7 @@ func (w *Watcher) findDataDirectories(ctx context.Context) {
 					w.paths = append(w.paths, Path{walDir, RoleSourceWAL})
 				} else {
 					w.warnOnce("datadir:source-wal", "cannot resolve the source's pg_wal; a separate WAL filesystem is not watched",
-						err, filepath.Join(dir, "pg_wal"), "list the WAL directory under alerts.disk.paths, or run sluice as a user that may read the data directory")
+						err, filepath.Join(dir, "pg_wal"), "list the WAL directory under alerts.disk.source_paths, or run sluice as a user that may read the data directory")
 				}
 			}
 		}
@@ -356,7 +356,7 @@ func (w *Watcher) addDirectory(dir, role string) bool {
 	}
 	if err != nil {
 		w.warnOnce("datadir:"+role, "cannot read the "+role+"; its disk is not watched", err, dir,
-			"list the path (or another on the same filesystem) under alerts.disk.paths, or let sluice's user read it")
+			"list the path (or another on the same filesystem) under alerts.disk.source_paths (alerts.disk.paths for the target's), or let sluice's user read it")
 		return false
 	}
 	w.paths = append(w.paths, Path{dir, role})
