@@ -47,16 +47,14 @@ type doneChunk struct {
 func (s *Syncer) copyChunks(ctx context.Context) error {
 	for _, t := range s.tables {
 		for _, ch := range t.pending {
-			for s.holdCopy() {
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-time.After(200 * time.Millisecond):
-				}
-			}
 			select {
 			case s.inflight <- struct{}{}:
 			case <-ctx.Done():
+				return nil
+			}
+			// after the slot: the wait for it can be long, and a throttle
+			// raised meanwhile holds this chunk back too
+			if !s.waitCopyAllowed(ctx) {
 				return nil
 			}
 			if err := s.copyChunk(ctx, t, ch, 0); err != nil {
@@ -70,8 +68,23 @@ func (s *Syncer) copyChunks(ctx context.Context) error {
 	return nil
 }
 
+// waitCopyAllowed waits while the copy is paused or throttled; false when
+// ctx ended.
+func (s *Syncer) waitCopyAllowed(ctx context.Context) bool {
+	for s.holdCopy() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return true
+}
+
 func (s *Syncer) copyChunk(ctx context.Context, t *table, ch mysql.StoredChunk, attempt int) error {
-	if attempt > 0 && !pgstream.RereadPause(ctx, attempt) {
+	// a chunk read again (a commit raced its low watermark) is a read of
+	// the source like any other: the throttle holds it back too
+	if attempt > 0 && (!pgstream.RereadPause(ctx, attempt) || !s.waitCopyAllowed(ctx)) {
 		return nil
 	}
 	s.windowsMu.Lock()
