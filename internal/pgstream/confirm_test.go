@@ -24,7 +24,7 @@ func TestConfirmReachesTheSlotPromptly(t *testing.T) {
 
 	for i := 1; i <= 3; i++ {
 		p.PG(t, `INSERT INTO likes VALUES ($1)`, i)
-		commit := nextCommit(t, out, pumped)
+		commit := nextCommit(t, st, out, pumped)
 		if i == 3 { // another transaction, which the pump holds until the receiver takes it
 			p.PG(t, `INSERT INTO likes VALUES (4)`)
 			time.Sleep(300 * time.Millisecond)
@@ -52,7 +52,7 @@ func TestConfirmReachesTheSlotPromptly(t *testing.T) {
 }
 
 // nextCommit returns the end LSN of the next transaction on the stream.
-func nextCommit(t *testing.T, out <-chan []pgstream.Event, pumped <-chan error) pglogrepl.LSN {
+func nextCommit(t *testing.T, st *pgstream.Stream, out <-chan []pgstream.Event, pumped <-chan error) pglogrepl.LSN {
 	t.Helper()
 	deadline := time.After(30 * time.Second)
 	for {
@@ -61,11 +61,11 @@ func nextCommit(t *testing.T, out <-chan []pgstream.Event, pumped <-chan error) 
 			for _, ev := range b {
 				if ev.Kind == pgstream.Commit {
 					lsn := ev.LSN
-					pgstream.Recycle(b)
+					st.Recycle(b)
 					return lsn
 				}
 			}
-			pgstream.Recycle(b)
+			st.Recycle(b)
 		case err := <-pumped:
 			t.Fatalf("the stream ended: %v", err)
 		case <-deadline:

@@ -34,7 +34,7 @@ func TestStreamLivesThroughABusyReceiver(t *testing.T) {
 					inserts++
 				}
 			}
-			pgstream.Recycle(b)
+			st.Recycle(b)
 		case err := <-pumped:
 			t.Fatalf("the stream ended while the receiver was busy: %v", err)
 		case <-deadline:
@@ -86,4 +86,61 @@ func pump(t *testing.T, st *pgstream.Stream) (out chan []pgstream.Event, pumped 
 		st.Close()
 	})
 	return out, pumped
+}
+
+// The batches handed to a receiver that does not take them (busy building
+// indexes, a slow target) hold at most the read-ahead budget of row data,
+// whatever the channel's length: 1024 batches of wide rows piled up
+// gigabytes. Here the budget is 1 MiB and 8 MiB of rows are written.
+func TestReadAheadBoundedByBytes(t *testing.T) {
+	defer pgstream.SetReadAheadBytes(1 << 20)()
+	p, _, st := openLikesStream(t, "")
+	p.PG(t, `ALTER TABLE likes ADD COLUMN body text`)
+	ctx, stop := context.WithCancel(context.Background())
+	out := make(chan []pgstream.Event, 1024)
+	pumped := make(chan error, 1)
+	go func() { pumped <- st.Pump(ctx, out) }()
+	t.Cleanup(func() { stop(); <-pumped; st.Close() })
+	for i := 0; i < 8; i++ { // 8 transactions of 64 rows of 16 KiB
+		p.PG(t, `INSERT INTO likes SELECT g, repeat(md5(g::text), 512) FROM generate_series($1::int * 64, $1::int * 64 + 63) g`, i)
+	}
+	time.Sleep(2 * time.Second) // the pump hands over what it may
+	rows, held := 0, 0
+	take := func(b []pgstream.Event) {
+		for _, ev := range b {
+			held += len(ev.Content)
+			for _, v := range ev.New {
+				held += len(v.Data)
+			}
+			if ev.Kind == pgstream.Change {
+				rows++
+			}
+		}
+	}
+	var waiting [][]pgstream.Event
+	for n := len(out); n > 0; n-- {
+		b := <-out
+		take(b)
+		waiting = append(waiting, b)
+	}
+	if held > 1<<20+256*(16<<10+64) { // the budget, and at most one batch over it
+		t.Fatalf("%d bytes handed over to a receiver that took none; want at most the 1 MiB budget (and one batch)", held)
+	}
+	if rows >= 512 {
+		t.Fatalf("all %d rows were handed over at once, past the budget", rows)
+	}
+	// taken and given back, the rest comes
+	for _, b := range waiting {
+		st.Recycle(b)
+	}
+	deadline := time.After(30 * time.Second)
+	for rows < 512 {
+		select {
+		case b := <-out:
+			take(b)
+			st.Recycle(b)
+		case <-deadline:
+			t.Fatalf("%d of 512 rows came once the receiver took them", rows)
+		}
+	}
 }

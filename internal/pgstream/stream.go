@@ -91,6 +91,9 @@ type Stream struct {
 	confirmed   atomic.Uint64 // LSN durable on the target: reported to the server
 	received    atomic.Uint64 // highest WAL position seen from the server
 	lastCommit  atomic.Int64  // commit time (unix nanos) of the last transaction begun in the stream
+	handedOver  atomic.Int64  // bytes of the batches Pump handed over and the receiver has not recycled
+	sizesMu     sync.Mutex
+	sizes       []int64       // those batches' bytes, in the order handed over (and recycled)
 	nextReply   time.Time     // the next status update, whatever happens
 	sent        pglogrepl.LSN // the confirmed position the last status update reported
 	sentAt      time.Time     // when that update went out
@@ -362,26 +365,70 @@ func (s *Stream) Pump(ctx context.Context, out chan<- []Event) error {
 	}
 }
 
+// readAheadBytes bounds the row data Pump hands over ahead of the
+// receiver (Recycle gives it back): out's length bounds batches, but a
+// batch of wide rows can be megabytes, and a receiver busy for long (a
+// table's indexes being built, a slow target) let gigabytes pile up.
+var readAheadBytes int64 = 64 << 20 // a variable for tests
+
+// handedOut counts a batch of size bytes handed to the receiver.
+func (s *Stream) handedOut(size int64) {
+	s.sizesMu.Lock()
+	s.sizes = append(s.sizes, size)
+	s.sizesMu.Unlock()
+	s.handedOver.Add(size)
+}
+
+// batchBytes is the row data a batch holds.
+func batchBytes(b []Event) int64 {
+	var n int64
+	for i := range b {
+		n += int64(len(b[i].Content))
+		for _, v := range b[i].New {
+			n += int64(len(v.Data))
+		}
+		for _, v := range b[i].Old {
+			n += int64(len(v.Data))
+		}
+	}
+	return n
+}
+
 // handOver sends batch to out. While the receiver is busy (a table's
 // indexes being built, a slow target) nothing reads the stream, so the
 // status updates go on from here: without them the server would end the
 // connection after wal_sender_timeout.
 func (s *Stream) handOver(ctx context.Context, out chan<- []Event, batch []Event) error {
-	select {
-	case out <- batch:
-		return nil
-	default:
+	size := batchBytes(batch)
+	// over the budget, wait for the receiver to recycle (a batch alone
+	// bigger than the budget goes when nothing else is out)
+	room := func() bool { h := s.handedOver.Load(); return h == 0 || h+size <= readAheadBytes }
+	if room() {
+		select {
+		case out <- batch:
+			s.handedOut(size)
+			return nil
+		default:
+		}
 	}
 	t := time.NewTimer(time.Until(s.statusDue()))
 	defer t.Stop()
 	for {
+		send := out
+		var poll <-chan time.Time
+		if !room() {
+			send = nil // no send until the receiver gives bytes back
+			poll = time.After(10 * time.Millisecond)
+		}
 		select {
-		case out <- batch:
+		case send <- batch:
+			s.handedOut(size)
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-s.confirmWake:
 		case <-t.C:
+		case <-poll:
 		}
 		if !time.Now().Before(s.statusDue()) {
 			if err := s.sendStatus(ctx); err != nil {
@@ -399,11 +446,20 @@ var batches = sync.Pool{New: func() any { b := make([]Event, 0, 16); return &b }
 func newBatch() []Event { return (*batches.Get().(*[]Event))[:0] }
 
 // Recycle takes back a batch from Pump whose events the caller has copied
-// out (an Event is copied by value; nothing may keep a pointer into b).
-func Recycle(b []Event) {
+// out (an Event is copied by value; nothing may keep a pointer into b),
+// and gives its bytes back to the read-ahead budget.
+func (s *Stream) Recycle(b []Event) {
 	if cap(b) == 0 {
 		return
 	}
+	// the receiver takes batches in the order handed over, and recycles
+	// each before the next
+	s.sizesMu.Lock()
+	if len(s.sizes) > 0 {
+		s.handedOver.Add(-s.sizes[0])
+		s.sizes = s.sizes[1:]
+	}
+	s.sizesMu.Unlock()
 	clear(b) // drop the rows they point to
 	b = b[:0]
 	batches.Put(&b)

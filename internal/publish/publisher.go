@@ -348,7 +348,7 @@ func (p *Publisher) loop(ctx context.Context, evs <-chan []pgstream.Event) error
 	stopCh, stopping := p.stop, false
 	next := func() uint32 { n++; return n - 1 }
 	var pending, received []pgstream.Event // the rest of the last batch received; all of it
-	defer func() { pgstream.Recycle(received) }()
+	defer func() { p.stream.Recycle(received) }()
 	for {
 		if len(pending) == 0 {
 			select {
@@ -369,7 +369,7 @@ func (p *Publisher) loop(ctx context.Context, evs <-chan []pgstream.Event) error
 				}
 				continue
 			case b := <-evs:
-				pgstream.Recycle(received) // its events were copied out
+				p.stream.Recycle(received) // its events were copied out
 				received, pending = b, b
 			}
 			continue

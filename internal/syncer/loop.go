@@ -111,7 +111,8 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 	stopHere := func(err error) error { beforeStop(); return err }
 
 	var pending, received []pgstream.Event // the rest of the last batch received; all of it
-	defer func() { pgstream.Recycle(received) }()
+	stream := s.stream.Load()
+	defer func() { stream.Recycle(received) }()
 	for {
 		if len(pending) == 0 {
 			select {
@@ -135,7 +136,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 				}
 				continue
 			case b := <-events:
-				pgstream.Recycle(received) // its events were copied out
+				stream.Recycle(received) // its events were copied out
 				received, pending = b, b
 			}
 			continue
