@@ -101,6 +101,9 @@ func ProbeTables(ctx context.Context, tgt *mysql.Target, p *plan.Plan) ([]error,
 	defer conn.Close()
 	var refused []error
 	for _, t := range p.Tables {
+		if t.CreateTable == "" { // not planned: its own errors say why
+			continue
+		}
 		exists, err := tgt.TableExists(ctx, t.Target)
 		if err != nil {
 			return nil, err

@@ -100,6 +100,8 @@ func IsStatementRefused(err error) bool {
 // its row, columns, keys, types, defaults or names.
 var definitionErrors = map[uint16]bool{
 	1059: true, // identifier too long
+	1060: true, // duplicate column name (names that differ only in case)
+	1061: true, // duplicate key name
 	1064: true, // syntax error (a type set in the mapping)
 	1067: true, // invalid default value
 	1069: true, // too many keys
@@ -109,6 +111,7 @@ var definitionErrors = map[uint16]bool{
 	1075: true, // AUTO_INCREMENT column not a key
 	1089: true, // incorrect prefix key
 	1101: true, // BLOB/TEXT column cannot have a default
+	1103: true, // incorrect table name
 	1115: true, // unknown character set
 	1117: true, // too many columns
 	1118: true, // row size too large
@@ -116,6 +119,7 @@ var definitionErrors = map[uint16]bool{
 	1170: true, // BLOB/TEXT column in a key without a length
 	1273: true, // unknown collation
 	1291: true, // duplicate value in an ENUM or SET
+	1300: true, // invalid character string (a name cut inside a character)
 	3750: true, // MySQL's sql_require_primary_key
 }
 

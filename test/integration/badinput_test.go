@@ -173,6 +173,30 @@ func TestSchemaProblems(t *testing.T) {
 	}
 }
 
+// TestTableProblemsReportedTogether: a table the plan cannot make (a key
+// too wide for an index) made the probe of the target's tables stop with
+// an internal error (exit 10); one the target refuses for
+// a reason the probe did not know (two column names that differ only in
+// case) stopped the probe silently, and the tables after it went untried.
+// Each is reported with its code, exit 4, the others too.
+func TestTableProblemsReportedTogether(t *testing.T) {
+	t.Parallel()
+	p := testenv.NewPair(t)
+	p.PG(t, `CREATE TABLE likes (id int PRIMARY KEY, v text)`)
+	p.PG(t, `CREATE TABLE "CaseCols" ("A" int PRIMARY KEY, "a" int)`)
+	p.PG(t, `CREATE TABLE wide (k char(1000) PRIMARY KEY)`)
+	p.PG(t, `CREATE TABLE zkarr (k int[] PRIMARY KEY)`)
+	cfg := filepath.Join(t.TempDir(), "sluice.yaml")
+	if err := os.WriteFile(cfg, []byte("tables:\n  likes:\n    columns:\n      nosuch: {rename: x}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := testenv.MustRun(t, 4, args(p, "plan", "--config", cfg)...)
+	mustContain(t, "plan output", output(r), `maps column "nosuch"`, "table wide: the primary key (k) needs", "refuses table CaseCols", "refuses table zkarr")
+	if strings.Contains(output(r), "SLUICE-INTERNAL") {
+		t.Errorf("plan reported an internal error:\n%s", output(r))
+	}
+}
+
 // TestBadRowFailThenSkip: NaN in a numeric column stops the copy with exit 5
 // naming table, key and column; run again with --on-bad-row=skip, the other
 // rows are copied and the bad one is written to the reject file.
