@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/sluice-db/sluice/internal/canonical"
 	"github.com/sluice-db/sluice/internal/config"
@@ -178,7 +179,7 @@ func planTable(ctx context.Context, src *postgres.Source, st *schema.Table, tm c
 		errs = append(errs, e)
 		return e
 	}
-	if len(t.Target) > maxIdentifier {
+	if utf8.RuneCountInString(t.Target) > maxIdentifier {
 		tableErr("SLUICE-PLAN-LONGNAME", "target name %q is longer than MySQL's %d characters", t.Target, maxIdentifier).
 			WithHint("rename it with tables: {%s: {rename: shorter_name}}", st.Name)
 	}
@@ -311,7 +312,7 @@ func planTable(ctx context.Context, src *postgres.Source, st *schema.Table, tm c
 		t.Warnings = append(t.Warnings, fmt.Sprintf("%s: only rows WHERE %s are copied", st.Name, t.Filter))
 	}
 	for _, c := range t.Columns {
-		if len(c.Target) > maxIdentifier {
+		if utf8.RuneCountInString(c.Target) > maxIdentifier {
 			tableErr("SLUICE-PLAN-LONGNAME", "target column name %q is longer than MySQL's %d characters", c.Target, maxIdentifier).
 				WithHint("rename it under tables: {%s: {columns: {%s: {rename: …}}}}", st.Name, c.Source)
 		}
@@ -568,10 +569,47 @@ func planForeignKeys(p *Plan, t *Table) {
 		if fk.OnDelete == "SET DEFAULT" || fk.OnUpdate == "SET DEFAULT" {
 			t.Warnings = append(t.Warnings, fmt.Sprintf("%s: foreign key %s uses SET DEFAULT, which InnoDB does not support; created with NO ACTION", t.Source.Name, fk.Name))
 		}
-		t.ForeignKeys = append(t.ForeignKeys, Statement{Name: truncate(fk.Name), SQL: fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s FOREIGN KEY (%s) REFERENCES %s (%s) ON DELETE %s ON UPDATE %s",
-			typemap.QuoteIdent(t.Target), typemap.QuoteIdent(truncate(fk.Name)), cols, typemap.QuoteIdent(ref.Target), refCols,
+		name := foreignKeyName(p, t, fk.Name)
+		if name != fk.Name {
+			t.Warnings = append(t.Warnings, fmt.Sprintf("%s: foreign key %s is created as %s: MySQL needs a constraint name unique in the database, and apart from the table's index names", t.Source.Name, fk.Name, name))
+		}
+		t.ForeignKeys = append(t.ForeignKeys, Statement{Name: name, SQL: fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s FOREIGN KEY (%s) REFERENCES %s (%s) ON DELETE %s ON UPDATE %s",
+			typemap.QuoteIdent(t.Target), typemap.QuoteIdent(name), cols, typemap.QuoteIdent(ref.Target), refCols,
 			innodbAction(fk.OnDelete), innodbAction(fk.OnUpdate))})
 	}
+}
+
+// foreignKeyName is the target name of t's foreign key named name: its
+// own (cut to the limit) unless another foreign key of the plan has it
+// (PostgreSQL names them per table, MySQL per database) or one of t's
+// indexes does (sluice would take the index for the key and skip it);
+// then the table's name goes in front, and a number after if need be.
+func foreignKeyName(p *Plan, t *Table, name string) string {
+	taken := func(n string) bool {
+		for _, o := range p.Tables {
+			for _, fk := range o.ForeignKeys {
+				if strings.EqualFold(fk.Name, n) {
+					return true
+				}
+			}
+		}
+		for _, ix := range t.Source.Indexes {
+			if strings.EqualFold(truncate(ix.Name), n) {
+				return true
+			}
+		}
+		return false
+	}
+	if n := truncate(name); !taken(n) {
+		return n
+	}
+	base := []rune(t.Target + "_" + name)
+	n := truncate(string(base))
+	for i := 2; taken(n); i++ {
+		suffix := fmt.Sprintf("_%d", i)
+		n = string(base[:min(len(base), maxIdentifier-len(suffix))]) + suffix
+	}
+	return n
 }
 
 func innodbAction(a string) string {
@@ -683,11 +721,13 @@ func sameColumns(a, b []string) bool {
 	return true
 }
 
+// truncate cuts name to MySQL's limit, which counts characters: a cut by
+// bytes could end inside one (error 1300) or cut a name that fits.
 func truncate(name string) string {
-	if len(name) <= maxIdentifier {
+	if utf8.RuneCountInString(name) <= maxIdentifier {
 		return name
 	}
-	return name[:maxIdentifier]
+	return string([]rune(name)[:maxIdentifier])
 }
 
 // setUserType gives the column the target type the user set: the target

@@ -104,3 +104,34 @@ func TestArrayOfCompositeRefused(t *testing.T) {
 	r = testenv.MustRun(t, 0, args(p, "verify")...)
 	mustContain(t, "verify output", r.Stdout, "verify: EQUAL")
 }
+
+// TestForeignKeyNames: PostgreSQL names a foreign key per table, and lets
+// an index share its name; MySQL names constraints per database. Two
+// tables' foreign keys of one name stopped the copy at its very end (error
+// 1823, every rerun too), and one named like an index of its table was
+// taken for created and silently left out. A table named in Korean, 21
+// characters, had its key index name cut inside a character (error 1300).
+func TestForeignKeyNames(t *testing.T) {
+	t.Parallel()
+	p := testenv.NewPair(t)
+	p.PG(t, `CREATE TABLE customers (id int PRIMARY KEY);
+		CREATE TABLE invoices (id int PRIMARY KEY, customer_id int CONSTRAINT fk_customer REFERENCES customers (id));
+		CREATE TABLE payments (id int PRIMARY KEY, customer_id int CONSTRAINT fk_customer REFERENCES customers (id));
+		CREATE TABLE orders (id int PRIMARY KEY, customer_id int);
+		CREATE INDEX fk_oc ON orders (customer_id);
+		ALTER TABLE orders ADD CONSTRAINT fk_oc FOREIGN KEY (customer_id) REFERENCES customers (id);
+		CREATE TABLE "좋아요좋아요좋아요좋아요좋아요좋아요좋아요" (id int NOT NULL UNIQUE, v text);
+		INSERT INTO customers VALUES (1); INSERT INTO invoices VALUES (1, 1); INSERT INTO payments VALUES (1, 1); INSERT INTO orders VALUES (1, 1);
+		INSERT INTO "좋아요좋아요좋아요좋아요좋아요좋아요좋아요" VALUES (1, 'a')`)
+	r := testenv.MustRun(t, 0, args(p, "copy")...)
+	mustContain(t, "copy output", output(r), "foreign key fk_customer is created as payments_fk_customer", "foreign key fk_oc is created as orders_fk_oc")
+	if n := queryOne(t, p.Target, `SELECT COUNT(*) FROM information_schema.referential_constraints WHERE constraint_schema = DATABASE()`); n != "3" {
+		t.Errorf("%s foreign keys on the target, want 3 (invoices, payments, orders)", n)
+	}
+	for _, table := range []string{"invoices", "payments", "orders"} {
+		if _, err := p.Target.Exec(`INSERT INTO ` + table + ` VALUES (2, 99)`); err == nil {
+			t.Errorf("%s takes a row whose customer does not exist: its foreign key is missing", table)
+		}
+	}
+	testenv.MustRun(t, 0, args(p, "verify")...)
+}
