@@ -1,9 +1,5 @@
 package pgstream
 
-// SetReadAheadBytes sets the read-ahead budget for a test and returns the
-// function that restores it.
-func SetReadAheadBytes(n int64) (restore func()) {
-	old := readAheadBytes
-	readAheadBytes = n
-	return func() { readAheadBytes = old }
-}
+// SetReadAheadBytes sets the stream's read-ahead budget for a test; call it
+// before Pump.
+func (s *Stream) SetReadAheadBytes(n int64) { s.readAhead = n }

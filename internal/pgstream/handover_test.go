@@ -93,8 +93,8 @@ func pump(t *testing.T, st *pgstream.Stream) (out chan []pgstream.Event, pumped 
 // whatever the channel's length: 1024 batches of wide rows piled up
 // gigabytes. Here the budget is 1 MiB and 8 MiB of rows are written.
 func TestReadAheadBoundedByBytes(t *testing.T) {
-	defer pgstream.SetReadAheadBytes(1 << 20)()
 	p, _, st := openLikesStream(t, "")
+	st.SetReadAheadBytes(1 << 20)
 	p.PG(t, `ALTER TABLE likes ADD COLUMN body text`)
 	ctx, stop := context.WithCancel(context.Background())
 	out := make(chan []pgstream.Event, 1024)
@@ -139,6 +139,8 @@ func TestReadAheadBoundedByBytes(t *testing.T) {
 		case b := <-out:
 			take(b)
 			st.Recycle(b)
+		case err := <-pumped:
+			t.Fatalf("the stream ended after %d of 512 rows: %v", rows, err)
 		case <-deadline:
 			t.Fatalf("%d of 512 rows came once the receiver took them", rows)
 		}

@@ -94,6 +94,7 @@ type Stream struct {
 	handedOver  atomic.Int64  // bytes of the batches Pump handed over and the receiver has not recycled
 	sizesMu     sync.Mutex
 	sizes       []int64       // those batches' bytes, in the order handed over (and recycled)
+	readAhead   int64         // the budget for them (readAheadBytes; tests set less)
 	nextReply   time.Time     // the next status update, whatever happens
 	sent        pglogrepl.LSN // the confirmed position the last status update reported
 	sentAt      time.Time     // when that update went out
@@ -369,7 +370,7 @@ func (s *Stream) Pump(ctx context.Context, out chan<- []Event) error {
 // receiver (Recycle gives it back): out's length bounds batches, but a
 // batch of wide rows can be megabytes, and a receiver busy for long (a
 // table's indexes being built, a slow target) let gigabytes pile up.
-var readAheadBytes int64 = 64 << 20 // a variable for tests
+const readAheadBytes = 64 << 20
 
 // handedOut counts a batch of size bytes handed to the receiver.
 func (s *Stream) handedOut(size int64) {
@@ -377,6 +378,14 @@ func (s *Stream) handedOut(size int64) {
 	s.sizes = append(s.sizes, size)
 	s.sizesMu.Unlock()
 	s.handedOver.Add(size)
+}
+
+// takeBack uncounts the batch handedOut counted last, which was not sent.
+func (s *Stream) takeBack(size int64) {
+	s.sizesMu.Lock()
+	s.sizes = s.sizes[:len(s.sizes)-1]
+	s.sizesMu.Unlock()
+	s.handedOver.Add(-size)
 }
 
 // batchBytes is the row data a batch holds.
@@ -402,33 +411,44 @@ func (s *Stream) handOver(ctx context.Context, out chan<- []Event, batch []Event
 	size := batchBytes(batch)
 	// over the budget, wait for the receiver to recycle (a batch alone
 	// bigger than the budget goes when nothing else is out)
-	room := func() bool { h := s.handedOver.Load(); return h == 0 || h+size <= readAheadBytes }
+	budget := s.readAhead
+	if budget == 0 {
+		budget = readAheadBytes
+	}
+	room := func() bool { h := s.handedOver.Load(); return h == 0 || h+size <= budget }
+	// The batch is counted before it can be received (the receiver may
+	// recycle it at once), and taken back when it was not sent.
 	if room() {
+		s.handedOut(size)
 		select {
 		case out <- batch:
-			s.handedOut(size)
 			return nil
 		default:
+			s.takeBack(size)
 		}
 	}
 	t := time.NewTimer(time.Until(s.statusDue()))
 	defer t.Stop()
 	for {
-		send := out
+		var send chan<- []Event
 		var poll <-chan time.Time
-		if !room() {
-			send = nil // no send until the receiver gives bytes back
+		if room() {
+			s.handedOut(size)
+			send = out
+		} else { // no send until the receiver gives bytes back
 			poll = time.After(10 * time.Millisecond)
 		}
 		select {
 		case send <- batch:
-			s.handedOut(size)
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-s.confirmWake:
 		case <-t.C:
 		case <-poll:
+		}
+		if send != nil {
+			s.takeBack(size)
 		}
 		if !time.Now().Before(s.statusDue()) {
 			if err := s.sendStatus(ctx); err != nil {
