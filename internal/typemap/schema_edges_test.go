@@ -184,3 +184,18 @@ func TestIntegerMax(t *testing.T) {
 		}
 	}
 }
+
+// MariaDB's json_valid refuses 32 levels of nesting: such a document is a
+// bad value (named by its row), brackets inside strings are no nesting.
+func TestJSONDepthForMariaDB(t *testing.T) {
+	for doc, ok := range map[string]bool{
+		strings.Repeat("[", 31) + strings.Repeat("]", 31):                     true,
+		strings.Repeat("[", 32) + strings.Repeat("]", 32):                     false,
+		`{"a":` + strings.Repeat(`{"b":`, 40) + "1" + strings.Repeat("}", 41): false,
+		`{"s": "` + strings.Repeat("[", 50) + `\"]"}`:                         true,
+	} {
+		if _, err := checkJSONDepth([]byte(doc)); (err == nil) != ok {
+			t.Errorf("%.40s…: error %v, want accepted %v", doc, err, ok)
+		}
+	}
+}

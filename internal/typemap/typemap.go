@@ -35,6 +35,37 @@ func (e *BadValue) Error() string { return e.Reason }
 
 func bad(format string, args ...any) error { return &BadValue{Reason: fmt.Sprintf(format, args...)} }
 
+// mariaDBJSONDepth is the nesting MariaDB's json_valid (the JSON type's
+// check) refuses: as a load's warning for its whole chunk, naming no row.
+const mariaDBJSONDepth = 32
+
+// checkJSONDepth refuses a JSON document nested too deep for MariaDB, so
+// that it is a bad row named by its key (one --on-bad-row skip sets aside).
+func checkJSONDepth(v []byte) ([]byte, error) {
+	depth, inString, escaped := 0, false, false
+	for _, c := range v {
+		switch {
+		case escaped:
+			escaped = false
+		case inString:
+			if c == '\\' {
+				escaped = true
+			} else if c == '"' {
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '[' || c == '{':
+			if depth++; depth >= mariaDBJSONDepth {
+				return nil, bad("JSON nested %d levels or deeper, which MariaDB's json_valid refuses", mariaDBJSONDepth)
+			}
+		case c == ']' || c == '}':
+			depth--
+		}
+	}
+	return v, nil
+}
+
 // Options describe how a column is used, which changes its mapping.
 type Options struct {
 	Flavor Flavor
@@ -234,7 +265,8 @@ func Map(t schema.Type, opt Options) Mapping {
 	case "json", "jsonb":
 		m := Mapping{SQLType: "JSON", Kind: canonical.JSON}
 		if opt.Flavor == MariaDB {
-			m.Notes = []string{t.Name + " becomes JSON, which MariaDB stores as LONGTEXT with a json_valid check"}
+			m.Notes = []string{t.Name + " becomes JSON, which MariaDB stores as LONGTEXT with a json_valid check (a document nested 32 levels or deeper is a bad row)"}
+			m.Convert = checkJSONDepth
 		}
 		return m
 	case "inet", "cidr":

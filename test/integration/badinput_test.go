@@ -197,6 +197,25 @@ func TestTableProblemsReportedTogether(t *testing.T) {
 	}
 }
 
+// TestDeepJSONIsABadRow: MariaDB's json_valid refuses a document nested
+// 32 levels or deeper, as a warning of the whole load: the copy failed the
+// table naming no row, and --on-bad-row=skip could not set the row aside.
+// It is a bad row named by its key and column like any other.
+func TestDeepJSONIsABadRow(t *testing.T) {
+	t.Parallel()
+	p := testenv.NewPair(t)
+	p.PG(t, `CREATE TABLE docs (id int PRIMARY KEY, body jsonb)`)
+	p.PG(t, `INSERT INTO docs VALUES (1, '{"a": [1, {"b": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}]}'),
+		(2, (repeat('[', 40) || repeat(']', 40))::jsonb), (3, (repeat('[', 31) || repeat(']', 31))::jsonb)`)
+	r := testenv.MustRun(t, 5, args(p, "copy")...)
+	mustContain(t, "copy output", output(r), "docs", "id=2", "column body", "nested 32 levels")
+	rejects := filepath.Join(t.TempDir(), "rejects.jsonl")
+	testenv.MustRun(t, 0, args(p, "copy", "--on-bad-row=skip", "--reject-file", rejects)...)
+	if rows := queryRows(t, p.Target, "SELECT id FROM docs ORDER BY id"); !equalRows(rows, [][]string{{"1"}, {"3"}}) {
+		t.Errorf("target docs holds %v, want rows 1 and 3 (brackets inside a string are no nesting; 31 levels fit)", rows)
+	}
+}
+
 // TestBadRowFailThenSkip: NaN in a numeric column stops the copy with exit 5
 // naming table, key and column; run again with --on-bad-row=skip, the other
 // rows are copied and the bad one is written to the reject file.
