@@ -782,15 +782,11 @@ func HeldBefore(pool *pgxpool.Pool, oid, xid uint32) bool {
 	if err := pool.QueryRow(ctx, `SELECT oid::regclass::text, relrowsecurity FROM pg_class WHERE oid = $1`, oid).Scan(&name, &secured); err != nil || secured {
 		return true
 	}
+	// age() counts back from the current transaction: a larger age is an
+	// older transaction; a frozen row's reads as the oldest. The context's
+	// timeout ends a long read (pgx cancels the query).
 	var held bool
-	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SET LOCAL statement_timeout = '10s'"); err != nil {
-			return err
-		}
-		// age() counts back from the current transaction: a larger age is
-		// an older transaction; a frozen row's reads as the oldest
-		return tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM ONLY `+name+` WHERE age(xmin) > age($1::text::xid))`, fmt.Sprint(xid)).Scan(&held)
-	})
+	err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM ONLY `+name+` WHERE age(xmin) > age($1::text::xid))`, fmt.Sprint(xid)).Scan(&held)
 	return err != nil || held
 }
 

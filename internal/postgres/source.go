@@ -201,10 +201,11 @@ func (s *Source) WaitVisible(ctx context.Context, xids []uint32, timeout time.Du
 	// each 32-bit id takes the epoch of the snapshot's xmax (or the one
 	// before, for an id above it)
 	const query = `WITH s AS (SELECT pg_current_snapshot() AS snap),
-		m AS (SELECT snap, pg_snapshot_xmax(snap)::text::bigint AS xmax FROM s)
+		m AS (SELECT snap, pg_snapshot_xmax(snap)::text::bigint AS xmax FROM s),
+		e AS (SELECT snap, xmax, ((xmax >> 32) << 32) + x AS full_id FROM m, unnest($1::bigint[]) x)
 		SELECT coalesce(bool_and(pg_visible_in_snapshot(
-			(CASE WHEN ((m.xmax >> 32) << 32) + x > m.xmax THEN ((m.xmax >> 32) << 32) + x - 4294967296 ELSE ((m.xmax >> 32) << 32) + x END)::text::xid8, m.snap)), true)
-		FROM m, unnest($1::bigint[]) x`
+			(CASE WHEN full_id > xmax THEN full_id - 4294967296 ELSE full_id END)::text::xid8, snap)), true)
+		FROM e`
 	deadline := time.Now().Add(timeout)
 	for {
 		var visible bool

@@ -30,7 +30,7 @@ func TestPublishKeepsAPartitionsOrder(t *testing.T) {
 	defer nc.Close()
 	ctx := context.Background()
 	defer js.DeleteStream(ctx, ep.Stream)
-	p := &Publisher{opt: Options{Endpoint: ep, Partitions: 1}, js: js, unacked: make([]int, 1)}
+	p := &Publisher{opt: Options{Endpoint: ep, Partitions: 1}, js: js, unacked: make([]*pendingAck, 1)}
 	subject := ep.PartitionSubject(0)
 	created := make(chan error, 1)
 	go func() { // the stream comes back while the first message waits for its retry

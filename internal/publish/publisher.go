@@ -100,13 +100,12 @@ type Publisher struct {
 	stream *pgstream.Stream
 
 	// loop goroutine only
-	txXid   uint32                   // the transaction being read
-	bufs    []partBuf                // rows waiting for their partition's next message
-	futures []jetstream.PubAckFuture // nil once waited for (a future answers once)
-	// unacked is, per partition, 1 + the index in futures of its last
-	// message not known to be stored (0: none): the next one of the
-	// partition waits for it (see publish).
-	unacked    []int
+	txXid   uint32    // the transaction being read
+	bufs    []partBuf // rows waiting for their partition's next message
+	futures []*pendingAck
+	// unacked is each partition's last message not known to be stored
+	// (nil: none): the next one of the partition waits for it (publish).
+	unacked    []*pendingAck
 	txChunks   []doneChunk // chunks published in the transaction being read
 	toMark     []doneChunk // chunks published in committed transactions, not yet marked done
 	lastCommit pglogrepl.LSN
@@ -185,7 +184,7 @@ func New(ctx context.Context, src *postgres.Source, srcConnString string, tgt *m
 	}
 	pb := &Publisher{src: src, srcConn: srcConnString, tgt: tgt, plan: p, opt: opt, log: opt.Log, byName: map[string]*pubTable{},
 		runID: fmt.Sprintf("%x", time.Now().UnixNano()), started: time.Now(), windows: map[string]*window{}, rewatch: pgstream.NewRewatch(),
-		inflight: make(chan struct{}, opt.Parallel), stop: make(chan struct{}), bufs: make([]partBuf, opt.Partitions), unacked: make([]int, opt.Partitions),
+		inflight: make(chan struct{}, opt.Parallel), stop: make(chan struct{}), bufs: make([]partBuf, opt.Partitions), unacked: make([]*pendingAck, opt.Partitions),
 		partLast: make([]Pos, opt.Partitions), probes: map[string]chan Pos{}}
 	for _, rt := range rts {
 		t := &pubTable{rt: rt, notices: capture.NewTableNotices(rt.Plan, pb.rewatch)}
@@ -527,27 +526,34 @@ func (p *Publisher) flush(ctx context.Context) error {
 }
 
 func (p *Publisher) awaitAcks(ctx context.Context) error {
-	for i, f := range p.futures {
-		if f == nil {
-			continue
-		}
-		if err := awaitAck(ctx, f); err != nil {
+	for _, a := range p.futures {
+		if err := a.wait(ctx); err != nil {
 			return err
 		}
-		p.futures[i] = nil
 	}
+	clear(p.futures)
 	p.futures = p.futures[:0]
 	clear(p.unacked)
 	return nil
 }
 
-// awaitAck waits until JetStream stored the message of f.
-func awaitAck(ctx context.Context, f jetstream.PubAckFuture) error {
-	select {
-	case <-f.Ok():
+// pendingAck is a message published and the acknowledgement it waits for.
+type pendingAck struct {
+	f      jetstream.PubAckFuture
+	stored bool // acknowledged: a future answers once, so it is not asked again
+}
+
+// wait waits until JetStream stored the message.
+func (a *pendingAck) wait(ctx context.Context) error {
+	if a.stored {
 		return nil
-	case err := <-f.Err():
-		return failure.Wrap(err, failure.Connection, "SLUICE-PUBLISH-ACK", "JetStream did not store a message on %s", f.Msg().Subject).
+	}
+	select {
+	case <-a.f.Ok():
+		a.stored = true
+		return nil
+	case err := <-a.f.Err():
+		return failure.Wrap(err, failure.Connection, "SLUICE-PUBLISH-ACK", "JetStream did not store a message on %s", a.f.Msg().Subject).
 			WithHint("run the publisher again: it resumes from the last position JetStream stored")
 	case <-ctx.Done():
 		return ctx.Err()
@@ -637,11 +643,10 @@ func (p *Publisher) flushParts(ctx context.Context) error {
 // elects a leader) stored it after the second, and one that failed left
 // a hole the second went past. Partitions still overlap.
 func (p *Publisher) publish(ctx context.Context, msg *nats.Msg, id string, part int) error {
-	if i := p.unacked[part] - 1; i >= 0 && p.futures[i] != nil {
-		if err := awaitAck(ctx, p.futures[i]); err != nil {
+	if a := p.unacked[part]; a != nil {
+		if err := a.wait(ctx); err != nil {
 			return err
 		}
-		p.futures[i] = nil
 	}
 	for {
 		f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(p.opt.Endpoint.Stream))
@@ -654,8 +659,9 @@ func (p *Publisher) publish(ctx context.Context, msg *nats.Msg, id string, part 
 		if err != nil {
 			return failure.Wrap(err, failure.Connection, "SLUICE-PUBLISH", "publish to %s", msg.Subject)
 		}
-		p.futures = append(p.futures, f)
-		p.unacked[part] = len(p.futures)
+		a := &pendingAck{f: f}
+		p.futures = append(p.futures, a)
+		p.unacked[part] = a
 		break
 	}
 	if len(p.futures) >= 4000 {

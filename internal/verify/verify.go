@@ -106,10 +106,11 @@ func Run(ctx context.Context, src *postgres.Source, tgt *mysql.Target, p *plan.P
 		if err != nil {
 			return results, err
 		}
-		if opt.Repair && !res.Equal() && res.Err == nil && t.Keyless {
+		switch repairable := opt.Repair && !res.Equal() && res.Err == nil; {
+		case repairable && t.Keyless:
 			opt.Log.Warn("a table without a key cannot be repaired row by row: its rows are not told apart; copy it again (drop the target table first), or run the sync, which reads it whole",
 				"code", "SLUICE-VERIFY-NOREPAIR", "table", res.Source)
-		} else if opt.Repair && !res.Equal() && res.Err == nil {
+		case repairable:
 			repaired, err := repair(ctx, src, tgt, t, res)
 			if err != nil {
 				return results, err
