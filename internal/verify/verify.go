@@ -75,6 +75,13 @@ type TableResult struct {
 
 	repairSource [][]string // source keys (source text) to copy again
 	repairTarget [][]any    // target keys to delete
+	extraRanges  []extraSet // where the extra rows are, for reading the source again
+}
+
+// extraSet is the canonical keys of the extra rows verify found in one range.
+type extraSet struct {
+	r    chunk.Range
+	keys []string
 }
 
 // Equal reports whether no difference was found.
@@ -139,15 +146,23 @@ type verifier struct {
 	mu    sync.Mutex
 }
 
-func verifyTable(ctx context.Context, src *postgres.Source, tgt *mysql.Target, t *plan.Table, opt Options) (*TableResult, error) {
-	v := &verifier{src: src, tgt: tgt, t: t, opt: opt,
-		res: &TableResult{Source: t.Source.Name.String(), Target: t.Target, Columns: t.TargetColumns()}}
+// newVerifier returns a verifier of t that knows how to canonicalise its
+// rows and keys.
+func newVerifier(src *postgres.Source, tgt *mysql.Target, t *plan.Table) *verifier {
+	v := &verifier{src: src, tgt: tgt, t: t}
 	for _, c := range t.Columns {
 		v.kinds = append(v.kinds, c.Kind)
 	}
 	for _, k := range t.Key {
 		v.keyK = append(v.keyK, t.Columns[k].Kind)
 	}
+	return v
+}
+
+func verifyTable(ctx context.Context, src *postgres.Source, tgt *mysql.Target, t *plan.Table, opt Options) (*TableResult, error) {
+	v := newVerifier(src, tgt, t)
+	v.opt = opt
+	v.res = &TableResult{Source: t.Source.Name.String(), Target: t.Target, Columns: t.TargetColumns()}
 	exists, err := tgt.TableExists(ctx, t.Target)
 	if err != nil {
 		return nil, err
@@ -226,6 +241,9 @@ func (v *verifier) chunk(ctx context.Context, r chunk.Range) error {
 	if len(v.res.repairSource)+len(res.repairSrc) <= maxRepairKeys {
 		v.res.repairSource = append(v.res.repairSource, res.repairSrc...)
 		v.res.repairTarget = append(v.res.repairTarget, res.repairTgt...)
+		if len(res.extraKeys) > 0 {
+			v.res.extraRanges = append(v.res.extraRanges, extraSet{r: r, keys: res.extraKeys})
+		}
 	}
 	return nil
 }
@@ -310,20 +328,15 @@ type comparison struct {
 	diffs                   []Diff
 	repairSrc               [][]string
 	repairTgt               [][]any
+	extraKeys               []string // canonical keys of the extra rows
 }
 
 // compare reads the rows of sourceQuery (via COPY) and of targetQuery and
 // matches them by key.
 func (v *verifier) compare(ctx context.Context, sourceQuery, targetQuery string, args []any) (*comparison, error) {
-	source := map[string]row{}
-	var order []string
-	sr := &sourceReader{v: v, rows: source, order: &order}
-	sr.lines.Line = sr.line
-	if err := v.src.CopyOut(ctx, sourceQuery, &sr.lines); err != nil {
-		if sr.err != nil {
-			return nil, sr.err
-		}
-		return nil, fmt.Errorf("verify %s: %w", v.t.Source.Name, err)
+	source, order, err := v.readSource(ctx, sourceQuery)
+	if err != nil {
+		return nil, err
 	}
 	rows, err := v.tgt.DB.QueryContext(ctx, targetQuery, args...)
 	if err != nil {
@@ -358,6 +371,7 @@ func (v *verifier) compare(ctx context.Context, sourceQuery, targetQuery string,
 			res.extra++
 			res.diffs = append(res.diffs, Diff{Kind: Extra, Key: formatKey(trow.key), Target: display(trow.canon), canonKey: trow.key})
 			res.repairTgt = append(res.repairTgt, v.targetKey(fields))
+			res.extraKeys = append(res.extraKeys, key)
 		case !bytes.Equal(srow.canon, trow.canon):
 			res.changed++
 			res.diffs = append(res.diffs, Diff{Kind: Changed, Key: formatKey(trow.key), Source: display(srow.canon), Target: display(trow.canon), canonKey: trow.key})
@@ -381,19 +395,29 @@ func (v *verifier) compare(ctx context.Context, sourceQuery, targetQuery string,
 	return res, nil
 }
 
+// readSource reads the rows of sourceQuery (via COPY), indexed by canonical
+// key, and the keys in the order read.
+func (v *verifier) readSource(ctx context.Context, sourceQuery string) (map[string]row, []string, error) {
+	source := map[string]row{}
+	var order []string
+	sr := &sourceReader{v: v, rows: source, order: &order}
+	sr.lines.Line = sr.line
+	if err := v.src.CopyOut(ctx, sourceQuery, &sr.lines); err != nil {
+		if sr.err != nil {
+			return nil, nil, sr.err
+		}
+		return nil, nil, fmt.Errorf("verify %s: %w", v.t.Source.Name, err)
+	}
+	return source, order, nil
+}
+
 // CompareKeys compares the rows with the given keys (source text form) on
 // both sides, for checking just the rows that changed.
 func CompareKeys(ctx context.Context, src *postgres.Source, tgt *mysql.Target, t *plan.Table, keys [][]string) ([]Diff, error) {
 	if len(keys) == 0 {
 		return nil, nil
 	}
-	v := &verifier{src: src, tgt: tgt, t: t}
-	for _, c := range t.Columns {
-		v.kinds = append(v.kinds, c.Kind)
-	}
-	for _, k := range t.Key {
-		v.keyK = append(v.keyK, t.Columns[k].Kind)
-	}
+	v := newVerifier(src, tgt, t)
 	var diffs []Diff
 	const batch = 1000
 	for start := 0; start < len(keys); start += batch {
@@ -574,7 +598,8 @@ func display(canon []byte) []string {
 func formatKey(canon []byte) string { return strings.Join(display(canon), ",") }
 
 // repair deletes the changed and extra rows from the target and copies the
-// changed and missing rows again from the source, in one transaction.
+// changed and missing rows, and extra rows the source holds by now, again
+// from the source, in one transaction.
 func repair(ctx context.Context, src *postgres.Source, tgt *mysql.Target, t *plan.Table, res *TableResult) (int64, error) {
 	if res.Changed+res.Missing+res.Extra > maxRepairKeys {
 		return 0, fmt.Errorf("verify %s: %d differing rows are too many to repair row by row; drop the target table and copy it again",
@@ -596,9 +621,14 @@ func repair(ctx context.Context, src *postgres.Source, tgt *mysql.Target, t *pla
 			return 0, fmt.Errorf("repair %s: delete differing rows: %w", t.Target, err)
 		}
 	}
+	back, err := extrasOnSourceNow(ctx, src, tgt, t, res.extraRanges)
+	if err != nil {
+		return 0, err
+	}
+	copyKeys := append(res.repairSource[:len(res.repairSource):len(res.repairSource)], back...)
 	var repaired int64
-	for start := 0; start < len(res.repairSource); start += batch {
-		keys := res.repairSource[start:min(start+batch, len(res.repairSource))]
+	for start := 0; start < len(copyKeys); start += batch {
+		keys := copyKeys[start:min(start+batch, len(copyKeys))]
 		// a row the target cannot hold stays missing, and is reported so
 		n, err := copier.CopyKeys(ctx, src, tx, t, keys, true)
 		if err != nil {
@@ -609,6 +639,30 @@ func repair(ctx context.Context, src *postgres.Source, tgt *mysql.Target, t *pla
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("repair %s: commit: %w", t.Target, err)
 	}
-	// rows rewritten from the source plus extra rows deleted
-	return repaired + res.Extra, nil
+	// rows rewritten from the source plus extra rows deleted for good
+	return repaired + res.Extra - int64(len(back)), nil
+}
+
+// extrasOnSourceNow reads the ranges holding extra rows from the source
+// again and returns the keys (source text) of those extra rows the source
+// holds now. Why: an extra row may be one the source gained after verify
+// read it, which a running sync applied to the target before verify read
+// that; deleting it would lose it for good, as the sync has passed it.
+// Called after the repair deleted the rows, so their locks hold the sync's
+// later writes of them until the rows copied back are committed.
+func extrasOnSourceNow(ctx context.Context, src *postgres.Source, tgt *mysql.Target, t *plan.Table, sets []extraSet) ([][]string, error) {
+	v := newVerifier(src, tgt, t)
+	var back [][]string
+	for _, set := range sets {
+		rows, _, err := v.readSource(ctx, t.SourceQuery(set.r))
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range set.keys {
+			if r, ok := rows[k]; ok {
+				back = append(back, r.raw)
+			}
+		}
+	}
+	return back, nil
 }

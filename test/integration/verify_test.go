@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sluice-db/sluice/internal/testenv"
 )
@@ -99,6 +100,57 @@ func TestVerifyAndRepair(t *testing.T) {
 	}
 
 	testenv.MustRun(t, 0, args(p, "verify")...)
+}
+
+// TestRepairKeepsARowTheSourceGainedMeanwhile: a row that is on the target
+// but was not on the source when verify read it may be one the source gained
+// since, which a running sync wrote to the target before verify read that.
+// --repair must read the source again and keep it: the sync has passed that
+// insert and would never write it again. Here the "sync" holds the target
+// row's lock (as its apply transaction would) while the source gets the row.
+func TestRepairKeepsARowTheSourceGainedMeanwhile(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := testenv.NewPair(t)
+	p.PG(t, `CREATE TABLE items (id integer PRIMARY KEY, name text NOT NULL)`)
+	p.PG(t, `INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 300) g`)
+	testenv.MustRun(t, 0, args(p, "copy")...)
+	p.My(t, `INSERT INTO items VALUES (777, 'inserted at the source')`) // what the sync applied
+	p.My(t, `INSERT INTO items VALUES (888, 'intruder')`)               // a true extra row
+
+	holder := testenv.MySQL(t, p.Name) // the sync's connection
+	defer holder.Close()
+	tx, err := holder.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `SELECT id FROM items WHERE id = 777 FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	repair := testenv.StartProc(t, args(p, "verify", "--repair", "--chunk-rows", "100")...)
+	// verify has compared and the repair's DELETE waits for the row's lock
+	deadline := time.Now().Add(60 * time.Second)
+	for queryOne(t, p.Target, `SELECT COUNT(*) FROM information_schema.PROCESSLIST
+		WHERE DB = DATABASE() AND INFO LIKE 'DELETE%'`) == "0" {
+		if ok, code := repair.Exited(); ok || time.Now().After(deadline) {
+			t.Fatalf("verify --repair never got to its delete (exited %v, status %d):\n%s", ok, code, repair.Output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.PG(t, `INSERT INTO items VALUES (777, 'inserted at the source')`)
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	code, ok := repair.Wait(60 * time.Second)
+	if !ok || code != 0 {
+		t.Fatalf("verify --repair: exit %d (ended %v), want 0:\n%s", code, ok, repair.Output())
+	}
+	mustContain(t, "verify --repair output", repair.Output(), "items → items: 301 rows compared, equal", "verify: EQUAL")
+	if got := queryOne(t, p.Target, `SELECT CONCAT(COUNT(*), '/', COALESCE(MAX(CASE WHEN id = 777 THEN name END), 'gone'))
+		FROM items WHERE id IN (777, 888)`); got != "1/inserted at the source" {
+		t.Errorf("after --repair rows 777 and 888 on the target: %s, want 1/inserted at the source (777 kept, 888 deleted)", got)
+	}
 }
 
 // TestVerifyComparesMeaning: verify must not report values that are equal in
