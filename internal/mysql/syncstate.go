@@ -298,9 +298,12 @@ type Execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
-// StoreAppliedLSN records the applied position through db.
+// StoreAppliedLSN records the applied position through db. The position
+// only moves forward: a late commit of a process that lost its connection
+// (or any writer behind the stored position) must not make the next run
+// apply changes again.
 func StoreAppliedLSN(ctx context.Context, db Execer, slot string, lsn uint64) error {
-	if _, err := db.ExecContext(ctx, `UPDATE `+SyncTable+` SET applied_lsn = ? WHERE slot = ?`, lsn, slot); err != nil {
+	if _, err := db.ExecContext(ctx, `UPDATE `+SyncTable+` SET applied_lsn = GREATEST(applied_lsn, ?) WHERE slot = ?`, lsn, slot); err != nil {
 		return fmt.Errorf("target: record applied position: %w", err)
 	}
 	return nil

@@ -27,6 +27,9 @@ func TestSyncStateKeepsAppliedPosition(t *testing.T) {
 	if err := mysql.StoreAppliedLSN(ctx, p.Target, slot, 0x5000); err != nil {
 		t.Fatal(err)
 	}
+	if err := mysql.StoreAppliedLSN(ctx, p.Target, slot, 0x3000); err != nil { // a writer behind: kept at 0x5000
+		t.Fatal(err)
+	}
 	if err := tgt.CreateSyncState(ctx, mysql.SyncState{Slot: slot, Publication: "pub", Phase: "streaming"}); err != nil {
 		t.Fatal(err)
 	}
