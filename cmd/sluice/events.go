@@ -17,7 +17,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -75,12 +74,8 @@ func (a *app) dispatchEvents(cmd *cobra.Command, ef *eventsFlags, tables, listen
 func parseEndpoint(flag, raw string) (pubevents.Endpoint, error) {
 	// nats://TOKEN@host or nats://user:PASSWORD@host: kept out of every
 	// log line and message from here on, its own errors included
-	if u, err := url.Parse(raw); err == nil && u.User != nil {
-		if pw, ok := u.User.Password(); ok {
-			logging.AddSecret(pw)
-		} else {
-			logging.AddSecret(u.User.Username())
-		}
+	for _, secret := range pubevents.Secrets(raw) {
+		logging.AddSecret(secret)
 	}
 	ep, err := pubevents.ParseURL(raw)
 	if err != nil {

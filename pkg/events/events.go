@@ -132,30 +132,75 @@ type Endpoint struct {
 
 // ParseURL reads an Endpoint.
 func ParseURL(s string) (Endpoint, error) {
+	shown := hideUserinfo(s) // errors quote the URL without its credentials
 	u, err := url.Parse(s)
 	if err != nil {
-		return Endpoint{}, fmt.Errorf("NATS URL %q: %w", s, err)
+		return Endpoint{}, fmt.Errorf("NATS URL %q is not a URL (a password holding / ? # or %% must be percent-encoded)", shown)
 	}
 	if u.Scheme != "nats" && u.Scheme != "tls" {
-		return Endpoint{}, fmt.Errorf("NATS URL %q: scheme must be nats:// (or tls://)", s)
+		return Endpoint{}, fmt.Errorf("NATS URL %q: scheme must be nats:// (or tls://)", shown)
 	}
 	if u.Host == "" {
-		return Endpoint{}, fmt.Errorf("NATS URL %q has no host", s)
+		return Endpoint{}, fmt.Errorf("NATS URL %q has no host", shown)
 	}
 	stream := strings.Trim(u.Path, "/")
 	if stream == "" || strings.ContainsAny(stream, ".*>/ \t") {
-		return Endpoint{}, fmt.Errorf("NATS URL %q: the path must name the JetStream stream (letters, digits, - and _), as in nats://127.0.0.1:4222/LIKES", s)
+		return Endpoint{}, fmt.Errorf("NATS URL %q: the path must name the JetStream stream (letters, digits, - and _), as in nats://127.0.0.1:4222/LIKES", shown)
 	}
 	ep := Endpoint{Stream: stream, Prefix: stream}
 	if p := u.Query().Get("prefix"); p != "" {
 		if strings.ContainsAny(p, "*> \t") || strings.HasPrefix(p, ".") || strings.HasSuffix(p, ".") {
-			return Endpoint{}, fmt.Errorf("NATS URL %q: prefix %q is not a plain subject", s, p)
+			return Endpoint{}, fmt.Errorf("NATS URL %q: prefix %q is not a plain subject", shown, p)
 		}
 		ep.Prefix = p
 	}
 	srv := url.URL{Scheme: u.Scheme, User: u.User, Host: u.Host}
 	ep.Servers = srv.String()
 	return ep, nil
+}
+
+// userinfo splits s at its credentials: what comes before them (the
+// scheme and "://"), the credentials, and the rest. The credentials run to
+// the last @, as a password may hold an @ (or a / when it is not encoded,
+// which makes s no URL at all). ok is false without credentials.
+func userinfo(s string) (before, creds, rest string, ok bool) {
+	i := strings.Index(s, "://")
+	if i < 0 {
+		return "", "", "", false
+	}
+	at := strings.LastIndex(s[i+3:], "@")
+	if at < 0 {
+		return "", "", "", false
+	}
+	return s[:i+3], s[i+3 : i+3+at], s[i+3+at+1:], true
+}
+
+// hideUserinfo is s with its credentials masked, for messages.
+func hideUserinfo(s string) string {
+	before, _, rest, ok := userinfo(s)
+	if !ok {
+		return s
+	}
+	return before + "xxxxx@" + rest
+}
+
+// Secrets returns the secrets a NATS URL holds: the password of
+// user:password, or the token, each as written and decoded, for a log
+// redactor to mask. It works on strings that are no valid URL too.
+func Secrets(s string) []string {
+	_, creds, _, ok := userinfo(s)
+	if !ok {
+		return nil
+	}
+	secret := creds
+	if _, pw, found := strings.Cut(creds, ":"); found {
+		secret = pw
+	}
+	out := []string{secret}
+	if decoded, err := url.PathUnescape(secret); err == nil && decoded != secret {
+		out = append(out, decoded)
+	}
+	return out
 }
 
 // String is the endpoint without credentials.

@@ -2,6 +2,8 @@ package events
 
 import (
 	"encoding/json"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -25,5 +27,41 @@ func TestBytesAreByteaText(t *testing.T) {
 	}
 	if _, ok := row["blob"].([]byte); !ok {
 		t.Fatal("the caller's row was changed")
+	}
+}
+
+// A malformed NATS URL is reported without its credentials, and Secrets
+// finds them even where the URL does not parse (a / in a password).
+func TestURLCredentialsStayOutOfErrors(t *testing.T) {
+	cases := []struct {
+		url     string
+		secrets []string
+	}{
+		{"nats://natsUser:natsPw%40rd:x/y@127.0.0.1:1/S", []string{"natsPw%40rd:x/y", "natsPw@rd:x/y"}},
+		{"nats://u:natsPw/1@127.0.0.1:4222/S", []string{"natsPw/1"}},
+		{"nats://natsPwTok/abc@host:4222/S", []string{"natsPwTok/abc"}},
+		{"nats://u:pw@x@host:4222/", []string{"pw@x"}}, // parses; the stream is missing
+		{"http://u:secretpw@host:4222/S", []string{"secretpw"}},
+	}
+	for _, c := range cases {
+		if got := Secrets(c.url); !slices.Equal(got, c.secrets) {
+			t.Errorf("Secrets(%q) = %q, want %q", c.url, got, c.secrets)
+		}
+		_, err := ParseURL(c.url)
+		if err == nil {
+			t.Errorf("ParseURL(%q) accepted it", c.url)
+			continue
+		}
+		for _, sec := range c.secrets {
+			if strings.Contains(err.Error(), sec) {
+				t.Errorf("ParseURL(%q): the error shows the secret %q: %v", c.url, sec, err)
+			}
+		}
+		if !strings.Contains(err.Error(), "xxxxx@") {
+			t.Errorf("ParseURL(%q): the error does not show where the credentials were: %v", c.url, err)
+		}
+	}
+	if got := Secrets("nats://127.0.0.1:4222/S"); got != nil {
+		t.Errorf("a URL without credentials has secrets %q", got)
 	}
 }
