@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -178,13 +179,13 @@ const firstNormalOID = 16384
 // through its own cast to json if it has one (hstore's makes an object).
 func (s *Source) resolveElem(ctx context.Context, oid uint32, typ *schema.Type) error {
 	for depth := 0; depth < 10; depth++ {
-		var name, kind string
+		var name, kind, delim string
 		var base uint32
 		var jsonCast bool
 		err := s.Pool.QueryRow(ctx, `
-			SELECT t.typname, t.typtype::text, t.typbasetype,
+			SELECT t.typname, t.typtype::text, t.typbasetype, t.typdelim::text,
 			       EXISTS (SELECT FROM pg_cast c WHERE c.castsource = t.oid AND c.casttarget = 'json'::regtype)
-			FROM pg_type t WHERE t.oid = $1`, oid).Scan(&name, &kind, &base, &jsonCast)
+			FROM pg_type t WHERE t.oid = $1`, oid).Scan(&name, &kind, &base, &delim, &jsonCast)
 		if err != nil {
 			return err
 		}
@@ -198,6 +199,8 @@ func (s *Source) resolveElem(ctx context.Context, oid uint32, typ *schema.Type) 
 			typ.ElemUnsupported = "its element type " + name + " is a composite type, which the copy writes as JSON objects and the change stream as text"
 		case oid >= firstNormalOID && jsonCast:
 			typ.ElemUnsupported = "its element type " + name + " has its own cast to json, which the copy uses and the change stream does not"
+		case delim != ",": // box: its values hold commas
+			typ.ElemUnsupported = "its element type " + name + " separates array elements with " + strconv.Quote(delim) + ", which sluice does not read in the change stream's array text"
 		}
 		return nil
 	}
