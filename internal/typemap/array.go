@@ -2,7 +2,6 @@ package typemap
 
 import (
 	"bytes"
-	"encoding/json"
 	"strings"
 )
 
@@ -134,12 +133,35 @@ func (p *arrayParser) element(dst, raw []byte) ([]byte, error) {
 	return appendJSONString(dst, string(raw)), nil
 }
 
-// appendJSONString writes s as a JSON string the way to_json does: without
-// json.Marshal's HTML escapes of <, > and &.
+// appendJSONString writes s as a JSON string byte for byte as to_json
+// does (PostgreSQL's escape_json): only the quote, the backslash and
+// control characters are escaped. json.Marshal also escapes <, >, & and
+// U+2028/U+2029, and a streamed value spelt otherwise than the copied one
+// would not match it where rows are matched on all their columns.
 func appendJSONString(dst []byte, s string) []byte {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	enc.Encode(s) // a string always encodes
-	return append(dst, bytes.TrimSuffix(b.Bytes(), []byte("\n"))...)
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '"', '\\':
+			dst = append(dst, '\\', c)
+		case '\b':
+			dst = append(dst, '\\', 'b')
+		case '\f':
+			dst = append(dst, '\\', 'f')
+		case '\n':
+			dst = append(dst, '\\', 'n')
+		case '\r':
+			dst = append(dst, '\\', 'r')
+		case '\t':
+			dst = append(dst, '\\', 't')
+		default:
+			if c < ' ' {
+				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			} else {
+				dst = append(dst, c)
+			}
+		}
+	}
+	return append(dst, '"')
 }

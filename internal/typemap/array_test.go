@@ -16,6 +16,9 @@ func TestArrayToJSON(t *testing.T) {
 		// a literal backslash-u sequence stays one (it was unescaped into <)
 		{"text", `{"\\u003c","x\\u0026y"}`, `["\\u003c","x\\u0026y"]`},
 		{"oid", "{1,4294967295}", `["1","4294967295"]`}, // to_json quotes oids
+		// as to_json spells them (checked against PostgreSQL 15): U+2028 and
+		// U+2029 as they are, control characters as \b \f or \u00xx
+		{"text", "{\"a\u2028b\u2029\",\"\x01\b\f\x7f\x1f\",\"tab\there\"}", "[\"a\u2028b\u2029\",\"\\u0001\\b\\f\x7f\\u001f\",\"tab\\there\"]"},
 	}
 	for _, c := range cases {
 		got, err := ArrayToJSON(c.elem)([]byte(c.in))
