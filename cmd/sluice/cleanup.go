@@ -21,6 +21,7 @@ import (
 // both drop the slot and publication and sluice's metadata on the target.
 func (a *app) cleanupCommand(name string) *cobra.Command {
 	var slot, apiURL, token string
+	var wait time.Duration
 	short := "Drop the replication slot, the publication and sluice's metadata after a cutover"
 	if name == "abort" {
 		short = "Stop a migration without cutting over: drop the replication slot, the publication and sluice's metadata"
@@ -37,11 +38,22 @@ func (a *app) cleanupCommand(name string) *cobra.Command {
 					return err
 				}
 			}
-			c := cleanup{a: a, name: name, slot: slot, out: cmd.OutOrStdout()}
+			c := cleanup{a: a, name: name, slot: slot, wait: wait, out: cmd.OutOrStdout()}
 			return c.run(cmd.Context(), func(ctx context.Context) {
-				// A sync still running on this machine is asked to stop
-				// first; one elsewhere loses its replication connection
-				// when the slot is dropped.
+				// A sync of this slot still running on this machine is
+				// asked to stop first; one elsewhere loses its replication
+				// connection when the slot is dropped. A sync of another
+				// migration answering at --api is left alone.
+				var st struct {
+					Slot string `json:"slot"`
+				}
+				if apiCall(ctx, http.MethodGet, apiURL, "/api/v1/status", tokenOr(token), &st) != nil {
+					return
+				}
+				if st.Slot != c.slot {
+					a.log.Info("the sync answering at --api is another one: left running", "api", apiURL, "its_slot", st.Slot, "slot", c.slot)
+					return
+				}
 				var stopped map[string]any
 				if apiCall(ctx, http.MethodPost, apiURL, "/api/v1/stop", tokenOr(token), &stopped) == nil {
 					time.Sleep(time.Second)
@@ -52,6 +64,9 @@ func (a *app) cleanupCommand(name string) *cobra.Command {
 	cmd.Flags().StringVar(&slot, "slot", "", "replication slot and publication name (default: sluice_<target database>)")
 	cmd.Flags().StringVar(&apiURL, "api", defaultAPI, "URL of a running sync to stop first")
 	cmd.Flags().StringVar(&token, "api-token", "", "API token (or SLUICE_API_TOKEN)")
+	if name == "finish" {
+		cmd.Flags().DurationVar(&wait, "wait", time.Minute, "longest wait for the running sync to apply what the source committed before finish began")
+	}
 	return cmd
 }
 
@@ -64,6 +79,7 @@ type cleanup struct {
 	// state is what the target records of this sync; nil when it cannot be
 	// reached or records nothing.
 	state *mysql.SyncState
+	wait  time.Duration // finish: for the sync to apply what came before it
 	out   io.Writer
 }
 
@@ -112,6 +128,11 @@ func (c *cleanup) run(ctx context.Context, stop func(context.Context)) error {
 	if err != nil {
 		return err
 	}
+	if c.name == "finish" && slotExists {
+		if err := c.drained(ctx, src); err != nil {
+			return err
+		}
+	}
 	stop(ctx)
 	if err := pgstream.Drop(ctx, src.Pool, c.slot, c.pub); err != nil {
 		return c.dropFailed(ctx, err)
@@ -136,6 +157,46 @@ func (c *cleanup) run(ctx context.Context, stop func(context.Context)) error {
 	fmt.Fprintf(c.out, "%s: dropped replication slot and publication %s on the source and its state on the target; sluice's bookkeeping tables stay for the syncs on %s\n",
 		c.name, c.slot, slotList(others))
 	return nil
+}
+
+// drained makes sure the sync has applied every change the source
+// committed before finish began: dropping the slot drops any change not
+// applied yet, for good. A running sync has until --wait to confirm a
+// message written now; a stopped one must have left no row change behind.
+func (c *cleanup) drained(ctx context.Context, src *postgres.Source) error {
+	mark, err := pgstream.Emit(ctx, src.Pool, true, "hb")
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(c.wait)
+	for {
+		p, err := pgstream.Progress(ctx, src.Pool, c.slot)
+		if err != nil {
+			return err
+		}
+		if p.Confirmed >= mark {
+			return nil
+		}
+		if !p.Active {
+			n, err := pgstream.UnreadChanges(ctx, src.Pool, c.slot, c.pub, mark)
+			if err != nil || n == 0 {
+				return err
+			}
+			return failure.New(failure.Usage, "SLUICE-FINISH-BEHIND", "finish: slot %s holds %d row changes the source committed that the target has not applied (no sync is running on it); dropping it now would lose them", c.slot, n).
+				With("slot", c.slot).
+				WithHint("run sluice sync again (it resumes), wait until sluice status shows no lag, then run sluice finish")
+		}
+		if time.Now().After(deadline) {
+			return failure.New(failure.Usage, "SLUICE-FINISH-BEHIND", "finish: the sync on slot %s has not applied what the source committed before finish began within --wait %s (it confirmed %s, finish began at %s)", c.slot, c.wait, p.Confirmed, mark).
+				With("slot", c.slot).
+				WithHint("look at sluice status and the sync's log (is the target reachable?), then run sluice finish again, with a longer --wait if it is catching up")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // checkTarget reads what the target records and refuses what must not be

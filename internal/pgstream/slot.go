@@ -288,6 +288,40 @@ func Status(ctx context.Context, pool *pgxpool.Pool, slot string) (SlotStatus, e
 	return st, err
 }
 
+// SlotProgress is how far a slot's reader got.
+type SlotProgress struct {
+	Active    bool          // a reader (a running sync) holds the slot
+	Confirmed pglogrepl.LSN // the position the reader confirmed as applied
+}
+
+// Progress reads slot's reader and confirmed position.
+func Progress(ctx context.Context, pool *pgxpool.Pool, slot string) (SlotProgress, error) {
+	var p SlotProgress
+	var lsn string
+	err := pool.QueryRow(ctx, `SELECT active, coalesce(confirmed_flush_lsn, '0/0')::text
+		FROM pg_replication_slots WHERE slot_name = $1 AND `+inThisDatabase, slot).Scan(&p.Active, &lsn)
+	if err != nil {
+		return p, fmt.Errorf("source: read replication slot %s: %w", slot, err)
+	}
+	p.Confirmed, err = pglogrepl.ParseLSN(lsn)
+	return p, err
+}
+
+// UnreadChanges counts the row changes (inserts, updates, deletes,
+// truncates of the publication's tables) slot holds up to upTo, without
+// consuming them. The slot must have no reader.
+func UnreadChanges(ctx context.Context, pool *pgxpool.Pool, slot, publication string, upTo pglogrepl.LSN) (int64, error) {
+	var n int64
+	// pgoutput's message types: 'I', 'U', 'D', 'T'
+	err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_logical_slot_peek_binary_changes($1, $2::pg_lsn, NULL,
+			'proto_version', '1', 'publication_names', quote_ident($3))
+		WHERE get_byte(data, 0) IN (73, 85, 68, 84)`, slot, upTo.String(), publication).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("source: read what replication slot %s holds: %w", slot, err)
+	}
+	return n, nil
+}
+
 // Emit writes a logical decoding message into the WAL and returns its
 // position. Transactional messages arrive in the stream at their commit
 // (watermarks); others as soon as they are decoded (heartbeats, fences).

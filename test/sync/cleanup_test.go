@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -95,6 +96,65 @@ func TestFinishAfterCutover(t *testing.T) {
 	again := testenv.MustRun(t, 0, s.args("finish", "--slot", s.slot)...)
 	if !strings.Contains(again.Stdout, "nothing to finish") {
 		t.Errorf("a second sluice finish:\n%s", again.Stdout)
+	}
+}
+
+// TestFinishLosesNoChange: finish drops the slot, and with it every change
+// the sync has not applied. So it waits for a running sync to apply what
+// the source committed before finish began (20,000 updated rows, then
+// finish at once), and refuses while a stopped sync left a change behind
+// (the slot stays, exit 2); a sync started again then applies it.
+func TestFinishLosesNoChange(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	createOrders(t, p, 20000)
+	s := newSync(t, p.SourceURL, p.TargetURL)
+	proc := s.start()
+	s.waitCaughtUp(60 * time.Second)
+	if r := s.cutover(); r.Exit != 0 {
+		t.Fatalf("sluice cutover: exit %d\n%s%s", r.Exit, r.Stdout, r.Stderr)
+	}
+
+	// a sync stopped by hand, then a write it never saw
+	proc.Cmd.Process.Signal(syscall.SIGTERM)
+	if _, ok := proc.Wait(30 * time.Second); !ok {
+		t.Fatal("sluice sync still runs 30 s after SIGTERM")
+	}
+	p.PG(t, `UPDATE orders SET status = 'late' WHERE id = 7`)
+	r := testenv.Run(t, nil, s.args("finish", "--slot", s.slot, "--api", s.api, "--api-token", s.token)...)
+	if out := r.Stdout + r.Stderr; r.Exit != 2 || !strings.Contains(out, "SLUICE-FINISH-BEHIND") || !strings.Contains(out, "holds 1 row changes") {
+		t.Fatalf("sluice finish with a change not applied: exit %d, want 2 with SLUICE-FINISH-BEHIND naming 1 change:\n%s", r.Exit, out)
+	}
+	if slot, pub := testenv.SlotAndPublication(t, p.SourceURL, s.slot); !slot || !pub {
+		t.Fatalf("the refused finish dropped the slot (%v) or publication (%v)", !slot, !pub)
+	}
+
+	// running again: a burst of writes, and finish at once
+	s.start()
+	s.waitCaughtUp(60 * time.Second)
+	p.PG(t, `UPDATE orders SET amount = amount + 1`)
+	s.finish()
+	verifyEqual(t, p.SourceURL, p.TargetURL, "orders")
+}
+
+// TestAbortOfAnotherMigrationLeavesThisSync: abort asks the sync answering
+// at --api to stop only when it is the sync of the slot being dropped: an
+// abort of another migration (its own slot and target) stopped this one.
+func TestAbortOfAnotherMigrationLeavesThisSync(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	createOrders(t, p, 500)
+	s := newSync(t, p.SourceURL, p.TargetURL)
+	s.start()
+	s.waitCaughtUp(60 * time.Second)
+	t.Run("other", func(t *testing.T) {
+		other := newPair(t)
+		testenv.MustRun(t, 0, "abort", "--source", other.SourceURL, "--target", other.TargetURL,
+			"--slot", "sluice_other_migration", "--api", s.api, "--api-token", s.token)
+	})
+	time.Sleep(2 * time.Second) // a stop takes effect at once; give it time to show
+	if err := s.alive(); err != nil {
+		t.Fatalf("an abort of another migration stopped this sync: %v", err)
 	}
 }
 
