@@ -234,7 +234,7 @@ func (c *cleanup) checkTarget(ctx context.Context, src *postgres.Source, tgt *my
 		fmt.Fprintf(c.out, "nothing to finish: no sync state on the target and no replication slot %s on the source (finished or aborted already)\n", c.slot)
 		return others, true, nil
 	}
-	if state == nil || state.Phase != "cutover" {
+	if state == nil || state.Phase != mysql.PhaseCutover {
 		return nil, false, failure.New(failure.Usage, "SLUICE-FINISH-NOCUTOVER", "no cutover is recorded for slot %s", c.slot).
 			WithHint("run sluice cutover first, or sluice abort to stop without cutting over")
 	}

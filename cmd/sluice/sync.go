@@ -177,6 +177,11 @@ func checkSlot(slot string) error {
 }
 
 func printCutoverReport(w io.Writer, r *syncer.CutoverReport) {
+	if r.EarlierRun {
+		fmt.Fprintln(w, "cutover done by an earlier run of this sync (the target records it); nothing was fenced now")
+		fmt.Fprintln(w, "the sync goes on streaming writes that still reach the source; once the application writes to the target, run sluice finish")
+		return
+	}
 	fmt.Fprintf(w, "cutover done: write pause %.1f ms (fence %s, granted after %.1f ms; stream drained in %.1f ms), %d changed rows verified under the fence, %d before\n",
 		r.WritePauseMS, r.Fence, r.LockWaitMS, r.DrainMS, r.RowsVerified, r.RowsVerifiedPre)
 	for t, v := range r.AutoIncrement {

@@ -44,6 +44,9 @@ type SyncState struct {
 // copied or streamed, so a missing slot lost no changes.
 const PhasePreparing = "preparing"
 
+// PhaseCutover is the phase of a sync that has cut over.
+const PhaseCutover = "cutover"
+
 // EnsureSyncTable creates the sync state table.
 func (t *Target) EnsureSyncTable(ctx context.Context) error {
 	_, err := t.DB.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+SyncTable+` (
@@ -278,7 +281,7 @@ func (t *Target) SetSyncPhase(ctx context.Context, slot, phase string) error {
 // already in step, only the record is missing, and running cutover again
 // (which fences and verifies once more) records it.
 func (t *Target) RecordCutover(ctx context.Context, slot string) error {
-	err := t.SetSyncPhase(ctx, slot, "cutover")
+	err := t.SetSyncPhase(ctx, slot, PhaseCutover)
 	switch {
 	case err == nil:
 		return nil

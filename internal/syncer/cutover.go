@@ -56,6 +56,9 @@ type CutoverReport struct {
 	AutoIncrement   map[string]int64 `json:"auto_increment,omitempty"`
 	FenceLSN        string           `json:"fence_lsn"`
 	FinishedAt      time.Time        `json:"finished_at"`
+	// EarlierRun: the target records a cutover an earlier run of this
+	// sync made; this run did not fence, and has no figures of it.
+	EarlierRun bool `json:"earlier_run,omitempty"`
 	// The sync's figures at the cutover, for the report.
 	ChangesApplied      int64   `json:"changes_applied"`
 	LagP50Seconds       float64 `json:"lag_p50_seconds"`

@@ -344,6 +344,12 @@ func (s *Syncer) runOnce(ctx context.Context) (*CutoverReport, error) {
 		return nil, errNoState()
 	}
 	s.status.applied.Store(state.AppliedLSN)
+	if state.Phase == mysql.PhaseCutover && s.status.cutover.Load() == nil {
+		// cut over before a restart: neither --cutover=auto nor sluice
+		// cutover may fence the source again
+		s.status.cutover.Store(&CutoverReport{Fence: "taken by an earlier run", EarlierRun: true})
+		s.status.autoTried.Store(true)
+	}
 	s.schemaStopLSN = state.SchemaStopLSN
 	s.restoredAhead = state.AheadLSN
 	stream, err := pgstream.Open(ctx, s.srcConnStr, s.opt.Slot, s.opt.Publication, pglogrepl.LSN(state.AppliedLSN))

@@ -137,6 +137,37 @@ func TestFinishLosesNoChange(t *testing.T) {
 	verifyEqual(t, p.SourceURL, p.TargetURL, "orders")
 }
 
+// TestRestartAfterCutover: a sync restarted after its cutover knows it
+// from the target: status says cut over, --cutover=auto does not fence the
+// source again, and sluice cutover says it was done and fences nothing.
+func TestRestartAfterCutover(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	createOrders(t, p, 500)
+	s := newSync(t, p.SourceURL, p.TargetURL)
+	proc := s.start()
+	s.waitCaughtUp(60 * time.Second)
+	if r := s.cutover(); r.Exit != 0 {
+		t.Fatalf("sluice cutover: exit %d\n%s%s", r.Exit, r.Stdout, r.Stderr)
+	}
+	proc.Cmd.Process.Signal(syscall.SIGTERM)
+	if _, ok := proc.Wait(30 * time.Second); !ok {
+		t.Fatal("sluice sync still runs 30 s after SIGTERM")
+	}
+	s.flags = append(s.flags, "--cutover", "auto")
+	proc = s.start()
+	s.wait(60*time.Second, "the restarted sync to say it is cut over", func(st testenv.SyncStatus) bool { return st.Phase == "cut over" })
+	time.Sleep(2 * time.Second) // an automatic cutover would start at once
+	if strings.Contains(proc.Output(), "fenced") || strings.Contains(proc.Output(), "cutting over") {
+		t.Errorf("the restarted sync cut over again:\n%s", testenv.Tail(proc.Output(), 20))
+	}
+	r := s.cutover()
+	if r.Exit != 0 || !strings.Contains(r.Stdout, "earlier run") {
+		t.Errorf("sluice cutover after a restart: exit %d, want 0 saying an earlier run did it:\n%s%s", r.Exit, r.Stdout, r.Stderr)
+	}
+	s.finish()
+}
+
 // TestAbortOfAnotherMigrationLeavesThisSync: abort asks the sync answering
 // at --api to stop only when it is the sync of the slot being dropped: an
 // abort of another migration (its own slot and target) stopped this one.
