@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strings"
 	"time"
@@ -179,7 +180,7 @@ func paceFlags(parallel, chunkRows int, maxRate float64) []numberFlag {
 	return []numberFlag{
 		{"--parallel", parallel, parallel < 1, "1 or more"},
 		{"--chunk-rows", chunkRows, chunkRows < 1, "1 or more"},
-		{"--max-rows-per-sec", maxRate, maxRate < 0, "0 (no limit) or more"},
+		{"--max-rows-per-sec", maxRate, maxRate < 0 || math.IsNaN(maxRate), "0 (no limit) or more"},
 	}
 }
 
@@ -253,6 +254,12 @@ func (a *app) verifyCommand() *cobra.Command {
 		Short: "Compare source and target row by row; exit 0 equal, 1 differences, 2 or more on error",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			if err := checkNumbers(
+				numberFlag{"--parallel", parallel, parallel < 1, "1 or more"},
+				numberFlag{"--chunk-rows", chunkRows, chunkRows < 1, "1 or more"},
+				numberFlag{"--samples", samples, samples < 1, "1 or more"}); err != nil {
+				return err
+			}
 			src, tgt, err := a.connect(ctx, parallel+2)
 			if err != nil {
 				return err

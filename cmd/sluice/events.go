@@ -402,6 +402,10 @@ cleanly; running it again resumes.`,
 			if err != nil {
 				return err
 			}
+			if err := checkNumbers(numberFlag{"--batch-rows", batchRows, batchRows < 1, "1 or more"},
+				numberFlag{"--batch-delay", batchDelay, batchDelay < 0, "0 or more"}); err != nil {
+				return err
+			}
 			var i, n int
 			if _, err := fmt.Sscanf(part, "%d/%d", &i, &n); err != nil || n < 1 || i < 0 || i >= n || fmt.Sprintf("%d/%d", i, n) != part {
 				return failure.New(failure.Usage, "SLUICE-USAGE-PARTITION", "--partition %q is not i/N with 0 <= i < N", part).WithHint("e.g. --partition 0/3")

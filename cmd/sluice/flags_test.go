@@ -51,6 +51,13 @@ func TestBadFlagsAreRefusedUpFront(t *testing.T) {
 		{[]string{"sync", "--lock-timeout", "500us"}, "SLUICE-USAGE-NUMBER"}, // lock_timeout '0ms' would wait forever
 		{[]string{"sync", "--cutover-timeout", "-30s"}, "SLUICE-USAGE-NUMBER"},
 		{[]string{"copy", "--chunk-rows", "-1"}, "SLUICE-USAGE-NUMBER"},
+		{[]string{"copy", "--max-rows-per-sec", "NaN"}, "SLUICE-USAGE-NUMBER"},
+		{[]string{"sync", "--lock-timeout", "40s"}, "SLUICE-USAGE-NUMBER"}, // the fence stays up 30s at most
+		{[]string{"verify", "--chunk-rows", "0"}, "SLUICE-USAGE-NUMBER"},
+		{[]string{"verify", "--parallel", "-3"}, "SLUICE-USAGE-NUMBER"},
+		{[]string{"verify", "--samples", "-1"}, "SLUICE-USAGE-NUMBER"},
+		{[]string{"apply", "--batch-rows", "-7", "--from", "nats://127.0.0.1:4222/S"}, "SLUICE-USAGE-NUMBER"},
+		{[]string{"apply", "--batch-delay", "-5s", "--from", "nats://127.0.0.1:4222/S"}, "SLUICE-USAGE-NUMBER"},
 		{[]string{"abort", "--api", "localhost:7070"}, "SLUICE-API-URL"},
 	} {
 		err := runSluice(context.Background(), append(c.args, nowhere...)...)

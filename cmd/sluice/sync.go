@@ -158,6 +158,10 @@ func checkSyncFlags(slot string, opt syncer.Options) error {
 		// PostgreSQL counts lock_timeout in milliseconds, and 0 waits forever.
 		numberFlag{"--lock-timeout", opt.Cutover.LockTimeout, opt.Cutover.LockTimeout < time.Millisecond, "1ms or more, e.g. 5s"},
 		numberFlag{"--cutover-timeout", opt.Cutover.Timeout, opt.Cutover.Timeout < time.Millisecond, "1ms or more, e.g. 30s"},
+		// writers queue behind the fence's lock request: a wait longer than
+		// the fence may stay up stalls them and can never succeed
+		numberFlag{"--lock-timeout", opt.Cutover.LockTimeout, opt.Cutover.LockTimeout >= opt.Cutover.Timeout,
+			fmt.Sprintf("less than --cutover-timeout (%s)", opt.Cutover.Timeout)},
 		numberFlag{"--auto-increment-gap", opt.Cutover.AutoIncrementGap, opt.Cutover.AutoIncrementGap < 0, "0 or more, e.g. 1000"},
 	)...)
 }

@@ -292,7 +292,7 @@ func TestCutoverTimeoutLiftsFence(t *testing.T) {
 	t.Parallel()
 	p := newPair(t)
 	createOrders(t, p, 2000)
-	s := newSync(t, p.SourceURL, p.TargetURL, "--cutover-timeout", "3s")
+	s := newSync(t, p.SourceURL, p.TargetURL, "--cutover-timeout", "3s", "--lock-timeout", "1s")
 	s.start()
 	s.waitCaughtUp(60 * time.Second)
 
