@@ -59,6 +59,8 @@ func TestBadFlagsAreRefusedUpFront(t *testing.T) {
 		{[]string{"apply", "--batch-rows", "-7", "--from", "nats://127.0.0.1:4222/S"}, "SLUICE-USAGE-NUMBER"},
 		{[]string{"apply", "--batch-delay", "-5s", "--from", "nats://127.0.0.1:4222/S"}, "SLUICE-USAGE-NUMBER"},
 		{[]string{"abort", "--api", "localhost:7070"}, "SLUICE-API-URL"},
+		{[]string{"copy", "items"}, "SLUICE-USAGE"}, // not a table name: use --tables
+		{[]string{"abort", "myslot"}, "SLUICE-USAGE"},
 	} {
 		err := runSluice(context.Background(), append(c.args, nowhere...)...)
 		if failure.Code(err) != c.code || failure.ExitCode(err) != failure.ExitUsage {

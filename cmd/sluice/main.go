@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -111,7 +112,23 @@ Exit status: 0 ok, 1 verify found differences, 2 usage or configuration error,
 	root.AddCommand(a.planCommand(), a.copyCommand(), a.verifyCommand(), a.syncCommand(), a.statusCommand(),
 		a.cutoverCommand(), a.cleanupCommand("finish"), a.cleanupCommand("abort"), versionCommand())
 	root.AddCommand(a.applyCommand()) // partitioned applier, see events.go
+	for _, c := range root.Commands() {
+		if c.Args == nil {
+			c.Args = noArgs
+		}
+	}
 	return root
+}
+
+// noArgs refuses words after a command: `sluice copy items` would otherwise
+// copy every table of the schema, and `sluice abort myslot` drop the
+// default slot.
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	return failure.New(failure.Usage, "SLUICE-USAGE", "sluice %s takes no arguments, but was given %q", cmd.Name(), strings.Join(args, " ")).
+		WithHint("give tables with --tables a,b and a slot with --slot (sluice %s --help lists the flags)", cmd.Name())
 }
 
 func versionCommand() *cobra.Command {
