@@ -8,6 +8,8 @@ package plan
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -107,6 +109,9 @@ func Build(ctx context.Context, src *postgres.Source, opt Options) (*Plan, error
 		return nil, err
 	}
 	p := &Plan{Flavor: opt.Flavor}
+	if p.Errors, err = checkMappedTables(ctx, src, opt.Mappings); err != nil {
+		return nil, err
+	}
 	targets := map[string]schema.TableName{}
 	for _, name := range names {
 		st, err := src.ReadTable(ctx, name)
@@ -152,6 +157,33 @@ func selectTables(ctx context.Context, src *postgres.Source, opt Options) ([]sch
 		}
 	}
 	return names, nil
+}
+
+// checkMappedTables refuses a mapping of a table the source does not have:
+// a misspelt name would leave its mapping unused, and a column it drops
+// copied after all.
+func checkMappedTables(ctx context.Context, src *postgres.Source, m map[string]config.TableMapping) ([]error, error) {
+	var errs []error
+	tables := map[string]map[string]bool{} // schema → its tables
+	for _, key := range slices.Sorted(maps.Keys(m)) {
+		name := schema.ParseTableName(key, "public")
+		if tables[name.Schema] == nil {
+			names, err := src.ListTables(ctx, name.Schema)
+			if err != nil {
+				return nil, err
+			}
+			tables[name.Schema] = map[string]bool{}
+			for _, n := range names {
+				tables[name.Schema][n.Name] = true
+			}
+		}
+		if !tables[name.Schema][name.Name] {
+			errs = append(errs, failure.New(failure.Schema, "SLUICE-CONFIG-TABLE", "the config maps table %q, but the source has no table %s: its mapping would be left unused", key, name).
+				With("table", key).
+				WithHint("check the names under tables: in the config file: schema.name, or name alone for a table in public"))
+		}
+	}
+	return errs, nil
 }
 
 func mappingFor(m map[string]config.TableMapping, name schema.TableName) config.TableMapping {
