@@ -341,6 +341,16 @@ func planTable(ctx context.Context, src *postgres.Source, st *schema.Table, tm c
 		t.Columns = append(t.Columns, c)
 	}
 	if t.Filter != "" {
+		// checked now: a condition the source refuses failed every chunk of
+		// the copy, as an internal error
+		if typ, err := src.DescribeExpr(ctx, st.Name, t.Filter); err != nil || typ.Name != "bool" {
+			why := fmt.Sprintf("its type is %s, not boolean", typ.Display)
+			if err != nil {
+				why = err.Error()
+			}
+			tableErr("SLUICE-CONFIG-WHERE", "where: %q is not a condition the source can evaluate over the table's rows: %s", t.Filter, why).
+				WithHint("write where as a PostgreSQL condition over the columns of %s, e.g. where: \"deleted_at IS NULL\"", st.Name)
+		}
 		t.Warnings = append(t.Warnings, fmt.Sprintf("%s: only rows WHERE %s are copied", st.Name, t.Filter))
 	}
 	for _, c := range t.Columns {

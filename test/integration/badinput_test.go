@@ -180,7 +180,8 @@ func TestSchemaProblems(t *testing.T) {
 // case) stopped the probe silently, and the tables after it went untried.
 // Each is reported with its code, exit 4, the others too, with a table the
 // config maps that the source lacks (a misspelt name left its mapping
-// unused).
+// unused) and where: conditions the source cannot evaluate (which failed
+// every chunk of the copy as an internal error).
 func TestTableProblemsReportedTogether(t *testing.T) {
 	t.Parallel()
 	p := testenv.NewPair(t)
@@ -189,11 +190,11 @@ func TestTableProblemsReportedTogether(t *testing.T) {
 	p.PG(t, `CREATE TABLE wide (k char(1000) PRIMARY KEY)`)
 	p.PG(t, `CREATE TABLE zkarr (k int[] PRIMARY KEY)`)
 	cfg := filepath.Join(t.TempDir(), "sluice.yaml")
-	if err := os.WriteFile(cfg, []byte("tables:\n  likes:\n    columns:\n      nosuch: {rename: x}\n  like: {rename: y}\n"), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte("tables:\n  likes:\n    where: nosuchcol > 1\n    columns:\n      nosuch: {rename: x}\n  like: {rename: y}\n  wide: {where: \"'yes'\"}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	r := testenv.MustRun(t, 4, args(p, "plan", "--config", cfg)...)
-	mustContain(t, "plan output", output(r), `maps column "nosuch"`, `maps table "like"`, "table wide: the primary key (k) needs", "refuses table CaseCols", "refuses table zkarr")
+	mustContain(t, "plan output", output(r), `maps column "nosuch"`, `maps table "like"`, `where: "nosuchcol > 1" is not a condition`, `where: "'yes'" is not a condition`, "table wide: the primary key (k) needs", "refuses table CaseCols", "refuses table zkarr")
 	if strings.Contains(output(r), "SLUICE-INTERNAL") {
 		t.Errorf("plan reported an internal error:\n%s", output(r))
 	}
