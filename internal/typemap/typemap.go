@@ -206,9 +206,14 @@ func Map(t schema.Type, opt Options) Mapping {
 		return Mapping{SQLType: "BOOLEAN", Kind: canonical.Bool, Convert: convertBool}
 	case "text", "varchar", "name", "citext":
 		return mapText(t, opt, text)
-	case "bpchar", "char":
+	case "char":
+		// PostgreSQL's one-byte "char": a space is a value (CHAR(1) would
+		// drop it), and PostgreSQL 15 prints a byte over 127 as \ooo
+		return Mapping{SQLType: "VARCHAR(4) " + text, Kind: canonical.Exact, BulkSafe: true,
+			Notes: []string{`"char" becomes VARCHAR(4) holding its byte as PostgreSQL prints it (a space kept; a byte over 127 as \ooo)`}}
+	case "bpchar":
 		n := t.Length
-		if t.Name == "bpchar" && n < 1 {
+		if n < 1 {
 			// bpchar without a length holds any length (character, written
 			// as such, is char(1) and has one); trailing spaces do not count
 			// The target's VARCHAR or TEXT keeps trailing spaces, and the
@@ -222,9 +227,6 @@ func Map(t schema.Type, opt Options) Mapping {
 				m.Convert = chainConv(trimPadding, conv)
 			}
 			return m
-		}
-		if n < 1 {
-			n = 1
 		}
 		if n <= 255 {
 			// CHAR drops trailing spaces itself, so a bulk load may send them
