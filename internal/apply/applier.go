@@ -171,8 +171,12 @@ func updateOne(ctx context.Context, tx *sql.Tx, t *Table, old, r Row) error {
 // several).
 func deleteOne(ctx context.Context, tx *sql.Tx, t *Table, r Row) error {
 	where, args := t.matchAll(r)
-	if _, err := t.write(ctx, tx, []Row{r}, "DELETE FROM "+t.quoted+" WHERE "+where+" LIMIT 1", args...); err != nil {
+	n, err := t.write(ctx, tx, []Row{r}, "DELETE FROM "+t.quoted+" WHERE "+where+" LIMIT 1", args...)
+	if err != nil {
 		return fmt.Errorf("target: delete from %s: %w", t.Plan.Target, err)
+	}
+	if n == 0 && t.Unmatched != nil {
+		t.Unmatched()
 	}
 	return nil
 }

@@ -95,6 +95,10 @@ type Table struct {
 	// row as it is now. One into such a key deletes the row read ahead
 	// first, which at this point of the stream is not there yet.
 	Ahead func(key string) bool
+	// Unmatched, when set, is told of a change of a table without a key
+	// (matched on all its columns) that found no row on the target: a row
+	// still to be copied, or a target that differs from the source.
+	Unmatched func()
 }
 
 // NewTable prepares the SQL fragments for t.

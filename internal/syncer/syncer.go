@@ -216,10 +216,27 @@ func New(src *postgres.Source, srcConnString string, tgt *mysql.Target, p *plan.
 			return s.readAhead(ctx, tx, tt, keys)
 		}
 		tt.apply.Ahead = func(key string) bool { return s.readAheadOf(tt, key) }
+		tt.apply.Unmatched = func() { s.unmatched(tt) }
 		s.tables = append(s.tables, tt)
 		s.byName[t.Source.Name.String()] = tt
 	}
 	return s
+}
+
+// unmatched warns that a change of a table without a key, matched on all
+// its columns, found no row on the target once the table was copied: the
+// target differs from the source (edited by hand, or a value written
+// otherwise than the stream spells it), and the change did not happen
+// there. Once, then every 1000th time, for a log that stays readable.
+func (s *Syncer) unmatched(t *table) {
+	if !t.copied.Load() {
+		return // its rows are still to come
+	}
+	if n := t.unmatched.Add(1); n == 1 || n%1000 == 0 {
+		s.log.Warn("a row the source updated or deleted is not on the target: the target differs from the source there, and the change was not made",
+			"code", "SLUICE-SYNC-NOMATCH", "table", t.plan.Source.Name.String(), "rows_so_far", n,
+			"hint", "run sluice verify --tables "+t.plan.Source.Name.String()+"; a table without a key is made equal by copying it again (drop the target table, then sync it anew)")
+	}
 }
 
 // Pause stops the copy from reading more chunks; streaming goes on so the

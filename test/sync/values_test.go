@@ -1,8 +1,11 @@
 package synctest
 
 import (
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-db/sluice/internal/testenv"
 )
 
 // TestStreamedValuesMatchTheCopy: the change stream must write a value as
@@ -20,7 +23,7 @@ func TestStreamedValuesMatchTheCopy(t *testing.T) {
 	const rows = `(1, ' ', ARRAY[U&'a\2028b']), (2, E'\\351', ARRAY[E'tab\there', U&'\2029']), (3, '', ARRAY['<&>'])`
 	p.PG(t, `INSERT INTO marks VALUES `+rows)
 	s := newSync(t, p.SourceURL, p.TargetURL, "--tables", "marks")
-	s.start()
+	proc := s.start()
 	s.waitCaughtUp(60 * time.Second)
 	// the same values through the stream, then every copied and streamed
 	// row changed and deleted again, each matched by its values
@@ -32,5 +35,17 @@ func TestStreamedValuesMatchTheCopy(t *testing.T) {
 	verifyEqual(t, p.SourceURL, p.TargetURL, "marks")
 	if n := myInt(t, p, `SELECT COUNT(*) FROM marks`); n != 4 {
 		t.Errorf("the target holds %d rows, the source 4", n)
+	}
+	if strings.Contains(proc.Output(), "SLUICE-SYNC-NOMATCH") {
+		t.Errorf("the sync warned of a change that found no row, but each found its row:\n%s", testenv.Tail(proc.Output(), 10))
+	}
+
+	// a row deleted on the target by hand: the source's delete of it finds
+	// nothing there, which the sync says instead of passing over it
+	p.My(t, `DELETE FROM marks WHERE n = 1003`)
+	p.PG(t, `DELETE FROM marks WHERE n = 1003`)
+	s.waitCaughtUp(60 * time.Second)
+	if out := proc.Output(); !strings.Contains(out, "SLUICE-SYNC-NOMATCH") || !strings.Contains(out, "table=marks") {
+		t.Errorf("a delete that found no row on the target passed without a warning naming the table:\n%s", testenv.Tail(out, 10))
 	}
 }
