@@ -29,13 +29,21 @@ func ArrayToJSON(elem string) Converter {
 	}
 }
 
-// checkArrayJSON refuses the marker the copy's select gives for an array
-// whose index does not start at 1 (see Map), and passes the JSON of any other.
-func checkArrayJSON(v []byte) ([]byte, error) {
-	if bounds, ok := bytes.CutPrefix(v, []byte("bounds ")); ok {
-		return nil, bad("array with bounds %s does not start at index 1; JSON cannot keep its bounds", bounds)
+// checkArrayJSON returns the check of the copy's to_json of an array of
+// elem: it refuses the marker the copy's select gives for an array whose
+// index does not start at 1 (see Map), and a date or timestamp before year
+// 1 AD, as the stream's ArrayToJSON does; it passes the JSON of any other.
+func checkArrayJSON(elem string) Converter {
+	dated := elem == "date" || elem == "timestamp" || elem == "timestamptz"
+	return func(v []byte) ([]byte, error) {
+		if bounds, ok := bytes.CutPrefix(v, []byte("bounds ")); ok {
+			return nil, bad("array with bounds %s does not start at index 1; JSON cannot keep its bounds", bounds)
+		}
+		if dated && bytes.Contains(v, []byte(` BC"`)) {
+			return nil, bad("array %s holds an element before year 1 AD, which MySQL cannot store", v)
+		}
+		return v, nil
 	}
-	return v, nil
 }
 
 type arrayParser struct {

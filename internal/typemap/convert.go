@@ -172,7 +172,7 @@ func stripUTC(v []byte) ([]byte, error) {
 // nil when the text needs no change.
 func TextForm(t schema.Type) Converter {
 	if t.Array {
-		return checkArrayJSON // the JSON to_json gives, or the marker of an array with bounds
+		return checkArrayJSON(t.Elem) // the JSON to_json gives, or the marker of an array with bounds
 	}
 	switch t.Name {
 	case "bytea":

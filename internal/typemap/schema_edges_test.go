@@ -185,16 +185,25 @@ func TestIntegerMax(t *testing.T) {
 	}
 }
 
-// MariaDB's json_valid refuses 32 levels of nesting: such a document is a
-// bad value (named by its row), brackets inside strings are no nesting.
+// MariaDB's json_valid refuses 32 levels of nesting and lone UTF-16
+// surrogates: such a document is a bad value (named by its row); brackets
+// inside strings are no nesting.
 func TestJSONDepthForMariaDB(t *testing.T) {
 	for doc, ok := range map[string]bool{
 		strings.Repeat("[", 31) + strings.Repeat("]", 31):                     true,
 		strings.Repeat("[", 32) + strings.Repeat("]", 32):                     false,
 		`{"a":` + strings.Repeat(`{"b":`, 40) + "1" + strings.Repeat("}", 41): false,
 		`{"s": "` + strings.Repeat("[", 50) + `\"]"}`:                         true,
+		// a UTF-16 surrogate only as half of a pair (PostgreSQL's json keeps any)
+		`"\ud83d\ude00"`:  true,
+		`"\ud800"`:        false,
+		`"\ude00\ud83d"`:  false,
+		`["\ud800", 1]`:   false,
+		`{"k\ud800x": 1}`: false,
+		`"\\ud800"`:       true, // an escaped backslash, then plain text
+		`"\u00e9\n"`:      true,
 	} {
-		if _, err := checkJSONDepth([]byte(doc)); (err == nil) != ok {
+		if _, err := checkJSON([]byte(doc)); (err == nil) != ok {
 			t.Errorf("%.40s…: error %v, want accepted %v", doc, err, ok)
 		}
 	}

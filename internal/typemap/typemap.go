@@ -8,6 +8,7 @@ package typemap
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/sluice-db/sluice/internal/canonical"
@@ -39,27 +40,58 @@ func bad(format string, args ...any) error { return &BadValue{Reason: fmt.Sprint
 // check) refuses: as a load's warning for its whole chunk, naming no row.
 const mariaDBJSONDepth = 32
 
-// checkJSONDepth refuses a JSON document nested too deep for MariaDB, so
-// that it is a bad row named by its key (one --on-bad-row skip sets aside).
-func checkJSONDepth(v []byte) ([]byte, error) {
-	depth, inString, escaped := 0, false, false
-	for _, c := range v {
-		switch {
-		case escaped:
-			escaped = false
-		case inString:
-			if c == '\\' {
-				escaped = true
-			} else if c == '"' {
+// checkJSON refuses a JSON document MariaDB's json_valid (the JSON type's
+// check) refuses, which a load reports as one warning of its whole chunk
+// and a streamed write as a failed constraint, naming no row: nested
+// mariaDBJSONDepth levels or deeper, or a string holding a UTF-16
+// surrogate that is not half of a pair (PostgreSQL's json type keeps
+// "\ud800"). So it is a bad row named by its key and column, which
+// --on-bad-row=skip sets aside.
+func checkJSON(v []byte) ([]byte, error) {
+	depth, inString := 0, false
+	high := false // the last escape was a high surrogate, wanting a low one next
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if inString {
+			switch {
+			case c == '\\' && i+1 < len(v) && v[i+1] == 'u' && i+5 < len(v):
+				u, err := strconv.ParseUint(string(v[i+2:i+6]), 16, 16)
+				if err != nil {
+					return nil, bad("JSON string has a broken \\u escape %q", v[i:i+6])
+				}
+				switch {
+				case u >= 0xd800 && u <= 0xdbff:
+					if high {
+						return nil, bad("JSON string holds a lone UTF-16 surrogate (\\u%04x), which MariaDB's JSON refuses", u)
+					}
+					high = true
+				case u >= 0xdc00 && u <= 0xdfff:
+					if !high {
+						return nil, bad("JSON string holds a lone UTF-16 surrogate (\\u%04x), which MariaDB's JSON refuses", u)
+					}
+					high = false
+				case high:
+					return nil, bad("JSON string holds a lone UTF-16 surrogate before \\u%04x, which MariaDB's JSON refuses", u)
+				}
+				i += 5
+				continue
+			case high:
+				return nil, bad("JSON string holds a lone UTF-16 high surrogate, which MariaDB's JSON refuses")
+			case c == '\\':
+				i++ // the escaped character
+			case c == '"':
 				inString = false
 			}
-		case c == '"':
+			continue
+		}
+		switch c {
+		case '"':
 			inString = true
-		case c == '[' || c == '{':
+		case '[', '{':
 			if depth++; depth >= mariaDBJSONDepth {
 				return nil, bad("JSON nested %d levels or deeper, which MariaDB's json_valid refuses", mariaDBJSONDepth)
 			}
-		case c == ']' || c == '}':
+		case ']', '}':
 			depth--
 		}
 	}
@@ -162,7 +194,11 @@ func Map(t schema.Type, opt Options) Mapping {
 		}
 		// to_json drops an array's bounds: such a value is sent as a marker
 		// that checkArrayJSON refuses.
-		return Mapping{SQLType: "JSON", Kind: canonical.JSON, StreamConvert: ArrayToJSON(t.Elem), Convert: checkArrayJSON,
+		check, stream := checkArrayJSON(t.Elem), ArrayToJSON(t.Elem)
+		if opt.Flavor == MariaDB { // the array's JSON meets json_valid as a whole
+			check, stream = chainConv(check, checkJSON), chainConv(stream, checkJSON)
+		}
+		return Mapping{SQLType: "JSON", Kind: canonical.JSON, StreamConvert: stream, Convert: check,
 			SourceExpr: wrap(`CASE WHEN array_dims(%[1]s) !~ '^(\[1:[0-9]+\])+$' THEN 'bounds ' || array_dims(%[1]s) ELSE to_json(%[1]s)::text END`),
 			Notes:      notes}
 	}
@@ -267,8 +303,8 @@ func Map(t schema.Type, opt Options) Mapping {
 	case "json", "jsonb":
 		m := Mapping{SQLType: "JSON", Kind: canonical.JSON}
 		if opt.Flavor == MariaDB {
-			m.Notes = []string{t.Name + " becomes JSON, which MariaDB stores as LONGTEXT with a json_valid check (a document nested 32 levels or deeper is a bad row)"}
-			m.Convert = checkJSONDepth
+			m.Notes = []string{t.Name + " becomes JSON, which MariaDB stores as LONGTEXT with a json_valid check (a document nested 32 levels or deeper, or a string with a lone UTF-16 surrogate such as \\ud800, is a bad row)"}
+			m.Convert = checkJSON
 		}
 		return m
 	case "inet", "cidr":

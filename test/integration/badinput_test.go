@@ -217,6 +217,18 @@ func TestDeepJSONIsABadRow(t *testing.T) {
 	if rows := queryRows(t, p.Target, "SELECT id FROM docs ORDER BY id"); !equalRows(rows, [][]string{{"1"}, {"3"}}) {
 		t.Errorf("target docs holds %v, want rows 1 and 3 (brackets inside a string are no nesting; 31 levels fit)", rows)
 	}
+
+	// json (not jsonb) keeps a lone UTF-16 surrogate, which MariaDB's JSON
+	// refuses; a jsonb[] of 31 levels is 32 as one JSON array; a date[]
+	// before year 1 is refused by the stream, and so by the copy
+	p.PG(t, `CREATE TABLE notes (id int PRIMARY KEY, body json, deep jsonb[], days date[])`)
+	p.PG(t, `INSERT INTO notes VALUES (1, '"\ud800"', NULL, NULL), (2, '"\ud83d\ude00"', NULL, NULL),
+		(3, NULL, ARRAY[(repeat('[', 31) || repeat(']', 31))::jsonb], NULL), (4, NULL, NULL, ARRAY['0044-03-15 BC'::date]), (5, NULL, NULL, ARRAY['2024-01-01'::date])`)
+	r = testenv.MustRun(t, 0, args(p, "copy", "--tables", "notes", "--on-bad-row=skip", "--reject-file", rejects)...)
+	mustContain(t, "copy output", output(r), "3 rows rejected")
+	if rows := queryRows(t, p.Target, "SELECT id FROM notes ORDER BY id"); !equalRows(rows, [][]string{{"2"}, {"5"}}) {
+		t.Errorf("target notes holds %v, want rows 2 and 5 (a surrogate pair is fine)", rows)
+	}
 }
 
 // TestBadRowFailThenSkip: NaN in a numeric column stops the copy with exit 5
