@@ -18,8 +18,8 @@ import (
 //     are compared as lower-cased strings with wildcards. Origins are
 //     matched here instead (AllowOriginFunc) as RFC 6454 tuples: scheme,
 //     host and port, default ports made explicit, no wildcards;
-//   - "*" in rs/cors also admits the opaque origin "null"; here "null"
-//     matches only when listed, and "*" is refused with credentials;
+//   - "*" in rs/cors admits every origin, the opaque "null" too; here "*"
+//     is refused, and "null" matches only when listed;
 //   - rs/cors always accepts OPTIONS as a preflight's requested method;
 //     here a preflight for anything but the allowed methods gets no CORS
 //     headers at all.
@@ -44,10 +44,6 @@ func NewCORS(allowOrigins []string, credentials bool) (*CORS, error) {
 	if err != nil {
 		return nil, failure.Wrap(err, failure.Usage, "SLUICE-CONFIG-CORS", "allowed origins").
 			WithHint("give each origin as scheme://host[:port], e.g. --allow-origin https://admin.example.com")
-	}
-	if list.Any && credentials {
-		return nil, failure.New(failure.Usage, "SLUICE-CONFIG-CORS", `allowed origins: "*" cannot be combined with credentials`).
-			WithHint("list the origins that may call the API instead of *")
 	}
 	c := &CORS{list: list, credentials: credentials}
 	c.inner = cors.New(cors.Options{

@@ -318,13 +318,6 @@ func (f *File) validateOps() []string {
 	if _, err := origin.ParseList(f.HTTP.AllowOrigins); err != nil {
 		probs = append(probs, "http.allow_origins: "+err.Error())
 	}
-	if f.HTTP.AllowCredentials {
-		for _, o := range f.HTTP.AllowOrigins {
-			if strings.TrimSpace(o) == "*" {
-				probs = append(probs, `http.allow_origins: "*" cannot be used with allow_credentials: list the origins that may send credentials`)
-			}
-		}
-	}
 	_, more := f.resolveAlerts()
 	return append(probs, more...)
 }

@@ -108,7 +108,8 @@ func TestAlertSettingsRejected(t *testing.T) {
 		"protect_source:\n  mode: abort\n  abort_dsk: 90\n":          `unknown key "abort_dsk"`,
 		"protect_source:\n  throttle_at: sometimes\n":                "throttle_at",
 		"http:\n  allow_origins: ['https://*.example.com']\n":        "http.allow_origins",
-		"http:\n  allow_origins: ['*']\n  allow_credentials: true\n": `"*" cannot be used with allow_credentials`,
+		"http:\n  allow_origins: ['*']\n  allow_credentials: true\n": `"*" is refused`,
+		"http:\n  allow_origins: ['*']\n":                            `"*" is refused`,
 	} {
 		f, err := parseFile([]byte(yaml))
 		if err == nil {

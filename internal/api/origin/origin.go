@@ -138,10 +138,9 @@ func ParseHeader(v string) (Origin, bool) {
 	return o, err == nil
 }
 
-// List is an allow-list of origins; "*" in it stands for every tuple origin
-// (never "null").
+// List is an allow-list of origins. There is no "*": an API that answers
+// every origin lets any web page its operator opens read it.
 type List struct {
-	Any     bool
 	Origins []Origin
 }
 
@@ -152,7 +151,7 @@ func ParseList(entries []string) (List, error) {
 	for _, e := range entries {
 		e = strings.TrimSpace(e)
 		if e == "*" {
-			l.Any = true
+			bad = append(bad, `"*" is refused: it would let every web page the operator opens call the API; list the origins that may`)
 			continue
 		}
 		o, err := Parse(e)
@@ -179,8 +178,8 @@ func (l List) Allows(v string) bool {
 			return true
 		}
 	}
-	return l.Any && !o.Null
+	return false
 }
 
 // Empty reports whether nothing is allowed (same-origin only).
-func (l List) Empty() bool { return !l.Any && len(l.Origins) == 0 }
+func (l List) Empty() bool { return len(l.Origins) == 0 }

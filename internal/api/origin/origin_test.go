@@ -1,6 +1,9 @@
 package origin
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestParseAndEqual(t *testing.T) {
 	same := [][2]string{
@@ -55,9 +58,10 @@ func TestList(t *testing.T) {
 			t.Errorf("Allows(%q) = %v, want %v", o, got, want)
 		}
 	}
-	any, _ := ParseList([]string{"*"})
-	if !any.Allows("https://x.example") || any.Allows("null") {
-		t.Error(`"*" must allow tuple origins and never "null"`)
+	// "*" is refused: an API open to every origin is open to every web
+	// page its operator visits
+	if _, err := ParseList([]string{"https://a.example", "*"}); err == nil || !strings.Contains(err.Error(), `"*" is refused`) {
+		t.Errorf(`"*" accepted: %v`, err)
 	}
 	withNull, _ := ParseList([]string{"null"})
 	if !withNull.Allows("null") || withNull.Allows("https://x.example") {
