@@ -39,6 +39,7 @@ func (a *app) cleanupCommand(name string) *cobra.Command {
 				}
 			}
 			c := cleanup{a: a, name: name, slot: slot, wait: wait, out: cmd.OutOrStdout()}
+			base, tok := a.apiClient(cmd, apiURL, token)
 			return c.run(cmd.Context(), func(ctx context.Context) {
 				// A sync of this slot still running on this machine is
 				// asked to stop first; one elsewhere loses its replication
@@ -47,15 +48,15 @@ func (a *app) cleanupCommand(name string) *cobra.Command {
 				var st struct {
 					Slot string `json:"slot"`
 				}
-				if apiCall(ctx, http.MethodGet, apiURL, "/api/v1/status", tokenOr(token), &st) != nil {
+				if apiCall(ctx, http.MethodGet, base, "/api/v1/status", tok, &st) != nil {
 					return
 				}
 				if st.Slot != c.slot {
-					a.log.Info("the sync answering at --api is another one: left running", "api", apiURL, "its_slot", st.Slot, "slot", c.slot)
+					a.log.Info("the sync answering at --api is another one: left running", "api", base, "its_slot", st.Slot, "slot", c.slot)
 					return
 				}
 				var stopped map[string]any
-				if apiCall(ctx, http.MethodPost, apiURL, "/api/v1/stop", tokenOr(token), &stopped) == nil {
+				if apiCall(ctx, http.MethodPost, base, "/api/v1/stop", tok, &stopped) == nil {
 					time.Sleep(time.Second)
 				}
 			})

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-db/sluice/internal/config"
 	"github.com/sluice-db/sluice/internal/failure"
 )
 
@@ -127,5 +128,28 @@ func TestNATSCredentialsKeptOutOfLogs(t *testing.T) {
 		if out := logging.Redact(err.Error()); strings.Contains(out, "s3cr3tT0kenXYZ") || strings.Contains(out, "pAssw0rdXYZ") {
 			t.Errorf("the error as logged shows the credential: %s", out)
 		}
+	}
+}
+
+// status, cutover, finish and abort find the running sync's API and token
+// as the sync does: flags, then the environment, then the config file
+// (http.listen, http.api_token); they asked the default port without the
+// file's token and got a 401.
+func TestAPIClientReadsTheConfigFile(t *testing.T) {
+	a := &app{file: &config.File{HTTP: config.HTTPSettings{Listen: "0.0.0.0:7555", APIToken: "file-token"}}}
+	t.Setenv("SLUICE_API_TOKEN", "")
+	cmd := a.cutoverCommand()
+	if base, tok := a.apiClient(cmd, defaultAPI, ""); base != "http://127.0.0.1:7555" || tok != "file-token" {
+		t.Errorf("from the file: %s %q; want http://127.0.0.1:7555 and the file's token", base, tok)
+	}
+	t.Setenv("SLUICE_API_TOKEN", "env-token")
+	if _, tok := a.apiClient(cmd, defaultAPI, ""); tok != "env-token" {
+		t.Errorf("SLUICE_API_TOKEN does not win over the file: %q", tok)
+	}
+	if err := cmd.Flags().Set("api", "http://10.0.0.5:7070"); err != nil {
+		t.Fatal(err)
+	}
+	if base, tok := a.apiClient(cmd, "http://10.0.0.5:7070", "flag-token"); base != "http://10.0.0.5:7070" || tok != "flag-token" {
+		t.Errorf("flags do not win: %s %q", base, tok)
 	}
 }

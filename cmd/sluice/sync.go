@@ -284,7 +284,8 @@ func (a *app) statusCommand() *cobra.Command {
 		Short: "Show a running sync: per table phase, rows, changes, lag and retained WAL",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var view api.StatusView // syncer.Status plus alerts and readings
-			if err := apiCall(cmd.Context(), http.MethodGet, apiURL, "/api/v1/status", tokenOr(token), &view); err != nil {
+			base, tok := a.apiClient(cmd, apiURL, token)
+			if err := apiCall(cmd.Context(), http.MethodGet, base, "/api/v1/status", tok, &view); err != nil {
 				return err
 			}
 			st := view.Status
@@ -315,11 +316,27 @@ func (a *app) statusCommand() *cobra.Command {
 	return cmd
 }
 
-func tokenOr(flag string) string {
-	if flag != "" {
-		return flag
+// apiClient resolves where the running sync's API is and its token, as
+// the sync itself does: --api, else the config file's http.listen, else
+// the default; --api-token, else SLUICE_API_TOKEN, else http.api_token.
+func (a *app) apiClient(cmd *cobra.Command, apiURL, token string) (base, tok string) {
+	base, tok = apiURL, token
+	if !cmd.Flags().Changed("api") && a.file != nil && a.file.HTTP.Listen != "" {
+		host, port, err := net.SplitHostPort(a.file.HTTP.Listen)
+		if err == nil {
+			if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() { // listening everywhere: ask here
+				host = "127.0.0.1"
+			}
+			base = "http://" + net.JoinHostPort(host, port)
+		}
 	}
-	return os.Getenv("SLUICE_API_TOKEN")
+	if tok == "" {
+		tok = os.Getenv("SLUICE_API_TOKEN")
+	}
+	if tok == "" && a.file != nil {
+		tok = a.file.HTTP.APIToken
+	}
+	return base, tok
 }
 
 func (a *app) cutoverCommand() *cobra.Command {
@@ -329,7 +346,8 @@ func (a *app) cutoverCommand() *cobra.Command {
 		Short: "Fence writes on the source, drain the stream, verify the changed rows, set AUTO_INCREMENT and report the write pause",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var r syncer.CutoverReport
-			if err := apiCall(cmd.Context(), http.MethodPost, apiURL, "/api/v1/cutover", tokenOr(token), &r); err != nil {
+			base, tok := a.apiClient(cmd, apiURL, token)
+			if err := apiCall(cmd.Context(), http.MethodPost, base, "/api/v1/cutover", tok, &r); err != nil {
 				return err
 			}
 			printCutoverReport(cmd.OutOrStdout(), &r)
