@@ -102,6 +102,19 @@ func TestAPICallSaysWhyThereIsNoAnswer(t *testing.T) {
 	check("--api without a scheme", runSluice(context.Background(), "status", "--api", "localhost:7070"), "SLUICE-API-URL", failure.ExitUsage)
 	check("--api without a host", runSluice(context.Background(), "cutover", "--api", "http://"), "SLUICE-API-URL", failure.ExitUsage)
 	check("nothing listening", runSluice(context.Background(), "status", "--api", gone.URL), "SLUICE-API-UNREACHABLE", failure.ExitConnection)
+	check("--api with a path", runSluice(context.Background(), "status", "--api", "http://127.0.0.1:7070/prefix"), "SLUICE-API-URL", failure.ExitUsage)
+	check("--api with a query", runSluice(context.Background(), "status", "--api", "http://127.0.0.1:7070/?token=x"), "SLUICE-API-URL", failure.ExitUsage)
+	// another web server at --api: said so, not an internal error with no code
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/v1/status" {
+			w.Write([]byte("<html>hello</html>"))
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	defer other.Close()
+	check("another server (200, HTML)", runSluice(context.Background(), "status", "--api", other.URL), "SLUICE-API-RESPONSE", failure.ExitUsage)
+	check("another server (404)", runSluice(context.Background(), "cutover", "--api", other.URL), "SLUICE-API-RESPONSE", failure.ExitUsage)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(200*time.Millisecond, cancel) // Ctrl-C

@@ -216,6 +216,9 @@ func checkAPIURL(base string) error {
 	if err == nil && (u.Scheme != "http" && u.Scheme != "https" || u.Host == "") {
 		err = errors.New("want http://host:port or https://host:port")
 	}
+	if err == nil && (strings.Trim(u.Path, "/") != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil) {
+		err = errors.New("the API's address has no path, query, fragment or user: want http://host:port")
+	}
 	if err != nil {
 		return failure.Wrap(err, failure.Usage, "SLUICE-API-URL", "--api %q is not the URL of a sync's API", base).
 			With("flag", "--api").WithHint("use http://host:port, as sluice sync printed it (default %s)", defaultAPI)
@@ -250,14 +253,26 @@ func apiCall(ctx context.Context, method, base, path, token string, out any) err
 			Error string `json:"error"`
 			Code  string `json:"code"`
 		}
-		json.Unmarshal(body, &e)
+		if json.Unmarshal(body, &e) != nil || e.Code == "" {
+			return notTheAPI(method, base, path, fmt.Sprintf("HTTP %d", resp.StatusCode))
+		}
 		kind := failure.Internal
 		if resp.StatusCode == http.StatusUnauthorized {
 			kind = failure.Usage
 		}
 		return failure.New(kind, e.Code, "%s %s: %s", method, path, e.Error)
 	}
-	return json.Unmarshal(body, out)
+	if err := json.Unmarshal(body, out); err != nil {
+		return notTheAPI(method, base, path, "an answer that is not its JSON")
+	}
+	return nil
+}
+
+// notTheAPI is the error for an answer at --api that no sluice sync gives.
+func notTheAPI(method, base, path, what string) error {
+	return failure.New(failure.Usage, "SLUICE-API-RESPONSE", "%s %s: %s answered with %s: it is not a sluice sync's API", method, path, base, what).
+		With("flag", "--api").
+		WithHint("give --api the address sluice sync printed (its --listen, default %s)", defaultAPI)
 }
 
 // apiError says why a request got no answer: the user interrupted it, it
