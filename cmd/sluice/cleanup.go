@@ -138,8 +138,12 @@ func (c *cleanup) run(ctx context.Context, stop func(context.Context)) error {
 	if err := pgstream.Drop(ctx, src.Pool, c.slot, c.pub); err != nil {
 		return c.dropFailed(ctx, err)
 	}
+	dropped := fmt.Sprintf("dropped replication slot and publication %s on the source", c.slot)
+	if !slotExists { // run twice, or after a crash before the slot was made: say what was there
+		dropped = fmt.Sprintf("found no replication slot %s on the source (its publication, if any, is dropped)", c.slot)
+	}
 	if tgt == nil {
-		fmt.Fprintf(c.out, "%s: dropped replication slot and publication %s on the source; sluice's metadata on the target is NOT removed (the target cannot be reached)\n", c.name, c.slot)
+		fmt.Fprintf(c.out, "%s: %s; sluice's metadata on the target is NOT removed (the target cannot be reached)\n", c.name, dropped)
 		return failure.Wrap(tgtErr, failure.Connection, "SLUICE-ABORT-TARGET",
 			"abort: replication slot and publication %s are dropped on the source, but the target cannot be reached: sluice's metadata there is not removed", c.slot).
 			With("slot", c.slot).
@@ -149,14 +153,14 @@ func (c *cleanup) run(ctx context.Context, stop func(context.Context)) error {
 		if err := tgt.DropMetadata(ctx); err != nil {
 			return err
 		}
-		fmt.Fprintf(c.out, "%s: dropped replication slot and publication %s on the source and sluice's metadata on the target\n", c.name, c.slot)
+		fmt.Fprintf(c.out, "%s: %s and sluice's metadata on the target\n", c.name, dropped)
 		return nil
 	}
 	if err := tgt.RemoveSync(ctx, c.slot, c.ownTables(ctx, src, tables, others), c.ownStream(others)); err != nil {
 		return err
 	}
-	fmt.Fprintf(c.out, "%s: dropped replication slot and publication %s on the source and its state on the target; sluice's bookkeeping tables stay for the syncs on %s\n",
-		c.name, c.slot, slotList(others))
+	fmt.Fprintf(c.out, "%s: %s and its state on the target; sluice's bookkeeping tables stay for the syncs on %s\n",
+		c.name, dropped, slotList(others))
 	return nil
 }
 

@@ -116,7 +116,7 @@ running sync again resumes.`,
 			if report != nil {
 				printCutoverReport(cmd.OutOrStdout(), report)
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), "sync stopped; the slot keeps the changes since: run sync again to resume, or sluice finish/abort to clean up")
+			fmt.Fprintln(cmd.OutOrStdout(), "sync stopped: unless sluice finish or abort stopped it (they drop the slot next), the slot keeps the changes since: run sync again to resume, or sluice finish/abort to clean up")
 			return nil
 		},
 	}
