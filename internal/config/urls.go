@@ -430,6 +430,8 @@ var passwordKV = regexp.MustCompile(`(?i)((?:ssl)?password\s*=\s*)('[^']*'|[^&\s
 // redactRaw masks the password in input that may not parse. It mirrors
 // parseDBURL (userinfo ends at the last '@') and so errs on over-masking.
 func redactRaw(raw string) string {
+	// password=… first: an @ in it would be taken for the end of the userinfo
+	raw = passwordKV.ReplaceAllString(raw, "${1}"+Mask)
 	prefix, rest := "", raw
 	if i := strings.Index(raw, "://"); i >= 0 {
 		prefix, rest = raw[:i+3], raw[i+3:]

@@ -332,13 +332,14 @@ func TestURLErrorMessage(t *testing.T) {
 
 func TestRedactRaw(t *testing.T) {
 	tests := map[string]string{
-		"postgres://u:" + secret + "@h/db":             "postgres://u:xxxxx@h/db",
-		"postgres://u:p@" + secret + "@h/db":           "postgres://u:xxxxx@h/db",
-		"postgres://u@h/db":                            "postgres://u@h/db",
-		"postgres://h/db?password=" + secret + "&a=b":  "postgres://h/db?password=xxxxx&a=b",
-		"host=h password='" + secret + " x' dbname=db": "host=h password=xxxxx dbname=db",
-		"u:" + secret + "@tcp(h:3306)/db":              "u:xxxxx@tcp(h:3306)/db",
-		"":                                             "",
+		"postgres://u:" + secret + "@h/db":                   "postgres://u:xxxxx@h/db",
+		"postgres://u:p@" + secret + "@h/db":                 "postgres://u:xxxxx@h/db",
+		"postgres://u@h/db":                                  "postgres://u@h/db",
+		"postgres://h/db?password=" + secret + "&a=b":        "postgres://h/db?password=xxxxx&a=b",
+		"postgres://u@h:5432/db?password=p@ss:w/rd" + secret: "postgres://u@h:5432/db?password=xxxxx",
+		"host=h password='" + secret + " x' dbname=db":       "host=h password=xxxxx dbname=db",
+		"u:" + secret + "@tcp(h:3306)/db":                    "u:xxxxx@tcp(h:3306)/db",
+		"":                                                   "",
 	}
 	for in, want := range tests {
 		if got := redactRaw(in); got != want {
