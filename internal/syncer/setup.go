@@ -34,7 +34,7 @@ type table struct {
 	changedIn   uint32 // the xid of the last transaction the stream changed it in
 	progress    *progress.Table
 	changes     atomicCounter
-	unmatched   atomic.Int64 // changes of a keyless table that found no row on the target
+	unmatched   atomic.Int64            // changes of a keyless table that found no row on the target
 	deferred    *deferred.Tx[apply.Row] // the key is DEFERRABLE: a transaction is replayed whole
 	// ahead: keys whose target row a key move read from the source, with
 	// the source position it was read at, until the stream has passed it
