@@ -805,7 +805,11 @@ func (c *Column) setUserType(sqlType string) (narrows bool) {
 func userTypeKind(src schema.Type, source canonical.Kind, sqlType string) (kind canonical.Kind, narrows bool) {
 	target := KindOfSQLType(sqlType, source)
 	isFloat := func(k canonical.Kind) bool { return k == canonical.Float32 || k == canonical.Float64 }
+	upper := strings.ToUpper(strings.TrimSpace(sqlType))
 	switch {
+	case strings.HasPrefix(upper, "YEAR") || strings.HasPrefix(upper, "SET("), strings.HasPrefix(upper, "SET ("):
+		// YEAR takes 50 as 2050 and SET sorts 'b,a' into 'a,b', both silently
+		return source, true
 	case isFloat(target) && (source == canonical.Integer || source == canonical.Decimal):
 		return canonical.Number, true
 	case target == canonical.Float32 && source == canonical.Float64,

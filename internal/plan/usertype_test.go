@@ -78,6 +78,10 @@ func TestUserTypeKind(t *testing.T) {
 		{time0, canonical.Time, "TIME", canonical.Time, false},
 		{timestamp, canonical.Timestamp, "DATE", canonical.Timestamp, true},
 		{timestamp, canonical.Timestamp, "TIME(6)", canonical.Timestamp, true},
+		// YEAR takes 50 as 2050, SET sorts 'b,a' into 'a,b': silently
+		{int4, canonical.Integer, "YEAR", canonical.Integer, true},
+		{text, canonical.Exact, "SET('a','b')", canonical.Exact, true},
+		{text, canonical.Exact, "set ('a','b')", canonical.Exact, true},
 	}
 	for _, tt := range tests {
 		got, narrows := userTypeKind(tt.src, tt.source, tt.sqlType)
