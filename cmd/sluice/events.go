@@ -309,7 +309,8 @@ func (c publishController) Cutover(ctx context.Context) (*syncer.CutoverReport, 
 
 func publishReport(r *publish.CutoverReport) *syncer.CutoverReport {
 	return &syncer.CutoverReport{Fence: fmt.Sprintf("%s, applied by all %d partitions", r.Fence, r.Partitions), WritePauseMS: r.WritePauseMS, LockWaitMS: r.LockWaitMS,
-		DrainMS: r.DrainMS, AutoIncrement: r.AutoIncrement, FenceLSN: r.FenceLSN, FinishedAt: r.FinishedAt, ChangesApplied: r.Published}
+		DrainMS: r.DrainMS, AutoIncrement: r.AutoIncrement, FenceLSN: r.FenceLSN, FinishedAt: r.FinishedAt, ChangesApplied: r.Published,
+		EarlierRun: r.EarlierRun}
 }
 
 func (a *app) runPublish(cmd *cobra.Command, ef *eventsFlags, tables, listen, token string, generated bool, opt syncer.Options) error {

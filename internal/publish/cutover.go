@@ -25,6 +25,9 @@ type CutoverReport struct {
 	AutoIncrement map[string]int64 `json:"auto_increment,omitempty"`
 	FinishedAt    time.Time        `json:"finished_at"`
 	Published     int64            `json:"rows_published"` // row changes and copied rows
+	// EarlierRun: the target records a cutover an earlier run made; this
+	// run did not fence, and has no figures of it.
+	EarlierRun bool `json:"earlier_run,omitempty"`
 }
 
 // Cutover waits for the copy (every partition applied every table's copied

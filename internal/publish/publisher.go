@@ -225,6 +225,9 @@ func (p *Publisher) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if state.Phase == mysql.PhaseCutover && p.cutover.Load() == nil { // cut over before a restart: never fence again
+		p.cutover.Store(&CutoverReport{Fence: "taken by an earlier run", EarlierRun: true})
+	}
 	nc, js, err := events.ConnectJetStream(p.opt.Endpoint, "sluice-publisher")
 	if err != nil {
 		return err
