@@ -92,7 +92,7 @@ func TestArrayOfCompositeRefused(t *testing.T) {
 	p.PG(t, `INSERT INTO pairs VALUES (1, ARRAY[ROW(1, 'a b')::pair, ROW(2, NULL)::pair]), (2, NULL)`)
 	r := testenv.MustRun(t, 0, args(p, "plan")...)
 	mustContain(t, "plan output", output(r), "pairs.ps", "sluice sync refuses it", "composite")
-	r = testenv.MustRun(t, 4, args(p, "sync", "--slot", "pairs_sync")...)
+	r = testenv.MustRun(t, 4, args(p, "sync", "--slot", "pairs_sync", "--listen", testenv.FreeAddr(t))...)
 	mustContain(t, "sync output", output(r), "SLUICE-PLAN-ARRAYTYPE", "pairs", "ps", "composite", "drop: true")
 	if slot, _ := testenv.SlotAndPublication(t, p.SourceURL, "pairs_sync"); slot {
 		t.Error("the refused sync left its slot")
@@ -115,7 +115,7 @@ func TestArrayOfBoxRefused(t *testing.T) {
 	p.PG(t, `CREATE DOMAIN boxy AS box`)
 	p.PG(t, `CREATE TABLE boxes (id int PRIMARY KEY, b boxy[])`)
 	p.PG(t, `INSERT INTO boxes VALUES (1, ARRAY['(2,2),(1,1)'::box, '(0,0),(-1,-1)'::box]::boxy[])`)
-	r := testenv.MustRun(t, 4, args(p, "sync", "--slot", "boxes_sync")...)
+	r := testenv.MustRun(t, 4, args(p, "sync", "--slot", "boxes_sync", "--listen", testenv.FreeAddr(t))...)
 	mustContain(t, "sync output", output(r), "SLUICE-PLAN-ARRAYTYPE", "boxes", "separates array elements with", "drop: true")
 	if slot, _ := testenv.SlotAndPublication(t, p.SourceURL, "boxes_sync"); slot {
 		t.Error("the refused sync left its slot")
