@@ -1,18 +1,22 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"github.com/sluice-db/sluice/internal/logging"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sluice-db/sluice/internal/config"
 	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/testenv"
 )
 
 // runSluice runs the command line in-process and returns its error.
@@ -164,5 +168,19 @@ func TestAPIClientReadsTheConfigFile(t *testing.T) {
 	}
 	if base, tok := a.apiClient(cmd, "http://10.0.0.5:7070", "flag-token"); base != "http://10.0.0.5:7070" || tok != "flag-token" {
 		t.Errorf("flags do not win: %s %q", base, tok)
+	}
+}
+
+// A command line refused before the logger is set up is reported in the
+// log format asked for (it was text whatever --log-format said).
+func TestEarlyErrorInTheAskedFormat(t *testing.T) {
+	out, err := exec.Command(testenv.Binary(t), "plan", "--log-format", "json", "--bogus").CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != failure.ExitUsage {
+		t.Fatalf("exit: %v, want %d", err, failure.ExitUsage)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal(bytes.TrimSpace(out), &rec); err != nil || rec["code"] != "SLUICE-USAGE" {
+		t.Errorf("not one JSON record with code SLUICE-USAGE (%v):\n%s", err, out)
 	}
 }

@@ -63,7 +63,12 @@ func main() {
 	}
 	log := app.log
 	if log == nil { // the command line failed before setup: still mask what looks like a secret
-		if l, lerr := logging.New(os.Stderr, "text", false); lerr == nil {
+		// in the format asked for when it was parsed (else auto: JSON
+		// unless stderr is a terminal), as every later line would be
+		terminal := logging.IsTerminal(os.Stderr)
+		if l, lerr := logging.New(os.Stderr, app.flags.logFormat, terminal); lerr == nil {
+			log = l
+		} else if l, lerr = logging.New(os.Stderr, "auto", terminal); lerr == nil {
 			log = l
 		} else {
 			log = slog.New(slog.NewTextHandler(os.Stderr, nil))
