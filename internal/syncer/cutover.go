@@ -165,7 +165,7 @@ func (s *Syncer) waitCaughtUp(ctx context.Context) error {
 	}
 }
 
-func (s *Syncer) fencedCutover(ctx context.Context, preDiffs map[*table][]string, auto bool) (*CutoverReport, error) {
+func (s *Syncer) fencedCutover(ctx context.Context, preDiffs map[*table][]string, auto bool) (_ *CutoverReport, err error) {
 	if auto {
 		if err := s.checkBlockers(ctx); err != nil {
 			return nil, err
@@ -175,6 +175,12 @@ func (s *Syncer) fencedCutover(ctx context.Context, preDiffs map[*table][]string
 	if err != nil {
 		return nil, err
 	}
+	defer func() { // after the release below: how long a failed attempt held writers up
+		if err != nil {
+			s.log.Warn("write fence lifted after a failed cutover", "code", "SLUICE-CUTOVER-LIFTED",
+				"write_pause_ms", ms(time.Since(lock.Requested)), "reason", failure.Code(err))
+		}
+	}()
 	defer lock.Release() // lifts the fence on every failure
 	lockStart, fenced := lock.Requested, lock.Granted
 	// The fence stays up for Timeout at most: every step under it runs in fctx.

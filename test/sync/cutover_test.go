@@ -321,6 +321,10 @@ func TestCutoverTimeoutLiftsFence(t *testing.T) {
 	if d := time.Since(w); d > time.Second {
 		t.Errorf("an UPDATE on the source took %s after the cutover timed out; want it immediate", d)
 	}
+	// the sync says how long the failed attempt held writers up
+	if out := s.current().Output(); !regexp.MustCompile(`SLUICE-CUTOVER-LIFTED.*write_pause_ms=[0-9]`).MatchString(out) {
+		t.Errorf("the failed cutover's write pause is not logged:\n%s", testenv.Tail(out, 10))
+	}
 	if _, err := conn.ExecContext(ctx, `UNLOCK TABLES`); err != nil {
 		t.Fatal(err)
 	}
