@@ -99,6 +99,33 @@ func TestFinishAfterCutover(t *testing.T) {
 	}
 }
 
+// caughtUpOrders starts a sync of a table of rows orders and waits until
+// it has caught up.
+func caughtUpOrders(t *testing.T, rows int) (*testenv.Pair, *syncRun, *testenv.Proc) {
+	t.Helper()
+	p := newPair(t)
+	createOrders(t, p, rows)
+	s := newSync(t, p.SourceURL, p.TargetURL)
+	proc := s.start()
+	s.waitCaughtUp(60 * time.Second)
+	return p, s, proc
+}
+
+// cutOverAndStopped syncs a table of rows orders, cuts over and stops the
+// sync with SIGTERM, as an operator might before finishing or restarting.
+func cutOverAndStopped(t *testing.T, rows int) (*testenv.Pair, *syncRun) {
+	t.Helper()
+	p, s, proc := caughtUpOrders(t, rows)
+	if r := s.cutover(); r.Exit != 0 {
+		t.Fatalf("sluice cutover: exit %d\n%s%s", r.Exit, r.Stdout, r.Stderr)
+	}
+	proc.Cmd.Process.Signal(syscall.SIGTERM)
+	if _, ok := proc.Wait(30 * time.Second); !ok {
+		t.Fatal("sluice sync still runs 30 s after SIGTERM")
+	}
+	return p, s
+}
+
 // TestFinishLosesNoChange: finish drops the slot, and with it every change
 // the sync has not applied. So it waits for a running sync to apply what
 // the source committed before finish began (20,000 updated rows, then
@@ -106,20 +133,8 @@ func TestFinishAfterCutover(t *testing.T) {
 // (the slot stays, exit 2); a sync started again then applies it.
 func TestFinishLosesNoChange(t *testing.T) {
 	t.Parallel()
-	p := newPair(t)
-	createOrders(t, p, 20000)
-	s := newSync(t, p.SourceURL, p.TargetURL)
-	proc := s.start()
-	s.waitCaughtUp(60 * time.Second)
-	if r := s.cutover(); r.Exit != 0 {
-		t.Fatalf("sluice cutover: exit %d\n%s%s", r.Exit, r.Stdout, r.Stderr)
-	}
-
-	// a sync stopped by hand, then a write it never saw
-	proc.Cmd.Process.Signal(syscall.SIGTERM)
-	if _, ok := proc.Wait(30 * time.Second); !ok {
-		t.Fatal("sluice sync still runs 30 s after SIGTERM")
-	}
+	p, s := cutOverAndStopped(t, 20000)
+	// a write the stopped sync never saw
 	p.PG(t, `UPDATE orders SET status = 'late' WHERE id = 7`)
 	r := testenv.Run(t, nil, s.args("finish", "--slot", s.slot, "--api", s.api, "--api-token", s.token)...)
 	if out := r.Stdout + r.Stderr; r.Exit != 2 || !strings.Contains(out, "SLUICE-FINISH-BEHIND") || !strings.Contains(out, "holds 1 row changes") {
@@ -142,20 +157,9 @@ func TestFinishLosesNoChange(t *testing.T) {
 // source again, and sluice cutover says it was done and fences nothing.
 func TestRestartAfterCutover(t *testing.T) {
 	t.Parallel()
-	p := newPair(t)
-	createOrders(t, p, 500)
-	s := newSync(t, p.SourceURL, p.TargetURL)
-	proc := s.start()
-	s.waitCaughtUp(60 * time.Second)
-	if r := s.cutover(); r.Exit != 0 {
-		t.Fatalf("sluice cutover: exit %d\n%s%s", r.Exit, r.Stdout, r.Stderr)
-	}
-	proc.Cmd.Process.Signal(syscall.SIGTERM)
-	if _, ok := proc.Wait(30 * time.Second); !ok {
-		t.Fatal("sluice sync still runs 30 s after SIGTERM")
-	}
+	_, s := cutOverAndStopped(t, 500)
 	s.flags = append(s.flags, "--cutover", "auto")
-	proc = s.start()
+	proc := s.start()
 	s.wait(60*time.Second, "the restarted sync to say it is cut over", func(st testenv.SyncStatus) bool { return st.Phase == "cut over" })
 	time.Sleep(2 * time.Second) // an automatic cutover would start at once
 	if strings.Contains(proc.Output(), "fenced") || strings.Contains(proc.Output(), "cutting over") {
@@ -173,11 +177,7 @@ func TestRestartAfterCutover(t *testing.T) {
 // abort of another migration (its own slot and target) stopped this one.
 func TestAbortOfAnotherMigrationLeavesThisSync(t *testing.T) {
 	t.Parallel()
-	p := newPair(t)
-	createOrders(t, p, 500)
-	s := newSync(t, p.SourceURL, p.TargetURL)
-	s.start()
-	s.waitCaughtUp(60 * time.Second)
+	_, s, _ := caughtUpOrders(t, 500)
 	t.Run("other", func(t *testing.T) {
 		other := newPair(t)
 		testenv.MustRun(t, 0, "abort", "--source", other.SourceURL, "--target", other.TargetURL,
