@@ -38,6 +38,9 @@ func (a *app) cleanupCommand(name string) *cobra.Command {
 					return err
 				}
 			}
+			if err := checkNumbers(numberFlag{"--wait", wait, wait < 0, "0 or more, e.g. 1m"}); err != nil {
+				return err
+			}
 			c := cleanup{a: a, name: name, slot: slot, wait: wait, out: cmd.OutOrStdout()}
 			base, tok := a.apiClient(cmd, apiURL, token)
 			return c.run(cmd.Context(), func(ctx context.Context) {
@@ -45,14 +48,16 @@ func (a *app) cleanupCommand(name string) *cobra.Command {
 				// asked to stop first; one elsewhere loses its replication
 				// connection when the slot is dropped. A sync of another
 				// migration answering at --api is left alone.
+				// The publication names a log-based sync or a publisher (its
+				// slot's publication); an events sync has none.
 				var st struct {
-					Slot string `json:"slot"`
+					Publication string `json:"publication"`
 				}
 				if apiCall(ctx, http.MethodGet, base, "/api/v1/status", tok, &st) != nil {
 					return
 				}
-				if st.Slot != c.slot {
-					a.log.Info("the sync answering at --api is another one: left running", "api", base, "its_slot", st.Slot, "slot", c.slot)
+				if st.Publication != "" && st.Publication != c.pub {
+					a.log.Info("the sync answering at --api is another one: left running", "api", base, "its_publication", st.Publication, "publication", c.pub)
 					return
 				}
 				var stopped map[string]any
@@ -130,7 +135,7 @@ func (c *cleanup) run(ctx context.Context, stop func(context.Context)) error {
 		return err
 	}
 	if c.name == "finish" && slotExists {
-		if err := c.drained(ctx, src); err != nil {
+		if err := c.drained(ctx, src, tgt); err != nil {
 			return err
 		}
 	}
@@ -168,33 +173,55 @@ func (c *cleanup) run(ctx context.Context, stop func(context.Context)) error {
 // committed before finish began: dropping the slot drops any change not
 // applied yet, for good. A running sync has until --wait to confirm a
 // message written now; a stopped one must have left no row change behind.
-func (c *cleanup) drained(ctx context.Context, src *postgres.Source) error {
-	mark, err := pgstream.Emit(ctx, src.Pool, true, "hb")
+// A publisher confirms what JetStream stored, so with partitions the wait
+// goes on until every applier has applied that message, which the
+// publisher hands to every partition (a probe mark).
+func (c *cleanup) drained(ctx context.Context, src *postgres.Source, tgt *mysql.Target) error {
+	mark, err := pgstream.Emit(ctx, src.Pool, true, fmt.Sprintf("P:finish:%d", time.Now().UnixNano()))
 	if err != nil {
 		return err
 	}
+	partitions := 0
+	if c.state != nil {
+		partitions = c.state.Partitions
+	}
 	deadline := time.Now().Add(c.wait)
+	behind := func(format string, args ...any) *failure.Error {
+		return failure.New(failure.Usage, "SLUICE-FINISH-BEHIND", "finish: "+format, args...).With("slot", c.slot)
+	}
 	for {
 		p, err := pgstream.Progress(ctx, src.Pool, c.slot)
 		if err != nil {
 			return err
 		}
-		if p.Confirmed >= mark {
+		switch {
+		case p.Confirmed >= mark && partitions == 0:
 			return nil
-		}
-		if !p.Active {
-			n, err := pgstream.UnreadChanges(ctx, src.Pool, c.slot, c.pub, mark)
-			if err != nil || n == 0 {
+		case p.Confirmed >= mark:
+			if done, err := partitionsPast(ctx, tgt, c.state.Stream, partitions, uint64(mark)); err != nil || done {
 				return err
 			}
-			return failure.New(failure.Usage, "SLUICE-FINISH-BEHIND", "finish: slot %s holds %d row changes the source committed that the target has not applied (no sync is running on it); dropping it now would lose them", c.slot, n).
-				With("slot", c.slot).
+		case !p.Active && partitions > 0:
+			return behind("no publisher runs on slot %s, so finish cannot tell whether the appliers have applied what the source committed before it began; dropping the slot now could lose changes", c.slot).
+				WithHint("start sluice sync --publish again with its appliers running, wait until they are caught up, then run sluice finish")
+		case !p.Active:
+			n, more, err := pgstream.UnreadChanges(ctx, src.Pool, c.slot, c.pub, mark)
+			if err != nil || n == 0 && !more {
+				return err
+			}
+			count := fmt.Sprint(n)
+			switch {
+			case more && n == 0: // only other messages in what it read
+				count = "possibly"
+			case more:
+				count += " or more"
+			}
+			return behind("slot %s holds %s row changes the source committed that the target has not applied (no sync is running on it); dropping it now would lose them", c.slot, count).
 				WithHint("run sluice sync again (it resumes), wait until sluice status shows no lag, then run sluice finish")
 		}
 		if time.Now().After(deadline) {
-			return failure.New(failure.Usage, "SLUICE-FINISH-BEHIND", "finish: the sync on slot %s has not applied what the source committed before finish began within --wait %s (it confirmed %s, finish began at %s)", c.slot, c.wait, p.Confirmed, mark).
-				With("slot", c.slot).
-				WithHint("look at sluice status and the sync's log (is the target reachable?), then run sluice finish again, with a longer --wait if it is catching up")
+			return behind("the sync on slot %s has not applied what the source committed before finish began within --wait %s (the slot is confirmed to %s, finish began at %s)", c.slot, c.wait, p.Confirmed, mark).
+				WithHint("look at sluice status and the sync's log (is the target reachable? do the appliers run?), then run sluice finish again, with a longer --wait if it is catching up")
 		}
 		select {
 		case <-ctx.Done():
@@ -202,6 +229,22 @@ func (c *cleanup) drained(ctx context.Context, src *postgres.Source) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// partitionsPast reports whether each of the n partitions of stream has
+// applied everything up to lsn.
+func partitionsPast(ctx context.Context, tgt *mysql.Target, stream string, n int, lsn uint64) (bool, error) {
+	parts, err := tgt.Partitions(ctx, stream)
+	if err != nil {
+		return false, err
+	}
+	past := 0
+	for _, st := range parts {
+		if st.Partition < n && st.Partitions == n && st.PosLSN >= lsn {
+			past++
+		}
+	}
+	return past == n, nil
 }
 
 // checkTarget reads what the target records and refuses what must not be

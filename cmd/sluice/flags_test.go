@@ -64,6 +64,7 @@ func TestBadFlagsAreRefusedUpFront(t *testing.T) {
 		{[]string{"apply", "--batch-rows", "-7", "--from", "nats://127.0.0.1:4222/S"}, "SLUICE-USAGE-NUMBER"},
 		{[]string{"apply", "--batch-delay", "-5s", "--from", "nats://127.0.0.1:4222/S"}, "SLUICE-USAGE-NUMBER"},
 		{[]string{"abort", "--api", "localhost:7070"}, "SLUICE-API-URL"},
+		{[]string{"finish", "--wait", "-1s"}, "SLUICE-USAGE-NUMBER"},
 		{[]string{"copy", "items"}, "SLUICE-USAGE"}, // not a table name: use --tables
 		{[]string{"abort", "myslot"}, "SLUICE-USAGE"},
 	} {
@@ -182,5 +183,17 @@ func TestEarlyErrorInTheAskedFormat(t *testing.T) {
 	var rec map[string]any
 	if err := json.Unmarshal(bytes.TrimSpace(out), &rec); err != nil || rec["code"] != "SLUICE-USAGE" {
 		t.Errorf("not one JSON record with code SLUICE-USAGE (%v):\n%s", err, out)
+	}
+}
+
+// Words given by mistake are quoted in the refusal, a URL's credentials
+// masked: `sluice apply nats://TOKEN@host/S` without --from printed the token.
+func TestStrayArgumentsKeepCredentialsOut(t *testing.T) {
+	err := runSluice(context.Background(), "copy", "nats://s3cr3ttokenXYZ@127.0.0.1:4222/S", "postgres://u:pAss@w0rd@h/db")
+	if failure.Code(err) != "SLUICE-USAGE" {
+		t.Fatalf("stray arguments: %v, want SLUICE-USAGE", err)
+	}
+	if msg := err.Error(); strings.Contains(msg, "s3cr3ttokenXYZ") || strings.Contains(msg, "pAss") || !strings.Contains(msg, "127.0.0.1:4222/S") {
+		t.Errorf("the refusal shows a credential, or not the argument: %s", msg)
 	}
 }

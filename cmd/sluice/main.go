@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"regexp"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -132,9 +133,17 @@ func noArgs(cmd *cobra.Command, args []string) error {
 	if len(args) == 0 {
 		return nil
 	}
-	return failure.New(failure.Usage, "SLUICE-USAGE", "sluice %s takes no arguments, but was given %q", cmd.Name(), strings.Join(args, " ")).
+	shown := make([]string, len(args))
+	for i, arg := range args {
+		shown[i] = userinfoMasked.ReplaceAllString(arg, "://"+logging.Mask+"@") // a URL's token or password
+	}
+	return failure.New(failure.Usage, "SLUICE-USAGE", "sluice %s takes no arguments, but was given %q", cmd.Name(), strings.Join(shown, " ")).
 		WithHint("give tables with --tables a,b and a slot with --slot (sluice %s --help lists the flags)", cmd.Name())
 }
+
+// userinfoMasked matches a URL's credentials, to the last @ (a password may
+// hold one).
+var userinfoMasked = regexp.MustCompile(`://.*@`)
 
 func versionCommand() *cobra.Command {
 	return &cobra.Command{

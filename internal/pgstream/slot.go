@@ -309,18 +309,24 @@ func Progress(ctx context.Context, pool *pgxpool.Pool, slot string) (SlotProgres
 
 // UnreadChanges counts the row changes (inserts, updates, deletes,
 // truncates of the publication's tables) slot holds up to upTo, without
-// consuming them. The slot must have no reader.
-func UnreadChanges(ctx context.Context, pool *pgxpool.Pool, slot, publication string, upTo pglogrepl.LSN) (int64, error) {
-	var n int64
+// consuming them. The slot must have no reader. It reads at most
+// peekLimit messages (decoding a long backlog whole would take the source
+// minutes and gigabytes of spill files for a yes or no): more says the
+// limit was reached, so there may be more than counted.
+func UnreadChanges(ctx context.Context, pool *pgxpool.Pool, slot, publication string, upTo pglogrepl.LSN) (changes int64, more bool, err error) {
+	var read int64
 	// pgoutput's message types: 'I', 'U', 'D', 'T'
-	err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_logical_slot_peek_binary_changes($1, $2::pg_lsn, NULL,
-			'proto_version', '1', 'publication_names', quote_ident($3))
-		WHERE get_byte(data, 0) IN (73, 85, 68, 84)`, slot, upTo.String(), publication).Scan(&n)
+	err = pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE get_byte(data, 0) IN (73, 85, 68, 84)), count(*)
+		FROM pg_logical_slot_peek_binary_changes($1, $2::pg_lsn, $4, 'proto_version', '1', 'publication_names', quote_ident($3))`,
+		slot, upTo.String(), publication, peekLimit).Scan(&changes, &read)
 	if err != nil {
-		return 0, fmt.Errorf("source: read what replication slot %s holds: %w", slot, err)
+		return 0, false, fmt.Errorf("source: read what replication slot %s holds: %w", slot, err)
 	}
-	return n, nil
+	return changes, read >= peekLimit, nil
 }
+
+// peekLimit is how many messages UnreadChanges reads at most.
+const peekLimit = 10000
 
 // Emit writes a logical decoding message into the WAL and returns its
 // position. Transactional messages arrive in the stream at their commit

@@ -165,19 +165,29 @@ func selectTables(ctx context.Context, src *postgres.Source, opt Options) ([]sch
 func checkMappedTables(ctx context.Context, src *postgres.Source, m map[string]config.TableMapping) ([]error, error) {
 	var errs []error
 	tables := map[string]map[string]bool{} // schema → its tables
-	for _, key := range slices.Sorted(maps.Keys(m)) {
-		name := schema.ParseTableName(key, "public")
+	has := func(name schema.TableName) (bool, error) {
 		if tables[name.Schema] == nil {
 			names, err := src.ListTables(ctx, name.Schema)
 			if err != nil {
-				return nil, err
+				return false, err
 			}
 			tables[name.Schema] = map[string]bool{}
 			for _, n := range names {
 				tables[name.Schema][n.Name] = true
 			}
 		}
-		if !tables[name.Schema][name.Name] {
+		return tables[name.Schema][name.Name], nil
+	}
+	for _, key := range slices.Sorted(maps.Keys(m)) {
+		name := schema.ParseTableName(key, "public")
+		found, err := has(name)
+		if err == nil && !found && strings.Contains(key, ".") { // a public table whose name holds a dot (see mappingFor)
+			found, err = has(schema.TableName{Schema: "public", Name: key})
+		}
+		if err != nil {
+			return nil, err
+		}
+		if !found {
 			errs = append(errs, failure.New(failure.Schema, "SLUICE-CONFIG-TABLE", "the config maps table %q, but the source has no table %s: its mapping would be left unused", key, name).
 				With("table", key).
 				WithHint("check the names under tables: in the config file: schema.name, or name alone for a table in public"))

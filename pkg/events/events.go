@@ -189,6 +189,14 @@ func hideUserinfo(s string) string {
 // redactor to mask. It works on strings that are no valid URL too.
 func Secrets(s string) []string {
 	_, creds, _, ok := userinfo(s)
+	if u, err := url.Parse(s); err == nil && u.User != nil {
+		// a URL: its credentials end at the @ before the host (one may
+		// follow in the query)
+		i := strings.Index(s, "://")
+		if at := strings.LastIndex(s[i+3:], "@"+u.Host); i >= 0 && at >= 0 {
+			creds, ok = s[i+3:i+3+at], true
+		}
+	}
 	if !ok {
 		return nil
 	}

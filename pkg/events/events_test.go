@@ -42,6 +42,7 @@ func TestURLCredentialsStayOutOfErrors(t *testing.T) {
 		{"nats://natsPwTok/abc@host:4222/S", []string{"natsPwTok/abc"}},
 		{"nats://u:pw@x@host:4222/", []string{"pw@x"}}, // parses; the stream is missing
 		{"http://u:secretpw@host:4222/S", []string{"secretpw"}},
+		{"nats://u:pw@host:4222/?prefix=a@b", []string{"pw"}}, // an @ in the query is not the userinfo's
 	}
 	for _, c := range cases {
 		if got := Secrets(c.url); !slices.Equal(got, c.secrets) {

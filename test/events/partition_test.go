@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -60,6 +61,20 @@ func TestPartitionedAppliersWithKill(t *testing.T) {
 		t.Errorf("the table's indexes are not built (phase done on %d tables)", n)
 	}
 	mustVerify(t, append(p.Args(), "--config", cfg)...)
+
+	// finish waits for every applier, not only the publisher: with applier 0
+	// frozen, a change published to JetStream is not on the target yet, and
+	// dropping the slot and the partition progress would lose it
+	appliers[0].cmd.Process.Signal(syscall.SIGSTOP)
+	p.PG(t, `UPDATE likes SET note = 'after cutover'`)
+	r := testenv.Run(t, nil, append([]string{"finish", "--slot", slot, "--api", pub.api, "--api-token", token, "--wait", "3s"}, p.Args()...)...)
+	appliers[0].cmd.Process.Signal(syscall.SIGCONT)
+	if out := r.Stdout + r.Stderr; r.Exit != 2 || !strings.Contains(out, "SLUICE-FINISH-BEHIND") {
+		t.Fatalf("finish with an applier behind: exit %d, want 2 with SLUICE-FINISH-BEHIND\n%s", r.Exit, out)
+	}
+	if !pub.running() {
+		t.Fatalf("the refused finish stopped the publisher:\n%s", pub.out)
+	}
 	for _, a := range appliers {
 		a.stop(t)
 		if !strings.Contains(a.out.String(), "stopped") {
@@ -324,6 +339,20 @@ func TestPublisherKilledAndRestarted(t *testing.T) {
 		t.Fatalf("cutover: %d %s\npublisher:\n%s", code, body, pub.out)
 	}
 	mustVerify(t, append(p.Args(), "--config", cfg)...)
+
+	// finish waits for every applier, not only the publisher: with applier 0
+	// frozen, a change published to JetStream is not on the target yet, and
+	// dropping the slot and the partition progress would lose it
+	appliers[0].cmd.Process.Signal(syscall.SIGSTOP)
+	p.PG(t, `UPDATE likes SET note = 'after cutover'`)
+	r := testenv.Run(t, nil, append([]string{"finish", "--slot", slot, "--api", pub.api, "--api-token", token, "--wait", "3s"}, p.Args()...)...)
+	appliers[0].cmd.Process.Signal(syscall.SIGCONT)
+	if out := r.Stdout + r.Stderr; r.Exit != 2 || !strings.Contains(out, "SLUICE-FINISH-BEHIND") {
+		t.Fatalf("finish with an applier behind: exit %d, want 2 with SLUICE-FINISH-BEHIND\n%s", r.Exit, out)
+	}
+	if !pub.running() {
+		t.Fatalf("the refused finish stopped the publisher:\n%s", pub.out)
+	}
 	for _, a := range appliers {
 		a.stop(t)
 	}
