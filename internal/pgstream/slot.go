@@ -142,6 +142,12 @@ func EnsurePublication(ctx context.Context, pool *pgxpool.Pool, name string, tab
 	}
 	for _, stmt := range stmts {
 		if _, err := pool.Exec(ctx, stmt); err != nil {
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) && pe.Code == "42501" { // insufficient_privilege
+				return nil, failure.Wrap(err, failure.Schema, "SLUICE-SOURCE-PRIVILEGE", "the source user may not create the publication %s", name).
+					With("publication", name).
+					WithHint("the sync's user must own the migrated tables (or be superuser) and have CREATE on the database: GRANT CREATE ON DATABASE … TO <user>, and ALTER TABLE … OWNER TO <user> or run the sync as the tables' owner")
+			}
 			return nil, fmt.Errorf("source: %s: %w", stmt, err)
 		}
 	}
