@@ -278,7 +278,15 @@ func (c *cleanup) checkTarget(ctx context.Context, src *postgres.Source, tgt *my
 	if c.name != "finish" {
 		return others, false, nil
 	}
-	if state == nil && !slotExists { // finished already (or never started)
+	if state == nil && !slotExists { // finished already, never started, or an events sync
+		events, err := tgt.TableExists(ctx, mysql.EventVersionsTable)
+		if err != nil {
+			return nil, false, err
+		}
+		if events {
+			return nil, false, failure.New(failure.Usage, "SLUICE-FINISH-NOCUTOVER", "no log-based or partitioned sync is recorded for slot %s, but an events sync's bookkeeping is on the target", c.slot).
+				WithHint("an events sync has no slot to finish: once the application writes to the target, stop the events sync and run sluice abort, which removes its bookkeeping")
+		}
 		fmt.Fprintf(c.out, "nothing to finish: no sync state on the target and no replication slot %s on the source (finished or aborted already)\n", c.slot)
 		return others, true, nil
 	}

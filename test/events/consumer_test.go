@@ -37,6 +37,13 @@ func TestConsumerDeletedStopsTheSync(t *testing.T) {
 		t.Errorf("the exit does not name SLUICE-NATS-CONSUMER:\n%s", run.out)
 	}
 
+	// finish has no slot to drop for an events sync, and says to abort
+	// instead (it said "nothing to finish" and left the bookkeeping)
+	r := testenv.MustRun(t, 2, append([]string{"finish"}, p.Args()...)...)
+	if out := r.Stdout + r.Stderr; !strings.Contains(out, "SLUICE-FINISH-NOCUTOVER") || !strings.Contains(out, "sluice abort") {
+		t.Errorf("finish after an events sync:\n%s", out)
+	}
+
 	// Starting over: abort leaves none of sluice's tables, the event
 	// versions included (a new copy would skip every key they name).
 	testenv.MustRun(t, 0, append([]string{"abort"}, p.Args()...)...)
