@@ -180,7 +180,7 @@ func (st Start) checkFresh(ctx context.Context, preparing bool) error {
 			return failure.New(failure.Schema, "SLUICE-SYNC-COPIED",
 				"target table %s was filled by sluice without this change stream: changes made since then are not in it", t.Target).
 				With("table", t.Target).
-				WithHint("drop the target table (and sluice's _sluice_* tables) and let the run copy it, or keep it and run sluice verify --repair once the sync has caught up")
+				WithHint("drop the target table (and sluice's _sluice_* tables, or run sluice abort) and let the sync copy it while it streams")
 		}
 		if err := copier.CheckTargetEmpty(ctx, st.Target, t); err != nil {
 			return err
