@@ -329,6 +329,14 @@ func planTable(ctx context.Context, src *postgres.Source, st *schema.Table, tm c
 		}
 		if clause, ok, note := typemap.Default(col, m); ok {
 			c.Default = clause
+			if c.UserType && strings.HasPrefix(clause, "CURRENT_TIMESTAMP") {
+				// MySQL wants the column's digits of a second in its default
+				// too: a DATETIME(3) set by the mapping takes CURRENT_TIMESTAMP(3)
+				c.Default = "CURRENT_TIMESTAMP"
+				if n := typeArg(c.SQLType, 0, 0); n > 0 {
+					c.Default = fmt.Sprintf("CURRENT_TIMESTAMP(%d)", n)
+				}
+			}
 			if note != "" {
 				t.Warnings = append(t.Warnings, fmt.Sprintf("%s.%s: %s", st.Name, col.Name, note))
 			}
