@@ -62,19 +62,7 @@ func TestPartitionedAppliersWithKill(t *testing.T) {
 	}
 	mustVerify(t, append(p.Args(), "--config", cfg)...)
 
-	// finish waits for every applier, not only the publisher: with applier 0
-	// frozen, a change published to JetStream is not on the target yet, and
-	// dropping the slot and the partition progress would lose it
-	appliers[0].cmd.Process.Signal(syscall.SIGSTOP)
-	p.PG(t, `UPDATE likes SET note = 'after cutover'`)
-	r := testenv.Run(t, nil, append([]string{"finish", "--slot", slot, "--api", pub.api, "--api-token", token, "--wait", "3s"}, p.Args()...)...)
-	appliers[0].cmd.Process.Signal(syscall.SIGCONT)
-	if out := r.Stdout + r.Stderr; r.Exit != 2 || !strings.Contains(out, "SLUICE-FINISH-BEHIND") {
-		t.Fatalf("finish with an applier behind: exit %d, want 2 with SLUICE-FINISH-BEHIND\n%s", r.Exit, out)
-	}
-	if !pub.running() {
-		t.Fatalf("the refused finish stopped the publisher:\n%s", pub.out)
-	}
+	finishWaitsForEveryApplier(t, p, slot, pub, appliers[0])
 	for _, a := range appliers {
 		a.stop(t)
 		if !strings.Contains(a.out.String(), "stopped") {
@@ -340,21 +328,27 @@ func TestPublisherKilledAndRestarted(t *testing.T) {
 	}
 	mustVerify(t, append(p.Args(), "--config", cfg)...)
 
-	// finish waits for every applier, not only the publisher: with applier 0
-	// frozen, a change published to JetStream is not on the target yet, and
-	// dropping the slot and the partition progress would lose it
-	appliers[0].cmd.Process.Signal(syscall.SIGSTOP)
+	finishWaitsForEveryApplier(t, p, slot, pub, appliers[0])
+	for _, a := range appliers {
+		a.stop(t)
+	}
+	pub.stop(t)
+}
+
+// finishWaitsForEveryApplier checks that finish waits for every applier,
+// not only the publisher: with one applier frozen, a change published to
+// JetStream is not on the target yet, and dropping the slot and the
+// partition progress would lose it. finish refuses, the publisher runs on.
+func finishWaitsForEveryApplier(t *testing.T, p *testenv.Pair, slot string, pub, frozen *proc) {
+	t.Helper()
+	frozen.cmd.Process.Signal(syscall.SIGSTOP)
 	p.PG(t, `UPDATE likes SET note = 'after cutover'`)
 	r := testenv.Run(t, nil, append([]string{"finish", "--slot", slot, "--api", pub.api, "--api-token", token, "--wait", "3s"}, p.Args()...)...)
-	appliers[0].cmd.Process.Signal(syscall.SIGCONT)
+	frozen.cmd.Process.Signal(syscall.SIGCONT)
 	if out := r.Stdout + r.Stderr; r.Exit != 2 || !strings.Contains(out, "SLUICE-FINISH-BEHIND") {
 		t.Fatalf("finish with an applier behind: exit %d, want 2 with SLUICE-FINISH-BEHIND\n%s", r.Exit, out)
 	}
 	if !pub.running() {
 		t.Fatalf("the refused finish stopped the publisher:\n%s", pub.out)
 	}
-	for _, a := range appliers {
-		a.stop(t)
-	}
-	pub.stop(t)
 }
