@@ -14,6 +14,7 @@ import (
 	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/pgstream"
 	"github.com/sluice-db/sluice/internal/postgres"
+	"github.com/sluice-db/sluice/internal/publish"
 	"github.com/sluice-db/sluice/internal/syncer"
 )
 
@@ -47,9 +48,8 @@ func (a *app) cleanupCommand(name string) *cobra.Command {
 				// A sync of this slot still running on this machine is
 				// asked to stop first; one elsewhere loses its replication
 				// connection when the slot is dropped. A sync of another
-				// migration answering at --api is left alone.
-				// The publication names a log-based sync or a publisher (its
-				// slot's publication); an events sync has none.
+				// migration answering at --api is left alone: its status
+				// names another publication (an events sync has none).
 				var st struct {
 					Publication string `json:"publication"`
 				}
@@ -198,7 +198,8 @@ func (c *cleanup) drained(ctx context.Context, src *postgres.Source, tgt *mysql.
 		case p.Confirmed >= mark && partitions == 0:
 			return nil
 		case p.Confirmed >= mark:
-			if done, err := partitionsPast(ctx, tgt, c.state.Stream, partitions, uint64(mark)); err != nil || done {
+			parts, err := tgt.Partitions(ctx, c.state.Stream)
+			if err != nil || publish.AllPast(parts, partitions, publish.Pos{LSN: uint64(mark)}) {
 				return err
 			}
 		case !p.Active && partitions > 0:
@@ -229,22 +230,6 @@ func (c *cleanup) drained(ctx context.Context, src *postgres.Source, tgt *mysql.
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-}
-
-// partitionsPast reports whether each of the n partitions of stream has
-// applied everything up to lsn.
-func partitionsPast(ctx context.Context, tgt *mysql.Target, stream string, n int, lsn uint64) (bool, error) {
-	parts, err := tgt.Partitions(ctx, stream)
-	if err != nil {
-		return false, err
-	}
-	past := 0
-	for _, st := range parts {
-		if st.Partition < n && st.Partitions == n && st.PosLSN >= lsn {
-			past++
-		}
-	}
-	return past == n, nil
 }
 
 // checkTarget reads what the target records and refuses what must not be

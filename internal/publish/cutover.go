@@ -56,7 +56,7 @@ func (p *Publisher) Cutover(ctx context.Context) (*CutoverReport, error) {
 	}
 	if err := p.waitFor(ctx, 10*time.Minute, "the appliers did not catch up", func() bool {
 		parts, err := p.tgt.Partitions(ctx, p.opt.Endpoint.Stream)
-		return err == nil && allPast(parts, p.opt.Partitions, target)
+		return err == nil && AllPast(parts, p.opt.Partitions, target)
 	}); err != nil {
 		return nil, err
 	}

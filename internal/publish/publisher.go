@@ -1055,7 +1055,7 @@ func (p *Publisher) indexer(ctx context.Context) error {
 		var ready []copiedMark
 		keep := p.marks[:0]
 		for _, m := range p.marks {
-			if allPast(parts, p.opt.Partitions, m.pos) {
+			if AllPast(parts, p.opt.Partitions, m.pos) {
 				ready = append(ready, m)
 			} else {
 				keep = append(keep, m)
@@ -1071,8 +1071,8 @@ func (p *Publisher) indexer(ctx context.Context) error {
 	}
 }
 
-// allPast reports whether each of the n partitions has applied pos.
-func allPast(parts []mysql.PartitionState, n int, pos Pos) bool {
+// AllPast reports whether each of the n partitions has applied pos.
+func AllPast(parts []mysql.PartitionState, n int, pos Pos) bool {
 	seen := 0
 	for _, st := range parts {
 		if st.Partition >= n || st.Partitions != n {

@@ -192,9 +192,9 @@ func Secrets(s string) []string {
 	if u, err := url.Parse(s); err == nil && u.User != nil {
 		// a URL: its credentials end at the @ before the host (one may
 		// follow in the query)
-		i := strings.Index(s, "://")
-		if at := strings.LastIndex(s[i+3:], "@"+u.Host); i >= 0 && at >= 0 {
-			creds, ok = s[i+3:i+3+at], true
+		before, _, _, _ := userinfo(s)
+		if at := strings.LastIndex(s[len(before):], "@"+u.Host); at >= 0 {
+			creds, ok = s[len(before):len(before)+at], true
 		}
 	}
 	if !ok {
