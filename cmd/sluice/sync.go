@@ -252,11 +252,12 @@ func apiCall(ctx context.Context, method, base, path, token string, out any) err
 		var e struct {
 			Error string `json:"error"`
 			Code  string `json:"code"`
+			Exit  int    `json:"exit"`
 		}
 		if json.Unmarshal(body, &e) != nil || e.Code == "" {
 			return notTheAPI(method, base, path, fmt.Sprintf("HTTP %d", resp.StatusCode))
 		}
-		kind := failure.Internal
+		kind := failure.KindOfExit(e.Exit)
 		if resp.StatusCode == http.StatusUnauthorized {
 			kind = failure.Usage
 		}

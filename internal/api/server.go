@@ -361,7 +361,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, status int, err error) {
-	body := map[string]any{"error": err.Error(), "code": failure.Code(err)}
+	body := map[string]any{"error": err.Error(), "code": failure.Code(err), "exit": failure.ExitCode(err)}
 	if ctx := failure.ContextOf(err); len(ctx) > 0 {
 		body["context"] = ctx
 	}

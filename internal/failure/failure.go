@@ -111,6 +111,19 @@ func ExitCode(err error) int {
 	return ExitInternal
 }
 
+// KindOfExit is the kind whose exit status is code (Internal for any other
+// status): what a client of the sync's API makes of the exit status the
+// sync gave an error, so a refusal exits the same through the API as in
+// the process that made it.
+func KindOfExit(code int) Kind {
+	for k := Internal; k <= Interrupted; k++ {
+		if k.exitCode() == code {
+			return k
+		}
+	}
+	return Internal
+}
+
 // Code returns the stable code of err, or "SLUICE-INTERNAL".
 func Code(err error) string {
 	var fe *Error

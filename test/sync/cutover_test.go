@@ -217,7 +217,14 @@ func TestFailedCutoverLeavesSourceWritable(t *testing.T) {
 		t.Fatal(err)
 	}
 	release := time.AfterFunc(15*time.Second, func() { tx.Rollback(context.Background()) }) // never hang the test
+	// A second cutover while the first waits for its fence is refused as a
+	// usage error, with the exit status the sync gave it (not 10).
+	second := make(chan testenv.Result, 1)
+	time.AfterFunc(300*time.Millisecond, func() { second <- s.cutover() })
 	failedCutover("ACCESS EXCLUSIVE held")
+	if r := <-second; r.Exit != 2 || !strings.Contains(r.Stdout+r.Stderr, "SLUICE-CUTOVER-BUSY") {
+		t.Errorf("a second cutover while one runs: exit %d, want 2 with SLUICE-CUTOVER-BUSY\n%s%s", r.Exit, r.Stdout, r.Stderr)
+	}
 	release.Stop()
 	tx.Rollback(ctx)
 	checkWritable("ACCESS EXCLUSIVE held", 1_000_001)
