@@ -39,7 +39,17 @@ func (a *app) planCommand() *cobra.Command {
 			if err := probeTables(ctx, tgt, p); err != nil {
 				return err
 			}
+			dropped := false
+			if !apply { // the database was created only to try the tables there
+				if dropped, err = tgt.DropCreated(ctx); err != nil {
+					return failure.Wrap(err, failure.Internal, "SLUICE-TARGET-QUERY", "plan").
+						WithHint("drop the empty database %s by hand, or leave it for sluice copy or sync", tgt.Name)
+				}
+			}
 			printPlan(cmd.OutOrStdout(), p)
+			if dropped {
+				fmt.Fprintf(cmd.OutOrStdout(), "-- the target database %s does not exist yet: plan --apply, copy and sync create it (utf8mb4)\n", tgt.Name)
+			}
 			if err := p.Err(); err != nil {
 				return err
 			}

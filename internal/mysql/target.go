@@ -43,6 +43,7 @@ type Target struct {
 	Flavor  typemap.Flavor
 	Version string
 	Name    string // database name
+	Created bool   // Connect created the database (it did not exist)
 	display string
 }
 
@@ -51,17 +52,19 @@ type Target struct {
 func Connect(ctx context.Context, t config.Target, maxConns int) (*Target, error) {
 	display := t.Redacted()
 	db, err := open(ctx, t.DSN(sessionParams), maxConns)
+	created := false
 	var myErr *gomysql.MySQLError
 	if errors.As(err, &myErr) && myErr.Number == 1049 { // unknown database
 		if err := createDatabase(ctx, t); err != nil {
 			return nil, classify(err, display)
 		}
 		db, err = open(ctx, t.DSN(sessionParams), maxConns)
+		created = err == nil
 	}
 	if err != nil {
 		return nil, classify(err, display)
 	}
-	tg := &Target{DB: db, Name: t.Database, display: display, Flavor: typemap.MySQL}
+	tg := &Target{DB: db, Name: t.Database, Created: created, display: display, Flavor: typemap.MySQL}
 	if err := db.QueryRowContext(ctx, "SELECT VERSION()").Scan(&tg.Version); err != nil {
 		db.Close()
 		return nil, classify(err, display)
@@ -100,6 +103,26 @@ func createDatabase(ctx context.Context, t config.Target) error {
 	defer db.Close()
 	_, err = db.ExecContext(ctx, "CREATE DATABASE IF NOT EXISTS "+typemap.QuoteIdent(t.Database)+" CHARACTER SET utf8mb4")
 	return err
+}
+
+// DropCreated drops the database Connect created, when it still holds no
+// table: what a command that only looks (plan without --apply) leaves
+// behind is nothing. It reports whether the database is gone.
+func (t *Target) DropCreated(ctx context.Context) (bool, error) {
+	if !t.Created {
+		return false, nil
+	}
+	var tables int
+	if err := t.DB.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?", t.Name).Scan(&tables); err != nil {
+		return false, fmt.Errorf("target: count the tables of %s: %w", t.Name, err)
+	}
+	if tables > 0 {
+		return false, nil
+	}
+	if _, err := t.DB.ExecContext(ctx, "DROP DATABASE "+typemap.QuoteIdent(t.Name)); err != nil {
+		return false, fmt.Errorf("target: drop the database %s created to check the plan: %w", t.Name, err)
+	}
+	return true, nil
 }
 
 func classify(err error, display string) error {

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -147,6 +148,46 @@ func TestCopyWithoutTemporaryTables(t *testing.T) {
 	}
 	if got := queryOne(t, p.Target, "SELECT GROUP_CONCAT(v ORDER BY id) FROM a"); got != "one,two" {
 		t.Errorf("target a.v = %q, want one,two", got)
+	}
+}
+
+// TestPlanCreatesNothing: sluice plan only looks. Against a target database
+// that does not exist yet it still tries each table on the server (so a
+// table InnoDB refuses is reported, exit 4), says that copy and sync will
+// create the database, and leaves none behind; plan --apply creates it.
+func TestPlanCreatesNothing(t *testing.T) {
+	t.Parallel()
+	p := testenv.NewPair(t)
+	cols := make([]string, 40)
+	for i := range cols {
+		cols[i] = fmt.Sprintf("c%d char(60)", i) // 9,600 bytes: over InnoDB's 8,126 in a page
+	}
+	p.PG(t, `CREATE TABLE wide (id bigint PRIMARY KEY, `+strings.Join(cols, ", ")+`)`)
+	p.PG(t, `CREATE TABLE fine (id integer PRIMARY KEY, v text)`)
+	absent := p.Name + "_absent"
+	t.Cleanup(func() { p.My(t, "DROP DATABASE IF EXISTS `"+absent+"`") })
+	target := strings.TrimSuffix(p.TargetURL, p.Name) + absent
+	exists := func() bool {
+		return queryOne(t, p.Target, "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?", absent) == "1"
+	}
+
+	r := testenv.Run(t, nil, "plan", "--source", p.SourceURL, "--target", target, "--tables", "fine")
+	if r.Exit != 0 || !strings.Contains(r.Stdout, "CREATE TABLE `fine`") || !strings.Contains(r.Stdout, absent+" does not exist yet") {
+		t.Errorf("plan against a missing target database: exit %d; want 0, the DDL of fine and a line saying %s does not exist yet\n%s%s", r.Exit, absent, r.Stdout, r.Stderr)
+	}
+	if exists() {
+		t.Errorf("plan without --apply left the target database %s behind", absent)
+	}
+	r = testenv.Run(t, nil, "plan", "--source", p.SourceURL, "--target", target)
+	if r.Exit != 4 || !strings.Contains(r.Stdout, "-- ERROR") || !strings.Contains(r.Stdout+r.Stderr, "8126") {
+		t.Errorf("plan of a table InnoDB refuses, against a missing database: exit %d; want 4 with the server's 8126-byte reason\n%s%s", r.Exit, r.Stdout, r.Stderr)
+	}
+	if exists() {
+		t.Errorf("a refused plan left the target database %s behind", absent)
+	}
+	testenv.MustRun(t, 0, "plan", "--apply", "--source", p.SourceURL, "--target", target, "--tables", "fine")
+	if !exists() || queryOne(t, p.Target, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'fine'", absent) != "1" {
+		t.Errorf("plan --apply did not create the database %s with the table fine", absent)
 	}
 }
 
