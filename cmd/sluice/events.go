@@ -277,7 +277,7 @@ type publishController struct {
 func (c publishController) Status() syncer.Status {
 	ps := c.pub.Status()
 	st := syncer.Status{Phase: ps.Phase, Slot: ps.Slot, Publication: ps.Slot, Paused: ps.Paused, AppliedLSN: ps.ConfirmedLSN,
-		SourceLSN: ps.ConfirmedLSN, ChangesApplied: ps.Published, UptimeSeconds: ps.UptimeSeconds}
+		SourceLSN: ps.ConfirmedLSN, UptimeSeconds: ps.UptimeSeconds}
 	caughtUp := 0
 	for _, part := range ps.Parts {
 		if part.CaughtUp {
@@ -290,6 +290,7 @@ func (c publishController) Status() syncer.Status {
 	for _, t := range ps.Tables {
 		st.Tables = append(st.Tables, syncer.TableStatus{Source: t.Source, Target: t.Target, Phase: t.Phase, RowsCopied: t.RowsCopied,
 			RowsEstimate: t.RowsEstimate, RowsPerSecond: t.RowsPerSecond, ETASeconds: t.ETASeconds, ChangesApplied: t.Changes})
+		st.ChangesApplied += t.Changes // the header is the tables' sum, as in sync
 	}
 	if ps.Cutover != nil {
 		st.Cutover = publishReport(ps.Cutover)

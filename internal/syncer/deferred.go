@@ -33,7 +33,7 @@ func (s *Syncer) deferredChange(t *table, ev pgstream.Event) error {
 		}
 		d.Add(key, row)
 	}
-	t.changes.Add(1)
+	s.countChange(t)
 	return nil
 }
 

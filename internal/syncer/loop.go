@@ -31,6 +31,7 @@ type atomicCounter struct{ atomic.Int64 }
 // replicated rows, so ordering needs no locks.
 func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error {
 	byRel := map[uint32]*table{}
+	s.forgetUncommittedChanges() // counted by a loop that stopped before writing them
 	// resumed after a table's last chunk, before its indexes
 	if err := s.finishTables(ctx, s.status.applied.Load()); err != nil {
 		return err
@@ -41,10 +42,9 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 	var (
 		pos        = position{applied: pglogrepl.LSN(s.status.applied.Load())}
 		oldest     time.Time // source commit time of the oldest unapplied transaction
-		streamOps  int       // changes from the stream (not chunk rows) in the batch
 		doneChunks []doneChunk
 		// where the transaction being received starts in the batch
-		txOps, txStreamOps int
+		txOps int
 	)
 	ddl := &capture.SchemaWatch{Target: s.tgt, Slot: s.opt.Slot, StoppedAt: s.schemaStopLSN, Log: s.log, Check: s.checkNotice,
 		TargetOf: func(oid uint32) string {
@@ -69,7 +69,6 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 		}
 		s.status.pendingLSN = uint64(pos.lastCommit)
 		chunks := doneChunks
-		n := streamOps
 		err := s.applier.Commit(ctx, func(ctx context.Context, tx *sql.Tx) error {
 			for _, c := range chunks {
 				if err := mysql.MarkChunkDone(ctx, tx, c.table.plan.Target, c.no, c.rows, 0); err != nil {
@@ -84,14 +83,13 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 		applied := pos.written()
 		s.moveXids = s.moveXids[:0]
 		s.status.applied.Store(uint64(applied))
-		s.status.appliedChanges.Add(int64(n))
+		s.countApplied()
 		s.stream.Load().Confirm(applied)
 		if !oldest.IsZero() {
 			s.status.recordLag(sinceSource(oldest))
 		}
 		oldest = time.Time{}
 		s.status.oldestPending.Store(0)
-		streamOps = 0
 		doneChunks = doneChunks[:0]
 		for _, c := range chunks {
 			c.table.left--
@@ -104,7 +102,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 	// the transactions before it first (see writeBefore).
 	beforeStop := func() {
 		if pos.inTx && !pos.skipTx {
-			s.writeBefore(txOps, func() error { streamOps = txStreamOps; return flush() })
+			s.writeBefore(txOps, flush)
 		}
 	}
 	ddl.BeforeStop = beforeStop
@@ -146,7 +144,8 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 		switch ev.Kind {
 		case pgstream.Begin:
 			ddl.Begin()
-			txOps, txStreamOps = s.applier.Pending(), streamOps
+			txOps = s.applier.Pending()
+			s.forgetTxChanges()
 			s.beginDeferred()
 			s.commits.Add(ev.Xid)
 			s.txXid = ev.Xid
@@ -163,6 +162,9 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 				}
 			}
 			applies := pos.commit(ev.LSN)
+			if applies {
+				s.batchTxChanges()
+			}
 			s.endDeferred(nil)
 			if stopping { // a stop waits for the transaction, applied or skipped
 				return flush()
@@ -208,7 +210,6 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 				return err
 			}
 			t.changedIn = s.txXid
-			streamOps++
 		case pgstream.Truncate:
 			if pos.skipTx {
 				continue
@@ -250,7 +251,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 				if err := flush(); err != nil {
 					return err
 				}
-				txOps, txStreamOps = 0, 0 // the fence's transaction holds nothing else
+				txOps = 0 // the fence's transaction holds nothing else
 				// Swapped out so that the fence, replayed after the stream
 				// broke during the cutover, cannot close the channel twice.
 				if s.fence.CompareAndSwap(f, nil) {
@@ -324,8 +325,56 @@ func (s *Syncer) change(t *table, ev pgstream.Event) error {
 			s.addOp(t, apply.Op{Kind: apply.Upsert, Table: t.apply, Key: key, Row: row})
 		}
 	}
-	t.changes.Add(1)
+	s.countChange(t)
 	return nil
+}
+
+// countChange counts a change of t in the transaction being received. The
+// counts status shows move on only when the target commits the change:
+// per table and in all, the same changes.
+func (s *Syncer) countChange(t *table) {
+	if t.txChanges == 0 {
+		s.txTouched = append(s.txTouched, t)
+	}
+	t.txChanges++
+}
+
+// forgetTxChanges drops the counts of a transaction that is skipped or
+// stopped before it is written.
+func (s *Syncer) forgetTxChanges() {
+	for _, t := range s.txTouched {
+		t.txChanges = 0
+	}
+	s.txTouched = s.txTouched[:0]
+}
+
+func (s *Syncer) forgetUncommittedChanges() {
+	s.forgetTxChanges()
+	for _, t := range s.batchTouched {
+		t.batchChanges = 0
+	}
+	s.batchTouched = s.batchTouched[:0]
+}
+
+// batchTxChanges adds a received transaction's counts to the batch.
+func (s *Syncer) batchTxChanges() {
+	for _, t := range s.txTouched {
+		if t.batchChanges == 0 {
+			s.batchTouched = append(s.batchTouched, t)
+		}
+		t.batchChanges += t.txChanges
+		t.txChanges = 0
+	}
+	s.txTouched = s.txTouched[:0]
+}
+
+// countApplied moves the committed batch's counts into the tables' status.
+func (s *Syncer) countApplied() {
+	for _, t := range s.batchTouched {
+		t.changes.Add(t.batchChanges)
+		t.batchChanges = 0
+	}
+	s.batchTouched = s.batchTouched[:0]
 }
 
 // keylessChange handles a table without a key: REPLICA IDENTITY FULL sends
@@ -358,7 +407,7 @@ func (s *Syncer) keylessChange(t *table, ev pgstream.Event) error {
 		s.addOp(t, apply.Op{Kind: apply.UpdateOne, Table: t.apply, Key: apply.Identity(row), Row: row,
 			OldKey: old, OldKeyID: apply.Identity(old)})
 	}
-	t.changes.Add(1)
+	s.countChange(t)
 	return nil
 }
 

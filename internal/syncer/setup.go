@@ -33,9 +33,12 @@ type table struct {
 	readStarted bool
 	changedIn   uint32 // the xid of the last transaction the stream changed it in
 	progress    *progress.Table
-	changes     atomicCounter
-	unmatched   atomic.Int64            // changes of a keyless table that found no row on the target
-	deferred    *deferred.Tx[apply.Row] // the key is DEFERRABLE: a transaction is replayed whole
+	changes     atomicCounter // changes committed on the target
+	// changes received in the transaction and in the batch not yet
+	// committed (loop only; see countChange)
+	txChanges, batchChanges int64
+	unmatched               atomic.Int64            // changes of a keyless table that found no row on the target
+	deferred                *deferred.Tx[apply.Row] // the key is DEFERRABLE: a transaction is replayed whole
 	// ahead: keys whose target row a key move read from the source, with
 	// the source position it was read at, until the stream has passed it
 	// (loop only; see apply.Table.Ahead).

@@ -13,7 +13,6 @@ type statusState struct {
 	started        time.Time
 	applied        atomic.Uint64 // source position applied on the target
 	pendingLSN     uint64        // position the next commit stores (loop goroutine only)
-	appliedChanges atomic.Int64
 	walRetained    atomic.Int64
 	walRetainedMax atomic.Int64
 	currentLSN     atomic.Uint64
@@ -127,7 +126,7 @@ type TableStatus struct {
 func (s *Syncer) Status() Status {
 	st := Status{Slot: s.opt.Slot, Publication: s.opt.Publication, Paused: s.paused.Load(), Throttled: s.Throttled(),
 		WALRetainedBytes: s.status.walRetained.Load(), WALRetainedMaxBytes: s.status.walRetainedMax.Load(),
-		ChangesApplied: s.status.appliedChanges.Load(), ChunksReread: s.rereads.Load(), UptimeSeconds: time.Since(s.status.started).Seconds(),
+		ChunksReread: s.rereads.Load(), UptimeSeconds: time.Since(s.status.started).Seconds(),
 		Cutover: s.status.cutover.Load()}
 	applied := pglogrepl.LSN(s.status.applied.Load())
 	st.AppliedLSN = applied.String()
@@ -159,6 +158,7 @@ func (s *Syncer) Status() Status {
 		st.Tables = append(st.Tables, TableStatus{Source: t.plan.Source.Name.String(), Target: t.plan.Target, Phase: snap.Phase,
 			RowsCopied: snap.Rows, RowsEstimate: snap.Total, RowsPerSecond: snap.RowsPerSec, ETASeconds: eta,
 			ChangesApplied: t.changes.Load()})
+		st.ChangesApplied += st.Tables[len(st.Tables)-1].ChangesApplied // the header is the tables' sum
 	}
 	if st.Cutover != nil {
 		st.Phase = "cut over"

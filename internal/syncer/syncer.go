@@ -112,10 +112,13 @@ type Syncer struct {
 	windows   map[string]*window // open watermark windows by id
 	commits   pgstream.CommitLog // the stream's recent transactions (loop only)
 	txXid     uint32             // the transaction being received (loop only)
-	reread    func(t *table, ch mysql.StoredChunk, attempt int)
-	rereads   atomic.Int64  // chunks read again (see commitLog)
-	inflight  chan struct{} // chunks read but not yet applied
-	runID     string        // guarded by windowsMu: watermark ids of this attempt
+	// tables changed in the transaction being received and in the batch
+	// (loop only; see countChange)
+	txTouched, batchTouched []*table
+	reread                  func(t *table, ch mysql.StoredChunk, attempt int)
+	rereads                 atomic.Int64  // chunks read again (see commitLog)
+	inflight                chan struct{} // chunks read but not yet applied
+	runID                   string        // guarded by windowsMu: watermark ids of this attempt
 
 	paused    atomic.Bool
 	throttle  throttleState

@@ -534,6 +534,8 @@ type SyncStatus struct {
 		Phase        string `json:"phase"`
 		RowsCopied   int64  `json:"rows_copied"`
 		RowsEstimate int64  `json:"rows_estimate"`
+		// ChangesApplied: changes of the table the target has committed
+		ChangesApplied int64 `json:"changes_applied"`
 	} `json:"tables"`
 	Cutover json.RawMessage `json:"cutover,omitempty"`
 }
@@ -547,6 +549,17 @@ func (s SyncStatus) RowsCopied(table string) int64 {
 	for _, t := range s.Tables {
 		if t.Source == table || t.Target == table || strings.HasSuffix(t.Source, "."+table) {
 			return t.RowsCopied
+		}
+	}
+	return -1
+}
+
+// Changes is the changes applied to the table whose source or target
+// name is table (-1 when status has no such table).
+func (s SyncStatus) Changes(table string) int64 {
+	for _, t := range s.Tables {
+		if t.Source == table || t.Target == table || strings.HasSuffix(t.Source, "."+table) {
+			return t.ChangesApplied
 		}
 	}
 	return -1
