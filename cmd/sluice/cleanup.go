@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/spf13/cobra"
 
 	"github.com/sluice-db/sluice/internal/failure"
@@ -206,7 +207,11 @@ func (c *cleanup) drained(ctx context.Context, src *postgres.Source, tgt *mysql.
 			return behind("no publisher runs on slot %s, so finish cannot tell whether the appliers have applied what the source committed before it began; dropping the slot now could lose changes", c.slot).
 				WithHint("start sluice sync --publish again with its appliers running, wait until they are caught up, then run sluice finish")
 		case !p.Active:
-			n, more, err := pgstream.UnreadChanges(ctx, src.Pool, c.slot, c.pub, mark)
+			var applied pglogrepl.LSN // what the target holds, though the slot may not be confirmed that far
+			if c.state != nil {
+				applied = pglogrepl.LSN(c.state.AppliedLSN)
+			}
+			n, more, err := pgstream.UnreadChanges(ctx, src.Pool, c.slot, c.pub, mark, applied)
 			if err != nil || n == 0 && !more {
 				return err
 			}

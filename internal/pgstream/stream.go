@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -254,8 +255,16 @@ func (s *Stream) Confirmed() pglogrepl.LSN { return pglogrepl.LSN(s.confirmed.Lo
 // Received is the highest server WAL position seen.
 func (s *Stream) Received() pglogrepl.LSN { return pglogrepl.LSN(s.received.Load()) }
 
+// holdSlot is a test hook (SLUICE_TEST_HOLD_SLOT set): the slot is never
+// confirmed, as if every confirmation were lost to a kill right after the
+// target commit it follows.
+var holdSlot = os.Getenv("SLUICE_TEST_HOLD_SLOT") != ""
+
 func (s *Stream) sendStatus(ctx context.Context) error {
 	lsn := s.Confirmed()
+	if holdSlot {
+		lsn = 0 // PostgreSQL ignores an invalid position
+	}
 	err := pglogrepl.SendStandbyStatusUpdate(ctx, s.conn, pglogrepl.StandbyStatusUpdate{
 		WALWritePosition: lsn, WALFlushPosition: lsn, WALApplyPosition: lsn})
 	s.sentAt = time.Now()

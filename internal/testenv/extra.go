@@ -81,7 +81,17 @@ type Proc struct {
 // runs.
 func StartProc(t testing.TB, args ...string) *Proc {
 	t.Helper()
+	return StartProcEnv(t, nil, args...)
+}
+
+// StartProcEnv is StartProc with env (NAME=value) added to the
+// environment.
+func StartProcEnv(t testing.TB, env []string, args ...string) *Proc {
+	t.Helper()
 	p := &Proc{Cmd: exec.Command(Binary(t), args...), done: make(chan struct{})}
+	if env != nil {
+		p.Cmd.Env = append(os.Environ(), env...)
+	}
 	p.Cmd.Stdout, p.Cmd.Stderr = &p.out, &p.out
 	if err := p.Cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -152,6 +152,31 @@ func TestFinishLosesNoChange(t *testing.T) {
 	verifyEqual(t, p.SourceURL, p.TargetURL, "orders")
 }
 
+// TestFinishAfterAKillBeforeTheSlotConfirm: a sync killed after its
+// target commit and before it confirmed the slot leaves changes in the
+// slot that the target holds. finish counts only the transactions the
+// target has not applied (as a resumed sync skips them), so it goes
+// through instead of refusing (the hook keeps the slot unconfirmed).
+func TestFinishAfterAKillBeforeTheSlotConfirm(t *testing.T) {
+	t.Parallel()
+	p, s := cutOverAndStopped(t, 500)
+	s.env = []string{"SLUICE_TEST_HOLD_SLOT=1"}
+	proc := s.start()
+	s.waitCaughtUp(60 * time.Second)
+	p.PG(t, `UPDATE orders SET amount = amount + 1 WHERE id <= 300`)
+	s.waitCaughtUp(60 * time.Second)
+	proc.Kill()
+	<-proc.Done()
+	r := testenv.Run(t, nil, s.args("finish", "--slot", s.slot, "--wait", "10s")...)
+	if r.Exit != 0 {
+		t.Fatalf("sluice finish after a kill that left applied changes unconfirmed in the slot: exit %d, want 0\n%s%s", r.Exit, r.Stdout, r.Stderr)
+	}
+	if slot, pub := testenv.SlotAndPublication(t, p.SourceURL, s.slot); slot || pub {
+		t.Errorf("finish went through but left the slot (%v) or the publication (%v)", slot, pub)
+	}
+	verifyEqual(t, p.SourceURL, p.TargetURL, "orders")
+}
+
 // TestRestartAfterCutover: a sync restarted after its cutover knows it
 // from the target: status says cut over, --cutover=auto does not fence the
 // source again, and sluice cutover says it was done and fences nothing.

@@ -76,6 +76,7 @@ type syncRun struct {
 
 	mu     sync.Mutex
 	proc   *testenv.Proc
+	env    []string // added to the environment of the syncs started
 	starts int
 	exits  []string // how earlier processes ended, for the log
 
@@ -126,7 +127,7 @@ func (s *syncRun) args(cmd string, extra ...string) []string {
 func (s *syncRun) start() *testenv.Proc {
 	s.t.Helper()
 	a := s.args("sync", append([]string{"--listen", s.listen, "--slot", s.slot, "--api-token", s.token, "--log-format", "text"}, s.flags...)...)
-	p := testenv.StartProc(s.t, a...)
+	p := testenv.StartProcEnv(s.t, s.env, a...)
 	s.mu.Lock()
 	s.proc = p
 	s.starts++
@@ -272,7 +273,7 @@ func (s *syncRun) supervise() {
 // another goroutine: a failed exec is recorded instead).
 func (s *syncRun) startQuiet() {
 	a := s.args("sync", append([]string{"--listen", s.listen, "--slot", s.slot, "--api-token", s.token, "--log-format", "text"}, s.flags...)...)
-	p := testenv.StartProc(s.t, a...)
+	p := testenv.StartProcEnv(s.t, s.env, a...)
 	s.mu.Lock()
 	s.proc = p
 	s.starts++
