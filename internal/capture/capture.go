@@ -171,6 +171,19 @@ func (st Start) dropUnrecordedCapture() {
 // did not copy. A run still preparing (resumed) may find the tables it
 // started itself: planned, never copied, so still empty.
 func (st Start) checkFresh(ctx context.Context, preparing bool) error {
+	// A run records its state on the target before it creates its slot, so
+	// a slot the target knows nothing of is not this migration's: another
+	// one's whose target database has the same name (the default slot name
+	// derives from it), or a leftover whose target state was removed.
+	// Reusing it would take over the other run's slot and narrow its
+	// publication to this run's tables.
+	if exists, err := pgstream.SlotExists(ctx, st.Source.Pool, st.Slot); err != nil {
+		return err
+	} else if exists && !preparing {
+		return failure.New(failure.Usage, "SLUICE-SYNC-SLOTTAKEN", "replication slot %s exists on the source, but the target records no run on it: it is another migration's (the default slot name derives from the target database's name), or one whose state on the target was removed", st.Slot).
+			With("slot", st.Slot).
+			WithHint("give this migration a slot of its own with --slot (the same on every sync, status, cutover, finish and abort of it); if the slot is a leftover of this migration, sluice abort --slot %s drops it", st.Slot)
+	}
 	for _, t := range st.Tables {
 		phase, err := st.Target.Phase(ctx, t.Target)
 		if err != nil {

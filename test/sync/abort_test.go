@@ -154,6 +154,16 @@ func TestSlotOfAnotherDatabase(t *testing.T) {
 			t.Errorf("sluice abort in the other database: exit %d\n%s%s", r.Exit, r.Stdout, r.Stderr)
 		}
 	})
+	t.Run("from this database into another target", func(t *testing.T) {
+		// as two target servers whose databases share a name would derive it
+		other := p.Name + "_other"
+		t.Cleanup(func() { p.My(t, "DROP DATABASE IF EXISTS `"+other+"`") })
+		target := strings.TrimSuffix(p.TargetURL, p.Name) + other
+		r := testenv.Run(t, nil, "sync", "--source", p.SourceURL, "--target", target, "--slot", s.slot, "--tables", "orders", "--listen", testenv.FreeAddr(t))
+		if out := r.Stdout + r.Stderr; r.Exit != 2 || !strings.Contains(out, "SLUICE-SYNC-SLOTTAKEN") || !strings.Contains(out, "--slot") {
+			t.Fatalf("a sync into another target on the running migration's slot %s: exit %d; want 2 with SLUICE-SYNC-SLOTTAKEN naming --slot\n%s", s.slot, r.Exit, out)
+		}
+	})
 	if slot, pub := testenv.SlotAndPublication(t, p.SourceURL, s.slot); !slot || !pub {
 		t.Fatalf("after an abort in another database the running migration has slot %v, publication %v; want both kept", slot, pub)
 	}
