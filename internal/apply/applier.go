@@ -55,9 +55,7 @@ func (a *Applier) Commit(ctx context.Context, within func(ctx context.Context, t
 	err := a.commit(ctx, within, false)
 	if err != nil && ctx.Err() == nil && mysql.IsOrderConflict(err) {
 		a.log.Warn("batch failed in net-effect order; replaying it change by change", "code", "SLUICE-APPLY-REPLAY", "error", err.Error(), "ops", len(a.ops))
-		if err = a.commit(ctx, within, true); mysql.IsUpsertGuard(err) {
-			err = fmt.Errorf("a unique index of the target holds a value of an incoming row in another row (sluice will not overwrite that row): %w", err)
-		}
+		err = mysql.ExplainUpsertGuard(a.commit(ctx, within, true))
 	}
 	if err != nil {
 		return err

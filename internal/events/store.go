@@ -367,7 +367,7 @@ func writeRows(ctx context.Context, tx *sql.Tx, t *Table, ops []Op, idx []int) e
 			}
 		}
 		if err := writeChecked(ctx, tx, t, t.upsertSQL(len(part)), args); err != nil {
-			return classify(fmt.Errorf("target: write %d rows to %s: %w", len(part), t.Plan.Target, err))
+			return classify(fmt.Errorf("target: write %d rows to %s: %w", len(part), t.Plan.Target, mysql.ExplainUpsertGuard(err)))
 		}
 	}
 	return nil

@@ -69,6 +69,24 @@ func IsOrderConflict(err error) bool {
 // unique value held by a row with another key (see apply.UpsertTail).
 func IsUpsertGuard(err error) bool { return errorNumber(err) == 1365 }
 
+// ExplainUpsertGuard says in words what the upsert guard's error means (the
+// server reports it as "Division by 0"); other errors are returned as they
+// are. The server's error stays wrapped (not in the message: it would only
+// mislead), for IsDataError and the like.
+func ExplainUpsertGuard(err error) error {
+	if !IsUpsertGuard(err) {
+		return err
+	}
+	return &upsertGuardError{err}
+}
+
+type upsertGuardError struct{ err error }
+
+func (e *upsertGuardError) Error() string {
+	return "a unique index of the target holds a value of the row in another row, which sluice does not overwrite"
+}
+func (e *upsertGuardError) Unwrap() error { return e.err }
+
 // serverStates are server errors about the server's state, not the
 // statement: they pass (a failover ends, connections free up).
 var serverStates = map[uint16]bool{

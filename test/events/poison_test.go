@@ -32,6 +32,8 @@ func TestPoisonEventsGoToDeadLetter(t *testing.T) {
 	p.PG(t, `INSERT INTO likes VALUES (1, 1, '2024-05-01 10:00:00+00', 'a')`)
 	p.PG(t, `CREATE TABLE notes (id int PRIMARY KEY, body text)`)
 	p.PG(t, `CREATE TABLE prices (id int PRIMARY KEY, amount numeric)`)
+	p.PG(t, `CREATE TABLE handles (id int PRIMARY KEY, name varchar(20) UNIQUE)`)
+	p.PG(t, `INSERT INTO handles VALUES (1, 'ann')`)
 
 	args := append([]string{"sync", "--changes=events", "--events", s.URL, "--config", cfg, "--batch-rows", "50"}, p.Args()...)
 	sync := start(t, args...)
@@ -77,7 +79,10 @@ func TestPoisonEventsGoToDeadLetter(t *testing.T) {
 		s.emit(t, e)
 	}
 	good += 2
-	const poisoned = 8
+	// a unique value another row holds on the target: dead-lettered, and
+	// the dead letter says so (the server's own words are "Division by 0")
+	s.emit(t, pubevents.Event{Table: "handles", Op: pubevents.OpUpsert, Key: map[string]any{"id": 2}, Row: map[string]any{"id": 2, "name": "ann"}, Version: 1})
+	const poisoned = 9
 
 	st := sync.waitFor(t, "all events handled", 60*time.Second, func(st eventsStatus) bool {
 		return caughtUp(st) && st.Events.Applied+st.Events.DeadLettered >= int64(good+poisoned)
@@ -89,7 +94,7 @@ func TestPoisonEventsGoToDeadLetter(t *testing.T) {
 	if len(dls) != poisoned {
 		t.Fatalf("%d messages on %s, want %d: %v", len(dls), s.EP.DeadLetterSubject(), poisoned, dls)
 	}
-	wantCodes := []string{"SLUICE-EVENT-TABLE", "SLUICE-EVENT-KEY", "SLUICE-EVENT-VALUE", "SLUICE-EVENT-VALUE", "SLUICE-EVENT-JSON", "SLUICE-EVENT-VERSION", "SLUICE-EVENT-TARGET", "SLUICE-EVENT-TARGET"}
+	wantCodes := []string{"SLUICE-EVENT-TABLE", "SLUICE-EVENT-KEY", "SLUICE-EVENT-VALUE", "SLUICE-EVENT-VALUE", "SLUICE-EVENT-JSON", "SLUICE-EVENT-VERSION", "SLUICE-EVENT-TARGET", "SLUICE-EVENT-TARGET", "SLUICE-EVENT-TARGET"}
 	for i, dl := range dls {
 		if dl["code"] != wantCodes[i] || dl["error"] == "" || dl["stream_seq"] == nil {
 			t.Errorf("dead letter %d: %v; want code %s with an error", i, dl, wantCodes[i])
@@ -100,6 +105,9 @@ func TestPoisonEventsGoToDeadLetter(t *testing.T) {
 	}
 	if e := fmt.Sprint(dls[7]["error"]); !strings.Contains(e, "would store another value") || !strings.Contains(e, "column amount") {
 		t.Errorf("the dead letter of the rounded price does not name the warning and the column: %s", e)
+	}
+	if e := fmt.Sprint(dls[8]["error"]); !strings.Contains(e, "unique index") || strings.Contains(e, "Division") {
+		t.Errorf("the dead letter of the event whose unique value another row holds does not say so: %s", e)
 	}
 	metrics := get(t, sync.api+"/metrics")
 	if !strings.Contains(metrics, fmt.Sprintf(`sluice_events_total{outcome="dead_lettered",source="jetstream"} %d`, poisoned)) {
