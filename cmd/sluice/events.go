@@ -130,6 +130,10 @@ func (c eventsController) Status() syncer.Status {
 		st.Slot = "events over HTTP"
 		st.SourceLSN = fmt.Sprintf("HTTP (%d batches refused)", es.HTTPRefused)
 	}
+	st.Paused = es.Paused
+	if es.Phase == "preparing" {
+		st.SourceLSN = "" // /readyz answers 503 until events are taken
+	}
 	for _, t := range es.Tables {
 		st.Tables = append(st.Tables, syncer.TableStatus{Source: t.Source, Target: t.Target, Phase: t.Phase, RowsCopied: t.RowsCopied,
 			RowsEstimate: t.RowsEstimate, RowsPerSecond: t.RowsPerSecond, ETASeconds: t.ETASeconds, ChangesApplied: t.Events})
@@ -149,8 +153,8 @@ func (c eventsController) Cutover(ctx context.Context) (*syncer.CutoverReport, e
 		return nil, failure.Wrap(err, failure.Internal, "SLUICE-CUTOVER-DRAIN", "cutover: events not drained").
 			WithHint("stop the writes (and events) of the old application first; sluice status shows what is pending")
 	}
-	return &syncer.CutoverReport{Fence: "events drained (stop the old application's writes first)", DrainMS: r.WaitedMS,
-		ChangesApplied: r.Applied, FinishedAt: time.Now()}, nil
+	return &syncer.CutoverReport{Fence: "none: events drained (the old application's writes stopped first)", DrainMS: r.WaitedMS,
+		ChangesApplied: r.Applied, FinishedAt: time.Now(), Events: true}, nil
 }
 
 // withStatusExtra serves GET /api/v1/status from h with extra fields added
@@ -244,7 +248,9 @@ func (a *app) runEventsSync(cmd *cobra.Command, ef *eventsFlags, tables, listen,
 	}
 	ctrl := eventsController{svc}
 	url, err := a.serveAPI(cmd, listen, token, ctrl, func(r *prometheus.Registry) { r.MustRegister(eventsCollector{svc}) },
-		map[string]http.Handler{"POST /api/v1/events": events.Handler(svc, token)},
+		// any method: the handler answers another than POST with a JSON 405
+		// (SLUICE-API-METHOD), where the mux would answer in plain text
+		map[string]http.Handler{"/api/v1/events": events.Handler(svc, token)},
 		func(h http.Handler) http.Handler {
 			return withStatusExtra(h, "events", func() any { return svc.Status() })
 		})

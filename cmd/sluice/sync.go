@@ -181,6 +181,11 @@ func checkSlot(slot string) error {
 }
 
 func printCutoverReport(w io.Writer, r *syncer.CutoverReport) {
+	if r.Events {
+		fmt.Fprintf(w, "cutover done: the copy is done and every event is applied (%d in all; waited %.1f ms); nothing was fenced\n", r.ChangesApplied, r.DrainMS)
+		fmt.Fprintln(w, "point the application at the target, stop this sync, then run sluice abort to remove sluice's bookkeeping from the target")
+		return
+	}
 	if r.EarlierRun {
 		fmt.Fprintln(w, "cutover done by an earlier run of this sync (the target records it); nothing was fenced now")
 		fmt.Fprintln(w, "the sync goes on streaming writes that still reach the source; once the application writes to the target, run sluice finish")

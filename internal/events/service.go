@@ -292,7 +292,8 @@ func (s *Service) prepare(ctx context.Context) error {
 
 // Status is the events part of `sluice status`.
 type Status struct {
-	Phase           string        `json:"phase"` // copying, streaming
+	Phase           string        `json:"phase"`  // preparing, copying, streaming
+	Paused          bool          `json:"paused"` // the copy, by POST /api/v1/pause
 	Stream          string        `json:"stream,omitempty"`
 	Consumer        string        `json:"consumer"`
 	LastStreamSeq   uint64        `json:"last_stream_seq"`
@@ -334,7 +335,7 @@ func (s *Service) Status() Status {
 	st := Status{Consumer: s.opt.Consumer, LastStreamSeq: c.lastSeq.Load(), Pending: -1,
 		Received: c.received.Load(), Applied: c.applied.Load(), Ignored: c.ignored.Load(), Redelivered: c.redelivered.Load(),
 		DeadLettered: c.deadLettered.Load(), HTTPApplied: c.httpApplied.Load(), HTTPIgnored: c.httpIgnored.Load(),
-		HTTPRefused: c.httpRefused.Load(), UptimeSeconds: time.Since(s.started).Seconds(), CopyDone: s.copyDone()}
+		HTTPRefused: c.httpRefused.Load(), UptimeSeconds: time.Since(s.started).Seconds(), CopyDone: s.copyDone(), Paused: s.paused.Load()}
 	st.HandledThisRun = c.handled.Load()
 	if s.opt.Endpoint != nil {
 		st.Stream, st.DeadLetterTo = s.opt.Endpoint.Stream, s.opt.Endpoint.DeadLetterSubject()
@@ -362,6 +363,11 @@ func (s *Service) Status() Status {
 		}
 		st.Tables = append(st.Tables, TableStatus{Source: ts.rt.Name, Target: ts.rt.Plan.Target, Phase: snap.Phase, RowsCopied: snap.Rows,
 			RowsEstimate: snap.Total, RowsPerSecond: snap.RowsPerSec, ETASeconds: eta, Events: ts.events.Load()})
+	}
+	select {
+	case <-s.ready:
+	default: // POST /api/v1/events answers 503 until the tables are prepared
+		st.Phase = "preparing"
 	}
 	if s.opt.Endpoint == nil {
 		st.Pending, st.CaughtUp = 0, st.CopyDone

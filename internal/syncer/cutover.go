@@ -59,6 +59,9 @@ type CutoverReport struct {
 	// EarlierRun: the target records a cutover an earlier run of this
 	// sync made; this run did not fence, and has no figures of it.
 	EarlierRun bool `json:"earlier_run,omitempty"`
+	// Events: the events topology's cutover, which fences nothing: the
+	// application stopped writing, and every event was applied.
+	Events bool `json:"events,omitempty"`
 	// The sync's figures at the cutover, for the report.
 	ChangesApplied      int64   `json:"changes_applied"`
 	LagP50Seconds       float64 `json:"lag_p50_seconds"`

@@ -252,6 +252,7 @@ func (p *proc) wait(t *testing.T, limit time.Duration) int {
 // eventsStatus is the part of GET /api/v1/status the tests read.
 type eventsStatus struct {
 	Phase  string `json:"phase"`
+	Paused bool   `json:"paused"`
 	Events struct {
 		Phase         string `json:"phase"`
 		LastStreamSeq uint64 `json:"last_stream_seq"`
@@ -332,6 +333,22 @@ func (p *proc) postFrom(t *testing.T, origin, auth, body string) (int, map[strin
 	var m map[string]any
 	json.Unmarshal(data, &m)
 	return resp.StatusCode, m
+}
+
+// control posts to one of the API's control routes (pause, resume) and
+// fails the test unless it answers 200.
+func (p *proc) control(t *testing.T, what string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, p.api+"/api/v1/"+what, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST /api/v1/%s: %d", what, resp.StatusCode)
+	}
 }
 
 // cutover asks the sync for a cutover and returns the status and body of

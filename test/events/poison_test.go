@@ -1,6 +1,7 @@
 package events
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -175,10 +176,84 @@ func TestEventsEndpoint(t *testing.T) {
 	if code != http.StatusOK || body["applied"] != float64(0) || body["ignored"] != float64(2) {
 		t.Fatalf("the same batch again: %d %v; want everything ignored", code, body)
 	}
+	// another method than POST: the API's JSON error, not the mux's text
+	req, _ := http.NewRequest(http.MethodGet, sync.api+"/api/v1/events", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	if resp, err := http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMethodNotAllowed || !strings.Contains(string(b), "SLUICE-API-METHOD") {
+			t.Errorf("GET /api/v1/events: %d %s; want 405 with SLUICE-API-METHOD", resp.StatusCode, b)
+		}
+	}
+	// a pause shows in status and /metrics, as in a log-based sync
+	sync.control(t, "pause")
+	if st, err := sync.status(t); err != nil || !st.Paused {
+		t.Errorf("status after a pause: paused %v (%v), want true", st.Paused, err)
+	}
+	if m := get(t, sync.api+"/metrics"); !strings.Contains(m, "sluice_copy_paused 1") {
+		t.Errorf("/metrics after a pause:\n%s", grep(m, "paused"))
+	}
+	sync.control(t, "resume")
+	// the cutover fences nothing and says what comes next here: abort, not finish
+	r := testenv.MustRun(t, 0, "cutover", "--api", sync.api, "--api-token", token)
+	if !strings.Contains(r.Stdout, "nothing was fenced") || !strings.Contains(r.Stdout, "sluice abort") || strings.Contains(r.Stdout, "finish") {
+		t.Errorf("sluice cutover of an events sync says:\n%s\nwant that nothing was fenced and that sluice abort comes next (finish refuses here)", r.Stdout)
+	}
 	sync.stop(t)
 	p.PG(t, `INSERT INTO likes VALUES (2, 2, '2024-05-02 10:00:00+00', 'two')`)
 	p.PG(t, `DELETE FROM likes WHERE user_id = 1 AND post_id = 1`)
 	mustVerify(t, append(p.Args(), "--config", cfg)...)
+}
+
+// TestNotReadyWhilePreparing: while an events sync cannot prepare its
+// tables (a session holds its target table locked), /readyz answers 503,
+// as POST /api/v1/events does, so a load balancer sends no events yet;
+// once the lock is gone both are ready.
+func TestNotReadyWhilePreparing(t *testing.T) {
+	p := testenv.NewPair(t)
+	cfg := writeConfig(t, likesConfig)
+	p.PG(t, likesDDL)
+	testenv.MustRun(t, 0, append([]string{"plan", "--apply", "--config", cfg}, p.Args()...)...)
+	ctx := context.Background()
+	holder, err := p.Target.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	if _, err := holder.ExecContext(ctx, "LOCK TABLES post_likes WRITE"); err != nil {
+		t.Fatal(err)
+	}
+	unlock := func() { holder.ExecContext(context.Background(), "UNLOCK TABLES") }
+	release := time.AfterFunc(30*time.Second, unlock) // never hang the test
+	defer release.Stop()
+	sync := start(t, append([]string{"sync", "--changes=events", "--config", cfg}, p.Args()...)...)
+	ready := func() int {
+		resp, err := http.Get(sync.api + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	time.Sleep(time.Second)
+	e := like(2, 2, "2024-05-02T10:00:00Z", "two", 1)
+	e.V, e.ID = 1, pubevents.NewID()
+	batch, _ := json.Marshal([]pubevents.Event{e})
+	if code, body := sync.post(t, token, string(batch)); code != http.StatusServiceUnavailable {
+		t.Fatalf("POST /api/v1/events while the target table is locked: %d %v; the test needs the sync still preparing\n%s", code, body, sync.out)
+	}
+	if code := ready(); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz while the sync prepares (events refused with 503): %d, want 503", code)
+	}
+	unlock()
+	sync.waitFor(t, "the copy", 60*time.Second, func(st eventsStatus) bool { return st.Events.CopyDone })
+	if code := ready(); code != http.StatusOK {
+		t.Errorf("/readyz once the events sync runs: %d, want 200", code)
+	}
+	sync.stop(t)
 }
 
 func get(t *testing.T, url string) string {
