@@ -258,8 +258,8 @@ func (s *Service) writeChunk(ctx context.Context, ts *tableState, ch mysql.Store
 func (s *Service) finishTable(ctx context.Context, ts *tableState) error {
 	t := ts.rt.Plan
 	ts.progress.Load().SetPhase("indexing")
-	if err := copier.BuildIndexes(ctx, s.tgt, t, s.log); err != nil {
-		return err
+	if built, err := s.buildIndexesWhenUnique(ctx, ts); !built {
+		return err // nil: stopped while it waited
 	}
 	if err := s.tgt.SetPhase(ctx, t.Target, t.Source.Name.String(), mysql.PhaseDone); err != nil {
 		return err
@@ -268,4 +268,40 @@ func (s *Service) finishTable(ctx context.Context, ts *tableState) error {
 	ts.progress.Load().SetPhase("streaming")
 	s.log.Info("table copied; applying events", "table", ts.rt.Name)
 	return nil
+}
+
+// duplicateRetry is how often a unique index that two rows' values keep
+// out is tried again.
+var duplicateRetry = 5 * time.Second
+
+// buildIndexesWhenUnique builds t's secondary indexes. Events of different
+// rows come in any order, and while the table is copied its unique indexes
+// do not exist yet to refuse anything: an event that gives row B a value
+// row A still holds (A's event freeing it is yet to come) leaves the value
+// twice, and the unique index cannot be built. Such a conflict is not an
+// error of the run: the index is tried again while events flow (the table
+// stays "indexing", the copy not done, so a cutover waits) until the
+// events that settle it arrive.
+func (s *Service) buildIndexesWhenUnique(ctx context.Context, ts *tableState) (built bool, err error) {
+	var warned time.Time
+	for {
+		err := copier.BuildIndexes(ctx, s.tgt, ts.rt.Plan, s.log)
+		if err == nil || !mysql.IsDuplicateEntry(err) || ctx.Err() != nil {
+			return err == nil, err
+		}
+		if time.Since(warned) > time.Minute {
+			s.log.Warn("a unique index cannot be built yet: two rows hold one value, as events of different rows came out of order; it is tried again while events are applied",
+				"code", "SLUICE-EVENTS-UNIQUE", "table", ts.rt.Name, "error", err.Error(), "retry_in", duplicateRetry.String(),
+				"hint", "send the events that change the rows named (the row that gave the value up); sluice verify names rows that differ from the source")
+			warned = time.Now()
+		}
+		ts.progress.Load().SetPhase("indexing (a unique value held twice)")
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-s.stop:
+			return false, nil
+		case <-time.After(duplicateRetry):
+		}
+	}
 }

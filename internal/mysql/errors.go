@@ -44,6 +44,10 @@ func IsDuplicate(err error) bool {
 	return n == 1062 || n == 1365
 }
 
+// IsDuplicateEntry reports a unique index refusing a value twice (1062),
+// also when an index is being built over rows that hold it twice.
+func IsDuplicateEntry(err error) bool { return errorNumber(err) == 1062 }
+
 // IsTransient reports a deadlock or lock wait timeout: the server rolled the
 // transaction back and running it again can succeed.
 func IsTransient(err error) bool {

@@ -253,6 +253,9 @@ func (p *proc) wait(t *testing.T, limit time.Duration) int {
 type eventsStatus struct {
 	Phase  string `json:"phase"`
 	Paused bool   `json:"paused"`
+	Tables []struct {
+		RowsCopied int64 `json:"rows_copied"`
+	} `json:"tables"`
 	Events struct {
 		Phase         string `json:"phase"`
 		LastStreamSeq uint64 `json:"last_stream_seq"`
