@@ -84,33 +84,11 @@ func parseEndpoint(flag, raw string) (pubevents.Endpoint, error) {
 	return ep, nil
 }
 
-// serveAPI serves the sync API for an events or publish topology with the
-// same settings as the log-based sync (listen address and CORS from flags or
-// the config file, the token kept out of logs, warnings counted in
-// /metrics), plus extra routes.
-func (a *app) serveAPI(cmd *cobra.Command, listen, token string, ctrl api.Controller, extra func(*prometheus.Registry),
-	writes map[string]http.Handler, wrap func(http.Handler) http.Handler) (string, error) {
+// opsFromFlags resolves the API and alert settings as the log-based sync
+// does: --listen and --allow-origin, else the config file.
+func (a *app) opsFromFlags(cmd *cobra.Command, listen string) (opsSettings, error) {
 	origins, _ := cmd.Flags().GetStringArray("allow-origin")
-	st, err := a.opsSettings(listen, cmd.Flags().Changed("listen"), origins)
-	if err != nil {
-		return "", err
-	}
-	logging.AddSecret(token)
-	m := metrics.New(metrics.Sources{Status: ctrl.Status, Version: version})
-	logging.SetObserver(m.ObserveLog)
-	if extra != nil {
-		extra(m.Registry)
-	}
-	h, err := api.New(ctrl, api.Options{Token: token, Log: a.log, AllowOrigins: st.origins, AllowCredentials: st.credentials,
-		Metrics: m.Handler(), Version: version, WriteRoutes: writes})
-	if err != nil {
-		return "", err
-	}
-	addr, err := api.Serve(cmd.Context(), st.listen, wrap(h), a.log)
-	if err != nil {
-		return "", err
-	}
-	return "http://" + addr.String(), nil
+	return a.opsSettings(listen, cmd.Flags().Changed("listen"), origins)
 }
 
 // eventsController lets the sync API drive an events sync.
@@ -130,7 +108,7 @@ func (c eventsController) Status() syncer.Status {
 		st.Slot = "events over HTTP"
 		st.SourceLSN = fmt.Sprintf("HTTP (%d batches refused)", es.HTTPRefused)
 	}
-	st.Paused = es.Paused
+	st.Paused, st.Throttled = es.Paused, es.Throttled
 	if es.Phase == "preparing" {
 		st.SourceLSN = "" // /readyz answers 503 until events are taken
 	}
@@ -143,6 +121,10 @@ func (c eventsController) Status() syncer.Status {
 func (c eventsController) Pause()  { c.svc.Pause() }
 func (c eventsController) Resume() { c.svc.Resume() }
 func (c eventsController) Stop()   { c.svc.Stop() }
+func (c eventsController) Throttle(source, reason string) {
+	c.svc.Throttle(source, reason)
+}
+func (c eventsController) Unthrottle(source string) { c.svc.Unthrottle(source) }
 
 // Cutover in the events topology is the application's switch: once V1 has
 // stopped emitting, it waits until the copy is done and every event is
@@ -218,6 +200,10 @@ func (c eventsCollector) Collect(ch chan<- prometheus.Metric) {
 
 func (a *app) runEventsSync(cmd *cobra.Command, ef *eventsFlags, tables, listen, token string, generated bool, opt syncer.Options) error {
 	ctx := cmd.Context()
+	ops, err := a.opsFromFlags(cmd, listen)
+	if err != nil {
+		return err
+	}
 	var ep *pubevents.Endpoint
 	if ef.events != "" {
 		e, err := parseEndpoint("--events", ef.events)
@@ -246,27 +232,28 @@ func (a *app) runEventsSync(cmd *cobra.Command, ef *eventsFlags, tables, listen,
 	if err != nil {
 		return err
 	}
-	ctrl := eventsController{svc}
-	url, err := a.serveAPI(cmd, listen, token, ctrl, func(r *prometheus.Registry) { r.MustRegister(eventsCollector{svc}) },
+	run, err := a.startOps(ctx, ops, eventsController{svc}, src, tgt, "", token, opsExtras{
+		metrics: func(r *prometheus.Registry) { r.MustRegister(eventsCollector{svc}) },
 		// any method: the handler answers another than POST with a JSON 405
 		// (SLUICE-API-METHOD), where the mux would answer in plain text
-		map[string]http.Handler{"/api/v1/events": events.Handler(svc, token)},
-		func(h http.Handler) http.Handler {
+		writes: map[string]http.Handler{"/api/v1/events": events.Handler(svc, token)},
+		wrap: func(h http.Handler) http.Handler {
 			return withStatusExtra(h, "events", func() any { return svc.Status() })
-		})
+		}})
 	if err != nil {
 		return err
 	}
-	a.log.Info("API listening", "url", url, "events_endpoint", "POST /api/v1/events")
+	a.log.Info("API listening", "url", "http://"+run.addr.String(), "events_endpoint", "POST /api/v1/events")
 	if generated {
 		fmt.Fprintf(os.Stderr, "sluice: API token for this sync (needed by POST /api/v1/events, sluice cutover/pause): %s\n", token)
+		fmt.Fprintf(os.Stderr, "sluice: dashboard: %s\n", dashboardLink(run.addr, token))
 	}
 	stopShow := a.showProgress(ctx, tracker)
 	runCtx, cancelRun := a.stopGracefully(ctx, "stopping: committing the batch being applied; run sync again to resume", svc.Stop)
 	defer cancelRun()
 	err = svc.Run(runCtx)
 	stopShow()
-	if err != nil {
+	if err = run.finish(err); err != nil {
 		return err
 	}
 	st := svc.Status()
@@ -282,7 +269,7 @@ type publishController struct {
 
 func (c publishController) Status() syncer.Status {
 	ps := c.pub.Status()
-	st := syncer.Status{Phase: ps.Phase, Slot: ps.Slot, Publication: ps.Slot, Paused: ps.Paused, AppliedLSN: ps.ConfirmedLSN,
+	st := syncer.Status{Phase: ps.Phase, Slot: ps.Slot, Publication: ps.Slot, Paused: ps.Paused, Throttled: ps.Throttled, AppliedLSN: ps.ConfirmedLSN,
 		SourceLSN: ps.ConfirmedLSN, UptimeSeconds: ps.UptimeSeconds}
 	caughtUp := 0
 	for _, part := range ps.Parts {
@@ -306,6 +293,10 @@ func (c publishController) Status() syncer.Status {
 func (c publishController) Pause()  { c.pub.Pause() }
 func (c publishController) Resume() { c.pub.Resume() }
 func (c publishController) Stop()   { c.pub.Stop() }
+func (c publishController) Throttle(source, reason string) {
+	c.pub.Throttle(source, reason)
+}
+func (c publishController) Unthrottle(source string) { c.pub.Unthrottle(source) }
 func (c publishController) Cutover(ctx context.Context) (*syncer.CutoverReport, error) {
 	r, err := c.pub.Cutover(ctx)
 	if err != nil {
@@ -322,6 +313,10 @@ func publishReport(r *publish.CutoverReport) *syncer.CutoverReport {
 
 func (a *app) runPublish(cmd *cobra.Command, ef *eventsFlags, tables, listen, token string, generated bool, opt syncer.Options) error {
 	ctx := cmd.Context()
+	ops, err := a.opsFromFlags(cmd, listen)
+	if err != nil {
+		return err
+	}
 	ep, err := parseEndpoint("--publish", ef.publish)
 	if err != nil {
 		return err
@@ -350,23 +345,24 @@ func (a *app) runPublish(cmd *cobra.Command, ef *eventsFlags, tables, listen, to
 	if err != nil {
 		return err
 	}
-	ctrl := publishController{pub}
-	url, err := a.serveAPI(cmd, listen, token, ctrl, nil, nil, func(h http.Handler) http.Handler {
-		return withStatusExtra(h, "publish", func() any { return pub.Status() })
-	})
+	run, err := a.startOps(ctx, ops, publishController{pub}, src, tgt, slot, token, opsExtras{
+		wrap: func(h http.Handler) http.Handler {
+			return withStatusExtra(h, "publish", func() any { return pub.Status() })
+		}})
 	if err != nil {
 		return err
 	}
-	a.log.Info("API listening", "url", url)
+	a.log.Info("API listening", "url", "http://"+run.addr.String())
 	if generated {
 		fmt.Fprintf(os.Stderr, "sluice: API token for this sync (needed by sluice cutover/pause): %s\n", token)
+		fmt.Fprintf(os.Stderr, "sluice: dashboard: %s\n", dashboardLink(run.addr, token))
 	}
 	stopShow := a.showProgress(ctx, tracker)
 	runCtx, cancelRun := a.stopGracefully(ctx, "stopping: confirming what JetStream stored; run the publisher again to resume", pub.Stop)
 	defer cancelRun()
 	err = pub.Run(runCtx)
 	stopShow()
-	if err != nil {
+	if err = run.finish(err); err != nil {
 		return err
 	}
 	st := pub.Status()

@@ -10,10 +10,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-db/sluice/internal/api"
 	"github.com/sluice-db/sluice/internal/config"
@@ -23,7 +26,6 @@ import (
 	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/pgstream"
 	"github.com/sluice-db/sluice/internal/postgres"
-	"github.com/sluice-db/sluice/internal/syncer"
 	"github.com/sluice-db/sluice/internal/watch"
 )
 
@@ -70,12 +72,31 @@ type opsRun struct {
 	webhook *watch.Webhook
 	cancel  context.CancelFunc
 	src     *postgres.Source
-	slot    string
-	s       *syncer.Syncer
+	slot    string // "" in the events topology, which has none
+	s       watchedSync
+}
+
+// watchedSync is a sync of any topology as the operations side drives it:
+// the API's controls, and the holds the watchers put on its copy.
+type watchedSync interface {
+	api.Controller
+	Throttle(source, reason string)
+	Unthrottle(source string)
+}
+
+// opsExtras is what a topology adds to the API: its own metrics, routes
+// and status fields.
+type opsExtras struct {
+	metrics func(*prometheus.Registry)
+	writes  map[string]http.Handler
+	wrap    func(http.Handler) http.Handler
 }
 
 // startOps serves the API, dashboard and metrics and starts the watchers.
-func (a *app) startOps(ctx context.Context, st opsSettings, s *syncer.Syncer, src *postgres.Source, tgt *mysql.Target, slot, token string) (*opsRun, error) {
+// slot is "" for the events topology: no WAL to watch, no slot to drop, so
+// a hard limit of protect_source alerts and holds the copy, and aborts
+// nothing.
+func (a *app) startOps(ctx context.Context, st opsSettings, s watchedSync, src *postgres.Source, tgt *mysql.Target, slot, token string, x opsExtras) (*opsRun, error) {
 	logging.AddSecret(token)
 	srcCfg, tgtCfg, _ := a.resolve()
 	manager := watch.NewManager(a.log)
@@ -97,16 +118,25 @@ func (a *app) startOps(ctx context.Context, st opsSettings, s *syncer.Syncer, sr
 	for _, p := range st.alerts.SourcePaths { // as the data directory sluice finds itself
 		paths = append(paths, watch.Path{Path: p, Role: watch.RoleSourceData})
 	}
+	var abort func(string)
+	if slot != "" {
+		abort = func(string) { s.Stop(); o.dropCapture() }
+	}
 	o.watcher = watch.New(s, manager, watch.Options{Config: st.alerts, Source: src.Pool, SourceHost: srcCfg.Host,
-		Target: tgt.DB, TargetHost: tgtCfg.Host, Slot: slot, Paths: paths, Log: a.log,
-		Abort: func(string) { s.Stop(); o.dropCapture() }})
+		Target: tgt.DB, TargetHost: tgtCfg.Host, Slot: slot, Paths: paths, Log: a.log, Abort: abort})
 	m := metrics.New(metrics.Sources{Status: s.Status, Alerts: manager, Readings: o.watcher.Readings, Version: version})
 	logging.SetObserver(m.ObserveLog)
+	if x.metrics != nil {
+		x.metrics(m.Registry)
+	}
 	h, err := api.New(s, api.Options{Token: token, Log: a.log, AllowOrigins: st.origins, AllowCredentials: st.credentials,
 		Alerts: manager, Readings: o.watcher.Readings, Metrics: m.Handler(), Version: version, Context: ctx,
-		OnVerify: func(v api.VerifyState) { manager.Update("verify", verifyObservation(v)) }})
+		OnVerify: func(v api.VerifyState) { manager.Update("verify", verifyObservation(v)) }, WriteRoutes: x.writes})
 	if err != nil {
 		return nil, err
+	}
+	if x.wrap != nil {
+		h = x.wrap(h)
 	}
 	addr, err := api.Serve(ctx, st.listen, h, a.log)
 	if err != nil {
@@ -156,7 +186,7 @@ func (o *opsRun) finish(runErr error) error {
 		var fe *failure.Error
 		if errors.As(runErr, &fe) {
 			st := o.s.Status()
-			if _, ok := fe.Context["slot"]; !ok {
+			if _, ok := fe.Context["slot"]; !ok && o.slot != "" {
 				fe.With("slot", o.slot)
 			}
 			if _, ok := fe.Context["applied_lsn"]; !ok && st.AppliedLSN != "" {

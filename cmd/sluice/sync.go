@@ -92,7 +92,7 @@ running sync again resumes.`,
 			tracker := &progress.Tracker{}
 			opt.Tracker = tracker
 			s := syncer.New(src, a.sourceConnString(), tgt, p, opt)
-			run, err := a.startOps(ctx, ops, s, src, tgt, slot, token)
+			run, err := a.startOps(ctx, ops, s, src, tgt, slot, token, opsExtras{})
 			if err != nil {
 				return err
 			}

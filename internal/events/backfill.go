@@ -61,7 +61,7 @@ func (s *Service) copyAll(ctx context.Context) error {
 	g.Go(func() error {
 		defer close(queue)
 		for _, j := range jobs {
-			for s.paused.Load() {
+			for s.paused.Load() || s.holds.Held() {
 				select {
 				case <-gctx.Done():
 					return nil

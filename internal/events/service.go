@@ -25,6 +25,7 @@ import (
 	"github.com/sluice-db/sluice/internal/plan"
 	"github.com/sluice-db/sluice/internal/postgres"
 	"github.com/sluice-db/sluice/internal/progress"
+	"github.com/sluice-db/sluice/internal/throttle"
 	pubevents "github.com/sluice-db/sluice/pkg/events"
 )
 
@@ -96,6 +97,7 @@ type Service struct {
 	stop         chan struct{}       // closed by Stop
 	stopped      sync.Once
 	paused       atomic.Bool
+	holds        throttle.Holds // the watchers' holds on the copy
 	counts       counters
 	commits      atomic.Int64
 	crashAt      int64                              // test hook: exit right after this many commits, before the ack
@@ -144,6 +146,7 @@ func New(ctx context.Context, src *postgres.Source, tgt *mysql.Target, p *plan.P
 	}
 	s := &Service{src: src, tgt: tgt, plan: p, opt: opt, log: opt.Log, cat: NewCatalog(rts), norm: &Normalizer{Src: src},
 		store: &Store{DB: tgt.DB, CacheRows: max(opt.VersionCache, 0)}, ownMsgs: map[uint64]bool{}, byRT: map[*Table]*tableState{}, ready: make(chan struct{}), stop: make(chan struct{}), started: time.Now()}
+	s.holds.Log = opt.Log
 	if opt.MaxRowsPerSec > 0 {
 		s.limiter = rate.NewLimiter(rate.Limit(opt.MaxRowsPerSec), max(1, min(int(opt.MaxRowsPerSec), 10000)))
 	}
@@ -175,6 +178,13 @@ func (s *Service) Pause() { s.paused.Store(true) }
 
 // Resume undoes Pause.
 func (s *Service) Resume() { s.paused.Store(false) }
+
+// Throttle holds the copy back for reason until Unthrottle(source): the
+// watchers protecting the source call it. Events keep being applied.
+func (s *Service) Throttle(source, reason string) { s.holds.Throttle(source, reason) }
+
+// Unthrottle lifts the hold set by source.
+func (s *Service) Unthrottle(source string) { s.holds.Unthrottle(source) }
 
 // Run prepares the target, then copies and consumes until Stop or ctx ends.
 func (s *Service) Run(ctx context.Context) error {
@@ -292,29 +302,30 @@ func (s *Service) prepare(ctx context.Context) error {
 
 // Status is the events part of `sluice status`.
 type Status struct {
-	Phase           string        `json:"phase"`  // preparing, copying, streaming
-	Paused          bool          `json:"paused"` // the copy, by POST /api/v1/pause
-	Stream          string        `json:"stream,omitempty"`
-	Consumer        string        `json:"consumer"`
-	LastStreamSeq   uint64        `json:"last_stream_seq"`
-	Pending         int64         `json:"pending"`            // events in the stream not yet applied (-1: unknown)
-	Received        int64         `json:"events_received"`    // by this run
-	Applied         int64         `json:"events_applied"`     // in all, by every run
-	Ignored         int64         `json:"events_ignored"`     // in all: not newer than the target's version of the row
-	Redelivered     int64         `json:"events_redelivered"` // by this run: applied before, acknowledgement lost
-	DeadLettered    int64         `json:"events_dead_lettered"`
-	DeadLetterTo    string        `json:"dead_letter_subject,omitempty"`
-	HTTPApplied     int64         `json:"http_events_applied"`
-	HTTPIgnored     int64         `json:"http_events_ignored"`
-	HTTPRefused     int64         `json:"http_batches_refused"`
-	EventsPerSecond float64       `json:"events_per_second"` // from the first to the last applied batch of this run
-	ApplySeconds    float64       `json:"apply_seconds"`
-	UptimeSeconds   float64       `json:"uptime_seconds"`
-	Tables          []TableStatus `json:"tables"`
-	LastError       string        `json:"last_error,omitempty"`
-	CopyDone        bool          `json:"copy_done"`
-	CaughtUp        bool          `json:"caught_up"`               // copy done and nothing pending
-	HandledThisRun  int64         `json:"events_handled_this_run"` // applied or ignored, from JetStream and HTTP
+	Phase           string            `json:"phase"`               // preparing, copying, streaming
+	Paused          bool              `json:"paused"`              // the copy, by POST /api/v1/pause
+	Throttled       map[string]string `json:"throttled,omitempty"` // why the copy is held back, by watcher
+	Stream          string            `json:"stream,omitempty"`
+	Consumer        string            `json:"consumer"`
+	LastStreamSeq   uint64            `json:"last_stream_seq"`
+	Pending         int64             `json:"pending"`            // events in the stream not yet applied (-1: unknown)
+	Received        int64             `json:"events_received"`    // by this run
+	Applied         int64             `json:"events_applied"`     // in all, by every run
+	Ignored         int64             `json:"events_ignored"`     // in all: not newer than the target's version of the row
+	Redelivered     int64             `json:"events_redelivered"` // by this run: applied before, acknowledgement lost
+	DeadLettered    int64             `json:"events_dead_lettered"`
+	DeadLetterTo    string            `json:"dead_letter_subject,omitempty"`
+	HTTPApplied     int64             `json:"http_events_applied"`
+	HTTPIgnored     int64             `json:"http_events_ignored"`
+	HTTPRefused     int64             `json:"http_batches_refused"`
+	EventsPerSecond float64           `json:"events_per_second"` // from the first to the last applied batch of this run
+	ApplySeconds    float64           `json:"apply_seconds"`
+	UptimeSeconds   float64           `json:"uptime_seconds"`
+	Tables          []TableStatus     `json:"tables"`
+	LastError       string            `json:"last_error,omitempty"`
+	CopyDone        bool              `json:"copy_done"`
+	CaughtUp        bool              `json:"caught_up"`               // copy done and nothing pending
+	HandledThisRun  int64             `json:"events_handled_this_run"` // applied or ignored, from JetStream and HTTP
 }
 
 // TableStatus is one table's part of Status.
@@ -335,7 +346,7 @@ func (s *Service) Status() Status {
 	st := Status{Consumer: s.opt.Consumer, LastStreamSeq: c.lastSeq.Load(), Pending: -1,
 		Received: c.received.Load(), Applied: c.applied.Load(), Ignored: c.ignored.Load(), Redelivered: c.redelivered.Load(),
 		DeadLettered: c.deadLettered.Load(), HTTPApplied: c.httpApplied.Load(), HTTPIgnored: c.httpIgnored.Load(),
-		HTTPRefused: c.httpRefused.Load(), UptimeSeconds: time.Since(s.started).Seconds(), CopyDone: s.copyDone(), Paused: s.paused.Load()}
+		HTTPRefused: c.httpRefused.Load(), UptimeSeconds: time.Since(s.started).Seconds(), CopyDone: s.copyDone(), Paused: s.paused.Load(), Throttled: s.holds.Reasons()}
 	st.HandledThisRun = c.handled.Load()
 	if s.opt.Endpoint != nil {
 		st.Stream, st.DeadLetterTo = s.opt.Endpoint.Stream, s.opt.Endpoint.DeadLetterSubject()

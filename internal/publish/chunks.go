@@ -65,7 +65,7 @@ func (p *Publisher) seen(t *pubTable, op string, cols map[string]*string, key st
 func (p *Publisher) copyChunks(ctx context.Context) error {
 	for _, t := range p.tables {
 		for _, ch := range t.pending {
-			for p.paused.Load() {
+			for p.paused.Load() || p.holds.Held() {
 				select {
 				case <-ctx.Done():
 					return nil

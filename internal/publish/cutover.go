@@ -176,6 +176,7 @@ type Status struct {
 	CopiedRows    int64             `json:"rows_copied"`
 	UptimeSeconds float64           `json:"uptime_seconds"`
 	Paused        bool              `json:"paused"`
+	Throttled     map[string]string `json:"throttled,omitempty"` // why the copy is held back, by watcher
 	Parts         []PartitionStatus `json:"partition_progress"`
 	Tables        []TableStatus     `json:"tables"`
 	Cutover       *CutoverReport    `json:"cutover,omitempty"`
@@ -207,7 +208,7 @@ type TableStatus struct {
 func (p *Publisher) Status() Status {
 	st := Status{Slot: p.opt.Slot, Stream: p.opt.Endpoint.Stream, Partitions: p.opt.Partitions,
 		ConfirmedLSN: pglogrepl.LSN(p.confirmedL.Load()).String(), Published: p.published.Load(), CopiedRows: p.copiedRows.Load(),
-		UptimeSeconds: time.Since(p.started).Seconds(), Paused: p.paused.Load(), Cutover: p.cutover.Load()}
+		UptimeSeconds: time.Since(p.started).Seconds(), Paused: p.paused.Load(), Throttled: p.holds.Reasons(), Cutover: p.cutover.Load()}
 	if pp := p.pubPos.Load(); pp != nil {
 		st.PublishedPos = pp.String()
 	}

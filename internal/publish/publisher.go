@@ -31,6 +31,7 @@ import (
 	"github.com/sluice-db/sluice/internal/plan"
 	"github.com/sluice-db/sluice/internal/postgres"
 	"github.com/sluice-db/sluice/internal/progress"
+	"github.com/sluice-db/sluice/internal/throttle"
 	pubevents "github.com/sluice-db/sluice/pkg/events"
 )
 
@@ -125,6 +126,7 @@ type Publisher struct {
 	cutover   atomic.Pointer[CutoverReport]
 
 	paused   atomic.Bool
+	holds    throttle.Holds // the watchers' holds on the copy
 	stop     chan struct{}
 	stopOnce sync.Once
 
@@ -186,6 +188,7 @@ func New(ctx context.Context, src *postgres.Source, srcConnString string, tgt *m
 		runID: fmt.Sprintf("%x", time.Now().UnixNano()), started: time.Now(), windows: map[string]*window{}, rewatch: pgstream.NewRewatch(),
 		inflight: make(chan struct{}, opt.Parallel), stop: make(chan struct{}), bufs: make([]partBuf, opt.Partitions), unacked: make([]*pendingAck, opt.Partitions),
 		partLast: make([]Pos, opt.Partitions), probes: map[string]chan Pos{}}
+	pb.holds.Log = opt.Log
 	for _, rt := range rts {
 		t := &pubTable{rt: rt, notices: capture.NewTableNotices(rt.Plan, pb.rewatch)}
 		scan := *rt.Plan
@@ -214,6 +217,13 @@ func (p *Publisher) Pause() { p.paused.Store(true) }
 
 // Resume undoes Pause.
 func (p *Publisher) Resume() { p.paused.Store(false) }
+
+// Throttle holds the copy back for reason until Unthrottle(source): the
+// watchers protecting the source call it. Changes keep flowing.
+func (p *Publisher) Throttle(source, reason string) { p.holds.Throttle(source, reason) }
+
+// Unthrottle lifts the hold set by source.
+func (p *Publisher) Unthrottle(source string) { p.holds.Unthrottle(source) }
 
 // Run prepares slot, publication, target tables and stream, then copies and
 // publishes until Stop or ctx ends.

@@ -35,6 +35,7 @@ import (
 	"github.com/sluice-db/sluice/internal/plan"
 	"github.com/sluice-db/sluice/internal/postgres"
 	"github.com/sluice-db/sluice/internal/progress"
+	"github.com/sluice-db/sluice/internal/throttle"
 )
 
 // Options tune a sync.
@@ -121,8 +122,8 @@ type Syncer struct {
 	runID                   string        // guarded by windowsMu: watermark ids of this attempt
 
 	paused    atomic.Bool
-	throttle  throttleState
-	stop      chan struct{} // closed by Stop: flush and return
+	holds     throttle.Holds // the watchers' holds on the copy
+	stop      chan struct{}  // closed by Stop: flush and return
 	stopOnce  sync.Once
 	cutoverMu sync.Mutex            // one cutover at a time
 	autoRetry time.Duration         // pause after the last failed automatic cutover (see nextAutoRetry)
@@ -187,6 +188,7 @@ func New(src *postgres.Source, srcConnString string, tgt *mysql.Target, p *plan.
 		byName: map[string]*table{}, windows: map[string]*window{}, inflight: make(chan struct{}, opt.Parallel),
 		stop: make(chan struct{}), rewatch: pgstream.NewRewatch(),
 		runID: fmt.Sprintf("%x", time.Now().UnixNano())}
+	s.holds.Log = opt.Log
 	if opt.MaxRowsPerSec > 0 {
 		s.limiter = rate.NewLimiter(rate.Limit(opt.MaxRowsPerSec), max(1, min(int(opt.MaxRowsPerSec), 10000)))
 	}

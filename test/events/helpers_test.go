@@ -251,9 +251,10 @@ func (p *proc) wait(t *testing.T, limit time.Duration) int {
 
 // eventsStatus is the part of GET /api/v1/status the tests read.
 type eventsStatus struct {
-	Phase  string `json:"phase"`
-	Paused bool   `json:"paused"`
-	Tables []struct {
+	Phase     string            `json:"phase"`
+	Paused    bool              `json:"paused"`
+	Throttled map[string]string `json:"throttled"`
+	Tables    []struct {
 		RowsCopied int64 `json:"rows_copied"`
 	} `json:"tables"`
 	Events struct {
