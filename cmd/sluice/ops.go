@@ -71,6 +71,7 @@ type opsRun struct {
 	watcher *watch.Watcher
 	webhook *watch.Webhook
 	cancel  context.CancelFunc
+	stopped chan struct{} // closed when the watchers have returned
 	src     *postgres.Source
 	slot    string // "" in the events topology, which has none
 	s       watchedSync
@@ -144,8 +145,9 @@ func (a *app) startOps(ctx context.Context, st opsSettings, s watchedSync, src *
 	}
 	o.addr = addr
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	o.cancel = cancel
+	o.cancel, o.stopped = cancel, make(chan struct{})
 	go func() {
+		defer close(o.stopped)
 		// Without its watchers the sync has no alerts and no protection of
 		// the source: a panic in them stops it, saying why, rather than let
 		// it run on unwatched or crash the process with status 2.
@@ -174,6 +176,7 @@ func verifyObservation(v api.VerifyState) []watch.Observation {
 // command ends with, with the sync's position added to its context.
 func (o *opsRun) finish(runErr error) error {
 	o.cancel()
+	<-o.stopped // a check still running would query connections about to close
 	defer func() {
 		if o.webhook != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

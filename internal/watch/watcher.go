@@ -318,6 +318,9 @@ func (w *Watcher) findDataDirectories(ctx context.Context) {
 		var dir string
 		if err := w.opt.Source.QueryRow(ctx, "SHOW data_directory").Scan(&dir); err != nil {
 			found = false
+			if ctx.Err() != nil { // stopping: no failure to report
+				return
+			}
 			w.warnOnce("datadir:source", "cannot read the source's data_directory; its disk is not watched until it can be",
 				err, "", "grant pg_read_all_settings to the source user, or list the path under alerts.disk.source_paths")
 		} else {
@@ -338,6 +341,9 @@ func (w *Watcher) findDataDirectories(ctx context.Context) {
 		var dir string
 		if err := w.opt.Target.QueryRowContext(ctx, "SELECT @@datadir").Scan(&dir); err != nil {
 			found = false
+			if ctx.Err() != nil {
+				return
+			}
 			w.warnOnce("datadir:target", "cannot read the target's datadir; its disk is not watched until it can be",
 				err, "", "list the path under alerts.disk.paths")
 		} else {
