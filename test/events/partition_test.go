@@ -2,6 +2,7 @@ package events
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -327,6 +328,22 @@ func TestPublisherKilledAndRestarted(t *testing.T) {
 		t.Fatalf("cutover: %d %s\npublisher:\n%s", code, body, pub.out)
 	}
 	mustVerify(t, append(p.Args(), "--config", cfg)...)
+
+	// killed after its cutover and restarted: it knows the cutover from the
+	// target, and a cutover asked again fences nothing
+	pub.kill()
+	pub = start(t, args...)
+	pub.waitFor(t, "the restarted publisher to say it is cut over", 60*time.Second, func(st eventsStatus) bool { return st.Phase == "cut over" })
+	code, body := pub.cutover(t)
+	var again struct {
+		EarlierRun bool `json:"earlier_run"`
+	}
+	if json.Unmarshal(body, &again); code != http.StatusOK || !again.EarlierRun {
+		t.Errorf("cutover asked of a publisher restarted after its cutover: %d %s; want 200 saying an earlier run did it", code, body)
+	}
+	if strings.Contains(pub.out.String(), "cutover done") {
+		t.Errorf("the restarted publisher cut over (fenced the source) again:\n%s", pub.out)
+	}
 
 	finishWaitsForEveryApplier(t, p, slot, pub, appliers[0])
 	for _, a := range appliers {
