@@ -100,7 +100,7 @@ func (c eventsController) Status() syncer.Status {
 	es := c.svc.Status()
 	// The text status reads "slot S; applied A of B": the consumer, then the
 	// stream position, what is pending and the dead letters.
-	st := syncer.Status{Phase: es.Phase, Slot: fmt.Sprintf("events %s/%s", es.Stream, es.Consumer),
+	st := syncer.Status{Phase: es.Phase, Topology: "events", Slot: fmt.Sprintf("events %s/%s", es.Stream, es.Consumer),
 		AppliedLSN:     fmt.Sprintf("stream seq %d", es.LastStreamSeq),
 		SourceLSN:      fmt.Sprintf("seq %d (%d pending, %d dead-lettered)", es.LastStreamSeq+uint64(max(es.Pending, 0)), es.Pending, es.DeadLettered),
 		ChangesApplied: es.Applied + es.HTTPApplied, UptimeSeconds: es.UptimeSeconds}

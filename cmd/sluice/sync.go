@@ -316,9 +316,14 @@ func (a *app) statusCommand() *cobra.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(view)
 			}
-			fmt.Fprintf(w, "phase %s%s; slot %s; applied %s of %s; lag %d bytes, %.2f s (p99 %.2f s); WAL retained %d bytes; %d changes applied\n",
-				st.Phase, map[bool]string{true: " (copy paused)"}[st.Paused], st.Slot, st.AppliedLSN, st.SourceLSN, st.LagBytes, st.LagSeconds,
-				st.LagP99Seconds, st.WALRetainedBytes, st.ChangesApplied)
+			paused := map[bool]string{true: " (copy paused)"}[st.Paused]
+			if st.Topology == "events" { // no slot, WAL or byte lag: the events' own positions
+				fmt.Fprintf(w, "phase %s%s; %s; applied %s of %s; %d events applied\n", st.Phase, paused, st.Slot, st.AppliedLSN, st.SourceLSN, st.ChangesApplied)
+			} else {
+				fmt.Fprintf(w, "phase %s%s; slot %s; applied %s of %s; lag %d bytes, %.2f s (p99 %.2f s); WAL retained %d bytes; %d changes applied\n",
+					st.Phase, paused, st.Slot, st.AppliedLSN, st.SourceLSN, st.LagBytes, st.LagSeconds,
+					st.LagP99Seconds, st.WALRetainedBytes, st.ChangesApplied)
+			}
 			fmt.Fprintf(w, "%-28s %-24s %-10s %12s %12s %10s %8s\n", "table", "target", "phase", "rows", "changes", "rows/s", "ETA")
 			for _, t := range st.Tables {
 				eta := "-"

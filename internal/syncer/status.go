@@ -89,7 +89,11 @@ func (st *statusState) lagSnapshot() (p50, p99 time.Duration, hist LagHistogram)
 
 // Status is what `sluice status` and the API show.
 type Status struct {
-	Phase               string            `json:"phase"` // copying, streaming, cut over
+	Phase string `json:"phase"` // copying, streaming, cut over
+	// Topology is "events" for an events sync (docs/EVENTS.md), which has
+	// no slot, WAL or lag in bytes: Slot and the positions describe its
+	// events. Empty for the log-based sync and the publisher.
+	Topology            string            `json:"topology,omitempty"`
 	Slot                string            `json:"slot"`
 	Publication         string            `json:"publication"`
 	Paused              bool              `json:"paused"`

@@ -197,6 +197,11 @@ func TestEventsEndpoint(t *testing.T) {
 		t.Errorf("/metrics after a pause:\n%s", grep(m, "paused"))
 	}
 	sync.control(t, "resume")
+	// status speaks of events, not of a slot's WAL and byte lag
+	if r := testenv.MustRun(t, 0, "status", "--api", sync.api, "--api-token", token); !strings.Contains(r.Stdout, "events over HTTP") ||
+		!strings.Contains(r.Stdout, "2 events applied") || strings.Contains(r.Stdout, "WAL retained") {
+		t.Errorf("sluice status of an events sync:\n%s\nwant the events over HTTP and 2 events applied, no WAL", r.Stdout)
+	}
 	// the cutover fences nothing and says what comes next here: abort, not finish
 	r := testenv.MustRun(t, 0, "cutover", "--api", sync.api, "--api-token", token)
 	if !strings.Contains(r.Stdout, "nothing was fenced") || !strings.Contains(r.Stdout, "sluice abort") || strings.Contains(r.Stdout, "finish") {
