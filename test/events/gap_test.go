@@ -27,7 +27,6 @@ func TestEventsRemovedUnreadStopTheSync(t *testing.T) {
 	p := testenv.NewPair(t)
 	s := newStream(t)
 	s.reconfigure(t, func(c *jetstream.StreamConfig) { c.MaxMsgs = 5 })
-	ctx := context.Background()
 	cfg := writeConfig(t, likesConfig)
 	p.PG(t, likesDDL)
 	p.PG(t, `INSERT INTO likes VALUES (1, 1, '2024-05-01 10:00:00+00', 'a')`)
@@ -38,21 +37,12 @@ func TestEventsRemovedUnreadStopTheSync(t *testing.T) {
 
 	// The target stalls (a session holds the table) while the application
 	// emits more events than the stream keeps.
-	conn, err := p.Target.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, "LOCK TABLES post_likes WRITE"); err != nil {
-		t.Fatal(err)
-	}
+	unlock := lockTargetTable(t, p, "post_likes")
 	for i := int64(2); i <= 40; i++ {
 		s.emit(t, like(i, 1, "2024-05-01T10:00:00Z", fmt.Sprint(i), 1))
 	}
 	time.Sleep(500 * time.Millisecond) // the consumer takes what it can hold
-	if _, err := conn.ExecContext(ctx, "UNLOCK TABLES"); err != nil {
-		t.Fatal(err)
-	}
+	unlock()
 
 	if code := run.wait(t, 60*time.Second); code != 4 {
 		t.Fatalf("sluice sync exited %d after the stream removed unread events; want 4:\n%s", code, run.out)

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -416,4 +417,28 @@ func count(t *testing.T, db *sql.DB, q string, args ...any) int64 {
 		t.Fatalf("%s: %v", q, err)
 	}
 	return n
+}
+
+// lockTargetTable holds table locked on the target (LOCK TABLES … WRITE in
+// a session of its own), as a long statement there would, until unlock
+// (which the test's end calls too).
+func lockTargetTable(t *testing.T, p *testenv.Pair, table string) (unlock func()) {
+	t.Helper()
+	conn, err := p.Target.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(context.Background(), "LOCK TABLES `"+table+"` WRITE"); err != nil {
+		conn.Close()
+		t.Fatal(err)
+	}
+	var once sync.Once
+	unlock = func() {
+		once.Do(func() {
+			conn.ExecContext(context.Background(), "UNLOCK TABLES")
+			conn.Close()
+		})
+	}
+	t.Cleanup(unlock)
+	return unlock
 }

@@ -1,15 +1,11 @@
 package events
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/sluice-db/sluice/internal/testenv"
 	pubevents "github.com/sluice-db/sluice/pkg/events"
@@ -31,21 +27,7 @@ func TestWatchersProtectTheSourceInEventsMode(t *testing.T) {
 		return len(st.Tables) == 1 && st.Tables[0].RowsCopied > 0
 	})
 
-	ctx, stopStress := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for i := 0; i < 10; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, err := pgx.Connect(ctx, p.SourceURL)
-			if err != nil {
-				return
-			}
-			defer c.Close(context.Background())
-			c.Exec(ctx, "SELECT pg_sleep(30)") // ends when ctx is cancelled
-		}()
-	}
-	defer func() { stopStress(); wg.Wait() }()
+	stopStress := testenv.BusySessions(t, p.SourceURL, 10)
 
 	es.waitFor(t, "the stress throttle", 20*time.Second, func(st eventsStatus) bool { return st.Throttled["stress"] != "" })
 	if alerts := get(t, es.api+"/api/v1/alerts"); !strings.Contains(alerts, "SLUICE-ALERT-STRESS-SESSIONS") {
@@ -70,7 +52,6 @@ func TestWatchersProtectTheSourceInEventsMode(t *testing.T) {
 	}
 
 	stopStress()
-	wg.Wait()
 	es.waitFor(t, "the throttle to release", 30*time.Second, func(st eventsStatus) bool { return len(st.Throttled) == 0 })
 	es.waitFor(t, "the copy", 120*time.Second, func(st eventsStatus) bool { return st.Events.CopyDone })
 	es.stop(t)

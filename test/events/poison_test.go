@@ -1,7 +1,6 @@
 package events
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -222,16 +221,7 @@ func TestNotReadyWhilePreparing(t *testing.T) {
 	cfg := writeConfig(t, likesConfig)
 	p.PG(t, likesDDL)
 	testenv.MustRun(t, 0, append([]string{"plan", "--apply", "--config", cfg}, p.Args()...)...)
-	ctx := context.Background()
-	holder, err := p.Target.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer holder.Close()
-	if _, err := holder.ExecContext(ctx, "LOCK TABLES post_likes WRITE"); err != nil {
-		t.Fatal(err)
-	}
-	unlock := func() { holder.ExecContext(context.Background(), "UNLOCK TABLES") }
+	unlock := lockTargetTable(t, p, "post_likes")
 	release := time.AfterFunc(30*time.Second, unlock) // never hang the test
 	defer release.Stop()
 	sync := start(t, append([]string{"sync", "--changes=events", "--config", cfg}, p.Args()...)...)

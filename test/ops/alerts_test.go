@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/sluice-db/sluice/internal/api"
 	"github.com/sluice-db/sluice/internal/testenv"
 )
@@ -189,24 +187,7 @@ func TestThrottleOnStress(t *testing.T) {
 		extra:  []string{"--max-rows-per-sec", "2000"}})
 	s.waitFor(t, 60*time.Second, "the copy to start", func(v api.StatusView) bool { return rowsCopied(v) > 0 })
 
-	ctx, stopStress := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for i := 0; i < 10; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, err := pgx.Connect(ctx, p.SourceURL)
-			if err != nil {
-				if ctx.Err() == nil {
-					t.Errorf("stress session: %v", err)
-				}
-				return
-			}
-			defer c.Close(context.Background())
-			c.Exec(ctx, "SELECT pg_sleep(30)") // ends early when ctx is cancelled
-		}()
-	}
-	defer func() { stopStress(); wg.Wait() }()
+	stopStress := testenv.BusySessions(t, p.SourceURL, 10)
 
 	v := s.waitFor(t, 20*time.Second, "the stress throttle", func(v api.StatusView) bool { return v.Throttled["stress"] != "" })
 	if !strings.Contains(v.Throttled["stress"], "sessions running a query") {
@@ -233,7 +214,6 @@ func TestThrottleOnStress(t *testing.T) {
 	s.waitFor(t, 20*time.Second, "changes applied while throttled", func(v api.StatusView) bool { return v.ChangesApplied >= c1+10 })
 
 	stopStress()
-	wg.Wait()
 	v = s.waitFor(t, 20*time.Second, "the throttle to release", func(v api.StatusView) bool { return len(v.Throttled) == 0 })
 	s.waitFor(t, 20*time.Second, "the copy to go on", func(v api.StatusView) bool { return rowsCopied(v) > r1 })
 	if got := metric(t, s.base, "sluice_copy_throttled"); got != 0 {
