@@ -29,7 +29,8 @@ type table struct {
 	copied  atomic.Bool // read by the status API
 	// readStarted: the low watermark of the table's chunk came through the
 	// stream in this run. A keyless table (one chunk) ignores its changes
-	// before that: the chunk's read includes them.
+	// before that while its chunk is still to be written (left > 0): the
+	// chunk's read includes them.
 	readStarted bool
 	changedIn   uint32 // the xid of the last transaction the stream changed it in
 	progress    *progress.Table
