@@ -1,55 +1,66 @@
 package pgstream
 
-import "testing"
+import (
+	"testing"
 
-// TestMissedCommit: a chunk read is redone exactly when one of the
-// transactions its snapshot saw as running came through the stream before
-// the low watermark.
+	"github.com/sluice-db/sluice/internal/postgres"
+)
+
+// TestMissedCommit: a chunk read is redone exactly when a transaction the
+// stream delivered before the low watermark is invisible to the read's
+// snapshot: listed as running, or at or past its xmax (a transaction that
+// took its xid after every one the snapshot saw completed).
 func TestMissedCommit(t *testing.T) {
 	var c CommitLog
 	c.Add(100) // committed before the low watermark
 	c.Add(101)
-	before := c.Recent() // the low watermark
-	c.Add(102)           // committed inside the window
+	mark := c.Mark() // the low watermark
+	c.Add(102)       // committed inside the window
 	cases := []struct {
-		name    string
-		running []uint32
-		want    bool
+		name string
+		snap postgres.Snapshot
+		want bool
 	}{
-		{"running transaction committed before the low watermark", []uint32{7, 101}, true},
-		{"running transaction committed inside the window", []uint32{102}, false},
-		{"running transactions not seen (still running, aborted, other tables)", []uint32{5, 6}, false},
-		{"nothing running", nil, false},
+		{"a transaction before the low watermark still running for the read", postgres.Snapshot{Xmax: 110, Running: []uint32{7, 101}}, true},
+		{"a transaction before the low watermark at the read's xmax", postgres.Snapshot{Xmax: 101, Running: nil}, true},
+		{"only a transaction inside the window invisible", postgres.Snapshot{Xmax: 102, Running: nil}, false},
+		{"running transactions not delivered (still running, aborted, other tables)", postgres.Snapshot{Xmax: 110, Running: []uint32{5, 6, 102}}, false},
+		{"everything visible", postgres.Snapshot{Xmax: 200}, false},
 	}
 	for _, tc := range cases {
-		if got := MissedCommit(tc.running, before); got != tc.want {
-			t.Errorf("%s: MissedCommit(%v) = %v, want %v", tc.name, tc.running, got, tc.want)
+		if got := c.MissedCommit(tc.snap, mark); got != tc.want {
+			t.Errorf("%s: MissedCommit(%+v) = %v, want %v", tc.name, tc.snap, got, tc.want)
 		}
 	}
 }
 
-// TestCommitLogKeepsTheLatest: the log keeps the last RecentCommits
-// transactions, and what a window took at its low watermark does not change
-// as more come.
+// TestCommitLogKeepsTheLatest: the log checks the last RecentCommits
+// transactions before a mark, as far as it still holds them while more come.
 func TestCommitLogKeepsTheLatest(t *testing.T) {
 	var c CommitLog
 	for x := uint32(1); x <= RecentCommits+10; x++ {
 		c.Add(x)
 	}
-	before := c.Recent()
-	if len(before) != RecentCommits {
-		t.Fatalf("Recent: %d xids, want %d", len(before), RecentCommits)
+	mark := c.Mark()
+	invisible := func(xid uint32) postgres.Snapshot {
+		return postgres.Snapshot{Xmax: 1 << 30, Running: []uint32{xid}}
 	}
-	if MissedCommit([]uint32{5}, before) {
-		t.Error("xid 5 still remembered after RecentCommits more transactions")
+	if c.MissedCommit(invisible(5), mark) {
+		t.Error("xid 5 still checked after RecentCommits more transactions")
 	}
-	if !MissedCommit([]uint32{RecentCommits + 10}, before) || !MissedCommit([]uint32{11}, before) {
-		t.Error("the newest and the oldest kept xid are not found")
+	if !c.MissedCommit(invisible(RecentCommits+10), mark) || !c.MissedCommit(invisible(11), mark) {
+		t.Error("the newest and the oldest kept xid are not checked")
 	}
-	for x := uint32(0); x < 2*RecentCommits; x++ {
-		c.Add(1_000_000 + x)
+	for x := uint32(0); x < 100; x++ {
+		c.Add(1_000_000 + x) // inside the window: not checked
 	}
-	if !MissedCommit([]uint32{RecentCommits + 10}, before) {
-		t.Error("a window's copy changed as the log moved on")
+	if c.MissedCommit(invisible(1_000_050), mark) {
+		t.Error("a transaction after the mark counts as missed")
+	}
+	if !c.MissedCommit(invisible(RecentCommits+10), mark) {
+		t.Error("a transaction before the mark is no longer checked after 100 more")
+	}
+	if c.MissedCommit(invisible(50), mark) || !c.MissedCommit(invisible(200), mark) {
+		t.Error("after 100 more, xid 50 (overwritten) is still checked, or xid 200 (still held) is not")
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/sluice-db/sluice/internal/failure"
 	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/pgstream"
+	"github.com/sluice-db/sluice/internal/postgres"
 )
 
 // The copy in this topology is the log-based sync's DBLog merge, with the
@@ -28,8 +29,8 @@ type window struct {
 	chunk   mysql.StoredChunk
 	attempt int // reads of this chunk before this one (see pgstream.CommitLog)
 	open    bool
-	before  []uint32 // the transactions streamed just before the low watermark
-	running []uint32 // transactions the read's snapshot saw as running
+	mark    uint64            // the commit log at the low watermark (pgstream.CommitLog)
+	snap    postgres.Snapshot // the read's
 	ready   bool
 	rows    []chunkRow
 	touched map[string]bool // rows written whole or deleted in the window
@@ -122,7 +123,7 @@ func (p *Publisher) copyChunk(ctx context.Context, t *pubTable, ch mysql.StoredC
 		return failure.Wrap(err, failure.Connection, "SLUICE-PUBLISH-CHUNK", "table %s, chunk %d", t.rt.Name, ch.No).With("table", t.rt.Name)
 	}
 	p.windowsMu.Lock()
-	w.rows, w.running, w.ready = rows, snap.Running, true
+	w.rows, w.snap, w.ready = rows, snap, true
 	p.windowsMu.Unlock()
 	_, err = pgstream.Emit(ctx, p.src.Pool, true, "H:"+id)
 	return err
@@ -139,7 +140,7 @@ func (p *Publisher) watermark(ctx context.Context, kind, id string, lsn uint64, 
 	}
 	if kind == "L" {
 		w.open = true
-		w.before = p.commits.Recent()
+		w.mark = p.commits.Mark()
 		p.windowsMu.Unlock()
 		return nil
 	}
@@ -148,7 +149,7 @@ func (p *Publisher) watermark(ctx context.Context, kind, id string, lsn uint64, 
 	if !w.ready {
 		return fmt.Errorf("sluice: high watermark of chunk %s before its rows were read", id)
 	}
-	if pgstream.MissedCommit(w.running, w.before) {
+	if p.commits.MissedCommit(w.snap, w.mark) {
 		// The read missed a commit that came before the low watermark (see
 		// pgstream.CommitLog): its rows may be older than what was published.
 		p.log.Info("reading a chunk again: a commit raced its low watermark", "code", "SLUICE-SYNC-REREAD",

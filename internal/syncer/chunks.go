@@ -23,7 +23,7 @@ type window struct {
 	chunk   mysql.StoredChunk
 	attempt int        // reads of this chunk before this one (see pgstream.CommitLog)
 	open    bool       // the low watermark has come through the stream
-	before  []uint32   // the transactions streamed just before the low watermark
+	mark    uint64     // the commit log at the low watermark (pgstream.CommitLog)
 	ops     []apply.Op // changes to the table seen since then, in order
 	opXids  []uint32   // the transaction of each op
 	rows    []bufRow   // the chunk as read; set before the high watermark is written
@@ -147,7 +147,7 @@ func (s *Syncer) watermark(content string) (doneChunk, bool) {
 	}
 	if kind == "L" {
 		w.open = true
-		w.before = s.commits.Recent()
+		w.mark = s.commits.Mark()
 		w.table.readStarted = true
 		s.windowsMu.Unlock()
 		if w.table.plan.Keyless {
@@ -168,7 +168,7 @@ func (s *Syncer) watermark(content string) (doneChunk, bool) {
 	}
 	delete(s.windows, id)
 	s.windowsMu.Unlock()
-	if pgstream.MissedCommit(w.snap.Running, w.before) {
+	if s.commits.MissedCommit(w.snap, w.mark) {
 		// The read missed a commit that came before the low watermark: its
 		// rows may be older than what the stream has written. Read again.
 		s.log.Info("reading a chunk again: a commit raced its low watermark", "code", "SLUICE-SYNC-REREAD",
