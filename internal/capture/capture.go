@@ -53,6 +53,9 @@ func (st Start) Prepare(ctx context.Context, prepareTable func(ctx context.Conte
 		return err
 	}
 	for _, t := range st.Tables {
+		if err := CheckInheritance(t); err != nil {
+			return err
+		}
 		if err := CheckIdentity(t); err != nil {
 			return err
 		}
@@ -200,6 +203,23 @@ func (st Start) checkFresh(ctx context.Context, preparing bool) error {
 		}
 	}
 	return nil
+}
+
+// CheckInheritance refuses a table other tables inherit from (INHERITS):
+// its copy (a read of it) holds their rows, but their changes come through
+// the stream, or from the application, as theirs. They would be lost, or,
+// the children migrated too, their rows held twice. (Partitions are
+// another matter: their changes are streamed as the root's.) The events
+// topology refuses it too.
+func CheckInheritance(t *plan.Table) error {
+	st := t.Source
+	if len(st.InheritedBy) == 0 {
+		return nil
+	}
+	return failure.New(failure.Schema, "SLUICE-SYNC-INHERITS", "table %s is inherited by %s (INHERITS): a read of it returns their rows too, but their changes are theirs, not its own; a sync would lose them",
+		st.Name, strings.Join(st.InheritedBy, ", ")).
+		With("table", st.Name.String()).
+		WithHint("sync the tables that hold rows themselves and leave the parent out, or make them partitions of a partitioned table; sluice copy copies the parent with its children's rows")
 }
 
 // CheckIdentity refuses a table whose updates and deletes PostgreSQL does

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 
+	"github.com/sluice-db/sluice/internal/capture"
 	"github.com/sluice-db/sluice/internal/failure"
 	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/plan"
@@ -140,6 +141,11 @@ type tableState struct {
 // New prepares an events sync of the tables of p.
 func New(ctx context.Context, src *postgres.Source, tgt *mysql.Target, p *plan.Plan, opt Options) (*Service, error) {
 	opt.defaults()
+	for _, t := range p.Tables {
+		if err := capture.CheckInheritance(t); err != nil {
+			return nil, err
+		}
+	}
 	rts, err := LoadTables(ctx, src, p)
 	if err != nil {
 		return nil, err

@@ -235,6 +235,9 @@ func planTable(ctx context.Context, src *postgres.Source, st *schema.Table, tm c
 		}
 		t.Warnings = append(t.Warnings, fmt.Sprintf("%s: %s: its rows are copied, but it is written on another server, whose changes reach no change stream here: a sync misses every write to it (keep it unchanged until the cutover, or run sluice verify --repair --tables %s after such writes)", st.Name, which, st.Name))
 	}
+	if len(st.InheritedBy) > 0 {
+		t.Warnings = append(t.Warnings, fmt.Sprintf("%s: inherited by %s (INHERITS): its copy holds their rows too, as a read of it returns them; sluice sync refuses it (SLUICE-SYNC-INHERITS), since their changes are not its own", st.Name, strings.Join(st.InheritedBy, ", ")))
+	}
 	rowKey := st.RowKey()
 	quoted := postgres.Ident(st.Name.Schema, st.Name.Name)
 	switch {

@@ -39,7 +39,7 @@ func (s *Source) ReadTable(ctx context.Context, name schema.TableName) (*schema.
 	var estimate float64
 	var partitioned bool
 	var partitions []uint32
-	var unlogged, foreign []string
+	var unlogged, foreign, inheritedBy []string
 	err := s.Pool.QueryRow(ctx, `
 		SELECT c.oid, c.relreplident::text, greatest(c.reltuples, 0)::float8, c.relkind = 'p',
 		       CASE WHEN c.relkind = 'p' THEN array(SELECT relid::oid FROM pg_partition_tree(c.oid) WHERE relid <> c.oid::regclass) END,
@@ -47,10 +47,13 @@ func (s *Source) ReadTable(ctx context.Context, name schema.TableName) (*schema.
 		                                            WHERE pc.relpersistence = 'u') END,
 		       CASE WHEN c.relkind = 'p' THEN array(SELECT format('%I.%I', pn.nspname, pc.relname) FROM pg_partition_tree(c.oid) t
 		                                            JOIN pg_class pc ON pc.oid = t.relid JOIN pg_namespace pn ON pn.oid = pc.relnamespace
-		                                            WHERE pc.relkind = 'f' ORDER BY 1) END
+		                                            WHERE pc.relkind = 'f' ORDER BY 1) END,
+		       CASE WHEN c.relkind = 'r' THEN array(SELECT format('%I.%I', pn.nspname, pc.relname) FROM pg_inherits i
+		                                            JOIN pg_class pc ON pc.oid = i.inhrelid JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+		                                            WHERE i.inhparent = c.oid ORDER BY 1) END
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r','p')`,
-		name.Schema, name.Name).Scan(&oid, &replIdent, &estimate, &partitioned, &partitions, &unlogged, &foreign)
+		name.Schema, name.Name).Scan(&oid, &replIdent, &estimate, &partitioned, &partitions, &unlogged, &foreign, &inheritedBy)
 	if err == pgx.ErrNoRows {
 		return nil, failure.New(failure.Schema, "SLUICE-SCHEMA-NOTABLE",
 			"source table %s does not exist", Ident(name.Schema, name.Name)).
@@ -61,7 +64,7 @@ func (s *Source) ReadTable(ctx context.Context, name schema.TableName) (*schema.
 		return nil, fmt.Errorf("source: look up table %s: %w", name, err)
 	}
 	t := &schema.Table{Name: name, OID: oid, EstimatedRows: int64(estimate), Partitioned: partitioned, Partitions: partitions, UnloggedPartitions: unlogged,
-		ForeignPartitions: foreign}
+		ForeignPartitions: foreign, InheritedBy: inheritedBy}
 	t.ReplicaIdentity = map[string]string{"d": "default", "n": "nothing", "f": "full", "i": "index"}[replIdent]
 	if err := s.readColumns(ctx, oid, t); err != nil {
 		return nil, err

@@ -113,6 +113,10 @@ type Table struct {
 	// ForeignPartitions name those that are foreign tables: their rows
 	// live on another server, whose changes reach no change stream here.
 	ForeignPartitions []string
+	// InheritedBy names the tables that inherit from it (INHERITS, not
+	// partitions): a read of it holds their rows too, but their changes
+	// come through the stream under their own names.
+	InheritedBy []string
 }
 
 // Column returns the named column, or nil.
