@@ -40,26 +40,75 @@ func (c *CommitLog) Add(xid uint32) {
 	c.n++
 }
 
+// Mark is where the log stood at a window's low watermark, with a copy of
+// the last transactions before it: what the ring may overwrite while the
+// window stays open (a read paced by --max-rows-per-sec on a busy source).
+type Mark struct {
+	n    uint64
+	last []uint32
+}
+
+// markCopy is how many of the latest xids a Mark copies.
+const markCopy = 4096
+
 // Mark is where the log stands: taken at a window's low watermark.
-func (c *CommitLog) Mark() uint64 { return c.n }
+func (c *CommitLog) Mark() Mark {
+	m := Mark{n: c.n, last: make([]uint32, 0, min(c.n, markCopy))}
+	for i := c.n - min(c.n, markCopy); i < c.n; i++ {
+		m.last = append(m.last, c.xids[i%RecentCommits])
+	}
+	return m
+}
 
 // MissedCommit reports whether one of the transactions delivered before
 // mark (the last RecentCommits of them, as far as the log still holds
-// them) is invisible to snap, the snapshot of a read that began after the
-// low watermark: the read missed a commit the stream delivered before it.
-// Xids at or past the snapshot's xmax are invisible too (they are not in
-// its list of running transactions).
-func (c *CommitLog) MissedCommit(snap postgres.Snapshot, mark uint64) bool {
-	lo := mark - min(mark, RecentCommits)
+// them, and always the last markCopy) is invisible to snap, the snapshot
+// of a read that began after the low watermark: the read missed a commit
+// the stream delivered before it. Xids at or past the snapshot's xmax are
+// invisible too (they are not in its list of running transactions).
+func (c *CommitLog) MissedCommit(snap postgres.Snapshot, mark Mark) bool {
+	invisible := invisibleTo(snap)
+	for _, x := range mark.last {
+		if invisible(x) {
+			return true
+		}
+	}
+	lo := mark.n - min(mark.n, RecentCommits)
 	if c.n > RecentCommits {
 		lo = max(lo, c.n-RecentCommits) // older ones are overwritten
 	}
-	for i := lo; i < mark; i++ {
-		if !snap.Sees(c.xids[i%RecentCommits]) {
+	for i := lo; i < mark.n; i++ {
+		if invisible(c.xids[i%RecentCommits]) {
 			return true
 		}
 	}
 	return false
+}
+
+// invisibleTo is !snap.Sees, fast for the many xids older than every
+// running one (a set lookup only for the few that are not).
+func invisibleTo(snap postgres.Snapshot) func(uint32) bool {
+	if len(snap.Running) == 0 {
+		return func(x uint32) bool { return int32(x-snap.Xmax) >= 0 }
+	}
+	oldest := snap.Running[0]
+	running := make(map[uint32]struct{}, len(snap.Running))
+	for _, x := range snap.Running {
+		running[x] = struct{}{}
+		if int32(x-oldest) < 0 {
+			oldest = x
+		}
+	}
+	return func(x uint32) bool {
+		if int32(x-snap.Xmax) >= 0 {
+			return true
+		}
+		if int32(x-oldest) < 0 {
+			return false
+		}
+		_, ok := running[x]
+		return ok
+	}
 }
 
 // RereadPause waits before reading a chunk again for the attempt-th time

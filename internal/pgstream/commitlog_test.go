@@ -64,3 +64,41 @@ func TestCommitLogKeepsTheLatest(t *testing.T) {
 		t.Error("after 100 more, xid 50 (overwritten) is still checked, or xid 200 (still held) is not")
 	}
 }
+
+// TestMissedCommitAfterTheRingMovedOn: a window that stays open while more
+// than RecentCommits transactions come through (a paced read on a busy
+// source) still checks the transactions just before its low watermark.
+func TestMissedCommitAfterTheRingMovedOn(t *testing.T) {
+	var c CommitLog
+	for x := uint32(1); x <= 999; x++ {
+		c.Add(x)
+	}
+	c.Add(1000) // committed just before the low watermark, not yet visible
+	mark := c.Mark()
+	for x := uint32(0); x < RecentCommits+100; x++ {
+		c.Add(2000 + x)
+	}
+	if !c.MissedCommit(postgres.Snapshot{Xmax: 1 << 30, Running: []uint32{1000}}, mark) {
+		t.Error("a transaction just before the mark is no longer checked once the ring moved on")
+	}
+	if c.MissedCommit(postgres.Snapshot{Xmax: 1 << 30, Running: []uint32{2500}}, mark) {
+		t.Error("a transaction inside the window counts as missed")
+	}
+}
+
+// TestInvisibleToIsNotSees: the fast check agrees with Snapshot.Sees,
+// across xid wraparound too.
+func TestInvisibleToIsNotSees(t *testing.T) {
+	for _, snap := range []postgres.Snapshot{
+		{Xmax: 500, Running: []uint32{100, 300, 499}},
+		{Xmax: 10, Running: []uint32{4294967290, 3}}, // wrapped
+		{Xmax: 77},
+	} {
+		invisible := invisibleTo(snap)
+		for _, x := range []uint32{0, 1, 3, 4, 9, 10, 11, 99, 100, 101, 300, 498, 499, 500, 501, 4294967289, 4294967290, 4294967295} {
+			if invisible(x) != !snap.Sees(x) {
+				t.Errorf("snapshot %+v, xid %d: invisible %v, Sees %v", snap, x, invisible(x), snap.Sees(x))
+			}
+		}
+	}
+}

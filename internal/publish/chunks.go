@@ -29,7 +29,7 @@ type window struct {
 	chunk   mysql.StoredChunk
 	attempt int // reads of this chunk before this one (see pgstream.CommitLog)
 	open    bool
-	mark    uint64            // the commit log at the low watermark (pgstream.CommitLog)
+	mark    pgstream.Mark     // the commit log at the low watermark
 	snap    postgres.Snapshot // the read's
 	ready   bool
 	rows    []chunkRow
@@ -63,17 +63,26 @@ func (p *Publisher) seen(t *pubTable, op string, cols map[string]*string, key st
 	}
 }
 
+// waitCopyAllowed waits while the copy is paused or held back by a
+// watcher; false when the run stops meanwhile.
+func (p *Publisher) waitCopyAllowed(ctx context.Context) bool {
+	for p.paused.Load() || p.holds.Held() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-p.stop:
+			return false
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return true
+}
+
 func (p *Publisher) copyChunks(ctx context.Context) error {
 	for _, t := range p.tables {
 		for _, ch := range t.pending {
-			for p.paused.Load() || p.holds.Held() {
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-p.stop:
-					return nil
-				case <-time.After(200 * time.Millisecond):
-				}
+			if !p.waitCopyAllowed(ctx) {
+				return nil
 			}
 			select {
 			case p.inflight <- struct{}{}: // released when the chunk is marked done
@@ -96,7 +105,9 @@ func (p *Publisher) copyChunks(ctx context.Context) error {
 func (p *Publisher) copyChunk(ctx context.Context, t *pubTable, ch mysql.StoredChunk, attempt int) error {
 	id := fmt.Sprintf("%s:%s:%d:%d", p.runID, t.rt.Plan.Target, ch.No, attempt)
 	w := &window{id: id, table: t, chunk: ch, attempt: attempt, touched: map[string]bool{}}
-	if attempt > 0 && !pgstream.RereadPause(ctx, attempt) {
+	// a chunk read again is a read of the source like any other: the
+	// watchers' holds and a pause hold it back too
+	if attempt > 0 && (!pgstream.RereadPause(ctx, attempt) || !p.waitCopyAllowed(ctx)) {
 		return nil
 	}
 	p.windowsMu.Lock()

@@ -21,12 +21,12 @@ type window struct {
 	id      string
 	table   *table
 	chunk   mysql.StoredChunk
-	attempt int        // reads of this chunk before this one (see pgstream.CommitLog)
-	open    bool       // the low watermark has come through the stream
-	mark    uint64     // the commit log at the low watermark (pgstream.CommitLog)
-	ops     []apply.Op // changes to the table seen since then, in order
-	opXids  []uint32   // the transaction of each op
-	rows    []bufRow   // the chunk as read; set before the high watermark is written
+	attempt int           // reads of this chunk before this one (see pgstream.CommitLog)
+	open    bool          // the low watermark has come through the stream
+	mark    pgstream.Mark // the commit log at the low watermark
+	ops     []apply.Op    // changes to the table seen since then, in order
+	opXids  []uint32      // the transaction of each op
+	rows    []bufRow      // the chunk as read; set before the high watermark is written
 	snap    postgres.Snapshot
 	ready   bool
 }
