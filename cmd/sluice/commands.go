@@ -13,6 +13,7 @@ import (
 
 	"github.com/sluice-db/sluice/internal/copier"
 	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/plan"
 	"github.com/sluice-db/sluice/internal/progress"
 	"github.com/sluice-db/sluice/internal/verify"
@@ -32,6 +33,9 @@ func (a *app) planCommand() *cobra.Command {
 			}
 			defer src.Close()
 			defer tgt.Close()
+			if !apply && tgt.Created { // made only to try the tables there: gone again, whatever happens below
+				defer a.dropPlanDatabase(cmd, tgt)
+			}
 			p, err := a.planTables(ctx, src, tables, false, tgt.Flavor) // printed below, warnings included
 			if err != nil {
 				return err
@@ -39,17 +43,7 @@ func (a *app) planCommand() *cobra.Command {
 			if err := probeTables(ctx, tgt, p); err != nil {
 				return err
 			}
-			dropped := false
-			if !apply { // the database was created only to try the tables there
-				if dropped, err = tgt.DropCreated(ctx); err != nil {
-					return failure.Wrap(err, failure.Internal, "SLUICE-TARGET-QUERY", "plan").
-						WithHint("drop the empty database %s by hand, or leave it for sluice copy or sync", tgt.Name)
-				}
-			}
 			printPlan(cmd.OutOrStdout(), p)
-			if dropped {
-				fmt.Fprintf(cmd.OutOrStdout(), "-- the target database %s does not exist yet: plan --apply, copy and sync create it (utf8mb4)\n", tgt.Name)
-			}
 			if err := p.Err(); err != nil {
 				return err
 			}
@@ -77,6 +71,21 @@ func (a *app) planCommand() *cobra.Command {
 	cmd.Flags().StringVar(&tables, "tables", "", "comma-separated tables (name or schema.name); default: every table of --schema")
 	cmd.Flags().BoolVar(&apply, "apply", false, "create the target tables")
 	return cmd
+}
+
+// dropPlanDatabase drops the target database plan created to try the
+// tables there, when it still holds no table, and says so; a failure to
+// drop it is a warning: the plan stands.
+func (a *app) dropPlanDatabase(cmd *cobra.Command, tgt *mysql.Target) {
+	dropped, err := tgt.DropCreated(context.WithoutCancel(cmd.Context()))
+	if err != nil {
+		a.log.Warn("the target database plan created to try the tables there is left: drop it by hand, or leave it for sluice copy or sync",
+			"code", "SLUICE-PLAN-DATABASE", "database", tgt.Name, "error", err.Error())
+		return
+	}
+	if dropped {
+		fmt.Fprintf(cmd.OutOrStdout(), "-- the target database %s does not exist yet: plan --apply, copy and sync create it (utf8mb4)\n", tgt.Name)
+	}
 }
 
 func printPlan(w io.Writer, p *plan.Plan) {
