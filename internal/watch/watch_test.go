@@ -315,6 +315,40 @@ func TestDiskAlertAndAbort(t *testing.T) {
 	}
 }
 
+// TestHardLimitWithoutASlot: protect_source: abort in a sync with no slot
+// to drop (the events topology, Abort nil) holds the copy at the hard
+// limit, says so in the alert's hint, and lets it go once under it.
+func TestHardLimitWithoutASlot(t *testing.T) {
+	dir := t.TempDir()
+	u, err := disk.Usage(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeSync{}
+	cfg := defaults(t)
+	cfg.Disk = config.Limits{Warning: config.Off, High: config.Off, Critical: config.Off}
+	cfg.Protect.Mode = config.ProtectAbort
+	cfg.Protect.AbortDiskPercent = u.UsedPercent / 2
+	m := NewManager(slog.New(slog.NewJSONHandler(&buf{}, nil)))
+	w := New(f, m, Options{Config: cfg, Paths: []Path{{dir, RoleSourceData}}, Log: slog.New(slog.NewJSONHandler(&buf{}, nil))})
+	w.Check(context.Background())
+	if why := f.held()[ThrottleLimit]; why == "" {
+		t.Fatalf("the hard limit did not hold the copy: %v", f.held())
+	}
+	if fl := m.Firing(); len(fl) != 1 || fl[0].Code != CodeAbort || !strings.Contains(fl[0].Hint, "no slot to drop") {
+		t.Fatalf("firing %+v; want the hard limit's alert saying there is no slot to drop", fl)
+	}
+	if w.Aborted() != "" {
+		t.Fatalf("aborted %q without an Abort", w.Aborted())
+	}
+	cfg.Protect.AbortDiskPercent = 99.99
+	w.opt.Config = cfg
+	w.Check(context.Background())
+	if len(f.held()) != 0 {
+		t.Fatalf("still held under the limit: %v", f.held())
+	}
+}
+
 func TestIsLocalHost(t *testing.T) {
 	name, _ := os.Hostname()
 	for h, want := range map[string]bool{"": true, "localhost": true, "127.0.0.1": true, "::1": true, "[::1]": true,

@@ -41,6 +41,9 @@ const (
 	ThrottleLag    = "lag"
 	ThrottleWAL    = "wal"
 	ThrottleDisk   = "disk"
+	// ThrottleLimit holds the copy at a hard limit of protect_source: abort
+	// where there is no slot to drop (the events topology).
+	ThrottleLimit = "hard limit"
 )
 
 // Roles of the databases' directories; a critical disk under one of them
@@ -258,10 +261,14 @@ func (w *Watcher) protect(r Readings) {
 	}
 	var obs []Observation
 	reason := ""
+	hint := "protect_source: abort stopped the migration and dropped the slot; free the disk, then start again with sluice sync"
+	if w.opt.Abort == nil { // no slot to drop: the copy, which reads the source, waits instead
+		hint = "protect_source: abort: this sync has no slot to drop; the copy is held until the disk is below the limit: free the disk"
+	}
 	if r.WAL != nil {
 		o := Observation{Code: CodeAbort, Subject: "retained WAL hard limit", What: "WAL retained by slot " + w.opt.Slot,
 			Value: float64(r.WAL.RetainedBytes), Unit: UnitBytes, Limits: config.Limits{Warning: config.Off, High: config.Off, Critical: p.AbortWALBytes},
-			Hint: "protect_source: abort stopped the migration and dropped the slot; free the disk, then start again with sluice sync"}
+			Hint: hint}
 		obs = append(obs, o)
 		if o.Value >= p.AbortWALBytes {
 			reason = fmt.Sprintf("the slot retains %s of WAL, at the hard limit %s", config.FormatBytes(o.Value), config.FormatBytes(p.AbortWALBytes))
@@ -273,14 +280,18 @@ func (w *Watcher) protect(r Readings) {
 		}
 		o := Observation{Code: CodeAbort, Subject: d.Path + " hard limit", What: "disk usage of " + d.Path + " (" + strings.Join(d.Roles, ", ") + ")",
 			Value: d.UsedPercent, Unit: UnitPercent, Limits: config.Limits{Warning: config.Off, High: config.Off, Critical: p.AbortDiskPercent},
-			Hint: "protect_source: abort stopped the migration and dropped the slot; free the disk, then start again with sluice sync"}
+			Hint: hint}
 		obs = append(obs, o)
 		if o.Value >= p.AbortDiskPercent && reason == "" {
 			reason = fmt.Sprintf("the source's disk %s is %.1f%% full, at the hard limit %g%%", d.Path, d.UsedPercent, p.AbortDiskPercent)
 		}
 	}
 	w.m.Update("protect", obs)
-	if reason != "" && w.opt.Abort != nil {
+	if w.opt.Abort == nil {
+		set(ThrottleLimit, reason != "", reason)
+		return
+	}
+	if reason != "" {
 		w.abortOnce.Do(func() {
 			w.mu.Lock()
 			w.aborted = reason
