@@ -207,9 +207,23 @@ func (c *cleanup) drained(ctx context.Context, src *postgres.Source, tgt *mysql.
 			return behind("no publisher runs on slot %s, so finish cannot tell whether the appliers have applied what the source committed before it began; dropping the slot now could lose changes", c.slot).
 				WithHint("start sluice sync --publish again with its appliers running, wait until they are caught up, then run sluice finish")
 		case !p.Active:
-			var applied pglogrepl.LSN // what the target holds, though the slot may not be confirmed that far
-			if c.state != nil {
-				applied = pglogrepl.LSN(c.state.AppliedLSN)
+			// What the target holds now (a sync that ran during --wait may
+			// have written more), though the slot may not be confirmed that
+			// far: a sync killed after its target commit, before it confirmed.
+			// The slot is moved there first, as a resumed sync would confirm
+			// it, so the peek reads only what is not applied.
+			state, err := tgt.LoadSyncState(ctx, c.slot)
+			if err != nil {
+				return err
+			}
+			var applied pglogrepl.LSN
+			if state != nil {
+				applied = pglogrepl.LSN(state.AppliedLSN)
+			}
+			if applied > p.Confirmed {
+				// a sync starting meanwhile makes this fail: the peek below
+				// still counts only what is not applied
+				_ = pgstream.AdvanceSlot(ctx, src.Pool, c.slot, applied)
 			}
 			n, more, err := pgstream.UnreadChanges(ctx, src.Pool, c.slot, c.pub, mark, applied)
 			if err != nil || n == 0 && !more {

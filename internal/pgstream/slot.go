@@ -313,6 +313,15 @@ func Progress(ctx context.Context, pool *pgxpool.Pool, slot string) (SlotProgres
 	return p, err
 }
 
+// AdvanceSlot confirms the slot (which must have no reader) up to lsn, as
+// its reader would: everything before lsn is applied.
+func AdvanceSlot(ctx context.Context, pool *pgxpool.Pool, slot string, lsn pglogrepl.LSN) error {
+	if _, err := pool.Exec(ctx, `SELECT pg_replication_slot_advance($1, $2::pg_lsn)`, slot, lsn.String()); err != nil {
+		return fmt.Errorf("source: advance replication slot %s to %s: %w", slot, lsn, err)
+	}
+	return nil
+}
+
 // UnreadChanges counts the row changes (inserts, updates, deletes,
 // truncates of the publication's tables) slot holds up to upTo, without
 // consuming them, in the transactions the target has not applied: those

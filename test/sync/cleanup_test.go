@@ -156,7 +156,9 @@ func TestFinishLosesNoChange(t *testing.T) {
 // target commit and before it confirmed the slot leaves changes in the
 // slot that the target holds. finish counts only the transactions the
 // target has not applied (as a resumed sync skips them), so it goes
-// through instead of refusing (the hook keeps the slot unconfirmed).
+// through instead of refusing (the hook keeps the slot unconfirmed), also
+// when those changes are more than it peeks at: it first moves the slot to
+// where the target stands, as the sync would have.
 func TestFinishAfterAKillBeforeTheSlotConfirm(t *testing.T) {
 	t.Parallel()
 	p, s := cutOverAndStopped(t, 500)
@@ -164,6 +166,8 @@ func TestFinishAfterAKillBeforeTheSlotConfirm(t *testing.T) {
 	proc := s.start()
 	s.waitCaughtUp(60 * time.Second)
 	p.PG(t, `UPDATE orders SET amount = amount + 1 WHERE id <= 300`)
+	// more messages than finish peeks at (10,000): applied, yet in the slot
+	p.PG(t, `INSERT INTO orders (customer, amount) SELECT g % 500, 1 FROM generate_series(1, 12000) g`)
 	s.waitCaughtUp(60 * time.Second)
 	proc.Kill()
 	<-proc.Done()
