@@ -268,6 +268,18 @@ func (c *cleanup) checkTarget(ctx context.Context, src *postgres.Source, tgt *my
 		c.pub = state.Publication
 		c.state = state
 	}
+	if state == nil && slotExists {
+		// A slot in use that this target records no run on is another
+		// migration's (one from this database into a target database of
+		// the same name elsewhere): dropping it would end that one.
+		if p, err := pgstream.Progress(ctx, src.Pool, c.slot); err != nil {
+			return nil, false, err
+		} else if p.Active {
+			return nil, false, failure.New(failure.Usage, "SLUICE-SLOT-INUSE", "%s: replication slot %s is in use by a running sync, but this target records no run on it: it is another migration's, and sluice leaves it", c.name, c.slot).
+				With("slot", c.slot).
+				WithHint("give this migration's own slot with --slot; if the running sync is this migration's after all, stop it first")
+		}
+	}
 	if state == nil && len(others) > 0 && !slotExists {
 		_, pubExists, err := pgstream.PublicationTables(ctx, src.Pool, c.pub)
 		if err != nil {

@@ -185,7 +185,7 @@ func (st Start) checkFresh(ctx context.Context, preparing bool) error {
 	} else if exists && !preparing {
 		return failure.New(failure.Usage, "SLUICE-SYNC-SLOTTAKEN", "replication slot %s exists on the source, but the target records no run on it: it is another migration's (the default slot name derives from the target database's name), or one whose state on the target was removed", st.Slot).
 			With("slot", st.Slot).
-			WithHint("give this migration a slot of its own with --slot (the same on every sync, status, cutover, finish and abort of it); if the slot is a leftover of this migration, sluice abort --slot %s drops it", st.Slot)
+			WithHint("give this migration a slot of its own with --slot (the same on every sync, status, cutover, finish and abort of it); only if the slot is a leftover of this migration, which no other migration uses, sluice abort --slot %s drops it (it refuses a slot a sync is reading)", st.Slot)
 	}
 	for _, t := range st.Tables {
 		phase, err := st.Target.Phase(ctx, t.Target)

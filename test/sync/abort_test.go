@@ -163,6 +163,11 @@ func TestSlotOfAnotherDatabase(t *testing.T) {
 		if out := r.Stdout + r.Stderr; r.Exit != 2 || !strings.Contains(out, "SLUICE-SYNC-SLOTTAKEN") || !strings.Contains(out, "--slot") {
 			t.Fatalf("a sync into another target on the running migration's slot %s: exit %d; want 2 with SLUICE-SYNC-SLOTTAKEN naming --slot\n%s", s.slot, r.Exit, out)
 		}
+		// and an abort there leaves the running migration's slot alone
+		r = testenv.Run(t, nil, "abort", "--source", p.SourceURL, "--target", target, "--slot", s.slot, "--api", "http://127.0.0.1:1")
+		if out := r.Stdout + r.Stderr; r.Exit != 2 || !strings.Contains(out, "SLUICE-SLOT-INUSE") {
+			t.Errorf("an abort from the other target of the running migration's slot: exit %d; want 2 with SLUICE-SLOT-INUSE\n%s", r.Exit, out)
+		}
 	})
 	if slot, pub := testenv.SlotAndPublication(t, p.SourceURL, s.slot); !slot || !pub {
 		t.Fatalf("after an abort in another database the running migration has slot %v, publication %v; want both kept", slot, pub)
