@@ -87,9 +87,9 @@ func (s *Service) copyAll(ctx context.Context) error {
 					return err
 				}
 				if j.ts.left.Add(-1) == 0 {
-					if err := s.finishTable(gctx, j.ts); err != nil {
-						return err
-					}
+					// apart: its indexes may wait for events (a unique value
+					// held twice) while the other tables' chunks go on
+					g.Go(func() error { return s.finishTable(gctx, j.ts) })
 				}
 			}
 			return nil
@@ -270,9 +270,10 @@ func (s *Service) finishTable(ctx context.Context, ts *tableState) error {
 	return nil
 }
 
-// duplicateRetry is how often a unique index that two rows' values keep
-// out is tried again.
-var duplicateRetry = 5 * time.Second
+// duplicateRetry is how soon a unique index that two rows' values keep
+// out is tried again, doubling up to duplicateRetryMax: each try builds
+// the index over the whole table.
+var duplicateRetry, duplicateRetryMax = 5 * time.Second, time.Minute
 
 // buildIndexesWhenUnique builds t's secondary indexes. Events of different
 // rows come in any order, and while the table is copied its unique indexes
@@ -284,15 +285,16 @@ var duplicateRetry = 5 * time.Second
 // events that settle it arrive.
 func (s *Service) buildIndexesWhenUnique(ctx context.Context, ts *tableState) (built bool, err error) {
 	var warned time.Time
+	wait := duplicateRetry
 	for {
 		err := copier.BuildIndexes(ctx, s.tgt, ts.rt.Plan, s.log)
 		if err == nil || !mysql.IsDuplicateEntry(err) || ctx.Err() != nil {
 			return err == nil, err
 		}
 		if time.Since(warned) > time.Minute {
-			s.log.Warn("a unique index cannot be built yet: two rows hold one value, as events of different rows came out of order; it is tried again while events are applied",
-				"code", "SLUICE-EVENTS-UNIQUE", "table", ts.rt.Name, "error", err.Error(), "retry_in", duplicateRetry.String(),
-				"hint", "send the events that change the rows named (the row that gave the value up); sluice verify names rows that differ from the source")
+			s.log.Warn("a unique index cannot be built yet: two rows hold one value (events of different rows came out of order, or the target's index compares values the source tells apart, such as a case-insensitive collation set in the mapping); it is tried again while events are applied",
+				"code", "SLUICE-EVENTS-UNIQUE", "table", ts.rt.Name, "error", err.Error(), "retry_in", wait.String(),
+				"hint", "send the events that change the rows holding the value named (the row that gave it up); if the source holds both values, map the column to a type and collation that tell them apart; sluice verify names rows that differ from the source")
 			warned = time.Now()
 		}
 		ts.progress.Load().SetPhase("indexing (a unique value held twice)")
@@ -301,7 +303,8 @@ func (s *Service) buildIndexesWhenUnique(ctx context.Context, ts *tableState) (b
 			return false, ctx.Err()
 		case <-s.stop:
 			return false, nil
-		case <-time.After(duplicateRetry):
+		case <-time.After(wait):
 		}
+		wait = min(2*wait, duplicateRetryMax)
 	}
 }
