@@ -56,6 +56,12 @@ func (s *Service) copyAll(ctx context.Context) error {
 			jobs = append(jobs, chunkJob{ts, ch})
 		}
 	}
+	var resumed []*tableState // after its last chunk: read before a worker may finish one
+	for _, ts := range s.tables {
+		if ts.left.Load() == 0 && !ts.copied.Load() {
+			resumed = append(resumed, ts)
+		}
+	}
 	queue := make(chan chunkJob)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -95,10 +101,8 @@ func (s *Service) copyAll(ctx context.Context) error {
 			return nil
 		})
 	}
-	for _, ts := range s.tables {
-		if ts.left.Load() == 0 && !ts.copied.Load() { // resumed after its last chunk
-			g.Go(func() error { return s.finishTable(gctx, ts) })
-		}
+	for _, ts := range resumed {
+		g.Go(func() error { return s.finishTable(gctx, ts) })
 	}
 	if err := g.Wait(); err != nil {
 		if ctx.Err() != nil {
