@@ -14,6 +14,7 @@ import (
 	"github.com/sluice-db/sluice/internal/copier"
 	"github.com/sluice-db/sluice/internal/failure"
 	"github.com/sluice-db/sluice/internal/mysql"
+	"github.com/sluice-db/sluice/internal/throttle"
 )
 
 // The backfill copies each table in key-ordered chunks, like sluice copy,
@@ -67,14 +68,8 @@ func (s *Service) copyAll(ctx context.Context) error {
 	g.Go(func() error {
 		defer close(queue)
 		for _, j := range jobs {
-			for s.paused.Load() || s.holds.Held() {
-				select {
-				case <-gctx.Done():
-					return nil
-				case <-s.stop:
-					return nil
-				case <-time.After(200 * time.Millisecond):
-				}
+			if !throttle.Wait(gctx, s.stop, func() bool { return s.paused.Load() || s.holds.Held() }) {
+				return nil
 			}
 			select {
 			case queue <- j:

@@ -4,13 +4,13 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/sluice-db/sluice/internal/copier"
 	"github.com/sluice-db/sluice/internal/failure"
 	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/pgstream"
 	"github.com/sluice-db/sluice/internal/postgres"
+	"github.com/sluice-db/sluice/internal/throttle"
 )
 
 // The copy in this topology is the log-based sync's DBLog merge, with the
@@ -66,16 +66,7 @@ func (p *Publisher) seen(t *pubTable, op string, cols map[string]*string, key st
 // waitCopyAllowed waits while the copy is paused or held back by a
 // watcher; false when the run stops meanwhile.
 func (p *Publisher) waitCopyAllowed(ctx context.Context) bool {
-	for p.paused.Load() || p.holds.Held() {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-p.stop:
-			return false
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-	return true
+	return throttle.Wait(ctx, p.stop, func() bool { return p.paused.Load() || p.holds.Held() })
 }
 
 func (p *Publisher) copyChunks(ctx context.Context) error {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/sluice-db/sluice/internal/apply"
 	"github.com/sluice-db/sluice/internal/copier"
@@ -13,6 +12,7 @@ import (
 	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/pgstream"
 	"github.com/sluice-db/sluice/internal/postgres"
+	"github.com/sluice-db/sluice/internal/throttle"
 	"github.com/sluice-db/sluice/internal/typemap"
 )
 
@@ -71,14 +71,7 @@ func (s *Syncer) copyChunks(ctx context.Context) error {
 // waitCopyAllowed waits while the copy is paused or throttled; false when
 // ctx ended.
 func (s *Syncer) waitCopyAllowed(ctx context.Context) bool {
-	for s.holdCopy() {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-	return true
+	return throttle.Wait(ctx, nil, s.holdCopy)
 }
 
 func (s *Syncer) copyChunk(ctx context.Context, t *table, ch mysql.StoredChunk, attempt int) error {

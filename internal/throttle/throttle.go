@@ -6,9 +6,11 @@
 package throttle
 
 import (
+	"context"
 	"log/slog"
 	"maps"
 	"sync"
+	"time"
 )
 
 // Holds is the set of holds on one copy. The zero value holds nothing and
@@ -64,4 +66,20 @@ func (h *Holds) log() *slog.Logger {
 		return slog.Default()
 	}
 	return h.Log
+}
+
+// Wait waits while held reports true (a pause, a hold), looking every
+// 200 ms. It reports false when ctx ends or stop closes first (stop may be
+// nil).
+func Wait(ctx context.Context, stop <-chan struct{}, held func() bool) bool {
+	for held() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-stop:
+			return false
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return true
 }

@@ -2,9 +2,11 @@ package throttle
 
 import (
 	"bytes"
+	"context"
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The copy is held while any watcher holds it, each hold is logged once
@@ -37,5 +39,27 @@ func TestHolds(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "copy throttle released"); n != 2 {
 		t.Errorf("%d release lines for two lifts:\n%s", n, logs.String())
+	}
+}
+
+// Wait returns once nothing holds the copy, and false when the run ends or
+// stops while it waits.
+func TestWait(t *testing.T) {
+	var h Holds
+	h.Throttle("disk", "critical")
+	time.AfterFunc(300*time.Millisecond, func() { h.Unthrottle("disk") })
+	if !Wait(context.Background(), nil, h.Held) {
+		t.Fatal("Wait reported a stop when the hold was lifted")
+	}
+	h.Throttle("disk", "critical")
+	stop := make(chan struct{})
+	time.AfterFunc(100*time.Millisecond, func() { close(stop) })
+	if Wait(context.Background(), stop, h.Held) {
+		t.Error("Wait went on after stop closed, the hold still set")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if Wait(ctx, nil, h.Held) {
+		t.Error("Wait went on after its context ended, the hold still set")
 	}
 }

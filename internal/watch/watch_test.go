@@ -250,15 +250,22 @@ func TestLagThrottleAndRelease(t *testing.T) {
 	}
 }
 
-func TestDiskAlertAndAbort(t *testing.T) {
-	dir := t.TempDir()
+// diskUnderTest is a directory to watch and how full its disk is now.
+func diskUnderTest(t *testing.T) (dir string, usedPercent float64) {
+	t.Helper()
+	dir = t.TempDir()
 	u, err := disk.Usage(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return dir, u.UsedPercent
+}
+
+func TestDiskAlertAndAbort(t *testing.T) {
+	dir, used := diskUnderTest(t)
 	f := &fakeSync{}
 	cfg := defaults(t)
-	cfg.Disk = config.Limits{Warning: u.UsedPercent / 2, High: config.Off, Critical: config.Off}
+	cfg.Disk = config.Limits{Warning: used / 2, High: config.Off, Critical: config.Off}
 	rec := &recorder{}
 	logs := &buf{}
 	m := NewManager(slog.New(slog.NewJSONHandler(logs, nil)), rec)
@@ -277,8 +284,8 @@ func TestDiskAlertAndAbort(t *testing.T) {
 		t.Fatalf("warning throttled: %v", f.held())
 	}
 	// critical on a database disk holds the copy back
-	cfg.Disk.Critical = u.UsedPercent / 2
-	cfg.Disk.High = u.UsedPercent / 2
+	cfg.Disk.Critical = used / 2
+	cfg.Disk.High = used / 2
 	w.opt.Config = cfg
 	w.Check(context.Background())
 	if _, ok := f.held()[ThrottleDisk]; !ok {
@@ -286,7 +293,7 @@ func TestDiskAlertAndAbort(t *testing.T) {
 	}
 	// protect_source: abort at the hard limit: called once
 	cfg.Protect.Mode = config.ProtectAbort
-	cfg.Protect.AbortDiskPercent = u.UsedPercent / 2
+	cfg.Protect.AbortDiskPercent = used / 2
 	w.opt.Config = cfg
 	w.Check(context.Background())
 	w.Check(context.Background())
@@ -319,16 +326,12 @@ func TestDiskAlertAndAbort(t *testing.T) {
 // to drop (the events topology, Abort nil) holds the copy at the hard
 // limit, says so in the alert's hint, and lets it go once under it.
 func TestHardLimitWithoutASlot(t *testing.T) {
-	dir := t.TempDir()
-	u, err := disk.Usage(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, used := diskUnderTest(t)
 	f := &fakeSync{}
 	cfg := defaults(t)
 	cfg.Disk = config.Limits{Warning: config.Off, High: config.Off, Critical: config.Off}
 	cfg.Protect.Mode = config.ProtectAbort
-	cfg.Protect.AbortDiskPercent = u.UsedPercent / 2
+	cfg.Protect.AbortDiskPercent = used / 2
 	m := NewManager(slog.New(slog.NewJSONHandler(&buf{}, nil)))
 	w := New(f, m, Options{Config: cfg, Paths: []Path{{dir, RoleSourceData}}, Log: slog.New(slog.NewJSONHandler(&buf{}, nil))})
 	w.Check(context.Background())
