@@ -216,16 +216,15 @@ func (c *cleanup) drained(ctx context.Context, src *postgres.Source, tgt *mysql.
 			if err != nil {
 				return err
 			}
-			var applied pglogrepl.LSN
-			if state != nil {
-				applied = pglogrepl.LSN(state.AppliedLSN)
+			if state != nil && pglogrepl.LSN(state.AppliedLSN) > p.Confirmed {
+				if err := pgstream.AdvanceSlot(ctx, src.Pool, c.slot, pglogrepl.LSN(state.AppliedLSN)); err != nil {
+					if p, perr := pgstream.Progress(ctx, src.Pool, c.slot); perr != nil || !p.Active {
+						return err
+					}
+					break // a sync started meanwhile: wait for it as for a running one
+				}
 			}
-			if applied > p.Confirmed {
-				// a sync starting meanwhile makes this fail: the peek below
-				// still counts only what is not applied
-				_ = pgstream.AdvanceSlot(ctx, src.Pool, c.slot, applied)
-			}
-			n, more, err := pgstream.UnreadChanges(ctx, src.Pool, c.slot, c.pub, mark, applied)
+			n, more, err := pgstream.UnreadChanges(ctx, src.Pool, c.slot, c.pub, mark)
 			if err != nil || n == 0 && !more {
 				return err
 			}

@@ -262,11 +262,7 @@ func apiCall(ctx context.Context, method, base, path, token string, out any) err
 		if json.Unmarshal(body, &e) != nil || e.Code == "" {
 			return notTheAPI(method, base, path, fmt.Sprintf("HTTP %d", resp.StatusCode))
 		}
-		kind := failure.KindOfExit(e.Exit)
-		if resp.StatusCode == http.StatusUnauthorized {
-			kind = failure.Usage
-		}
-		return failure.New(kind, e.Code, "%s %s: %s", method, path, e.Error)
+		return failure.New(failure.KindOfExit(e.Exit), e.Code, "%s %s: %s", method, path, e.Error)
 	}
 	if err := json.Unmarshal(body, out); err != nil {
 		return notTheAPI(method, base, path, "an answer that is not its JSON")

@@ -77,7 +77,7 @@ func (c *CommitLog) MissedCommit(snap postgres.Snapshot, mark Mark) bool {
 	if c.n > RecentCommits {
 		lo = max(lo, c.n-RecentCommits) // older ones are overwritten
 	}
-	for i := lo; i < mark.n; i++ {
+	for i := lo; i < mark.n-uint64(len(mark.last)); i++ { // the copy holds the rest
 		if invisible(c.xids[i%RecentCommits]) {
 			return true
 		}

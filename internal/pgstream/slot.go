@@ -324,28 +324,17 @@ func AdvanceSlot(ctx context.Context, pool *pgxpool.Pool, slot string, lsn pglog
 
 // UnreadChanges counts the row changes (inserts, updates, deletes,
 // truncates of the publication's tables) slot holds up to upTo, without
-// consuming them, in the transactions the target has not applied: those
-// whose commit record is at or after applied (what a sync skips when it
-// resumes, see the syncer's position). A sync killed between its target
-// commit and its next slot confirmation leaves such applied transactions
-// in the slot. The slot must have no reader. It reads at most peekLimit
+// consuming them. The slot must have no reader, and be confirmed as far as
+// the target has applied (AdvanceSlot). It reads at most peekLimit
 // messages (decoding a long backlog whole would take the source minutes
 // and gigabytes of spill files for a yes or no): more says the limit was
 // reached, so there may be more than counted.
-func UnreadChanges(ctx context.Context, pool *pgxpool.Pool, slot, publication string, upTo, applied pglogrepl.LSN) (changes int64, more bool, err error) {
+func UnreadChanges(ctx context.Context, pool *pgxpool.Pool, slot, publication string, upTo pglogrepl.LSN) (changes int64, more bool, err error) {
 	var read int64
-	// pgoutput's message types: 'B' (66) begins a transaction and holds its
-	// commit record's position in bytes 2-9; 'I', 'U', 'D', 'T' are the
-	// changes. Begins come in commit order, so the highest commit position
-	// so far is the one of the transaction a row belongs to.
-	err = pool.QueryRow(ctx, `WITH m AS (
-			SELECT n, get_byte(data, 0) AS kind,
-				CASE WHEN get_byte(data, 0) = 66 THEN ('x' || encode(substring(data FROM 2 FOR 8), 'hex'))::bit(64)::bigint END AS final
-			FROM pg_logical_slot_peek_binary_changes($1, $2::pg_lsn, $4, 'proto_version', '1', 'publication_names', quote_ident($3))
-				WITH ORDINALITY AS c(lsn, xid, data, n)
-		), tx AS (SELECT kind, max(final) OVER (ORDER BY n) AS final FROM m)
-		SELECT count(*) FILTER (WHERE kind IN (73, 85, 68, 84) AND final >= $5), count(*) FROM tx`,
-		slot, upTo.String(), publication, peekLimit, int64(applied)).Scan(&changes, &read)
+	// pgoutput's message types: 'I', 'U', 'D', 'T'
+	err = pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE get_byte(data, 0) IN (73, 85, 68, 84)), count(*)
+		FROM pg_logical_slot_peek_binary_changes($1, $2::pg_lsn, $4, 'proto_version', '1', 'publication_names', quote_ident($3))`,
+		slot, upTo.String(), publication, peekLimit).Scan(&changes, &read)
 	if err != nil {
 		return 0, false, fmt.Errorf("source: read what replication slot %s holds: %w", slot, err)
 	}
