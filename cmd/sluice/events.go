@@ -106,7 +106,7 @@ func (c eventsController) Status() syncer.Status {
 		ChangesApplied: es.Applied + es.HTTPApplied, UptimeSeconds: es.UptimeSeconds}
 	if es.Stream == "" {
 		st.Slot = "events over HTTP"
-		st.SourceLSN = fmt.Sprintf("HTTP (%d batches refused)", es.HTTPRefused)
+		st.SourceLSN = fmt.Sprintf("HTTP (%d batches refused as invalid, %d to send again)", es.HTTPRefused, es.HTTPRetry)
 	}
 	st.Paused, st.Throttled = es.Paused, es.Throttled
 	if es.Phase == "preparing" {
@@ -178,7 +178,7 @@ var (
 	mEvents      = prometheus.NewDesc("sluice_events_total", "Application events by outcome: applied, ignored (not newer than the target's row), redelivered (applied before), dead_lettered; source jetstream or http.", []string{"outcome", "source"}, nil)
 	mPending     = prometheus.NewDesc("sluice_events_pending", "Events in the JetStream stream not yet applied (-1 when unknown).", nil, nil)
 	mEventsRate  = prometheus.NewDesc("sluice_events_per_second", "Events applied per second, from the first to the last batch of this run.", nil, nil)
-	mHTTPRefused = prometheus.NewDesc("sluice_events_http_batches_refused_total", "Batches refused by POST /api/v1/events.", nil, nil)
+	mHTTPRefused = prometheus.NewDesc("sluice_events_http_batches_refused_total", "Batches POST /api/v1/events did not apply, by reason: invalid (4xx, the sender must change them) or unavailable (5xx, send them again).", []string{"reason"}, nil)
 )
 
 func (c eventsCollector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
@@ -195,7 +195,8 @@ func (c eventsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(st.HTTPIgnored, "ignored", "http")
 	ch <- metrics.Const(mPending, prometheus.GaugeValue, float64(st.Pending))
 	ch <- metrics.Const(mEventsRate, prometheus.GaugeValue, st.EventsPerSecond)
-	ch <- metrics.Const(mHTTPRefused, prometheus.CounterValue, float64(st.HTTPRefused))
+	ch <- metrics.Const(mHTTPRefused, prometheus.CounterValue, float64(st.HTTPRefused), "invalid")
+	ch <- metrics.Const(mHTTPRefused, prometheus.CounterValue, float64(st.HTTPRetry), "unavailable")
 }
 
 func (a *app) runEventsSync(cmd *cobra.Command, ef *eventsFlags, tables, listen, token string, generated bool, opt syncer.Options) error {

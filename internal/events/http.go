@@ -63,6 +63,7 @@ func Handler(s *Service, token string) http.Handler {
 			return
 		}
 		if len(body) > MaxHTTPBatch {
+			s.counts.httpRefused.Add(1)
 			writeJSON(w, http.StatusRequestEntityTooLarge, &HTTPError{Code: "SLUICE-EVENTS-BATCH",
 				Msg: fmt.Sprintf("batch larger than %d bytes; send smaller batches", MaxHTTPBatch)})
 			return
@@ -73,7 +74,11 @@ func Handler(s *Service, token string) http.Handler {
 			if !errors.As(err, &he) {
 				he = &HTTPError{Status: http.StatusServiceUnavailable, Code: "SLUICE-EVENTS-APPLY", Msg: err.Error()}
 			}
-			s.counts.httpRefused.Add(1)
+			if he.Status >= 500 { // the batch is fine; the sync cannot take it now
+				s.counts.httpRetry.Add(1)
+			} else {
+				s.counts.httpRefused.Add(1)
+			}
 			writeJSON(w, he.Status, he)
 			return
 		}

@@ -122,7 +122,8 @@ type counters struct {
 	deadLettered atomic.Int64
 	httpApplied  atomic.Int64
 	httpIgnored  atomic.Int64
-	httpRefused  atomic.Int64
+	httpRefused  atomic.Int64 // batches refused as invalid (4xx): the sender must change them
+	httpRetry    atomic.Int64 // batches not applied for now (5xx): the sender sends them again
 	handled      atomic.Int64 // events applied or ignored by this run
 	firstApply   atomic.Int64 // unix nanos
 	lastApply    atomic.Int64
@@ -287,12 +288,16 @@ func (s *Service) prepare(ctx context.Context) error {
 	if s.cstate, err = s.tgt.LoadConsumerState(ctx, s.opt.Consumer, stream); err != nil {
 		return err
 	}
-	if s.cstate.Stream != stream && s.cstate.LastSeq > 0 { // its sequence numbers mean nothing on another stream
+	// Its sequence numbers mean nothing on another stream. A run taking events
+	// over HTTP only reads no stream: it keeps its own progress (hstate).
+	if s.opt.Endpoint != nil && s.cstate.Stream != stream && s.cstate.LastSeq > 0 {
 		return failure.New(failure.Usage, "SLUICE-NATS-STREAMCHANGED", "consumer %s applied events from stream %s up to sequence %d, not from %s",
 			s.opt.Consumer, s.cstate.Stream, s.cstate.LastSeq, stream).
 			WithHint("run with --events pointing at %s, or give this stream its own --consumer", s.cstate.Stream)
 	}
-	s.cstate.Stream = stream // stored with the first batch: the sequences are this stream's from now on
+	if s.opt.Endpoint != nil {
+		s.cstate.Stream = stream // stored with the first batch: the sequences are this stream's from now on
+	}
 	if s.hstate, err = s.tgt.LoadConsumerState(ctx, s.opt.Consumer+":http", "http"); err != nil {
 		return err
 	}
@@ -323,8 +328,9 @@ type Status struct {
 	DeadLetterTo    string            `json:"dead_letter_subject,omitempty"`
 	HTTPApplied     int64             `json:"http_events_applied"`
 	HTTPIgnored     int64             `json:"http_events_ignored"`
-	HTTPRefused     int64             `json:"http_batches_refused"`
-	EventsPerSecond float64           `json:"events_per_second"` // from the first to the last applied batch of this run
+	HTTPRefused     int64             `json:"http_batches_refused"`     // invalid: 4xx
+	HTTPRetry       int64             `json:"http_batches_unavailable"` // not applied for now: 5xx, send again
+	EventsPerSecond float64           `json:"events_per_second"`        // from the first to the last applied batch of this run
 	ApplySeconds    float64           `json:"apply_seconds"`
 	UptimeSeconds   float64           `json:"uptime_seconds"`
 	Tables          []TableStatus     `json:"tables"`
@@ -352,7 +358,7 @@ func (s *Service) Status() Status {
 	st := Status{Consumer: s.opt.Consumer, LastStreamSeq: c.lastSeq.Load(), Pending: -1,
 		Received: c.received.Load(), Applied: c.applied.Load(), Ignored: c.ignored.Load(), Redelivered: c.redelivered.Load(),
 		DeadLettered: c.deadLettered.Load(), HTTPApplied: c.httpApplied.Load(), HTTPIgnored: c.httpIgnored.Load(),
-		HTTPRefused: c.httpRefused.Load(), UptimeSeconds: time.Since(s.started).Seconds(), CopyDone: s.copyDone(), Paused: s.paused.Load(), Throttled: s.holds.Reasons()}
+		HTTPRefused: c.httpRefused.Load(), HTTPRetry: c.httpRetry.Load(), UptimeSeconds: time.Since(s.started).Seconds(), CopyDone: s.copyDone(), Paused: s.paused.Load(), Throttled: s.holds.Reasons()}
 	st.HandledThisRun = c.handled.Load()
 	if s.opt.Endpoint != nil {
 		st.Stream, st.DeadLetterTo = s.opt.Endpoint.Stream, s.opt.Endpoint.DeadLetterSubject()

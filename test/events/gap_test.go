@@ -2,9 +2,11 @@ package events
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +19,7 @@ import (
 	"github.com/sluice-db/sluice/internal/events"
 	"github.com/sluice-db/sluice/internal/failure"
 	"github.com/sluice-db/sluice/internal/testenv"
+	pubevents "github.com/sluice-db/sluice/pkg/events"
 )
 
 // TestEventsRemovedUnreadStopTheSync: a stream whose limits are too low for
@@ -136,6 +139,38 @@ func TestRecreatedStreamIsRefused(t *testing.T) {
 	if code := again.wait(t, 60*time.Second); code != 4 || !strings.Contains(again.out.String(), "SLUICE-NATS-STREAMCHANGED") {
 		t.Fatalf("sluice sync on a stream made again exited %d; want 4 with SLUICE-NATS-STREAMCHANGED:\n%s", code, again.out)
 	}
+}
+
+// TestHTTPRunAfterAStreamRun: a sync that took events from JetStream, stopped
+// and started again taking them over HTTP only (no --events) reads no stream,
+// so its consumer's progress on the stream is no reason to refuse it; the
+// stream's progress stays for when the stream comes back.
+func TestHTTPRunAfterAStreamRun(t *testing.T) {
+	p, s, cfg := likesWithEvents(t, 3)
+	p.PG(t, `INSERT INTO likes SELECT g, 1, '2024-05-01 10:00:00+00', g::text FROM generate_series(1, 3) g`) // what the events say
+	streamArgs := append([]string{"sync", "--changes=events", "--events", s.URL, "--config", cfg}, p.Args()...)
+	run := start(t, streamArgs...)
+	run.waitFor(t, "caught up", 60*time.Second, caughtUp)
+	run.stop(t)
+
+	httpRun := start(t, append([]string{"sync", "--changes=events", "--config", cfg}, p.Args()...)...)
+	httpRun.waitFor(t, "the copy", 60*time.Second, func(st eventsStatus) bool { return st.Events.CopyDone })
+	e := like(20, 20, "2024-06-01T00:00:00Z", "over http", 1)
+	e.V, e.ID = 1, pubevents.NewID()
+	batch, _ := json.Marshal([]pubevents.Event{e})
+	if code, body := httpRun.post(t, token, string(batch)); code != http.StatusOK || body["applied"] != float64(1) {
+		t.Fatalf("an event over HTTP after a JetStream run: %d %v; want it applied\n%s", code, body, httpRun.out)
+	}
+	httpRun.stop(t)
+	p.PG(t, `INSERT INTO likes VALUES (20, 20, '2024-06-01 00:00:00+00', 'over http')`)
+
+	// back on the stream: it goes on after the events it applied before
+	p.PG(t, `INSERT INTO likes VALUES (21, 21, '2024-06-01 00:00:00+00', 'stream again')`)
+	s.emit(t, like(21, 21, "2024-06-01T00:00:00Z", "stream again", 1))
+	again := start(t, streamArgs...)
+	again.waitFor(t, "the new event", 60*time.Second, func(st eventsStatus) bool { return caughtUp(st) && st.Events.Redelivered == 0 })
+	again.stop(t)
+	mustVerify(t, append(p.Args(), "--config", cfg)...)
 }
 
 // TestDeadLettersAgedOutAreNoGap: the stream's limits removing only a dead

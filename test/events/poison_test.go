@@ -164,6 +164,11 @@ func TestEventsEndpoint(t *testing.T) {
 	if n := count(t, p.Target, "SELECT COUNT(*) FROM post_likes"); n != 1 {
 		t.Fatalf("refused batches changed the target: %d rows", n)
 	}
+	// counted as invalid, the kind a sender must fix (the unauthorized ones are no batch)
+	if m := get(t, sync.api+"/metrics"); !strings.Contains(m, `sluice_events_http_batches_refused_total{reason="invalid"} 5`) ||
+		!strings.Contains(m, `sluice_events_http_batches_refused_total{reason="unavailable"} 0`) {
+		t.Errorf("/metrics after 5 invalid batches:\n%s", grep(m, "batches_refused"))
+	}
 	if n := count(t, p.Target, "SELECT COUNT(*) FROM _sluice_event_versions"); n != 0 {
 		t.Fatalf("refused batches stored %d versions", n)
 	}
@@ -247,6 +252,11 @@ func TestNotReadyWhilePreparing(t *testing.T) {
 	sync.waitFor(t, "the copy", 60*time.Second, func(st eventsStatus) bool { return st.Events.CopyDone })
 	if code := ready(); code != http.StatusOK {
 		t.Errorf("/readyz once the events sync runs: %d, want 200", code)
+	}
+	// the batch answered 503 is one to send again, not an invalid one
+	if m := get(t, sync.api+"/metrics"); !strings.Contains(m, `sluice_events_http_batches_refused_total{reason="unavailable"} 1`) ||
+		!strings.Contains(m, `sluice_events_http_batches_refused_total{reason="invalid"} 0`) {
+		t.Errorf("/metrics after a batch sent while preparing:\n%s", grep(m, "batches_refused"))
 	}
 	sync.stop(t)
 }
