@@ -115,3 +115,56 @@ func connectTarget(t *testing.T, p *testenv.Pair) *mysql.Target {
 	t.Cleanup(func() { tgt.Close() })
 	return tgt
 }
+
+// A database plan created only to try its tables is dropped afterwards, but
+// not while another session (a sync or copy that connected to it meanwhile)
+// uses it: that one may be about to create its tables there.
+func TestDropCreatedLeavesADatabaseInUse(t *testing.T) {
+	p := testenv.NewPair(t)
+	ctx := context.Background()
+	name := p.Name + "_plan"
+	t.Cleanup(func() { p.My(t, "DROP DATABASE IF EXISTS `"+name+"`") })
+	_, cfg, err := config.Resolve(p.SourceURL, strings.TrimSuffix(p.TargetURL, p.Name)+name, nil, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	tgt, err := mysql.Connect(ctx, cfg, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tgt.Close()
+	if !tgt.Created {
+		t.Fatalf("Connect to the new database %s: Created false", name)
+	}
+	other, err := p.Target.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close() // before the cleanup, which needs the test's one connection
+	if _, err := other.ExecContext(ctx, "USE `"+name+"`"); err != nil {
+		t.Fatal(err)
+	}
+	dropped, err := tgt.DropCreated(ctx)
+	if dropped || err == nil || !strings.Contains(err.Error(), "other sessions use the database "+name) {
+		t.Errorf("DropCreated while another session uses %s: dropped %v, error %v; want it left, saying why", name, dropped, err)
+	}
+	exists := func() bool { // on the other session: the test's pool may hold one
+		var n int
+		if err := other.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?", name).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	}
+	if !exists() {
+		t.Fatalf("the database %s another session uses was dropped", name)
+	}
+	if _, err := other.ExecContext(ctx, "USE `"+p.Name+"`"); err != nil { // the other session leaves it
+		t.Fatal(err)
+	}
+	if dropped, err := tgt.DropCreated(ctx); !dropped || err != nil {
+		t.Errorf("DropCreated once the other session left: dropped %v, error %v; want it dropped", dropped, err)
+	}
+	if exists() {
+		t.Errorf("database %s is still there", name)
+	}
+}

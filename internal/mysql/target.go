@@ -106,20 +106,43 @@ func createDatabase(ctx context.Context, t config.Target) error {
 }
 
 // DropCreated drops the database Connect created, when it still holds no
-// table: what a command that only looks (plan without --apply) leaves
-// behind is nothing. It reports whether the database is gone.
+// table and no other session uses it: what a command that only looks (plan
+// without --apply) leaves behind is nothing, and a sync or copy that
+// connected to the new database meanwhile keeps it. It reports whether the
+// database is gone; a database another session uses is left with an error
+// saying so.
 func (t *Target) DropCreated(ctx context.Context) (bool, error) {
 	if !t.Created {
 		return false, nil
 	}
-	var tables int
-	if err := t.DB.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?", t.Name).Scan(&tables); err != nil {
-		return false, fmt.Errorf("target: count the tables of %s: %w", t.Name, err)
+	t.DB.SetMaxIdleConns(0) // this pool's own other sessions leave
+	conn, err := t.DB.Conn(ctx)
+	if err != nil {
+		return false, fmt.Errorf("target: drop the database %s created to check the plan: %w", t.Name, err)
 	}
-	if tables > 0 {
-		return false, nil
+	defer conn.Close()
+	for attempt := 0; ; attempt++ {
+		var tables, sessions int
+		if err := conn.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?),
+			(SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID())`, t.Name, t.Name).Scan(&tables, &sessions); err != nil {
+			return false, fmt.Errorf("target: count the tables and sessions of %s: %w", t.Name, err)
+		}
+		if tables > 0 {
+			return false, nil
+		}
+		if sessions == 0 {
+			break
+		}
+		if attempt == 20 { // a closed session leaves the list within moments; this one stays
+			return false, fmt.Errorf("target: %d other sessions use the database %s that plan created: it is left for them", sessions, t.Name)
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
-	if _, err := t.DB.ExecContext(ctx, "DROP DATABASE "+typemap.QuoteIdent(t.Name)); err != nil {
+	if _, err := conn.ExecContext(ctx, "DROP DATABASE "+typemap.QuoteIdent(t.Name)); err != nil {
 		return false, fmt.Errorf("target: drop the database %s created to check the plan: %w", t.Name, err)
 	}
 	return true, nil
