@@ -86,8 +86,12 @@ type cleanup struct {
 	// state is what the target records of this sync; nil when it cannot be
 	// reached or records nothing.
 	state *mysql.SyncState
-	wait  time.Duration // finish: for the sync to apply what came before it
-	out   io.Writer
+	// othersSlot: the slot and publication of that name were made by
+	// another migration's run, after this one's failed while preparing
+	// (the publication's tag says so); abort leaves them.
+	othersSlot bool
+	wait       time.Duration // finish: for the sync to apply what came before it
+	out        io.Writer
 }
 
 // run removes the sync on c.slot: the source's slot and publication first
@@ -140,11 +144,18 @@ func (c *cleanup) run(ctx context.Context, stop func(context.Context)) error {
 			return err
 		}
 	}
-	stop(ctx)
-	if err := pgstream.Drop(ctx, src.Pool, c.slot, c.pub); err != nil {
-		return c.dropFailed(ctx, err)
-	}
 	dropped := fmt.Sprintf("dropped replication slot and publication %s on the source", c.slot)
+	if c.othersSlot {
+		c.a.log.Warn(fmt.Sprintf("replication slot %s and its publication were made by another migration's run, after this one failed while preparing: %s leaves them", c.slot, c.name),
+			"code", "SLUICE-SLOT-OTHERS", "slot", c.slot,
+			"hint", "give this migration a slot of its own with --slot when it starts again")
+		dropped = fmt.Sprintf("left replication slot and publication %s on the source (another migration's)", c.slot)
+	} else {
+		stop(ctx)
+		if err := pgstream.Drop(ctx, src.Pool, c.slot, c.pub); err != nil {
+			return c.dropFailed(ctx, err)
+		}
+	}
 	if !slotExists { // run twice, or after a crash before the slot was made: say what was there
 		dropped = fmt.Sprintf("found no replication slot %s on the source (its publication, if any, is dropped)", c.slot)
 	}
@@ -266,6 +277,13 @@ func (c *cleanup) checkTarget(ctx context.Context, src *postgres.Source, tgt *my
 	if state != nil {
 		c.pub = state.Publication
 		c.state = state
+		if slotExists && state.RunID != "" {
+			run, err := pgstream.PublicationRun(ctx, src.Pool, c.pub)
+			if err != nil {
+				return nil, false, err
+			}
+			c.othersSlot = run != "" && run != state.RunID
+		}
 	}
 	if state == nil && slotExists {
 		// A slot in use that this target records no run on is another

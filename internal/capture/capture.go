@@ -6,6 +6,8 @@ package capture
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -83,7 +85,7 @@ func (st Start) Prepare(ctx context.Context, prepareTable func(ctx context.Conte
 		return err
 	}
 	if state == nil || state.Phase == mysql.PhasePreparing {
-		if err := st.checkFresh(ctx, state != nil); err != nil {
+		if err := st.checkFresh(ctx, state); err != nil {
 			return err
 		}
 	}
@@ -97,7 +99,7 @@ func (st Start) Prepare(ctx context.Context, prepareTable func(ctx context.Conte
 		// Recorded before anything else, so a run that fails below is
 		// resumed by the next one rather than refused as someone else's.
 		state = &mysql.SyncState{Slot: st.Slot, Publication: st.Publication, Phase: mysql.PhasePreparing,
-			Tables: progressNames, Stream: st.Stream, Partitions: st.Partitions}
+			Tables: progressNames, Stream: st.Stream, Partitions: st.Partitions, RunID: newRunID()}
 		if err := st.Target.CreateSyncState(ctx, *state); err != nil {
 			return err
 		}
@@ -132,7 +134,7 @@ func (st Start) Prepare(ctx context.Context, prepareTable func(ctx context.Conte
 			return err
 		}
 	}
-	if err := pgstream.EnsureCapture(ctx, st.Source.Pool, st.Publication, st.Slot, names, st.Log); err != nil {
+	if err := pgstream.EnsureCapture(ctx, st.Source.Pool, st.Publication, st.Slot, state.RunID, names, st.Log); err != nil {
 		return err
 	}
 	if state.Phase == mysql.PhasePreparing {
@@ -147,6 +149,13 @@ func (st Start) Prepare(ctx context.Context, prepareTable func(ctx context.Conte
 		}
 	}
 	return nil
+}
+
+// newRunID names a run: 16 random bytes in hex.
+func newRunID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails on Linux
+	return hex.EncodeToString(b)
 }
 
 // dropUnrecordedCapture drops the slot and publication of a run still
@@ -171,9 +180,10 @@ func (st Start) dropUnrecordedCapture() {
 
 // checkFresh refuses target tables a new run must not write into: ones
 // sluice copy filled without a change stream, and ones holding rows sluice
-// did not copy. A run still preparing (resumed) may find the tables it
-// started itself: planned, never copied, so still empty.
-func (st Start) checkFresh(ctx context.Context, preparing bool) error {
+// did not copy. A run still preparing (resumed: state is not nil) may find
+// the tables it started itself: planned, never copied, so still empty.
+func (st Start) checkFresh(ctx context.Context, state *mysql.SyncState) error {
+	preparing := state != nil
 	// A run records its state on the target before it creates its slot, so
 	// a slot the target knows nothing of is not this migration's: another
 	// one's whose target database has the same name (the default slot name
@@ -186,6 +196,19 @@ func (st Start) checkFresh(ctx context.Context, preparing bool) error {
 		return failure.New(failure.Usage, "SLUICE-SYNC-SLOTTAKEN", "replication slot %s exists on the source, but the target records no run on it: it is another migration's (the default slot name derives from the target database's name), or one whose state on the target was removed", st.Slot).
 			With("slot", st.Slot).
 			WithHint("give this migration a slot of its own with --slot (the same on every sync, status, cutover, finish and abort of it); only if the slot is a leftover of this migration, which no other migration uses, sluice abort --slot %s drops it (it refuses a slot a sync is reading)", st.Slot)
+	} else if exists && state.RunID != "" {
+		// A run that failed while preparing resumes: the slot is its own
+		// only if its publication carries this run's tag, set before the
+		// slot was made; another migration may have made it meanwhile.
+		run, err := pgstream.PublicationRun(ctx, st.Source.Pool, st.Publication)
+		if err != nil {
+			return err
+		}
+		if run != state.RunID {
+			return failure.New(failure.Usage, "SLUICE-SYNC-SLOTTAKEN", "replication slot %s exists on the source, but this migration's run, still preparing, did not make it: another migration's, made since this run last stopped (the default slot name derives from the target database's name)", st.Slot).
+				With("slot", st.Slot).
+				WithHint("give this migration a slot of its own with --slot (the same on every sync, status, cutover, finish and abort of it), after sluice abort --slot %s on this target only if the slot is not another migration's", st.Slot)
+		}
 	}
 	for _, t := range st.Tables {
 		phase, err := st.Target.Phase(ctx, t.Target)

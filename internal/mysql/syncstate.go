@@ -38,6 +38,11 @@ type SyncState struct {
 	// AheadLSN is the source position of the newest rows a key move read
 	// from the source while its table was copied (see RecordAhead).
 	AheadLSN uint64
+	// RunID names the run that made the state, and is set as the comment
+	// of the publication it creates (pgstream.TagPublication): how a run
+	// still preparing tells its own slot from another migration's of the
+	// same name. Empty in a state written by an older build.
+	RunID string
 }
 
 // PhasePreparing is a sync whose slot may not exist yet: nothing has been
@@ -59,6 +64,7 @@ func (t *Target) EnsureSyncTable(ctx context.Context) error {
 		partitions INT NOT NULL DEFAULT 0,
 		schema_stop_lsn BIGINT UNSIGNED NOT NULL DEFAULT 0,
 		ahead_lsn BIGINT UNSIGNED NOT NULL DEFAULT 0,
+		run_id VARCHAR(64) NOT NULL DEFAULT '',
 		updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)
 	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`)
 	if err != nil {
@@ -74,7 +80,8 @@ func (t *Target) upgradeSyncTable(ctx context.Context) error {
 		column{"stream", "VARCHAR(255) NOT NULL DEFAULT ''"},
 		column{"partitions", "INT NOT NULL DEFAULT 0"},
 		column{"schema_stop_lsn", "BIGINT UNSIGNED NOT NULL DEFAULT 0"},
-		column{"ahead_lsn", "BIGINT UNSIGNED NOT NULL DEFAULT 0"})
+		column{"ahead_lsn", "BIGINT UNSIGNED NOT NULL DEFAULT 0"},
+		column{"run_id", "VARCHAR(64) NOT NULL DEFAULT ''"})
 }
 
 // column is a column of one of sluice's tables, for addMissingColumns.
@@ -114,7 +121,7 @@ func (t *Target) LoadSyncState(ctx context.Context, slot string) (*SyncState, er
 // the table does not exist. A table of an older build is upgraded first
 // (finish and abort read it without creating it).
 func (t *Target) readSyncStates(ctx context.Context, where string, args ...any) ([]SyncState, error) {
-	query := `SELECT slot, publication, applied_lsn, phase, COALESCE(source_tables, ''), stream, partitions, schema_stop_lsn, ahead_lsn FROM ` + SyncTable + ` WHERE ` + where + ` ORDER BY slot`
+	query := `SELECT slot, publication, applied_lsn, phase, COALESCE(source_tables, ''), stream, partitions, schema_stop_lsn, ahead_lsn, run_id FROM ` + SyncTable + ` WHERE ` + where + ` ORDER BY slot`
 	rows, err := t.DB.QueryContext(ctx, query, args...)
 	if errorNumber(err) == 1054 { // unknown column
 		if err = t.upgradeSyncTable(ctx); err == nil {
@@ -132,7 +139,7 @@ func (t *Target) readSyncStates(ctx context.Context, where string, args ...any) 
 	for rows.Next() {
 		var st SyncState
 		var tables string
-		if err := rows.Scan(&st.Slot, &st.Publication, &st.AppliedLSN, &st.Phase, &tables, &st.Stream, &st.Partitions, &st.SchemaStopLSN, &st.AheadLSN); err != nil {
+		if err := rows.Scan(&st.Slot, &st.Publication, &st.AppliedLSN, &st.Phase, &tables, &st.Stream, &st.Partitions, &st.SchemaStopLSN, &st.AheadLSN, &st.RunID); err != nil {
 			return nil, fmt.Errorf("target: read %s: %w", SyncTable, err)
 		}
 		if tables != "" {
@@ -156,9 +163,9 @@ func (t *Target) CreateSyncState(ctx context.Context, st SyncState) error {
 	if err != nil {
 		return fmt.Errorf("target: record the tables of the sync on slot %s: %w", st.Slot, err)
 	}
-	_, err = t.DB.ExecContext(ctx, `INSERT INTO `+SyncTable+` (slot, publication, applied_lsn, phase, source_tables, stream, partitions) VALUES (?, ?, ?, ?, ?, ?, ?)
-		ON DUPLICATE KEY UPDATE publication = VALUES(publication), phase = VALUES(phase), source_tables = VALUES(source_tables), stream = VALUES(stream), partitions = VALUES(partitions)`,
-		st.Slot, st.Publication, st.AppliedLSN, st.Phase, string(tables), st.Stream, st.Partitions)
+	_, err = t.DB.ExecContext(ctx, `INSERT INTO `+SyncTable+` (slot, publication, applied_lsn, phase, source_tables, stream, partitions, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+		ON DUPLICATE KEY UPDATE publication = VALUES(publication), phase = VALUES(phase), source_tables = VALUES(source_tables), stream = VALUES(stream), partitions = VALUES(partitions), run_id = VALUES(run_id)`,
+		st.Slot, st.Publication, st.AppliedLSN, st.Phase, string(tables), st.Stream, st.Partitions, st.RunID)
 	if err != nil {
 		return fmt.Errorf("target: write %s: %w", SyncTable, err)
 	}

@@ -57,7 +57,7 @@ func openLikesStream(t *testing.T, urlSuffix string) (*testenv.Pair, *pgxpool.Po
 	}
 	t.Cleanup(pool.Close)
 	slot := p.Name
-	if err := pgstream.EnsureCapture(ctx, pool, slot, slot, []schema.TableName{{Schema: "public", Name: "likes"}}, slog.New(slog.DiscardHandler)); err != nil {
+	if err := pgstream.EnsureCapture(ctx, pool, slot, slot, "", []schema.TableName{{Schema: "public", Name: "likes"}}, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pgstream.Drop(context.Background(), pool, slot, slot) })

@@ -77,10 +77,15 @@ func Preflight(ctx context.Context, pool *pgxpool.Pool, slot string) error {
 // the publication, the schema-change triggers, then the slot (created if
 // missing). Callers run it before copying anything, so a chunk copied next
 // can only miss what the stream delivers.
-func EnsureCapture(ctx context.Context, pool *pgxpool.Pool, publication, slot string, tables []schema.TableName, log *slog.Logger) error {
+func EnsureCapture(ctx context.Context, pool *pgxpool.Pool, publication, slot, runID string, tables []schema.TableName, log *slog.Logger) error {
 	missed, err := EnsurePublication(ctx, pool, publication, tables)
 	if err != nil {
 		return err
+	}
+	if runID != "" { // before the slot exists: a slot with no tag of this run is not its own
+		if err := TagPublication(ctx, pool, publication, runID); err != nil {
+			return err
+		}
 	}
 	if len(missed) > 0 {
 		log.Warn(fmt.Sprintf("publication %s had been altered to publish no %s: such changes made meanwhile never reached the sync and are missing on the target; it publishes them again from here", publication, strings.Join(missed, ", ")),
@@ -102,6 +107,35 @@ func EnsureCapture(ctx context.Context, pool *pgxpool.Pool, publication, slot st
 		log.Info("replication slot created", "slot", slot, "publication", publication)
 	}
 	return nil
+}
+
+// runTagPrefix starts the comment sluice sets on the publications it makes.
+const runTagPrefix = "sluice run "
+
+// TagPublication records run runID as the maker of publication (its
+// comment), so that a run resuming its preparation can tell its own slot
+// from another migration's of the same name (PublicationRun).
+func TagPublication(ctx context.Context, pool *pgxpool.Pool, publication, runID string) error {
+	literal := "'" + strings.ReplaceAll(runTagPrefix+runID, "'", "''") + "'"
+	if _, err := pool.Exec(ctx, "COMMENT ON PUBLICATION "+postgres.Ident(publication)+" IS "+literal); err != nil {
+		return fmt.Errorf("source: mark publication %s as this run's: %w", publication, err)
+	}
+	return nil
+}
+
+// PublicationRun returns the run TagPublication recorded on publication:
+// "" when it has none or does not exist.
+func PublicationRun(ctx context.Context, pool *pgxpool.Pool, publication string) (string, error) {
+	var comment *string
+	err := pool.QueryRow(ctx, `SELECT obj_description(oid, 'pg_publication') FROM pg_publication WHERE pubname = $1`, publication).Scan(&comment)
+	if errors.Is(err, pgx.ErrNoRows) || err == nil && comment == nil {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("source: look up publication %s: %w", publication, err)
+	}
+	run, _ := strings.CutPrefix(*comment, runTagPrefix)
+	return run, nil
 }
 
 // EnsurePublication creates the publication for tables, or makes an existing

@@ -1,10 +1,13 @@
 package synctest
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sluice-db/sluice/internal/config"
+	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/testenv"
 )
 
@@ -118,6 +121,29 @@ func TestPanicIsAnInternalError(t *testing.T) {
 	}
 }
 
+// recordPreparing records on target, as a run that failed while preparing
+// leaves it, a sync on slot that has not made its slot yet.
+func recordPreparing(t *testing.T, target, slot string) {
+	t.Helper()
+	ctx := context.Background()
+	cfg, err := config.ParseTarget("--target", target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tgt, err := mysql.Connect(ctx, cfg, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tgt.Close()
+	if err := tgt.EnsureSyncTable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := tgt.CreateSyncState(ctx, mysql.SyncState{Slot: slot, Publication: slot, Phase: mysql.PhasePreparing,
+		Tables: []string{"public.orders"}, RunID: "a-run-that-failed-while-preparing"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // myInt runs a query returning one integer on the target.
 func myInt(t *testing.T, p *testenv.Pair, q string, args ...any) int {
 	t.Helper()
@@ -167,6 +193,23 @@ func TestSlotOfAnotherDatabase(t *testing.T) {
 		r = testenv.Run(t, nil, "abort", "--source", p.SourceURL, "--target", target, "--slot", s.slot, "--api", "http://127.0.0.1:1")
 		if out := r.Stdout + r.Stderr; r.Exit != 2 || !strings.Contains(out, "SLUICE-SLOT-INUSE") {
 			t.Errorf("an abort from the other target of the running migration's slot: exit %d; want 2 with SLUICE-SLOT-INUSE\n%s", r.Exit, out)
+		}
+	})
+	t.Run("a run on another target that failed while preparing", func(t *testing.T) {
+		// Its first run recorded "preparing" on its target and failed before
+		// making a slot; the running migration has made one of the same
+		// name since. The slot is not this run's to resume, nor to drop.
+		other := p.Name + "_failed"
+		t.Cleanup(func() { p.My(t, "DROP DATABASE IF EXISTS `"+other+"`") })
+		target := strings.TrimSuffix(p.TargetURL, p.Name) + other
+		recordPreparing(t, target, s.slot)
+		r := testenv.Run(t, nil, "sync", "--source", p.SourceURL, "--target", target, "--slot", s.slot, "--tables", "orders", "--listen", testenv.FreeAddr(t))
+		if out := r.Stdout + r.Stderr; r.Exit != 2 || !strings.Contains(out, "SLUICE-SYNC-SLOTTAKEN") || !strings.Contains(out, "did not make it") {
+			t.Fatalf("the resumed run on the running migration's slot %s: exit %d; want 2 with SLUICE-SYNC-SLOTTAKEN saying this run did not make it\n%s", s.slot, r.Exit, out)
+		}
+		r = testenv.Run(t, nil, "abort", "--source", p.SourceURL, "--target", target, "--slot", s.slot, "--api", "http://127.0.0.1:1")
+		if out := r.Stdout + r.Stderr; r.Exit != 0 || !strings.Contains(out, "SLUICE-SLOT-OTHERS") || !strings.Contains(out, "left replication slot") {
+			t.Errorf("an abort of the failed run: exit %d; want 0, leaving the slot with SLUICE-SLOT-OTHERS\n%s", r.Exit, out)
 		}
 	})
 	if slot, pub := testenv.SlotAndPublication(t, p.SourceURL, s.slot); !slot || !pub {
