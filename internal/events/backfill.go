@@ -14,7 +14,6 @@ import (
 	"github.com/sluice-db/sluice/internal/copier"
 	"github.com/sluice-db/sluice/internal/failure"
 	"github.com/sluice-db/sluice/internal/mysql"
-	"github.com/sluice-db/sluice/internal/throttle"
 )
 
 // The backfill copies each table in key-ordered chunks, like sluice copy,
@@ -68,7 +67,7 @@ func (s *Service) copyAll(ctx context.Context) error {
 	g.Go(func() error {
 		defer close(queue)
 		for _, j := range jobs {
-			if !throttle.Wait(gctx, s.stop, func() bool { return s.paused.Load() || s.holds.Held() }) {
+			if !s.holds.WaitFree(gctx, s.stop) {
 				return nil
 			}
 			select {

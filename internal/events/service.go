@@ -97,8 +97,7 @@ type Service struct {
 	ready        chan struct{}       // closed once the tables are prepared
 	stop         chan struct{}       // closed by Stop
 	stopped      sync.Once
-	paused       atomic.Bool
-	holds        throttle.Holds // the watchers' holds on the copy
+	holds        throttle.Holds // the pause and the watchers' holds on the copy
 	counts       counters
 	commits      atomic.Int64
 	crashAt      int64                              // test hook: exit right after this many commits, before the ack
@@ -181,10 +180,10 @@ func New(ctx context.Context, src *postgres.Source, tgt *mysql.Target, p *plan.P
 func (s *Service) Stop() { s.stopped.Do(func() { close(s.stop) }) }
 
 // Pause holds the copy back (events keep flowing).
-func (s *Service) Pause() { s.paused.Store(true) }
+func (s *Service) Pause() { s.holds.Pause() }
 
 // Resume undoes Pause.
-func (s *Service) Resume() { s.paused.Store(false) }
+func (s *Service) Resume() { s.holds.Resume() }
 
 // Throttle holds the copy back for reason until Unthrottle(source): the
 // watchers protecting the source call it. Events keep being applied.
@@ -358,7 +357,7 @@ func (s *Service) Status() Status {
 	st := Status{Consumer: s.opt.Consumer, LastStreamSeq: c.lastSeq.Load(), Pending: -1,
 		Received: c.received.Load(), Applied: c.applied.Load(), Ignored: c.ignored.Load(), Redelivered: c.redelivered.Load(),
 		DeadLettered: c.deadLettered.Load(), HTTPApplied: c.httpApplied.Load(), HTTPIgnored: c.httpIgnored.Load(),
-		HTTPRefused: c.httpRefused.Load(), HTTPRetry: c.httpRetry.Load(), UptimeSeconds: time.Since(s.started).Seconds(), CopyDone: s.copyDone(), Paused: s.paused.Load(), Throttled: s.holds.Reasons()}
+		HTTPRefused: c.httpRefused.Load(), HTTPRetry: c.httpRetry.Load(), UptimeSeconds: time.Since(s.started).Seconds(), CopyDone: s.copyDone(), Paused: s.holds.Paused(), Throttled: s.holds.Reasons()}
 	st.HandledThisRun = c.handled.Load()
 	if s.opt.Endpoint != nil {
 		st.Stream, st.DeadLetterTo = s.opt.Endpoint.Stream, s.opt.Endpoint.DeadLetterSubject()

@@ -10,7 +10,6 @@ import (
 	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/pgstream"
 	"github.com/sluice-db/sluice/internal/postgres"
-	"github.com/sluice-db/sluice/internal/throttle"
 )
 
 // The copy in this topology is the log-based sync's DBLog merge, with the
@@ -66,7 +65,7 @@ func (p *Publisher) seen(t *pubTable, op string, cols map[string]*string, key st
 // waitCopyAllowed waits while the copy is paused or held back by a
 // watcher; false when the run stops meanwhile.
 func (p *Publisher) waitCopyAllowed(ctx context.Context) bool {
-	return throttle.Wait(ctx, p.stop, func() bool { return p.paused.Load() || p.holds.Held() })
+	return p.holds.WaitFree(ctx, p.stop)
 }
 
 func (p *Publisher) copyChunks(ctx context.Context) error {

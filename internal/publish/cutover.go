@@ -208,7 +208,7 @@ type TableStatus struct {
 func (p *Publisher) Status() Status {
 	st := Status{Slot: p.opt.Slot, Stream: p.opt.Endpoint.Stream, Partitions: p.opt.Partitions,
 		ConfirmedLSN: pglogrepl.LSN(p.confirmedL.Load()).String(), Published: p.published.Load(), CopiedRows: p.copiedRows.Load(),
-		UptimeSeconds: time.Since(p.started).Seconds(), Paused: p.paused.Load(), Throttled: p.holds.Reasons(), Cutover: p.cutover.Load()}
+		UptimeSeconds: time.Since(p.started).Seconds(), Paused: p.holds.Paused(), Throttled: p.holds.Reasons(), Cutover: p.cutover.Load()}
 	if pp := p.pubPos.Load(); pp != nil {
 		st.PublishedPos = pp.String()
 	}

@@ -125,8 +125,7 @@ type Publisher struct {
 	cutoverMu sync.Mutex
 	cutover   atomic.Pointer[CutoverReport]
 
-	paused   atomic.Bool
-	holds    throttle.Holds // the watchers' holds on the copy
+	holds    throttle.Holds // the pause and the watchers' holds on the copy
 	stop     chan struct{}
 	stopOnce sync.Once
 
@@ -213,10 +212,10 @@ func New(ctx context.Context, src *postgres.Source, srcConnString string, tgt *m
 func (p *Publisher) Stop() { p.stopOnce.Do(func() { close(p.stop) }) }
 
 // Pause holds the copy back; changes keep flowing.
-func (p *Publisher) Pause() { p.paused.Store(true) }
+func (p *Publisher) Pause() { p.holds.Pause() }
 
 // Resume undoes Pause.
-func (p *Publisher) Resume() { p.paused.Store(false) }
+func (p *Publisher) Resume() { p.holds.Resume() }
 
 // Throttle holds the copy back for reason until Unthrottle(source): the
 // watchers protecting the source call it. Changes keep flowing.

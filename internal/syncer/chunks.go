@@ -12,7 +12,6 @@ import (
 	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/pgstream"
 	"github.com/sluice-db/sluice/internal/postgres"
-	"github.com/sluice-db/sluice/internal/throttle"
 	"github.com/sluice-db/sluice/internal/typemap"
 )
 
@@ -71,7 +70,7 @@ func (s *Syncer) copyChunks(ctx context.Context) error {
 // waitCopyAllowed waits while the copy is paused or throttled; false when
 // ctx ended.
 func (s *Syncer) waitCopyAllowed(ctx context.Context) bool {
-	return throttle.Wait(ctx, nil, s.holdCopy)
+	return s.holds.WaitFree(ctx, nil)
 }
 
 func (s *Syncer) copyChunk(ctx context.Context, t *table, ch mysql.StoredChunk, attempt int) error {

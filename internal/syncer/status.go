@@ -128,7 +128,7 @@ type TableStatus struct {
 
 // Status reports the sync's state now.
 func (s *Syncer) Status() Status {
-	st := Status{Slot: s.opt.Slot, Publication: s.opt.Publication, Paused: s.paused.Load(), Throttled: s.Throttled(),
+	st := Status{Slot: s.opt.Slot, Publication: s.opt.Publication, Paused: s.holds.Paused(), Throttled: s.Throttled(),
 		WALRetainedBytes: s.status.walRetained.Load(), WALRetainedMaxBytes: s.status.walRetainedMax.Load(),
 		ChunksReread: s.rereads.Load(), UptimeSeconds: time.Since(s.status.started).Seconds(),
 		Cutover: s.status.cutover.Load()}

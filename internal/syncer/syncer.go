@@ -121,8 +121,7 @@ type Syncer struct {
 	inflight                chan struct{} // chunks read but not yet applied
 	runID                   string        // guarded by windowsMu: watermark ids of this attempt
 
-	paused    atomic.Bool
-	holds     throttle.Holds // the watchers' holds on the copy
+	holds     throttle.Holds // the pause and the watchers' holds on the copy
 	stop      chan struct{}  // closed by Stop: flush and return
 	stopOnce  sync.Once
 	cutoverMu sync.Mutex            // one cutover at a time
@@ -246,10 +245,10 @@ func (s *Syncer) unmatched(t *table) {
 
 // Pause stops the copy from reading more chunks; streaming goes on so the
 // slot keeps draining.
-func (s *Syncer) Pause() { s.paused.Store(true) }
+func (s *Syncer) Pause() { s.holds.Pause() }
 
 // Resume undoes Pause.
-func (s *Syncer) Resume() { s.paused.Store(false) }
+func (s *Syncer) Resume() { s.holds.Resume() }
 
 // Stop ends the sync cleanly: what was received is applied and its position
 // stored, so the next run resumes exactly there.

@@ -10,7 +10,3 @@ func (s *Syncer) Unthrottle(source string) { s.holds.Unthrottle(source) }
 
 // Throttled returns the current reasons (empty when the copy runs freely).
 func (s *Syncer) Throttled() map[string]string { return s.holds.Reasons() }
-
-// holdCopy reports whether the copy must wait: paused by a person or held
-// back by a throttle.
-func (s *Syncer) holdCopy() bool { return s.paused.Load() || s.holds.Held() }

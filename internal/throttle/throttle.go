@@ -1,8 +1,8 @@
-// Package throttle records why a copy is held back: the watchers hold it
-// while the source is stressed, the lag is high or a disk or the WAL is
-// critical, each under its own name, and the copy waits while any hold is
-// set. Streaming never waits, so the slot (or the event stream) keeps
-// draining.
+// Package throttle records why a copy is held back: a person pauses it, the
+// watchers hold it while the source is stressed, the lag is high or a disk
+// or the WAL is critical, each under its own name, and the copy waits while
+// it is paused or any hold is set. Streaming never waits, so the slot (or
+// the event stream) keeps draining.
 package throttle
 
 import (
@@ -10,16 +10,45 @@ import (
 	"log/slog"
 	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
-// Holds is the set of holds on one copy. The zero value holds nothing and
-// logs through slog's default logger.
+// Holds is the pause and the set of holds on one copy. The zero value holds
+// nothing and logs through slog's default logger.
 type Holds struct {
 	Log *slog.Logger
 
+	paused  atomic.Bool // by a person (POST /api/v1/pause)
 	mu      sync.Mutex
 	reasons map[string]string // who holds → why
+}
+
+// Pause holds the copy until Resume.
+func (h *Holds) Pause() { h.paused.Store(true) }
+
+// Resume lifts a pause (the watchers' holds stay).
+func (h *Holds) Resume() { h.paused.Store(false) }
+
+// Paused reports whether a person paused the copy.
+func (h *Holds) Paused() bool { return h.paused.Load() }
+
+// Blocked reports whether the copy must wait: paused, or held by a watcher.
+func (h *Holds) Blocked() bool { return h.Paused() || h.Held() }
+
+// WaitFree waits while the copy is blocked; false when ctx ends or stop
+// closes first (stop may be nil).
+func (h *Holds) WaitFree(ctx context.Context, stop <-chan struct{}) bool {
+	for h.Blocked() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-stop:
+			return false
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return true
 }
 
 // Throttle holds the copy back for reason until Unthrottle(source).
@@ -66,20 +95,4 @@ func (h *Holds) log() *slog.Logger {
 		return slog.Default()
 	}
 	return h.Log
-}
-
-// Wait waits while held reports true (a pause, a hold), looking every
-// 200 ms. It reports false when ctx ends or stop closes first (stop may be
-// nil).
-func Wait(ctx context.Context, stop <-chan struct{}, held func() bool) bool {
-	for held() {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-stop:
-			return false
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-	return true
 }

@@ -42,24 +42,35 @@ func TestHolds(t *testing.T) {
 	}
 }
 
-// Wait returns once nothing holds the copy, and false when the run ends or
-// stops while it waits.
-func TestWait(t *testing.T) {
+// WaitFree returns once neither a pause nor a hold blocks the copy, and
+// false when the run ends or stops while it waits.
+func TestWaitFree(t *testing.T) {
 	var h Holds
 	h.Throttle("disk", "critical")
+	h.Pause()
 	time.AfterFunc(300*time.Millisecond, func() { h.Unthrottle("disk") })
-	if !Wait(context.Background(), nil, h.Held) {
-		t.Fatal("Wait reported a stop when the hold was lifted")
+	time.AfterFunc(600*time.Millisecond, h.Resume)
+	start := time.Now()
+	if !h.WaitFree(context.Background(), nil) {
+		t.Fatal("WaitFree reported a stop when the hold and the pause were lifted")
 	}
-	h.Throttle("disk", "critical")
+	if waited := time.Since(start); waited < 600*time.Millisecond {
+		t.Errorf("WaitFree returned after %s, while the copy was still paused", waited)
+	}
+	if h.Paused() || h.Blocked() {
+		t.Errorf("after Resume: paused %v, blocked %v", h.Paused(), h.Blocked())
+	}
+	h.Pause() // a pause alone blocks, and stop ends the wait
 	stop := make(chan struct{})
 	time.AfterFunc(100*time.Millisecond, func() { close(stop) })
-	if Wait(context.Background(), stop, h.Held) {
-		t.Error("Wait went on after stop closed, the hold still set")
+	if h.WaitFree(context.Background(), stop) {
+		t.Error("WaitFree went on after stop closed, the copy still paused")
 	}
+	h.Resume()
+	h.Throttle("disk", "critical")
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	if Wait(ctx, nil, h.Held) {
-		t.Error("Wait went on after its context ended, the hold still set")
+	if h.WaitFree(ctx, nil) {
+		t.Error("WaitFree went on after its context ended, the hold still set")
 	}
 }
