@@ -87,8 +87,8 @@ type cleanup struct {
 	// reached or records nothing.
 	state *mysql.SyncState
 	// othersSlot: the slot and publication of that name were made by
-	// another migration's run, after this one's failed while preparing
-	// (the publication's tag says so); abort leaves them.
+	// another migration's run (the publication's tag says so), after this
+	// one failed while preparing or lost its slot; abort leaves them.
 	othersSlot bool
 	wait       time.Duration // finish: for the sync to apply what came before it
 	out        io.Writer
@@ -146,7 +146,7 @@ func (c *cleanup) run(ctx context.Context, stop func(context.Context)) error {
 	}
 	dropped := fmt.Sprintf("dropped replication slot and publication %s on the source", c.slot)
 	if c.othersSlot {
-		c.a.log.Warn(fmt.Sprintf("replication slot %s and its publication were made by another migration's run, after this one failed while preparing: %s leaves them", c.slot, c.name),
+		c.a.log.Warn(fmt.Sprintf("replication slot %s and its publication were made by another migration's run, after this one failed while preparing or lost its slot: %s leaves them", c.slot, c.name),
 			"code", "SLUICE-SLOT-OTHERS", "slot", c.slot,
 			"hint", "give this migration a slot of its own with --slot when it starts again")
 		dropped = fmt.Sprintf("left replication slot and publication %s on the source (another migration's)", c.slot)

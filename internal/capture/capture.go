@@ -127,6 +127,19 @@ func (st Start) Prepare(ctx context.Context, prepareTable func(ctx context.Conte
 				"the target records a run on replication slot %s, but the source no longer has that slot: changes since then are lost", st.Slot).
 				With("slot", st.Slot).
 				WithHint("run sluice abort --slot %s, empty the target tables (and a publisher's JetStream stream), and start again", st.Slot)
+		} else if state.RunID != "" {
+			// A slot of that name whose publication another run tagged: this
+			// run's slot was dropped and another migration made its own since.
+			run, err := pgstream.PublicationRun(ctx, st.Source.Pool, st.Publication)
+			if err != nil {
+				return err
+			}
+			if run != "" && run != state.RunID {
+				return failure.New(failure.Schema, "SLUICE-SYNC-SLOTLOST",
+					"the target records a run on replication slot %s, but the slot of that name on the source is another run's (its publication says so): this run's slot was dropped, and changes since then are lost", st.Slot).
+					With("slot", st.Slot).
+					WithHint("start this migration again under a slot of its own: sluice abort --slot %s on this target (it leaves the other run's slot), empty the target tables, and run sync with --slot NAME", st.Slot)
+			}
 		}
 	}
 	for i := range st.Tables {

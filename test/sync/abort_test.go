@@ -121,9 +121,10 @@ func TestPanicIsAnInternalError(t *testing.T) {
 	}
 }
 
-// recordPreparing records on target, as a run that failed while preparing
-// leaves it, a sync on slot that has not made its slot yet.
-func recordPreparing(t *testing.T, target, slot string) {
+// recordRun records on target a sync on slot in phase, of a run whose id no
+// publication carries: one that failed while preparing (before it made its
+// slot), or one whose slot was dropped since.
+func recordRun(t *testing.T, target, slot, phase string) {
 	t.Helper()
 	ctx := context.Background()
 	cfg, err := config.ParseTarget("--target", target)
@@ -138,8 +139,8 @@ func recordPreparing(t *testing.T, target, slot string) {
 	if err := tgt.EnsureSyncTable(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := tgt.CreateSyncState(ctx, mysql.SyncState{Slot: slot, Publication: slot, Phase: mysql.PhasePreparing,
-		Tables: []string{"public.orders"}, RunID: "a-run-that-failed-while-preparing"}); err != nil {
+	if err := tgt.CreateSyncState(ctx, mysql.SyncState{Slot: slot, Publication: slot, Phase: phase,
+		Tables: []string{"public.orders"}, RunID: "a-run-of-another-migration"}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -202,7 +203,7 @@ func TestSlotOfAnotherDatabase(t *testing.T) {
 		other := p.Name + "_failed"
 		t.Cleanup(func() { p.My(t, "DROP DATABASE IF EXISTS `"+other+"`") })
 		target := strings.TrimSuffix(p.TargetURL, p.Name) + other
-		recordPreparing(t, target, s.slot)
+		recordRun(t, target, s.slot, mysql.PhasePreparing)
 		r := testenv.Run(t, nil, "sync", "--source", p.SourceURL, "--target", target, "--slot", s.slot, "--tables", "orders", "--listen", testenv.FreeAddr(t))
 		if out := r.Stdout + r.Stderr; r.Exit != 2 || !strings.Contains(out, "SLUICE-SYNC-SLOTTAKEN") || !strings.Contains(out, "did not make it") {
 			t.Fatalf("the resumed run on the running migration's slot %s: exit %d; want 2 with SLUICE-SYNC-SLOTTAKEN saying this run did not make it\n%s", s.slot, r.Exit, out)
@@ -210,6 +211,23 @@ func TestSlotOfAnotherDatabase(t *testing.T) {
 		r = testenv.Run(t, nil, "abort", "--source", p.SourceURL, "--target", target, "--slot", s.slot, "--api", "http://127.0.0.1:1")
 		if out := r.Stdout + r.Stderr; r.Exit != 0 || !strings.Contains(out, "SLUICE-SLOT-OTHERS") || !strings.Contains(out, "left replication slot") {
 			t.Errorf("an abort of the failed run: exit %d; want 0, leaving the slot with SLUICE-SLOT-OTHERS\n%s", r.Exit, out)
+		}
+	})
+	t.Run("a run on another target whose slot was dropped", func(t *testing.T) {
+		// It streamed once; its slot is gone and the running migration made
+		// one of the same name. Resuming on it would skip what the lost slot
+		// held and read the other migration's stream.
+		other := p.Name + "_lost"
+		t.Cleanup(func() { p.My(t, "DROP DATABASE IF EXISTS `"+other+"`") })
+		target := strings.TrimSuffix(p.TargetURL, p.Name) + other
+		recordRun(t, target, s.slot, "streaming")
+		r := testenv.Run(t, nil, "sync", "--source", p.SourceURL, "--target", target, "--slot", s.slot, "--tables", "orders", "--listen", testenv.FreeAddr(t))
+		if out := r.Stdout + r.Stderr; r.Exit != 4 || !strings.Contains(out, "SLUICE-SYNC-SLOTLOST") || !strings.Contains(out, "another run's") {
+			t.Fatalf("a run whose slot was dropped, on the running migration's slot %s: exit %d; want 4 with SLUICE-SYNC-SLOTLOST saying the slot is another run's\n%s", s.slot, r.Exit, out)
+		}
+		r = testenv.Run(t, nil, "abort", "--source", p.SourceURL, "--target", target, "--slot", s.slot, "--api", "http://127.0.0.1:1")
+		if out := r.Stdout + r.Stderr; r.Exit != 0 || !strings.Contains(out, "SLUICE-SLOT-OTHERS") {
+			t.Errorf("an abort of the run whose slot was dropped: exit %d; want 0, leaving the slot with SLUICE-SLOT-OTHERS\n%s", r.Exit, out)
 		}
 	})
 	if slot, pub := testenv.SlotAndPublication(t, p.SourceURL, s.slot); !slot || !pub {
