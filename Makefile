@@ -32,7 +32,6 @@ unit:
 bench: build services
 	bash scripts/bench.sh
 	bash scripts/bench-sync.sh
-	BENCH_TARGET=own-disk bash scripts/bench-sync.sh
 	if [ -f scripts/bench-events.sh ]; then bash scripts/bench-events.sh; fi
 
 release:

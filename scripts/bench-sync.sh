@@ -16,12 +16,10 @@
 #      runs over the Unix sockets) once more over the sockets;
 #   4. cutover while pgbench runs: the write pause sluice reports;
 #   5. verify (must be EQUAL) and finish (no slot may remain).
-# BENCH_TARGET=own-disk runs the same against a MariaDB of the bench's own whose data
-# lives in memory, and writes its own section (see below).
 # The WAL retained by the slot is sampled every second throughout, and apart while sluice
 # runs under load (the copy and the "with" runs): the bound sluice keeps.
-# Writes the section between <!-- bench:sync:start --> and <!-- bench:sync:end --> (with
-# BENCH_TARGET=own-disk, bench:sync-own-disk) of docs/BENCHMARKS.md (BENCH_DOC to write elsewhere; a BENCH_SCALE other than 10 is a dry run).
+# Writes the section between <!-- bench:sync:start --> and <!-- bench:sync:end --> of
+# docs/BENCHMARKS.md (BENCH_DOC to write elsewhere; a BENCH_SCALE other than 10 is a dry run).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 exec 2>&1
@@ -31,46 +29,6 @@ SCALE=${BENCH_SCALE:-10}
 SECONDS_EACH=${BENCH_SECONDS:-15}
 CLIENTS=${BENCH_CLIENTS:-"1 4 8"}
 CATCHUP_SECONDS=${BENCH_CATCHUP_SECONDS:-60}
-# The target shares the source's disk here (BENCH_TARGET=shared-disk, the default): every
-# page, redo and binlog write MariaDB makes while it applies competes with PostgreSQL's WAL
-# flushes, which pgbench's commits wait for. Deployed, the target has a disk of its own.
-# BENCH_TARGET=own-disk stands in for that: a second MariaDB, started by the bench on
-# port $BENCH_OWN_PORT with the same settings as the services' one and its data in
-# /dev/shm (so it writes to no disk the source uses; it is stopped and removed at the
-# end), and the figures go to a section of their own. The figures that depend on the
-# target's speed (copy, catch-up) are then a memory-backed target's, and say so.
-TARGET_DISK=${BENCH_TARGET:-shared-disk}
-SECTION=sync
-case "$TARGET_DISK" in
-  shared-disk) ;;
-  own-disk) SECTION=sync-own-disk; MY_PORT=${BENCH_OWN_PORT:-3307}; OWN_DIR=/dev/shm/sluice-bench-target ;;
-  *) die "BENCH_TARGET=$TARGET_DISK: use shared-disk (the default) or own-disk" ;;
-esac
-# start_own_target: the own-disk target, made afresh in $OWN_DIR.
-start_own_target() {
-  stop_own_target
-  mkdir -p "$OWN_DIR" && chown mysql:mysql "$OWN_DIR"
-  mariadb-install-db --datadir="$OWN_DIR" --user=mysql --auth-root-authentication-method=normal >"$OWN_DIR.install.log" 2>&1 ||
-    die "mariadb-install-db into $OWN_DIR failed; see $OWN_DIR.install.log"
-  setsid /usr/sbin/mariadbd --no-defaults --datadir="$OWN_DIR" --port="$MY_PORT" --bind-address=127.0.0.1 \
-    --socket="$OWN_DIR.sock" --pid-file="$OWN_DIR.pid" --user=mysql \
-    --log-bin=mariadb-bin --binlog-format=ROW --binlog-row-image=FULL --server-id=1 --local-infile=1 \
-    --max-allowed-packet=256M --innodb-buffer-pool-size=1G --innodb-log-file-size=512M --max-connections=500 \
-    >"$OWN_DIR.log" 2>&1 </dev/null &
-  trap stop_own_target EXIT # until the bench's own clean-up takes over
-  for _ in $(seq 1 150); do mariadb -S "$OWN_DIR.sock" -uroot -e 'select 1' >/dev/null 2>&1 && break; sleep 0.2; done
-  mariadb -S "$OWN_DIR.sock" -uroot -e "CREATE USER IF NOT EXISTS root@'127.0.0.1'; GRANT ALL ON *.* TO root@'127.0.0.1' WITH GRANT OPTION" ||
-    die "the own-disk target did not start; see $OWN_DIR.log"
-}
-stop_own_target() {
-  [ -n "${OWN_DIR:-}" ] || return 0
-  if [ -f "$OWN_DIR.pid" ]; then
-    kill "$(cat "$OWN_DIR.pid")" 2>/dev/null || true
-    for _ in $(seq 1 150); do kill -0 "$(cat "$OWN_DIR.pid" 2>/dev/null)" 2>/dev/null || break; sleep 0.2; done
-  fi
-  rm -rf "$OWN_DIR" "$OWN_DIR".*
-}
-[ "$TARGET_DISK" = own-disk ] && start_own_target
 if [ -n "${BENCH_DOC:-}" ]; then DOC=$BENCH_DOC
 elif [ "$SCALE" = 10 ]; then DOC=$ROOT/docs/BENCHMARKS.md
 else DOC=""; fi
@@ -121,7 +79,6 @@ cleanup() {
   "$SLUICE" abort --source "$SRC" --target "$TGT" --slot "$SLOT" --api "$API" >/dev/null 2>&1 || true
   pg postgres -qc "SELECT pg_drop_replication_slot('sluice_bench_floor') FROM pg_replication_slots WHERE slot_name = 'sluice_bench_floor'" >/dev/null 2>&1 || true
   set_wmem "$WMEM_ORIG" || true
-  stop_own_target
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -434,23 +391,15 @@ g_catch_default=$(awk -v v="${default_rate:-0}" 'BEGIN { print (v >= 50000) ? 1 
 g_pause=$(awk -v v="${pause_ms:-99999}" 'BEGIN { print (v < 100) ? 1 : 0 }')
 g_tps=$(awk -v v="$worst_ratio" 'BEGIN { print (v >= 0.9) ? 1 : 0 }')
 cmd="make bench"
-if [ "$TARGET_DISK" = own-disk ]; then
-  cmd="BENCH_TARGET=own-disk bash scripts/bench-sync.sh"
-  TITLE_TAIL=", the target on a disk of its own"
-  TARGET_TEXT="the target a MariaDB the bench started with the services' settings and its data in memory (/dev/shm, \`BENCH_TARGET=own-disk\`): a stand-in for a target on a host and disk of its own, as deployed; the copy, catch-up and cutover figures are a memory-backed target's, faster than a disk's"
-else
-  TITLE_TAIL=""
-  TARGET_TEXT="the target's data on the source's disk (\`BENCH_TARGET=shared-disk\`: MariaDB's page, redo and binlog writes compete with PostgreSQL's WAL flushes; see the section with the target on a disk of its own)"
-fi
 
 cat >"$WORK/section.md" <<EOF
-<!-- bench:$SECTION:start -->
-## Live sync under pgbench: \`sluice sync\` of pgbench_accounts, _branches, _tellers$TITLE_TAIL
+<!-- bench:sync:start -->
+## Live sync under pgbench: \`sluice sync\` of pgbench_accounts, _branches, _tellers
 
 Written by \`scripts/bench-sync.sh\` (run by \`$cmd\`); rerun it to refresh this section.
 
 - Date: $started; load average $load_before before, $load_after after
-- Machine: $(nproc) CPUs ($cpu), $mem RAM; PostgreSQL $pg_ver, MariaDB $my_ver on the same machine, $TARGET_TEXT; pgbench connects over TCP (127.0.0.1), sluice and pg_recvlogical $VIA_TEXT (\`BENCH_VIA=$VIA\`); $WMEM_TEXT
+- Machine: $(nproc) CPUs ($cpu), $mem RAM; PostgreSQL $pg_ver, MariaDB $my_ver on the same machine; pgbench connects over TCP (127.0.0.1), sluice and pg_recvlogical $VIA_TEXT (\`BENCH_VIA=$VIA\`); $WMEM_TEXT
 - sluice commit $commit; \`sluice sync\` defaults (batch of up to 5000 changes or 500 ms; once streaming, one core and nice $SLUICE_NICE as read from /proc during the runs)
 - Data: \`pgbench -i -s $SCALE\`; workload: pgbench's default TPC-B-like script (with its pre-run vacuum); $RUNS rounds of ${SECONDS_EACH} s per client count, each round running without sluice, with sluice and with pg_recvlogical back to back in an order that rotates between rounds, a CHECKPOINT before every run (and the target's dirty pages flushed); medians
 
@@ -493,12 +442,8 @@ host's net.core.wmem_default (PostgreSQL sets none); at the kernel's default, ab
 of its one-message packets, the walsender waits whenever sluice has not emptied it yet
 (sluice reads it ahead into memory to keep that short) and catching up is slower; see
 docs/OPERATIONS.md. "Without sluice" is the sync stopped, its slot kept.
-pgbench's commits wait for PostgreSQL's WAL flush, so on this machine its TPS follows
-the disk more than the processors, and what MariaDB writes while it applies (pages, redo,
-binlog) slows those flushes when both use one disk: \`BENCH_TARGET=own-disk\` measures the
-same with the target's data in memory, the stand-in for a target with a disk of its own.
-<!-- bench:$SECTION:end -->
+<!-- bench:sync:end -->
 EOF
-[ -z "$DOC" ] || write_section "$SECTION" "$WORK/section.md" "$DOC"
+[ -z "$DOC" ] || write_section sync "$WORK/section.md" "$DOC"
 cat "$WORK/section.md"
 [ "$verdict" = EQUAL ] && [ "$slots" = 0 ] || { say "bench-sync: FAILED (verify $verdict, slots left $slots)"; exit 1; }
