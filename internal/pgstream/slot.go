@@ -124,7 +124,7 @@ func TagPublication(ctx context.Context, pool *pgxpool.Pool, publication, runID 
 }
 
 // PublicationRun returns the run TagPublication recorded on publication:
-// "" when it has none or does not exist.
+// "" when it has none (or a comment of someone else's) or does not exist.
 func PublicationRun(ctx context.Context, pool *pgxpool.Pool, publication string) (string, error) {
 	var comment *string
 	err := pool.QueryRow(ctx, `SELECT obj_description(oid, 'pg_publication') FROM pg_publication WHERE pubname = $1`, publication).Scan(&comment)
@@ -134,8 +134,10 @@ func PublicationRun(ctx context.Context, pool *pgxpool.Pool, publication string)
 	if err != nil {
 		return "", fmt.Errorf("source: look up publication %s: %w", publication, err)
 	}
-	run, _ := strings.CutPrefix(*comment, runTagPrefix)
-	return run, nil
+	if run, ok := strings.CutPrefix(*comment, runTagPrefix); ok {
+		return run, nil
+	}
+	return "", nil
 }
 
 // EnsurePublication creates the publication for tables, or makes an existing
