@@ -121,6 +121,15 @@ func TestPanicIsAnInternalError(t *testing.T) {
 	}
 }
 
+// anotherTarget is the URL of another target database on p's server, named
+// p's with suffix, dropped when the test ends.
+func anotherTarget(t *testing.T, p *testenv.Pair, suffix string) string {
+	t.Helper()
+	other := p.Name + suffix
+	t.Cleanup(func() { p.My(t, "DROP DATABASE IF EXISTS `"+other+"`") })
+	return strings.TrimSuffix(p.TargetURL, p.Name) + other
+}
+
 // recordRun records on target a sync on slot in phase, of a run whose id no
 // publication carries: one that failed while preparing (before it made its
 // slot), or one whose slot was dropped since.
@@ -183,9 +192,7 @@ func TestSlotOfAnotherDatabase(t *testing.T) {
 	})
 	t.Run("from this database into another target", func(t *testing.T) {
 		// as two target servers whose databases share a name would derive it
-		other := p.Name + "_other"
-		t.Cleanup(func() { p.My(t, "DROP DATABASE IF EXISTS `"+other+"`") })
-		target := strings.TrimSuffix(p.TargetURL, p.Name) + other
+		target := anotherTarget(t, p, "_other")
 		r := testenv.Run(t, nil, "sync", "--source", p.SourceURL, "--target", target, "--slot", s.slot, "--tables", "orders", "--listen", testenv.FreeAddr(t))
 		if out := r.Stdout + r.Stderr; r.Exit != 2 || !strings.Contains(out, "SLUICE-SYNC-SLOTTAKEN") || !strings.Contains(out, "--slot") {
 			t.Fatalf("a sync into another target on the running migration's slot %s: exit %d; want 2 with SLUICE-SYNC-SLOTTAKEN naming --slot\n%s", s.slot, r.Exit, out)
@@ -200,9 +207,7 @@ func TestSlotOfAnotherDatabase(t *testing.T) {
 		// Its first run recorded "preparing" on its target and failed before
 		// making a slot; the running migration has made one of the same
 		// name since. The slot is not this run's to resume, nor to drop.
-		other := p.Name + "_failed"
-		t.Cleanup(func() { p.My(t, "DROP DATABASE IF EXISTS `"+other+"`") })
-		target := strings.TrimSuffix(p.TargetURL, p.Name) + other
+		target := anotherTarget(t, p, "_failed")
 		recordRun(t, target, s.slot, mysql.PhasePreparing)
 		r := testenv.Run(t, nil, "sync", "--source", p.SourceURL, "--target", target, "--slot", s.slot, "--tables", "orders", "--listen", testenv.FreeAddr(t))
 		if out := r.Stdout + r.Stderr; r.Exit != 2 || !strings.Contains(out, "SLUICE-SYNC-SLOTTAKEN") || !strings.Contains(out, "did not make it") {
@@ -217,9 +222,7 @@ func TestSlotOfAnotherDatabase(t *testing.T) {
 		// It streamed once; its slot is gone and the running migration made
 		// one of the same name. Resuming on it would skip what the lost slot
 		// held and read the other migration's stream.
-		other := p.Name + "_lost"
-		t.Cleanup(func() { p.My(t, "DROP DATABASE IF EXISTS `"+other+"`") })
-		target := strings.TrimSuffix(p.TargetURL, p.Name) + other
+		target := anotherTarget(t, p, "_lost")
 		recordRun(t, target, s.slot, "streaming")
 		r := testenv.Run(t, nil, "sync", "--source", p.SourceURL, "--target", target, "--slot", s.slot, "--tables", "orders", "--listen", testenv.FreeAddr(t))
 		if out := r.Stdout + r.Stderr; r.Exit != 4 || !strings.Contains(out, "SLUICE-SYNC-SLOTLOST") || !strings.Contains(out, "another run's") {
