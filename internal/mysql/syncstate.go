@@ -40,8 +40,9 @@ type SyncState struct {
 	AheadLSN uint64
 	// RunID names the run that made the state, and is set as the comment
 	// of the publication it creates (pgstream.TagPublication): how a run
-	// still preparing tells its own slot from another migration's of the
-	// same name. Empty in a state written by an older build.
+	// that restarts (or an abort) tells its own slot from one another
+	// migration made under the same name. Empty in a state written by an
+	// older build.
 	RunID string
 }
 
