@@ -48,14 +48,8 @@ func TestStreamLivesThroughABusyReceiver(t *testing.T) {
 // cleanup), and opens the stream; urlSuffix is added to the source URL.
 func openLikesStream(t *testing.T, urlSuffix string) (*testenv.Pair, *pgxpool.Pool, *pgstream.Stream) {
 	t.Helper()
-	p := testenv.NewPair(t)
+	p, pool := likesSource(t)
 	ctx := context.Background()
-	p.PG(t, `CREATE TABLE likes (id int PRIMARY KEY)`)
-	pool, err := pgxpool.New(ctx, p.SourceURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
 	slot := p.Name
 	if err := pgstream.EnsureCapture(ctx, pool, slot, slot, "", []schema.TableName{{Schema: "public", Name: "likes"}}, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
@@ -66,6 +60,20 @@ func openLikesStream(t *testing.T, urlSuffix string) (*testenv.Pair, *pgxpool.Po
 		t.Fatal(err)
 	}
 	return p, pool, st
+}
+
+// likesSource makes table likes (id int PRIMARY KEY) in a new source
+// database and a pool on it, closed when the test ends.
+func likesSource(t *testing.T) (*testenv.Pair, *pgxpool.Pool) {
+	t.Helper()
+	p := testenv.NewPair(t)
+	p.PG(t, `CREATE TABLE likes (id int PRIMARY KEY)`)
+	pool, err := pgxpool.New(context.Background(), p.SourceURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return p, pool
 }
 
 // pump runs st.Pump into an unbuffered channel (the pump waits while the

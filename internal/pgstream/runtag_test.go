@@ -4,10 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/sluice-db/sluice/internal/pgstream"
-	"github.com/sluice-db/sluice/internal/testenv"
 )
 
 // A run's tag on its publication is how a run tells its own slot from
@@ -15,14 +12,8 @@ import (
 // publication without sluice's tag (none, someone's own comment, or none
 // at all) names no run.
 func TestPublicationRunTag(t *testing.T) {
-	p := testenv.NewPair(t)
+	p, pool := likesSource(t)
 	ctx := context.Background()
-	p.PG(t, `CREATE TABLE likes (id int PRIMARY KEY)`)
-	pool, err := pgxpool.New(ctx, p.SourceURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
 	pub := p.Name
 	run := func() string {
 		t.Helper()

@@ -220,7 +220,7 @@ func (s *Syncer) loop(ctx context.Context, events <-chan []pgstream.Event) error
 					continue
 				}
 				ddl.Truncated(t.notices.Concerns)
-				if t.left == 0 || t.readStarted || !t.plan.Keyless { // as in keylessChange
+				if !t.keylessChunkPending() {
 					s.endDeferred(t) // what the transaction did before
 					s.addOp(t, apply.Op{Kind: apply.Truncate, Table: t.apply})
 				}
@@ -380,11 +380,7 @@ func (s *Syncer) countApplied() {
 // keylessChange handles a table without a key: REPLICA IDENTITY FULL sends
 // the whole old row, which identifies the row to change.
 func (s *Syncer) keylessChange(t *table, ev pgstream.Event) error {
-	// Ignored only while the table's one chunk is still to be read, which
-	// will hold the change. A chunk written already (the run restarted
-	// before the table was finished: its indexes, a key move's read-ahead)
-	// holds none of the changes after it.
-	if t.left > 0 && !t.readStarted {
+	if t.keylessChunkPending() {
 		return nil
 	}
 	var row, old apply.Row

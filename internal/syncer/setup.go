@@ -46,6 +46,14 @@ type table struct {
 	ahead map[string]uint64
 }
 
+// keylessChunkPending reports whether a change streamed now is one the
+// keyless table's one chunk, still to be read, will hold: such changes are
+// ignored. A chunk written already (the run restarted before the table was
+// finished: its indexes, a key move's read-ahead) holds none after it.
+func (t *table) keylessChunkPending() bool {
+	return t.plan.Keyless && t.left > 0 && !t.readStarted
+}
+
 // SlotName derives the default slot (and publication) name from the target
 // database, so two syncs into different targets do not collide.
 func SlotName(targetDB string) string {
