@@ -22,7 +22,7 @@ import (
 // cleanupCommand is finish (after a cutover) and abort (instead of one):
 // both drop the slot and publication and sluice's metadata on the target.
 func (a *app) cleanupCommand(name string) *cobra.Command {
-	var slot, apiURL, token string
+	var slot, apiURL, token, run string
 	var wait time.Duration
 	short := "Drop the replication slot, the publication and sluice's metadata after a cutover"
 	if name == "abort" {
@@ -43,7 +43,7 @@ func (a *app) cleanupCommand(name string) *cobra.Command {
 			if err := checkNumbers(numberFlag{"--wait", wait, wait < 0, "0 or more, e.g. 1m"}); err != nil {
 				return err
 			}
-			c := cleanup{a: a, name: name, slot: slot, wait: wait, out: cmd.OutOrStdout()}
+			c := cleanup{a: a, name: name, slot: slot, confirmedRun: run, wait: wait, out: cmd.OutOrStdout()}
 			base, tok := a.apiClient(cmd, apiURL, token)
 			return c.run(cmd.Context(), func(ctx context.Context) {
 				// A sync of this slot still running on this machine is
@@ -73,6 +73,8 @@ func (a *app) cleanupCommand(name string) *cobra.Command {
 	cmd.Flags().StringVar(&token, "api-token", "", "API token (or SLUICE_API_TOKEN)")
 	if name == "finish" {
 		cmd.Flags().DurationVar(&wait, "wait", time.Minute, "longest wait for the running sync to apply what the source committed before finish began")
+	} else {
+		cmd.Flags().StringVar(&run, "run", "", "drop a slot this target records no run on: the id of the sluice run that made it, as the refusal (SLUICE-SLOT-UNRECORDED) names it")
 	}
 	return cmd
 }
@@ -90,8 +92,11 @@ type cleanup struct {
 	// another migration's run (the publication's tag says so), after this
 	// one failed while preparing or lost its slot; abort leaves them.
 	othersSlot bool
-	wait       time.Duration // finish: for the sync to apply what came before it
-	out        io.Writer
+	// confirmedRun is abort's --run: the person says the slot made by
+	// that run, which this target records nothing of, is this migration's.
+	confirmedRun string
+	wait         time.Duration // finish: for the sync to apply what came before it
+	out          io.Writer
 }
 
 // run removes the sync on c.slot: the source's slot and publication first
@@ -295,6 +300,18 @@ func (c *cleanup) checkTarget(ctx context.Context, src *postgres.Source, tgt *my
 			return nil, false, failure.New(failure.Usage, "SLUICE-SLOT-INUSE", "%s: replication slot %s is in use by a running sync, but this target records no run on it: it is another migration's, and sluice leaves it", c.name, c.slot).
 				With("slot", c.slot).
 				WithHint("give this migration's own slot with --slot; if the running sync is this migration's after all, stop it first")
+		}
+		// Idle, it may still be another migration's, stopped for now: a
+		// slot some sluice run made is dropped only when the person names
+		// that run (one made before runs were tagged cannot be told apart).
+		run, err := pgstream.PublicationRun(ctx, src.Pool, c.pub)
+		if err != nil {
+			return nil, false, err
+		}
+		if run != "" && run != c.confirmedRun {
+			return nil, false, failure.New(failure.Usage, "SLUICE-SLOT-UNRECORDED", "%s: replication slot %s was made by sluice run %s, which this target records nothing of: another migration's (from this source database into a target database of the same name elsewhere) that is stopped for now, or a leftover of this migration whose state on the target was removed; sluice leaves it", c.name, c.slot, run).
+				With("slot", c.slot).
+				WithHint("if no other migration uses slot %s, sluice abort --slot %s --run %s drops it; otherwise give this migration a slot of its own with --slot", c.slot, c.slot, run)
 		}
 	}
 	if state == nil && len(others) > 0 && !slotExists {

@@ -208,7 +208,7 @@ func (st Start) checkFresh(ctx context.Context, state *mysql.SyncState) error {
 	} else if exists && !preparing {
 		return failure.New(failure.Usage, "SLUICE-SYNC-SLOTTAKEN", "replication slot %s exists on the source, but the target records no run on it: it is another migration's (the default slot name derives from the target database's name), or one whose state on the target was removed", st.Slot).
 			With("slot", st.Slot).
-			WithHint("give this migration a slot of its own with --slot (the same on every sync, status, cutover, finish and abort of it); only if the slot is a leftover of this migration, which no other migration uses, sluice abort --slot %s drops it (it refuses a slot a sync is reading)", st.Slot)
+			WithHint("give this migration a slot of its own with --slot (the same on every sync, status, cutover, finish and abort of it); only if the slot is a leftover of this migration, which no other migration uses, sluice abort --slot %s drops it (it refuses a slot a sync is reading, and asks for --run naming the run that made it)", st.Slot)
 	} else if exists && state.RunID != "" {
 		// A run that failed while preparing resumes: the slot is its own
 		// only if its publication carries this run's tag, set before the

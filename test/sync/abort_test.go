@@ -244,3 +244,47 @@ func TestSlotOfAnotherDatabase(t *testing.T) {
 		t.Fatalf("the running sync died after an abort in another database: %v", err)
 	}
 }
+
+// TestAbortOfAnUnrecordedSlot: a migration's sync is stopped, so its slot
+// is idle. An abort from a target that records no run on that slot (a
+// second migration whose target database has the same name, or this one's
+// after its target state was removed) cannot tell the two apart: it names
+// the run that made the slot and leaves it, and drops it only when the
+// person confirms that run with --run.
+func TestAbortOfAnUnrecordedSlot(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	createOrders(t, p, 50)
+	s := newSync(t, p.SourceURL, p.TargetURL)
+	s.start()
+	s.waitCaughtUp(60 * time.Second)
+	var run string
+	if err := p.Target.QueryRow(`SELECT run_id FROM _sluice_sync_state WHERE slot = ?`, s.slot).Scan(&run); err != nil || run == "" {
+		t.Fatalf("the run id the target records for slot %s: %q, %v", s.slot, run, err)
+	}
+	s.current().Kill()
+	waitFor(t, 30*time.Second, "the killed sync's slot to be idle", func() bool {
+		var active bool
+		return p.Source.QueryRow(context.Background(), `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, s.slot).Scan(&active) == nil && !active
+	})
+
+	target := anotherTarget(t, p, "_unrecorded")
+	abort := func(extra ...string) testenv.Result {
+		return testenv.Run(t, nil, append([]string{"abort", "--source", p.SourceURL, "--target", target, "--slot", s.slot, "--api", "http://127.0.0.1:1"}, extra...)...)
+	}
+	r := abort()
+	if out := r.Stdout + r.Stderr; r.Exit != 2 || !strings.Contains(out, "SLUICE-SLOT-UNRECORDED") || !strings.Contains(out, "--run "+run) {
+		t.Fatalf("an abort from a target that records no run on the idle slot %s: exit %d; want 2 with SLUICE-SLOT-UNRECORDED and a hint naming --run %s\n%s", s.slot, r.Exit, run, out)
+	}
+	if slot, pub := testenv.SlotAndPublication(t, p.SourceURL, s.slot); !slot || !pub {
+		t.Fatalf("after the refused abort the stopped migration has slot %v, publication %v; want both kept", slot, pub)
+	}
+	if r := abort("--run", "not-"+run); r.Exit != 2 || !strings.Contains(r.Stdout+r.Stderr, "SLUICE-SLOT-UNRECORDED") {
+		t.Fatalf("an abort naming another run: exit %d; want 2 with SLUICE-SLOT-UNRECORDED\n%s%s", r.Exit, r.Stdout, r.Stderr)
+	}
+	r = abort("--run", run)
+	if out := r.Stdout + r.Stderr; r.Exit != 0 || !strings.Contains(out, "dropped replication slot and publication "+s.slot) {
+		t.Fatalf("an abort confirming run %s: exit %d; want 0, dropping the slot\n%s", run, r.Exit, out)
+	}
+	s.assertNoSlot()
+}
