@@ -210,11 +210,18 @@ func (t *Table) insertSQL(n int) string {
 }
 
 // matchAll is a WHERE clause matching one row on every column (NULL-safe).
+// MariaDB's JSON is LONGTEXT in a PAD SPACE collation, where text that
+// differs only in trailing spaces compares equal, but PostgreSQL's json
+// keeps its text as written: a JSON column is compared byte for byte, or a
+// change could match the other of two such rows.
 func (t *Table) matchAll(r Row) (string, []any) {
 	conds := make([]string, len(t.cols))
 	args := make([]any, len(t.cols))
 	for i, c := range t.cols {
 		conds[i] = c + " <=> ?"
+		if t.Plan.Columns[i].SQLType == "JSON" {
+			conds[i] = "CAST(" + c + " AS BINARY) <=> CAST(? AS BINARY)"
+		}
 		args[i] = t.arg(i, r[i])
 	}
 	return strings.Join(conds, " AND "), args
