@@ -71,14 +71,21 @@ func Take(ctx context.Context, src *postgres.Source, tables []*plan.Table, lockT
 		return nil, fmt.Errorf("cutover: set the fence's timeouts: %w", err)
 	}
 	names := sourceNames(tables)
+	// lock_timeout bounds each table's wait on its own: a writer that ends
+	// just in time on each of n tables would hold the fence's request (and
+	// every writer queued behind the tables it locked) for n lock timeouts.
+	// The statement's timeout bounds the whole request.
+	wait := min(lockTimeout, timeout)
 	l.Requested = time.Now()
-	if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(names, ", ")+" IN EXCLUSIVE MODE"); err != nil {
+	_, err = tx.Exec(ctx, fmt.Sprintf("SET LOCAL statement_timeout = '%dms'; LOCK TABLE %s IN EXCLUSIVE MODE; SET LOCAL statement_timeout TO DEFAULT",
+		wait.Milliseconds(), strings.Join(names, ", ")))
+	if err != nil {
 		l.Release()
 		if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "42501" { // refused at once: no writer waited
 			return nil, failure.Wrap(err, failure.Usage, "SLUICE-CUTOVER-PRIVILEGE", "cutover: the source user may not fence writes to %s", strings.Join(names, ", ")).
 				WithHint("LOCK TABLE … IN EXCLUSIVE MODE needs UPDATE, DELETE or TRUNCATE on each migrated table: GRANT UPDATE ON them TO the sync's user (and SELECT on their sequences, read under the fence), then run sluice cutover again")
 		}
-		return nil, failure.Wrap(err, failure.Internal, "SLUICE-CUTOVER-LOCK", "cutover: could not fence writes within %s", lockTimeout).
+		return nil, failure.Wrap(err, failure.Internal, "SLUICE-CUTOVER-LOCK", "cutover: could not fence writes within %s", wait).
 			WithHint("long transactions on the source hold the tables; try again, or raise the lock timeout (--lock-timeout)")
 	}
 	l.Granted = time.Now()

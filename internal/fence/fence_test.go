@@ -97,6 +97,50 @@ func TestFenceGivesUpAfterLockTimeout(t *testing.T) {
 	}
 }
 
+// The lock timeout bounds the whole fence request, not each table's wait:
+// writers that end one after another, each just within the lock timeout,
+// on three tables kept the request (and every writer queued behind the
+// tables it had locked) waiting for nearly three lock timeouts.
+func TestFenceRequestEndsWithinTheLockTimeout(t *testing.T) {
+	p := testenv.NewPair(t)
+	ctx := context.Background()
+	names := []string{"a", "b", "c"}
+	for _, n := range names {
+		p.PG(t, `CREATE TABLE `+n+` (id int PRIMARY KEY)`)
+	}
+	src, _ := p.Handles(t)
+	pl, err := plan.Build(ctx, src, plan.Options{Tables: names})
+	if err != nil || pl.Err() != nil {
+		t.Fatalf("plan: %v %v", err, pl.Err())
+	}
+	const lockTimeout = time.Second
+	for i, n := range names { // writer i ends 0.7 s after writer i-1
+		w, err := src.Pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Rollback(ctx)
+		if _, err := w.Exec(ctx, `INSERT INTO `+n+` VALUES (1)`); err != nil {
+			t.Fatal(err)
+		}
+		time.AfterFunc(time.Duration(i+1)*700*time.Millisecond, func() { w.Commit(ctx) })
+	}
+	start := time.Now()
+	lock, err := fence.Take(ctx, src, pl.Tables, lockTimeout, 30*time.Second)
+	waited := time.Since(start)
+	if err == nil {
+		lock.Release()
+		t.Fatalf("Take was granted after %s with a lock timeout of %s; want SLUICE-CUTOVER-LOCK once the timeout has passed", waited, lockTimeout)
+	}
+	var fe *failure.Error
+	if !errors.As(err, &fe) || fe.Code != "SLUICE-CUTOVER-LOCK" {
+		t.Fatalf("Take = %v; want SLUICE-CUTOVER-LOCK", err)
+	}
+	if waited > lockTimeout+500*time.Millisecond {
+		t.Fatalf("Take gave up after %s; want about the lock timeout, %s", waited, lockTimeout)
+	}
+}
+
 // A column whose default takes values from a sequence it does not own (made
 // by hand, or shared between tables) gets its AUTO_INCREMENT past that
 // sequence too: the target must never hand out an id the source has used.
