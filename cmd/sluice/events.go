@@ -308,7 +308,7 @@ func (c publishController) Cutover(ctx context.Context) (*syncer.CutoverReport, 
 
 func publishReport(r *publish.CutoverReport) *syncer.CutoverReport {
 	return &syncer.CutoverReport{Fence: fmt.Sprintf("%s, applied by all %d partitions", r.Fence, r.Partitions), WritePauseMS: r.WritePauseMS, LockWaitMS: r.LockWaitMS,
-		DrainMS: r.DrainMS, AutoIncrement: r.AutoIncrement, FenceLSN: r.FenceLSN, FinishedAt: r.FinishedAt, ChangesApplied: r.Published,
+		DrainMS: r.DrainMS, AutoIncrement: r.AutoIncrement, AutoIncrementUnknown: r.AutoIncrementUnknown, FenceLSN: r.FenceLSN, FinishedAt: r.FinishedAt, ChangesApplied: r.Published,
 		EarlierRun: r.EarlierRun}
 }
 

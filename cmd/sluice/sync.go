@@ -196,6 +196,9 @@ func printCutoverReport(w io.Writer, r *syncer.CutoverReport) {
 	for t, v := range r.AutoIncrement {
 		fmt.Fprintf(w, "  %s AUTO_INCREMENT set to %d\n", t, v)
 	}
+	for _, c := range r.AutoIncrementUnknown {
+		fmt.Fprintf(w, "  %s: its source sequence was not found, AUTO_INCREMENT left as it is (SLUICE-CUTOVER-AUTOINC): set it past the source's ids before the application writes to the target\n", c)
+	}
 	fmt.Fprintf(w, "changes applied: %d; lag p50 %.3f s, p99 %.3f s over the last %d target commits (the copy's too, when that recent); most WAL retained by the slot: %d bytes\n",
 		r.ChangesApplied, r.LagP50Seconds, r.LagP99Seconds, syncer.LagWindow, r.WALRetainedMaxBytes)
 	fmt.Fprintln(w, "the sync goes on streaming writes that still reach the source; once the application writes to the target, run sluice finish")

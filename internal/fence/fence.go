@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"strings"
 	"time"
@@ -142,38 +143,36 @@ func (l *Lock) Commit(ctx context.Context) error {
 // after the cutover; the target's own inserts must not take the same ids
 // (the streamed row would overwrite theirs). A descending sequence is left
 // alone (its values never meet the target's, which count up). It returns
-// the value set per target table.
-func (l *Lock) SyncAutoIncrement(ctx context.Context, tgt *mysql.Target, gap int64) (map[string]int64, error) {
-	out := map[string]int64{}
+// the value set per target table, and the target columns whose sequence
+// it could not find (a default that computes the name): their
+// AUTO_INCREMENT is left as it is, for the person to set.
+func (l *Lock) SyncAutoIncrement(ctx context.Context, tgt *mysql.Target, gap int64, log *slog.Logger) (set map[string]int64, unknown []string, err error) {
+	set = map[string]int64{}
 	for _, t := range l.tables {
 		for _, c := range t.Columns {
 			if !strings.Contains(c.SQLType, "AUTO_INCREMENT") {
 				continue
 			}
-			// The sequence the column owns, or else the one its default
-			// calls (nextval of a sequence made by hand or shared).
-			var seq *string
-			if err := l.Tx.QueryRow(ctx, `SELECT coalesce(pg_get_serial_sequence($1, $2), (
-				SELECT d.refobjid::regclass::text FROM pg_attrdef ad
-				JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
-				JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid AND d.refclassid = 'pg_class'::regclass
-				JOIN pg_class s ON s.oid = d.refobjid AND s.relkind = 'S'
-				WHERE ad.adrelid = $1::regclass AND a.attname = $2 LIMIT 1))`,
-				postgres.Ident(t.Source.Name.Schema, t.Source.Name.Name), c.Source).Scan(&seq); err != nil {
-				return nil, fmt.Errorf("cutover: sequence of %s.%s: %w", t.Source.Name, c.Source, err)
+			seq, err := l.sequenceOf(ctx, t, c)
+			if err != nil {
+				return nil, nil, err
 			}
-			if seq == nil {
+			if seq == "" {
+				unknown = append(unknown, t.Target+"."+c.Target)
+				log.Warn(fmt.Sprintf("cutover: the sequence behind %s.%s's default was not found, so the AUTO_INCREMENT of %s is left as it is: the target's own inserts may take ids that writes still reaching the source take too", t.Source.Name, c.Source, t.Target),
+					"code", "SLUICE-CUTOVER-AUTOINC", "table", t.Target, "column", c.Target,
+					"hint", fmt.Sprintf("before the application writes to the target, ALTER TABLE %s AUTO_INCREMENT = a value past every id the source will hand out", typemap.QuoteIdent(t.Target)))
 				continue
 			}
 			var last, increment, seqMax int64
 			var called bool
-			if err := l.Tx.QueryRow(ctx, "SELECT s.last_value, s.is_called, p.seqincrement, p.seqmax FROM "+*seq+" s, pg_sequence p WHERE p.seqrelid = $1::regclass",
-				*seq).Scan(&last, &called, &increment, &seqMax); err != nil {
+			if err := l.Tx.QueryRow(ctx, "SELECT s.last_value, s.is_called, p.seqincrement, p.seqmax FROM "+seq+" s, pg_sequence p WHERE p.seqrelid = $1::regclass",
+				seq).Scan(&last, &called, &increment, &seqMax); err != nil {
 				if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "42501" {
-					return nil, failure.Wrap(err, failure.Usage, "SLUICE-CUTOVER-PRIVILEGE", "cutover: the source user may not read sequence %s of %s.%s", *seq, t.Source.Name, c.Source).
-						WithHint("GRANT SELECT ON SEQUENCE %s TO the sync's user, then run sluice cutover again (the fence is lifted)", *seq)
+					return nil, nil, failure.Wrap(err, failure.Usage, "SLUICE-CUTOVER-PRIVILEGE", "cutover: the source user may not read sequence %s of %s.%s", seq, t.Source.Name, c.Source).
+						WithHint("GRANT SELECT ON SEQUENCE %s TO the sync's user, then run sluice cutover again (the fence is lifted)", seq)
 				}
-				return nil, fmt.Errorf("cutover: read sequence %s: %w", *seq, err)
+				return nil, nil, fmt.Errorf("cutover: read sequence %s: %w", seq, err)
 			}
 			if increment < 0 {
 				continue
@@ -187,12 +186,40 @@ func (l *Lock) SyncAutoIncrement(ctx context.Context, tgt *mysql.Target, gap int
 			// range makes every insert there fail.
 			next = max(min(addCapped(next, gap), seqMax, typemap.IntegerMax(c.SQLType)), next, 1)
 			if _, err := tgt.DB.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s AUTO_INCREMENT = %d", typemap.QuoteIdent(t.Target), next)); err != nil {
-				return nil, fmt.Errorf("cutover: set AUTO_INCREMENT of %s: %w", t.Target, err)
+				return nil, nil, fmt.Errorf("cutover: set AUTO_INCREMENT of %s: %w", t.Target, err)
 			}
-			out[t.Target] = next
+			set[t.Target] = next
 		}
 	}
-	return out, nil
+	return set, unknown, nil
+}
+
+// sequenceOf names the sequence column c's values come from, or "": the
+// one its default's nextval('…'::regclass) depends on, or one the default
+// names as text (nextval('…'::text) records no dependency), or else the
+// identity's. The sequence the column owns does not come first: a serial
+// whose default was pointed at another sequence still owns its old one,
+// whose value is stale.
+func (l *Lock) sequenceOf(ctx context.Context, t *plan.Table, c plan.Column) (string, error) {
+	var seq *string
+	err := l.Tx.QueryRow(ctx, `WITH def AS (
+			SELECT ad.oid, pg_get_expr(ad.adbin, ad.adrelid) AS expr FROM pg_attrdef ad
+			JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
+			WHERE ad.adrelid = $1::text::regclass AND a.attname = $2::text)
+		SELECT coalesce(
+			(SELECT d.refobjid::regclass::text FROM def
+				JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = def.oid AND d.refclassid = 'pg_class'::regclass
+				JOIN pg_class s ON s.oid = d.refobjid AND s.relkind = 'S' LIMIT 1),
+			(SELECT to_regclass(replace((regexp_match(expr, $3))[1], '''''', ''''))::text FROM def),
+			pg_get_serial_sequence($1::text, $2::text))`,
+		postgres.Ident(t.Source.Name.Schema, t.Source.Name.Name), c.Source, `^nextval\(\('((?:[^']|'')+)'::text\)::regclass\)$`).Scan(&seq)
+	if err != nil {
+		return "", fmt.Errorf("cutover: sequence of %s.%s: %w", t.Source.Name, c.Source, err)
+	}
+	if seq == nil {
+		return "", nil
+	}
+	return *seq, nil
 }
 
 // addCapped is a+b (b >= 0), or the largest int64 when that overflows: a

@@ -3,6 +3,7 @@ package fence_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/url"
 	"strings"
 	"testing"
@@ -46,7 +47,7 @@ func TestFenceStopsWritesUntilReleased(t *testing.T) {
 	// Under the fence the target's AUTO_INCREMENT moves past the sequence,
 	// by the gap: the ids the new service hands out are ones the source
 	// never used, nor will use for the writes that still reach it.
-	got, err := lock.SyncAutoIncrement(ctx, tgt, 100)
+	got, _, err := lock.SyncAutoIncrement(ctx, tgt, 100, slog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,12 +159,56 @@ func TestAutoIncrementFromASequenceMadeByHand(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lock.Release()
-	got, err := lock.SyncAutoIncrement(ctx, tgt, 0)
+	got, _, err := lock.SyncAutoIncrement(ctx, tgt, 0, slog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got["orders"] != 1003 {
 		t.Fatalf("AUTO_INCREMENT set to %v; want orders: 1003 (past the shared sequence's 1002)", got)
+	}
+}
+
+// The sequence a column's default calls is the one its ids come from: a
+// serial whose default was pointed at a new sequence still owns its old one
+// (its AUTO_INCREMENT was set from the stale value, so the target's inserts
+// took ids the source hands out), and a default naming its sequence as text
+// records no dependency (the column was skipped without a word). A default
+// that computes the name is reported, not skipped silently.
+func TestAutoIncrementFromTheSequenceTheDefaultCalls(t *testing.T) {
+	p := testenv.NewPair(t)
+	ctx := context.Background()
+	p.PG(t, `CREATE TABLE moved (id serial PRIMARY KEY, v text)`)
+	p.PG(t, `INSERT INTO moved (v) SELECT 'x' FROM generate_series(1, 10)`)
+	p.PG(t, `CREATE SEQUENCE moved_new START 70000`)
+	p.PG(t, `ALTER TABLE moved ALTER COLUMN id SET DEFAULT nextval('moved_new')`)
+	p.PG(t, `INSERT INTO moved (v) VALUES ('y')`) // 70000
+	p.PG(t, `CREATE SEQUENCE "Old Ids" START 40000`)
+	p.PG(t, `CREATE TABLE texty (id int PRIMARY KEY DEFAULT nextval('"Old Ids"'::text), v text)`)
+	p.PG(t, `INSERT INTO texty (v) VALUES ('a'), ('b')`) // 40000, 40001
+	p.PG(t, `CREATE FUNCTION texty_seq() RETURNS text LANGUAGE sql AS $$ SELECT '"Old Ids"' $$`)
+	p.PG(t, `CREATE TABLE computed (id int PRIMARY KEY DEFAULT nextval(texty_seq()), v text)`)
+	src, tgt := p.Handles(t)
+	pl, err := plan.Build(ctx, src, plan.Options{Tables: []string{"moved", "texty", "computed"}})
+	if err != nil || pl.Err() != nil {
+		t.Fatalf("plan: %v %v", err, pl.Err())
+	}
+	for _, tp := range pl.Tables {
+		p.My(t, tp.CreateTable)
+	}
+	lock, err := fence.Take(ctx, src, pl.Tables, time.Second, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Release()
+	got, unknown, err := lock.SyncAutoIncrement(ctx, tgt, 0, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["moved"] != 70001 || got["texty"] != 40002 {
+		t.Errorf("AUTO_INCREMENT set to %v; want moved: 70001 (past the sequence its default calls, not the one it owns), texty: 40002", got)
+	}
+	if len(unknown) != 1 || unknown[0] != "computed.id" {
+		t.Errorf("columns whose sequence was not found: %v; want [computed.id]", unknown)
 	}
 }
 
@@ -187,7 +232,7 @@ func TestAutoIncrementOfOtherIncrements(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := lock.SyncAutoIncrement(ctx, tgt, 0)
+		got, _, err := lock.SyncAutoIncrement(ctx, tgt, 0, slog.Default())
 		lock.Release()
 		if err != nil {
 			t.Fatalf("%s: %v", c.table, err)
@@ -307,7 +352,7 @@ func TestAutoIncrementGapStopsAtTheColumnsEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lock.Release()
-	got, err := lock.SyncAutoIncrement(ctx, tgt, 1000)
+	got, _, err := lock.SyncAutoIncrement(ctx, tgt, 1000, slog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}

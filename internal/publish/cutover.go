@@ -23,8 +23,10 @@ type CutoverReport struct {
 	LockWaitMS    float64          `json:"lock_wait_ms"`   // lock request until granted
 	DrainMS       float64          `json:"drain_ms"`       // until every partition had applied the fence
 	AutoIncrement map[string]int64 `json:"auto_increment,omitempty"`
-	FinishedAt    time.Time        `json:"finished_at"`
-	Published     int64            `json:"rows_published"` // row changes and copied rows
+	// AutoIncrementUnknown: see syncer.CutoverReport.
+	AutoIncrementUnknown []string  `json:"auto_increment_unknown,omitempty"`
+	FinishedAt           time.Time `json:"finished_at"`
+	Published            int64     `json:"rows_published"` // row changes and copied rows
 	// EarlierRun: the target records a cutover an earlier run made; this
 	// run did not fence, and has no figures of it.
 	EarlierRun bool `json:"earlier_run,omitempty"`
@@ -139,7 +141,7 @@ func (p *Publisher) fenced(ctx context.Context) (*CutoverReport, error) {
 		}
 	}
 	drained := time.Since(fenced)
-	autoInc, err := lock.SyncAutoIncrement(fctx, p.tgt, p.opt.AutoIncrementGap)
+	autoInc, autoIncUnknown, err := lock.SyncAutoIncrement(fctx, p.tgt, p.opt.AutoIncrementGap, p.log)
 	if err != nil {
 		return nil, overtime("setting AUTO_INCREMENT", err)
 	}
@@ -152,7 +154,7 @@ func (p *Publisher) fenced(ctx context.Context) (*CutoverReport, error) {
 	pause := time.Since(lock.Requested)
 	return &CutoverReport{Fence: "lock", FenceID: fw.id, FenceLSN: pglogrepl.LSN(lsn).String(), Partitions: p.opt.Partitions,
 		WritePauseMS: float64(pause.Microseconds()) / 1000, LockWaitMS: float64(fenced.Sub(lock.Requested).Microseconds()) / 1000, DrainMS: float64(drained.Microseconds()) / 1000,
-		AutoIncrement: autoInc, FinishedAt: time.Now(), Published: p.published.Load()}, nil
+		AutoIncrement: autoInc, AutoIncrementUnknown: autoIncUnknown, FinishedAt: time.Now(), Published: p.published.Load()}, nil
 }
 
 // tablePlans lists the published tables' plans.

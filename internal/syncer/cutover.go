@@ -54,8 +54,11 @@ type CutoverReport struct {
 	RowsVerified    int              `json:"rows_verified"`  // changed rows compared under the fence
 	RowsVerifiedPre int              `json:"rows_verified_before_fence"`
 	AutoIncrement   map[string]int64 `json:"auto_increment,omitempty"`
-	FenceLSN        string           `json:"fence_lsn"`
-	FinishedAt      time.Time        `json:"finished_at"`
+	// AutoIncrementUnknown: target columns (table.column) whose source
+	// sequence was not found; their AUTO_INCREMENT is left for the person.
+	AutoIncrementUnknown []string  `json:"auto_increment_unknown,omitempty"`
+	FenceLSN             string    `json:"fence_lsn"`
+	FinishedAt           time.Time `json:"finished_at"`
 	// EarlierRun: the target records a cutover an earlier run of this
 	// sync made; this run did not fence, and has no figures of it.
 	EarlierRun bool `json:"earlier_run,omitempty"`
@@ -212,7 +215,7 @@ func (s *Syncer) fencedCutover(ctx context.Context, preDiffs map[*table][]string
 		return nil, overtime("verifying the changed rows", err)
 	}
 	verified := time.Since(fenced)
-	autoInc, err := lock.SyncAutoIncrement(fctx, s.tgt, s.opt.Cutover.AutoIncrementGap)
+	autoInc, autoIncUnknown, err := lock.SyncAutoIncrement(fctx, s.tgt, s.opt.Cutover.AutoIncrementGap, s.log)
 	if err != nil {
 		return nil, overtime("setting AUTO_INCREMENT", err)
 	}
@@ -227,7 +230,7 @@ func (s *Syncer) fencedCutover(ctx context.Context, preDiffs map[*table][]string
 	s.log.Info("cutover fenced section", "lock_wait_ms", ms(lockWait), "drain_ms", ms(drained),
 		"verify_ms", ms(verified-drained), "auto_increment_and_commit_ms", ms(pause-lockWait-verified), "rows_verified", post)
 	return &CutoverReport{Fence: s.opt.Cutover.Fence, WritePauseMS: ms(pause), LockWaitMS: ms(lockWait), DrainMS: ms(drained),
-		RowsVerified: post, AutoIncrement: autoInc, FenceLSN: lsn.String(), FinishedAt: time.Now()}, nil
+		RowsVerified: post, AutoIncrement: autoInc, AutoIncrementUnknown: autoIncUnknown, FenceLSN: lsn.String(), FinishedAt: time.Now()}, nil
 }
 
 // verifyChanged compares the rows changed since the last call, plus
@@ -299,7 +302,6 @@ func countKeys(m map[*table][]string) int {
 	return n
 }
 
-// syncAutoIncrement moves each AUTO_INCREMENT past its source sequence, so
 // tablePlans lists the synced tables' plans.
 func (s *Syncer) tablePlans() []*plan.Table {
 	out := make([]*plan.Table, len(s.tables))
