@@ -93,6 +93,37 @@ func Take(ctx context.Context, src *postgres.Source, tables []*plan.Table, lockT
 	return l, nil
 }
 
+// UntilStopped is ctx, ended too when any of stopped closes: a cutover
+// asked for through the API runs on the request's context, and a sync that
+// stops meanwhile no longer drains the stream to the fence, which would
+// then hold writers until its timeout. ErrStopped is the cause.
+func UntilStopped(ctx context.Context, stopped ...<-chan struct{}) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	for _, ch := range stopped {
+		go func() {
+			select {
+			case <-ch:
+				cancel(ErrStopped)
+			case <-ctx.Done():
+			}
+		}()
+	}
+	return ctx, func() { cancel(context.Canceled) }
+}
+
+// StoppedOr is ErrStopped when ctx (from UntilStopped) ended because the
+// sync stopped, else err.
+func StoppedOr(ctx context.Context, err error) error {
+	if err != nil && errors.Is(context.Cause(ctx), ErrStopped) {
+		return ErrStopped
+	}
+	return err
+}
+
+// ErrStopped ends a cutover whose sync stopped while it ran.
+var ErrStopped = failure.New(failure.Internal, "SLUICE-CUTOVER-STOPPED", "cutover: the sync stopped while the cutover ran; the fence is lifted and the source takes writes as before").
+	WithHint("start sluice sync again (it resumes) and run sluice cutover once it streams")
+
 // Within gives the steps under the fence a context that ends the fence's
 // timeout after the lock request (writers queue from there, so that is how
 // long the fence may hold them), and overtime, which turns the error of a

@@ -39,7 +39,7 @@ type CutoverReport struct {
 // applier has recorded that fence in the target: everything before the
 // fence is applied, on every partition. It then moves each AUTO_INCREMENT
 // past its source sequence and lifts the fence.
-func (p *Publisher) Cutover(ctx context.Context) (*CutoverReport, error) {
+func (p *Publisher) Cutover(ctx context.Context) (_ *CutoverReport, err error) {
 	if !p.cutoverMu.TryLock() {
 		return nil, failure.New(failure.Usage, "SLUICE-CUTOVER-BUSY", "a cutover is already running")
 	}
@@ -47,6 +47,9 @@ func (p *Publisher) Cutover(ctx context.Context) (*CutoverReport, error) {
 	if r := p.cutover.Load(); r != nil {
 		return r, nil
 	}
+	ctx, cancel := fence.UntilStopped(ctx, p.stop)
+	defer cancel()
+	defer func() { err = fence.StoppedOr(ctx, err) }()
 	if err := p.waitFor(ctx, 10*time.Minute, "the copy is not done on every partition", p.copyDone); err != nil {
 		return nil, err
 	}
@@ -64,10 +67,15 @@ func (p *Publisher) Cutover(ctx context.Context) (*CutoverReport, error) {
 	}
 	report, err := p.fenced(ctx)
 	if err != nil {
+		err = fence.StoppedOr(ctx, err)
 		p.log.Error("cutover failed; the fence is lifted and publishing goes on", "code", failure.Code(err), "error", err.Error())
 		return nil, err
 	}
-	if err := p.tgt.RecordCutover(ctx, p.opt.Slot); err != nil {
+	// The fence is committed: the cutover happened, and a stop or a client
+	// that went away must not keep the target from recording it.
+	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer rcancel()
+	if err := p.tgt.RecordCutover(rctx, p.opt.Slot); err != nil {
 		return nil, err
 	}
 	p.cutover.Store(report)

@@ -88,7 +88,7 @@ func (s *Syncer) Cutover(ctx context.Context) (*CutoverReport, error) {
 
 // cutover is Cutover; auto (--cutover=auto) first looks for transactions
 // that would hold the fence up and does not request it while one does.
-func (s *Syncer) cutover(ctx context.Context, auto bool) (*CutoverReport, error) {
+func (s *Syncer) cutover(ctx context.Context, auto bool) (_ *CutoverReport, err error) {
 	if !s.cutoverMu.TryLock() {
 		return nil, failure.New(failure.Usage, "SLUICE-CUTOVER-BUSY", "a cutover is already running")
 	}
@@ -96,6 +96,9 @@ func (s *Syncer) cutover(ctx context.Context, auto bool) (*CutoverReport, error)
 	if r := s.status.cutover.Load(); r != nil {
 		return r, nil
 	}
+	ctx, cancel := fence.UntilStopped(ctx, s.stop, s.ended)
+	defer cancel()
+	defer func() { err = fence.StoppedOr(ctx, err) }()
 	if err := s.waitCaughtUp(ctx); err != nil {
 		return nil, err
 	}
@@ -119,6 +122,7 @@ func (s *Syncer) cutover(ctx context.Context, auto bool) (*CutoverReport, error)
 	}
 	report, err := s.fencedCutover(ctx, recheck, auto)
 	if err != nil {
+		err = fence.StoppedOr(ctx, err)
 		s.changed.restore(recheck) // rows that differed before the fence: a later cutover checks them again
 		// requestAutoCutover logs its own failures, with the next attempt
 		if !auto {
@@ -130,7 +134,11 @@ func (s *Syncer) cutover(ctx context.Context, auto bool) (*CutoverReport, error)
 	st := s.Status()
 	report.ChangesApplied, report.LagP50Seconds, report.LagP99Seconds, report.WALRetainedMaxBytes =
 		st.ChangesApplied, st.LagP50Seconds, st.LagP99Seconds, st.WALRetainedMaxBytes
-	if err := s.tgt.RecordCutover(ctx, s.opt.Slot); err != nil {
+	// The fence is committed: the cutover happened, and a stop or a client
+	// that went away must not keep the target from recording it.
+	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer rcancel()
+	if err := s.tgt.RecordCutover(rctx, s.opt.Slot); err != nil {
 		return nil, err
 	}
 	s.status.cutover.Store(report)

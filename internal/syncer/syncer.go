@@ -123,6 +123,7 @@ type Syncer struct {
 
 	holds     throttle.Holds // the pause and the watchers' holds on the copy
 	stop      chan struct{}  // closed by Stop: flush and return
+	ended     chan struct{}  // closed when Run returns
 	stopOnce  sync.Once
 	cutoverMu sync.Mutex            // one cutover at a time
 	autoRetry time.Duration         // pause after the last failed automatic cutover (see nextAutoRetry)
@@ -185,7 +186,7 @@ func New(src *postgres.Source, srcConnString string, tgt *mysql.Target, p *plan.
 	opt.defaults()
 	s := &Syncer{src: src, srcConnStr: srcConnString, tgt: tgt, plan: p, opt: opt, log: opt.Log,
 		byName: map[string]*table{}, windows: map[string]*window{}, inflight: make(chan struct{}, opt.Parallel),
-		stop: make(chan struct{}), rewatch: pgstream.NewRewatch(),
+		stop: make(chan struct{}), ended: make(chan struct{}), rewatch: pgstream.NewRewatch(),
 		runID: fmt.Sprintf("%x", time.Now().UnixNano())}
 	s.holds.Log = opt.Log
 	if opt.MaxRowsPerSec > 0 {
@@ -259,6 +260,7 @@ func (s *Syncer) Stop() { s.stopOnce.Do(func() { close(s.stop) }) }
 // cutover, so writes that still reach the source while the application
 // switches over are not lost; it returns the cutover report if there was one.
 func (s *Syncer) Run(ctx context.Context) (report *CutoverReport, err error) {
+	defer close(s.ended)
 	if err := s.prepare(ctx); err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -374,4 +375,60 @@ func TestCutoverReportCountsChangedRows(t *testing.T) {
 		t.Errorf("the report counts %d changed rows verified under the fence and %d before; want 330 in all (300 updated twice, 10 deleted, 20 inserted)", under, before)
 	}
 	s.finish()
+}
+
+// TestStopDuringCutoverLiftsFence: the sync is told to stop (Ctrl-C) while
+// a cutover asked for through the API holds the fence (here a step under
+// it stalls: a session holds the target table with LOCK TABLES … READ).
+// The fence must come down at once, not when --cutover-timeout runs out:
+// the stopping sync no longer finishes the cutover, and writers would wait
+// for nothing. The client is told the sync stopped.
+func TestStopDuringCutoverLiftsFence(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	createOrders(t, p, 500)
+	s := newSync(t, p.SourceURL, p.TargetURL, "--cutover-timeout", "60s", "--lock-timeout", "5s")
+	proc := s.start()
+	s.waitCaughtUp(60 * time.Second)
+
+	ctx := context.Background()
+	conn, err := p.Target.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `LOCK TABLES orders READ`); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.ExecContext(ctx, `UNLOCK TABLES`)
+	result := make(chan testenv.Result, 1)
+	go func() { result <- testenv.Run(t, nil, "cutover", "--api", s.api, "--api-token", s.token) }()
+	c := connect(t, p.SourceURL)
+	waitFor(t, 30*time.Second, "the fence on orders", func() bool {
+		var n int
+		return c.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE relation = 'orders'::regclass AND mode = 'ExclusiveLock' AND granted`).Scan(&n) == nil && n == 1
+	})
+	time.Sleep(500 * time.Millisecond) // under the fence, at the AUTO_INCREMENT step
+	proc.Cmd.Process.Signal(syscall.SIGINT)
+	stopped := time.Now()
+	pgExec(t, c, `SET statement_timeout = '30s'`)
+	pgExec(t, c, `UPDATE orders SET status = 'after stop' WHERE id = 20`)
+	if d := time.Since(stopped); d > 10*time.Second {
+		t.Errorf("an UPDATE on the source waited %s after the sync was told to stop during the cutover; want the fence lifted at once (--cutover-timeout is 60s)", d)
+	}
+	select {
+	case r := <-result:
+		if r.Exit == 0 {
+			t.Errorf("sluice cutover succeeded though the sync stopped under the fence:\n%s", r.Stdout)
+		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("sluice cutover had not returned 30 s after the sync was told to stop")
+	}
+	if out := proc.Output(); !strings.Contains(out, "SLUICE-CUTOVER-STOPPED") {
+		t.Errorf("the sync's log does not say the cutover ended because it stopped:\n%s", testenv.Tail(out, 15))
+	}
+	conn.ExecContext(ctx, `UNLOCK TABLES`)
+	if _, ok := proc.Wait(40 * time.Second); !ok {
+		t.Errorf("the sync had not exited 40 s after Ctrl-C")
+	}
 }
