@@ -151,10 +151,18 @@ func selectTables(ctx context.Context, src *postgres.Source, opt Options) ([]sch
 		return names, nil
 	}
 	var names []schema.TableName
+	seen := map[schema.TableName]bool{} // items and public.items are one table
 	for _, s := range opt.Tables {
 		if s = strings.TrimSpace(s); s != "" {
-			names = append(names, schema.ParseTableName(s, opt.Schema))
+			if n := schema.ParseTableName(s, opt.Schema); !seen[n] {
+				seen[n] = true
+				names = append(names, n)
+			}
 		}
+	}
+	if len(names) == 0 { // --tables "," or " ": no table, not every table
+		return nil, failure.New(failure.Usage, "SLUICE-USAGE-TABLES", "--tables %q names no table", strings.Join(opt.Tables, ",")).
+			WithHint("list the tables, e.g. --tables public.orders,public.likes, or leave --tables out to take every table of --schema")
 	}
 	return names, nil
 }

@@ -204,6 +204,13 @@ func TestSchemaProblems(t *testing.T) {
 		r := testenv.MustRun(t, 4, args(p, cmd, "--tables", "nosuch")...)
 		mustContain(t, cmd+" --tables nosuch output", output(r), "nosuch", "does not exist")
 	}
+	// a list that trims to nothing names no table: refused, not "0 tables EQUAL"
+	for _, cmd := range []string{"verify", "copy", "sync"} {
+		r := testenv.MustRun(t, 2, args(p, cmd, "--tables", " , ")...)
+		mustContain(t, cmd+" --tables ' , ' output", output(r), "SLUICE-USAGE-TABLES", "--tables")
+	}
+	// one table named twice (with and without its schema) is one table
+	testenv.MustRun(t, 0, args(p, "plan", "--tables", "fine,public.fine")...)
 	for _, cmd := range []string{"copy", "verify"} {
 		r := testenv.MustRun(t, 4, args(p, cmd, "--tables", "fine,keyless")...)
 		mustContain(t, cmd+" of a table without key", output(r), "keyless", "primary key")
