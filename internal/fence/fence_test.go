@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -115,16 +116,22 @@ func TestFenceRequestEndsWithinTheLockTimeout(t *testing.T) {
 		t.Fatalf("plan: %v %v", err, pl.Err())
 	}
 	const lockTimeout = time.Second
+	var writers sync.WaitGroup
+	defer writers.Wait() // each ends its own transaction: a connection serves one goroutine
 	for i, n := range names { // writer i ends 0.7 s after writer i-1
 		w, err := src.Pool.Begin(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer w.Rollback(ctx)
 		if _, err := w.Exec(ctx, `INSERT INTO `+n+` VALUES (1)`); err != nil {
+			w.Rollback(ctx)
 			t.Fatal(err)
 		}
-		time.AfterFunc(time.Duration(i+1)*700*time.Millisecond, func() { w.Commit(ctx) })
+		writers.Add(1)
+		time.AfterFunc(time.Duration(i+1)*700*time.Millisecond, func() {
+			defer writers.Done()
+			w.Commit(ctx)
+		})
 	}
 	start := time.Now()
 	lock, err := fence.Take(ctx, src, pl.Tables, lockTimeout, 30*time.Second)
