@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 
+	mysqldriver "github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/spf13/cobra"
 
 	"github.com/sluice-db/sluice/internal/failure"
@@ -53,6 +55,9 @@ func main() {
 			WithHint("run the same command again to resume")
 	}
 	var fe *failure.Error
+	if !errors.As(err, &fe) {
+		err = classifyPrivilege(err)
+	}
 	if !errors.As(err, &fe) {
 		if app.log == nil {
 			// setup never ran: cobra refused the command line itself
@@ -154,4 +159,19 @@ func versionCommand() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// classifyPrivilege names a privilege the database refused, wherever the
+// command met it (reading a table, a sequence, a catalog): that is the
+// user's to grant, not an internal error to report. Other errors pass.
+func classifyPrivilege(err error) error {
+	if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "42501" {
+		return failure.Wrap(err, failure.Schema, "SLUICE-SOURCE-PRIVILEGE", "the source user lacks a privilege: %s", pe.Message).
+			WithHint("GRANT what the message names TO the source user (for a table: GRANT SELECT ON it, and USAGE ON its schema), then run the command again; docs/OPERATIONS.md, \"Before you start\", lists what each command needs")
+	}
+	if me := (*mysqldriver.MySQLError)(nil); errors.As(err, &me) && (me.Number == 1044 || me.Number == 1142 || me.Number == 1227) {
+		return failure.Wrap(err, failure.Schema, "SLUICE-TARGET-PRIVILEGE", "the target user lacks a privilege: %s", me.Message).
+			WithHint("GRANT what the message names TO the target user, then run the command again; docs/OPERATIONS.md, \"Before you start\", lists what each command needs")
+	}
+	return err
 }

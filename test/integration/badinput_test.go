@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -358,5 +359,27 @@ func TestBadValuesRejected(t *testing.T) {
 			continue
 		}
 		mustContain(t, c.typ+" "+c.value+" copy output", output(r), c.table, "id=7", "column v")
+	}
+}
+
+// TestSourcePrivilegeNamed: a source user that may not read a table got
+// "SLUICE-INTERNAL unexpected error … report this message" (exit 10). It is
+// the user's to grant: SLUICE-SOURCE-PRIVILEGE, exit 4, naming the table.
+func TestSourcePrivilegeNamed(t *testing.T) {
+	t.Parallel()
+	p := testenv.NewPair(t)
+	p.PG(t, `CREATE TABLE hidden (id int PRIMARY KEY, v text)`)
+	p.PG(t, `INSERT INTO hidden VALUES (1, 'a')`)
+	role := testenv.DBName(t) + "_nobody"
+	p.PG(t, `DROP ROLE IF EXISTS `+role+`; CREATE ROLE `+role+` LOGIN`)
+	t.Cleanup(func() { p.PG(t, `DROP OWNED BY `+role+`; DROP ROLE `+role) })
+	u, err := url.Parse(p.SourceURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(role)
+	for _, cmd := range []string{"copy", "verify"} {
+		r := testenv.MustRun(t, 4, cmd, "--source", u.String(), "--target", p.TargetURL, "--tables", "hidden")
+		mustContain(t, cmd+" as a user who may not read hidden", output(r), "SLUICE-SOURCE-PRIVILEGE", "hidden", "GRANT")
 	}
 }
