@@ -56,8 +56,9 @@ func (a *app) setup(cmd *cobra.Command) error {
 }
 
 // connect resolves the connection settings (flags > file > environment) and
-// opens both databases.
-func (a *app) connect(ctx context.Context, conns int) (*postgres.Source, *mysql.Target, error) {
+// opens both databases; create makes the target database when it does not
+// exist (commands that write into it), else that is an error.
+func (a *app) connect(ctx context.Context, conns int, create bool) (*postgres.Source, *mysql.Target, error) {
 	srcCfg, tgtCfg, err := a.resolve()
 	if err != nil {
 		return nil, nil, err
@@ -66,7 +67,11 @@ func (a *app) connect(ctx context.Context, conns int) (*postgres.Source, *mysql.
 	if err != nil {
 		return nil, nil, err
 	}
-	tgt, err := mysql.Connect(ctx, tgtCfg, conns)
+	open := mysql.Open
+	if create {
+		open = mysql.Connect
+	}
+	tgt, err := open(ctx, tgtCfg, conns)
 	if err != nil {
 		src.Close()
 		return nil, nil, err

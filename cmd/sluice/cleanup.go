@@ -117,12 +117,14 @@ func (c *cleanup) run(ctx context.Context, stop func(context.Context)) error {
 		return err
 	}
 	defer src.Close()
-	tgt, tgtErr := mysql.Connect(ctx, tgtCfg, 2)
+	tgt, tgtErr := mysql.Open(ctx, tgtCfg, 2)
+	noDatabase := failure.Code(tgtErr) == "SLUICE-TARGET-NODB"
 	switch {
 	case tgtErr == nil:
 		defer tgt.Close()
 	case c.name == "finish": // only the target says whether the cutover happened
 		return tgtErr
+	case noDatabase: // nothing is recorded there: a slot is this migration's only as checkTarget allows
 	default:
 		c.a.log.Warn("the target cannot be reached: dropping the replication slot and publication on the source only",
 			"code", "SLUICE-ABORT-TARGET", "slot", c.slot, "error", tgtErr.Error())
@@ -135,6 +137,10 @@ func (c *cleanup) run(ctx context.Context, stop func(context.Context)) error {
 	if tgt != nil {
 		var done bool
 		if others, done, err = c.checkTarget(ctx, src, tgt, slotExists); err != nil || done {
+			return err
+		}
+	} else if noDatabase && slotExists {
+		if err := c.checkUnrecordedSlot(ctx, src); err != nil {
 			return err
 		}
 	}
@@ -163,6 +169,10 @@ func (c *cleanup) run(ctx context.Context, stop func(context.Context)) error {
 	}
 	if !slotExists { // run twice, or after a crash before the slot was made: say what was there
 		dropped = fmt.Sprintf("found no replication slot %s on the source (its publication, if any, is dropped)", c.slot)
+	}
+	if noDatabase {
+		fmt.Fprintf(c.out, "%s: %s; the target database %s does not exist, so nothing of sluice's is there\n", c.name, dropped, tgtCfg.Database)
+		return nil
 	}
 	if tgt == nil {
 		fmt.Fprintf(c.out, "%s: %s; sluice's metadata on the target is NOT removed (the target cannot be reached)\n", c.name, dropped)
@@ -291,27 +301,8 @@ func (c *cleanup) checkTarget(ctx context.Context, src *postgres.Source, tgt *my
 		}
 	}
 	if state == nil && slotExists {
-		// A slot in use that this target records no run on is another
-		// migration's (one from this database into a target database of
-		// the same name elsewhere): dropping it would end that one.
-		if p, err := pgstream.Progress(ctx, src.Pool, c.slot); err != nil {
+		if err := c.checkUnrecordedSlot(ctx, src); err != nil {
 			return nil, false, err
-		} else if p.Active {
-			return nil, false, failure.New(failure.Usage, "SLUICE-SLOT-INUSE", "%s: replication slot %s is in use by a running sync, but this target records no run on it: it is another migration's, and sluice leaves it", c.name, c.slot).
-				With("slot", c.slot).
-				WithHint("give this migration's own slot with --slot; if the running sync is this migration's after all, stop it first")
-		}
-		// Idle, it may still be another migration's, stopped for now: a
-		// slot some sluice run made is dropped only when the person names
-		// that run (one made before runs were tagged cannot be told apart).
-		run, err := pgstream.PublicationRun(ctx, src.Pool, c.pub)
-		if err != nil {
-			return nil, false, err
-		}
-		if run != "" && run != c.confirmedRun {
-			return nil, false, failure.New(failure.Usage, "SLUICE-SLOT-UNRECORDED", "%s: replication slot %s was made by sluice run %s, which this target records nothing of: another migration's (from this source database into a target database of the same name elsewhere) that is stopped for now, or a leftover of this migration whose state on the target was removed; sluice leaves it", c.name, c.slot, run).
-				With("slot", c.slot).
-				WithHint("if no other migration uses slot %s, sluice abort --slot %s --run %s drops it; otherwise give this migration a slot of its own with --slot", c.slot, c.slot, run)
 		}
 	}
 	if state == nil && len(others) > 0 && !slotExists {
@@ -428,4 +419,30 @@ func slotList(syncs []mysql.SyncState) string {
 		names[i] = s.Slot
 	}
 	return "slot " + strings.Join(names, ", slot ")
+}
+
+// checkUnrecordedSlot refuses to drop a slot the target records no run on
+// (or has no database for) when it may be another migration's: one in use
+// is (one from this source database into a target database of the same
+// name elsewhere); an idle one that some sluice run made may be, stopped
+// for now, so it is dropped only when the person names that run (--run).
+// One made before runs were tagged cannot be told apart, and is dropped.
+func (c *cleanup) checkUnrecordedSlot(ctx context.Context, src *postgres.Source) error {
+	if p, err := pgstream.Progress(ctx, src.Pool, c.slot); err != nil {
+		return err
+	} else if p.Active {
+		return failure.New(failure.Usage, "SLUICE-SLOT-INUSE", "%s: replication slot %s is in use by a running sync, but this target records no run on it: it is another migration's, and sluice leaves it", c.name, c.slot).
+			With("slot", c.slot).
+			WithHint("give this migration's own slot with --slot; if the running sync is this migration's after all, stop it first")
+	}
+	run, err := pgstream.PublicationRun(ctx, src.Pool, c.pub)
+	if err != nil {
+		return err
+	}
+	if run != "" && run != c.confirmedRun {
+		return failure.New(failure.Usage, "SLUICE-SLOT-UNRECORDED", "%s: replication slot %s was made by sluice run %s, which this target records nothing of: another migration's (from this source database into a target database of the same name elsewhere) that is stopped for now, or a leftover of this migration whose state on the target was removed; sluice leaves it", c.name, c.slot, run).
+			With("slot", c.slot).
+			WithHint("if no other migration uses slot %s, sluice abort --slot %s --run %s drops it; otherwise give this migration a slot of its own with --slot", c.slot, c.slot, run)
+	}
+	return nil
 }

@@ -27,7 +27,7 @@ func (a *app) planCommand() *cobra.Command {
 		Short: "Print the target DDL and every mapping that is not exact; --apply creates the tables",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			src, tgt, err := a.connect(ctx, 2)
+			src, tgt, err := a.connect(ctx, 2, true)
 			if err != nil {
 				return err
 			}
@@ -140,7 +140,7 @@ func (a *app) copyCommand() *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			src, tgt, err := a.connect(ctx, parallel+2)
+			src, tgt, err := a.connect(ctx, parallel+2, true)
 			if err != nil {
 				return err
 			}
@@ -279,7 +279,7 @@ func (a *app) verifyCommand() *cobra.Command {
 				numberFlag{"--samples", samples, samples < 1, "1 or more"}); err != nil {
 				return err
 			}
-			src, tgt, err := a.connect(ctx, parallel+2)
+			src, tgt, err := a.connect(ctx, parallel+2, false) // verify only reads: a misspelt database is not created
 			if err != nil {
 				return err
 			}

@@ -213,7 +213,7 @@ func (a *app) runEventsSync(cmd *cobra.Command, ef *eventsFlags, tables, listen,
 		}
 		ep = &e
 	}
-	src, tgt, err := a.connect(ctx, opt.Parallel+4)
+	src, tgt, err := a.connect(ctx, opt.Parallel+4, true)
 	if err != nil {
 		return err
 	}
@@ -325,7 +325,7 @@ func (a *app) runPublish(cmd *cobra.Command, ef *eventsFlags, tables, listen, to
 	if ef.partitions < 1 || ef.partitions > 1024 {
 		return failure.New(failure.Usage, "SLUICE-USAGE-PARTITIONS", "--partitions %d: give 1 to 1024", ef.partitions)
 	}
-	src, tgt, err := a.connect(ctx, opt.Parallel+4)
+	src, tgt, err := a.connect(ctx, opt.Parallel+4, true)
 	if err != nil {
 		return err
 	}
@@ -419,7 +419,7 @@ cleanly; running it again resumes.`,
 				return failure.New(failure.Usage, "SLUICE-API-LISTEN", "apply --listen %q: the applier's status has no token, so it is served on loopback only", listen).
 					WithHint("use --listen 127.0.0.1:PORT (or [::1]:PORT) and read it on that host, or through an SSH tunnel")
 			}
-			src, tgt, err := a.connect(ctx, 4)
+			src, tgt, err := a.connect(ctx, 4, true)
 			if err != nil {
 				return err
 			}

@@ -70,7 +70,7 @@ running sync again resumes.`,
 				return err
 			}
 			ctx := cmd.Context()
-			src, tgt, err := a.connect(ctx, opt.Parallel+4)
+			src, tgt, err := a.connect(ctx, opt.Parallel+4, true)
 			if err != nil {
 				return err
 			}

@@ -48,12 +48,28 @@ type Target struct {
 }
 
 // Connect opens the target database, creating it (utf8mb4) when it does not
-// exist yet.
+// exist yet: for the commands that write into it.
 func Connect(ctx context.Context, t config.Target, maxConns int) (*Target, error) {
+	return connect(ctx, t, maxConns, true)
+}
+
+// Open opens the target database, which must exist: for the commands that
+// only read it or clean it up, where a misspelt name must not leave a new
+// empty database behind (SLUICE-TARGET-NODB, exit 3).
+func Open(ctx context.Context, t config.Target, maxConns int) (*Target, error) {
+	return connect(ctx, t, maxConns, false)
+}
+
+func connect(ctx context.Context, t config.Target, maxConns int, create bool) (*Target, error) {
 	display := t.Redacted()
 	db, err := open(ctx, t.DSN(sessionParams), maxConns)
 	created := false
 	var myErr *gomysql.MySQLError
+	if errors.As(err, &myErr) && myErr.Number == 1049 && !create {
+		return nil, failure.New(failure.Connection, "SLUICE-TARGET-NODB", "target %s: database %s does not exist", display, t.Database).
+			With("database", t.Database).
+			WithHint("check the database name in the target URL (sluice copy, sync and plan --apply create it; this command does not)")
+	}
 	if errors.As(err, &myErr) && myErr.Number == 1049 { // unknown database
 		if err := createDatabase(ctx, t); err != nil {
 			return nil, classify(err, display)

@@ -34,6 +34,8 @@ func TestBadCommandLine(t *testing.T) {
 		{"bad on-bad-row", []string{"copy", "--source", "postgres://postgres@127.0.0.1:5432/x", "--target", unusedTarget, "--on-bad-row", "maybe"},
 			[]string{"--on-bad-row", "maybe"}},
 		{"unknown flag", []string{"copy", "--paralel", "2"}, []string{"paralel"}},
+		{"bad sslmode", []string{"verify", "--source", "postgres://postgres@127.0.0.1:5432/x?sslmode=bogus", "--target", unusedTarget},
+			[]string{"SLUICE-SOURCE-URL", "sslmode is invalid"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r := testenv.Run(t, []string{"SLUICE_SOURCE=", "SLUICE_TARGET="}, c.args...)
@@ -381,5 +383,26 @@ func TestSourcePrivilegeNamed(t *testing.T) {
 	for _, cmd := range []string{"copy", "verify"} {
 		r := testenv.MustRun(t, 4, cmd, "--source", u.String(), "--target", p.TargetURL, "--tables", "hidden")
 		mustContain(t, cmd+" as a user who may not read hidden", output(r), "SLUICE-SOURCE-PRIVILEGE", "hidden", "GRANT")
+	}
+}
+
+// TestMisspeltTargetDatabaseIsNotCreated: verify and abort only read or
+// clean up the target; a misspelt database name made them create an empty
+// database (and verify then said "run sluice copy first", abort "found no
+// replication slot" with exit 0). verify says the database does not exist
+// (exit 3); abort has nothing of sluice's to remove there; neither creates it.
+func TestMisspeltTargetDatabaseIsNotCreated(t *testing.T) {
+	t.Parallel()
+	p := testenv.NewPair(t)
+	p.PG(t, `CREATE TABLE items (id int PRIMARY KEY)`)
+	typo := p.Name + "_typo"
+	t.Cleanup(func() { p.My(t, "DROP DATABASE IF EXISTS `"+typo+"`") })
+	target := strings.TrimSuffix(p.TargetURL, p.Name) + typo
+	r := testenv.MustRun(t, 3, "verify", "--source", p.SourceURL, "--target", target, "--tables", "items")
+	mustContain(t, "verify into a database that does not exist", output(r), "SLUICE-TARGET-NODB", typo)
+	r = testenv.MustRun(t, 0, "abort", "--source", p.SourceURL, "--target", target, "--api", "http://127.0.0.1:1")
+	mustContain(t, "abort on a database that does not exist", output(r), "does not exist")
+	if n := queryOne(t, p.Target, `SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = ?`, typo); n != "0" {
+		t.Errorf("verify or abort created the misspelt target database %s", typo)
 	}
 }
