@@ -51,7 +51,14 @@ type Source struct {
 func Connect(ctx context.Context, connString, display string, maxConns int) (*Source, error) {
 	cfg, err := pgxpool.ParseConfig(connString)
 	if err != nil {
-		return nil, failure.New(failure.Usage, "SLUICE-SOURCE-URL", "source %s: cannot parse connection settings", display)
+		// pgx's message quotes the whole connection string first: keep
+		// only its reason (which setting, what is wrong with it).
+		reason := err.Error()
+		if i := strings.Index(reason, "`: "); i >= 0 {
+			reason = reason[i+3:]
+		}
+		return nil, failure.New(failure.Usage, "SLUICE-SOURCE-URL", "source %s: cannot parse connection settings: %s", display, reason).
+			WithHint("fix that setting in the source URL; see sluice --help for the URL forms")
 	}
 	for k, v := range SessionParams {
 		cfg.ConnConfig.RuntimeParams[k] = v
