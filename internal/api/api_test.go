@@ -29,6 +29,9 @@ type fakeSync struct {
 	failNext  atomic.Bool // the next changed-rows verify fails, as when the target is lost meanwhile
 	panicNext atomic.Bool // the next changed-rows verify panics
 	release   chan struct{}
+	// cutoverRuns: Cutover runs until its context ends, as a real one
+	// under the fence ends when its client goes away.
+	cutoverRuns atomic.Bool
 }
 
 func (f *fakeSync) Status() syncer.Status {
@@ -39,6 +42,10 @@ func (f *fakeSync) Pause()  { f.paused.Store(true) }
 func (f *fakeSync) Resume() { f.paused.Store(false) }
 func (f *fakeSync) Stop()   { f.stopped.Store(true) }
 func (f *fakeSync) Cutover(ctx context.Context) (*syncer.CutoverReport, error) {
+	if f.cutoverRuns.Load() {
+		<-ctx.Done()
+		return nil, fmt.Errorf("cutover: draining the stream to the fence: %w", ctx.Err())
+	}
 	return nil, failure.New(failure.Internal, "SLUICE-CUTOVER-LAG", "not caught up")
 }
 func (f *fakeSync) VerifyChangedRows(ctx context.Context) (syncer.VerifyReport, error) {
@@ -225,8 +232,8 @@ func TestAuth(t *testing.T) {
 	if r := do(t, "POST", srv.URL+"/api/v1/pause", map[string]string{"Authorization": "Bearer " + tok, "Origin": srv.URL}, ""); r.StatusCode != 200 || !f.paused.Load() {
 		t.Fatalf("same origin with token: %d", r.StatusCode)
 	}
-	if r := do(t, "POST", srv.URL+"/api/v1/resume", map[string]string{"Authorization": "Bearer " + tok, "Origin": "https://a.example"}, ""); r.StatusCode != 200 || f.paused.Load() {
-		t.Fatalf("allowed origin with token: %d", r.StatusCode)
+	if r := do(t, "POST", srv.URL+"/api/v1/resume", map[string]string{"Authorization": "bearer " + tok, "Origin": "https://a.example"}, ""); r.StatusCode != 200 || f.paused.Load() {
+		t.Fatalf("allowed origin with token (scheme written \"bearer\"): %d", r.StatusCode)
 	}
 	// reads: loopback needs no token, but a DNS name in Host does (rebinding)
 	if r := do(t, "GET", srv.URL+"/api/v1/status", nil, ""); r.StatusCode != 200 {
@@ -505,5 +512,29 @@ func TestRSCorsAlone(t *testing.T) {
 	}())
 	if len(acHeaders(rec.Header())) > 0 {
 		t.Errorf("preflight for OPTIONS answered: %v", rec.Header())
+	}
+}
+
+// A cutover whose client went away (Ctrl-C on sluice cutover) ends there;
+// that was logged as an API request failing with SLUICE-INTERNAL, an error
+// that counts in sluice_errors_total and can page someone for nothing.
+func TestCutoverWhoseClientLeftIsNotAnInternalError(t *testing.T) {
+	srv, f, logs := newServer(t, Options{})
+	f.cutoverRuns.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", srv.URL+"/api/v1/cutover", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the cutover answered %d before its client gave up", resp.StatusCode)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "SLUICE-CUTOVER-CANCELLED") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	out := logs.String()
+	if !strings.Contains(out, `"level":"WARN","msg":"API request refused","code":"SLUICE-CUTOVER-CANCELLED"`) || strings.Contains(out, "SLUICE-INTERNAL") {
+		t.Errorf("log of a cutover whose client went away: want a warning with SLUICE-CUTOVER-CANCELLED, no SLUICE-INTERNAL\n%s", out)
 	}
 }

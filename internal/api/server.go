@@ -126,6 +126,13 @@ func New(c Controller, opt Options) (http.Handler, error) {
 	mux.HandleFunc("POST /api/v1/cutover", s.write(func(w http.ResponseWriter, r *http.Request) {
 		s.opt.Log.Info("cutover requested through the API", "remote", r.RemoteAddr)
 		report, err := c.Cutover(r.Context())
+		if err != nil && r.Context().Err() != nil && failure.Code(err) == "SLUICE-INTERNAL" {
+			// The client went away, which ends the cutover (its Ctrl-C
+			// lifts the fence): the person's doing, not sluice's fault.
+			err = failure.Wrap(err, failure.Interrupted, "SLUICE-CUTOVER-CANCELLED", "cutover: its client went away (Ctrl-C or a closed connection), so the cutover ended and the fence is lifted")
+			s.fail(w, r, statusClientClosedRequest, err)
+			return
+		}
 		if err != nil {
 			s.fail(w, r, http.StatusConflict, err)
 			return
@@ -260,8 +267,13 @@ func proxied(r *http.Request) bool {
 	return false
 }
 
+// statusClientClosedRequest answers a request whose client went away
+// before the answer (nginx's 499): nobody reads it, but the log says why.
+const statusClientClosedRequest = 499
+
 func (s *server) authorized(r *http.Request) bool {
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	ok = ok && strings.EqualFold(scheme, "Bearer") // the scheme is case-insensitive (RFC 7235)
 	return ok && s.opt.Token != "" && subtle.ConstantTimeCompare([]byte(got), []byte(s.opt.Token)) == 1
 }
 
