@@ -117,7 +117,7 @@ func TestFenceRequestEndsWithinTheLockTimeout(t *testing.T) {
 	}
 	const lockTimeout = time.Second
 	var writers sync.WaitGroup
-	defer writers.Wait() // each ends its own transaction: a connection serves one goroutine
+	defer writers.Wait()      // each ends its own transaction: a connection serves one goroutine
 	for i, n := range names { // writer i ends 0.7 s after writer i-1
 		w, err := src.Pool.Begin(ctx)
 		if err != nil {
