@@ -418,8 +418,8 @@ func TestStopDuringCutoverLiftsFence(t *testing.T) {
 	}
 	select {
 	case r := <-result:
-		if r.Exit == 0 {
-			t.Errorf("sluice cutover succeeded though the sync stopped under the fence:\n%s", r.Stdout)
+		if out := r.Stdout + r.Stderr; r.Exit == 0 || !strings.Contains(out, "SLUICE-CUTOVER-STOPPED") {
+			t.Errorf("sluice cutover while the sync stopped under the fence: exit %d; want a failure saying SLUICE-CUTOVER-STOPPED\n%s", r.Exit, out)
 		}
 	case <-time.After(30 * time.Second):
 		t.Errorf("sluice cutover had not returned 30 s after the sync was told to stop")
