@@ -229,6 +229,15 @@ func (st Start) checkFresh(ctx context.Context, state *mysql.SyncState) error {
 			return err
 		}
 		if phase != "" && !(preparing && phase == mysql.PhaseCopying) {
+			if other, err := st.syncHolding(ctx, t); err != nil || other != nil {
+				if err != nil {
+					return err
+				}
+				return failure.New(failure.Usage, "SLUICE-SYNC-OTHERSLOT",
+					"target table %s belongs to the sync recorded on slot %s (phase %s), not to slot %s", t.Target, other.Slot, other.Phase, st.Slot).
+					With("table", t.Target).With("slot", other.Slot).
+					WithHint("to go on with that sync, run it with --slot %s; to start again, sluice abort --slot %s first (it drops that sync's state and slot, and its tables must be emptied or dropped)", other.Slot, other.Slot)
+			}
 			return failure.New(failure.Schema, "SLUICE-SYNC-COPIED",
 				"target table %s was filled by sluice without this change stream: changes made since then are not in it", t.Target).
 				With("table", t.Target).
@@ -239,6 +248,21 @@ func (st Start) checkFresh(ctx context.Context, state *mysql.SyncState) error {
 		}
 	}
 	return nil
+}
+
+// syncHolding is the sync recorded on another slot whose tables include
+// t, or nil: the table's copy progress is that sync's, not a plain copy's.
+func (st Start) syncHolding(ctx context.Context, t *plan.Table) (*mysql.SyncState, error) {
+	others, err := st.Target.OtherSyncs(ctx, st.Slot)
+	if err != nil {
+		return nil, err
+	}
+	for i, o := range others {
+		if slices.Contains(o.Tables, t.Source.Name.String()) {
+			return &others[i], nil
+		}
+	}
+	return nil, nil
 }
 
 // CheckInheritance refuses a table other tables inherit from (INHERITS):

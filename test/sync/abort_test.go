@@ -288,3 +288,28 @@ func TestAbortOfAnUnrecordedSlot(t *testing.T) {
 	}
 	s.assertNoSlot()
 }
+
+// TestSyncOnAnotherSlotNamesTheRecordedOne: a sync is started again with
+// a --slot other than its first run's (or none, where the first had one).
+// Its tables belong to the sync recorded on the first slot: the refusal
+// must name that slot and what to do, not say the tables were filled
+// "without this change stream" (they may even be empty).
+func TestSyncOnAnotherSlotNamesTheRecordedOne(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	createOrders(t, p, 50)
+	s := newSync(t, p.SourceURL, p.TargetURL)
+	proc := s.start()
+	s.waitCaughtUp(60 * time.Second)
+	proc.Kill()
+	<-proc.Done()
+	other := s.slot + "_b"
+	dropSlots(t, adminURL(p.SourceURL), `slot_name = $1`, other)
+	r := testenv.Run(t, nil, "sync", "--source", p.SourceURL, "--target", p.TargetURL, "--slot", other, "--listen", testenv.FreeAddr(t))
+	if out := r.Stdout + r.Stderr; r.Exit != 2 || !strings.Contains(out, "SLUICE-SYNC-OTHERSLOT") || !strings.Contains(out, "--slot "+s.slot) {
+		t.Fatalf("a sync on slot %s of tables the sync on %s holds: exit %d; want 2 with SLUICE-SYNC-OTHERSLOT naming --slot %s\n%s", other, s.slot, r.Exit, s.slot, out)
+	}
+	if slot, pub := testenv.SlotAndPublication(t, p.SourceURL, other); slot || pub {
+		t.Errorf("the refused sync left slot %v, publication %v named %s", slot, pub, other)
+	}
+}
