@@ -117,6 +117,13 @@ func (a *Applier) Run(ctx context.Context) (err error) {
 	a.state = st
 	a.lastSeq.Store(st.LastSeq)
 	a.applied.Store(st.Applied)
+	// NATS first: a wrong --from is reported now, not after waiting
+	// (forever) for tables a publisher that cannot be reached never makes.
+	nc, js, err := events.ConnectJetStream(ep, a.name())
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
 	if err := a.waitTables(ctx); err != nil || a.halt.Load() {
 		return err
 	}
@@ -129,11 +136,6 @@ func (a *Applier) Run(ctx context.Context) (err error) {
 	}
 	a.app = apply.New(a.tgt.DB, a.log, func(ctx context.Context, tx *sql.Tx) error { return mysql.StorePartition(ctx, tx, a.next) })
 
-	nc, js, err := events.ConnectJetStream(ep, a.name())
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
 	stream, err := pubevents.EnsureStream(ctx, js, ep)
 	if err != nil {
 		return failure.Wrap(err, failure.Connection, "SLUICE-NATS-STREAM", "JetStream stream %s", ep.Stream)

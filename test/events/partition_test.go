@@ -369,3 +369,17 @@ func finishWaitsForEveryApplier(t *testing.T, p *testenv.Pair, slot string, pub,
 		t.Fatalf("the refused finish stopped the publisher:\n%s", pub.out)
 	}
 }
+
+// TestApplierWithUnreachableNATS: an applier whose --from names a NATS
+// server nobody runs waited forever "for the publisher to create the
+// target tables" (it looked at the target before connecting to NATS).
+// It must fail at once with SLUICE-NATS-CONNECT (exit 3).
+func TestApplierWithUnreachableNATS(t *testing.T) {
+	t.Parallel()
+	p := testenv.NewPair(t)
+	p.PG(t, `CREATE TABLE items (id int PRIMARY KEY)`)
+	r := testenv.Run(t, nil, append([]string{"apply", "--from", "nats://127.0.0.1:1/NOSTREAM", "--partition", "0/1", "--tables", "items"}, p.Args()...)...)
+	if out := r.Stdout + r.Stderr; r.Exit != 3 || !strings.Contains(out, "SLUICE-NATS-CONNECT") {
+		t.Fatalf("sluice apply --from a NATS server nobody runs: exit %d; want 3 with SLUICE-NATS-CONNECT\n%s", r.Exit, out)
+	}
+}
