@@ -172,7 +172,7 @@ func (f *File) Validate() error {
 				add("%s: drop and type cannot both be set; a dropped column has no target type", cw)
 			}
 			if !plainSQLType(cm.Type) {
-				add("%s: type %q is not a plain column type (it holds a statement separator, backquote, comment or unclosed quote); give one such as DECIMAL(12,2)", cw, cm.Type)
+				add("%s: type %q is not a plain column type (it holds a statement separator, backquote, comment, unclosed quote or parenthesis, or a comma outside parentheses); give one such as DECIMAL(12,2)", cw, cm.Type)
 			}
 			if cm.Drop {
 				continue
@@ -199,7 +199,7 @@ func (f *File) Validate() error {
 				add("%s: expr is empty; set the SQL expression that computes the value", cw)
 			}
 			if !plainSQLType(cc.Type) {
-				add("%s: type %q is not a plain column type (it holds a statement separator, backquote, comment or unclosed quote); give one such as DECIMAL(12,2)", cw, cc.Type)
+				add("%s: type %q is not a plain column type (it holds a statement separator, backquote, comment, unclosed quote or parenthesis, or a comma outside parentheses); give one such as DECIMAL(12,2)", cw, cc.Type)
 			}
 			if cc.Name == "" {
 				continue
@@ -326,6 +326,7 @@ func pick(pairs ...string) (setting, value string) {
 // written, on a connection that runs several statements in one query.
 func plainSQLType(t string) bool {
 	inQuote := false
+	depth := 0 // parentheses: DECIMAL(12,2), ENUM('a','b')
 	for i := 0; i < len(t); i++ {
 		c := t[i]
 		switch {
@@ -338,7 +339,15 @@ func plainSQLType(t string) bool {
 			return false
 		case c == '-' && i+1 < len(t) && t[i+1] == '-', c == '/' && i+1 < len(t) && t[i+1] == '*':
 			return false
+		case c == '(':
+			depth++
+		case c == ')':
+			if depth--; depth < 0 {
+				return false
+			}
+		case c == ',' && depth == 0: // "INT, p INT" would add a column to the DDL
+			return false
 		}
 	}
-	return !inQuote
+	return !inQuote && depth == 0
 }

@@ -382,6 +382,23 @@ func planTable(ctx context.Context, src *postgres.Source, st *schema.Table, tm c
 		}
 		t.Warnings = append(t.Warnings, fmt.Sprintf("%s: only rows WHERE %s are copied", st.Name, t.Filter))
 	}
+	// MariaDB's column names are case-insensitive: a rename onto a name
+	// another source column keeps fails the CREATE TABLE late, as a DDL error.
+	byTarget := map[string]string{}
+	for _, c := range t.Columns {
+		from := c.Source
+		if from == "" {
+			from = "the computed column " + c.Target
+		}
+		if prev, ok := byTarget[strings.ToLower(c.Target)]; ok && (c.Target != c.Source || !strings.EqualFold(prev, c.Target)) {
+			// (two source columns differing only in case: the probe of the
+			// target's tables reports the table)
+			tableErr("SLUICE-CONFIG-COLUMN", "target column %s would hold both %s and %s", c.Target, prev, from).
+				WithHint("rename one of them under tables: {%s: {columns: {…: {rename: …}}}}, or drop one", st.Name)
+			continue
+		}
+		byTarget[strings.ToLower(c.Target)] = from
+	}
 	for _, c := range t.Columns {
 		if utf8.RuneCountInString(c.Target) > maxIdentifier {
 			tableErr("SLUICE-PLAN-LONGNAME", "target column name %q is longer than MySQL's %d characters", c.Target, maxIdentifier).

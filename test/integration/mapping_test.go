@@ -262,3 +262,18 @@ func TestUserTypeKeepsTheValue(t *testing.T) {
 	}
 	testenv.MustRun(t, 0, args(p, "verify", "--config", cfg)...)
 }
+
+// TestRenameOntoAnotherColumn: a mapping that renames a column onto the
+// name another source column keeps failed late, at CREATE TABLE, as a DDL
+// error with a hint about types. The plan names both columns (exit 4).
+func TestRenameOntoAnotherColumn(t *testing.T) {
+	t.Parallel()
+	p := testenv.NewPair(t)
+	p.PG(t, `CREATE TABLE items (id int PRIMARY KEY, name text, price int)`)
+	cfg := filepath.Join(t.TempDir(), "sluice.yaml")
+	if err := os.WriteFile(cfg, []byte("tables:\n  items:\n    columns:\n      name: {rename: Price}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := testenv.MustRun(t, 4, args(p, "plan", "--config", cfg)...)
+	mustContain(t, "plan output", output(r), "SLUICE-CONFIG-COLUMN", "Price", "name", "price")
+}
