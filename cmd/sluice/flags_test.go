@@ -77,6 +77,10 @@ func TestBadFlagsAreRefusedUpFront(t *testing.T) {
 			t.Errorf("sluice %s: %q does not name %s", strings.Join(c.args, " "), err, flag)
 		}
 	}
+	// the hint names only flags the command has
+	if err := runSluice(context.Background(), "cutover", "extra"); err == nil || strings.Contains(err.Error(), "--tables") || strings.Contains(err.Error(), "--slot") {
+		t.Errorf("sluice cutover extra: %v; want a usage error that does not point at --tables or --slot, which cutover lacks", err)
+	}
 	if err := checkSlot("orders_mig_2"); err != nil {
 		t.Errorf("a valid slot name refused: %v", err)
 	}

@@ -142,8 +142,20 @@ func noArgs(cmd *cobra.Command, args []string) error {
 	for i, arg := range args {
 		shown[i] = userinfoMasked.ReplaceAllString(arg, "://"+logging.Mask+"@") // a URL's token or password
 	}
+	// Point at the flags the words were likely meant for, if it has them.
+	var meant []string
+	if cmd.Flags().Lookup("tables") != nil {
+		meant = append(meant, "tables with --tables a,b")
+	}
+	if cmd.Flags().Lookup("slot") != nil {
+		meant = append(meant, "a slot with --slot")
+	}
+	hint := fmt.Sprintf("sluice %s --help lists its flags", cmd.Name())
+	if len(meant) > 0 {
+		hint = "give " + strings.Join(meant, " and ") + " (" + hint + ")"
+	}
 	return failure.New(failure.Usage, "SLUICE-USAGE", "sluice %s takes no arguments, but was given %q", cmd.Name(), strings.Join(shown, " ")).
-		WithHint("give tables with --tables a,b and a slot with --slot (sluice %s --help lists the flags)", cmd.Name())
+		WithHint("%s", hint)
 }
 
 // userinfoMasked matches a URL's credentials, to the last @ (a password may
