@@ -340,10 +340,16 @@ func printVerifyReport(w io.Writer, results []*verify.TableResult, elapsed time.
 		fmt.Fprintln(w)
 		for _, d := range r.Samples {
 			fmt.Fprintf(w, "  %s key %s\n", d.Kind, d.Key)
-			if d.Source != nil {
+			switch {
+			case d.SourceNote != "":
+				fmt.Fprintf(w, "    source: (%s)\n", d.SourceNote)
+			case d.Source != nil:
 				fmt.Fprintf(w, "    source: %s\n", formatRow(r.Columns, d.Source))
 			}
-			if d.Target != nil {
+			switch {
+			case d.TargetNote != "":
+				fmt.Fprintf(w, "    target: (%s)\n", d.TargetNote)
+			case d.Target != nil:
 				fmt.Fprintf(w, "    target: %s\n", formatRow(r.Columns, d.Target))
 			}
 		}

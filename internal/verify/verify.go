@@ -53,6 +53,9 @@ type Diff struct {
 	Key    string
 	Source []string
 	Target []string
+	// SourceNote, TargetNote: why that side has no values to show (the
+	// target cannot hold the source row, or holds what cannot be read).
+	SourceNote, TargetNote string
 	// Index is, from CompareKeys, the position of the differing row's key
 	// in the keys asked for; -1 when it cannot be told.
 	Index int `json:"-"`
@@ -308,12 +311,12 @@ func (v *verifier) multiset(ctx context.Context) error {
 		case n > 0:
 			v.res.Missing += int64(n)
 			if len(v.res.Samples) < v.opt.Samples {
-				v.res.Samples = append(v.res.Samples, Diff{Kind: Missing, Key: "(no key)", Source: display([]byte(canon))})
+				v.res.Samples = append(v.res.Samples, Diff{Kind: Missing, Key: "(no key)", Source: display([]byte(canon)), SourceNote: note([]byte(canon))})
 			}
 		case n < 0:
 			v.res.Extra += int64(-n)
 			if len(v.res.Samples) < v.opt.Samples {
-				v.res.Samples = append(v.res.Samples, Diff{Kind: Extra, Key: "(no key)", Target: display([]byte(canon))})
+				v.res.Samples = append(v.res.Samples, Diff{Kind: Extra, Key: "(no key)", Target: display([]byte(canon)), TargetNote: note([]byte(canon))})
 			}
 		}
 	}
@@ -369,12 +372,12 @@ func (v *verifier) compare(ctx context.Context, sourceQuery, targetQuery string,
 		switch {
 		case !ok:
 			res.extra++
-			res.diffs = append(res.diffs, Diff{Kind: Extra, Key: formatKey(trow.key), Target: display(trow.canon), canonKey: trow.key})
+			res.diffs = append(res.diffs, Diff{Kind: Extra, Key: formatKey(trow.key), Target: display(trow.canon), TargetNote: note(trow.canon), canonKey: trow.key})
 			res.repairTgt = append(res.repairTgt, v.targetKey(fields))
 			res.extraKeys = append(res.extraKeys, key)
 		case !bytes.Equal(srow.canon, trow.canon):
 			res.changed++
-			res.diffs = append(res.diffs, Diff{Kind: Changed, Key: formatKey(trow.key), Source: display(srow.canon), Target: display(trow.canon), canonKey: trow.key})
+			res.diffs = append(res.diffs, Diff{Kind: Changed, Key: formatKey(trow.key), Source: display(srow.canon), SourceNote: note(srow.canon), Target: display(trow.canon), TargetNote: note(trow.canon), canonKey: trow.key})
 			res.repairSrc = append(res.repairSrc, srow.raw)
 			res.repairTgt = append(res.repairTgt, v.targetKey(fields))
 			delete(source, key)
@@ -388,7 +391,7 @@ func (v *verifier) compare(ctx context.Context, sourceQuery, targetQuery string,
 	for _, k := range order {
 		if srow, ok := source[k]; ok {
 			res.missing++
-			res.diffs = append(res.diffs, Diff{Kind: Missing, Key: formatKey(srow.key), Source: display(srow.canon), canonKey: srow.key})
+			res.diffs = append(res.diffs, Diff{Kind: Missing, Key: formatKey(srow.key), Source: display(srow.canon), SourceNote: note(srow.canon), canonKey: srow.key})
 			res.repairSrc = append(res.repairSrc, srow.raw)
 		}
 	}
@@ -580,9 +583,11 @@ func targetUnreadable(err error) []byte {
 	return append([]byte{unconvertibleMark}, "the target holds a value that cannot be read as the source's type: "+err.Error()...)
 }
 
+// display is a row's values as text, or nil for a row that has none to
+// show (see note).
 func display(canon []byte) []string {
 	if len(canon) > 0 && canon[0] == unconvertibleMark {
-		return []string{string(canon[1:])}
+		return nil
 	}
 	vals, err := canonical.SplitRow(canon)
 	if err != nil {
@@ -595,7 +600,21 @@ func display(canon []byte) []string {
 	return out
 }
 
-func formatKey(canon []byte) string { return strings.Join(display(canon), ",") }
+// note says why a row has no values to show: the target cannot hold it,
+// or holds what cannot be read as the source's type; "" otherwise.
+func note(canon []byte) string {
+	if len(canon) > 0 && canon[0] == unconvertibleMark {
+		return string(canon[1:])
+	}
+	return ""
+}
+
+func formatKey(canon []byte) string {
+	if n := note(canon); n != "" {
+		return n // a key with no target form: its source text
+	}
+	return strings.Join(display(canon), ",")
+}
 
 // repair deletes the changed and extra rows from the target and copies the
 // changed and missing rows, and extra rows the source holds by now, again

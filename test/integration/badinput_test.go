@@ -332,6 +332,10 @@ func TestBadRowFailThenSkip(t *testing.T) {
 	if rej.Table != "prices" || rej.Key["id"] != "2" || len(rej.Key) != 1 || rej.Column != "amount" || !strings.Contains(rej.Reason, "NaN") {
 		t.Errorf("reject line = %s; want table prices, key {id: 2}, column amount and a reason naming NaN", lines[0])
 	}
+	// verify names the rejected row as missing and says why, instead of
+	// printing the reason as the value of the first column ("id=the target …")
+	r = testenv.MustRun(t, 1, args(p, "verify")...)
+	mustContain(t, "verify output", r.Stdout, `missing key "2"`, "source: (the target cannot hold this row's column amount")
 }
 
 // TestBadValuesRejected: values MySQL cannot store (±Infinity, infinite
