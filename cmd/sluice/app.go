@@ -114,7 +114,7 @@ func (a *app) buildPlan(ctx context.Context, src *postgres.Source, tgt *mysql.Ta
 // the target. Every mapping that is not exact is logged before the run
 // starts (sluice plan prints the same list).
 func (a *app) buildPlanFor(ctx context.Context, src *postgres.Source, tgt *mysql.Target, tables string, use planUse) (*plan.Plan, error) {
-	p, err := a.planTables(ctx, src, tables, use != forCopy, tgt.Flavor)
+	p, err := a.planTables(ctx, src, tables, use, tgt.Flavor)
 	if err != nil {
 		return nil, err
 	}
@@ -136,8 +136,8 @@ func (a *app) buildPlanFor(ctx context.Context, src *postgres.Source, tgt *mysql
 }
 
 // planTables plans the selected tables.
-func (a *app) planTables(ctx context.Context, src *postgres.Source, tables string, keyless bool, flavor typemap.Flavor) (*plan.Plan, error) {
-	opt := plan.Options{Schema: a.flags.schema, Flavor: flavor, AllowKeyless: keyless}
+func (a *app) planTables(ctx context.Context, src *postgres.Source, tables string, use planUse, flavor typemap.Flavor) (*plan.Plan, error) {
+	opt := plan.Options{Schema: a.flags.schema, Flavor: flavor, AllowKeyless: use != forCopy, CompareOnly: use == forVerify}
 	if tables != "" {
 		opt.Tables = strings.Split(tables, ",")
 	}

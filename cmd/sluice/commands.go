@@ -36,7 +36,7 @@ func (a *app) planCommand() *cobra.Command {
 			if !apply && tgt.Created { // made only to try the tables there: gone again, whatever happens below
 				defer a.dropPlanDatabase(cmd, tgt)
 			}
-			p, err := a.planTables(ctx, src, tables, false, tgt.Flavor) // printed below, warnings included
+			p, err := a.planTables(ctx, src, tables, forCopy, tgt.Flavor) // printed below, warnings included
 			if err != nil {
 				return err
 			}

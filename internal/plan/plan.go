@@ -97,6 +97,9 @@ type Options struct {
 	// AllowKeyless takes tables without a key that stream full old rows
 	// (REPLICA IDENTITY FULL): sync can match their rows on all columns.
 	AllowKeyless bool
+	// CompareOnly: the plan only compares the tables (verify), which
+	// matches a keyless table's rows on all columns whatever it streams.
+	CompareOnly bool
 }
 
 // Build reads the source schema and plans every selected table.
@@ -250,6 +253,9 @@ func planTable(ctx context.Context, src *postgres.Source, st *schema.Table, tm c
 	quoted := postgres.Ident(st.Name.Schema, st.Name.Name)
 	switch {
 	case len(rowKey) > 0:
+	case opt.CompareOnly:
+		t.Keyless = true
+		t.Warnings = append(t.Warnings, fmt.Sprintf("%s: no key: rows are compared on all their columns, as a multiset", st.Name))
 	case opt.AllowKeyless && st.ReplicaIdentity == "full":
 		t.Keyless = true
 		t.Warnings = append(t.Warnings, fmt.Sprintf("%s: no key: rows are matched on all their columns (REPLICA IDENTITY FULL); rows that are exact duplicates of each other cannot be told apart while the copy overlaps the stream", st.Name))
