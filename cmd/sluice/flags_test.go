@@ -64,6 +64,9 @@ func TestBadFlagsAreRefusedUpFront(t *testing.T) {
 		{[]string{"apply", "--batch-rows", "-7", "--from", "nats://127.0.0.1:4222/S"}, "SLUICE-USAGE-NUMBER"},
 		{[]string{"apply", "--batch-delay", "-5s", "--from", "nats://127.0.0.1:4222/S"}, "SLUICE-USAGE-NUMBER"},
 		{[]string{"abort", "--api", "localhost:7070"}, "SLUICE-API-URL"},
+		{[]string{"sync", "--listen", "7070"}, "SLUICE-API-LISTEN"},
+		{[]string{"sync", "--listen", "127.0.0.1:99999"}, "SLUICE-API-LISTEN"},
+		{[]string{"sync", "--listen", "nohost", "--changes", "events"}, "SLUICE-API-LISTEN"},
 		{[]string{"finish", "--wait", "-1s"}, "SLUICE-USAGE-NUMBER"},
 		{[]string{"copy", "items"}, "SLUICE-USAGE"}, // not a table name: use --tables
 		{[]string{"abort", "myslot"}, "SLUICE-USAGE"},

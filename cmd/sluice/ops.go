@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -50,6 +51,12 @@ func (a *app) opsSettings(listen string, listenSet bool, origins []string) (opsS
 			st.origins = a.file.HTTP.AllowOrigins
 		}
 		st.credentials = a.file.HTTP.AllowCredentials
+	}
+	// The address's shape is checked now, before anything is connected to
+	// or planned; whether it is free is known only when sluice listens.
+	if _, port, err := net.SplitHostPort(st.listen); err != nil || !validPort(port) {
+		return st, failure.New(failure.Usage, "SLUICE-API-LISTEN", "--listen %q is not host:port", st.listen).
+			WithHint("e.g. --listen 127.0.0.1:7070 (port 0 picks a free one)")
 	}
 	if _, err := api.NewCORS(st.origins, st.credentials); err != nil {
 		return st, err
@@ -245,4 +252,10 @@ func printOpsStatus(w io.Writer, v api.StatusView) {
 	for _, a := range v.Alerts {
 		fmt.Fprintf(w, "ALERT %s %s: %s\n", strings.ToUpper(a.Severity), a.Code, a.Message)
 	}
+}
+
+// validPort reports whether p is a port number (0 lets the system pick).
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 0 && n <= 65535
 }
