@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/fence"
 	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/pgstream"
 	"github.com/sluice-db/sluice/internal/postgres"
@@ -143,6 +144,9 @@ func (c *cleanup) run(ctx context.Context, stop func(context.Context)) error {
 		if err := c.checkUnrecordedSlot(ctx, src); err != nil {
 			return err
 		}
+	}
+	if err := c.revokedGrants(ctx, src); err != nil {
+		return err
 	}
 	// Read before the publication goes: the tables whose copy progress is
 	// this sync's, when other syncs keep the bookkeeping tables.
@@ -444,5 +448,33 @@ func (c *cleanup) checkUnrecordedSlot(ctx context.Context, src *postgres.Source)
 			With("slot", c.slot).
 			WithHint("if no other migration uses slot %s, sluice abort --slot %s --run %s drops it; otherwise give this migration a slot of its own with --slot", c.slot, c.slot, run)
 	}
+	return nil
+}
+
+// revokedGrants deals with the write privileges a cutover's revoke fence
+// took from the application (the target records them until they are given
+// back): abort, a way back to the source, gives them back; finish leaves
+// them taken, as the cutover meant, and says how to give them back.
+func (c *cleanup) revokedGrants(ctx context.Context, src *postgres.Source) error {
+	if c.state == nil || c.state.RevokedGrants == "" {
+		return nil
+	}
+	grants, err := fence.DecodeGrants(c.state.RevokedGrants)
+	if err != nil {
+		return err
+	}
+	if c.name == "finish" {
+		var stmts []string
+		for _, g := range grants {
+			stmts = append(stmts, g.SQL())
+		}
+		fmt.Fprintf(c.out, "%s: the application's write privileges on the source tables stay revoked (--fence revoke); to give them back: %s\n", c.name, strings.Join(stmts, "; "))
+		return nil
+	}
+	if err := fence.Restore(ctx, src, grants); err != nil {
+		return failure.Wrap(err, failure.Connection, "SLUICE-CUTOVER-RESTORE", "%s: could not give back the write privileges the cutover's fence revoked; nothing was removed", c.name).
+			WithHint("run sluice %s again once the source takes the GRANT", c.name)
+	}
+	fmt.Fprintf(c.out, "%s: gave back the application's write privileges the cutover's fence had revoked (%d grants)\n", c.name, len(grants))
 	return nil
 }

@@ -64,6 +64,10 @@ func TestBadFlagsAreRefusedUpFront(t *testing.T) {
 		{[]string{"apply", "--batch-rows", "-7", "--from", "nats://127.0.0.1:4222/S"}, "SLUICE-USAGE-NUMBER"},
 		{[]string{"apply", "--batch-delay", "-5s", "--from", "nats://127.0.0.1:4222/S"}, "SLUICE-USAGE-NUMBER"},
 		{[]string{"abort", "--api", "localhost:7070"}, "SLUICE-API-URL"},
+		{[]string{"sync", "--fence", "revoke"}, "SLUICE-USAGE-FENCE"}, // whose privileges?
+		{[]string{"sync", "--fence", "wall"}, "SLUICE-USAGE-FENCE"},
+		{[]string{"sync", "--fence-role", "app"}, "SLUICE-USAGE-FENCE"}, // without --fence revoke
+		{[]string{"sync", "--fence", "revoke", "--fence-role", "app", "--changes", "events"}, "SLUICE-USAGE-FENCE"},
 		{[]string{"sync", "--listen", "7070"}, "SLUICE-API-LISTEN"},
 		{[]string{"sync", "--listen", "127.0.0.1:99999"}, "SLUICE-API-LISTEN"},
 		{[]string{"sync", "--listen", "nohost", "--changes", "events"}, "SLUICE-API-LISTEN"},

@@ -45,6 +45,9 @@ running sync again resumes.`,
 			if err := checkSyncFlags(slot, opt); err != nil {
 				return err
 			}
+			if err := checkFence(opt.Cutover, ev.changes == "events" || ev.publish != ""); err != nil {
+				return err
+			}
 			if cutover != "manual" && cutover != "auto" {
 				return failure.New(failure.Usage, "SLUICE-USAGE-CUTOVER", "--cutover %q is not a choice", cutover).WithHint("use manual or auto")
 			}
@@ -137,6 +140,8 @@ running sync again resumes.`,
 	f.DurationVar(&opt.LagBound, "lag-bound", time.Second, "cutover waits until the lag is under this")
 	f.DurationVar(&opt.Cutover.LockTimeout, "lock-timeout", 5*time.Second, "cutover gives up if the write fence is not granted in this time")
 	f.DurationVar(&opt.Cutover.Timeout, "cutover-timeout", 30*time.Second, "longest the write fence may stay up before cutover gives up and lifts it")
+	f.StringVar(&opt.Cutover.Fence, "fence", syncer.FenceLock, "how cutover stops writes to the source tables: lock (LOCK TABLE … IN EXCLUSIVE MODE while it runs; writers wait, then write to the source again) or revoke (also revoke --fence-role's write privileges first, and keep them revoked after the cutover)")
+	f.StringSliceVar(&opt.Cutover.FenceRoles, "fence-role", nil, "with --fence revoke: the role(s) the application writes as, comma-separated")
 	f.Int64Var(&opt.Cutover.AutoIncrementGap, "auto-increment-gap", 1000, "cutover starts each target AUTO_INCREMENT this many ids past the source sequence, for writes that still reach the source until the application switches (the stream applies them)")
 	ev.register(f)
 	return cmd
@@ -164,6 +169,26 @@ func checkSyncFlags(slot string, opt syncer.Options) error {
 			fmt.Sprintf("less than --cutover-timeout (%s)", opt.Cutover.Timeout)},
 		numberFlag{"--auto-increment-gap", opt.Cutover.AutoIncrementGap, opt.Cutover.AutoIncrementGap < 0, "0 or more, e.g. 1000"},
 	)...)
+}
+
+// checkFence refuses a fence method sluice does not have, and revoke
+// without roles (or roles without revoke). The events and partitioned
+// topologies fence with the lock only.
+func checkFence(c syncer.CutoverOptions, otherTopology bool) error {
+	switch {
+	case c.Fence != syncer.FenceLock && c.Fence != syncer.FenceRevoke:
+		return failure.New(failure.Usage, "SLUICE-USAGE-FENCE", "--fence %q is not a choice", c.Fence).WithHint("use lock or revoke")
+	case c.Fence == syncer.FenceRevoke && otherTopology:
+		return failure.New(failure.Usage, "SLUICE-USAGE-FENCE", "--fence revoke is for a sync from the source's log; --changes=events and --publish fence with the lock").
+			WithHint("leave --fence out")
+	case c.Fence == syncer.FenceRevoke && len(c.FenceRoles) == 0:
+		return failure.New(failure.Usage, "SLUICE-USAGE-FENCE", "--fence revoke needs --fence-role: the role(s) whose write privileges it revokes").
+			WithHint("e.g. --fence revoke --fence-role app (the role the application connects as)")
+	case c.Fence == syncer.FenceLock && len(c.FenceRoles) > 0:
+		return failure.New(failure.Usage, "SLUICE-USAGE-FENCE", "--fence-role goes with --fence revoke").
+			WithHint("add --fence revoke, or leave --fence-role out")
+	}
+	return nil
 }
 
 // slotName is what PostgreSQL takes as a replication slot's name.
@@ -195,6 +220,9 @@ func printCutoverReport(w io.Writer, r *syncer.CutoverReport) {
 		r.WritePauseMS, r.Fence, r.LockWaitMS, r.DrainMS, r.RowsVerified, r.RowsVerifiedPre)
 	for t, v := range r.AutoIncrement {
 		fmt.Fprintf(w, "  %s AUTO_INCREMENT set to %d\n", t, v)
+	}
+	if len(r.Revoked) > 0 {
+		fmt.Fprintf(w, "  the application's write privileges on the source tables stay revoked; to give them back: %s\n", strings.Join(r.Revoked, "; "))
 	}
 	for _, c := range r.AutoIncrementUnknown {
 		fmt.Fprintf(w, "  %s: its source sequence was not found, AUTO_INCREMENT left as it is (SLUICE-CUTOVER-AUTOINC): set it past the source's ids before the application writes to the target\n", c)

@@ -44,6 +44,10 @@ type SyncState struct {
 	// migration made under the same name. Empty in a state written by an
 	// older build.
 	RunID string
+	// RevokedGrants are the write privileges a cutover's revoke fence took
+	// (fence.EncodeGrants), recorded before it took them: a run that
+	// restarts before its cutover is recorded, or an abort, gives them back.
+	RevokedGrants string
 }
 
 // PhasePreparing is a sync whose slot may not exist yet: nothing has been
@@ -66,6 +70,7 @@ func (t *Target) EnsureSyncTable(ctx context.Context) error {
 		schema_stop_lsn BIGINT UNSIGNED NOT NULL DEFAULT 0,
 		ahead_lsn BIGINT UNSIGNED NOT NULL DEFAULT 0,
 		run_id VARCHAR(64) NOT NULL DEFAULT '',
+		revoked_grants MEDIUMTEXT NULL,
 		updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)
 	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`)
 	if err != nil {
@@ -82,7 +87,8 @@ func (t *Target) upgradeSyncTable(ctx context.Context) error {
 		column{"partitions", "INT NOT NULL DEFAULT 0"},
 		column{"schema_stop_lsn", "BIGINT UNSIGNED NOT NULL DEFAULT 0"},
 		column{"ahead_lsn", "BIGINT UNSIGNED NOT NULL DEFAULT 0"},
-		column{"run_id", "VARCHAR(64) NOT NULL DEFAULT ''"})
+		column{"run_id", "VARCHAR(64) NOT NULL DEFAULT ''"},
+		column{"revoked_grants", "MEDIUMTEXT NULL"})
 }
 
 // column is a column of one of sluice's tables, for addMissingColumns.
@@ -122,7 +128,7 @@ func (t *Target) LoadSyncState(ctx context.Context, slot string) (*SyncState, er
 // the table does not exist. A table of an older build is upgraded first
 // (finish and abort read it without creating it).
 func (t *Target) readSyncStates(ctx context.Context, where string, args ...any) ([]SyncState, error) {
-	query := `SELECT slot, publication, applied_lsn, phase, COALESCE(source_tables, ''), stream, partitions, schema_stop_lsn, ahead_lsn, run_id FROM ` + SyncTable + ` WHERE ` + where + ` ORDER BY slot`
+	query := `SELECT slot, publication, applied_lsn, phase, COALESCE(source_tables, ''), stream, partitions, schema_stop_lsn, ahead_lsn, run_id, COALESCE(revoked_grants, '') FROM ` + SyncTable + ` WHERE ` + where + ` ORDER BY slot`
 	rows, err := t.DB.QueryContext(ctx, query, args...)
 	if errorNumber(err) == 1054 { // unknown column
 		if err = t.upgradeSyncTable(ctx); err == nil {
@@ -140,7 +146,7 @@ func (t *Target) readSyncStates(ctx context.Context, where string, args ...any) 
 	for rows.Next() {
 		var st SyncState
 		var tables string
-		if err := rows.Scan(&st.Slot, &st.Publication, &st.AppliedLSN, &st.Phase, &tables, &st.Stream, &st.Partitions, &st.SchemaStopLSN, &st.AheadLSN, &st.RunID); err != nil {
+		if err := rows.Scan(&st.Slot, &st.Publication, &st.AppliedLSN, &st.Phase, &tables, &st.Stream, &st.Partitions, &st.SchemaStopLSN, &st.AheadLSN, &st.RunID, &st.RevokedGrants); err != nil {
 			return nil, fmt.Errorf("target: read %s: %w", SyncTable, err)
 		}
 		if tables != "" {
@@ -280,6 +286,19 @@ func (t *Target) SetSyncPhase(ctx context.Context, slot, phase string) error {
 		} else if st == nil {
 			return fmt.Errorf("record phase %s of the sync on slot %s: %w", phase, slot, ErrNoSyncState)
 		}
+	}
+	return nil
+}
+
+// RecordRevokedGrants records (or, with "", clears) the write privileges
+// the revoke fence of the sync on slot took.
+func (t *Target) RecordRevokedGrants(ctx context.Context, slot, grants string) error {
+	var v any
+	if grants != "" {
+		v = grants
+	}
+	if _, err := t.DB.ExecContext(ctx, `UPDATE `+SyncTable+` SET revoked_grants = ? WHERE slot = ?`, v, slot); err != nil {
+		return fmt.Errorf("target: record the write privileges the fence took: %w", err)
 	}
 	return nil
 }

@@ -17,10 +17,13 @@ import (
 
 // CutoverOptions tune the switch.
 type CutoverOptions struct {
-	// Fence is how writes to the source tables are stopped: "lock" takes
-	// LOCK TABLE … IN EXCLUSIVE MODE (reads go on, writes wait) for the
-	// duration of the cutover.
+	// Fence is how writes to the source tables are stopped: FenceLock
+	// takes LOCK TABLE … IN EXCLUSIVE MODE (reads go on, writes wait) for
+	// the duration of the cutover; FenceRevoke first revokes FenceRoles'
+	// write privileges on the tables (see fence.WriteGrants), and keeps
+	// them revoked once the cutover is done.
 	Fence        string
+	FenceRoles   []string
 	LockTimeout  time.Duration // give up if the lock is not granted in this time
 	Timeout      time.Duration // most the fence may stay up
 	CatchUpLimit time.Duration // most to wait for the lag to get under the bound first
@@ -30,9 +33,15 @@ type CutoverOptions struct {
 	AutoIncrementGap int64
 }
 
+// The fence methods.
+const (
+	FenceLock   = "lock"
+	FenceRevoke = "revoke"
+)
+
 func (o *CutoverOptions) defaults() {
 	if o.Fence == "" {
-		o.Fence = "lock"
+		o.Fence = FenceLock
 	}
 	if o.LockTimeout <= 0 {
 		o.LockTimeout = 5 * time.Second
@@ -54,6 +63,9 @@ type CutoverReport struct {
 	RowsVerified    int              `json:"rows_verified"`  // changed rows compared under the fence
 	RowsVerifiedPre int              `json:"rows_verified_before_fence"`
 	AutoIncrement   map[string]int64 `json:"auto_increment,omitempty"`
+	// Revoked: the revoke fence's privileges, which stay taken after the
+	// cutover, as the GRANT statements that give them back.
+	Revoked []string `json:"revoked,omitempty"`
 	// AutoIncrementUnknown: target columns (table.column) whose source
 	// sequence was not found; their AUTO_INCREMENT is left for the person.
 	AutoIncrementUnknown []string  `json:"auto_increment_unknown,omitempty"`
@@ -185,6 +197,18 @@ func (s *Syncer) fencedCutover(ctx context.Context, preDiffs map[*table][]string
 			return nil, err
 		}
 	}
+	revokeStart := time.Now()
+	var revoked []fence.Grant
+	if s.opt.Cutover.Fence == FenceRevoke {
+		if revoked, err = s.revokeWrites(ctx); err != nil {
+			return nil, err
+		}
+		defer func() { // after the lock is released below
+			if err != nil {
+				s.restoreWrites(revoked)
+			}
+		}()
+	}
 	lock, err := fence.Take(ctx, s.src, s.tablePlans(), s.opt.Cutover.LockTimeout, s.opt.Cutover.Timeout)
 	if err != nil {
 		return nil, err
@@ -197,6 +221,9 @@ func (s *Syncer) fencedCutover(ctx context.Context, preDiffs map[*table][]string
 	}()
 	defer lock.Release() // lifts the fence on every failure
 	lockStart, fenced := lock.Requested, lock.Granted
+	if s.opt.Cutover.Fence == FenceRevoke {
+		lockStart = revokeStart // the application's writes were refused from there
+	}
 	// The fence stays up for Timeout at most: every step under it runs in fctx.
 	fctx, cancel, overtime := lock.Within(ctx)
 	defer cancel()
@@ -237,7 +264,11 @@ func (s *Syncer) fencedCutover(ctx context.Context, preDiffs map[*table][]string
 	pause := time.Since(lockStart)
 	s.log.Info("cutover fenced section", "lock_wait_ms", ms(lockWait), "drain_ms", ms(drained),
 		"verify_ms", ms(verified-drained), "auto_increment_and_commit_ms", ms(pause-lockWait-verified), "rows_verified", post)
-	return &CutoverReport{Fence: s.opt.Cutover.Fence, WritePauseMS: ms(pause), LockWaitMS: ms(lockWait), DrainMS: ms(drained),
+	var undo []string
+	for _, g := range revoked {
+		undo = append(undo, g.SQL())
+	}
+	return &CutoverReport{Fence: s.opt.Cutover.Fence, Revoked: undo, WritePauseMS: ms(pause), LockWaitMS: ms(lockWait), DrainMS: ms(drained),
 		RowsVerified: post, AutoIncrement: autoInc, AutoIncrementUnknown: autoIncUnknown, FenceLSN: lsn.String(), FinishedAt: time.Now()}, nil
 }
 
@@ -440,4 +471,63 @@ func (s *Syncer) requestAutoCutover(ctx context.Context) {
 	case <-time.After(s.autoRetry):
 	}
 	s.status.autoTried.Store(false)
+}
+
+// revokeWrites takes the fence roles' write privileges on the tables,
+// recording them on the target first: a run that dies before its cutover
+// is recorded gives them back when it restarts (or sluice abort does).
+func (s *Syncer) revokeWrites(ctx context.Context) ([]fence.Grant, error) {
+	grants, err := fence.WriteGrants(ctx, s.src, s.tablePlans(), s.opt.Cutover.FenceRoles)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.tgt.RecordRevokedGrants(ctx, s.opt.Slot, fence.EncodeGrants(grants)); err != nil {
+		return nil, err
+	}
+	if err := fence.Revoke(ctx, s.src, grants, s.tablePlans(), s.opt.Cutover.FenceRoles); err != nil {
+		s.forgetRevoked() // nothing was taken
+		return nil, err
+	}
+	s.log.Info("write privileges revoked for the cutover", "roles", strings.Join(s.opt.Cutover.FenceRoles, ","), "grants", len(grants))
+	return grants, nil
+}
+
+// restoreWrites gives back what revokeWrites took, when the cutover failed
+// or was interrupted. It does so whatever ended the cutover's context.
+func (s *Syncer) restoreWrites(grants []fence.Grant) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := fence.Restore(ctx, s.src, grants); err != nil {
+		var stmts []string
+		for _, g := range grants {
+			stmts = append(stmts, g.SQL())
+		}
+		s.log.Error("the write privileges the fence revoked could not be given back: the application cannot write to these tables on the source", "code", "SLUICE-CUTOVER-RESTORE",
+			"error", err.Error(), "hint", "run on the source: "+strings.Join(stmts, "; ")+" (or restart sluice sync, or run sluice abort, which try again)")
+		return
+	}
+	s.forgetRevoked()
+	s.log.Info("write privileges given back after the failed cutover", "grants", len(grants))
+}
+
+// forgetRevoked clears the record of revoked privileges; a record left
+// behind only makes a later run try to give them back again.
+func (s *Syncer) forgetRevoked() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.tgt.RecordRevokedGrants(ctx, s.opt.Slot, ""); err != nil {
+		s.log.Warn("could not clear the record of the privileges the fence revoked", "error", err.Error())
+	}
+}
+
+// restoreInterruptedRevoke gives back the privileges a cutover's revoke
+// fence took in a run that ended before the cutover was recorded.
+func (s *Syncer) restoreInterruptedRevoke(recorded string) {
+	grants, err := fence.DecodeGrants(recorded)
+	if err != nil {
+		s.log.Error("cannot read the write privileges an interrupted cutover revoked", "code", "SLUICE-CUTOVER-RESTORE", "error", err.Error())
+		return
+	}
+	s.log.Warn("a cutover was interrupted with the application's write privileges revoked: giving them back", "code", "SLUICE-CUTOVER-RESTORE", "grants", len(grants))
+	s.restoreWrites(grants)
 }

@@ -373,6 +373,12 @@ func (s *Syncer) runOnce(ctx context.Context) (*CutoverReport, error) {
 		s.status.cutover.Store(&CutoverReport{Fence: "taken by an earlier run", EarlierRun: true})
 		s.status.autoTried.Store(true)
 	}
+	if state.RevokedGrants != "" && state.Phase != mysql.PhaseCutover && s.cutoverMu.TryLock() {
+		// not a cutover of this process, which holds the lock: one of a
+		// run that died under the revoke fence
+		s.restoreInterruptedRevoke(state.RevokedGrants)
+		s.cutoverMu.Unlock()
+	}
 	s.schemaStopLSN = state.SchemaStopLSN
 	s.restoredAhead = state.AheadLSN
 	stream, err := pgstream.Open(ctx, s.srcConnStr, s.opt.Slot, s.opt.Publication, pglogrepl.LSN(state.AppliedLSN))
