@@ -18,6 +18,7 @@ import (
 	"github.com/rs/cors"
 
 	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/fence"
 	"github.com/sluice-db/sluice/internal/syncer"
 	"github.com/sluice-db/sluice/internal/watch"
 )
@@ -44,7 +45,7 @@ func (f *fakeSync) Stop()   { f.stopped.Store(true) }
 func (f *fakeSync) Cutover(ctx context.Context) (*syncer.CutoverReport, error) {
 	if f.cutoverRuns.Load() {
 		<-ctx.Done()
-		return nil, fmt.Errorf("cutover: draining the stream to the fence: %w", ctx.Err())
+		return nil, fence.Ended(ctx, fmt.Errorf("cutover: draining the stream to the fence: %w", ctx.Err()))
 	}
 	return nil, failure.New(failure.Internal, "SLUICE-CUTOVER-LAG", "not caught up")
 }

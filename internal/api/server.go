@@ -126,10 +126,9 @@ func New(c Controller, opt Options) (http.Handler, error) {
 	mux.HandleFunc("POST /api/v1/cutover", s.write(func(w http.ResponseWriter, r *http.Request) {
 		s.opt.Log.Info("cutover requested through the API", "remote", r.RemoteAddr)
 		report, err := c.Cutover(r.Context())
-		if err != nil && r.Context().Err() != nil && failure.Code(err) == "SLUICE-INTERNAL" {
+		if err != nil && r.Context().Err() != nil && failure.Code(err) == "SLUICE-CUTOVER-CANCELLED" {
 			// The client went away, which ends the cutover (its Ctrl-C
 			// lifts the fence): the person's doing, not sluice's fault.
-			err = failure.Wrap(err, failure.Interrupted, "SLUICE-CUTOVER-CANCELLED", "cutover: its client went away (Ctrl-C or a closed connection), so the cutover ended and the fence is lifted")
 			s.fail(w, r, statusClientClosedRequest, err)
 			return
 		}

@@ -111,18 +111,31 @@ func UntilStopped(ctx context.Context, stopped ...<-chan struct{}) (context.Cont
 	return ctx, func() { cancel(context.Canceled) }
 }
 
-// StoppedOr is ErrStopped when ctx (from UntilStopped) ended because the
-// sync stopped, else err.
-func StoppedOr(ctx context.Context, err error) error {
-	if err != nil && errors.Is(context.Cause(ctx), ErrStopped) {
+// Ended names why a cutover ended early when ctx (from UntilStopped) has
+// ended: ErrStopped when the sync stopped, else ErrCancelled (its caller
+// went away). An error that says more (a step that failed on its own, or
+// the fence's timeout, which ends a context under ctx) passes as it is.
+func Ended(ctx context.Context, err error) error {
+	if err == nil || ctx.Err() == nil {
+		return err
+	}
+	if code := failure.Code(err); code != "SLUICE-INTERNAL" && code != "SLUICE-CUTOVER-LOCK" && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	if errors.Is(context.Cause(ctx), ErrStopped) {
 		return ErrStopped
 	}
-	return err
+	return ErrCancelled
 }
 
 // ErrStopped ends a cutover whose sync stopped while it ran.
-var ErrStopped = failure.New(failure.Internal, "SLUICE-CUTOVER-STOPPED", "cutover: the sync stopped while the cutover ran; the fence is lifted and the source takes writes as before").
+var ErrStopped = failure.New(failure.Interrupted, "SLUICE-CUTOVER-STOPPED", "cutover: the sync stopped while the cutover ran; the fence is lifted (and write privileges it revoked are given back)").
 	WithHint("start sluice sync again (it resumes) and run sluice cutover once it streams")
+
+// ErrCancelled ends a cutover whose caller went away: the client's Ctrl-C
+// or closed connection, or the sync's own shutdown for --cutover=auto.
+var ErrCancelled = failure.New(failure.Interrupted, "SLUICE-CUTOVER-CANCELLED", "cutover: its caller went away (Ctrl-C on sluice cutover, a closed connection) or the sync is shutting down, so the cutover ended; the fence is lifted (and write privileges it revoked are given back)").
+	WithHint("run sluice cutover again when ready")
 
 // Within gives the steps under the fence a context that ends the fence's
 // timeout after the lock request (writers queue from there, so that is how

@@ -47,9 +47,9 @@ func (p *Publisher) Cutover(ctx context.Context) (_ *CutoverReport, err error) {
 	if r := p.cutover.Load(); r != nil {
 		return r, nil
 	}
-	ctx, cancel := fence.UntilStopped(ctx, p.stop)
+	ctx, cancel := fence.UntilStopped(ctx, p.stop, p.ended)
 	defer cancel()
-	defer func() { err = fence.StoppedOr(ctx, err) }()
+	defer func() { err = fence.Ended(ctx, err) }()
 	if err := p.waitFor(ctx, 10*time.Minute, "the copy is not done on every partition", p.copyDone); err != nil {
 		return nil, err
 	}
@@ -67,8 +67,12 @@ func (p *Publisher) Cutover(ctx context.Context) (_ *CutoverReport, err error) {
 	}
 	report, err := p.fenced(ctx)
 	if err != nil {
-		err = fence.StoppedOr(ctx, err)
-		p.log.Error("cutover failed; the fence is lifted and publishing goes on", "code", failure.Code(err), "error", err.Error())
+		err = fence.Ended(ctx, err)
+		logFailure := p.log.Error
+		if failure.ExitCode(err) == failure.ExitInterrupted { // stopped, or its caller went away
+			logFailure = p.log.Warn
+		}
+		logFailure("cutover failed; the fence is lifted and publishing goes on", "code", failure.Code(err), "error", err.Error())
 		return nil, err
 	}
 	// The fence is committed: the cutover happened, and a stop or a client

@@ -127,6 +127,7 @@ type Publisher struct {
 
 	holds    throttle.Holds // the pause and the watchers' holds on the copy
 	stop     chan struct{}
+	ended    chan struct{} // closed when Run returns
 	stopOnce sync.Once
 
 	published  atomic.Int64
@@ -185,7 +186,7 @@ func New(ctx context.Context, src *postgres.Source, srcConnString string, tgt *m
 	}
 	pb := &Publisher{src: src, srcConn: srcConnString, tgt: tgt, plan: p, opt: opt, log: opt.Log, byName: map[string]*pubTable{},
 		runID: fmt.Sprintf("%x", time.Now().UnixNano()), started: time.Now(), windows: map[string]*window{}, rewatch: pgstream.NewRewatch(),
-		inflight: make(chan struct{}, opt.Parallel), stop: make(chan struct{}), bufs: make([]partBuf, opt.Partitions), unacked: make([]*pendingAck, opt.Partitions),
+		inflight: make(chan struct{}, opt.Parallel), stop: make(chan struct{}), ended: make(chan struct{}), bufs: make([]partBuf, opt.Partitions), unacked: make([]*pendingAck, opt.Partitions),
 		partLast: make([]Pos, opt.Partitions), probes: map[string]chan Pos{}}
 	pb.holds.Log = opt.Log
 	for _, rt := range rts {
@@ -227,6 +228,13 @@ func (p *Publisher) Unthrottle(source string) { p.holds.Unthrottle(source) }
 // Run prepares slot, publication, target tables and stream, then copies and
 // publishes until Stop or ctx ends.
 func (p *Publisher) Run(ctx context.Context) error {
+	defer func() {
+		// A cutover asked for through the API ends with the run; wait
+		// until it has lifted its fence, while the connections are open.
+		close(p.ended)
+		p.cutoverMu.Lock()
+		p.cutoverMu.Unlock() // (taken only to wait for the cutover to end)
+	}()
 	if err := p.prepare(ctx); err != nil {
 		return err
 	}
