@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -254,8 +253,9 @@ func printOpsStatus(w io.Writer, v api.StatusView) {
 	}
 }
 
-// validPort reports whether p is a port number (0 lets the system pick).
+// validPort reports whether p is a port number (0 lets the system pick) or
+// a service name the system knows (http), as net.Listen takes them.
 func validPort(p string) bool {
-	n, err := strconv.Atoi(p)
-	return err == nil && n >= 0 && n <= 65535
+	_, err := net.LookupPort("tcp", p)
+	return err == nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/sluice-db/sluice/internal/api"
 	"github.com/sluice-db/sluice/internal/cpuprio"
 	"github.com/sluice-db/sluice/internal/failure"
+	"github.com/sluice-db/sluice/internal/fence"
 	"github.com/sluice-db/sluice/internal/progress"
 	"github.com/sluice-db/sluice/internal/syncer"
 )
@@ -79,6 +80,11 @@ running sync again resumes.`,
 			}
 			defer src.Close()
 			defer tgt.Close()
+			if opt.Cutover.Fence == syncer.FenceRevoke { // a misspelt role is found now, not at the cutover
+				if err := fence.CheckRoles(ctx, src, opt.Cutover.FenceRoles); err != nil {
+					return err
+				}
+			}
 			p, err := a.buildPlanFor(ctx, src, tgt, tables, forSync)
 			if err != nil {
 				return err

@@ -219,7 +219,7 @@ func (t *Table) matchAll(r Row) (string, []any) {
 	args := make([]any, len(t.cols))
 	for i, c := range t.cols {
 		conds[i] = c + " <=> ?"
-		if t.Plan.Columns[i].SQLType == "JSON" {
+		if strings.EqualFold(t.Plan.Columns[i].SQLType, "JSON") {
 			conds[i] = "CAST(" + c + " AS BINARY) <=> CAST(? AS BINARY)"
 		}
 		args[i] = t.arg(i, r[i])

@@ -325,16 +325,19 @@ func pick(pairs ...string) (setting, value string) {
 // quoted strings (ENUM('a;b') is fine). The type goes into CREATE TABLE as
 // written, on a connection that runs several statements in one query.
 func plainSQLType(t string) bool {
-	inQuote := false
-	depth := 0 // parentheses: DECIMAL(12,2), ENUM('a','b')
+	var quote byte // ' or ": MariaDB (without ANSI_QUOTES) reads both as strings
+	depth := 0     // parentheses: DECIMAL(12,2), ENUM('a','b')
 	for i := 0; i < len(t); i++ {
 		c := t[i]
 		switch {
-		case inQuote && c == '\\':
+		case quote != 0 && c == '\\':
 			i++ // an escaped character
-		case c == '\'':
-			inQuote = !inQuote // '' inside a string closes and reopens it
-		case inQuote:
+		case quote != 0:
+			if c == quote {
+				quote = 0 // '' inside a string closes and reopens it
+			}
+		case c == '\'', c == '"':
+			quote = c
 		case c == ';', c == '`', c == '#':
 			return false
 		case c == '-' && i+1 < len(t) && t[i+1] == '-', c == '/' && i+1 < len(t) && t[i+1] == '*':
@@ -349,5 +352,5 @@ func plainSQLType(t string) bool {
 			return false
 		}
 	}
-	return !inQuote && depth == 0
+	return quote == 0 && depth == 0
 }

@@ -192,6 +192,8 @@ func TestValidate(t *testing.T) {
 			[]string{"tables.orders.columns.note", "not a plain column type"}},
 		{"type that adds a column", "tables:\n  orders:\n    columns:\n      note:\n        type: 'INT, p INT'\n",
 			[]string{"tables.orders.columns.note", "not a plain column type"}},
+		{"type with an unclosed double quote", "tables:\n  orders:\n    columns:\n      note:\n        type: 'VARCHAR(9) COMMENT \"a'\n",
+			[]string{"tables.orders.columns.note", "not a plain column type"}},
 		{"type with an unclosed parenthesis", "tables:\n  orders:\n    columns:\n      note:\n        type: 'DECIMAL(12,2'\n",
 			[]string{"tables.orders.columns.note", "not a plain column type"}},
 		{"computed empty name", "tables:\n  orders:\n    computed:\n      - expr: now()\n",
@@ -352,5 +354,22 @@ func TestResolveMissing(t *testing.T) {
 	var ue *URLError
 	if !errors.Is(err, ErrNoSource) || !errors.As(err, &ue) || ue.Setting != "--target" {
 		t.Errorf("err = %v, want ErrNoSource and a --target URLError", err)
+	}
+}
+
+// The type check must let every real column type through, commas and
+// quotes inside parentheses or strings included, and stop what would put
+// a second column or statement into the DDL.
+func TestPlainSQLType(t *testing.T) {
+	for _, ok := range []string{"DECIMAL(12,2)", "DECIMAL(10,2) UNSIGNED", "ENUM('a','b')", "SET('x','y,z')", "ENUM(\"a)\",\"b\")",
+		"VARCHAR(20) CHARACTER SET latin1", "DATETIME(3)", "VARCHAR(9) DEFAULT 'a,b'", "INT COMMENT \"x, y\"", "TEXT COMMENT 'it''s'"} {
+		if !plainSQLType(ok) {
+			t.Errorf("plainSQLType(%q) = false; want a real column type accepted", ok)
+		}
+	}
+	for _, bad := range []string{"INT, p INT", "DECIMAL(12,2", "INT)", "TEXT; DROP TABLE users", "INT -- x", "VARCHAR(9) COMMENT \"a", "INT /* x */", "`x` INT"} {
+		if plainSQLType(bad) {
+			t.Errorf("plainSQLType(%q) = true; want it refused", bad)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -60,24 +61,13 @@ func DecodeGrants(s string) ([]Grant, error) {
 }
 
 // WriteGrants lists what the revoke fence takes from roles on tables (what
-// was granted to each role itself), and refuses a role that does not exist
-// or is a superuser, whom no privilege stops.
+// was granted to each role itself), after CheckRoles.
 func WriteGrants(ctx context.Context, src *postgres.Source, tables []*plan.Table, roles []string) ([]Grant, error) {
+	if err := CheckRoles(ctx, src, roles); err != nil {
+		return nil, err
+	}
 	var out []Grant
 	for _, role := range roles {
-		var super bool
-		err := src.Pool.QueryRow(ctx, `SELECT rolsuper FROM pg_roles WHERE rolname = $1`, role).Scan(&super)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil, failure.New(failure.Usage, "SLUICE-CUTOVER-FENCEROLE", "cutover: --fence-role %s: the source has no such role", role).
-				WithHint("name the role the application connects as (SELECT rolname FROM pg_roles)")
-		}
-		if err != nil {
-			return nil, fmt.Errorf("cutover: look up role %s: %w", role, err)
-		}
-		if super {
-			return nil, failure.New(failure.Usage, "SLUICE-CUTOVER-FENCEROLE", "cutover: --fence-role %s is a superuser, whom no privilege stops", role).
-				WithHint("connect the application as a role without SUPERUSER, or use --fence lock")
-		}
 		for _, name := range sourceNames(tables) {
 			// The role's own grants (an owner's are implicit while the
 			// table's ACL is empty): what REVOKE takes.
@@ -97,14 +87,30 @@ func WriteGrants(ctx context.Context, src *postgres.Source, tables []*plan.Table
 	return out, nil
 }
 
+// Union is a's grants with b's added: one per table and role, with the
+// privileges of both.
+func Union(a, b []Grant) []Grant {
+	var out []Grant
+	index := map[[2]string]int{}
+	for _, g := range append(append([]Grant(nil), a...), b...) {
+		k := [2]string{g.Table, g.Role}
+		i, ok := index[k]
+		if !ok {
+			index[k] = len(out)
+			out = append(out, Grant{Table: g.Table, Role: g.Role})
+			i = len(out) - 1
+		}
+		out[i].Privileges = ordered(append(out[i].Privileges, g.Privileges...))
+	}
+	return out
+}
+
 // ordered is privs in writePrivileges' order, for stable statements.
 func ordered(privs []string) []string {
 	var out []string
 	for _, p := range writePrivileges {
-		for _, q := range privs {
-			if p == q {
-				out = append(out, p)
-			}
+		if slices.Contains(privs, p) {
+			out = append(out, p)
 		}
 	}
 	return out
@@ -133,14 +139,16 @@ func Revoke(ctx context.Context, src *postgres.Source, grants []Grant, tables []
 	}
 	for _, role := range roles {
 		for _, name := range sourceNames(tables) {
+			// INSERT and UPDATE may also be granted on columns alone
 			var still []string
-			if err := tx.QueryRow(ctx, `SELECT coalesce(array_agg(p), '{}') FROM unnest($3::text[]) p WHERE has_table_privilege($1, $2::regclass, p)`,
+			if err := tx.QueryRow(ctx, `SELECT coalesce(array_agg(p), '{}') FROM unnest($3::text[]) p
+				WHERE CASE WHEN p IN ('INSERT', 'UPDATE') THEN has_any_column_privilege($1, $2::regclass, p) ELSE has_table_privilege($1, $2::regclass, p) END`,
 				role, name, writePrivileges).Scan(&still); err != nil {
 				return fmt.Errorf("cutover: check the privileges of %s on %s: %w", role, name, err)
 			}
 			if len(still) > 0 {
-				return failure.New(failure.Usage, "SLUICE-CUTOVER-FENCEROLE", "cutover: --fence-role %s would still have %s on %s through PUBLIC or a role it belongs to, which revoking its own privileges does not take; nothing was revoked", role, strings.Join(still, ", "), name).
-					WithHint("grant the application role its write privileges itself (and revoke them from PUBLIC and its group roles), or use --fence lock")
+				return failure.New(failure.Usage, "SLUICE-CUTOVER-FENCEROLE", "cutover: --fence-role %s would still have %s on %s through PUBLIC, a role it belongs to or privileges on columns, which revoking its own table privileges does not take; nothing was revoked", role, strings.Join(still, ", "), name).
+					WithHint("grant the application role its write privileges itself, on the table (and revoke them from PUBLIC, its group roles and its columns), or use --fence lock")
 			}
 		}
 	}
@@ -164,6 +172,40 @@ func Restore(ctx context.Context, src *postgres.Source, grants []Grant) error {
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("restore write privileges: %w", err)
+	}
+	return nil
+}
+
+// CheckRoles refuses fence roles the revoke fence cannot stop: one that
+// does not exist, a superuser (no privilege stops one), and the sync's own
+// user or a role it inherits from (the fence's lock needs the write
+// privileges revoking would take). The sync checks them when it starts.
+func CheckRoles(ctx context.Context, src *postgres.Source, roles []string) error {
+	for _, role := range roles {
+		var super bool
+		err := src.Pool.QueryRow(ctx, `SELECT rolsuper FROM pg_roles WHERE rolname = $1`, role).Scan(&super)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return failure.New(failure.Usage, "SLUICE-CUTOVER-FENCEROLE", "cutover: --fence-role %s: the source has no such role", role).
+				WithHint("name the role the application connects as (SELECT rolname FROM pg_roles)")
+		}
+		if err != nil {
+			return fmt.Errorf("cutover: look up role %s: %w", role, err)
+		}
+		if super {
+			return failure.New(failure.Usage, "SLUICE-CUTOVER-FENCEROLE", "cutover: --fence-role %s is a superuser, whom no privilege stops", role).
+				WithHint("connect the application as a role without SUPERUSER, or use --fence lock")
+		}
+		// The fence's lock needs a write privilege of the sync's own user,
+		// which revoking its (or an inherited role's) privileges would take;
+		// a superuser needs none (and pg_has_role says yes to every role).
+		var own bool
+		if err := src.Pool.QueryRow(ctx, `SELECT NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AND pg_has_role(current_user, $1, 'USAGE')`, role).Scan(&own); err != nil {
+			return fmt.Errorf("cutover: look up role %s: %w", role, err)
+		}
+		if own {
+			return failure.New(failure.Usage, "SLUICE-CUTOVER-FENCEROLE", "cutover: --fence-role %s is the sync's own user or a role it inherits privileges from; the fence's lock needs the write privileges revoking would take", role).
+				WithHint("run the sync as another user (the tables' owner, with the application connecting as its own role), or use --fence lock")
+		}
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sluice-db/sluice/internal/failure"
 	"github.com/sluice-db/sluice/internal/fence"
+	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/pgstream"
 	"github.com/sluice-db/sluice/internal/plan"
 	"github.com/sluice-db/sluice/internal/verify"
@@ -110,7 +111,7 @@ func (s *Syncer) cutover(ctx context.Context, auto bool) (_ *CutoverReport, err 
 	}
 	ctx, cancel := fence.UntilStopped(ctx, s.stop, s.ended)
 	defer cancel()
-	defer func() { err = fence.StoppedOr(ctx, err) }()
+	defer func() { err = fence.Ended(ctx, err) }()
 	if err := s.waitCaughtUp(ctx); err != nil {
 		return nil, err
 	}
@@ -134,11 +135,15 @@ func (s *Syncer) cutover(ctx context.Context, auto bool) (_ *CutoverReport, err 
 	}
 	report, err := s.fencedCutover(ctx, recheck, auto)
 	if err != nil {
-		err = fence.StoppedOr(ctx, err)
+		err = fence.Ended(ctx, err)
 		s.changed.restore(recheck) // rows that differed before the fence: a later cutover checks them again
 		// requestAutoCutover logs its own failures, with the next attempt
 		if !auto {
-			s.log.Error("cutover failed; the fence is lifted and the sync goes on", "code", failure.Code(err), "error", err.Error())
+			logFailure := s.log.Error
+			if failure.ExitCode(err) == failure.ExitInterrupted { // stopped, or its caller went away
+				logFailure = s.log.Warn
+			}
+			logFailure("cutover failed; the fence is lifted and the sync goes on", "code", failure.Code(err), "error", err.Error())
 		}
 		return nil, err
 	}
@@ -481,11 +486,27 @@ func (s *Syncer) revokeWrites(ctx context.Context) ([]fence.Grant, error) {
 	if err != nil {
 		return nil, err
 	}
+	// What an earlier attempt took and still holds (its cutover committed
+	// but was not recorded, or giving them back failed) stays recorded:
+	// the role holds none of it now, so this attempt's list lacks it.
+	state, err := s.tgt.LoadSyncState(ctx, s.opt.Slot)
+	if err != nil {
+		return nil, err
+	}
+	if state != nil {
+		held, err := fence.DecodeGrants(state.RevokedGrants)
+		if err != nil {
+			return nil, err
+		}
+		grants = fence.Union(held, grants)
+	}
 	if err := s.tgt.RecordRevokedGrants(ctx, s.opt.Slot, fence.EncodeGrants(grants)); err != nil {
 		return nil, err
 	}
 	if err := fence.Revoke(ctx, s.src, grants, s.tablePlans(), s.opt.Cutover.FenceRoles); err != nil {
-		s.forgetRevoked() // nothing was taken
+		if state == nil || state.RevokedGrants == "" {
+			s.forgetRevoked() // nothing was taken, now or before
+		}
 		return nil, err
 	}
 	s.log.Info("write privileges revoked for the cutover", "roles", strings.Join(s.opt.Cutover.FenceRoles, ","), "grants", len(grants))
@@ -521,9 +542,19 @@ func (s *Syncer) forgetRevoked() {
 }
 
 // restoreInterruptedRevoke gives back the privileges a cutover's revoke
-// fence took in a run that ended before the cutover was recorded.
-func (s *Syncer) restoreInterruptedRevoke(recorded string) {
-	grants, err := fence.DecodeGrants(recorded)
+// fence took in a run that ended before the cutover was recorded. Not
+// while a cutover of this process runs (it holds cutoverMu): the state is
+// read again under the lock, as that cutover may have been recorded since.
+func (s *Syncer) restoreInterruptedRevoke(ctx context.Context) {
+	if !s.cutoverMu.TryLock() {
+		return
+	}
+	defer s.cutoverMu.Unlock()
+	state, err := s.tgt.LoadSyncState(ctx, s.opt.Slot)
+	if err != nil || state == nil || state.RevokedGrants == "" || state.Phase == mysql.PhaseCutover {
+		return
+	}
+	grants, err := fence.DecodeGrants(state.RevokedGrants)
 	if err != nil {
 		s.log.Error("cannot read the write privileges an interrupted cutover revoked", "code", "SLUICE-CUTOVER-RESTORE", "error", err.Error())
 		return

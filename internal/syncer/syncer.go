@@ -260,7 +260,14 @@ func (s *Syncer) Stop() { s.stopOnce.Do(func() { close(s.stop) }) }
 // cutover, so writes that still reach the source while the application
 // switches over are not lost; it returns the cutover report if there was one.
 func (s *Syncer) Run(ctx context.Context) (report *CutoverReport, err error) {
-	defer close(s.ended)
+	defer func() {
+		// A cutover asked for through the API ends with the run (see
+		// fence.UntilStopped); wait until it has lifted its fence and given
+		// back what it revoked, while the source connections are still open.
+		close(s.ended)
+		s.cutoverMu.Lock()
+		s.cutoverMu.Unlock() // (taken only to wait for the cutover to end)
+	}()
 	if err := s.prepare(ctx); err != nil {
 		return nil, err
 	}
@@ -373,11 +380,8 @@ func (s *Syncer) runOnce(ctx context.Context) (*CutoverReport, error) {
 		s.status.cutover.Store(&CutoverReport{Fence: "taken by an earlier run", EarlierRun: true})
 		s.status.autoTried.Store(true)
 	}
-	if state.RevokedGrants != "" && state.Phase != mysql.PhaseCutover && s.cutoverMu.TryLock() {
-		// not a cutover of this process, which holds the lock: one of a
-		// run that died under the revoke fence
-		s.restoreInterruptedRevoke(state.RevokedGrants)
-		s.cutoverMu.Unlock()
+	if state.RevokedGrants != "" && state.Phase != mysql.PhaseCutover {
+		s.restoreInterruptedRevoke(ctx)
 	}
 	s.schemaStopLSN = state.SchemaStopLSN
 	s.restoredAhead = state.AheadLSN

@@ -118,7 +118,7 @@ func Run(ctx context.Context, src *postgres.Source, tgt *mysql.Target, p *plan.P
 		}
 		switch repairable := opt.Repair && !res.Equal() && res.Err == nil; {
 		case repairable && t.Keyless:
-			opt.Log.Warn("a table without a key cannot be repaired row by row: its rows are not told apart; copy it again (drop the target table first), or run the sync, which reads it whole",
+			opt.Log.Warn("a table without a key cannot be repaired row by row: its rows are not told apart; drop the target table and let sluice sync copy it again (the source table needs REPLICA IDENTITY FULL; sluice copy needs a key)",
 				"code", "SLUICE-VERIFY-NOREPAIR", "table", res.Source)
 		case repairable:
 			repaired, err := repair(ctx, src, tgt, t, res)

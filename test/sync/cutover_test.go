@@ -304,15 +304,7 @@ func TestCutoverTimeoutLiftsFence(t *testing.T) {
 	s.start()
 	s.waitCaughtUp(60 * time.Second)
 
-	ctx := context.Background()
-	conn, err := p.Target.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, `LOCK TABLES orders READ`); err != nil {
-		t.Fatal(err)
-	}
+	release := stallTarget(t, p)
 	began := time.Now()
 	r := s.cutover()
 	took := time.Since(began)
@@ -333,9 +325,7 @@ func TestCutoverTimeoutLiftsFence(t *testing.T) {
 	if out := s.current().Output(); !regexp.MustCompile(`SLUICE-CUTOVER-LIFTED.*write_pause_ms=[0-9]`).MatchString(out) {
 		t.Errorf("the failed cutover's write pause is not logged:\n%s", testenv.Tail(out, 10))
 	}
-	if _, err := conn.ExecContext(ctx, `UNLOCK TABLES`); err != nil {
-		t.Fatal(err)
-	}
+	release()
 	s.waitCaughtUp(60 * time.Second)
 	if r := s.cutover(); r.Exit != 0 {
 		t.Fatalf("cutover once the target is free: exit %d\n%s%s", r.Exit, r.Stdout, r.Stderr)
@@ -392,15 +382,7 @@ func TestStopDuringCutoverLiftsFence(t *testing.T) {
 	s.waitCaughtUp(60 * time.Second)
 
 	ctx := context.Background()
-	conn, err := p.Target.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, `LOCK TABLES orders READ`); err != nil {
-		t.Fatal(err)
-	}
-	defer conn.ExecContext(ctx, `UNLOCK TABLES`)
+	release := stallTarget(t, p)
 	result := make(chan testenv.Result, 1)
 	go func() { result <- testenv.Run(t, nil, "cutover", "--api", s.api, "--api-token", s.token) }()
 	c := connect(t, p.SourceURL)
@@ -427,8 +409,34 @@ func TestStopDuringCutoverLiftsFence(t *testing.T) {
 	if out := proc.Output(); !strings.Contains(out, "SLUICE-CUTOVER-STOPPED") {
 		t.Errorf("the sync's log does not say the cutover ended because it stopped:\n%s", testenv.Tail(out, 15))
 	}
-	conn.ExecContext(ctx, `UNLOCK TABLES`)
+	release()
 	if _, ok := proc.Wait(40 * time.Second); !ok {
 		t.Errorf("the sync had not exited 40 s after Ctrl-C")
 	}
+}
+
+// stallTarget holds the target's orders table with LOCK TABLES … READ
+// (reads go on, writes wait), so that a cutover stalls under its fence at
+// the AUTO_INCREMENT step. release ends it (at the test's end at the latest)
+// and gives the pair's one target connection back.
+func stallTarget(t *testing.T, p *testenv.Pair) (release func()) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := p.Target.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, `LOCK TABLES orders READ`); err != nil {
+		conn.Close()
+		t.Fatal(err)
+	}
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			conn.ExecContext(ctx, `UNLOCK TABLES`)
+			conn.Close()
+		})
+	}
+	t.Cleanup(release)
+	return release
 }
