@@ -280,7 +280,8 @@ var duplicateRetry, duplicateRetryMax = 5 * time.Second, time.Minute
 // twice, and the unique index cannot be built. Such a conflict is not an
 // error of the run: the index is tried again while events flow (the table
 // stays "indexing", the copy not done, so a cutover waits) until the
-// events that settle it arrive.
+// events that settle it arrive; unless the source holds the rows as the
+// target does, which no event settles (uniqueCollision).
 func (s *Service) buildIndexesWhenUnique(ctx context.Context, ts *tableState) (built bool, err error) {
 	var warned time.Time
 	wait := duplicateRetry
@@ -288,6 +289,9 @@ func (s *Service) buildIndexesWhenUnique(ctx context.Context, ts *tableState) (b
 		err := copier.BuildIndexes(ctx, s.tgt, ts.rt.Plan, s.log)
 		if err == nil || !mysql.IsDuplicateEntry(err) || ctx.Err() != nil {
 			return err == nil, err
+		}
+		if err := s.uniqueCollision(ctx, ts.rt.Plan); err != nil {
+			return false, err // no event settles it: the mapping's type or collation does not tell the values apart
 		}
 		if time.Since(warned) > time.Minute {
 			s.log.Warn("a unique index cannot be built yet: two rows hold one value (events of different rows came out of order, or the target's index compares values the source tells apart, such as a case-insensitive collation set in the mapping); it is tried again while events are applied",

@@ -3,6 +3,8 @@ package events
 import (
 	"encoding/json"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -58,4 +60,29 @@ func TestUniqueValueSettledByALaterEvent(t *testing.T) {
 	sync.waitFor(t, "the copy, its unique index built", 60*time.Second, func(st eventsStatus) bool { return st.Events.CopyDone })
 	sync.stop(t)
 	mustVerify(t, append(p.Args(), "--tables", "handles")...)
+}
+
+// TestUniqueValueNoEventSettles: the mapping gives a unique text column a
+// case-insensitive collation, and the source holds 'Bob' and 'bob' in two
+// rows. The unique index can never be built, whatever events come: the
+// sync waited forever ("tried again while events are applied"). It stops
+// with SLUICE-EVENTS-COLLISION (exit 4) naming both rows and the column.
+func TestUniqueValueNoEventSettles(t *testing.T) {
+	p := testenv.NewPair(t)
+	p.PG(t, `CREATE TABLE people (id int PRIMARY KEY, name varchar(20) NOT NULL UNIQUE)`)
+	p.PG(t, `INSERT INTO people VALUES (1, 'Bob'), (2, 'bob'), (3, 'Ann')`)
+	cfg := filepath.Join(t.TempDir(), "sluice.yaml")
+	if err := os.WriteFile(cfg, []byte("tables:\n  people:\n    columns:\n      name: {type: \"VARCHAR(20) COLLATE utf8mb4_general_ci\"}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sync := start(t, append([]string{"sync", "--changes=events", "--tables", "people", "--config", cfg}, p.Args()...)...)
+	select {
+	case <-sync.exited:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("the sync still waits 60 s after the copy for a unique value no event can settle:\n%s", sync.out)
+	}
+	out := sync.out.String()
+	if code := sync.cmd.ProcessState.ExitCode(); code != 4 || !strings.Contains(out, "SLUICE-EVENTS-COLLISION") || !strings.Contains(out, "id=1") || !strings.Contains(out, "id=2") || !strings.Contains(out, "name") {
+		t.Fatalf("sync over a value the mapping's collation holds twice: exit %d; want 4 with SLUICE-EVENTS-COLLISION naming rows id=1 and id=2 and column name\n%s", code, out)
+	}
 }
