@@ -136,7 +136,7 @@ func (c eventsController) Cutover(ctx context.Context) (*syncer.CutoverReport, e
 			WithHint("stop the writes (and events) of the old application first; sluice status shows what is pending")
 	}
 	return &syncer.CutoverReport{Fence: "none: events drained (the old application's writes stopped first)", DrainMS: r.WaitedMS,
-		ChangesApplied: r.Applied, FinishedAt: time.Now(), Events: true}, nil
+		ChangesApplied: r.Applied, DeadLettered: r.DeadLettered, FinishedAt: time.Now(), Events: true}, nil
 }
 
 // withStatusExtra serves GET /api/v1/status from h with extra fields added

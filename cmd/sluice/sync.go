@@ -212,6 +212,11 @@ func checkSlot(slot string) error {
 }
 
 func printCutoverReport(w io.Writer, r *syncer.CutoverReport) {
+	if r.Events && r.DeadLettered > 0 {
+		fmt.Fprintf(w, "cutover done: the copy is done and every event was taken (%d applied; waited %.1f ms), but %d could NOT be applied and were dead-lettered: the target lacks their changes (SLUICE-CUTOVER-DEADLETTER)\n", r.ChangesApplied, r.DrainMS, r.DeadLettered)
+		fmt.Fprintln(w, "read them from the stream's deadletter subject (docs/EVENTS.md), fix and send them again before the application writes to the target; then stop this sync and run sluice abort")
+		return
+	}
 	if r.Events {
 		fmt.Fprintf(w, "cutover done: the copy is done and every event is applied (%d in all; waited %.1f ms); nothing was fenced\n", r.ChangesApplied, r.DrainMS)
 		fmt.Fprintln(w, "point the application at the target, stop this sync, then run sluice abort to remove sluice's bookkeeping from the target")

@@ -6,7 +6,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
+	"github.com/sluice-db/sluice/internal/schema"
 	pubevents "github.com/sluice-db/sluice/pkg/events"
 )
 
@@ -149,6 +151,11 @@ func (c *Catalog) Decode(data []byte) (*Event, *Poison) {
 		if err != nil {
 			return Value{}, p("SLUICE-EVENT-VALUE", "table %s, column %s: %v", t.Name, src[si].Name, err)
 		}
+		if typ := src[si].Type; !null && tooLong(text, typ) {
+			// the source's length limit: the value is not cast to the
+			// typed length on the source (a cast would cut it silently)
+			return Value{}, p("SLUICE-EVENT-VALUE", "table %s, column %s: %d characters, more than its type %s holds", t.Name, src[si].Name, utf8.RuneCountInString(text), typ.Display)
+		}
 		return Value{Text: text, Null: null, Canonical: canonical}, nil
 	}
 	if key == nil || key[0] != '{' {
@@ -226,6 +233,9 @@ func (c *Catalog) Decode(data []byte) (*Event, *Poison) {
 			if !t.dropped[si] {
 				return nil, p("SLUICE-EVENT-ROW", "table %s: \"row\" lacks column %s (an upsert carries the whole row; send null for NULL)", t.Name, c.Name)
 			}
+			if t.evalReads[si] { // taken as NULL it would decide the filter or a computed value wrongly
+				return nil, p("SLUICE-EVENT-ROW", "table %s: \"row\" lacks column %s, which the mapping drops but its row filter or a computed column reads (send it; null for NULL)", t.Name, c.Name)
+			}
 			vals[si] = Value{Absent: true}
 		}
 	}
@@ -250,4 +260,13 @@ func (t *Table) keyNames() string {
 		names[i] = t.Plan.Source.Columns[si].Name
 	}
 	return "(" + strings.Join(names, ", ") + ")"
+}
+
+// tooLong reports a value longer than a varchar(n) or char(n) type holds.
+// Trailing spaces do not count: PostgreSQL drops what is spaces past n.
+func tooLong(text string, typ schema.Type) bool {
+	if typ.Array || typ.Length <= 0 || typ.Name != "varchar" && typ.Name != "bpchar" {
+		return false
+	}
+	return utf8.RuneCountInString(strings.TrimRight(text, " ")) > typ.Length
 }

@@ -414,7 +414,7 @@ func (s *Service) tablesCopied() bool {
 // DrainReport says how a drain ended.
 type DrainReport struct {
 	WaitedMS     float64 `json:"waited_ms"`
-	Applied      int64   `json:"events_applied"`
+	Applied      int64   `json:"events_applied"` // from the stream and over HTTP
 	DeadLettered int64   `json:"events_dead_lettered"`
 	LastSeq      uint64  `json:"last_stream_seq"`
 }
@@ -427,7 +427,11 @@ func (s *Service) WaitDrained(ctx context.Context, limit time.Duration) (*DrainR
 	deadline := start.Add(limit)
 	for {
 		if st := s.Status(); st.CaughtUp {
-			return &DrainReport{WaitedMS: float64(time.Since(start).Microseconds()) / 1000, Applied: st.Applied,
+			if st.DeadLettered > 0 {
+				s.log.Warn("drained, but events were dead-lettered: the target lacks their changes", "code", "SLUICE-CUTOVER-DEADLETTER", "events", st.DeadLettered,
+					"hint", "read them from the stream's deadletter subject (docs/EVENTS.md), fix and send them again before the application writes to the target")
+			}
+			return &DrainReport{WaitedMS: float64(time.Since(start).Microseconds()) / 1000, Applied: st.Applied + st.HTTPApplied,
 				DeadLettered: st.DeadLettered, LastSeq: st.LastStreamSeq}, nil
 		}
 		if time.Now().After(deadline) {

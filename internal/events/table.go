@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"regexp"
 	"strings"
 
 	"github.com/sluice-db/sluice/internal/apply"
@@ -25,6 +26,7 @@ type Table struct {
 	colSrc     []int          // plan column → source column index, -1 when computed
 	keySrc     []int          // key position → source column index
 	dropped    []bool         // by source column: left out by the mapping
+	evalReads  []bool         // by source column: dropped, but the row filter or a computed column names it
 	fast       []bool         // by source column: an event's canonical text needs no source
 	sourceEval bool           // computed columns or a row filter: rows are evaluated on the source
 
@@ -55,6 +57,16 @@ func NewTable(t *plan.Table, castTypes []string) *Table {
 			rt.fast[si] = c.SourceExpr == postgres.Ident(c.Source) && c.StreamConvert == nil && fastType(c)
 		}
 		rt.colSrc = append(rt.colSrc, si)
+	}
+	rt.evalReads = make([]bool, len(t.Source.Columns))
+	exprs := []string{t.Filter}
+	for _, c := range t.Columns {
+		if c.Source == "" {
+			exprs = append(exprs, c.SourceExpr)
+		}
+	}
+	for si, c := range t.Source.Columns {
+		rt.evalReads[si] = rt.dropped[si] && mentions(exprs, c.Name)
 	}
 	for _, k := range t.Key {
 		rt.keySrc = append(rt.keySrc, rt.colSrc[k])
@@ -149,4 +161,18 @@ func (t *Table) upsertSQL(n int) string {
 
 func (t *Table) deleteSQL(n int) string {
 	return fmt.Sprintf("DELETE FROM %s WHERE %s", t.quoted, t.Plan.KeyIn(n))
+}
+
+// mentions reports whether any of exprs names column: as a word, in any
+// letter case (a quoted name too). A word that only looks like it (a
+// string, a function) counts as well: the event then has to carry a
+// column it could leave out, never the other way round.
+func mentions(exprs []string, column string) bool {
+	re := regexp.MustCompile(`(?i)(^|[^a-z0-9_$])` + regexp.QuoteMeta(column) + `($|[^a-z0-9_$])`)
+	for _, e := range exprs {
+		if e != "" && re.MatchString(e) {
+			return true
+		}
+	}
+	return false
 }

@@ -78,6 +78,9 @@ type CutoverReport struct {
 	// Events: the events topology's cutover, which fences nothing: the
 	// application stopped writing, and every event was applied.
 	Events bool `json:"events,omitempty"`
+	// DeadLettered: events that could not be applied (in all, every run):
+	// the target lacks their changes.
+	DeadLettered int64 `json:"events_dead_lettered,omitempty"`
 	// The sync's figures at the cutover, for the report.
 	ChangesApplied      int64   `json:"changes_applied"`
 	LagP50Seconds       float64 `json:"lag_p50_seconds"`

@@ -283,3 +283,24 @@ func grep(text, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestCutoverSaysEventsWereDeadLettered: an event that could not be
+// applied went to the dead letters, so the sync counts as caught up, and
+// the cutover said "every event is applied" while the target lacked the
+// row. It now says how many could not be applied, and where they are.
+func TestCutoverSaysEventsWereDeadLettered(t *testing.T) {
+	p := testenv.NewPair(t)
+	s := newStream(t)
+	cfg := writeConfig(t, likesConfig)
+	p.PG(t, likesDDL)
+	sync := start(t, append([]string{"sync", "--changes=events", "--events", s.URL, "--config", cfg}, p.Args()...)...)
+	sync.waitFor(t, "caught up", 60*time.Second, caughtUp)
+	p.PG(t, `INSERT INTO likes VALUES (5, 5, '2024-05-01 10:00:00+00', 'x')`)
+	s.emit(t, like(5, 5, "not a time", "x", 1)) // the application's bug: poison
+	sync.waitFor(t, "the dead letter", 30*time.Second, func(st eventsStatus) bool { return st.Events.DeadLettered == 1 })
+	r := testenv.Run(t, nil, "cutover", "--api", sync.api, "--api-token", token)
+	if out := r.Stdout + r.Stderr; strings.Contains(out, "every event is applied") || !strings.Contains(out, "1 could NOT be applied") || !strings.Contains(out, "deadletter") {
+		t.Errorf("cutover with a dead-lettered event: exit %d; want it to say 1 could not be applied and where to find it\n%s", r.Exit, out)
+	}
+	sync.stop(t)
+}
