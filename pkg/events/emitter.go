@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -19,6 +20,12 @@ type Emitter struct {
 	js    jetstream.JetStream
 	ep    Endpoint
 	owned bool
+
+	// Asynchronous publishes that failed since the last Flush: a publish
+	// JetStream refused counts as done to PublishAsyncComplete too.
+	mu     sync.Mutex
+	failed int
+	first  error
 }
 
 // Connect opens a connection to the endpoint named by rawURL (see ParseURL)
@@ -47,11 +54,22 @@ func Connect(ctx context.Context, rawURL string) (*Emitter, error) {
 
 // New wraps an existing connection.
 func New(nc *nats.Conn, ep Endpoint) (*Emitter, error) {
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8192))
+	e := &Emitter{nc: nc, ep: ep}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8192), jetstream.WithPublishAsyncErrHandler(e.asyncFailed))
 	if err != nil {
 		return nil, err
 	}
-	return &Emitter{nc: nc, js: js, ep: ep}, nil
+	e.js = js
+	return e, nil
+}
+
+// asyncFailed records an asynchronous publish JetStream did not store.
+func (e *Emitter) asyncFailed(_ jetstream.JetStream, msg *nats.Msg, err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.failed++; e.first == nil {
+		e.first = fmt.Errorf("emit event %s: %w", msg.Header.Get(jetstream.MsgIDHeader), err)
+	}
 }
 
 // Close closes the connection if Connect opened it, after pending
@@ -90,8 +108,8 @@ func (e *Emitter) Emit(ctx context.Context, ev Event) error {
 }
 
 // EmitAsync publishes ev without waiting; the returned future reports
-// whether JetStream stored it. Use Close (or PublishAsyncComplete on the
-// JetStream context) before exiting.
+// whether JetStream stored it. Call Flush before exiting (and before the
+// source's changes count as published): it reports emits not stored.
 func (e *Emitter) EmitAsync(ev Event) (jetstream.PubAckFuture, error) {
 	msg, err := e.message(&ev)
 	if err != nil {
@@ -100,14 +118,23 @@ func (e *Emitter) EmitAsync(ev Event) (jetstream.PubAckFuture, error) {
 	return e.js.PublishMsgAsync(msg, jetstream.WithMsgID(ev.ID), jetstream.WithExpectStream(e.ep.Stream))
 }
 
-// Flush waits until every asynchronous publish is acknowledged.
+// Flush waits until every asynchronous publish is answered, and returns an
+// error when any of them since the last Flush was not stored (their
+// events are lost unless emitted again: send them again with the same id).
 func (e *Emitter) Flush(ctx context.Context) error {
 	select {
 	case <-e.js.PublishAsyncComplete():
-		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n, first := e.failed, e.first
+	e.failed, e.first = 0, nil
+	if n > 0 {
+		return fmt.Errorf("%d asynchronous emits were not stored; the first: %w", n, first)
+	}
+	return nil
 }
 
 func (e *Emitter) message(ev *Event) (*nats.Msg, error) {
