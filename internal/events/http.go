@@ -154,7 +154,8 @@ func (s *Service) ApplyBatch(ctx context.Context, body []byte) (*BatchResult, er
 	})
 	var de *DataError
 	if errors.As(err, &de) {
-		return nil, &HTTPError{Status: http.StatusBadRequest, Code: "SLUICE-EVENTS-TARGET", Msg: "the target refused a row of the batch: " + err.Error() + "; nothing was applied"}
+		return nil, &HTTPError{Status: http.StatusBadRequest, Code: "SLUICE-EVENTS-TARGET", Errors: s.refusedByTarget(ctx, evs, ops),
+			Msg: "the target refused a row of the batch: " + err.Error() + "; nothing was applied"}
 	}
 	if err != nil {
 		return nil, err
@@ -165,6 +166,26 @@ func (s *Service) ApplyBatch(ctx context.Context, body []byte) (*BatchResult, er
 	s.counts.httpApplied.Add(int64(a))
 	s.counts.httpIgnored.Add(int64(i))
 	return &BatchResult{Accepted: len(raws), Applied: a, Ignored: len(raws) - a}, nil
+}
+
+// errDryRun rolls a trial transaction back.
+var errDryRun = errors.New("dry run")
+
+// refusedByTarget names the events of a batch the target refused: each op
+// is tried alone in a transaction that is rolled back (the batch is all or
+// nothing, so none is applied). Called with applyMu held.
+func (s *Service) refusedByTarget(ctx context.Context, evs []*Event, ops []Op) []BatchError {
+	var out []BatchError
+	for i := range ops {
+		_, err := s.store.Apply(ctx, ops[i:i+1], func(context.Context, *sql.Tx, Result) error { return errDryRun })
+		var de *DataError
+		if errors.As(err, &de) {
+			ref := ops[i].Ref
+			out = append(out, BatchError{Index: ref, ID: evs[ref].ID, Code: "SLUICE-EVENTS-TARGET",
+				Error: fmt.Sprintf("table %s, key %s: %v", ops[i].Table.Name, strings.Join(ops[i].Key, ","), err)})
+		}
+	}
+	return out
 }
 
 // splitBatch accepts [e, e, …] or {"events": [e, e, …]}.

@@ -65,3 +65,37 @@ func TestEventLongerThanItsType(t *testing.T) {
 	}
 	sync.stop(t)
 }
+
+// TestHTTPBatchNamesTheEventTheTargetRefused: the target refuses one
+// event's value (the mapping narrowed the column). The 400 quoted only
+// MariaDB's "at row N" (the row's place in a statement, not the batch) and
+// named no event; it now lists the event by index and id.
+func TestHTTPBatchNamesTheEventTheTargetRefused(t *testing.T) {
+	p := testenv.NewPair(t)
+	cfg := writeConfig(t, "tables:\n  likes:\n    columns:\n      note: {type: \"VARCHAR(3)\"}\n")
+	p.PG(t, `CREATE TABLE likes (user_id bigint NOT NULL, post_id bigint NOT NULL, note text, PRIMARY KEY (user_id, post_id))`)
+	sync := start(t, append([]string{"sync", "--changes=events", "--config", cfg}, p.Args()...)...)
+	sync.waitFor(t, "the copy", 60*time.Second, func(st eventsStatus) bool { return st.Events.CopyDone })
+	var evs []pubevents.Event
+	for i := 1; i <= 3; i++ {
+		note := "ok"
+		if i == 2 {
+			note = "much too long"
+		}
+		evs = append(evs, pubevents.Event{V: 1, ID: fmt.Sprintf("ev-%d", i), Table: "likes", Op: pubevents.OpUpsert,
+			Key: map[string]any{"user_id": i, "post_id": i}, Row: map[string]any{"note": note}, Version: 1})
+	}
+	b, _ := json.Marshal(evs)
+	code, body := sync.post(t, token, string(b))
+	errs, _ := body["errors"].([]any)
+	if code != http.StatusBadRequest || len(errs) != 1 {
+		t.Fatalf("a batch whose second event the target refuses: %d %v; want 400 listing one event", code, body)
+	}
+	if e, _ := errs[0].(map[string]any); e["index"] != float64(1) || e["id"] != "ev-2" {
+		t.Errorf("the refused event is listed as %v; want index 1, id ev-2", errs[0])
+	}
+	if n := count(t, p.Target, "SELECT COUNT(*) FROM likes"); n != 0 {
+		t.Errorf("the refused batch left %d rows on the target; want none (all or nothing)", n)
+	}
+	sync.stop(t)
+}
