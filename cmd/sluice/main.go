@@ -177,6 +177,10 @@ func versionCommand() *cobra.Command {
 // command met it (reading a table, a sequence, a catalog): that is the
 // user's to grant, not an internal error to report. Other errors pass.
 func classifyPrivilege(err error) error {
+	if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "42501" && strings.Contains(pe.Message, "row-level security") {
+		return failure.Wrap(err, failure.Schema, "SLUICE-SOURCE-PRIVILEGE", "the source user may not read every row: %s", pe.Message).
+			WithHint("a row-level security policy would hide rows from sluice, which reads with row_security off so that a partial copy cannot pass for whole: run sluice as the table's owner or a role WITH BYPASSRLS (ALTER ROLE … BYPASSRLS)")
+	}
 	if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "42501" {
 		return failure.Wrap(err, failure.Schema, "SLUICE-SOURCE-PRIVILEGE", "the source user lacks a privilege: %s", pe.Message).
 			WithHint("GRANT what the message names TO the source user (for a table: GRANT SELECT ON it, and USAGE ON its schema), then run the command again; docs/OPERATIONS.md, \"Before you start\", lists what each command needs")

@@ -572,7 +572,7 @@ func withShortLock(ctx context.Context, pool *pgxpool.Pool, giveUp time.Time, st
 func textSettings() string {
 	var b strings.Builder
 	for _, name := range slices.Sorted(maps.Keys(postgres.SessionParams)) {
-		if name == "application_name" || name == "client_encoding" { // not how values print
+		if name == "application_name" || name == "client_encoding" || name == "row_security" { // not how values print
 			continue
 		}
 		b.WriteString(" SET " + name + " = " + postgres.Literal(postgres.SessionParams[name]))

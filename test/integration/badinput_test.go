@@ -416,3 +416,34 @@ func TestMisspeltTargetDatabaseIsNotCreated(t *testing.T) {
 		t.Errorf("verify or abort created the misspelt target database %s", typo)
 	}
 }
+
+// TestRowLevelSecurityIsNotACopy: a source user under a row-level security
+// policy read only the rows the policy let through, in the copy and in
+// verify alike, which then called the half copy EQUAL. sluice reads with
+// row_security off, so such a read fails, naming BYPASSRLS, and copies
+// nothing it cannot copy whole.
+func TestRowLevelSecurityIsNotACopy(t *testing.T) {
+	t.Parallel()
+	p := testenv.NewPair(t)
+	role := testenv.DBName(t) + "_reader"
+	p.PG(t, `DROP ROLE IF EXISTS `+role+`; CREATE ROLE `+role+` LOGIN`)
+	t.Cleanup(func() { p.PG(t, `DROP OWNED BY `+role+`; DROP ROLE `+role) })
+	p.PG(t, `CREATE TABLE sec (id int PRIMARY KEY, owner text)`)
+	p.PG(t, `INSERT INTO sec SELECT g, CASE WHEN g % 2 = 0 THEN '`+role+`' ELSE 'other' END FROM generate_series(1, 10) g`)
+	p.PG(t, `ALTER TABLE sec ENABLE ROW LEVEL SECURITY; CREATE POLICY mine ON sec FOR SELECT USING (owner = current_user); GRANT SELECT ON sec TO `+role)
+	u, err := url.Parse(p.SourceURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(role)
+	r := testenv.MustRun(t, 4, "copy", "--source", u.String(), "--target", p.TargetURL, "--tables", "sec")
+	mustContain(t, "copy as a user under a row-level security policy", output(r), "SLUICE-SOURCE-PRIVILEGE", "row-level security", "BYPASSRLS")
+	r = testenv.MustRun(t, 4, "verify", "--source", u.String(), "--target", p.TargetURL, "--tables", "sec")
+	mustContain(t, "verify as a user under a row-level security policy", output(r), "SLUICE-SOURCE-PRIVILEGE", "row-level security")
+	// the owner reads every row: copied whole and equal
+	testenv.MustRun(t, 0, "copy", "--source", p.SourceURL, "--target", p.TargetURL, "--tables", "sec")
+	testenv.MustRun(t, 0, "verify", "--source", p.SourceURL, "--target", p.TargetURL, "--tables", "sec")
+	if n := queryOne(t, p.Target, `SELECT COUNT(*) FROM sec`); n != "10" {
+		t.Errorf("the owner's copy holds %s rows; want 10", n)
+	}
+}
