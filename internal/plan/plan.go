@@ -64,6 +64,10 @@ type Table struct {
 	PostData    []Statement // secondary indexes, built after the data
 	ForeignKeys []Statement // built once every table is copied
 	Warnings    []string
+	// byteOrderNotCodePoints: the source database's encoding is neither
+	// UTF8 nor SQL_ASCII, so COLLATE "C" orders text by bytes that are not
+	// the code points the target's binary collation orders by.
+	byteOrderNotCodePoints bool
 }
 
 // Statement is DDL run after the data; Name is the index or constraint it
@@ -115,6 +119,10 @@ func Build(ctx context.Context, src *postgres.Source, opt Options) (*Plan, error
 	if p.Errors, err = checkMappedTables(ctx, src, opt.Mappings); err != nil {
 		return nil, err
 	}
+	var encoding string
+	if err := src.Pool.QueryRow(ctx, `SHOW server_encoding`).Scan(&encoding); err != nil {
+		return nil, fmt.Errorf("source: read server_encoding: %w", err)
+	}
 	targets := map[string]schema.TableName{}
 	for _, name := range names {
 		st, err := src.ReadTable(ctx, name)
@@ -126,6 +134,7 @@ func Build(ctx context.Context, src *postgres.Source, opt Options) (*Plan, error
 		if t == nil {
 			continue
 		}
+		t.byteOrderNotCodePoints = encoding != "UTF8" && encoding != "SQL_ASCII"
 		if prev, dup := targets[strings.ToLower(t.Target)]; dup {
 			p.Errors = append(p.Errors, failure.New(failure.Schema, "SLUICE-PLAN-DUPTARGET",
 				"source tables %s and %s would both become target table %s", prev, name, t.Target).
@@ -458,7 +467,8 @@ func setKeyExprs(c *Column, flavor typemap.Flavor) {
 // compares ignoring case even under COLLATE "C". Nor for a CHAR key: its
 // index on MariaDB sorts values padded with spaces while a range condition
 // compares them unpadded, so 'a' sorts after 'a\t' in the index and a range
-// scan skips it. Nor for a key column whose target type the mapping set
+// scan skips it. Nor for text in a source database whose encoding is not
+// UTF8 (COLLATE "C" orders its bytes, not code points), nor for "char". Nor for a key column whose target type the mapping set
 // (an int key kept as VARCHAR sorts '10' before '9'; a case-insensitive
 // collation makes 'a' and 'A' one).
 func (t *Table) KeyOrderAgrees() bool {
@@ -468,8 +478,13 @@ func (t *Table) KeyOrderAgrees() bool {
 			return false
 		}
 		switch typ.Name {
-		case "citext", "inet", "cidr", "interval", "timetz", "macaddr", "macaddr8", "bit", "varbit", "money":
+		case "citext", "inet", "cidr", "interval", "timetz", "macaddr", "macaddr8", "bit", "varbit", "money",
+			"char": // "char" prints bytes past 127 as \ooo, whose text sorts elsewhere
 			return false
+		case "text", "varchar", "name":
+			if t.byteOrderNotCodePoints {
+				return false
+			}
 		}
 	}
 	return true

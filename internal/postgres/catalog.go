@@ -242,7 +242,7 @@ func (s *Source) readIndexes(ctx context.Context, oid uint32, t *schema.Table) e
 		FROM pg_index ix
 		JOIN pg_class i ON i.oid = ix.indexrelid
 		JOIN pg_am am ON am.oid = i.relam
-		WHERE ix.indrelid = $1
+		WHERE ix.indrelid = $1 AND ix.indisvalid -- a failed CREATE INDEX CONCURRENTLY leaves one that enforces nothing
 		ORDER BY ix.indisprimary DESC, i.relname`, oid)
 	if err != nil {
 		return fmt.Errorf("source: read indexes of %s: %w", t.Name, err)

@@ -14,11 +14,13 @@ var (
 	zero = []byte("0")
 )
 
+// convertBool takes PostgreSQL's output form of a boolean (t, f), and the
+// text a bool::text cast gives (true, false: key range bounds are read so).
 func convertBool(v []byte) ([]byte, error) {
 	switch string(v) {
-	case "t":
+	case "t", "true":
 		return one, nil
-	case "f":
+	case "f", "false":
 		return zero, nil
 	}
 	return nil, bad("%q is not a boolean", v)
