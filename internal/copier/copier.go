@@ -200,6 +200,15 @@ func StartTable(ctx context.Context, src *postgres.Source, tgt *mysql.Target, t 
 	}
 	columns := columnNumbers(t.Source)
 	if phase != "" {
+		// The bookkeeping outlived the table (dropped by hand): trusting it
+		// would call an absent table copied.
+		if exists, err := tgt.TableExists(ctx, t.Target); err != nil {
+			return State{}, err
+		} else if !exists {
+			return State{}, failure.New(failure.Schema, "SLUICE-COPY-TABLEGONE", "target table %s does not exist, but sluice's bookkeeping on the target records it as %s", t.Target, phase).
+				With("table", t.Target).
+				WithHint("to copy it again from the start, remove the bookkeeping with sluice abort (it drops sluice's tables on the target, and a sync's slot), then run the command again")
+		}
 		if err := checkColumnNumbers(ctx, tgt, t, columns); err != nil {
 			return State{}, err
 		}

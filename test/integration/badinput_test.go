@@ -447,3 +447,22 @@ func TestRowLevelSecurityIsNotACopy(t *testing.T) {
 		t.Errorf("the owner's copy holds %s rows; want 10", n)
 	}
 }
+
+// TestCopyAfterTheTargetTableWasDropped: the target table was dropped by
+// hand after a copy; sluice's bookkeeping still recorded it as copied, so
+// copy printed "table already copied" and exited 0 with no table there.
+func TestCopyAfterTheTargetTableWasDropped(t *testing.T) {
+	t.Parallel()
+	p := testenv.NewPair(t)
+	p.PG(t, `CREATE TABLE items (id int PRIMARY KEY)`)
+	p.PG(t, `INSERT INTO items SELECT generate_series(1, 10)`)
+	testenv.MustRun(t, 0, args(p, "copy", "--tables", "items")...)
+	p.My(t, "DROP TABLE items")
+	r := testenv.MustRun(t, 4, args(p, "copy", "--tables", "items")...)
+	mustContain(t, "copy of a table dropped on the target", output(r), "SLUICE-COPY-TABLEGONE", "items", "sluice abort")
+	testenv.MustRun(t, 0, args(p, "abort", "--api", "http://127.0.0.1:1")...)
+	testenv.MustRun(t, 0, args(p, "copy", "--tables", "items")...)
+	if n := queryOne(t, p.Target, `SELECT COUNT(*) FROM items`); n != "10" {
+		t.Errorf("the copy after abort holds %s rows; want 10", n)
+	}
+}
