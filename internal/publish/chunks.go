@@ -180,7 +180,7 @@ func (p *Publisher) watermark(ctx context.Context, kind, id string, lsn uint64, 
 		}
 		n++
 	}
-	t.progress.AddRows(n)
+	t.progress.Load().AddRows(n)
 	p.copiedRows.Add(n)
 	p.txChunks = append(p.txChunks, doneChunk{table: t, no: w.chunk.No, rows: n})
 	return nil

@@ -242,10 +242,11 @@ func (p *Publisher) Status() Status {
 	}
 	st.Phase = "streaming"
 	for _, t := range p.tables {
-		if t.progress == nil {
+		prog := t.progress.Load()
+		if prog == nil {
 			continue
 		}
-		snap := t.progress.Snapshot()
+		snap := prog.Snapshot()
 		if !t.copied.Load() {
 			st.Phase = "copying"
 		}

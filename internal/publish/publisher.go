@@ -155,7 +155,7 @@ type pubTable struct {
 	pending  []mysql.StoredChunk
 	left     atomic.Int64
 	copied   atomic.Bool
-	progress *progress.Table
+	progress atomic.Pointer[progress.Table] // set once the table is prepared; the status reads it meanwhile
 	changes  atomic.Int64
 	deferred *deferred.Tx[pubRow] // the key is DEFERRABLE: a transaction is published as its end state
 }
@@ -328,11 +328,11 @@ func (p *Publisher) prepareTable(ctx context.Context, t *pubTable) error {
 	t.pending = state.Pending
 	t.left.Store(int64(len(t.pending)))
 	t.copied.Store(state.Done)
-	t.progress = p.opt.Tracker.Add(pt.Source.Name.String(), max(pt.Source.EstimatedRows, state.RowsDone), state.RowsDone)
+	t.progress.Store(p.opt.Tracker.Add(pt.Source.Name.String(), max(pt.Source.EstimatedRows, state.RowsDone), state.RowsDone))
 	if state.Done {
-		t.progress.SetPhase("streaming")
+		t.progress.Load().SetPhase("streaming")
 	} else {
-		t.progress.SetPhase("copying")
+		t.progress.Load().SetPhase("copying")
 	}
 	return nil
 }
@@ -1105,7 +1105,7 @@ func AllPast(parts []mysql.PartitionState, n int, pos Pos) bool {
 
 func (p *Publisher) finishTable(ctx context.Context, t *pubTable) error {
 	pt := t.rt.Plan
-	t.progress.SetPhase("indexing")
+	t.progress.Load().SetPhase("indexing")
 	if err := copier.BuildIndexes(ctx, p.tgt, pt, p.log); err != nil {
 		return err
 	}
@@ -1113,7 +1113,7 @@ func (p *Publisher) finishTable(ctx context.Context, t *pubTable) error {
 		return err
 	}
 	t.copied.Store(true)
-	t.progress.SetPhase("streaming")
+	t.progress.Load().SetPhase("streaming")
 	p.log.Info("table copied by every partition; indexes built", "table", t.rt.Name)
 	if p.copyDone() {
 		if err := copier.CreateForeignKeys(ctx, p.tgt, p.plan); err != nil {
