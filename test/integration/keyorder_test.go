@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/sluice-db/sluice/internal/testenv"
 )
 
@@ -42,4 +44,36 @@ func TestKeyOrderEdges(t *testing.T) {
 	}
 	r = testenv.MustRun(t, 4, args(p, "plan", "--tables", "inv")...)
 	mustContain(t, "plan of a table whose only unique index is invalid", output(r), "SLUICE-SCHEMA-NOKEY", "inv")
+}
+
+// TestTextKeyInAWin1252Database: in a WIN1252 database COLLATE "C" orders
+// text by WIN1252 bytes ('€' is 0x80, before 'é' 0xE9), not by the code
+// points MariaDB's binary collation orders by ('é' U+00E9 before '€'
+// U+20AC). Compared in key ranges, verify called the copy different and
+// --repair deleted rows of it.
+func TestTextKeyInAWin1252Database(t *testing.T) {
+	t.Parallel()
+	p := testenv.NewPair(t)
+	name := p.Name + "_w1252"
+	p.PG(t, `DROP DATABASE IF EXISTS `+name+` WITH (FORCE)`)
+	p.PG(t, `CREATE DATABASE `+name+` ENCODING 'WIN1252' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0`)
+	t.Cleanup(func() { p.PG(t, `DROP DATABASE IF EXISTS `+name+` WITH (FORCE)`) })
+	srcURL := strings.TrimSuffix(p.SourceURL, p.Name) + name
+	ctx := context.Background()
+	src, err := pgx.Connect(ctx, srcURL+"?client_encoding=UTF8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close(ctx)
+	for _, q := range []string{`CREATE TABLE w (k text PRIMARY KEY, v int)`,
+		`INSERT INTO w VALUES ('a', 1), ('b', 2), ('é', 3), ('€', 4), ('ÿ', 5), ('Ž', 6), ('z', 7), ('œ', 8), ('ü', 9), ('”', 10)`} {
+		if _, err := src.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.MustRun(t, 0, "copy", "--source", srcURL, "--target", p.TargetURL, "--tables", "w", "--chunk-rows", "2")
+	testenv.MustRun(t, 0, "verify", "--source", srcURL, "--target", p.TargetURL, "--tables", "w", "--chunk-rows", "2", "--repair")
+	if n := queryOne(t, p.Target, `SELECT COUNT(*) FROM w WHERE k IN ('é', '€', 'Ž', '”')`); n != "4" {
+		t.Errorf("after verify --repair the target holds %s of the 4 non-ASCII keys; want all 4 as copied", n)
+	}
 }
