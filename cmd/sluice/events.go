@@ -271,7 +271,8 @@ type publishController struct {
 func (c publishController) Status() syncer.Status {
 	ps := c.pub.Status()
 	st := syncer.Status{Phase: ps.Phase, Slot: ps.Slot, Publication: ps.Slot, Paused: ps.Paused, Throttled: ps.Throttled, AppliedLSN: ps.ConfirmedLSN,
-		SourceLSN: ps.ConfirmedLSN, UptimeSeconds: ps.UptimeSeconds}
+		SourceLSN: ps.ConfirmedLSN, UptimeSeconds: ps.UptimeSeconds,
+		LagSeconds: ps.LagSeconds, WALRetainedBytes: ps.WALRetainedBytes, WALRetainedMaxBytes: ps.WALRetainedMaxBytes}
 	caughtUp := 0
 	for _, part := range ps.Parts {
 		if part.CaughtUp {

@@ -125,6 +125,9 @@ func (a *app) startOps(ctx context.Context, st opsSettings, s watchedSync, src *
 	for _, p := range st.alerts.SourcePaths { // as the data directory sluice finds itself
 		paths = append(paths, watch.Path{Path: p, Role: watch.RoleSourceData})
 	}
+	for _, p := range st.alerts.TargetPaths {
+		paths = append(paths, watch.Path{Path: p, Role: watch.RoleTargetData})
+	}
 	var abort func(string)
 	if slot != "" {
 		abort = func(string) { s.Stop(); o.dropCapture() }

@@ -34,6 +34,7 @@ type DiskAlerts struct {
 	Levels          `yaml:",inline"` // percent used
 	Paths           []string         `yaml:"paths"`            // more paths to watch
 	SourcePaths     []string         `yaml:"source_paths"`     // the source's data or WAL directory, given by hand: they protect the source as found ones do
+	TargetPaths     []string         `yaml:"target_paths"`     // the target's data directory, given by hand: its disk holds the copy back as a found one does
 	DataDirectories *bool            `yaml:"data_directories"` // default true: the source's (and target's) data directory when local
 }
 
@@ -142,6 +143,7 @@ type AlertConfig struct {
 	Disk            Limits // percent used
 	DiskPaths       []string
 	SourcePaths     []string
+	TargetPaths     []string
 	DataDirectories bool
 	WALBytes        Limits
 	WALKeepPercent  Limits
@@ -201,7 +203,7 @@ func (f *File) resolveAlerts() (AlertConfig, []string) {
 	add := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(format, args...)) }
 	a := f.Alerts
 	c := AlertConfig{Interval: a.Interval, Webhook: a.Webhook, WebhookTimeout: a.WebhookTimeout,
-		DiskPaths: a.Disk.Paths, SourcePaths: a.Disk.SourcePaths, DataDirectories: a.Disk.DataDirectories == nil || *a.Disk.DataDirectories,
+		DiskPaths: a.Disk.Paths, SourcePaths: a.Disk.SourcePaths, TargetPaths: a.Disk.TargetPaths, DataDirectories: a.Disk.DataDirectories == nil || *a.Disk.DataDirectories,
 		StressScope: a.Stress.Scope}
 	if c.Interval == 0 {
 		c.Interval = 10 * time.Second
@@ -273,6 +275,11 @@ func (f *File) resolveAlerts() (AlertConfig, []string) {
 	for i, p := range c.SourcePaths {
 		if strings.TrimSpace(p) == "" {
 			add("alerts.disk.source_paths[%d]: empty path", i)
+		}
+	}
+	for i, p := range c.TargetPaths {
+		if strings.TrimSpace(p) == "" {
+			add("alerts.disk.target_paths[%d]: empty path", i)
 		}
 	}
 

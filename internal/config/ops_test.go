@@ -30,6 +30,7 @@ alerts:
     critical: off
     paths: [/var/lib/sluice]
     source_paths: [/srv/pg/wal]
+    target_paths: [/srv/mysql]
     data_directories: false
   wal:
     warning: 500MB
@@ -51,7 +52,7 @@ protect_source: abort
 		t.Fatal(err)
 	}
 	c, _ := f.ResolveAlerts()
-	if c.Disk.Warning != 50 || c.Disk.High != 60 || !math.IsInf(c.Disk.Critical, 1) || c.DataDirectories || c.DiskPaths[0] != "/var/lib/sluice" || len(c.SourcePaths) != 1 || c.SourcePaths[0] != "/srv/pg/wal" {
+	if c.Disk.Warning != 50 || c.Disk.High != 60 || !math.IsInf(c.Disk.Critical, 1) || c.DataDirectories || c.DiskPaths[0] != "/var/lib/sluice" || len(c.SourcePaths) != 1 || c.SourcePaths[0] != "/srv/pg/wal" || len(c.TargetPaths) != 1 || c.TargetPaths[0] != "/srv/mysql" {
 		t.Errorf("disk %+v", c)
 	}
 	if c.WALBytes != (Limits{500e6, 1 << 30, 2 << 30}) || c.WALKeepPercent.Warning != 50 || c.LagSeconds != (Limits{10, 60, 300}) {

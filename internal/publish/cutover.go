@@ -180,20 +180,25 @@ func (p *Publisher) tablePlans() []*plan.Table {
 
 // Status is what the publisher reports.
 type Status struct {
-	Phase         string            `json:"phase"` // copying, streaming, cut over
-	Slot          string            `json:"slot"`
-	Stream        string            `json:"stream"`
-	Partitions    int               `json:"partitions"`
-	ConfirmedLSN  string            `json:"confirmed_lsn"` // the slot is confirmed up to here: JetStream stored everything before
-	PublishedPos  string            `json:"published_position"`
-	Published     int64             `json:"rows_published"` // row changes and copied rows
-	CopiedRows    int64             `json:"rows_copied"`
-	UptimeSeconds float64           `json:"uptime_seconds"`
-	Paused        bool              `json:"paused"`
-	Throttled     map[string]string `json:"throttled,omitempty"` // why the copy is held back, by watcher
-	Parts         []PartitionStatus `json:"partition_progress"`
-	Tables        []TableStatus     `json:"tables"`
-	Cutover       *CutoverReport    `json:"cutover,omitempty"`
+	Phase        string  `json:"phase"` // copying, streaming, cut over
+	Slot         string  `json:"slot"`
+	Stream       string  `json:"stream"`
+	Partitions   int     `json:"partitions"`
+	ConfirmedLSN string  `json:"confirmed_lsn"` // the slot is confirmed up to here: JetStream stored everything before
+	PublishedPos string  `json:"published_position"`
+	Published    int64   `json:"rows_published"` // row changes and copied rows
+	LagSeconds   float64 `json:"lag_seconds"`    // see Publisher.lag
+	// WALRetainedBytes is what the slot retains now, sampled with the
+	// heartbeat; WALRetainedMaxBytes the most this run saw.
+	WALRetainedBytes    int64             `json:"wal_retained_bytes"`
+	WALRetainedMaxBytes int64             `json:"wal_retained_max_bytes"`
+	CopiedRows          int64             `json:"rows_copied"`
+	UptimeSeconds       float64           `json:"uptime_seconds"`
+	Paused              bool              `json:"paused"`
+	Throttled           map[string]string `json:"throttled,omitempty"` // why the copy is held back, by watcher
+	Parts               []PartitionStatus `json:"partition_progress"`
+	Tables              []TableStatus     `json:"tables"`
+	Cutover             *CutoverReport    `json:"cutover,omitempty"`
 }
 
 // PartitionStatus is one partition's progress, as its applier stored it.
@@ -222,7 +227,8 @@ type TableStatus struct {
 func (p *Publisher) Status() Status {
 	st := Status{Slot: p.opt.Slot, Stream: p.opt.Endpoint.Stream, Partitions: p.opt.Partitions,
 		ConfirmedLSN: pglogrepl.LSN(p.confirmedL.Load()).String(), Published: p.published.Load(), CopiedRows: p.copiedRows.Load(),
-		UptimeSeconds: time.Since(p.started).Seconds(), Paused: p.holds.Paused(), Throttled: p.holds.Reasons(), Cutover: p.cutover.Load()}
+		UptimeSeconds: time.Since(p.started).Seconds(), Paused: p.holds.Paused(), Throttled: p.holds.Reasons(), Cutover: p.cutover.Load(),
+		LagSeconds: p.lag().Seconds(), WALRetainedBytes: p.walRetained.Load(), WALRetainedMaxBytes: p.walRetainedMax.Load()}
 	if pp := p.pubPos.Load(); pp != nil {
 		st.PublishedPos = pp.String()
 	}

@@ -100,6 +100,11 @@ type Publisher struct {
 	js     jetstream.JetStream
 	stream *pgstream.Stream
 
+	// for the status (the watchers' lag and the WAL metrics read it)
+	liveStream     atomic.Pointer[pgstream.Stream]
+	walRetained    atomic.Int64 // bytes the slot retains, sampled with the heartbeat
+	walRetainedMax atomic.Int64
+
 	// loop goroutine only
 	txXid   uint32    // the transaction being read
 	bufs    []partBuf // rows waiting for their partition's next message
@@ -260,6 +265,8 @@ func (p *Publisher) Run(ctx context.Context) error {
 			"check that the source allows replication connections (pg_hba.conf) for this user")
 	}
 	p.stream = stream
+	p.liveStream.Store(stream)
+	p.sampleSlot(ctx)
 	defer stream.Close()
 	stream.WarnSmallSocketBuffer(p.log)
 	p.confirmed = pglogrepl.LSN(state.AppliedLSN)
@@ -1044,8 +1051,36 @@ func (p *Publisher) heartbeat(ctx context.Context) error {
 			if _, err := pgstream.Emit(ctx, p.src.Pool, true, "hb"); err != nil && ctx.Err() == nil {
 				p.log.Warn("heartbeat failed", "code", "SLUICE-SYNC-HEARTBEAT", "error", err.Error())
 			}
+			p.sampleSlot(ctx)
 		}
 	}
+}
+
+// sampleSlot reads how much WAL the slot retains, for the status.
+func (p *Publisher) sampleSlot(ctx context.Context) {
+	st, err := pgstream.Status(ctx, p.src.Pool, p.opt.Slot)
+	if err != nil {
+		return
+	}
+	p.walRetained.Store(st.RetainedBytes)
+	if st.RetainedBytes > p.walRetainedMax.Load() {
+		p.walRetainedMax.Store(st.RetainedBytes)
+	}
+}
+
+// lag is how long ago the source committed the newest transaction the
+// stream has read while JetStream has not stored everything read (0 when
+// it has): a floor of the publishing lag, which grows while publishing
+// stalls.
+func (p *Publisher) lag() time.Duration {
+	s := p.liveStream.Load()
+	if s == nil || uint64(s.Received()) <= p.confirmedL.Load() {
+		return 0
+	}
+	if last := s.LastCommitReceived(); !last.IsZero() {
+		return max(time.Since(last), 0)
+	}
+	return 0
 }
 
 // indexer reads the partitions' progress, and builds a table's indexes

@@ -210,8 +210,8 @@ func (m *Manager) Update(check string, obs []Observation) {
 			m.firing[key] = a
 			m.fired[[2]string{o.Code, a.Severity}]++
 			events = append(events, ev)
-		default: // same severity: refresh the value only
-			prev.Value = o.Value
+		default: // same severity: refresh what it reads now, no event
+			prev.Value, prev.Context, prev.Hint = o.Value, o.Context, o.Hint
 			prev.Message = fmt.Sprintf("%s is %s (%s at %s)", o.What, formatValue(o.Value, o.Unit), prev.sev, formatValue(prev.Threshold, o.Unit))
 		}
 	}

@@ -395,3 +395,21 @@ func TestWebhookSurvivesAPanic(t *testing.T) {
 		t.Errorf("the panic is not logged with its code, stack and alert: %s", l)
 	}
 }
+
+// A firing alert whose severity holds still reads what the check reads now:
+// its context kept the figures of the moment it fired (free bytes 3000
+// next to a usage that had grown).
+func TestFiringAlertReadsTheCurrentContext(t *testing.T) {
+	m := NewManager(slog.New(slog.NewJSONHandler(&buf{}, nil)), &recorder{})
+	at := func(v float64, free string) []Observation {
+		o := obs(v)
+		o[0].Context = map[string]string{"path": "/x", "free_bytes": free}
+		return o
+	}
+	m.Update("disk", at(72, "3000"))
+	m.Update("disk", at(79, "200"))
+	f := m.Firing()
+	if len(f) != 1 || f[0].Value != 79 || f[0].Context["free_bytes"] != "200" {
+		t.Fatalf("firing %+v; want value 79 with free_bytes 200", f)
+	}
+}

@@ -356,7 +356,7 @@ func (w *Watcher) findDataDirectories(ctx context.Context) {
 				return
 			}
 			w.warnOnce("datadir:target", "cannot read the target's datadir; its disk is not watched until it can be",
-				err, "", "list the path under alerts.disk.paths")
+				err, "", "list the path under alerts.disk.target_paths")
 		} else {
 			w.targetDirFound = true
 			w.addDirectory(filepath.Clean(dir), RoleTargetData)

@@ -74,6 +74,9 @@ func (w *Webhook) Close(ctx context.Context) {
 	select {
 	case <-w.done:
 	case <-ctx.Done():
+		// the queued ones (and one in flight, if any) are not sent: say so
+		w.log.Warn("alert webhook: exiting before every alert event was sent", "code", CodeWebhook, "webhook_host", w.host,
+			"queued_unsent", len(w.queue))
 	}
 }
 

@@ -383,3 +383,36 @@ func TestApplierWithUnreachableNATS(t *testing.T) {
 		t.Fatalf("sluice apply --from a NATS server nobody runs: exit %d; want 3 with SLUICE-NATS-CONNECT\n%s", r.Exit, out)
 	}
 }
+
+// TestPublisherStatusHasLagAndWAL: the publisher's status left lag and the
+// WAL its slot retains at 0, so the lag alert and throttle never fired and
+// sluice_wal_retained_bytes read 0 while the slot held WAL. They are read.
+func TestPublisherStatusHasLagAndWAL(t *testing.T) {
+	p := testenv.NewPair(t)
+	s := newStream(t)
+	p.PG(t, `CREATE TABLE docs (id int PRIMARY KEY, body text)`)
+	p.PG(t, `INSERT INTO docs SELECT g, 'x' FROM generate_series(1, 100) g`)
+	pub := start(t, publishArgs(t, p, s, "docs")...)
+	p.PG(t, `UPDATE docs SET body = 'y'`)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var st struct {
+			WALRetained    int64   `json:"wal_retained_bytes"`
+			WALRetainedMax int64   `json:"wal_retained_max_bytes"`
+			Lag            float64 `json:"lag_seconds"`
+		}
+		resp, err := http.Get(pub.api + "/api/v1/status")
+		if err == nil {
+			json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+		}
+		if st.WALRetained > 0 && st.WALRetainedMax >= st.WALRetained && st.Lag >= 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the publisher's status reads wal_retained_bytes %d, wal_retained_max_bytes %d 30 s after the updates; want the slot's retained WAL\n%s", st.WALRetained, st.WALRetainedMax, pub.out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	pub.stop(t)
+}
