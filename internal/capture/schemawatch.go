@@ -152,10 +152,11 @@ func (w *SchemaWatch) recordStop(lsn pglogrepl.LSN) {
 		if t.shape == nil || target == "" {
 			continue
 		}
-		nums := make(mysql.ColumnNumbers, len(t.shape.Columns))
+		nums := make(mysql.ColumnNumbers, len(t.shape.Columns)+1)
 		for _, c := range t.shape.Columns {
-			nums[c.Name] = c.Num
+			nums[c.Name] = int64(c.Num)
 		}
+		nums[mysql.TableIdentity] = int64(oid) // the table the sync streamed, whatever holds its name now
 		if err := w.Target.SetSourceColumns(ctx, target, nums); err != nil {
 			warn(err)
 		}

@@ -233,10 +233,11 @@ func StartTable(ctx context.Context, src *postgres.Source, tgt *mysql.Target, t 
 // each one's attnum, which a column dropped and added again under its
 // name changes (its rows lose their values without a change in the stream).
 func columnNumbers(st *schema.Table) mysql.ColumnNumbers {
-	nums := make(mysql.ColumnNumbers, len(st.Columns))
+	nums := make(mysql.ColumnNumbers, len(st.Columns)+1)
 	for _, c := range st.Columns {
-		nums[c.Name] = c.Num
+		nums[c.Name] = int64(c.Num)
 	}
+	nums[mysql.TableIdentity] = int64(st.OID)
 	return nums
 }
 
@@ -250,10 +251,18 @@ func checkColumnNumbers(ctx context.Context, tgt *mysql.Target, t *plan.Table, c
 	if err != nil || maps.Equal(before, columns) {
 		return err
 	}
+	if oid, ok := before[mysql.TableIdentity]; ok && oid != columns[mysql.TableIdentity] {
+		// Its rows are not the ones copied and streamed: resuming would
+		// leave the target holding the old table's rows.
+		return failure.New(failure.Schema, "SLUICE-SYNC-TABLEREPLACED", "source table %s is another table than the one sluice copied to %s: it was dropped and made again, or another table was renamed into its place",
+			t.Source.Name, t.Target).
+			With("table", t.Source.Name.String()).
+			WithHint("copy it again: drop the target table %s, remove sluice's bookkeeping with sluice abort, then run the command again", t.Target)
+	}
 	var changed []string
 	for _, pc := range t.Columns { // the ones copied: not a generated one, or one the mapping drops
 		c := t.Source.Column(pc.Source)
-		if n, ok := before[pc.Source]; ok && c != nil && c.Generated == "" && n != c.Num {
+		if n, ok := before[pc.Source]; ok && c != nil && c.Generated == "" && n != int64(c.Num) {
 			changed = append(changed, c.Name)
 		}
 	}

@@ -101,8 +101,13 @@ func (t *Target) SetPhase(ctx context.Context, table, source, phase string) erro
 }
 
 // ColumnNumbers are a source table's columns as the target records them:
-// each one's attnum by name.
-type ColumnNumbers map[string]int16
+// each one's attnum by name, and under TableIdentity the table's OID.
+type ColumnNumbers map[string]int64
+
+// TableIdentity is the key of ColumnNumbers that holds the table's OID (no
+// column has an empty name): a table dropped and made again, or another
+// renamed into its place, has another.
+const TableIdentity = ""
 
 // text is the recorded form ("" for none).
 func (c ColumnNumbers) text() string {

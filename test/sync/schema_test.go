@@ -777,3 +777,28 @@ func TestInheritedTableRefused(t *testing.T) {
 	verifyEqual(t, p.SourceURL, p.TargetURL, "chi")
 	child.abort()
 }
+
+// TestTableReplacedIsNotResumed: a table dropped and made again, or another
+// renamed into its place, stopped the sync, and the next run went on with
+// the new table as if it were the one copied: the target kept the old
+// table's rows. The next run refuses it, once and every time.
+func TestTableReplacedIsNotResumed(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ name, swap string }{
+		{"dropped and made again", `BEGIN; DROP TABLE ev; CREATE TABLE ev (id int PRIMARY KEY, a int, b int NOT NULL DEFAULT 0); INSERT INTO ev VALUES (70, 1, 1); COMMIT`},
+		{"another renamed into its place", `CREATE TABLE ev_new (id int PRIMARY KEY, a int, b int NOT NULL DEFAULT 0); INSERT INTO ev_new VALUES (70, 1, 1); ALTER TABLE ev RENAME TO ev_old; ALTER TABLE ev_new RENAME TO ev`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p, s, proc := syncedEv(t, plain)
+			p.PG(t, c.swap)
+			select {
+			case <-proc.Done():
+			case <-time.After(60 * time.Second):
+				proc.Kill()
+			}
+			for range 2 {
+				waitStopped(t, s.start(), 4, "SLUICE-SYNC-TABLEREPLACED", "ev")
+			}
+		})
+	}
+}
