@@ -209,6 +209,9 @@ func StartTable(ctx context.Context, src *postgres.Source, tgt *mysql.Target, t 
 				With("table", t.Target).
 				WithHint("to copy it again from the start, remove the bookkeeping with sluice abort (it drops sluice's tables on the target, and a sync's slot), then run the command again")
 		}
+		if err := checkRowKey(ctx, tgt, t); err != nil {
+			return State{}, err
+		}
 		if err := checkColumnNumbers(ctx, tgt, t, columns); err != nil {
 			return State{}, err
 		}

@@ -214,3 +214,28 @@ func hasUnique(shape mysql.TableShape, key []string) bool {
 	}
 	return false
 }
+
+// checkRowKey refuses a target table sluice made whose unique index on the
+// row key is gone (changed by hand since): without it an upsert matches no
+// row and inserts a second one, and a chunk's REPLACE keeps both.
+func checkRowKey(ctx context.Context, tgt *mysql.Target, t *plan.Table) error {
+	if len(t.Key) == 0 {
+		return nil // keyless: matched on all columns
+	}
+	var key []string
+	for _, k := range t.Key {
+		key = append(key, t.Columns[k].Target)
+	}
+	have, err := mysql.ReadShape(ctx, tgt.DB, t.Target)
+	if err != nil || hasUnique(have, key) {
+		return err
+	}
+	quoted := make([]string, len(key))
+	for i, c := range key {
+		quoted[i] = typemap.QuoteIdent(c)
+	}
+	return failure.New(failure.Schema, "SLUICE-TARGET-SHAPE", "target table %s has no unique index on its row key (%s) any more: sluice matches rows on it, and without it a change would add a second row instead of updating the first",
+		t.Target, strings.Join(key, ", ")).
+		With("table", t.Target).
+		WithHint("give it back: ALTER TABLE %s ADD PRIMARY KEY (%s) (remove duplicate rows first; sluice verify names them), then run the command again", typemap.QuoteIdent(t.Target), strings.Join(quoted, ", "))
+}

@@ -802,3 +802,16 @@ func TestTableReplacedIsNotResumed(t *testing.T) {
 		})
 	}
 }
+
+// TestTargetKeyDroppedByHand: the target table's primary key was dropped
+// by hand between runs. The next run streamed on: an upsert matched no row
+// and added a second one with the same id. It stops, naming the table and
+// how to give the key back.
+func TestTargetKeyDroppedByHand(t *testing.T) {
+	t.Parallel()
+	p, s, proc := syncedEv(t, plain)
+	proc.Kill()
+	<-proc.Done()
+	p.My(t, "ALTER TABLE ev DROP PRIMARY KEY, ADD INDEX (id)")
+	waitStopped(t, s.start(), 4, "SLUICE-TARGET-SHAPE", "ev", "ADD PRIMARY KEY")
+}
