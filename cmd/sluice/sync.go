@@ -232,6 +232,9 @@ func printCutoverReport(w io.Writer, r *syncer.CutoverReport) {
 	for t, v := range r.AutoIncrement {
 		fmt.Fprintf(w, "  %s AUTO_INCREMENT set to %d\n", t, v)
 	}
+	for _, m := range r.MissingUniqueIndexes {
+		fmt.Fprintf(w, "  the target lacks the source's unique index %s (SLUICE-CUTOVER-INDEX): create it before the application writes there\n", m)
+	}
 	if len(r.Revoked) > 0 {
 		fmt.Fprintf(w, "  the application's write privileges on the source tables stay revoked; to give them back: %s\n", strings.Join(r.Revoked, "; "))
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/sluice-db/sluice/internal/failure"
 	"github.com/sluice-db/sluice/internal/mysql"
 	"github.com/sluice-db/sluice/internal/plan"
+	"github.com/sluice-db/sluice/internal/postgres"
 	"github.com/sluice-db/sluice/internal/typemap"
 )
 
@@ -238,4 +239,40 @@ func checkRowKey(ctx context.Context, tgt *mysql.Target, t *plan.Table) error {
 		t.Target, strings.Join(key, ", ")).
 		With("table", t.Target).
 		WithHint("give it back: ALTER TABLE %s ADD PRIMARY KEY (%s) (remove duplicate rows first; sluice verify names them), then run the command again", typemap.QuoteIdent(t.Target), strings.Join(quoted, ", "))
+}
+
+// MissingUniqueIndexes names the source's unique indexes on t (read now)
+// that the target table lacks, such as one made on the source while the
+// sync ran: the application relies on the constraint, which the target
+// would not enforce after the switch. Expression, partial and deferrable
+// ones, and ones on a column the mapping drops, are left out (the plan
+// reports those).
+func MissingUniqueIndexes(ctx context.Context, src *postgres.Source, tgt *mysql.Target, t *plan.Table) ([]string, error) {
+	now, err := src.ReadTable(ctx, t.Source.Name)
+	if err != nil {
+		return nil, err
+	}
+	have, err := mysql.ReadShape(ctx, tgt.DB, t.Target)
+	if err != nil {
+		return nil, err
+	}
+	var missing []string
+	for _, ix := range now.Indexes {
+		if !ix.Unique || ix.Primary || ix.Deferrable || ix.Unsupported != "" {
+			continue
+		}
+		var cols []string
+		for _, c := range ix.Columns {
+			i := slices.IndexFunc(t.Columns, func(pc plan.Column) bool { return pc.Source == c })
+			if i < 0 {
+				cols = nil
+				break
+			}
+			cols = append(cols, t.Columns[i].Target)
+		}
+		if len(cols) > 0 && !hasUnique(have, cols) {
+			missing = append(missing, fmt.Sprintf("%s (%s)", ix.Name, strings.Join(cols, ", ")))
+		}
+	}
+	return missing, nil
 }

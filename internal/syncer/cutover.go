@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluice-db/sluice/internal/copier"
 	"github.com/sluice-db/sluice/internal/failure"
 	"github.com/sluice-db/sluice/internal/fence"
 	"github.com/sluice-db/sluice/internal/mysql"
@@ -64,6 +65,9 @@ type CutoverReport struct {
 	RowsVerified    int              `json:"rows_verified"`  // changed rows compared under the fence
 	RowsVerifiedPre int              `json:"rows_verified_before_fence"`
 	AutoIncrement   map[string]int64 `json:"auto_increment,omitempty"`
+	// MissingUniqueIndexes: the source's unique indexes the target tables
+	// lack ("table: index (columns)"), made on the source during the sync.
+	MissingUniqueIndexes []string `json:"missing_unique_indexes,omitempty"`
 	// Revoked: the revoke fence's privileges, which stay taken after the
 	// cutover, as the GRANT statements that give them back.
 	Revoked []string `json:"revoked,omitempty"`
@@ -118,6 +122,7 @@ func (s *Syncer) cutover(ctx context.Context, auto bool) (_ *CutoverReport, err 
 	if err := s.waitCaughtUp(ctx); err != nil {
 		return nil, err
 	}
+	missing := s.missingUniqueIndexes(ctx)
 	// Verify what changed so far while writes still flow, so little is left
 	// to check while they are fenced: each round checks what changed during
 	// the one before, so the rounds shrink as long as checking is faster
@@ -151,6 +156,7 @@ func (s *Syncer) cutover(ctx context.Context, auto bool) (_ *CutoverReport, err 
 		return nil, err
 	}
 	report.RowsVerifiedPre = preVerified
+	report.MissingUniqueIndexes = missing
 	st := s.Status()
 	report.ChangesApplied, report.LagP50Seconds, report.LagP99Seconds, report.WALRetainedMaxBytes =
 		st.ChangesApplied, st.LagP50Seconds, st.LagP99Seconds, st.WALRetainedMaxBytes
@@ -564,4 +570,25 @@ func (s *Syncer) restoreInterruptedRevoke(ctx context.Context) {
 	}
 	s.log.Warn("a cutover was interrupted with the application's write privileges revoked: giving them back", "code", "SLUICE-CUTOVER-RESTORE", "grants", len(grants))
 	s.restoreWrites(grants)
+}
+
+// missingUniqueIndexes lists the source's unique indexes the target tables
+// lack and warns of each: a cutover does not stop for them (the data is
+// whole), but the target would not enforce what the application relies on.
+func (s *Syncer) missingUniqueIndexes(ctx context.Context) []string {
+	var out []string
+	for _, t := range s.tablePlans() {
+		missing, err := copier.MissingUniqueIndexes(ctx, s.src, s.tgt, t)
+		if err != nil {
+			s.log.Warn("could not compare the tables' unique indexes before the cutover", "table", t.Target, "error", err.Error())
+			continue
+		}
+		for _, m := range missing {
+			s.log.Warn("the source has a unique index the target table lacks (made on the source during the sync?): the target would not enforce it after the switch",
+				"code", "SLUICE-CUTOVER-INDEX", "table", t.Target, "index", m,
+				"hint", "create it on the target (ALTER TABLE … ADD UNIQUE INDEX) before the application writes there")
+			out = append(out, t.Target+": "+m)
+		}
+	}
+	return out
 }

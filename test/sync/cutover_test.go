@@ -440,3 +440,23 @@ func stallTarget(t *testing.T, p *testenv.Pair) (release func()) {
 	t.Cleanup(release)
 	return release
 }
+
+// TestCutoverNamesAUniqueIndexMadeDuringTheSync: a unique index made on the
+// source while the sync ran was never reported, and the target, without
+// it, would not enforce what the application relies on after the switch.
+// The cutover names it.
+func TestCutoverNamesAUniqueIndexMadeDuringTheSync(t *testing.T) {
+	t.Parallel()
+	p := newPair(t)
+	createOrders(t, p, 100)
+	s := newSync(t, p.SourceURL, p.TargetURL)
+	s.start()
+	s.waitCaughtUp(60 * time.Second)
+	p.PG(t, `CREATE UNIQUE INDEX orders_customer_note ON orders (customer, id)`)
+	s.waitCaughtUp(60 * time.Second)
+	r := s.cutover()
+	if out := r.Stdout + r.Stderr; r.Exit != 0 || !strings.Contains(out, "SLUICE-CUTOVER-INDEX") || !strings.Contains(out, "orders_customer_note") {
+		t.Fatalf("cutover after a unique index was made on the source: exit %d; want 0, naming orders_customer_note with SLUICE-CUTOVER-INDEX\n%s", r.Exit, out)
+	}
+	s.finish()
+}
