@@ -122,7 +122,6 @@ func (s *Syncer) cutover(ctx context.Context, auto bool) (_ *CutoverReport, err 
 	if err := s.waitCaughtUp(ctx); err != nil {
 		return nil, err
 	}
-	missing := s.missingUniqueIndexes(ctx)
 	// Verify what changed so far while writes still flow, so little is left
 	// to check while they are fenced: each round checks what changed during
 	// the one before, so the rounds shrink as long as checking is faster
@@ -156,7 +155,7 @@ func (s *Syncer) cutover(ctx context.Context, auto bool) (_ *CutoverReport, err 
 		return nil, err
 	}
 	report.RowsVerifiedPre = preVerified
-	report.MissingUniqueIndexes = missing
+	report.MissingUniqueIndexes = s.missingUniqueIndexes(ctx)
 	st := s.Status()
 	report.ChangesApplied, report.LagP50Seconds, report.LagP99Seconds, report.WALRetainedMaxBytes =
 		st.ChangesApplied, st.LagP50Seconds, st.LagP99Seconds, st.WALRetainedMaxBytes
@@ -575,7 +574,13 @@ func (s *Syncer) restoreInterruptedRevoke(ctx context.Context) {
 // missingUniqueIndexes lists the source's unique indexes the target tables
 // lack and warns of each: a cutover does not stop for them (the data is
 // whole), but the target would not enforce what the application relies on.
+//
+// It runs after the fence is lifted, and for a few seconds at most: reading
+// the catalog can wait behind a session's lock on a table (an ALTER), which
+// must neither delay the fence nor hold the cutover up.
 func (s *Syncer) missingUniqueIndexes(ctx context.Context) []string {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
 	var out []string
 	for _, t := range s.tablePlans() {
 		missing, err := copier.MissingUniqueIndexes(ctx, s.src, s.tgt, t)
