@@ -464,11 +464,7 @@ func (c *cleanup) revokedGrants(ctx context.Context, src *postgres.Source) error
 		return err
 	}
 	if c.name == "finish" {
-		var stmts []string
-		for _, g := range grants {
-			stmts = append(stmts, g.SQL())
-		}
-		fmt.Fprintf(c.out, "%s: the application's write privileges on the source tables stay revoked (--fence revoke); to give them back: %s\n", c.name, strings.Join(stmts, "; "))
+		fmt.Fprintf(c.out, "%s: the application's write privileges on the source tables stay revoked (--fence revoke); to give them back: %s\n", c.name, strings.Join(fence.Statements(grants), "; "))
 		return nil
 	}
 	if err := fence.Restore(ctx, src, grants); err != nil {

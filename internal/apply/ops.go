@@ -75,6 +75,7 @@ type Table struct {
 	keyCols    []string
 	upsertTail string // ON DUPLICATE KEY UPDATE …
 	bytesCol   []bool // pass as []byte (binary) rather than string
+	matchCond  string // matchAll's WHERE clause
 	replace    *mysql.Replace
 
 	// Refetch, when set, copies the source's current row with key (source
@@ -112,6 +113,7 @@ func NewTable(t *plan.Table) *Table {
 		at.bytesCol = append(at.bytesCol, strings.Contains(c.SQLType, "BLOB") || strings.Contains(c.SQLType, "BINARY"))
 	}
 	at.upsertTail = UpsertTail(t)
+	at.matchCond = matchCondition(t, at.cols)
 	return at
 }
 
@@ -209,22 +211,30 @@ func (t *Table) insertSQL(n int) string {
 		strings.TrimSuffix(strings.Repeat(tuple+", ", n), ", "))
 }
 
-// matchAll is a WHERE clause matching one row on every column (NULL-safe).
-// MariaDB's JSON is LONGTEXT in a PAD SPACE collation, where text that
-// differs only in trailing spaces compares equal, but PostgreSQL's json
-// keeps its text as written: a JSON column is compared byte for byte, or a
-// change could match the other of two such rows.
-func (t *Table) matchAll(r Row) (string, []any) {
-	conds := make([]string, len(t.cols))
-	args := make([]any, len(t.cols))
-	for i, c := range t.cols {
+// matchCondition is a WHERE clause matching one row on every column
+// (NULL-safe), for matchAll. MariaDB's JSON is LONGTEXT in a PAD SPACE
+// collation, where text that differs only in trailing spaces compares
+// equal, but PostgreSQL's json keeps its text as written: a JSON column is
+// compared byte for byte, or a change could match the other of two such
+// rows.
+func matchCondition(t *plan.Table, cols []string) string {
+	conds := make([]string, len(cols))
+	for i, c := range cols {
 		conds[i] = c + " <=> ?"
-		if strings.EqualFold(t.Plan.Columns[i].SQLType, "JSON") {
+		if strings.EqualFold(t.Columns[i].SQLType, "JSON") {
 			conds[i] = "CAST(" + c + " AS BINARY) <=> CAST(? AS BINARY)"
 		}
+	}
+	return strings.Join(conds, " AND ")
+}
+
+// matchAll is the clause matching one row on every column, and its values.
+func (t *Table) matchAll(r Row) (string, []any) {
+	args := make([]any, len(t.cols))
+	for i := range t.cols {
 		args[i] = t.arg(i, r[i])
 	}
-	return strings.Join(conds, " AND "), args
+	return t.matchCond, args
 }
 
 // Identity is a keyless row's identity: all its values, unambiguously joined.

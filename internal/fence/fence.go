@@ -128,6 +128,16 @@ func Ended(ctx context.Context, err error) error {
 	return ErrCancelled
 }
 
+// LogFailed logs a cutover that failed: an error, or a warning when it
+// was stopped or its caller went away (the person's doing).
+func LogFailed(log *slog.Logger, msg string, err error) {
+	logf := log.Error
+	if failure.ExitCode(err) == failure.ExitInterrupted {
+		logf = log.Warn
+	}
+	logf(msg, "code", failure.Code(err), "error", err.Error())
+}
+
 // ErrStopped ends a cutover whose sync stopped while it ran.
 var ErrStopped = failure.New(failure.Interrupted, "SLUICE-CUTOVER-STOPPED", "cutover: the sync stopped while the cutover ran; the fence is lifted (and write privileges it revoked are given back)").
 	WithHint("start sluice sync again (it resumes) and run sluice cutover once it streams")

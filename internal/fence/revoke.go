@@ -40,6 +40,15 @@ func (g Grant) SQL() string {
 	return fmt.Sprintf("GRANT %s ON %s TO %s", strings.Join(g.Privileges, ", "), g.Table, pgx.Identifier{g.Role}.Sanitize())
 }
 
+// Statements is the GRANT statements that give gs back.
+func Statements(gs []Grant) []string {
+	out := make([]string, len(gs))
+	for i, g := range gs {
+		out[i] = g.SQL()
+	}
+	return out
+}
+
 // EncodeGrants and DecodeGrants are grants as the target records them.
 func EncodeGrants(gs []Grant) string {
 	if len(gs) == 0 {

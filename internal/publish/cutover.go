@@ -68,11 +68,7 @@ func (p *Publisher) Cutover(ctx context.Context) (_ *CutoverReport, err error) {
 	report, err := p.fenced(ctx)
 	if err != nil {
 		err = fence.Ended(ctx, err)
-		logFailure := p.log.Error
-		if failure.ExitCode(err) == failure.ExitInterrupted { // stopped, or its caller went away
-			logFailure = p.log.Warn
-		}
-		logFailure("cutover failed; the fence is lifted and publishing goes on", "code", failure.Code(err), "error", err.Error())
+		fence.LogFailed(p.log, "cutover failed; the fence is lifted and publishing goes on", err)
 		return nil, err
 	}
 	// The fence is committed: the cutover happened, and a stop or a client

@@ -146,11 +146,7 @@ func (s *Syncer) cutover(ctx context.Context, auto bool) (_ *CutoverReport, err 
 		s.changed.restore(recheck) // rows that differed before the fence: a later cutover checks them again
 		// requestAutoCutover logs its own failures, with the next attempt
 		if !auto {
-			logFailure := s.log.Error
-			if failure.ExitCode(err) == failure.ExitInterrupted { // stopped, or its caller went away
-				logFailure = s.log.Warn
-			}
-			logFailure("cutover failed; the fence is lifted and the sync goes on", "code", failure.Code(err), "error", err.Error())
+			fence.LogFailed(s.log, "cutover failed; the fence is lifted and the sync goes on", err)
 		}
 		return nil, err
 	}
@@ -277,11 +273,7 @@ func (s *Syncer) fencedCutover(ctx context.Context, preDiffs map[*table][]string
 	pause := time.Since(lockStart)
 	s.log.Info("cutover fenced section", "lock_wait_ms", ms(lockWait), "drain_ms", ms(drained),
 		"verify_ms", ms(verified-drained), "auto_increment_and_commit_ms", ms(pause-lockWait-verified), "rows_verified", post)
-	var undo []string
-	for _, g := range revoked {
-		undo = append(undo, g.SQL())
-	}
-	return &CutoverReport{Fence: s.opt.Cutover.Fence, Revoked: undo, WritePauseMS: ms(pause), LockWaitMS: ms(lockWait), DrainMS: ms(drained),
+	return &CutoverReport{Fence: s.opt.Cutover.Fence, Revoked: fence.Statements(revoked), WritePauseMS: ms(pause), LockWaitMS: ms(lockWait), DrainMS: ms(drained),
 		RowsVerified: post, AutoIncrement: autoInc, AutoIncrementUnknown: autoIncUnknown, FenceLSN: lsn.String(), FinishedAt: time.Now()}, nil
 }
 
@@ -527,12 +519,8 @@ func (s *Syncer) restoreWrites(grants []fence.Grant) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := fence.Restore(ctx, s.src, grants); err != nil {
-		var stmts []string
-		for _, g := range grants {
-			stmts = append(stmts, g.SQL())
-		}
 		s.log.Error("the write privileges the fence revoked could not be given back: the application cannot write to these tables on the source", "code", "SLUICE-CUTOVER-RESTORE",
-			"error", err.Error(), "hint", "run on the source: "+strings.Join(stmts, "; ")+" (or restart sluice sync, or run sluice abort, which try again)")
+			"error", err.Error(), "hint", "run on the source: "+strings.Join(fence.Statements(grants), "; ")+" (or restart sluice sync, or run sluice abort, which try again)")
 		return
 	}
 	s.forgetRevoked()
